@@ -1,0 +1,3 @@
+"""Dockyard: a private cloud of Docker machine containers with fixed IPs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""The FastAPI application: routers under /v1, problem+json errors, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+
+from dockyard import __version__
+from dockyard.api import catalog, errors, hosts, identity, instances
+from dockyard.api.watch import HostWatch
+from dockyard.db.session import Database
+
+
+def create_app(db: Database, state_dir: Path) -> FastAPI:
+    watch = HostWatch()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watch.bind(asyncio.get_running_loop())
+        yield
+        db.engine.dispose()
+
+    app = FastAPI(
+        title="Dockyard", version=__version__, lifespan=lifespan,
+        description="A private cloud of Docker machine containers with fixed IPs.",
+    )
+    app.state.db = db
+    app.state.watch = watch
+    app.state.image_dir = state_dir / "images"
+    errors.install(app)
+
+    @app.middleware("http")
+    async def _request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id") or f"req-{uuid.uuid4()}"
+        request.state.request_id = rid[:64]
+        response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    for module in (identity, hosts, catalog, instances):
+        app.include_router(module.router, prefix="/v1")
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,70 @@
+"""Request-scoped dependencies: the database session, the caller, the request id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from dockyard.api.watch import HostWatch
+from dockyard.db.identity import Principal, authenticate
+from dockyard.db.session import Database
+from dockyard.errors import Forbidden, Unauthorized
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def watch(request: Request) -> HostWatch:
+    w: HostWatch = request.app.state.watch
+    return w
+
+
+def session(db: Annotated[Database, Depends(database)]) -> Iterator[Session]:
+    with db.session() as s:
+        yield s
+
+
+def principal(request: Request, db: Annotated[Database, Depends(database)]) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send 'Authorization: Bearer <token>'; set DOCKYARD_TOKEN for the CLI")
+    with db.session() as s:
+        return authenticate(s, token.strip())
+
+
+def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if who.role == "agent":
+        raise Forbidden("agent tokens may only call /v1/agent endpoints; use a user token")
+    return who
+
+
+def admin(who: Annotated[Principal, Depends(user)]) -> Principal:
+    if not who.is_admin:
+        raise Forbidden("only admins may do this; ask the platform team")
+    return who
+
+
+def agent(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if who.role != "agent":
+        raise Forbidden("this endpoint is for agents; use a host token from `dockyard host token`")
+    return who
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.state.request_id
+    return rid
+
+
+DB = Annotated[Session, Depends(session)]
+User = Annotated[Principal, Depends(user)]
+Admin = Annotated[Principal, Depends(admin)]
+Agent = Annotated[Principal, Depends(agent)]
+RequestId = Annotated[str, Depends(request_id)]
+Watch = Annotated[HostWatch, Depends(watch)]
+Db = Annotated[Database, Depends(database)]

@@ -1,0 +1,79 @@
+"""Hosts for admins, and the agent's side: register, heartbeat, desired state, reports."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from dockyard import model
+from dockyard.api.deps import DB, Admin, Agent, Db, User, Watch
+from dockyard.db import hosts, instances
+from dockyard.db.session import Database
+
+router = APIRouter(tags=["hosts"])
+
+
+@router.get("/hosts")
+def list_hosts(s: DB, _: Admin) -> list[model.Host]:
+    return hosts.list_hosts(s)
+
+
+@router.get("/hosts/{name}")
+def show_host(name: str, s: DB, _: Admin) -> model.Host:
+    return hosts.list_hosts(s, only=hosts.by_name(s, name).id)[0]
+
+
+@router.patch("/hosts/{name}")
+def update_host(name: str, body: model.HostUpdate, s: DB, _: Admin) -> model.Host:
+    return hosts.update_host(s, name, body)
+
+
+@router.get("/availability-zones")
+def list_zones(s: DB, _: User) -> list[model.AvailabilityZone]:
+    return hosts.availability_zones(s)
+
+
+@router.post("/agent/hosts", status_code=200, tags=["agent"])
+def register(body: model.HostRegister, s: DB, who: Agent) -> model.Host:
+    hosts.check_agent(who.host_name, body.name)
+    row = hosts.register(s, body)
+    return hosts.list_hosts(s, only=row.id)[0]
+
+
+@router.post("/agent/hosts/{name}/heartbeat", tags=["agent"])
+def heartbeat(name: str, s: DB, who: Agent) -> dict[str, int]:
+    hosts.check_agent(who.host_name, name)
+    return {"generation": hosts.heartbeat(s, name)}
+
+
+@router.get("/agent/hosts/{name}/desired", tags=["agent"])
+async def desired(
+    name: str, who: Agent, db: Db, watch: Watch,
+    since: Annotated[int, Query(description="generation the agent already has")] = -1,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
+) -> model.DesiredState:
+    """Long poll: answer as soon as the host's generation differs from ``since``."""
+    hosts.check_agent(who.host_name, name)
+    remaining = wait
+    while True:
+        fut = watch.register(name)
+        state = await run_in_threadpool(_desired, db, name)
+        if state.generation != since or remaining <= 0:
+            watch.cancel(name, fut)
+            return state
+        step = min(1.0, remaining)
+        await watch.wait(name, fut, step)
+        remaining -= step
+
+
+def _desired(db: Database, name: str) -> model.DesiredState:
+    with db.session() as s:
+        return instances.desired_for_host(s, name)
+
+
+@router.put("/agent/instances/{instance_id}/state", status_code=204, tags=["agent"])
+def report(instance_id: str, body: model.InstanceReport, s: DB, who: Agent) -> None:
+    assert who.host_name is not None
+    instances.report(s, who.host_name, instance_id, body)

@@ -1,0 +1,43 @@
+"""Projects, users and tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from dockyard import model
+from dockyard.api.deps import DB, Admin, User
+from dockyard.db import identity
+
+router = APIRouter(tags=["identity"])
+
+
+@router.post("/projects", status_code=201)
+def create_project(body: model.ProjectCreate, s: DB, _: Admin) -> model.Project:
+    return identity.create_project(s, body.name)
+
+
+@router.get("/projects")
+def list_projects(s: DB, _: Admin) -> list[model.Project]:
+    return identity.list_projects(s)
+
+
+@router.post("/users", status_code=201)
+def create_user(body: model.UserCreate, s: DB, _: Admin) -> model.TokenCreated:
+    user, token = identity.create_user(s, body)
+    return model.TokenCreated(token=token, user=user.name)
+
+
+@router.get("/users")
+def list_users(s: DB, _: Admin) -> list[model.User]:
+    return identity.list_users(s)
+
+
+@router.post("/agent-tokens", status_code=201)
+def create_agent_token(body: model.AgentTokenCreate, s: DB, _: Admin) -> model.TokenCreated:
+    """A credential for one host's agent; it can only act for that host."""
+    return model.TokenCreated(token=identity.issue_agent_token(s, body.host), host=body.host)
+
+
+@router.get("/whoami")
+def whoami(who: User) -> dict[str, str | None]:
+    return {"name": who.name, "role": who.role, "project_id": who.project_id}

@@ -1,0 +1,70 @@
+"""Instances (servers): create, list, show, actions, action log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from dockyard import model
+from dockyard.api.deps import DB, Db, RequestId, User, Watch
+from dockyard.db import instances
+
+router = APIRouter(tags=["instances"])
+
+
+@router.post("/instances", status_code=202)
+def create_instance(
+    body: model.InstanceCreate, who: User, db: Db, watch: Watch, rid: RequestId
+) -> model.Instance:
+    """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
+
+    def claim() -> tuple[model.Instance, str]:
+        with db.claim_session() as s:
+            inst, host = instances.create(s, who, body, rid)
+            return instances.to_model(inst), host
+
+    inst, host = db.retry(claim)
+    watch.notify(host)
+    return inst
+
+
+@router.get("/instances")
+def list_instances(s: DB, who: User) -> list[model.Instance]:
+    return instances.list_instances(s, who)
+
+
+@router.get("/instances/{key}")
+def show_instance(key: str, s: DB, who: User) -> model.Instance:
+    return instances.to_model(instances.get(s, who, key))
+
+
+@router.get("/instances/{key}/actions")
+def list_actions(key: str, s: DB, who: User) -> list[model.InstanceAction]:
+    return instances.actions(s, who, key)
+
+
+def _act(action: str, key: str, who: User, db: Db, watch: Watch, rid: str) -> model.Instance:
+    with db.session() as s:
+        inst, host = instances.act(s, who, key, action, rid)
+        out = instances.to_model(inst)
+    watch.notify(host)
+    return out
+
+
+@router.post("/instances/{key}/start", status_code=202)
+def start(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+    return _act("start", key, who, db, watch, rid)
+
+
+@router.post("/instances/{key}/stop", status_code=202)
+def stop(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+    return _act("stop", key, who, db, watch, rid)
+
+
+@router.post("/instances/{key}/reboot", status_code=202)
+def reboot(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+    return _act("reboot", key, who, db, watch, rid)
+
+
+@router.delete("/instances/{key}", status_code=202)
+def delete(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+    return _act("delete", key, who, db, watch, rid)

@@ -1,0 +1,149 @@
+"""Flavors, images and networks: the admin's catalogue."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dockyard import model
+from dockyard.db import models as m
+from dockyard.errors import Conflict, NotFound
+from dockyard.network import hostname, ipam
+
+
+def _find(s: Session, table: type[m.Flavor] | type[m.Image] | type[m.Network], key: str, what: str):  # type: ignore[no-untyped-def]
+    row = s.scalar(select(table).where((table.name == key) | (table.id == key)))
+    if row is None:
+        raise NotFound(f"{what} {key!r} does not exist; see `dockyard {what} list`")
+    return row
+
+
+def _unique(s: Session, table: type[m.Flavor] | type[m.Image] | type[m.Network], name: str, what: str) -> None:
+    if s.scalar(select(table.id).where(table.name == name)) is not None:
+        raise Conflict(f"{what} {name!r} already exists; choose another name or delete it first")
+
+
+def _in_use(s: Session, column: object, ident: str, what: str, name: str) -> None:
+    live = s.scalars(
+        select(m.Instance.name).where(column == ident, m.Instance.deleted_at.is_(None)).limit(5)
+    ).all()
+    if live:
+        raise Conflict(f"{what} {name!r} is used by instance(s) {', '.join(live)}; delete them first")
+
+
+# --- flavors
+
+
+def create_flavor(s: Session, req: model.FlavorCreate) -> model.Flavor:
+    _unique(s, m.Flavor, req.name, "flavor")
+    row = m.Flavor(**req.model_dump())
+    s.add(row)
+    s.flush()
+    return model.Flavor.model_validate(row)
+
+
+def flavor(s: Session, key: str) -> m.Flavor:
+    return _find(s, m.Flavor, key, "flavor")  # type: ignore[no-any-return]
+
+
+def list_flavors(s: Session) -> list[model.Flavor]:
+    return [model.Flavor.model_validate(r) for r in s.scalars(select(m.Flavor).order_by(m.Flavor.name))]
+
+
+def delete_flavor(s: Session, key: str) -> None:
+    row = flavor(s, key)
+    _in_use(s, m.Instance.flavor_id, row.id, "flavor", row.name)
+    s.delete(row)
+
+
+# --- images
+
+
+def create_image(s: Session, req: model.ImageCreate) -> model.Image:
+    _unique(s, m.Image, req.name, "image")
+    if req.source == model.ImageSource.docker:
+        row = m.Image(name=req.name, source=req.source.value, ref=req.ref, status="active",
+                      command=req.command)
+    else:
+        row = m.Image(name=req.name, source=req.source.value, ref="", status="queued",
+                      command=req.command)
+    s.add(row)
+    s.flush()
+    if not row.ref:
+        row.ref = f"dockyard/{req.name.lower()}:{row.id[:8]}"
+    return image_model(row)
+
+
+def image(s: Session, key: str) -> m.Image:
+    return _find(s, m.Image, key, "image")  # type: ignore[no-any-return]
+
+
+def image_model(row: m.Image) -> model.Image:
+    return model.Image.model_validate(row)
+
+
+def image_uploaded(s: Session, key: str, sha256: str, size: int) -> model.Image:
+    row = image(s, key)
+    if row.source != model.ImageSource.rootfs.value:
+        raise Conflict(f"image {row.name!r} comes from docker ({row.ref}); it takes no upload")
+    row.sha256, row.size, row.status = sha256, size, "active"
+    return image_model(row)
+
+
+def list_images(s: Session) -> list[model.Image]:
+    return [image_model(r) for r in s.scalars(select(m.Image).order_by(m.Image.name))]
+
+
+def delete_image(s: Session, key: str) -> m.Image:
+    row = image(s, key)
+    _in_use(s, m.Instance.image_id, row.id, "image", row.name)
+    s.delete(row)
+    return row
+
+
+# --- networks
+
+
+def create_network(s: Session, req: model.NetworkCreate) -> model.Network:
+    _unique(s, m.Network, req.name, "network")
+    taken = s.scalar(select(m.Network.name).where(m.Network.bridge == req.bridge))
+    if taken:
+        raise Conflict(f"bridge {req.bridge} already carries network {taken!r}; use another bridge")
+    sub = ipam.validate(req.subnet)
+    if sub.hostname_rule:
+        hostname.validate_rule(sub.hostname_rule)
+    row = m.Network(name=req.name, bridge=req.bridge, uplink=req.uplink, mtu=req.mtu)
+    row.subnets.append(
+        m.Subnet(cidr=sub.cidr, gateway=sub.gateway, pools=[p.model_dump() for p in sub.pools],
+                 reserved=sub.reserved, dns=sub.dns, hostname_rule=sub.hostname_rule)
+    )
+    s.add(row)
+    s.flush()
+    return network_model(row)
+
+
+def network(s: Session, key: str) -> m.Network:
+    return _find(s, m.Network, key, "network")  # type: ignore[no-any-return]
+
+
+def subnet_spec(row: m.Subnet) -> model.SubnetCreate:
+    return model.SubnetCreate(
+        cidr=row.cidr, gateway=row.gateway, pools=[model.Pool(**p) for p in row.pools],
+        reserved=row.reserved, dns=row.dns, hostname_rule=row.hostname_rule,
+    )
+
+
+def network_model(row: m.Network) -> model.Network:
+    subnets = [model.Subnet(id=sn.id, **subnet_spec(sn).model_dump()) for sn in row.subnets]
+    return model.Network(id=row.id, name=row.name, bridge=row.bridge, uplink=row.uplink,
+                         mtu=row.mtu, subnets=subnets)
+
+
+def list_networks(s: Session) -> list[model.Network]:
+    return [network_model(r) for r in s.scalars(select(m.Network).order_by(m.Network.name))]
+
+
+def delete_network(s: Session, key: str) -> None:
+    row = network(s, key)
+    _in_use(s, m.Instance.network_id, row.id, "network", row.name)
+    s.delete(row)

@@ -1,0 +1,118 @@
+"""Projects, users and bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dockyard import model
+from dockyard.db import models as m
+from dockyard.errors import Conflict, NotFound, Unauthorized
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user in a project with a role, or an agent for a host."""
+
+    name: str
+    role: str  # admin, member, reader, agent
+    project_id: str | None = None
+    user_id: str | None = None
+    host_name: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == model.Role.admin
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "dy_" + secrets.token_urlsafe(32)
+
+
+def authenticate(s: Session, token: str) -> Principal:
+    row = s.scalar(select(m.Token).where(m.Token.token_hash == hash_token(token)))
+    if row is None:
+        raise Unauthorized("the token is not known; check DOCKYARD_TOKEN")
+    if row.host_name is not None:
+        return Principal(name=f"agent:{row.host_name}", role="agent", host_name=row.host_name)
+    assert row.user is not None
+    u = row.user
+    return Principal(name=u.name, role=u.role, project_id=u.project_id, user_id=u.id)
+
+
+def create_project(s: Session, name: str) -> model.Project:
+    if s.scalar(select(m.Project).where(m.Project.name == name)):
+        raise Conflict(f"project {name!r} already exists; choose another name")
+    row = m.Project(name=name)
+    s.add(row)
+    s.flush()
+    return model.Project(id=row.id, name=row.name)
+
+
+def list_projects(s: Session) -> list[model.Project]:
+    rows = s.scalars(select(m.Project).order_by(m.Project.name))
+    return [model.Project(id=r.id, name=r.name) for r in rows]
+
+
+def project_by_name(s: Session, name: str) -> m.Project:
+    row = s.scalar(select(m.Project).where(m.Project.name == name))
+    if row is None:
+        raise NotFound(f"project {name!r} does not exist; see `dockyard project list`")
+    return row
+
+
+def create_user(s: Session, req: model.UserCreate) -> tuple[model.User, str]:
+    project = project_by_name(s, req.project)
+    if s.scalar(select(m.User).where(m.User.name == req.name)):
+        raise Conflict(f"user {req.name!r} already exists; choose another name")
+    user = m.User(name=req.name, project_id=project.id, role=req.role.value)
+    s.add(user)
+    s.flush()
+    token = issue_user_token(s, user.id)
+    return _user(user, project.name), token
+
+
+def list_users(s: Session) -> list[model.User]:
+    rows = s.scalars(select(m.User).order_by(m.User.name))
+    return [_user(r, r.project.name) for r in rows]
+
+
+def issue_user_token(s: Session, user_id: str) -> str:
+    token = new_token()
+    s.add(m.Token(token_hash=hash_token(token), user_id=user_id))
+    return token
+
+
+def issue_agent_token(s: Session, host_name: str) -> str:
+    token = new_token()
+    s.add(m.Token(token_hash=hash_token(token), host_name=host_name))
+    return token
+
+
+def bootstrap(s: Session) -> str | None:
+    """Create the admin project and user on an empty database; return its token."""
+    if s.scalar(select(m.User).limit(1)) is not None:
+        return None
+    project = m.Project(name="admin")
+    s.add(project)
+    s.flush()
+    user = m.User(name="admin", project_id=project.id, role=model.Role.admin.value)
+    s.add(user)
+    s.flush()
+    try:
+        return issue_user_token(s, user.id)
+    except IntegrityError as exc:  # pragma: no cover - two servers bootstrapping at once
+        raise Conflict("the database is being initialised by another server") from exc
+
+
+def _user(row: m.User, project: str) -> model.User:
+    return model.User(id=row.id, name=row.name, project=project, role=model.Role(row.role))

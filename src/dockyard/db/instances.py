@@ -1,0 +1,274 @@
+"""Instances: the claim (host, IP, cores in one transaction), actions, agent reports."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from dockyard import model, states
+from dockyard.db import catalog, hosts
+from dockyard.db import models as m
+from dockyard.db.identity import Principal
+from dockyard.errors import Conflict, Forbidden, NotFound, NoValidHost
+from dockyard.model import PowerState, TaskState, VmState
+from dockyard.network import hostname, ipam
+from dockyard.scheduler.select import select as place
+from dockyard.scheduler.state import Request
+from dockyard.scheduler.weighers import RamWeigher
+
+ACTION_OF_TASK = {
+    TaskState.spawning: "create",
+    TaskState.powering_on: "start",
+    TaskState.powering_off: "stop",
+    TaskState.rebooting: "reboot",
+    TaskState.deleting: "delete",
+}
+
+
+def create(
+    s: Session, who: Principal, req: model.InstanceCreate, request_id: str,
+    weigh_multiplier: float = 1.0,
+) -> tuple[m.Instance, str]:
+    """Schedule and claim. Returns the instance and the host whose agent to wake.
+
+    Runs inside a claim session: SQLite holds its write lock from the first
+    statement; PostgreSQL locks every host row first, so two claims never see
+    the same free cores or addresses. Unique keys on (subnet, address) and
+    (host, core) are the backstop.
+    """
+    if who.role not in (model.Role.admin, model.Role.member):
+        raise Forbidden("readers cannot create instances; ask a project admin for the member role")
+    assert who.project_id is not None
+    flavor, image = catalog.flavor(s, req.flavor), catalog.image(s, req.image)
+    network = catalog.network(s, req.network)
+    if image.status != "active":
+        raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
+    _name_free(s, who.project_id, req.name)
+    if s.bind.dialect.name == "postgresql":
+        s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
+    rows = hosts.scheduler_view(s)
+    request = Request(
+        vcpus=flavor.vcpus, memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb,
+        dedicated=flavor.dedicated, availability_zone=req.availability_zone, network=network.name,
+    )
+    placement = place([st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),))
+    if placement.host is None:
+        raise NoValidHost(placement.explain(request), rejected=placement.rejected)
+    host = next(r for r, st in rows if st is placement.host)
+    subnet, ip = _claim_ip(s, network, req.ip)
+    inst = m.Instance(
+        name=req.name, project_id=who.project_id, user_id=who.user_id, flavor_id=flavor.id,
+        image_id=image.id, network_id=network.id, subnet_id=subnet.id, host_id=host.id,
+        availability_zone=host.availability_zone, ip=ip, mac=ipam.mac_for(ip),
+        hostname=hostname.render(subnet.hostname_rule, ip, req.name), vcpus=flavor.vcpus,
+        memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, dedicated=flavor.dedicated,
+        pids_limit=flavor.pids_limit, volumes=[v.model_dump() for v in req.volumes],
+        vm_state=VmState.building.value, task_state=TaskState.spawning.value,
+    )
+    s.add(inst)
+    s.flush()
+    s.add(m.IpAllocation(subnet_id=subnet.id, address=ip, instance_id=inst.id))
+    for core in placement.cores:
+        s.add(m.CoreClaim(host_id=host.id, core=core, instance_id=inst.id))
+    _log(s, inst.id, request_id, "create", who.name)
+    hosts.bump(s, host.id)
+    s.flush()
+    return inst, host.name
+
+
+def _name_free(s: Session, project_id: str, name: str) -> None:
+    clash = s.scalar(
+        select(m.Instance.id).where(
+            m.Instance.project_id == project_id, m.Instance.name == name,
+            m.Instance.deleted_at.is_(None),
+        )
+    )
+    if clash:
+        raise Conflict(f"an instance named {name!r} already exists in this project; choose another")
+
+
+def _claim_ip(s: Session, network: m.Network, wanted: str | None) -> tuple[m.Subnet, str]:
+    for subnet in network.subnets:
+        spec = catalog.subnet_spec(subnet)
+        taken = set(
+            s.scalars(select(m.IpAllocation.address).where(m.IpAllocation.subnet_id == subnet.id))
+        )
+        if wanted is not None:
+            if _contains(spec, wanted):
+                return subnet, ipam.check_requested(spec, wanted, taken)
+            continue
+        ip = ipam.choose(spec, taken)
+        if ip is not None:
+            return subnet, ip
+    if wanted is not None:
+        cidrs = ", ".join(sn.cidr for sn in network.subnets)
+        raise Conflict(f"{wanted} is outside network {network.name!r} ({cidrs}); pick an address inside")
+    raise Conflict(f"network {network.name!r} has no free addresses; add a subnet or free some")
+
+
+def _contains(spec: model.SubnetCreate, ip: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(spec.cidr)
+    except ValueError:
+        return True  # let check_requested say what is wrong with it
+
+
+def get(s: Session, who: Principal, key: str) -> m.Instance:
+    """By id or name; another project's instance is simply not found."""
+    q = select(m.Instance).where(
+        m.Instance.deleted_at.is_(None), (m.Instance.id == key) | (m.Instance.name == key)
+    )
+    if not who.is_admin:
+        q = q.where(m.Instance.project_id == who.project_id)
+    rows = s.scalars(q).unique().all()
+    if not rows:
+        raise NotFound(f"instance {key!r} does not exist; see `dockyard server list`")
+    if len(rows) > 1:
+        raise Conflict(f"{len(rows)} instances are named {key!r}; use the instance id")
+    return rows[0]
+
+
+def list_instances(s: Session, who: Principal) -> list[model.Instance]:
+    q = select(m.Instance).where(m.Instance.deleted_at.is_(None)).order_by(m.Instance.created_at)
+    if not who.is_admin:
+        q = q.where(m.Instance.project_id == who.project_id)
+    return [to_model(r) for r in s.scalars(q).unique()]
+
+
+def act(s: Session, who: Principal, key: str, action: str, request_id: str) -> tuple[m.Instance, str | None]:
+    """Start, stop, reboot or delete. Returns the instance and the host to wake."""
+    if who.role == model.Role.reader:
+        raise Forbidden(f"readers cannot {action} instances; ask for the member role")
+    inst = get(s, who, key)
+    task = states.begin(action, VmState(inst.vm_state), _task(inst))
+    _log(s, inst.id, request_id, action, who.name)
+    if task == TaskState.deleting and inst.host_id is None:
+        _finish_delete(s, inst)  # never placed, or released after a failed spawn
+        _close(s, inst.id, "delete", None)
+        return inst, None
+    inst.task_state = task.value
+    if task == TaskState.rebooting:
+        inst.reboot_seq += 1
+    hosts.bump(s, inst.host_id)
+    return inst, inst.host.name if inst.host else None
+
+
+def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceReport) -> None:
+    inst = s.get(m.Instance, instance_id)
+    if inst is None or inst.host is None or inst.host.name != host_name:
+        raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
+    out = states.on_report(VmState(inst.vm_state), _task(inst), rep)
+    inst.vm_state, inst.power_state = out.vm_state.value, out.power_state.value
+    inst.task_state = out.task_state.value if out.task_state else None
+    if out.finished is not None:
+        _close(s, inst.id, ACTION_OF_TASK[out.finished], out.error)
+    if out.vm_state == VmState.deleted:
+        _finish_delete(s, inst)
+    elif out.error and out.finished == TaskState.spawning:
+        inst.fault = f"spawn on {host_name} failed: {out.error} (its IP {inst.ip} was released)"
+        _release(s, inst)
+    elif out.error:
+        inst.fault = f"{ACTION_OF_TASK[out.finished or TaskState.spawning]} failed: {out.error}"
+    elif out.finished is not None:
+        inst.fault = None
+
+
+def _release(s: Session, inst: m.Instance) -> None:
+    s.execute(delete(m.IpAllocation).where(m.IpAllocation.instance_id == inst.id))
+    s.execute(delete(m.CoreClaim).where(m.CoreClaim.instance_id == inst.id))
+    hosts.bump(s, inst.host_id)
+    inst.host_id, inst.ip, inst.mac = None, None, None
+
+
+def _finish_delete(s: Session, inst: m.Instance) -> None:
+    _release(s, inst)
+    inst.vm_state, inst.task_state = VmState.deleted.value, None
+    inst.power_state = PowerState.nostate.value
+    inst.deleted_at = m.now()
+
+
+def _task(inst: m.Instance) -> TaskState | None:
+    return TaskState(inst.task_state) if inst.task_state else None
+
+
+def _log(s: Session, instance_id: str, request_id: str, action: str, user: str) -> None:
+    s.add(m.InstanceAction(instance_id=instance_id, request_id=request_id, action=action,
+                           user_name=user))
+
+
+def _close(s: Session, instance_id: str, action: str, error: str | None) -> None:
+    row = s.scalar(
+        select(m.InstanceAction)
+        .where(m.InstanceAction.instance_id == instance_id, m.InstanceAction.action == action,
+               m.InstanceAction.finish_time.is_(None))
+        .order_by(m.InstanceAction.start_time.desc())
+        .limit(1)
+    )
+    if row is not None:
+        row.finish_time = m.now()
+        row.result = "error" if error else "success"
+        row.message = error
+
+
+def actions(s: Session, who: Principal, key: str) -> list[model.InstanceAction]:
+    inst = get(s, who, key)
+    rows = s.scalars(
+        select(m.InstanceAction).where(m.InstanceAction.instance_id == inst.id)
+        .order_by(m.InstanceAction.start_time)
+    )
+    return [
+        model.InstanceAction(request_id=r.request_id, action=r.action, user=r.user_name,
+                             start_time=r.start_time, finish_time=r.finish_time,
+                             result=r.result, message=r.message)
+        for r in rows
+    ]
+
+
+def to_model(r: m.Instance) -> model.Instance:
+    vm, task = VmState(r.vm_state), _task(r)
+    return model.Instance(
+        id=r.id, name=r.name, project=r.project.name, hostname=r.hostname,
+        status=states.status(vm, task), vm_state=vm, task_state=task,
+        power_state=PowerState(r.power_state), host=r.host.name if r.host else None,
+        availability_zone=r.availability_zone, ip=r.ip, mac=r.mac, network=r.network.name,
+        flavor=r.flavor.name, vcpus=r.vcpus, memory_mb=r.memory_mb, disk_gb=r.disk_gb,
+        image=r.image.name, volumes=[model.VolumeSpec(**v) for v in r.volumes], fault=r.fault,
+        created_at=r.created_at, updated_at=r.updated_at,
+    )
+
+
+def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
+    host = hosts.by_name(s, host_name)
+    rows = s.scalars(
+        select(m.Instance).where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
+    ).unique()
+    return model.DesiredState(generation=host.generation, instances=[_desired(r) for r in rows])
+
+
+def _desired(r: m.Instance) -> model.DesiredInstance:
+    task = _task(r)
+    if task == TaskState.deleting:
+        power = "deleted"
+    elif task == TaskState.powering_off or (r.vm_state == VmState.stopped.value and task is None):
+        power = "stopped"
+    else:
+        power = "running"
+    subnet = next(sn for sn in r.network.subnets if sn.id == r.subnet_id)
+    import ipaddress
+
+    assert r.ip and r.mac and r.hostname
+    net = model.NetSpec(
+        bridge=r.network.bridge, uplink=r.network.uplink, mtu=r.network.mtu, ip=r.ip,
+        prefixlen=ipaddress.IPv4Network(subnet.cidr).prefixlen, gateway=subnet.gateway,
+        mac=r.mac, dns=subnet.dns,
+    )
+    return model.DesiredInstance(
+        id=r.id, name=r.name, hostname=r.hostname, image_id=r.image.id, image_ref=r.image.ref,
+        image_source=model.ImageSource(r.image.source), image_sha256=r.image.sha256,
+        command=r.image.command, vcpus=r.vcpus, memory_mb=r.memory_mb, dedicated=r.dedicated,
+        cpuset=[c.core for c in r.cores], pids_limit=r.pids_limit,
+        volumes=[model.VolumeSpec(**v) for v in r.volumes], net=net, power=power,
+        task_state=task, power_state=PowerState(r.power_state), reboot_seq=r.reboot_seq,
+    )

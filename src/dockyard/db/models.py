@@ -1,0 +1,193 @@
+"""Tables. Desired state lives here; agents make hosts match it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class Token(Base):
+    """A bearer token; only the SHA-256 of it is stored.
+
+    Exactly one of user_id (a person) or host_name (an agent) is set.
+    """
+
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    host_name: Mapped[str | None] = mapped_column(String(63), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    user: Mapped[User | None] = relationship(lazy="joined")
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    availability_zone: Mapped[str] = mapped_column(String(63), default="nova")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    cores: Mapped[int]
+    memory_mb: Mapped[int]
+    disk_gb: Mapped[int]
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    networks: Mapped[list[Any]] = mapped_column(default=list)
+    docker_version: Mapped[str] = mapped_column(String(64), default="")
+    cpu_allocation_ratio: Mapped[float] = mapped_column(default=16.0)
+    ram_allocation_ratio: Mapped[float] = mapped_column(default=1.0)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(default=None)
+    # bumped whenever an instance on this host changes; agents long-poll on it
+    generation: Mapped[int] = mapped_column(default=0)
+
+
+class Flavor(Base):
+    __tablename__ = "flavors"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    vcpus: Mapped[int]
+    memory_mb: Mapped[int]
+    disk_gb: Mapped[int] = mapped_column(default=0)
+    dedicated: Mapped[bool] = mapped_column(default=False)
+    pids_limit: Mapped[int] = mapped_column(default=1024)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    size: Mapped[int | None] = mapped_column(default=None)
+    command: Mapped[list[Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class Network(Base):
+    __tablename__ = "networks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    bridge: Mapped[str] = mapped_column(String(15))
+    uplink: Mapped[str | None] = mapped_column(String(15), default=None)
+    mtu: Mapped[int] = mapped_column(default=1500)
+    subnets: Mapped[list[Subnet]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="Subnet.cidr"
+    )
+
+
+class Subnet(Base):
+    __tablename__ = "subnets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
+    cidr: Mapped[str] = mapped_column(String(18))
+    gateway: Mapped[str | None] = mapped_column(String(15))
+    pools: Mapped[list[Any]] = mapped_column(default=list)
+    reserved: Mapped[list[Any]] = mapped_column(default=list)
+    dns: Mapped[list[Any]] = mapped_column(default=list)
+    hostname_rule: Mapped[str | None] = mapped_column(String(128), default=None)
+
+
+class IpAllocation(Base):
+    """One row per address in use; the unique key is what makes IPAM race-free."""
+
+    __tablename__ = "ip_allocations"
+    __table_args__ = (UniqueConstraint("subnet_id", "address"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"))
+    address: Mapped[str] = mapped_column(String(15))
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"))
+
+
+class CoreClaim(Base):
+    """A physical core pinned to one dedicated instance."""
+
+    __tablename__ = "core_claims"
+    __table_args__ = (UniqueConstraint("host_id", "core"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
+    core: Mapped[int]
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"))
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    flavor_id: Mapped[str] = mapped_column(ForeignKey("flavors.id"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
+    subnet_id: Mapped[str | None] = mapped_column(ForeignKey("subnets.id"), default=None)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), default=None, index=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(63), default=None)
+    ip: Mapped[str | None] = mapped_column(String(15), default=None)
+    mac: Mapped[str | None] = mapped_column(String(17), default=None)
+    hostname: Mapped[str | None] = mapped_column(String(63), default=None)
+    # flavor figures copied at claim time: a later flavor edit must not change a claim
+    vcpus: Mapped[int]
+    memory_mb: Mapped[int]
+    disk_gb: Mapped[int]
+    dedicated: Mapped[bool] = mapped_column(default=False)
+    pids_limit: Mapped[int] = mapped_column(default=1024)
+    volumes: Mapped[list[Any]] = mapped_column(default=list)
+    vm_state: Mapped[str] = mapped_column(String(16), default="building")
+    task_state: Mapped[str | None] = mapped_column(String(16), default="scheduling")
+    power_state: Mapped[str] = mapped_column(String(16), default="nostate")
+    reboot_seq: Mapped[int] = mapped_column(default=0)
+    fault: Mapped[str | None] = mapped_column(String(1024), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    flavor: Mapped[Flavor] = relationship(lazy="joined")
+    image: Mapped[Image] = relationship(lazy="joined")
+    network: Mapped[Network] = relationship(lazy="joined")
+    host: Mapped[Host | None] = relationship(lazy="joined")
+    project: Mapped[Project] = relationship(lazy="joined")
+    cores: Mapped[list[CoreClaim]] = relationship(lazy="selectin", order_by="CoreClaim.core")
+
+
+class InstanceAction(Base):
+    __tablename__ = "instance_actions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    user_name: Mapped[str | None] = mapped_column(String(63))
+    start_time: Mapped[datetime] = mapped_column(default=now)
+    finish_time: Mapped[datetime | None] = mapped_column(default=None)
+    result: Mapped[str | None] = mapped_column(String(16), default=None)
+    message: Mapped[str | None] = mapped_column(String(1024), default=None)

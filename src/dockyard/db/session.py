@@ -1,0 +1,106 @@
+"""Engines and sessions. SQLite (WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dockyard.errors import Conflict
+
+_HERE = Path(__file__).parent
+T = TypeVar("T")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20,
+            max_overflow=20,
+        )
+        _sqlite_pragmas(engine)
+        return engine
+    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL, a busy timeout, and BEGIN IMMEDIATE for claim transactions.
+
+    pysqlite's own transaction handling is switched off so that a claim can
+    take the write lock up front (``sqlite_begin="IMMEDIATE"``): an upgrade
+    from a read snapshot to a write fails without waiting in WAL mode.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """An engine plus two session factories: ordinary and claim (serialising)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        claim_bind = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._claims = sessionmaker(claim_bind, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    @contextmanager
+    def claim_session(self) -> Iterator[Session]:
+        """A transaction that holds the write lock (SQLite) from its first statement."""
+        with self._claims.begin() as s:
+            yield s
+
+    def retry(self, fn: Callable[[], T], attempts: int = 8) -> T:
+        """Run a claim again when it lost a race on a unique key or a lock."""
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == attempts - 1:
+                    raise Conflict("the database is busy with other claims; try again") from exc
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def migrate(self) -> None:
+        upgrade(self.url)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    command.upgrade(alembic_config(url), "head")

@@ -1,0 +1,353 @@
+"""Wire schemas shared by the server, the agent and the CLI.
+
+One place defines what crosses the network, so the API, its OpenAPI document,
+the agent and the CLI never disagree. No I/O here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]*[a-zA-Z0-9])?$",
+        description="letters, digits, '-', '_' and '.'; starts and ends with a letter or digit",
+    ),
+]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class Role(StrEnum):
+    admin = "admin"
+    member = "member"
+    reader = "reader"
+
+
+class VmState(StrEnum):
+    building = "building"
+    active = "active"
+    stopped = "stopped"
+    error = "error"
+    deleted = "deleted"
+
+
+class TaskState(StrEnum):
+    scheduling = "scheduling"
+    spawning = "spawning"
+    powering_on = "powering-on"
+    powering_off = "powering-off"
+    rebooting = "rebooting"
+    deleting = "deleting"
+
+
+class PowerState(StrEnum):
+    nostate = "nostate"
+    running = "running"
+    shutdown = "shutdown"
+    crashed = "crashed"
+
+
+# --- identity -----------------------------------------------------------------
+
+
+class ProjectCreate(Schema):
+    name: Name
+
+
+class Project(Schema):
+    id: str
+    name: str
+
+
+class UserCreate(Schema):
+    name: Name
+    project: str = Field(description="project name")
+    role: Role = Role.member
+
+
+class User(Schema):
+    id: str
+    name: str
+    project: str
+    role: Role
+
+
+class TokenCreated(Schema):
+    token: str = Field(description="shown once; only its hash is stored")
+    user: str | None = None
+    host: str | None = None
+
+
+class AgentTokenCreate(Schema):
+    host: Name
+
+
+# --- hosts --------------------------------------------------------------------
+
+
+class HostRegister(Schema):
+    """What an agent says about its host when it starts."""
+
+    name: Name
+    availability_zone: Name = "nova"
+    cores: int = Field(ge=1)
+    memory_mb: int = Field(ge=64)
+    disk_gb: int = Field(ge=0)
+    labels: dict[str, str] = {}
+    docker_version: str = ""
+    networks: list[str] = Field(
+        default=["*"], description="Dockyard networks this host can plumb; '*' means all"
+    )
+
+
+class HostUpdate(Schema):
+    enabled: bool | None = None
+    availability_zone: Name | None = None
+
+
+class Host(Schema):
+    id: str
+    name: str
+    availability_zone: str
+    state: str = Field(description="up when a heartbeat arrived recently, else down")
+    enabled: bool
+    cores: int
+    memory_mb: int
+    disk_gb: int
+    labels: dict[str, str]
+    docker_version: str
+    networks: list[str]
+    vcpus_used: float = 0
+    memory_mb_used: int = 0
+    disk_gb_used: int = 0
+    pinned_cores: dict[str, str] = Field(default={}, description="core -> instance id")
+    last_heartbeat: datetime | None = None
+
+
+class AvailabilityZone(Schema):
+    name: str
+    hosts: int
+    hosts_up: int
+
+
+# --- flavors and images -------------------------------------------------------
+
+
+class FlavorCreate(Schema):
+    name: Name
+    vcpus: int = Field(ge=1, le=512)
+    memory_mb: int = Field(ge=16)
+    disk_gb: int = Field(default=0, ge=0)
+    dedicated: bool = Field(default=False, description="pin whole cores (cpuset)")
+    pids_limit: int = Field(default=1024, ge=16)
+
+
+class Flavor(FlavorCreate):
+    id: str
+
+
+class ImageSource(StrEnum):
+    rootfs = "rootfs"
+    docker = "docker"
+
+
+class ImageCreate(Schema):
+    name: Name
+    source: ImageSource
+    ref: str | None = Field(
+        default=None, description="docker reference, for source=docker (must exist on hosts)"
+    )
+    command: list[str] | None = Field(
+        default=None, description="PID 1 of instances; default the image's own CMD"
+    )
+
+    @model_validator(mode="after")
+    def _ref_for_docker(self) -> ImageCreate:
+        if self.source == ImageSource.docker and not self.ref:
+            raise ValueError("source=docker needs ref, the docker image reference")
+        return self
+
+
+class Image(Schema):
+    id: str
+    name: str
+    source: ImageSource
+    ref: str
+    status: str = Field(description="queued until a rootfs is uploaded, then active")
+    sha256: str | None = None
+    size: int | None = None
+    command: list[str] | None = None
+    created_at: datetime | None = None
+
+
+# --- networks -----------------------------------------------------------------
+
+
+class Pool(Schema):
+    start: str
+    end: str
+
+
+class SubnetCreate(Schema):
+    cidr: str
+    gateway: str | None = None
+    pools: list[Pool] = []
+    reserved: list[str] = []
+    dns: list[str] = []
+    hostname_rule: str | None = Field(
+        default=None,
+        description="template over the IP's octets o1..o4, e.g. 'web{o3}{o4:03d}'",
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"not an IPv4 network in CIDR form (e.g. 198.18.0.0/24): {exc}")
+        if net.prefixlen > 30:
+            raise ValueError("prefix must be /30 or shorter to leave room for instances")
+        return str(net)
+
+
+class Subnet(SubnetCreate):
+    id: str
+
+
+class NetworkCreate(Schema):
+    name: Name
+    bridge: str = Field(
+        min_length=1, max_length=15, pattern=r"^[a-zA-Z0-9_.-]+$", description="Linux bridge"
+    )
+    uplink: str | None = Field(default=None, max_length=15, description="NIC enslaved")
+    mtu: int = Field(default=1500, ge=576, le=9000)
+    subnet: SubnetCreate
+
+
+class Network(Schema):
+    id: str
+    name: str
+    bridge: str
+    uplink: str | None
+    mtu: int
+    subnets: list[Subnet]
+
+
+# --- instances ----------------------------------------------------------------
+
+
+class VolumeSpec(Schema):
+    host_path: str = Field(pattern=r"^/", description="absolute path on the host")
+    path: str = Field(pattern=r"^/", description="absolute path in the instance")
+    read_only: bool = False
+
+
+class InstanceCreate(Schema):
+    name: Name
+    image: str
+    flavor: str
+    network: str
+    ip: str | None = None
+    volumes: list[VolumeSpec] = []
+    availability_zone: str | None = None
+
+
+class Instance(Schema):
+    id: str
+    name: str
+    project: str
+    hostname: str | None
+    status: str = Field(description="what the console shows: ACTIVE, BUILD, SHUTOFF, ERROR, ...")
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState
+    host: str | None
+    availability_zone: str | None
+    ip: str | None
+    mac: str | None
+    network: str
+    flavor: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    image: str
+    volumes: list[VolumeSpec]
+    fault: str | None = Field(description="why the instance is in ERROR, and what to do")
+    created_at: datetime
+    updated_at: datetime
+
+
+class InstanceAction(Schema):
+    request_id: str
+    action: str
+    user: str | None
+    start_time: datetime
+    finish_time: datetime | None
+    result: str | None = Field(description="success, error, or null while running")
+    message: str | None
+
+
+# --- agent <-> server ---------------------------------------------------------
+
+
+class NetSpec(Schema):
+    """Everything the agent needs to plumb one instance without the server."""
+
+    bridge: str
+    uplink: str | None
+    mtu: int
+    ip: str
+    prefixlen: int
+    gateway: str | None
+    mac: str
+    dns: list[str]
+
+
+class DesiredInstance(Schema):
+    id: str
+    name: str
+    hostname: str
+    image_id: str
+    image_ref: str
+    image_source: ImageSource
+    image_sha256: str | None
+    command: list[str] | None
+    vcpus: int
+    memory_mb: int
+    dedicated: bool
+    cpuset: list[int]
+    pids_limit: int
+    volumes: list[VolumeSpec]
+    net: NetSpec
+    power: str = Field(description="running, stopped, or deleted")
+    task_state: TaskState | None
+    power_state: PowerState
+    reboot_seq: int
+
+
+class DesiredState(Schema):
+    generation: int
+    instances: list[DesiredInstance]
+
+
+class InstanceReport(Schema):
+    """What the agent observed (or failed to do) for one instance."""
+
+    power_state: PowerState
+    task_done: TaskState | None = Field(
+        default=None, description="the task the agent just finished"
+    )
+    error: str | None = None
+    gone: bool = Field(default=False, description="the container and its plumbing are removed")

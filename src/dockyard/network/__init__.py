@@ -1,0 +1,1 @@
+"""Networks: IPAM and hostname rules (control plane), plumbing and tc (agent)."""

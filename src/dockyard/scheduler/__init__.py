@@ -1,0 +1,1 @@
+"""Placement: filter hosts, weigh the survivors, pick one. Pure functions."""

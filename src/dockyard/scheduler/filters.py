@@ -1,0 +1,93 @@
+"""Host filters: each says whether one host can take one request."""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from dockyard.scheduler.state import HostState, Request
+
+
+class Filter(Protocol):
+    name: str
+
+    def passes(self, host: HostState, req: Request) -> bool: ...
+
+
+class ComputeFilter:
+    """The host is up (recent heartbeat) and an admin has not disabled it."""
+
+    name = "ComputeFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return host.up and host.enabled
+
+
+class AvailabilityZoneFilter:
+    name = "AvailabilityZoneFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return req.availability_zone is None or host.availability_zone == req.availability_zone
+
+
+class NetworkFilter:
+    """The host is attached to the instance's network."""
+
+    name = "NetworkFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return req.network is None or "*" in host.networks or req.network in host.networks
+
+
+class RamFilter:
+    name = "RamFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return host.free_memory_mb >= req.memory_mb
+
+
+class CoreFilter:
+    """Shared vCPUs fit under cores x allocation ratio, minus pinned cores."""
+
+    name = "CoreFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        if req.dedicated:
+            return True
+        shareable = (host.cores - len(host.pinned)) * host.cpu_allocation_ratio
+        return host.vcpus_used + req.vcpus <= shareable + 1e-9
+
+
+class DedicatedCoreFilter:
+    """Enough whole cores are free for a pinned instance.
+
+    A pinned core also cannot carry shared vCPUs, so the shared load already
+    placed must still fit on the cores that remain after this claim.
+    """
+
+    name = "DedicatedCoreFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        if not req.dedicated:
+            return True
+        remaining = len(host.free_cores) - req.vcpus
+        needed_for_shared = math.ceil(host.vcpus_used / host.cpu_allocation_ratio - 1e-9)
+        return remaining >= 0 and remaining >= needed_for_shared
+
+
+class DiskFilter:
+    name = "DiskFilter"
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return host.disk_gb_used + req.disk_gb <= host.disk_gb
+
+
+DEFAULT_FILTERS: tuple[Filter, ...] = (
+    ComputeFilter(),
+    AvailabilityZoneFilter(),
+    NetworkFilter(),
+    RamFilter(),
+    CoreFilter(),
+    DedicatedCoreFilter(),
+    DiskFilter(),
+)
