@@ -74,6 +74,8 @@ def _desired(db: Database, name: str) -> model.DesiredState:
 
 
 @router.put("/agent/instances/{instance_id}/state", status_code=204, tags=["agent"])
-def report(instance_id: str, body: model.InstanceReport, s: DB, who: Agent) -> None:
+def report(instance_id: str, body: model.InstanceReport, db: Db, who: Agent, watch: Watch) -> None:
     assert who.host_name is not None
-    instances.report(s, who.host_name, instance_id, body)
+    with db.session() as s:
+        instances.report(s, who.host_name, instance_id, body)
+    watch.notify(who.host_name)

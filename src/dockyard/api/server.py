@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(args.db or default_db_url(args.state_dir))
     token = init(db)

@@ -160,6 +160,7 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
     if inst is None or inst.host is None or inst.host.name != host_name:
         raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
     out = states.on_report(VmState(inst.vm_state), _task(inst), rep)
+    hosts.bump(s, inst.host_id)  # the agent's copy of this instance is now stale
     inst.vm_state, inst.power_state = out.vm_state.value, out.power_state.value
     inst.task_state = out.task_state.value if out.task_state else None
     if out.finished is not None:

@@ -1,0 +1,1 @@
+"""The ``dockyard`` command: a client of the REST API, plus ``dockyard up``."""

@@ -1,0 +1,175 @@
+"""network, flavor, image, host, project and user commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from dockyard.cli.client import Api, CliError
+from dockyard.cli.output import emit
+
+NETWORK_COLUMNS = [
+    ("NAME", lambda n: n["name"]), ("BRIDGE", lambda n: n["bridge"]),
+    ("UPLINK", lambda n: n["uplink"]),
+    ("CIDR", lambda n: ",".join(s["cidr"] for s in n["subnets"])),
+    ("GATEWAY", lambda n: ",".join(s["gateway"] or "-" for s in n["subnets"])),
+    ("HOSTNAME RULE", lambda n: ",".join(s["hostname_rule"] or "-" for s in n["subnets"])),
+]
+FLAVOR_COLUMNS = [
+    ("NAME", lambda f: f["name"]), ("VCPUS", lambda f: f["vcpus"]),
+    ("MEMORY_MB", lambda f: f["memory_mb"]), ("DISK_GB", lambda f: f["disk_gb"]),
+    ("CPU", lambda f: "dedicated" if f["dedicated"] else "shared"),
+    ("PIDS", lambda f: f["pids_limit"]),
+]
+IMAGE_COLUMNS = [
+    ("NAME", lambda i: i["name"]), ("SOURCE", lambda i: i["source"]),
+    ("REF", lambda i: i["ref"]), ("STATUS", lambda i: i["status"]),
+    ("SIZE_MB", lambda i: f"{i['size'] / 2**20:.1f}" if i["size"] else "-"),
+]
+HOST_COLUMNS = [
+    ("NAME", lambda h: h["name"]), ("AZ", lambda h: h["availability_zone"]),
+    ("STATE", lambda h: h["state"]), ("ENABLED", lambda h: h["enabled"]),
+    ("VCPUS(used/cores)", lambda h: f"{h['vcpus_used']:g}/{h['cores']}"),
+    ("MEMORY_MB(used/total)", lambda h: f"{h['memory_mb_used']}/{h['memory_mb']}"),
+    ("PINNED", lambda h: ",".join(h["pinned_cores"]) or "-"),
+    ("DOCKER", lambda h: h["docker_version"]),
+]
+
+
+def network_create(api: Api, a: argparse.Namespace) -> None:
+    pools = [_pool(p) for p in a.pool or []]
+    subnet: dict[str, Any] = {"cidr": a.cidr, "gateway": a.gateway, "pools": pools,
+                              "dns": a.dns or [], "reserved": a.reserved or [],
+                              "hostname_rule": a.hostname_rule}
+    body = {"name": a.name, "bridge": a.bridge, "uplink": a.uplink, "mtu": a.mtu,
+            "subnet": subnet}
+    emit(api.post("/networks", body), a.format, NETWORK_COLUMNS)
+
+
+def _pool(text: str) -> dict[str, str]:
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise CliError(f"--pool {text!r}: write it as START-END, e.g. 198.18.0.10-198.18.0.99")
+    return {"start": start.strip(), "end": end.strip()}
+
+
+def flavor_create(api: Api, a: argparse.Namespace) -> None:
+    body = {"name": a.name, "vcpus": a.vcpus, "memory_mb": a.memory, "disk_gb": a.disk,
+            "dedicated": a.dedicated, "pids_limit": a.pids}
+    emit(api.post("/flavors", body), a.format, FLAVOR_COLUMNS)
+
+
+def image_import(api: Api, a: argparse.Namespace) -> None:
+    if a.rootfs:
+        if not a.rootfs.is_file():
+            raise CliError(f"--rootfs {a.rootfs}: no such file; give a tarball of a root filesystem")
+        cmd = a.command.split() if a.command else ["/sbin/init"]
+        image = api.post("/images", {"name": a.name, "source": "rootfs", "command": cmd})
+        try:
+            image = api.upload(f"/images/{image['id']}/file", a.rootfs)
+        except CliError:
+            api.delete(f"/images/{image['id']}")  # leave no half-imported image behind
+            raise
+    else:
+        cmd = a.command.split() if a.command else None
+        image = api.post("/images", {"name": a.name, "source": "docker", "ref": a.from_docker,
+                                     "command": cmd})
+    emit(image, a.format, IMAGE_COLUMNS)
+
+
+def image_build_demo(a: argparse.Namespace) -> None:
+    from dockyard.images import rootfs
+
+    path = rootfs.build(Path(a.output))
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB); import it with "
+          f"`dockyard image import demo --rootfs {path}`")
+
+
+def host_token(api: Api, a: argparse.Namespace) -> None:
+    out = api.post("/agent-tokens", {"host": a.name})
+    print(out["token"])
+
+
+def user_create(api: Api, a: argparse.Namespace) -> None:
+    out = api.post("/users", {"name": a.name, "project": a.project, "role": a.role})
+    print(out["token"])
+
+
+def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    net = sub.add_parser("network", help="datacenter networks and subnets").add_subparsers(
+        dest="verb", required=True)
+    p = net.add_parser("create", parents=[fmt])
+    p.add_argument("name")
+    p.add_argument("--cidr", required=True)
+    p.add_argument("--gateway")
+    p.add_argument("--bridge", required=True, help="Linux bridge on each host")
+    p.add_argument("--uplink", help="NIC to enslave to the bridge")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--pool", action="append", help="START-END (repeatable)")
+    p.add_argument("--dns", action="append")
+    p.add_argument("--reserved", action="append")
+    p.add_argument("--hostname-rule", help="e.g. 'web{o3}{o4:03d}'")
+    p.set_defaults(run=network_create)
+    _crud(net, "network", "/networks", NETWORK_COLUMNS, fmt, show=True)
+
+    fl = sub.add_parser("flavor", help="instance sizes").add_subparsers(dest="verb", required=True)
+    p = fl.add_parser("create", parents=[fmt])
+    p.add_argument("name")
+    p.add_argument("--vcpus", type=int, required=True)
+    p.add_argument("--memory", type=int, required=True, help="MB")
+    p.add_argument("--disk", type=int, default=0, help="GB")
+    p.add_argument("--dedicated", action="store_true", help="pin whole cores")
+    p.add_argument("--pids", type=int, default=1024, help="max tasks in the instance")
+    p.set_defaults(run=flavor_create)
+    _crud(fl, "flavor", "/flavors", FLAVOR_COLUMNS, fmt, show=True)
+
+    im = sub.add_parser("image", help="instance images").add_subparsers(dest="verb", required=True)
+    p = im.add_parser("import", parents=[fmt])
+    p.add_argument("name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--rootfs", type=Path, help="tarball of a root filesystem")
+    src.add_argument("--from-docker", metavar="REF", help="an image already on the hosts")
+    p.add_argument("--command", help="PID 1 (default /sbin/init for a rootfs)")
+    p.set_defaults(run=image_import)
+    p = im.add_parser("build-demo", help="write a busybox rootfs tarball")
+    p.add_argument("--output", default="demo-rootfs.tar")
+    p.set_defaults(run=image_build_demo, offline=True)
+    _crud(im, "image", "/images", IMAGE_COLUMNS, fmt, show=True)
+
+    ho = sub.add_parser("host", help="compute hosts").add_subparsers(dest="verb", required=True)
+    _crud(ho, "host", "/hosts", HOST_COLUMNS, fmt, show=True, delete=False)
+    p = ho.add_parser("token", help="issue an agent token for a host")
+    p.add_argument("name")
+    p.set_defaults(run=host_token)
+
+    pr = sub.add_parser("project", help="projects").add_subparsers(dest="verb", required=True)
+    p = pr.add_parser("create", parents=[fmt])
+    p.add_argument("name")
+    p.set_defaults(run=lambda api, a: emit(api.post("/projects", {"name": a.name}), a.format, []))
+    _crud(pr, "project", "/projects", [("ID", lambda r: r["id"]), ("NAME", lambda r: r["name"])],
+          fmt, show=False, delete=False)
+
+    us = sub.add_parser("user", help="users").add_subparsers(dest="verb", required=True)
+    p = us.add_parser("create", help="create a user; prints its token")
+    p.add_argument("name")
+    p.add_argument("--project", required=True)
+    p.add_argument("--role", choices=["admin", "member", "reader"], default="member")
+    p.set_defaults(run=user_create)
+    _crud(us, "user", "/users", [("NAME", lambda r: r["name"]), ("PROJECT", lambda r: r["project"]),
+                                 ("ROLE", lambda r: r["role"])], fmt, show=False, delete=False)
+
+
+def _crud(sub: Any, noun: str, path: str, columns: Any, fmt: argparse.ArgumentParser,
+          show: bool, delete: bool = True) -> None:
+    p = sub.add_parser("list", parents=[fmt])
+    p.set_defaults(run=lambda api, a: emit(api.get(path), a.format, columns))
+    if show:
+        p = sub.add_parser("show", parents=[fmt])
+        p.add_argument("name")
+        p.set_defaults(run=lambda api, a: emit(api.get(f"{path}/{a.name}"), a.format, columns))
+    if delete:
+        p = sub.add_parser("delete")
+        p.add_argument("name")
+        p.set_defaults(run=lambda api, a: (api.delete(f"{path}/{a.name}"),
+                                           print(f"deleted {noun} {a.name}")))

@@ -1,0 +1,129 @@
+"""``dockyard server ...``: instances, with --wait progress."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from dockyard.cli.client import Api, CliError
+from dockyard.cli.output import emit
+
+SERVER_COLUMNS = [
+    ("NAME", lambda s: s["name"]), ("IMAGE", lambda s: s["image"]), ("IP", lambda s: s["ip"]),
+    ("FLAVOR", lambda s: f"{s['flavor']} ({s['vcpus']}C/{s['memory_mb']}M/{s['disk_gb']}G)"),
+    ("STATUS", lambda s: s["status"]), ("AZ", lambda s: s["availability_zone"]),
+    ("HOST", lambda s: s["host"]), ("TASK", lambda s: s["task_state"]),
+    ("POWER", lambda s: s["power_state"]),
+]
+ACTION_COLUMNS = [
+    ("ACTION", lambda a: a["action"]), ("REQUEST_ID", lambda a: a["request_id"]),
+    ("USER", lambda a: a["user"]), ("START", lambda a: a["start_time"]),
+    ("FINISH", lambda a: a["finish_time"]), ("RESULT", lambda a: a["result"]),
+    ("MESSAGE", lambda a: a["message"]),
+]
+SETTLED = {"ACTIVE", "SHUTOFF", "ERROR"}
+
+
+def create(api: Api, a: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"name": a.name, "image": a.image, "flavor": a.flavor,
+                            "network": a.network, "ip": a.ip, "volumes": _volumes(a.volume),
+                            "availability_zone": a.availability_zone}
+    server = api.post("/instances", body)
+    if a.wait:
+        server = wait(api, server["id"], a.name, timeout=a.timeout)
+    emit(server, a.format, SERVER_COLUMNS)
+    if server["status"] == "ERROR":
+        raise CliError(f"{a.name} is in ERROR: {server['fault']}")
+
+
+def _volumes(specs: list[str] | None) -> list[dict[str, Any]]:
+    out = []
+    for spec in specs or []:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise CliError(f"--volume {spec!r}: write HOSTPATH:PATH[:ro]")
+        out.append({"host_path": parts[0], "path": parts[1],
+                    "read_only": len(parts) == 3 and parts[2] == "ro"})
+    return out
+
+
+def wait(api: Api, ident: str, label: str, timeout: float, gone_ok: bool = False) -> Any:
+    """Poll until the instance settles (or disappears, for delete); show progress."""
+    start, last = time.monotonic(), ""
+    tty = sys.stderr.isatty()
+    while True:
+        elapsed = time.monotonic() - start
+        if gone_ok and not api.exists(f"/instances/{ident}"):
+            _progress(f"{label}: deleted ({elapsed:.1f}s)", tty, final=True)
+            return None
+        server = api.get(f"/instances/{ident}")
+        line = f"{label}: {server['status']}"
+        if server["task_state"]:
+            line += f" ({server['task_state']})"
+        if line != last or tty:
+            _progress(f"{line} {elapsed:.1f}s", tty)
+            last = line
+        if server["status"] in SETTLED and not server["task_state"] and not gone_ok:
+            _progress(f"{line} in {elapsed:.2f}s", tty, final=True)
+            return server
+        if elapsed > timeout:
+            raise CliError(f"{label} is still {server['status']} after {timeout:.0f}s; "
+                           "check `dockyard host list` and the agent's log")
+        time.sleep(0.05)
+
+
+def _progress(text: str, tty: bool, final: bool = False) -> None:
+    if tty:
+        sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
+    else:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def action(verb: str) -> Any:
+    def run(api: Api, a: argparse.Namespace) -> None:
+        if verb == "delete":
+            server = api.delete(f"/instances/{a.name}")
+        else:
+            server = api.post(f"/instances/{a.name}/{verb}")
+        if a.wait:
+            after = wait(api, server["id"], a.name, a.timeout, gone_ok=verb == "delete")
+            if after is not None:
+                emit(after, a.format, SERVER_COLUMNS)
+                if after["status"] == "ERROR" or after["fault"]:
+                    raise CliError(f"{verb} of {a.name} failed: {after['fault']}")
+        else:
+            print(f"{verb} of {a.name} requested ({server['status']})")
+    return run
+
+
+def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
+    srv = sub.add_parser("server", help="instances").add_subparsers(dest="verb", required=True)
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="show progress until it settles")
+    waiting.add_argument("--timeout", type=float, default=120)
+    p = srv.add_parser("create", parents=[fmt, waiting])
+    p.add_argument("name")
+    p.add_argument("--image", required=True)
+    p.add_argument("--flavor", required=True)
+    p.add_argument("--network", required=True)
+    p.add_argument("--ip")
+    p.add_argument("--volume", action="append", help="HOSTPATH:PATH[:ro] (repeatable)")
+    p.add_argument("--availability-zone")
+    p.set_defaults(run=create)
+    p = srv.add_parser("list", parents=[fmt])
+    p.set_defaults(run=lambda api, a: emit(api.get("/instances"), a.format, SERVER_COLUMNS))
+    p = srv.add_parser("show", parents=[fmt])
+    p.add_argument("name")
+    p.set_defaults(run=lambda api, a: emit(api.get(f"/instances/{a.name}"), a.format,
+                                           SERVER_COLUMNS))
+    p = srv.add_parser("actions", parents=[fmt], help="the instance's action log")
+    p.add_argument("name")
+    p.set_defaults(run=lambda api, a: emit(api.get(f"/instances/{a.name}/actions"), a.format,
+                                           ACTION_COLUMNS))
+    for verb in ("start", "stop", "reboot", "delete"):
+        p = srv.add_parser(verb, parents=[fmt, waiting])
+        p.add_argument("name")
+        p.set_defaults(run=action(verb))

@@ -1,0 +1,183 @@
+"""``dockyard up``: an all-in-one cloud on this host, in the foreground.
+
+    dockyard up ──► dockyard-server  (SQLite in STATE_DIR, API on --listen)
+               └──► dockyard-agent   (this host, dockerd from DOCKER_HOST)
+
+First run: creates the admin user (STATE_DIR/admin.env, mode 0600), an agent
+token for this host, and the demo network, flavor and image. Ctrl-C stops
+both children; instances keep running and are reconciled on the next `up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from dockyard.api.server import default_db_url, init
+from dockyard.cli.client import Api, CliError
+from dockyard.db import identity
+from dockyard.db.session import Database
+from dockyard.network import plumbing
+
+DEMO_BRIDGE = "dyk-demo"
+DEMO_CIDR, DEMO_GATEWAY, DEMO_HOST_ADDR = "198.18.0.0/24", "198.18.0.1", "198.18.0.254"
+
+
+def up(a: argparse.Namespace) -> int:
+    state = Path(a.state_dir).resolve()
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_docker()
+    url = f"http://{a.listen}"
+    admin_token, agent_token_file = _credentials(state, a.host_name or socket.gethostname(), url)
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        children.append(_spawn("dockyard.api.server", "--state-dir", str(state),
+                               "--listen", a.listen, log=state / "server.log"))
+        _wait_ready(url, children[0])
+        api = Api(url, admin_token)
+        if not a.no_demo:
+            _demo(api, state)
+        children.append(_spawn(
+            "dockyard.compute.agent", "--server", url, "--token-file", str(agent_token_file),
+            "--state-dir", str(state / "agent"), "--host-name",
+            a.host_name or socket.gethostname(), log=state / "agent.log"))
+        _banner(url, state)
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+        dead = [c for c in children if c.poll() is not None]
+        if dead and not stopping:
+            print(f"error: a child exited ({dead[0].args}); see {state}/*.log", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        for child in reversed(children):
+            _terminate(child)
+
+
+def _check_docker() -> None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return  # a TCP dockerd: the agent will say if it cannot reach it
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=host[len("unix://"):])) as c:
+            c.get("http://docker/_ping", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise CliError(f"dockerd is not answering at {host}: {exc}; start it, or set "
+                       "DOCKER_HOST") from exc
+
+
+def _credentials(state: Path, host: str, url: str) -> tuple[str, Path]:
+    db = Database(default_db_url(state))
+    token = init(db)
+    env = state / "admin.env"
+    if token:
+        _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n")
+    elif not env.exists():
+        raise CliError(f"{state} has a database but no admin.env; restore it or use a new "
+                       "--state-dir")
+    else:
+        token = _read_env(env)["DOCKYARD_TOKEN"]
+        _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n")
+    agent_file = state / "agent.token"
+    if not agent_file.exists():
+        with db.session() as s:
+            _secret(agent_file, identity.issue_agent_token(s, host) + "\n")
+    db.engine.dispose()
+    return token, agent_file
+
+
+def _secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _spawn(module: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=out,
+                            start_new_session=True)
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise CliError("the server exited at start; see server.log in the state dir")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise CliError(f"the server did not answer on {url} within {timeout:.0f}s")
+
+
+def _demo(api: Api, state: Path) -> None:
+    """The demo network, flavor and image, created once."""
+    if not api.exists("/networks/demo"):
+        api.post("/networks", {
+            "name": "demo", "bridge": DEMO_BRIDGE, "mtu": 1500,
+            "subnet": {"cidr": DEMO_CIDR, "gateway": DEMO_GATEWAY,
+                       "pools": [{"start": "198.18.0.10", "end": "198.18.0.250"}],
+                       "reserved": [DEMO_HOST_ADDR], "hostname_rule": "demo{o3}{o4:03d}"},
+        })
+    # the host's own address on the demo bridge, so this shell can reach instances;
+    # no route or NAT beyond the bridge
+    plumbing.ensure_bridge(DEMO_BRIDGE, None, 1500)
+    plumbing.ensure_address(DEMO_BRIDGE, f"{DEMO_HOST_ADDR}/24")
+    if not api.exists("/flavors/small"):
+        api.post("/flavors", {"name": "small", "vcpus": 1, "memory_mb": 256, "pids_limit": 512})
+    if not api.exists("/images/demo"):
+        from dockyard.images import rootfs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tar = rootfs.build(Path(tmp) / "demo.tar")
+            image = api.post("/images", {"name": "demo", "source": "rootfs",
+                                         "command": rootfs.INIT_COMMAND})
+            api.upload(f"/images/{image['id']}/file", tar)
+
+
+def _banner(url: str, state: Path) -> None:
+    print(f"""Dockyard is up.
+  API:          {url}/v1   (OpenAPI: {url}/openapi.json)
+  credentials:  source {state}/admin.env     (admin token, mode 0600)
+  logs:         {state}/server.log {state}/agent.log
+  try:          dockyard server create web --image demo --flavor small --network demo --wait
+                ping {DEMO_GATEWAY.rsplit('.', 1)[0]}.10
+Ctrl-C stops the server and the agent; instances keep running.""", flush=True)
+
+
+def _terminate(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

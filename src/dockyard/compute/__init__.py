@@ -1,0 +1,1 @@
+"""The host agent: reconcile loop, compute driver interface and drivers."""

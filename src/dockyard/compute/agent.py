@@ -1,0 +1,251 @@
+"""``dockyard-agent``: make this host match what the server wants.
+
+Threads:
+    poll       long-polls the server for this host's desired state
+    heartbeat  every 10 s; re-registers if the server forgot the host
+    events     dockerd's container start/die events wake the reconciler
+    main       reconcile pass on every wake-up, and every 10 s regardless
+    workers    one step per instance at a time (ThreadPoolExecutor)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard import model
+from dockyard.compute.client import ServerClient
+from dockyard.compute.driver import ComputeDriver
+from dockyard.compute.reconcile import Plan, Step, plan
+from dockyard.compute.store import Store
+from dockyard.compute.worker import Worker
+from dockyard.errors import DockyardError, PermanentError, TemporaryError
+from dockyard.network import plumbing
+
+log = logging.getLogger("dockyard.agent")
+RESYNC_SECONDS = 10.0
+MAX_TEMPORARY_FAILURES = 5
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    token: str
+    host: str
+    state_dir: Path
+    availability_zone: str = "nova"
+    networks: list[str] = field(default_factory=lambda: ["*"])
+    bridge_nf: str = "disable"
+    workers: int = 16
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, driver: ComputeDriver, client: ServerClient) -> None:
+        self.cfg, self.driver, self.client = cfg, driver, client
+        self.store = Store(cfg.state_dir)
+        self.worker = Worker(driver, client, self.store)
+        cached = self.store.load_desired()
+        self.desired = {i.id: i for i in cached.instances} if cached else None
+        self.generation = cached.generation if cached else -1
+        self.stop_event, self.wake = threading.Event(), threading.Event()
+        self._busy: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
+
+    # --- lifecycle
+
+    def run(self) -> None:
+        log.info("%s", plumbing.bridge_netfilter(self.cfg.bridge_nf))
+        self.wake.set()  # reconcile from the local cache before the server answers
+        for target in (self._register_then_poll, self._heartbeat_loop, self._events_loop):
+            threading.Thread(target=target, daemon=True, name=target.__name__).start()
+        while not self.stop_event.is_set():
+            self.wake.wait(RESYNC_SECONDS)
+            self.wake.clear()
+            if self.stop_event.is_set():
+                break
+            try:
+                self.reconcile_once()
+            except DockyardError as exc:
+                log.warning("reconcile pass failed, will retry: %s", exc.detail)
+                self.stop_event.wait(1)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+    def register(self) -> None:
+        info = self.driver.info()
+        self.client.register(
+            model.HostRegister(
+                name=self.cfg.host, availability_zone=self.cfg.availability_zone,
+                cores=info.cores, memory_mb=info.memory_mb, disk_gb=info.disk_gb,
+                docker_version=info.runtime_version, networks=self.cfg.networks,
+            )
+        )
+        log.info("registered host %s (%d cores, %d MB)", self.cfg.host, info.cores, info.memory_mb)
+
+    # --- background loops
+
+    def _register_then_poll(self) -> None:
+        self._retry_forever(self.register)
+        while not self.stop_event.is_set():
+            try:
+                state = self.client.desired(since=self.generation, wait=25)
+            except DockyardError as exc:
+                log.warning("long poll failed: %s", exc.detail)
+                self.stop_event.wait(1)
+                continue
+            if state.generation != self.generation:
+                self.store.save_desired(state)
+                with self._lock:
+                    self.desired = {i.id: i for i in state.instances}
+                    self.generation = state.generation
+                self.wake.set()
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.wait(RESYNC_SECONDS):
+            try:
+                self.client.heartbeat()
+            except PermanentError as exc:
+                if exc.extra.get("status") == 404:
+                    self._retry_forever(self.register)
+            except DockyardError as exc:
+                log.warning("heartbeat failed: %s", exc.detail)
+
+    def _events_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                for _ in self.driver.events(self.stop_event):
+                    self.wake.set()
+            except TemporaryError as exc:
+                log.info("container events: %s; reconnecting", exc.detail)
+                self.wake.set()
+                self.stop_event.wait(1)
+
+    def _retry_forever(self, fn: object) -> None:
+        assert callable(fn)
+        delay = 0.2
+        while not self.stop_event.is_set():
+            try:
+                fn()
+                return
+            except DockyardError as exc:
+                log.warning("%s failed, retrying in %.1fs: %s", fn.__name__, delay, exc.detail)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 5)
+
+    # --- reconcile
+
+    def observe_and_plan(self) -> Plan:
+        observed = {o.instance_id: o for o in self.driver.list()}
+        with self._lock:
+            desired = dict(self.desired) if self.desired is not None else None
+        return plan(desired, observed, self.store.records(), plumbing.links(),
+                    self.store.known_ids())
+
+    def reconcile_once(self) -> None:
+        p = self.observe_and_plan()
+        with self._lock:
+            desired = dict(self.desired or {})
+        now = time.monotonic()
+        for iid, step in p.steps.items():
+            if self._claim(iid, now):
+                self._pool.submit(self._run_step, iid, step, desired[iid])
+        for iid in p.orphans:
+            if self._claim(iid, now):
+                self._pool.submit(self._run_orphan, iid)
+        for name in p.stale_links:
+            plumbing.delete_link(name)
+
+    def _claim(self, iid: str, now: float) -> bool:
+        with self._lock:
+            if iid in self._busy or self._not_before.get(iid, 0) > now:
+                return False
+            self._busy.add(iid)
+            return True
+
+    def _run_step(self, iid: str, step: Step, want: model.DesiredInstance) -> None:
+        try:
+            self.worker.run(step, want)
+            self._failures.pop(iid, None)
+        except TemporaryError as exc:
+            self._backoff(iid, step, want, exc)
+        except Exception:
+            log.exception("%s of %s crashed", step.value, want.name)
+            self._backoff(iid, step, want, TemporaryError("unexpected agent error; see its log"))
+        finally:
+            self._done(iid)
+
+    def _run_orphan(self, iid: str) -> None:
+        try:
+            log.info("removing %s: no longer wanted on this host", iid)
+            self.worker.destroy(iid)
+        except DockyardError as exc:
+            log.warning("could not remove orphan %s: %s", iid, exc.detail)
+        finally:
+            self._done(iid)
+
+    def _backoff(self, iid: str, step: Step, want: model.DesiredInstance, exc: DockyardError) -> None:
+        n = self._failures.get(iid, 0) + 1
+        self._failures[iid] = n
+        log.warning("%s of %s failed (%d): %s", step.value, want.name, n, exc.detail)
+        if n >= MAX_TEMPORARY_FAILURES and step == Step.spawn:
+            self._failures.pop(iid, None)
+            try:
+                self.worker.run_failed(step, want, f"gave up after {n} tries: {exc.detail}")
+            except DockyardError as again:
+                log.warning("could not report the failure of %s: %s", want.name, again.detail)
+            return
+        self._not_before[iid] = time.monotonic() + min(0.5 * 2**n, 10)
+
+    def _done(self, iid: str) -> None:
+        with self._lock:
+            self._busy.discard(iid)
+        self.wake.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="dockyard-agent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default=os.environ.get("DOCKYARD_URL", "http://127.0.0.1:8787"))
+    p.add_argument("--token-file", type=Path, required=True, help="this host's agent token")
+    p.add_argument("--host-name", default=socket.gethostname())
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard-agent"))
+    p.add_argument("--availability-zone", default="nova")
+    p.add_argument("--network", action="append", dest="networks",
+                   help="a network this host is attached to (repeat; default all)")
+    p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
+    p.add_argument("--bridge-nf", choices=["disable", "leave"], default="disable",
+                   help="what to do when bridged traffic passes iptables (see DESIGN.md)")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from dockyard.compute.drivers.docker import DockerDriver
+
+    cfg = AgentConfig(
+        server=args.server, token=args.token_file.read_text().strip(), host=args.host_name,
+        state_dir=args.state_dir, availability_zone=args.availability_zone,
+        networks=args.networks or ["*"], bridge_nf=args.bridge_nf,
+    )
+    agent = Agent(cfg, DockerDriver(args.docker_host), ServerClient(cfg.server, cfg.token, cfg.host))
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    agent.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The compute driver interface: what the agent needs from a container runtime.
+
+Every method is idempotent and its docstring states what holds before and
+after. Errors are DockyardError subclasses: ``TemporaryError`` when retrying
+later may help (runtime restarting), ``PermanentError`` when it will not
+(image missing, bad mount).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from threading import Event
+from typing import Protocol
+
+LABEL = "dockyard.instance"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    instance_id: str
+    name: str
+    hostname: str
+    image_ref: str
+    command: list[str] | None
+    vcpus: int
+    cpuset: list[int]
+    memory_mb: int
+    pids_limit: int
+    mounts: list[Mount] = field(default_factory=list)
+
+    @property
+    def container_name(self) -> str:
+        return container_name(self.instance_id)
+
+
+def container_name(instance_id: str) -> str:
+    return f"dy-{instance_id}"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A container as the runtime reports it."""
+
+    instance_id: str
+    running: bool
+    pid: int  # 0 when not running
+    started_at: str  # changes on every (re)start: tells the agent to re-plumb
+    exit_code: int = 0
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    cores: int
+    memory_mb: int
+    disk_gb: int
+    runtime_version: str
+
+
+class ComputeDriver(Protocol):
+    def info(self) -> HostInfo:
+        """Capacity and runtime version. Raises TemporaryError if the runtime is down."""
+        ...
+
+    def ensure_image(self, ref: str, fetch_rootfs: Callable[[Path], None] | None,
+                     command: list[str] | None) -> None:
+        """After: ``ref`` exists locally. With ``fetch_rootfs`` the driver may call it
+        to download a rootfs tarball into the given path and import it as ``ref``;
+        without it a missing image is a PermanentError."""
+        ...
+
+    def create(self, spec: ContainerSpec) -> Observed:
+        """After: a stopped (or already running) container for the instance exists.
+        Already there: returned as is."""
+        ...
+
+    def start(self, instance_id: str) -> Observed:
+        """After: the container runs. Already running: no-op. Gone: PermanentError."""
+        ...
+
+    def stop(self, instance_id: str, timeout: float = 10) -> None:
+        """After: the container is not running. Already stopped or gone: no-op."""
+        ...
+
+    def restart(self, instance_id: str, timeout: float = 10) -> Observed:
+        """Stop then start; the result has a new ``started_at``."""
+        ...
+
+    def destroy(self, instance_id: str) -> None:
+        """After: no container for the instance. Already gone: succeeds."""
+        ...
+
+    def inspect(self, instance_id: str) -> Observed | None:
+        """The container of the instance, or None."""
+        ...
+
+    def list(self) -> list[Observed]:
+        """Every container this agent manages (by label)."""
+        ...
+
+    def events(self, stop: Event) -> Iterator[str]:
+        """Yield instance ids whose containers started or died, until ``stop``.
+        Raises TemporaryError when the stream breaks (runtime restarting)."""
+        ...

@@ -1,0 +1,1 @@
+"""Compute drivers: docker (real) and fake (for tests of the agent's logic)."""

@@ -1,0 +1,102 @@
+"""Reconcile planning: a pure function from (desired, observed) to a plan.
+
+    desired (server, or desired.json offline) ─┐
+    observed containers (dockerd)              ├─► plan() ─► Plan ─► agent.apply
+    records + host veths (local disk, kernel)  ─┘
+
+Level-triggered: the plan depends only on what is, never on which event woke
+the loop, so running it again after any crash converges to the same place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from dockyard.compute.driver import Observed
+from dockyard.compute.store import Record
+from dockyard.model import DesiredInstance, PowerState
+from dockyard.network.plumbing import HOST_PREFIX, PEER_PREFIX, host_ifname, peer_ifname
+
+_OURS = re.compile(rf"^({HOST_PREFIX}|{PEER_PREFIX})[0-9a-f]{{11}}$")
+
+
+class Step(StrEnum):
+    spawn = "spawn"  # no container: create, start, plumb
+    start = "start"  # container stopped: start, plumb
+    plumb = "plumb"  # running but its veth is gone or was made for an earlier start
+    reboot = "reboot"  # restart, plumb
+    stop = "stop"
+    destroy = "destroy"  # delete requested: container, veth, files
+    report = "report"  # nothing to do on the host; the server's view is stale
+
+
+@dataclass
+class Plan:
+    steps: dict[str, Step] = field(default_factory=dict)
+    orphans: set[str] = field(default_factory=set)  # containers/files nobody wants
+    stale_links: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.orphans or self.stale_links)
+
+
+def power_of(obs: Observed | None) -> PowerState:
+    if obs is None:
+        return PowerState.nostate
+    return PowerState.running if obs.running else PowerState.shutdown
+
+
+def step_for(
+    want: DesiredInstance, obs: Observed | None, rec: Record, links: Set[str]
+) -> Step | None:
+    """What one instance needs, or None when host and server agree."""
+    if want.power == "deleted":
+        return Step.destroy
+    if want.power == "stopped":
+        if obs is not None and obs.running:
+            return Step.stop
+        return _report_if_stale(want, obs)
+    if obs is None:
+        return Step.spawn
+    if not obs.running:
+        return Step.start
+    if want.reboot_seq > rec.reboot_seq:
+        return Step.reboot
+    if rec.plumbed_for != obs.started_at or host_ifname(want.id) not in links:
+        return Step.plumb
+    return _report_if_stale(want, obs)
+
+
+def _report_if_stale(want: DesiredInstance, obs: Observed | None) -> Step | None:
+    if want.task_state is not None or want.power_state != power_of(obs):
+        return Step.report
+    return None
+
+
+def plan(
+    desired: Mapping[str, DesiredInstance] | None,
+    observed: Mapping[str, Observed],
+    records: Mapping[str, Record],
+    links: Set[str],
+    known_files: Set[str] = frozenset(),
+) -> Plan:
+    """Everything the host needs to match ``desired``.
+
+    With ``desired`` None (never reached the server, no cache) nothing is
+    destroyed: an agent that knows nothing must not delete anything.
+    """
+    out = Plan()
+    if desired is None:
+        return out
+    for iid, want in desired.items():
+        step = step_for(want, observed.get(iid), records.get(iid, Record(iid)), links)
+        if step is not None:
+            out.steps[iid] = step
+    out.orphans = (set(observed) | set(records) | set(known_files)) - set(desired)
+    running = [i for i, w in desired.items() if w.power == "running"]
+    wanted_links = {host_ifname(i) for i in running} | {peer_ifname(i) for i in running}
+    out.stale_links = {n for n in links if _OURS.match(n) and n not in wanted_links}
+    return out

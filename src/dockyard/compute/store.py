@@ -1,0 +1,99 @@
+"""The agent's local disk: what it last knew it should run, and what it realised.
+
+    STATE_DIR/
+      desired.json              last desired state from the server (works offline)
+      instances/<id>.json       Record: start time plumbed for, host veth, reboot seq
+      instances/<id>/hosts      managed /etc/hosts, bind-mounted into the container
+      instances/<id>/resolv.conf
+
+With these the agent brings instances back after its own restart, a
+container restart or a dockerd restart, without asking the server.
+Writes are atomic (write to a temp file, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dockyard.model import DesiredInstance, DesiredState
+
+
+@dataclass
+class Record:
+    instance_id: str
+    plumbed_for: str = ""  # the container start time the veth was made for
+    host_if: str = ""
+    reboot_seq: int = 0
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.instances = root / "instances"
+        self.instances.mkdir(parents=True, exist_ok=True)
+
+    def save_desired(self, state: DesiredState) -> None:
+        _write(self.root / "desired.json", state.model_dump_json())
+
+    def load_desired(self) -> DesiredState | None:
+        path = self.root / "desired.json"
+        if not path.exists():
+            return None
+        return DesiredState.model_validate_json(path.read_text())
+
+    def records(self) -> dict[str, Record]:
+        out = {}
+        for path in self.instances.glob("*.json"):
+            try:
+                out[path.stem] = Record(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                path.unlink()  # a torn file from a crash; re-plumbing rebuilds it
+        return out
+
+    def record(self, instance_id: str) -> Record:
+        path = self.instances / f"{instance_id}.json"
+        if path.exists():
+            try:
+                return Record(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                pass
+        return Record(instance_id=instance_id)
+
+    def save(self, rec: Record) -> None:
+        _write(self.instances / f"{rec.instance_id}.json", json.dumps(asdict(rec)))
+
+    def files_dir(self, instance_id: str) -> Path:
+        return self.instances / instance_id
+
+    def write_files(self, inst: DesiredInstance) -> dict[str, Path]:
+        """The managed /etc/hosts and /etc/resolv.conf; returns target -> host path."""
+        d = self.files_dir(inst.id)
+        d.mkdir(exist_ok=True)
+        hosts = (
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{inst.net.ip}\t{inst.hostname}\n"
+        )
+        resolv = "".join(f"nameserver {ip}\n" for ip in inst.net.dns) or "# no DNS servers\n"
+        _write(d / "hosts", hosts)
+        _write(d / "resolv.conf", resolv)
+        return {"/etc/hosts": d / "hosts", "/etc/resolv.conf": d / "resolv.conf"}
+
+    def forget(self, instance_id: str) -> None:
+        """After: nothing of the instance is left on disk."""
+        (self.instances / f"{instance_id}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.files_dir(instance_id), ignore_errors=True)
+
+    def known_ids(self) -> set[str]:
+        ids = {p.stem for p in self.instances.glob("*.json")}
+        return ids | {p.name for p in self.instances.iterdir() if p.is_dir()}

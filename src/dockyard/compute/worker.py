@@ -1,0 +1,112 @@
+"""Carry out one reconcile step for one instance, then tell the server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dockyard.compute.client import ServerClient
+from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observed
+from dockyard.compute.reconcile import Step, power_of
+from dockyard.compute.store import Record, Store
+from dockyard.errors import PermanentError
+from dockyard.model import DesiredInstance, ImageSource, InstanceReport, PowerState, TaskState
+from dockyard.network import plumbing
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, driver: ComputeDriver, client: ServerClient, store: Store) -> None:
+        self.driver, self.client, self.store = driver, client, store
+
+    def run(self, step: Step, want: DesiredInstance) -> None:
+        """Do ``step``. A PermanentError is reported to the user; others propagate."""
+        try:
+            getattr(self, f"_{step.value}")(want)
+        except PermanentError as exc:
+            log.warning("%s %s failed: %s", step.value, want.name, exc.detail)
+            self._fail(step, want, exc.detail)
+
+    def _spawn(self, want: DesiredInstance) -> None:
+        self._ensure_image(want)
+        files = self.store.write_files(want)
+        obs = self.driver.create(self._spec(want, files))
+        self.store.save(Record(want.id, reboot_seq=want.reboot_seq))
+        self._start(want, obs)
+
+    def _start(self, want: DesiredInstance, obs: Observed | None = None) -> None:
+        if obs is None or not obs.running:
+            self.store.write_files(want)  # they may have been lost with the disk
+            obs = self.driver.start(want.id)
+        self._plumb(want, obs)
+
+    def _plumb(self, want: DesiredInstance, obs: Observed | None = None) -> None:
+        obs = obs or self.driver.inspect(want.id)
+        if obs is None or not obs.running:
+            return  # it died meanwhile: the next pass starts it
+        host_if = plumbing.plumb(want.id, obs.pid, want.net)
+        rec = self.store.record(want.id)
+        rec.plumbed_for, rec.host_if = obs.started_at, host_if
+        self.store.save(rec)
+        self._report(want, obs)
+
+    def _reboot(self, want: DesiredInstance) -> None:
+        obs = self.driver.restart(want.id)
+        rec = self.store.record(want.id)
+        rec.reboot_seq = want.reboot_seq
+        self.store.save(rec)
+        self._plumb(want, obs)
+
+    def _stop(self, want: DesiredInstance) -> None:
+        self.driver.stop(want.id)
+        plumbing.delete_link(plumbing.host_ifname(want.id))
+        self._report(want, self.driver.inspect(want.id))
+
+    def _destroy(self, want: DesiredInstance) -> None:
+        self.destroy(want.id)
+        self.client.report(want.id, InstanceReport(power_state=PowerState.nostate, gone=True))
+
+    def _report(self, want: DesiredInstance, obs: Observed | None = None) -> None:
+        """The host now matches ``want``: finish its task, or correct the power state."""
+        power = power_of(obs if obs is not None else self.driver.inspect(want.id))
+        if want.task_state is None and want.power_state == power:
+            return
+        self.client.report(want.id, InstanceReport(power_state=power, task_done=want.task_state))
+
+    def destroy(self, instance_id: str) -> None:
+        """After: no container, veth or file of the instance. Idempotent."""
+        self.driver.destroy(instance_id)
+        plumbing.delete_link(plumbing.host_ifname(instance_id))
+        plumbing.delete_link(plumbing.peer_ifname(instance_id))
+        self.store.forget(instance_id)
+
+    def run_failed(self, step: Step, want: DesiredInstance, message: str) -> None:
+        """Give up on ``step``: clean up as after a permanent error and report it."""
+        self._fail(step, want, message)
+
+    def _fail(self, step: Step, want: DesiredInstance, message: str) -> None:
+        if step == Step.spawn:
+            self.destroy(want.id)  # a failed spawn leaves nothing behind
+        obs = self.driver.inspect(want.id)
+        task = want.task_state or (TaskState.spawning if step == Step.spawn else None)
+        self.client.report(
+            want.id, InstanceReport(power_state=power_of(obs), task_done=task, error=message)
+        )
+
+    def _ensure_image(self, want: DesiredInstance) -> None:
+        fetch = None
+        if want.image_source == ImageSource.rootfs:
+            def fetch(dest: Path) -> None:
+                self.client.download_image(want.image_id, dest)
+        self.driver.ensure_image(want.image_ref, fetch, want.command)
+
+    def _spec(self, want: DesiredInstance, files: dict[str, Path]) -> ContainerSpec:
+        mounts = [Mount(str(src), target) for target, src in files.items()]
+        mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
+        return ContainerSpec(
+            instance_id=want.id, name=want.name, hostname=want.hostname,
+            image_ref=want.image_ref, command=want.command, vcpus=want.vcpus,
+            cpuset=want.cpuset, memory_mb=want.memory_mb, pids_limit=want.pids_limit,
+            mounts=mounts,
+        )

@@ -1,0 +1,1 @@
+"""Images: rootfs tarballs, the demo image, later the registry client."""

@@ -1,0 +1,173 @@
+"""Agent side: bridges and veth pairs, done with iproute2 against the real kernel.
+
+    host netns                              container netns (pid P)
+    ┌───────────────────────────┐           ┌───────────────────────┐
+    │ uplink ──┐                │           │                       │
+    │          ├── bridge ── dyXXXXXXXXXXX ═══ eth0  IP/prefix, MAC  │
+    │          │  (no IP, no NAT, no       │  default via gateway   │
+    │          │   iptables in the path)   │  gratuitous ARP        │
+    └───────────────────────────┘           └───────────────────────┘
+
+Names: host end ``dy`` + 11 hex of the instance UUID, the peer ``dz`` + the
+same until it is renamed eth0 inside. A restarted container gets a new netns,
+which takes the old pair with it; the agent re-plumbs when the container's
+start time differs from the one it recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+from pathlib import Path
+
+from dockyard.errors import PermanentError, TemporaryError
+from dockyard.model import NetSpec
+
+log = logging.getLogger(__name__)
+HOST_PREFIX, PEER_PREFIX = "dy", "dz"
+NF_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+_bridge_lock = threading.Lock()
+
+
+def host_ifname(instance_id: str) -> str:
+    return HOST_PREFIX + instance_id.replace("-", "")[:11]
+
+
+def peer_ifname(instance_id: str) -> str:
+    return PEER_PREFIX + instance_id.replace("-", "")[:11]
+
+
+def _ip(*args: str, netns_pid: int | None = None, stdin: str | None = None) -> str:
+    cmd = ["ip", *args]
+    if netns_pid is not None:
+        cmd = ["nsenter", "-t", str(netns_pid), "-n", *cmd]
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise TemporaryError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def links(prefix: str = "") -> set[str]:
+    """Names of the host netns's links that start with ``prefix``."""
+    out = json.loads(_ip("-j", "link", "show") or "[]")
+    return {str(link["ifname"]) for link in out if str(link["ifname"]).startswith(prefix)}
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def delete_link(name: str) -> None:
+    """After: no link called ``name``. Already gone: no-op."""
+    if link_exists(name):
+        proc = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True)
+        if proc.returncode != 0 and link_exists(name):
+            raise TemporaryError(f"could not delete {name}: {proc.stderr.strip()}")
+
+
+def ensure_bridge(bridge: str, uplink: str | None, mtu: int) -> None:
+    """After: ``bridge`` exists, is up, with ``uplink`` enslaved. Idempotent."""
+    with _bridge_lock:
+        if not link_exists(bridge):
+            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], capture_output=True)
+            _ip("link", "set", bridge, "mtu", str(mtu), "up")
+            log.info("created bridge %s", bridge)
+        elif not _is_up(bridge):
+            _ip("link", "set", bridge, "up")
+        if uplink:
+            _enslave(bridge, uplink)
+
+
+def _is_up(name: str) -> bool:
+    return bool(int(Path("/sys/class/net", name, "flags").read_text(), 16) & 0x1)  # IFF_UP
+
+
+def _enslave(bridge: str, uplink: str) -> None:
+    if not link_exists(uplink):
+        raise PermanentError(
+            f"uplink {uplink} of bridge {bridge} does not exist on this host; "
+            "fix the network's --uplink or the host's interfaces"
+        )
+    master = Path("/sys/class/net", uplink, "master")
+    if master.exists() and master.resolve().name == bridge:
+        return
+    _ip("link", "set", uplink, "master", bridge, "up")
+
+
+def plumb(instance_id: str, pid: int, net: NetSpec) -> str:
+    """Give the container (netns of ``pid``) its eth0 on the bridge. Returns the host end.
+
+    Before: the container runs. After: a fresh veth pair, eth0 with IP, MAC,
+    MTU and default route, and a gratuitous ARP sent. Any previous host end is
+    replaced, so calling it twice is safe.
+    """
+    host_if, peer_if = host_ifname(instance_id), peer_ifname(instance_id)
+    ensure_bridge(net.bridge, net.uplink, net.mtu)
+    delete_link(host_if)
+    delete_link(peer_if)
+    mtu = str(net.mtu)
+    _ip("link", "add", host_if, "mtu", mtu, "type", "veth", "peer", "name", peer_if, "mtu", mtu)
+    try:
+        _ip("link", "set", peer_if, "netns", str(pid))
+        _ip("link", "set", host_if, "master", net.bridge, "up")
+        batch = [
+            f"link set {peer_if} name eth0",
+            f"link set eth0 address {net.mac}",
+            f"addr add {net.ip}/{net.prefixlen} dev eth0",
+            "link set lo up",
+            "link set eth0 up",
+        ]
+        if net.gateway:
+            batch.append(f"route replace default via {net.gateway} dev eth0 onlink")
+        _ip("-batch", "-", netns_pid=pid, stdin="\n".join(batch) + "\n")
+    except TemporaryError:
+        delete_link(host_if)
+        raise
+    announce(pid, net.ip)
+    return host_if
+
+
+def announce(pid: int, ip: str) -> None:
+    """Send a gratuitous ARP from eth0 so neighbours learn the (new) MAC at once."""
+    cmd = ["nsenter", "-t", str(pid), "-n", "arping", "-U", "-c", "1", "-w", "0", "-I", "eth0", ip]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        log.warning("arping is not installed; neighbours learn %s's MAC on first contact", ip)
+        return
+    threading.Thread(target=proc.wait, daemon=True).start()
+
+
+def bridge_netfilter(policy: str) -> str:
+    """Keep iptables out of the bridged path; return what was found and done.
+
+    With br_netfilter loaded and bridge-nf-call-iptables=1, frames between two
+    instances on one bridge traverse the FORWARD chain, whose policy a default
+    dockerd sets to DROP. ``policy``: ``disable`` turns the sysctl off (the
+    default); ``leave`` only reports.
+    """
+    if not NF_SYSCTL.exists():
+        return "br_netfilter is not loaded: bridged traffic does not pass iptables"
+    if NF_SYSCTL.read_text().strip() == "0":
+        return "net.bridge.bridge-nf-call-iptables is 0: bridged traffic does not pass iptables"
+    if policy == "disable":
+        NF_SYSCTL.write_text("0\n")
+        return (
+            "set net.bridge.bridge-nf-call-iptables=0 (was 1) so traffic between instances "
+            "on a bridge is not dropped by iptables FORWARD"
+        )
+    return (
+        "net.bridge.bridge-nf-call-iptables is 1 and left as is: instance-to-instance "
+        "traffic passes iptables FORWARD and dies if its policy is DROP"
+    )
+
+
+def ensure_address(link: str, cidr: str) -> None:
+    """After: ``link`` carries the address ``cidr`` (e.g. 198.18.0.254/24). Idempotent."""
+    out = json.loads(_ip("-j", "addr", "show", "dev", link) or "[]")
+    ip = cidr.split("/")[0]
+    if any(a.get("local") == ip for entry in out for a in entry.get("addr_info", [])):
+        return
+    _ip("addr", "add", cidr, "dev", link)
