@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
     host, _, port = args.listen.rpartition(":")
     uvicorn.run(create_app(db, args.state_dir), host=host or "127.0.0.1", port=int(port),
-                log_level=args.log_level, access_log=False)
+                log_level=args.log_level, access_log=False, timeout_graceful_shutdown=3)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""What users see from the API: auth, isolation, errors, claims, actions."""
+
+from __future__ import annotations
+
+
+def test_no_token_and_bad_token_are_401_problem_json(cloud):
+    r = cloud.client.get("/v1/instances")
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "DOCKYARD_TOKEN" in r.json()["detail"]
+    assert cloud.call("GET", "/instances", token="dy_nope").status_code == 401
+
+
+def test_validation_error_names_the_fields(cloud):
+    r = cloud.call("POST", "/flavors", json={"name": "bad name!", "vcpus": 0, "memory_mb": 64})
+    assert r.status_code == 422
+    body = r.json()
+    assert {e["field"] for e in body["errors"]} == {"name", "vcpus"}
+    assert "vcpus" in body["detail"] and "name" in body["detail"]
+
+
+def test_network_rules_are_checked(cloud):
+    r = cloud.call("POST", "/networks", json={
+        "name": "n", "bridge": "b0", "subnet": {"cidr": "198.18.0.0/24", "hostname_rule": "x{o9}"}})
+    assert r.status_code == 422 and "o9" in r.json()["detail"]
+    r = cloud.call("POST", "/networks", json={
+        "name": "n", "bridge": "b0", "subnet": {"cidr": "198.18.0.1/24"}})
+    assert r.status_code == 422 and "subnet.cidr" in r.json()["detail"]
+
+
+def test_create_claims_host_ip_hostname_and_mac(cloud):
+    cloud.catalog()
+    cloud.register("h1")
+    r = cloud.create("web")
+    assert r.status_code == 202, r.text
+    inst = r.json()
+    assert inst["host"] == "h1" and inst["ip"] == "198.18.0.10"
+    assert inst["hostname"] == "web0010" and inst["mac"] == "02:00:c6:12:00:0a"
+    assert inst["status"] == "BUILD" and inst["task_state"] == "spawning"
+    r = cloud.create("web")
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+
+
+def test_explicit_ip_taken_or_outside_is_409(cloud):
+    cloud.catalog()
+    cloud.register()
+    assert cloud.create("a", ip="198.18.0.53").json()["hostname"] == "web0053"
+    r = cloud.create("b", ip="198.18.0.53")
+    assert r.status_code == 409 and "already in use" in r.json()["detail"]
+    r = cloud.create("c", ip="198.18.9.9")
+    assert r.status_code == 409 and "outside" in r.json()["detail"]
+
+
+def test_no_valid_host_says_which_filter(cloud):
+    cloud.catalog()
+    cloud.register("h1", memory_mb=100)
+    r = cloud.create("big")
+    assert r.status_code == 409
+    body = r.json()
+    assert body["title"] == "No valid host"
+    assert "RamFilter rejected 1 of 1" in body["detail"]
+
+
+def test_pool_exhaustion_is_409(cloud):
+    cloud.catalog(pool_end="198.18.0.10")
+    cloud.register()
+    assert cloud.create("a").status_code == 202
+    r = cloud.create("b")
+    assert r.status_code == 409 and "no free addresses" in r.json()["detail"]
+
+
+def test_project_isolation_and_reader(cloud):
+    cloud.catalog()
+    cloud.register()
+    for p in ("p1", "p2"):
+        cloud.ok("POST", "/projects", json={"name": p})
+    alice = cloud.ok("POST", "/users", json={"name": "alice", "project": "p1"})["token"]
+    bob = cloud.ok("POST", "/users", json={"name": "bob", "project": "p2"})["token"]
+    rita = cloud.ok("POST", "/users", json={"name": "rita", "project": "p1",
+                                            "role": "reader"})["token"]
+    inst = cloud.create("mine", token=alice).json()
+    assert cloud.call("GET", f"/instances/{inst['id']}", token=bob).status_code == 404
+    assert cloud.call("DELETE", f"/instances/{inst['id']}", token=bob).status_code == 404
+    assert cloud.ok("GET", "/instances", token=bob) == []
+    assert cloud.ok("GET", f"/instances/{inst['id']}", token=rita)["name"] == "mine"
+    r = cloud.create("nope", token=rita)
+    assert r.status_code == 403 and "reader" in r.json()["detail"]
+    assert cloud.call("POST", "/flavors", token=alice,
+                      json={"name": "x", "vcpus": 1, "memory_mb": 64}).status_code == 403
+
+
+def test_agent_token_is_bound_to_its_host(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    assert cloud.call("GET", "/instances", token=token).status_code == 403
+    r = cloud.call("POST", "/agent/hosts/h2/heartbeat", token=token)
+    assert r.status_code == 403 and "h1" in r.json()["detail"]
+    assert cloud.call("GET", "/agent/hosts/h1/desired", token=cloud.admin).status_code == 403
+
+
+def test_lifecycle_through_agent_reports_and_action_log(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    inst = cloud.create("web", flavor="pinned").json()
+    iid = inst["id"]
+    desired = cloud.ok("GET", "/agent/hosts/h1/desired", token)
+    (d,) = desired["instances"]
+    assert d["power"] == "running" and d["cpuset"] == [0] and d["net"]["prefixlen"] == 24
+
+    def report(**kw):
+        cloud.ok("PUT", f"/agent/instances/{iid}/state", token, json=kw)
+
+    report(power_state="running", task_done="spawning")
+    assert cloud.ok("GET", f"/instances/{iid}")["status"] == "ACTIVE"
+    r = cloud.call("POST", f"/instances/{iid}/start")
+    assert r.status_code == 409 and "vm_state active" in r.json()["detail"]
+    cloud.ok("POST", f"/instances/{iid}/stop")
+    assert cloud.ok("GET", "/agent/hosts/h1/desired", token)["instances"][0]["power"] == "stopped"
+    report(power_state="shutdown", task_done="powering-off")
+    assert cloud.ok("GET", f"/instances/{iid}")["status"] == "SHUTOFF"
+    cloud.ok("DELETE", f"/instances/{iid}")
+    report(power_state="nostate", gone=True)
+    assert cloud.call("GET", f"/instances/{iid}").status_code == 404
+    host = cloud.ok("GET", "/hosts/h1")
+    assert host["pinned_cores"] == {} and host["memory_mb_used"] == 0
+    # the IP is free again
+    assert cloud.create("again", ip=inst["ip"]).status_code == 202
+
+
+def test_failed_spawn_releases_ip_and_cores_with_a_fault(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    inst = cloud.create("web", flavor="pinned").json()
+    cloud.ok("PUT", f"/agent/instances/{inst['id']}/state", token,
+             json={"power_state": "nostate", "task_done": "spawning", "error": "image missing"})
+    after = cloud.ok("GET", f"/instances/{inst['id']}")
+    assert after["status"] == "ERROR" and "image missing" in after["fault"]
+    assert after["ip"] is None and after["host"] is None
+    assert cloud.ok("GET", "/hosts/h1")["pinned_cores"] == {}
+    log = cloud.ok("GET", f"/instances/{inst['id']}/actions")
+    assert log[0]["action"] == "create" and log[0]["result"] == "error"
+    cloud.ok("DELETE", f"/instances/{inst['id']}")
+    assert cloud.call("GET", f"/instances/{inst['id']}").status_code == 404
+
+
+def test_openapi_document_lists_v1(cloud):
+    doc = cloud.client.get("/openapi.json").json()
+    assert "/v1/instances" in doc["paths"] and "/v1/networks" in doc["paths"]
