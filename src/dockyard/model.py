@@ -216,7 +216,9 @@ class SubnetCreate(Schema):
         try:
             net = ipaddress.IPv4Network(v, strict=True)
         except ValueError as exc:
-            raise ValueError(f"not an IPv4 network in CIDR form (e.g. 198.18.0.0/24): {exc}")
+            raise ValueError(
+                f"not an IPv4 network in CIDR form (e.g. 198.18.0.0/24): {exc}"
+            ) from exc
         if net.prefixlen > 30:
             raise ValueError("prefix must be /30 or shorter to leave room for instances")
         return str(net)

@@ -39,14 +39,26 @@ class Cloud:
         return token
 
     def catalog(self, pool_end="198.18.0.250"):
-        self.ok("POST", "/networks", json={
-            "name": "net", "bridge": "dyt-br0",
-            "subnet": {"cidr": "198.18.0.0/24", "gateway": "198.18.0.1",
-                       "pools": [{"start": "198.18.0.10", "end": pool_end}],
-                       "hostname_rule": "web{o3}{o4:03d}"}})
+        self.ok(
+            "POST",
+            "/networks",
+            json={
+                "name": "net",
+                "bridge": "dyt-br0",
+                "subnet": {
+                    "cidr": "198.18.0.0/24",
+                    "gateway": "198.18.0.1",
+                    "pools": [{"start": "198.18.0.10", "end": pool_end}],
+                    "hostname_rule": "web{o3}{o4:03d}",
+                },
+            },
+        )
         self.ok("POST", "/flavors", json={"name": "small", "vcpus": 1, "memory_mb": 128})
-        self.ok("POST", "/flavors", json={"name": "pinned", "vcpus": 1, "memory_mb": 128,
-                                          "dedicated": True})
+        self.ok(
+            "POST",
+            "/flavors",
+            json={"name": "pinned", "vcpus": 1, "memory_mb": 128, "dedicated": True},
+        )
         self.ok("POST", "/images", json={"name": "img", "source": "docker", "ref": "bb:latest"})
 
     def create(self, name, token=None, **kw):

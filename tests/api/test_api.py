@@ -20,11 +20,19 @@ def test_validation_error_names_the_fields(cloud):
 
 
 def test_network_rules_are_checked(cloud):
-    r = cloud.call("POST", "/networks", json={
-        "name": "n", "bridge": "b0", "subnet": {"cidr": "198.18.0.0/24", "hostname_rule": "x{o9}"}})
+    r = cloud.call(
+        "POST",
+        "/networks",
+        json={
+            "name": "n",
+            "bridge": "b0",
+            "subnet": {"cidr": "198.18.0.0/24", "hostname_rule": "x{o9}"},
+        },
+    )
     assert r.status_code == 422 and "o9" in r.json()["detail"]
-    r = cloud.call("POST", "/networks", json={
-        "name": "n", "bridge": "b0", "subnet": {"cidr": "198.18.0.1/24"}})
+    r = cloud.call(
+        "POST", "/networks", json={"name": "n", "bridge": "b0", "subnet": {"cidr": "198.18.0.1/24"}}
+    )
     assert r.status_code == 422 and "subnet.cidr" in r.json()["detail"]
 
 
@@ -76,8 +84,9 @@ def test_project_isolation_and_reader(cloud):
         cloud.ok("POST", "/projects", json={"name": p})
     alice = cloud.ok("POST", "/users", json={"name": "alice", "project": "p1"})["token"]
     bob = cloud.ok("POST", "/users", json={"name": "bob", "project": "p2"})["token"]
-    rita = cloud.ok("POST", "/users", json={"name": "rita", "project": "p1",
-                                            "role": "reader"})["token"]
+    rita = cloud.ok("POST", "/users", json={"name": "rita", "project": "p1", "role": "reader"})[
+        "token"
+    ]
     inst = cloud.create("mine", token=alice).json()
     assert cloud.call("GET", f"/instances/{inst['id']}", token=bob).status_code == 404
     assert cloud.call("DELETE", f"/instances/{inst['id']}", token=bob).status_code == 404
@@ -85,8 +94,12 @@ def test_project_isolation_and_reader(cloud):
     assert cloud.ok("GET", f"/instances/{inst['id']}", token=rita)["name"] == "mine"
     r = cloud.create("nope", token=rita)
     assert r.status_code == 403 and "reader" in r.json()["detail"]
-    assert cloud.call("POST", "/flavors", token=alice,
-                      json={"name": "x", "vcpus": 1, "memory_mb": 64}).status_code == 403
+    assert (
+        cloud.call(
+            "POST", "/flavors", token=alice, json={"name": "x", "vcpus": 1, "memory_mb": 64}
+        ).status_code
+        == 403
+    )
 
 
 def test_agent_token_is_bound_to_its_host(cloud):
@@ -131,8 +144,12 @@ def test_failed_spawn_releases_ip_and_cores_with_a_fault(cloud):
     cloud.catalog()
     token = cloud.register("h1")
     inst = cloud.create("web", flavor="pinned").json()
-    cloud.ok("PUT", f"/agent/instances/{inst['id']}/state", token,
-             json={"power_state": "nostate", "task_done": "spawning", "error": "image missing"})
+    cloud.ok(
+        "PUT",
+        f"/agent/instances/{inst['id']}/state",
+        token,
+        json={"power_state": "nostate", "task_done": "spawning", "error": "image missing"},
+    )
     after = cloud.ok("GET", f"/instances/{inst['id']}")
     assert after["status"] == "ERROR" and "image missing" in after["fault"]
     assert after["ip"] is None and after["host"] is None

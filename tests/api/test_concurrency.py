@@ -29,8 +29,9 @@ def _free_port() -> int:
 def server(backend_db: Database, tmp_path: Path):
     token = init(backend_db)
     port = _free_port()
-    config = uvicorn.Config(create_app(backend_db, tmp_path), host="127.0.0.1", port=port,
-                            log_level="warning")
+    config = uvicorn.Config(
+        create_app(backend_db, tmp_path), host="127.0.0.1", port=port, log_level="warning"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -45,24 +46,30 @@ def test_fifty_concurrent_creates_get_distinct_ips_and_cores(server):
     url, admin = server
     h = {"authorization": f"Bearer {admin}"}
     with httpx.Client(base_url=url, headers=h, timeout=60) as c:
-        c.post("/networks", json={"name": "net", "bridge": "dyt-c0",
-                                  "subnet": {"cidr": "198.18.0.0/24"}}).raise_for_status()
-        c.post("/flavors", json={"name": "pin", "vcpus": 1, "memory_mb": 16,
-                                 "dedicated": True}).raise_for_status()
-        c.post("/images", json={"name": "img", "source": "docker",
-                                "ref": "x:1"}).raise_for_status()
+        c.post(
+            "/networks",
+            json={"name": "net", "bridge": "dyt-c0", "subnet": {"cidr": "198.18.0.0/24"}},
+        ).raise_for_status()
+        c.post(
+            "/flavors", json={"name": "pin", "vcpus": 1, "memory_mb": 16, "dedicated": True}
+        ).raise_for_status()
+        c.post("/images", json={"name": "img", "source": "docker", "ref": "x:1"}).raise_for_status()
         agents = []
         for host in ("h1", "h2"):
             t = c.post("/agent-tokens", json={"host": host}).json()["token"]
             agents.append(t)
-            httpx.post(f"{url}/agent/hosts", headers={"authorization": f"Bearer {t}"},
-                       json={"name": host, "cores": 32, "memory_mb": 65536,
-                             "disk_gb": 10}).raise_for_status()
+            httpx.post(
+                f"{url}/agent/hosts",
+                headers={"authorization": f"Bearer {t}"},
+                json={"name": host, "cores": 32, "memory_mb": 65536, "disk_gb": 10},
+            ).raise_for_status()
 
     def create(i: int) -> httpx.Response:
         with httpx.Client(base_url=url, headers=h, timeout=120) as c:
-            return c.post("/instances", json={"name": f"vm{i}", "image": "img",
-                                              "flavor": "pin", "network": "net"})
+            return c.post(
+                "/instances",
+                json={"name": f"vm{i}", "image": "img", "flavor": "pin", "network": "net"},
+            )
 
     started = time.monotonic()
     with ThreadPoolExecutor(50) as pool:
@@ -78,5 +85,7 @@ def test_fifty_concurrent_creates_get_distinct_ips_and_cores(server):
     assert len(pins) == 50 and len(set(pins)) == 50
     # the scheduler spread them (by free RAM): both hosts got some
     assert all(len(x["pinned_cores"]) > 0 for x in hosts.values())
-    print(f"\n50 concurrent creates on {url}: {elapsed:.2f}s, per-host pins "
-          f"{ {n: len(x['pinned_cores']) for n, x in hosts.items()} }")
+    print(
+        f"\n50 concurrent creates on {url}: {elapsed:.2f}s, per-host pins "
+        f"{ {n: len(x['pinned_cores']) for n, x in hosts.items()} }"
+    )

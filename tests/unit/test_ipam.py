@@ -20,17 +20,24 @@ def test_defaults_gateway_first_host_and_pool_the_rest():
 
 
 def test_pool_reserved_and_gateway_are_honoured():
-    s = subnet(gateway="198.18.0.1", pools=[Pool(start="198.18.0.10", end="198.18.0.12")],
-               reserved=["198.18.0.11"])
+    s = subnet(
+        gateway="198.18.0.1",
+        pools=[Pool(start="198.18.0.10", end="198.18.0.12")],
+        reserved=["198.18.0.11"],
+    )
     assert list(ipam.candidates(s)) == ["198.18.0.10", "198.18.0.12"]
     assert ipam.choose(s, {"198.18.0.10", "198.18.0.12"}) is None
 
 
 def test_explicit_ip_outside_taken_gateway_reserved_is_a_conflict():
     s = subnet(reserved=["198.18.0.9"])
-    for ip, word in [("198.18.1.5", "not a usable"), ("198.18.0.1", "gateway"),
-                     ("198.18.0.9", "reserved"), ("198.18.0.7", "already in use"),
-                     ("198.18.0.255", "not a usable")]:
+    for ip, word in [
+        ("198.18.1.5", "not a usable"),
+        ("198.18.0.1", "gateway"),
+        ("198.18.0.9", "reserved"),
+        ("198.18.0.7", "already in use"),
+        ("198.18.0.255", "not a usable"),
+    ]:
         with pytest.raises(Conflict, match=word):
             ipam.check_requested(s, ip, {"198.18.0.7"})
     assert ipam.check_requested(s, "198.18.0.8", {"198.18.0.7"}) == "198.18.0.8"

@@ -11,13 +11,36 @@ from dockyard.network.plumbing import host_ifname, peer_ifname
 
 
 def want(iid, power="running", task=None, power_state=PowerState.running, reboot_seq=0):
-    net = NetSpec(bridge="br0", uplink=None, mtu=1500, ip="198.18.0.5", prefixlen=24,
-                  gateway="198.18.0.1", mac="02:00:c6:12:00:05", dns=[])
+    net = NetSpec(
+        bridge="br0",
+        uplink=None,
+        mtu=1500,
+        ip="198.18.0.5",
+        prefixlen=24,
+        gateway="198.18.0.1",
+        mac="02:00:c6:12:00:05",
+        dns=[],
+    )
     return DesiredInstance(
-        id=iid, name="n", hostname="n", image_id="i", image_ref="r", image_source=ImageSource.docker,
-        image_sha256=None, command=None, vcpus=1, memory_mb=64, dedicated=False, cpuset=[],
-        pids_limit=100, volumes=[], net=net, power=power, task_state=task,
-        power_state=power_state, reboot_seq=reboot_seq,
+        id=iid,
+        name="n",
+        hostname="n",
+        image_id="i",
+        image_ref="r",
+        image_source=ImageSource.docker,
+        image_sha256=None,
+        command=None,
+        vcpus=1,
+        memory_mb=64,
+        dedicated=False,
+        cpuset=[],
+        pids_limit=100,
+        volumes=[],
+        net=net,
+        power=power,
+        task_state=task,
+        power_state=power_state,
+        reboot_seq=reboot_seq,
     )
 
 

@@ -7,8 +7,9 @@ from dockyard.scheduler.weighers import RamWeigher
 
 
 def host(name, **kw):
-    base = dict(up=True, enabled=True, availability_zone="nova", cores=4, memory_mb=8192,
-                disk_gb=100)
+    base = dict(
+        up=True, enabled=True, availability_zone="nova", cores=4, memory_mb=8192, disk_gb=100
+    )
     base.update(kw)
     return HostState(name=name, **base)
 
@@ -21,13 +22,21 @@ def test_spreads_by_free_ram_and_packs_when_asked():
 
 
 def test_rejections_are_counted_per_filter_and_explained():
-    hosts = [host("down", up=False), host("full", memory_mb_used=8000),
-             host("other-az", availability_zone="az2"), host("nonet", networks=("prod",))]
+    hosts = [
+        host("down", up=False),
+        host("full", memory_mb_used=8000),
+        host("other-az", availability_zone="az2"),
+        host("nonet", networks=("prod",)),
+    ]
     req = Request(vcpus=1, memory_mb=512, availability_zone="nova", network="demo")
     p = select(hosts, req)
     assert p.host is None
-    assert p.rejected == {"ComputeFilter": 1, "AvailabilityZoneFilter": 1, "NetworkFilter": 1,
-                          "RamFilter": 1}
+    assert p.rejected == {
+        "ComputeFilter": 1,
+        "AvailabilityZoneFilter": 1,
+        "NetworkFilter": 1,
+        "RamFilter": 1,
+    }
     text = p.explain(req)
     assert "RamFilter rejected 1 of 4" in text and "512 MB" in text
 
@@ -40,8 +49,9 @@ def test_no_hosts_says_start_an_agent():
 def test_dedicated_cores_are_whole_free_cores_lowest_first():
     p = select([host("a", pinned=frozenset({0}))], Request(vcpus=2, memory_mb=1, dedicated=True))
     assert p.cores == [1, 2]
-    p = select([host("a", pinned=frozenset({0, 1, 2}))],
-               Request(vcpus=2, memory_mb=1, dedicated=True))
+    p = select(
+        [host("a", pinned=frozenset({0, 1, 2}))], Request(vcpus=2, memory_mb=1, dedicated=True)
+    )
     assert p.host is None and p.rejected == {"DedicatedCoreFilter": 1}
 
 

@@ -26,7 +26,9 @@ def create_app(db: Database, state_dir: Path) -> FastAPI:
         db.engine.dispose()
 
     app = FastAPI(
-        title="Dockyard", version=__version__, lifespan=lifespan,
+        title="Dockyard",
+        version=__version__,
+        lifespan=lifespan,
         description="A private cloud of Docker machine containers with fixed IPs.",
     )
     app.state.db = db

@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 
 from dockyard.api.watch import HostWatch
 from dockyard.db.identity import Principal, authenticate
-from dockyard.db.session import Database
+from dockyard.db.session import Database, Session
 from dockyard.errors import Forbidden, Unauthorized
 
 

@@ -34,9 +34,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()
-        ]
+        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Validation failed", f"fix these fields: {detail}", errors=errors)
 
@@ -52,4 +50,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return problem(500, "Internal error", f"the server failed: {type(exc).__name__}; see its log")
+        return problem(
+            500, "Internal error", f"the server failed: {type(exc).__name__}; see its log"
+        )

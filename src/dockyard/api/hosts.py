@@ -50,7 +50,10 @@ def heartbeat(name: str, s: DB, who: Agent) -> dict[str, int]:
 
 @router.get("/agent/hosts/{name}/desired", tags=["agent"])
 async def desired(
-    name: str, who: Agent, db: Db, watch: Watch,
+    name: str,
+    who: Agent,
+    db: Db,
+    watch: Watch,
     since: Annotated[int, Query(description="generation the agent already has")] = -1,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
 ) -> model.DesiredState:

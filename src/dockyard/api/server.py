@@ -29,13 +29,17 @@ def init(db: Database) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="dockyard-server", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard"))
-    p.add_argument("--db", help="database URL (default: SQLite in the state dir)",
-                   default=os.environ.get("DOCKYARD_DB_URL"))
+    p.add_argument(
+        "--db",
+        help="database URL (default: SQLite in the state dir)",
+        default=os.environ.get("DOCKYARD_DB_URL"),
+    )
     p.add_argument("--listen", default="127.0.0.1:8787", help="HOST:PORT")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(args.db or default_db_url(args.state_dir))
@@ -46,8 +50,14 @@ def main(argv: list[str] | None = None) -> None:
         path.write_text(token + "\n")
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
     host, _, port = args.listen.rpartition(":")
-    uvicorn.run(create_app(db, args.state_dir), host=host or "127.0.0.1", port=int(port),
-                log_level=args.log_level, access_log=False, timeout_graceful_shutdown=3)
+    uvicorn.run(
+        create_app(db, args.state_dir),
+        host=host or "127.0.0.1",
+        port=int(port),
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
 
 
 if __name__ == "__main__":

@@ -10,26 +10,33 @@ from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
 NETWORK_COLUMNS = [
-    ("NAME", lambda n: n["name"]), ("BRIDGE", lambda n: n["bridge"]),
+    ("NAME", lambda n: n["name"]),
+    ("BRIDGE", lambda n: n["bridge"]),
     ("UPLINK", lambda n: n["uplink"]),
     ("CIDR", lambda n: ",".join(s["cidr"] for s in n["subnets"])),
     ("GATEWAY", lambda n: ",".join(s["gateway"] or "-" for s in n["subnets"])),
     ("HOSTNAME RULE", lambda n: ",".join(s["hostname_rule"] or "-" for s in n["subnets"])),
 ]
 FLAVOR_COLUMNS = [
-    ("NAME", lambda f: f["name"]), ("VCPUS", lambda f: f["vcpus"]),
-    ("MEMORY_MB", lambda f: f["memory_mb"]), ("DISK_GB", lambda f: f["disk_gb"]),
+    ("NAME", lambda f: f["name"]),
+    ("VCPUS", lambda f: f["vcpus"]),
+    ("MEMORY_MB", lambda f: f["memory_mb"]),
+    ("DISK_GB", lambda f: f["disk_gb"]),
     ("CPU", lambda f: "dedicated" if f["dedicated"] else "shared"),
     ("PIDS", lambda f: f["pids_limit"]),
 ]
 IMAGE_COLUMNS = [
-    ("NAME", lambda i: i["name"]), ("SOURCE", lambda i: i["source"]),
-    ("REF", lambda i: i["ref"]), ("STATUS", lambda i: i["status"]),
+    ("NAME", lambda i: i["name"]),
+    ("SOURCE", lambda i: i["source"]),
+    ("REF", lambda i: i["ref"]),
+    ("STATUS", lambda i: i["status"]),
     ("SIZE_MB", lambda i: f"{i['size'] / 2**20:.1f}" if i["size"] else "-"),
 ]
 HOST_COLUMNS = [
-    ("NAME", lambda h: h["name"]), ("AZ", lambda h: h["availability_zone"]),
-    ("STATE", lambda h: h["state"]), ("ENABLED", lambda h: h["enabled"]),
+    ("NAME", lambda h: h["name"]),
+    ("AZ", lambda h: h["availability_zone"]),
+    ("STATE", lambda h: h["state"]),
+    ("ENABLED", lambda h: h["enabled"]),
     ("VCPUS(used/cores)", lambda h: f"{h['vcpus_used']:g}/{h['cores']}"),
     ("MEMORY_MB(used/total)", lambda h: f"{h['memory_mb_used']}/{h['memory_mb']}"),
     ("PINNED", lambda h: ",".join(h["pinned_cores"]) or "-"),
@@ -39,11 +46,15 @@ HOST_COLUMNS = [
 
 def network_create(api: Api, a: argparse.Namespace) -> None:
     pools = [_pool(p) for p in a.pool or []]
-    subnet: dict[str, Any] = {"cidr": a.cidr, "gateway": a.gateway, "pools": pools,
-                              "dns": a.dns or [], "reserved": a.reserved or [],
-                              "hostname_rule": a.hostname_rule}
-    body = {"name": a.name, "bridge": a.bridge, "uplink": a.uplink, "mtu": a.mtu,
-            "subnet": subnet}
+    subnet: dict[str, Any] = {
+        "cidr": a.cidr,
+        "gateway": a.gateway,
+        "pools": pools,
+        "dns": a.dns or [],
+        "reserved": a.reserved or [],
+        "hostname_rule": a.hostname_rule,
+    }
+    body = {"name": a.name, "bridge": a.bridge, "uplink": a.uplink, "mtu": a.mtu, "subnet": subnet}
     emit(api.post("/networks", body), a.format, NETWORK_COLUMNS)
 
 
@@ -55,15 +66,23 @@ def _pool(text: str) -> dict[str, str]:
 
 
 def flavor_create(api: Api, a: argparse.Namespace) -> None:
-    body = {"name": a.name, "vcpus": a.vcpus, "memory_mb": a.memory, "disk_gb": a.disk,
-            "dedicated": a.dedicated, "pids_limit": a.pids}
+    body = {
+        "name": a.name,
+        "vcpus": a.vcpus,
+        "memory_mb": a.memory,
+        "disk_gb": a.disk,
+        "dedicated": a.dedicated,
+        "pids_limit": a.pids,
+    }
     emit(api.post("/flavors", body), a.format, FLAVOR_COLUMNS)
 
 
 def image_import(api: Api, a: argparse.Namespace) -> None:
     if a.rootfs:
         if not a.rootfs.is_file():
-            raise CliError(f"--rootfs {a.rootfs}: no such file; give a tarball of a root filesystem")
+            raise CliError(
+                f"--rootfs {a.rootfs}: no such file; give a tarball of a root filesystem"
+            )
         cmd = a.command.split() if a.command else ["/sbin/init"]
         image = api.post("/images", {"name": a.name, "source": "rootfs", "command": cmd})
         try:
@@ -73,8 +92,9 @@ def image_import(api: Api, a: argparse.Namespace) -> None:
             raise
     else:
         cmd = a.command.split() if a.command else None
-        image = api.post("/images", {"name": a.name, "source": "docker", "ref": a.from_docker,
-                                     "command": cmd})
+        image = api.post(
+            "/images", {"name": a.name, "source": "docker", "ref": a.from_docker, "command": cmd}
+        )
     emit(image, a.format, IMAGE_COLUMNS)
 
 
@@ -82,8 +102,10 @@ def image_build_demo(a: argparse.Namespace) -> None:
     from dockyard.images import rootfs
 
     path = rootfs.build(Path(a.output))
-    print(f"wrote {path} ({path.stat().st_size // 1024} KiB); import it with "
-          f"`dockyard image import demo --rootfs {path}`")
+    print(
+        f"wrote {path} ({path.stat().st_size // 1024} KiB); import it with "
+        f"`dockyard image import demo --rootfs {path}`"
+    )
 
 
 def host_token(api: Api, a: argparse.Namespace) -> None:
@@ -98,7 +120,8 @@ def user_create(api: Api, a: argparse.Namespace) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     net = sub.add_parser("network", help="datacenter networks and subnets").add_subparsers(
-        dest="verb", required=True)
+        dest="verb", required=True
+    )
     p = net.add_parser("create", parents=[fmt])
     p.add_argument("name")
     p.add_argument("--cidr", required=True)
@@ -147,8 +170,15 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p = pr.add_parser("create", parents=[fmt])
     p.add_argument("name")
     p.set_defaults(run=lambda api, a: emit(api.post("/projects", {"name": a.name}), a.format, []))
-    _crud(pr, "project", "/projects", [("ID", lambda r: r["id"]), ("NAME", lambda r: r["name"])],
-          fmt, show=False, delete=False)
+    _crud(
+        pr,
+        "project",
+        "/projects",
+        [("ID", lambda r: r["id"]), ("NAME", lambda r: r["name"])],
+        fmt,
+        show=False,
+        delete=False,
+    )
 
     us = sub.add_parser("user", help="users").add_subparsers(dest="verb", required=True)
     p = us.add_parser("create", help="create a user; prints its token")
@@ -156,12 +186,30 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p.add_argument("--project", required=True)
     p.add_argument("--role", choices=["admin", "member", "reader"], default="member")
     p.set_defaults(run=user_create)
-    _crud(us, "user", "/users", [("NAME", lambda r: r["name"]), ("PROJECT", lambda r: r["project"]),
-                                 ("ROLE", lambda r: r["role"])], fmt, show=False, delete=False)
+    _crud(
+        us,
+        "user",
+        "/users",
+        [
+            ("NAME", lambda r: r["name"]),
+            ("PROJECT", lambda r: r["project"]),
+            ("ROLE", lambda r: r["role"]),
+        ],
+        fmt,
+        show=False,
+        delete=False,
+    )
 
 
-def _crud(sub: Any, noun: str, path: str, columns: Any, fmt: argparse.ArgumentParser,
-          show: bool, delete: bool = True) -> None:
+def _crud(
+    sub: Any,
+    noun: str,
+    path: str,
+    columns: Any,
+    fmt: argparse.ArgumentParser,
+    show: bool,
+    delete: bool = True,
+) -> None:
     p = sub.add_parser("list", parents=[fmt])
     p.set_defaults(run=lambda api, a: emit(api.get(path), a.format, columns))
     if show:
@@ -171,5 +219,6 @@ def _crud(sub: Any, noun: str, path: str, columns: Any, fmt: argparse.ArgumentPa
     if delete:
         p = sub.add_parser("delete")
         p.add_argument("name")
-        p.set_defaults(run=lambda api, a: (api.delete(f"{path}/{a.name}"),
-                                           print(f"deleted {noun} {a.name}")))
+        p.set_defaults(
+            run=lambda api, a: (api.delete(f"{path}/{a.name}"), print(f"deleted {noun} {a.name}"))
+        )

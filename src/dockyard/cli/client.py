@@ -47,16 +47,24 @@ class Api:
 
     def upload(self, path: str, file: Path) -> Any:
         with file.open("rb") as f:
-            return self.call("PUT", path, content=f,
-                             headers={"content-type": "application/octet-stream"})
+            return self.call(
+                "PUT", path, content=f, headers={"content-type": "application/octet-stream"}
+            )
 
-    def exists(self, path: str) -> bool:
-        r = self._http.get(path)
+    def find(self, path: str) -> Any:
+        """GET, or None when the resource does not exist (404)."""
+        try:
+            r = self._http.get(path)
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
         if r.status_code == 404:
-            return False
+            return None
         if r.status_code >= 400:
             raise CliError(_problem(r))
-        return True
+        return r.json()
+
+    def exists(self, path: str) -> bool:
+        return self.find(path) is not None
 
 
 def _problem(r: httpx.Response) -> str:

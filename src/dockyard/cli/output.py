@@ -23,10 +23,8 @@ def emit(data: Any, fmt: str, columns: Sequence[Column]) -> None:
 
 def table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    print(line.format(*headers).rstrip())
-    for r in rows:
-        print(line.format(*r).rstrip())
+    for r in [headers, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     sys.stdout.flush()
 
 

@@ -11,25 +11,38 @@ from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
 SERVER_COLUMNS = [
-    ("NAME", lambda s: s["name"]), ("IMAGE", lambda s: s["image"]), ("IP", lambda s: s["ip"]),
+    ("NAME", lambda s: s["name"]),
+    ("IMAGE", lambda s: s["image"]),
+    ("IP", lambda s: s["ip"]),
     ("FLAVOR", lambda s: f"{s['flavor']} ({s['vcpus']}C/{s['memory_mb']}M/{s['disk_gb']}G)"),
-    ("STATUS", lambda s: s["status"]), ("AZ", lambda s: s["availability_zone"]),
-    ("HOST", lambda s: s["host"]), ("TASK", lambda s: s["task_state"]),
+    ("STATUS", lambda s: s["status"]),
+    ("AZ", lambda s: s["availability_zone"]),
+    ("HOST", lambda s: s["host"]),
+    ("TASK", lambda s: s["task_state"]),
     ("POWER", lambda s: s["power_state"]),
 ]
 ACTION_COLUMNS = [
-    ("ACTION", lambda a: a["action"]), ("REQUEST_ID", lambda a: a["request_id"]),
-    ("USER", lambda a: a["user"]), ("START", lambda a: a["start_time"]),
-    ("FINISH", lambda a: a["finish_time"]), ("RESULT", lambda a: a["result"]),
+    ("ACTION", lambda a: a["action"]),
+    ("REQUEST_ID", lambda a: a["request_id"]),
+    ("USER", lambda a: a["user"]),
+    ("START", lambda a: a["start_time"]),
+    ("FINISH", lambda a: a["finish_time"]),
+    ("RESULT", lambda a: a["result"]),
     ("MESSAGE", lambda a: a["message"]),
 ]
 SETTLED = {"ACTIVE", "SHUTOFF", "ERROR"}
 
 
 def create(api: Api, a: argparse.Namespace) -> None:
-    body: dict[str, Any] = {"name": a.name, "image": a.image, "flavor": a.flavor,
-                            "network": a.network, "ip": a.ip, "volumes": _volumes(a.volume),
-                            "availability_zone": a.availability_zone}
+    body: dict[str, Any] = {
+        "name": a.name,
+        "image": a.image,
+        "flavor": a.flavor,
+        "network": a.network,
+        "ip": a.ip,
+        "volumes": _volumes(a.volume),
+        "availability_zone": a.availability_zone,
+    }
     server = api.post("/instances", body)
     if a.wait:
         server = wait(api, server["id"], a.name, timeout=a.timeout)
@@ -44,8 +57,13 @@ def _volumes(specs: list[str] | None) -> list[dict[str, Any]]:
         parts = spec.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise CliError(f"--volume {spec!r}: write HOSTPATH:PATH[:ro]")
-        out.append({"host_path": parts[0], "path": parts[1],
-                    "read_only": len(parts) == 3 and parts[2] == "ro"})
+        out.append(
+            {
+                "host_path": parts[0],
+                "path": parts[1],
+                "read_only": len(parts) == 3 and parts[2] == "ro",
+            }
+        )
     return out
 
 
@@ -55,10 +73,12 @@ def wait(api: Api, ident: str, label: str, timeout: float, gone_ok: bool = False
     tty = sys.stderr.isatty()
     while True:
         elapsed = time.monotonic() - start
-        if gone_ok and not api.exists(f"/instances/{ident}"):
-            _progress(f"{label}: deleted ({elapsed:.1f}s)", tty, final=True)
-            return None
-        server = api.get(f"/instances/{ident}")
+        server = api.find(f"/instances/{ident}")
+        if server is None:
+            if gone_ok:
+                _progress(f"{label}: deleted ({elapsed:.1f}s)", tty, final=True)
+                return None
+            raise CliError(f"{label} disappeared while waiting; see `dockyard server list`")
         line = f"{label}: {server['status']}"
         if server["task_state"]:
             line += f" ({server['task_state']})"
@@ -69,8 +89,10 @@ def wait(api: Api, ident: str, label: str, timeout: float, gone_ok: bool = False
             _progress(f"{line} in {elapsed:.2f}s", tty, final=True)
             return server
         if elapsed > timeout:
-            raise CliError(f"{label} is still {server['status']} after {timeout:.0f}s; "
-                           "check `dockyard host list` and the agent's log")
+            raise CliError(
+                f"{label} is still {server['status']} after {timeout:.0f}s; "
+                "check `dockyard host list` and the agent's log"
+            )
         time.sleep(0.05)
 
 
@@ -96,6 +118,7 @@ def action(verb: str) -> Any:
                     raise CliError(f"{verb} of {a.name} failed: {after['fault']}")
         else:
             print(f"{verb} of {a.name} requested ({server['status']})")
+
     return run
 
 
@@ -117,12 +140,14 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.set_defaults(run=lambda api, a: emit(api.get("/instances"), a.format, SERVER_COLUMNS))
     p = srv.add_parser("show", parents=[fmt])
     p.add_argument("name")
-    p.set_defaults(run=lambda api, a: emit(api.get(f"/instances/{a.name}"), a.format,
-                                           SERVER_COLUMNS))
+    p.set_defaults(
+        run=lambda api, a: emit(api.get(f"/instances/{a.name}"), a.format, SERVER_COLUMNS)
+    )
     p = srv.add_parser("actions", parents=[fmt], help="the instance's action log")
     p.add_argument("name")
-    p.set_defaults(run=lambda api, a: emit(api.get(f"/instances/{a.name}/actions"), a.format,
-                                           ACTION_COLUMNS))
+    p.set_defaults(
+        run=lambda api, a: emit(api.get(f"/instances/{a.name}/actions"), a.format, ACTION_COLUMNS)
+    )
     for verb in ("start", "stop", "reboot", "delete"):
         p = srv.add_parser(verb, parents=[fmt, waiting])
         p.add_argument("name")

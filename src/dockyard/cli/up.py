@@ -48,16 +48,34 @@ def up(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        children.append(_spawn("dockyard.api.server", "--state-dir", str(state),
-                               "--listen", a.listen, log=state / "server.log"))
+        children.append(
+            _spawn(
+                "dockyard.api.server",
+                "--state-dir",
+                str(state),
+                "--listen",
+                a.listen,
+                log=state / "server.log",
+            )
+        )
         _wait_ready(url, children[0])
         api = Api(url, admin_token)
         if not a.no_demo:
             _demo(api, state)
-        children.append(_spawn(
-            "dockyard.compute.agent", "--server", url, "--token-file", str(agent_token_file),
-            "--state-dir", str(state / "agent"), "--host-name",
-            a.host_name or socket.gethostname(), log=state / "agent.log"))
+        children.append(
+            _spawn(
+                "dockyard.compute.agent",
+                "--server",
+                url,
+                "--token-file",
+                str(agent_token_file),
+                "--state-dir",
+                str(state / "agent"),
+                "--host-name",
+                a.host_name or socket.gethostname(),
+                log=state / "agent.log",
+            )
+        )
         _banner(url, state)
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
@@ -76,11 +94,12 @@ def _check_docker() -> None:
     if not host.startswith("unix://"):
         return  # a TCP dockerd: the agent will say if it cannot reach it
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=host[len("unix://"):])) as c:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=host[len("unix://") :])) as c:
             c.get("http://docker/_ping", timeout=5).raise_for_status()
     except httpx.HTTPError as exc:
-        raise CliError(f"dockerd is not answering at {host}: {exc}; start it, or set "
-                       "DOCKER_HOST") from exc
+        raise CliError(
+            f"dockerd is not answering at {host}: {exc}; start it, or set DOCKER_HOST"
+        ) from exc
 
 
 def _credentials(state: Path, host: str, url: str) -> tuple[str, Path]:
@@ -90,8 +109,9 @@ def _credentials(state: Path, host: str, url: str) -> tuple[str, Path]:
     if token:
         _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n")
     elif not env.exists():
-        raise CliError(f"{state} has a database but no admin.env; restore it or use a new "
-                       "--state-dir")
+        raise CliError(
+            f"{state} has a database but no admin.env; restore it or use a new --state-dir"
+        )
     else:
         token = _read_env(env)["DOCKYARD_TOKEN"]
         _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n")
@@ -120,8 +140,9 @@ def _read_env(path: Path) -> dict[str, str]:
 
 def _spawn(module: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=out,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args], stdout=out, stderr=out, start_new_session=True
+    )
 
 
 def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -141,12 +162,21 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) 
 def _demo(api: Api, state: Path) -> None:
     """The demo network, flavor and image, created once."""
     if not api.exists("/networks/demo"):
-        api.post("/networks", {
-            "name": "demo", "bridge": DEMO_BRIDGE, "mtu": 1500,
-            "subnet": {"cidr": DEMO_CIDR, "gateway": DEMO_GATEWAY,
-                       "pools": [{"start": "198.18.0.10", "end": "198.18.0.250"}],
-                       "reserved": [DEMO_HOST_ADDR], "hostname_rule": "demo{o3}{o4:03d}"},
-        })
+        api.post(
+            "/networks",
+            {
+                "name": "demo",
+                "bridge": DEMO_BRIDGE,
+                "mtu": 1500,
+                "subnet": {
+                    "cidr": DEMO_CIDR,
+                    "gateway": DEMO_GATEWAY,
+                    "pools": [{"start": "198.18.0.10", "end": "198.18.0.250"}],
+                    "reserved": [DEMO_HOST_ADDR],
+                    "hostname_rule": "demo{o3}{o4:03d}",
+                },
+            },
+        )
     # the host's own address on the demo bridge, so this shell can reach instances;
     # no route or NAT beyond the bridge
     plumbing.ensure_bridge(DEMO_BRIDGE, None, 1500)
@@ -158,19 +188,23 @@ def _demo(api: Api, state: Path) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             tar = rootfs.build(Path(tmp) / "demo.tar")
-            image = api.post("/images", {"name": "demo", "source": "rootfs",
-                                         "command": rootfs.INIT_COMMAND})
+            image = api.post(
+                "/images", {"name": "demo", "source": "rootfs", "command": rootfs.INIT_COMMAND}
+            )
             api.upload(f"/images/{image['id']}/file", tar)
 
 
 def _banner(url: str, state: Path) -> None:
-    print(f"""Dockyard is up.
+    print(
+        f"""Dockyard is up.
   API:          {url}/v1   (OpenAPI: {url}/openapi.json)
   credentials:  source {state}/admin.env     (admin token, mode 0600)
   logs:         {state}/server.log {state}/agent.log
   try:          dockyard server create web --image demo --flavor small --network demo --wait
-                ping {DEMO_GATEWAY.rsplit('.', 1)[0]}.10
-Ctrl-C stops the server and the agent; instances keep running.""", flush=True)
+                ping {DEMO_GATEWAY.rsplit(".", 1)[0]}.10
+Ctrl-C stops the server and the agent; instances keep running.""",
+        flush=True,
+    )
 
 
 def _terminate(child: subprocess.Popen[bytes]) -> None:

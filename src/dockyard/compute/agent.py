@@ -24,7 +24,7 @@ from pathlib import Path
 from dockyard import model
 from dockyard.compute.client import ServerClient
 from dockyard.compute.driver import ComputeDriver
-from dockyard.compute.reconcile import Plan, Step, plan
+from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
@@ -59,6 +59,7 @@ class Agent:
         self._busy: set[str] = set()
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
+        self._settled: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
 
@@ -79,6 +80,9 @@ class Agent:
             except DockyardError as exc:
                 log.warning("reconcile pass failed, will retry: %s", exc.detail)
                 self.stop_event.wait(1)
+            except Exception:
+                log.exception("reconcile pass crashed, will retry")
+                self.stop_event.wait(1)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
@@ -89,9 +93,13 @@ class Agent:
         info = self.driver.info()
         self.client.register(
             model.HostRegister(
-                name=self.cfg.host, availability_zone=self.cfg.availability_zone,
-                cores=info.cores, memory_mb=info.memory_mb, disk_gb=info.disk_gb,
-                docker_version=info.runtime_version, networks=self.cfg.networks,
+                name=self.cfg.host,
+                availability_zone=self.cfg.availability_zone,
+                cores=info.cores,
+                memory_mb=info.memory_mb,
+                disk_gb=info.disk_gb,
+                docker_version=info.runtime_version,
+                networks=self.cfg.networks,
             )
         )
         log.info("registered host %s (%d cores, %d MB)", self.cfg.host, info.cores, info.memory_mb)
@@ -148,21 +156,22 @@ class Agent:
 
     # --- reconcile
 
-    def observe_and_plan(self) -> Plan:
-        observed = {o.instance_id: o for o in self.driver.list()}
+    def snapshot(self) -> tuple[dict[str, model.DesiredInstance] | None, int]:
         with self._lock:
-            desired = dict(self.desired) if self.desired is not None else None
-        return plan(desired, observed, self.store.records(), plumbing.links(),
-                    self.store.known_ids())
+            return (dict(self.desired) if self.desired is not None else None), self.generation
 
     def reconcile_once(self) -> None:
-        p = self.observe_and_plan()
-        with self._lock:
-            desired = dict(self.desired or {})
+        desired, generation = self.snapshot()
+        observed = {o.instance_id: o for o in self.driver.list()}
+        p = plan(desired, observed, self.store.records(), plumbing.links(), self.store.known_ids())
         now = time.monotonic()
         for iid, step in p.steps.items():
+            # done and reported at this generation: wait for the server's next word
+            if self._settled.get(iid) == generation:
+                continue
             if self._claim(iid, now):
-                self._pool.submit(self._run_step, iid, step, desired[iid])
+                assert desired is not None
+                self._pool.submit(self._run_step, iid, step, desired[iid], generation)
         for iid in p.orphans:
             if self._claim(iid, now):
                 self._pool.submit(self._run_orphan, iid)
@@ -176,10 +185,12 @@ class Agent:
             self._busy.add(iid)
             return True
 
-    def _run_step(self, iid: str, step: Step, want: model.DesiredInstance) -> None:
+    def _run_step(self, iid: str, step: Step, want: model.DesiredInstance, gen: int) -> None:
         try:
             self.worker.run(step, want)
             self._failures.pop(iid, None)
+            if step in (Step.spawn, Step.destroy, Step.report) or want.task_state is not None:
+                self._settled[iid] = gen
         except TemporaryError as exc:
             self._backoff(iid, step, want, exc)
         except Exception:
@@ -197,7 +208,9 @@ class Agent:
         finally:
             self._done(iid)
 
-    def _backoff(self, iid: str, step: Step, want: model.DesiredInstance, exc: DockyardError) -> None:
+    def _backoff(
+        self, iid: str, step: Step, want: model.DesiredInstance, exc: DockyardError
+    ) -> None:
         n = self._failures.get(iid, 0) + 1
         self._failures[iid] = n
         log.warning("%s of %s failed (%d): %s", step.value, want.name, n, exc.detail)
@@ -217,31 +230,49 @@ class Agent:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="dockyard-agent", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dockyard-agent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--server", default=os.environ.get("DOCKYARD_URL", "http://127.0.0.1:8787"))
     p.add_argument("--token-file", type=Path, required=True, help="this host's agent token")
     p.add_argument("--host-name", default=socket.gethostname())
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard-agent"))
     p.add_argument("--availability-zone", default="nova")
-    p.add_argument("--network", action="append", dest="networks",
-                   help="a network this host is attached to (repeat; default all)")
+    p.add_argument(
+        "--network",
+        action="append",
+        dest="networks",
+        help="a network this host is attached to (repeat; default all)",
+    )
     p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
-    p.add_argument("--bridge-nf", choices=["disable", "leave"], default="disable",
-                   help="what to do when bridged traffic passes iptables (see DESIGN.md)")
+    p.add_argument(
+        "--bridge-nf",
+        choices=["disable", "leave"],
+        default="disable",
+        help="what to do when bridged traffic passes iptables (see DESIGN.md)",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from dockyard.compute.drivers.docker import DockerDriver
 
     cfg = AgentConfig(
-        server=args.server, token=args.token_file.read_text().strip(), host=args.host_name,
-        state_dir=args.state_dir, availability_zone=args.availability_zone,
-        networks=args.networks or ["*"], bridge_nf=args.bridge_nf,
+        server=args.server,
+        token=args.token_file.read_text().strip(),
+        host=args.host_name,
+        state_dir=args.state_dir,
+        availability_zone=args.availability_zone,
+        networks=args.networks or ["*"],
+        bridge_nf=args.bridge_nf,
     )
-    agent = Agent(cfg, DockerDriver(args.docker_host), ServerClient(cfg.server, cfg.token, cfg.host))
+    agent = Agent(
+        cfg, DockerDriver(args.docker_host), ServerClient(cfg.server, cfg.token, cfg.host)
+    )
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()

@@ -15,7 +15,8 @@ class ServerClient:
     def __init__(self, url: str, token: str, host: str) -> None:
         self.host = host
         self._http = httpx.Client(
-            base_url=url.rstrip("/") + "/v1", headers={"authorization": f"Bearer {token}"},
+            base_url=url.rstrip("/") + "/v1",
+            headers={"authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(10.0, read=70.0),
         )
 
@@ -32,25 +33,37 @@ class ServerClient:
         return r
 
     def register(self, req: model.HostRegister) -> model.Host:
-        return model.Host.model_validate(self._call("POST", "/agent/hosts", json=req.model_dump()).json())
+        return model.Host.model_validate(
+            self._call("POST", "/agent/hosts", json=req.model_dump()).json()
+        )
 
     def heartbeat(self) -> int:
         return int(self._call("POST", f"/agent/hosts/{self.host}/heartbeat").json()["generation"])
 
     def desired(self, since: int, wait: float) -> model.DesiredState:
-        r = self._call("GET", f"/agent/hosts/{self.host}/desired",
-                       params={"since": since, "wait": wait})
+        r = self._call(
+            "GET", f"/agent/hosts/{self.host}/desired", params={"since": since, "wait": wait}
+        )
         return model.DesiredState.model_validate(r.json())
 
     def report(self, instance_id: str, rep: model.InstanceReport) -> None:
-        self._call("PUT", f"/agent/instances/{instance_id}/state", json=rep.model_dump(mode="json"))
+        """Tell the server; an instance it no longer places here is not an error."""
+        try:
+            self._call(
+                "PUT", f"/agent/instances/{instance_id}/state", json=rep.model_dump(mode="json")
+            )
+        except PermanentError as exc:
+            if exc.extra.get("status") != 404:
+                raise
 
     def download_image(self, image_id: str, dest: Path) -> None:
         try:
             with self._http.stream("GET", f"/images/{image_id}/file") as r:
                 if r.status_code != 200:
                     r.read()
-                    raise PermanentError(f"server has no rootfs for image {image_id}: {r.text[:200]}")
+                    raise PermanentError(
+                        f"server has no rootfs for image {image_id}: {r.text[:200]}"
+                    )
                 with dest.open("wb") as f:
                     for chunk in r.iter_bytes(1 << 20):
                         f.write(chunk)

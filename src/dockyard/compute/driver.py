@@ -71,8 +71,9 @@ class ComputeDriver(Protocol):
         """Capacity and runtime version. Raises TemporaryError if the runtime is down."""
         ...
 
-    def ensure_image(self, ref: str, fetch_rootfs: Callable[[Path], None] | None,
-                     command: list[str] | None) -> None:
+    def ensure_image(
+        self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
+    ) -> None:
         """After: ``ref`` exists locally. With ``fetch_rootfs`` the driver may call it
         to download a rootfs tarball into the given path and import it as ``ref``;
         without it a missing image is a PermanentError."""

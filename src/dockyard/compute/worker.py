@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 from dockyard.compute.client import ServerClient
@@ -14,6 +16,8 @@ from dockyard.model import DesiredInstance, ImageSource, InstanceReport, PowerSt
 from dockyard.network import plumbing
 
 log = logging.getLogger(__name__)
+# fault injection for the restart tests: stall between create and start
+_PAUSE_AFTER_CREATE = float(os.environ.get("DOCKYARD_FAULT_PAUSE_AFTER_CREATE", "0"))
 
 
 class Worker:
@@ -33,6 +37,8 @@ class Worker:
         files = self.store.write_files(want)
         obs = self.driver.create(self._spec(want, files))
         self.store.save(Record(want.id, reboot_seq=want.reboot_seq))
+        if _PAUSE_AFTER_CREATE:
+            time.sleep(_PAUSE_AFTER_CREATE)
         self._start(want, obs)
 
     def _start(self, want: DesiredInstance, obs: Observed | None = None) -> None:
@@ -97,16 +103,24 @@ class Worker:
     def _ensure_image(self, want: DesiredInstance) -> None:
         fetch = None
         if want.image_source == ImageSource.rootfs:
+
             def fetch(dest: Path) -> None:
                 self.client.download_image(want.image_id, dest)
+
         self.driver.ensure_image(want.image_ref, fetch, want.command)
 
     def _spec(self, want: DesiredInstance, files: dict[str, Path]) -> ContainerSpec:
         mounts = [Mount(str(src), target) for target, src in files.items()]
         mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
         return ContainerSpec(
-            instance_id=want.id, name=want.name, hostname=want.hostname,
-            image_ref=want.image_ref, command=want.command, vcpus=want.vcpus,
-            cpuset=want.cpuset, memory_mb=want.memory_mb, pids_limit=want.pids_limit,
+            instance_id=want.id,
+            name=want.name,
+            hostname=want.hostname,
+            image_ref=want.image_ref,
+            command=want.command,
+            vcpus=want.vcpus,
+            cpuset=want.cpuset,
+            memory_mb=want.memory_mb,
+            pids_limit=want.pids_limit,
             mounts=mounts,
         )

@@ -18,7 +18,9 @@ def _find(s: Session, table: type[m.Flavor] | type[m.Image] | type[m.Network], k
     return row
 
 
-def _unique(s: Session, table: type[m.Flavor] | type[m.Image] | type[m.Network], name: str, what: str) -> None:
+def _unique(
+    s: Session, table: type[m.Flavor] | type[m.Image] | type[m.Network], name: str, what: str
+) -> None:
     if s.scalar(select(table.id).where(table.name == name)) is not None:
         raise Conflict(f"{what} {name!r} already exists; choose another name or delete it first")
 
@@ -28,7 +30,9 @@ def _in_use(s: Session, column: object, ident: str, what: str, name: str) -> Non
         select(m.Instance.name).where(column == ident, m.Instance.deleted_at.is_(None)).limit(5)
     ).all()
     if live:
-        raise Conflict(f"{what} {name!r} is used by instance(s) {', '.join(live)}; delete them first")
+        raise Conflict(
+            f"{what} {name!r} is used by instance(s) {', '.join(live)}; delete them first"
+        )
 
 
 # --- flavors
@@ -47,7 +51,9 @@ def flavor(s: Session, key: str) -> m.Flavor:
 
 
 def list_flavors(s: Session) -> list[model.Flavor]:
-    return [model.Flavor.model_validate(r) for r in s.scalars(select(m.Flavor).order_by(m.Flavor.name))]
+    return [
+        model.Flavor.model_validate(r) for r in s.scalars(select(m.Flavor).order_by(m.Flavor.name))
+    ]
 
 
 def delete_flavor(s: Session, key: str) -> None:
@@ -62,11 +68,17 @@ def delete_flavor(s: Session, key: str) -> None:
 def create_image(s: Session, req: model.ImageCreate) -> model.Image:
     _unique(s, m.Image, req.name, "image")
     if req.source == model.ImageSource.docker:
-        row = m.Image(name=req.name, source=req.source.value, ref=req.ref, status="active",
-                      command=req.command)
+        row = m.Image(
+            name=req.name,
+            source=req.source.value,
+            ref=req.ref,
+            status="active",
+            command=req.command,
+        )
     else:
-        row = m.Image(name=req.name, source=req.source.value, ref="", status="queued",
-                      command=req.command)
+        row = m.Image(
+            name=req.name, source=req.source.value, ref="", status="queued", command=req.command
+        )
     s.add(row)
     s.flush()
     if not row.ref:
@@ -114,8 +126,14 @@ def create_network(s: Session, req: model.NetworkCreate) -> model.Network:
         hostname.validate_rule(sub.hostname_rule)
     row = m.Network(name=req.name, bridge=req.bridge, uplink=req.uplink, mtu=req.mtu)
     row.subnets.append(
-        m.Subnet(cidr=sub.cidr, gateway=sub.gateway, pools=[p.model_dump() for p in sub.pools],
-                 reserved=sub.reserved, dns=sub.dns, hostname_rule=sub.hostname_rule)
+        m.Subnet(
+            cidr=sub.cidr,
+            gateway=sub.gateway,
+            pools=[p.model_dump() for p in sub.pools],
+            reserved=sub.reserved,
+            dns=sub.dns,
+            hostname_rule=sub.hostname_rule,
+        )
     )
     s.add(row)
     s.flush()
@@ -128,15 +146,20 @@ def network(s: Session, key: str) -> m.Network:
 
 def subnet_spec(row: m.Subnet) -> model.SubnetCreate:
     return model.SubnetCreate(
-        cidr=row.cidr, gateway=row.gateway, pools=[model.Pool(**p) for p in row.pools],
-        reserved=row.reserved, dns=row.dns, hostname_rule=row.hostname_rule,
+        cidr=row.cidr,
+        gateway=row.gateway,
+        pools=[model.Pool(**p) for p in row.pools],
+        reserved=row.reserved,
+        dns=row.dns,
+        hostname_rule=row.hostname_rule,
     )
 
 
 def network_model(row: m.Network) -> model.Network:
     subnets = [model.Subnet(id=sn.id, **subnet_spec(sn).model_dump()) for sn in row.subnets]
-    return model.Network(id=row.id, name=row.name, bridge=row.bridge, uplink=row.uplink,
-                         mtu=row.mtu, subnets=subnets)
+    return model.Network(
+        id=row.id, name=row.name, bridge=row.bridge, uplink=row.uplink, mtu=row.mtu, subnets=subnets
+    )
 
 
 def list_networks(s: Session) -> list[model.Network]:

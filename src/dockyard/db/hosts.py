@@ -48,7 +48,9 @@ def by_name(s: Session, name: str) -> m.Host:
 def bump(s: Session, host_id: str | None) -> None:
     """Tell the host's agent (through its long poll) that its desired state changed."""
     if host_id is not None:
-        s.execute(update(m.Host).where(m.Host.id == host_id).values(generation=m.Host.generation + 1))
+        s.execute(
+            update(m.Host).where(m.Host.id == host_id).values(generation=m.Host.generation + 1)
+        )
 
 
 def update_host(s: Session, name: str, req: model.HostUpdate) -> model.Host:
@@ -100,10 +102,18 @@ def scheduler_view(s: Session) -> list[tuple[m.Host, HostState]]:
     for r in rows:
         vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
         state = HostState(
-            name=r.name, up=is_up(r, at), enabled=r.enabled,
-            availability_zone=r.availability_zone, cores=r.cores, memory_mb=r.memory_mb,
-            disk_gb=r.disk_gb, networks=tuple(r.networks), vcpus_used=vcpus,
-            memory_mb_used=mem, disk_gb_used=disk, pinned=frozenset(pins.get(r.id, {})),
+            name=r.name,
+            up=is_up(r, at),
+            enabled=r.enabled,
+            availability_zone=r.availability_zone,
+            cores=r.cores,
+            memory_mb=r.memory_mb,
+            disk_gb=r.disk_gb,
+            networks=tuple(r.networks),
+            vcpus_used=vcpus,
+            memory_mb_used=mem,
+            disk_gb_used=disk,
+            pinned=frozenset(pins.get(r.id, {})),
             cpu_allocation_ratio=r.cpu_allocation_ratio,
             ram_allocation_ratio=r.ram_allocation_ratio,
         )
@@ -122,11 +132,20 @@ def list_hosts(s: Session, only: str | None = None) -> list[model.Host]:
         dedicated = pins.get(r.id, {})
         out.append(
             model.Host(
-                id=r.id, name=r.name, availability_zone=r.availability_zone,
-                state="up" if is_up(r, at) else "down", enabled=r.enabled, cores=r.cores,
-                memory_mb=r.memory_mb, disk_gb=r.disk_gb, labels=r.labels,
-                docker_version=r.docker_version, networks=r.networks,
-                vcpus_used=vcpus + len(dedicated), memory_mb_used=mem, disk_gb_used=disk,
+                id=r.id,
+                name=r.name,
+                availability_zone=r.availability_zone,
+                state="up" if is_up(r, at) else "down",
+                enabled=r.enabled,
+                cores=r.cores,
+                memory_mb=r.memory_mb,
+                disk_gb=r.disk_gb,
+                labels=r.labels,
+                docker_version=r.docker_version,
+                networks=r.networks,
+                vcpus_used=vcpus + len(dedicated),
+                memory_mb_used=mem,
+                disk_gb_used=disk,
                 pinned_cores={str(c): i for c, i in sorted(dedicated.items())},
                 last_heartbeat=r.last_heartbeat,
             )

@@ -26,7 +26,10 @@ ACTION_OF_TASK = {
 
 
 def create(
-    s: Session, who: Principal, req: model.InstanceCreate, request_id: str,
+    s: Session,
+    who: Principal,
+    req: model.InstanceCreate,
+    request_id: str,
     weigh_multiplier: float = 1.0,
 ) -> tuple[m.Instance, str]:
     """Schedule and claim. Returns the instance and the host whose agent to wake.
@@ -48,8 +51,12 @@ def create(
         s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
     rows = hosts.scheduler_view(s)
     request = Request(
-        vcpus=flavor.vcpus, memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb,
-        dedicated=flavor.dedicated, availability_zone=req.availability_zone, network=network.name,
+        vcpus=flavor.vcpus,
+        memory_mb=flavor.memory_mb,
+        disk_gb=flavor.disk_gb,
+        dedicated=flavor.dedicated,
+        availability_zone=req.availability_zone,
+        network=network.name,
     )
     placement = place([st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),))
     if placement.host is None:
@@ -57,13 +64,26 @@ def create(
     host = next(r for r, st in rows if st is placement.host)
     subnet, ip = _claim_ip(s, network, req.ip)
     inst = m.Instance(
-        name=req.name, project_id=who.project_id, user_id=who.user_id, flavor_id=flavor.id,
-        image_id=image.id, network_id=network.id, subnet_id=subnet.id, host_id=host.id,
-        availability_zone=host.availability_zone, ip=ip, mac=ipam.mac_for(ip),
-        hostname=hostname.render(subnet.hostname_rule, ip, req.name), vcpus=flavor.vcpus,
-        memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, dedicated=flavor.dedicated,
-        pids_limit=flavor.pids_limit, volumes=[v.model_dump() for v in req.volumes],
-        vm_state=VmState.building.value, task_state=TaskState.spawning.value,
+        name=req.name,
+        project_id=who.project_id,
+        user_id=who.user_id,
+        flavor_id=flavor.id,
+        image_id=image.id,
+        network_id=network.id,
+        subnet_id=subnet.id,
+        host_id=host.id,
+        availability_zone=host.availability_zone,
+        ip=ip,
+        mac=ipam.mac_for(ip),
+        hostname=hostname.render(subnet.hostname_rule, ip, req.name),
+        vcpus=flavor.vcpus,
+        memory_mb=flavor.memory_mb,
+        disk_gb=flavor.disk_gb,
+        dedicated=flavor.dedicated,
+        pids_limit=flavor.pids_limit,
+        volumes=[v.model_dump() for v in req.volumes],
+        vm_state=VmState.building.value,
+        task_state=TaskState.spawning.value,
     )
     s.add(inst)
     s.flush()
@@ -79,7 +99,8 @@ def create(
 def _name_free(s: Session, project_id: str, name: str) -> None:
     clash = s.scalar(
         select(m.Instance.id).where(
-            m.Instance.project_id == project_id, m.Instance.name == name,
+            m.Instance.project_id == project_id,
+            m.Instance.name == name,
             m.Instance.deleted_at.is_(None),
         )
     )
@@ -102,7 +123,9 @@ def _claim_ip(s: Session, network: m.Network, wanted: str | None) -> tuple[m.Sub
             return subnet, ip
     if wanted is not None:
         cidrs = ", ".join(sn.cidr for sn in network.subnets)
-        raise Conflict(f"{wanted} is outside network {network.name!r} ({cidrs}); pick an address inside")
+        raise Conflict(
+            f"{wanted} is outside network {network.name!r} ({cidrs}); pick an address inside"
+        )
     raise Conflict(f"network {network.name!r} has no free addresses; add a subnet or free some")
 
 
@@ -137,7 +160,9 @@ def list_instances(s: Session, who: Principal) -> list[model.Instance]:
     return [to_model(r) for r in s.scalars(q).unique()]
 
 
-def act(s: Session, who: Principal, key: str, action: str, request_id: str) -> tuple[m.Instance, str | None]:
+def act(
+    s: Session, who: Principal, key: str, action: str, request_id: str
+) -> tuple[m.Instance, str | None]:
     """Start, stop, reboot or delete. Returns the instance and the host to wake."""
     if who.role == model.Role.reader:
         raise Forbidden(f"readers cannot {action} instances; ask for the member role")
@@ -160,7 +185,7 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
     if inst is None or inst.host is None or inst.host.name != host_name:
         raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
     out = states.on_report(VmState(inst.vm_state), _task(inst), rep)
-    hosts.bump(s, inst.host_id)  # the agent's copy of this instance is now stale
+    before = (inst.vm_state, inst.task_state, inst.power_state)
     inst.vm_state, inst.power_state = out.vm_state.value, out.power_state.value
     inst.task_state = out.task_state.value if out.task_state else None
     if out.finished is not None:
@@ -174,6 +199,8 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
         inst.fault = f"{ACTION_OF_TASK[out.finished or TaskState.spawning]} failed: {out.error}"
     elif out.finished is not None:
         inst.fault = None
+    if (inst.vm_state, inst.task_state, inst.power_state) != before:
+        hosts.bump(s, inst.host_id)  # the agent's copy of this instance is now stale
 
 
 def _release(s: Session, inst: m.Instance) -> None:
@@ -195,15 +222,21 @@ def _task(inst: m.Instance) -> TaskState | None:
 
 
 def _log(s: Session, instance_id: str, request_id: str, action: str, user: str) -> None:
-    s.add(m.InstanceAction(instance_id=instance_id, request_id=request_id, action=action,
-                           user_name=user))
+    s.add(
+        m.InstanceAction(
+            instance_id=instance_id, request_id=request_id, action=action, user_name=user
+        )
+    )
 
 
 def _close(s: Session, instance_id: str, action: str, error: str | None) -> None:
     row = s.scalar(
         select(m.InstanceAction)
-        .where(m.InstanceAction.instance_id == instance_id, m.InstanceAction.action == action,
-               m.InstanceAction.finish_time.is_(None))
+        .where(
+            m.InstanceAction.instance_id == instance_id,
+            m.InstanceAction.action == action,
+            m.InstanceAction.finish_time.is_(None),
+        )
         .order_by(m.InstanceAction.start_time.desc())
         .limit(1)
     )
@@ -216,13 +249,20 @@ def _close(s: Session, instance_id: str, action: str, error: str | None) -> None
 def actions(s: Session, who: Principal, key: str) -> list[model.InstanceAction]:
     inst = get(s, who, key)
     rows = s.scalars(
-        select(m.InstanceAction).where(m.InstanceAction.instance_id == inst.id)
+        select(m.InstanceAction)
+        .where(m.InstanceAction.instance_id == inst.id)
         .order_by(m.InstanceAction.start_time)
     )
     return [
-        model.InstanceAction(request_id=r.request_id, action=r.action, user=r.user_name,
-                             start_time=r.start_time, finish_time=r.finish_time,
-                             result=r.result, message=r.message)
+        model.InstanceAction(
+            request_id=r.request_id,
+            action=r.action,
+            user=r.user_name,
+            start_time=r.start_time,
+            finish_time=r.finish_time,
+            result=r.result,
+            message=r.message,
+        )
         for r in rows
     ]
 
@@ -230,13 +270,28 @@ def actions(s: Session, who: Principal, key: str) -> list[model.InstanceAction]:
 def to_model(r: m.Instance) -> model.Instance:
     vm, task = VmState(r.vm_state), _task(r)
     return model.Instance(
-        id=r.id, name=r.name, project=r.project.name, hostname=r.hostname,
-        status=states.status(vm, task), vm_state=vm, task_state=task,
-        power_state=PowerState(r.power_state), host=r.host.name if r.host else None,
-        availability_zone=r.availability_zone, ip=r.ip, mac=r.mac, network=r.network.name,
-        flavor=r.flavor.name, vcpus=r.vcpus, memory_mb=r.memory_mb, disk_gb=r.disk_gb,
-        image=r.image.name, volumes=[model.VolumeSpec(**v) for v in r.volumes], fault=r.fault,
-        created_at=r.created_at, updated_at=r.updated_at,
+        id=r.id,
+        name=r.name,
+        project=r.project.name,
+        hostname=r.hostname,
+        status=states.status(vm, task),
+        vm_state=vm,
+        task_state=task,
+        power_state=PowerState(r.power_state),
+        host=r.host.name if r.host else None,
+        availability_zone=r.availability_zone,
+        ip=r.ip,
+        mac=r.mac,
+        network=r.network.name,
+        flavor=r.flavor.name,
+        vcpus=r.vcpus,
+        memory_mb=r.memory_mb,
+        disk_gb=r.disk_gb,
+        image=r.image.name,
+        volumes=[model.VolumeSpec(**v) for v in r.volumes],
+        fault=r.fault,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
     )
 
 
@@ -261,15 +316,33 @@ def _desired(r: m.Instance) -> model.DesiredInstance:
 
     assert r.ip and r.mac and r.hostname
     net = model.NetSpec(
-        bridge=r.network.bridge, uplink=r.network.uplink, mtu=r.network.mtu, ip=r.ip,
-        prefixlen=ipaddress.IPv4Network(subnet.cidr).prefixlen, gateway=subnet.gateway,
-        mac=r.mac, dns=subnet.dns,
+        bridge=r.network.bridge,
+        uplink=r.network.uplink,
+        mtu=r.network.mtu,
+        ip=r.ip,
+        prefixlen=ipaddress.IPv4Network(subnet.cidr).prefixlen,
+        gateway=subnet.gateway,
+        mac=r.mac,
+        dns=subnet.dns,
     )
     return model.DesiredInstance(
-        id=r.id, name=r.name, hostname=r.hostname, image_id=r.image.id, image_ref=r.image.ref,
-        image_source=model.ImageSource(r.image.source), image_sha256=r.image.sha256,
-        command=r.image.command, vcpus=r.vcpus, memory_mb=r.memory_mb, dedicated=r.dedicated,
-        cpuset=[c.core for c in r.cores], pids_limit=r.pids_limit,
-        volumes=[model.VolumeSpec(**v) for v in r.volumes], net=net, power=power,
-        task_state=task, power_state=PowerState(r.power_state), reboot_seq=r.reboot_seq,
+        id=r.id,
+        name=r.name,
+        hostname=r.hostname,
+        image_id=r.image.id,
+        image_ref=r.image.ref,
+        image_source=model.ImageSource(r.image.source),
+        image_sha256=r.image.sha256,
+        command=r.image.command,
+        vcpus=r.vcpus,
+        memory_mb=r.memory_mb,
+        dedicated=r.dedicated,
+        cpuset=[c.core for c in r.cores],
+        pids_limit=r.pids_limit,
+        volumes=[model.VolumeSpec(**v) for v in r.volumes],
+        net=net,
+        power=power,
+        task_state=task,
+        power_state=PowerState(r.power_state),
+        reboot_seq=r.reboot_seq,
     )

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+__all__ = ["Database", "Session", "upgrade"]
+
 from dockyard.errors import Conflict
 
 _HERE = Path(__file__).parent
@@ -23,7 +25,9 @@ T = TypeVar("T")
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20,
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,
             max_overflow=20,
         )
         _sqlite_pragmas(engine)

@@ -41,8 +41,9 @@ def _file(path: Path) -> bytes:
 def build(dest: Path, busybox: Path | None = None) -> Path:
     """Write the rootfs tarball to ``dest``; return it."""
     busybox = busybox or find_busybox()
-    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    applets = subprocess.run(
+        [str(busybox), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
     with tarfile.open(dest, "w") as tar:
         for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "var/log", "run"):
             _dir(tar, d, 0o1777 if d == "tmp" else 0o755)

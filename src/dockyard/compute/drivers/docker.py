@@ -41,12 +41,15 @@ class DockerDriver:
         root = self._data_root or info.get("DockerRootDir", "/")
         disk = shutil.disk_usage(root if os.path.exists(root) else "/")
         return HostInfo(
-            cores=int(info["NCPU"]), memory_mb=int(info["MemTotal"]) // 2**20,
-            disk_gb=disk.total // 2**30, runtime_version=str(info.get("ServerVersion", "")),
+            cores=int(info["NCPU"]),
+            memory_mb=int(info["MemTotal"]) // 2**20,
+            disk_gb=disk.total // 2**30,
+            runtime_version=str(info.get("ServerVersion", "")),
         )
 
-    def ensure_image(self, ref: str, fetch_rootfs: Callable[[Path], None] | None,
-                     command: list[str] | None) -> None:
+    def ensure_image(
+        self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
+    ) -> None:
         with self._guard:
             lock = self._image_locks.setdefault(ref, threading.Lock())
         with lock:
@@ -111,7 +114,11 @@ class DockerDriver:
             c.start()
             c.reload()
         except docker.errors.APIError as exc:
-            raise PermanentError(f"dockerd could not start the container: {exc.explanation}") from exc
+            if exc.status_code and exc.status_code >= 500:  # dockerd itself in trouble
+                raise TemporaryError(f"dockerd could not start the container: {exc}") from exc
+            raise PermanentError(
+                f"dockerd could not start the container: {exc.explanation}"
+            ) from exc
         except requests.exceptions.ConnectionError as exc:
             raise TemporaryError(f"dockerd is not answering: {exc}") from exc
         return _observed(c)
@@ -214,9 +221,12 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
 def _observed(c: Container) -> Observed:
     st = c.attrs.get("State", {})
     return Observed(
-        instance_id=c.labels.get(LABEL, ""), running=bool(st.get("Running")),
-        pid=int(st.get("Pid") or 0), started_at=str(st.get("StartedAt", "")),
-        exit_code=int(st.get("ExitCode") or 0), oom_killed=bool(st.get("OOMKilled")),
+        instance_id=c.labels.get(LABEL, ""),
+        running=bool(st.get("Running")),
+        pid=int(st.get("Pid") or 0),
+        started_at=str(st.get("StartedAt", "")),
+        exit_code=int(st.get("ExitCode") or 0),
+        oom_killed=bool(st.get("OOMKilled")),
     )
 
 

@@ -1,0 +1,53 @@
+"""Integration fixtures: a real dockerd, server, agent, bridge and probe namespace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.integration.cluster import Cluster
+
+
+def _can_run() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (bridges, namespaces, dockerd)"
+    for tool in ("dockerd", "ip", "nsenter", "busybox"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} on PATH (see .ci/run)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    reason = _can_run()
+    if reason:
+        pytest.skip(reason)
+    c = Cluster()
+    try:
+        c.start()
+        c.cli(
+            "network",
+            "create",
+            "net",
+            "--cidr",
+            f"{c.subnet}.0/24",
+            "--gateway",
+            f"{c.subnet}.1",
+            "--bridge",
+            c.bridge,
+            "--pool",
+            f"{c.subnet}.10-{c.subnet}.200",
+            "--reserved",
+            f"{c.subnet}.254",
+            "--hostname-rule",
+            "web{o3}{o4:03d}",
+        )
+        c.cli("flavor", "create", "small", "--vcpus", "1", "--memory", "128", "--pids", "256")
+        tar = c.root / "demo.tar"
+        c.cli("image", "build-demo", "--output", str(tar))
+        c.cli("image", "import", "demo", "--rootfs", str(tar))
+        yield c
+    finally:
+        c.stop()

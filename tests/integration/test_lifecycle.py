@@ -1,0 +1,145 @@
+"""A user's journey on one host, against a real dockerd and the real kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.cluster import wait_for
+
+pytestmark = pytest.mark.root
+
+
+def _create(cluster, name, *extra):
+    return cluster.cli_json(
+        "server",
+        "create",
+        name,
+        "--image",
+        "demo",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        "--wait",
+        *extra,
+    )
+
+
+def test_create_gives_an_active_reachable_instance_with_its_identity(cluster):
+    ip = f"{cluster.subnet}.53"
+    server = _create(cluster, "web", "--ip", ip)
+    assert server["status"] == "ACTIVE" and server["power_state"] == "running"
+    assert (
+        server["ip"] == ip and server["hostname"] == "web3053"
+        if cluster.subnet.endswith(".3")
+        else server["hostname"] == f"web{cluster.subnet.split('.')[2]}053"
+    )
+    assert cluster.probe.ping(ip)
+    c = cluster.container(server["id"])
+    assert c.exec_run("hostname").output.decode().strip() == server["hostname"]
+    hosts = c.exec_run("cat /etc/hosts").output.decode()
+    assert f"{ip}\t{server['hostname']}" in hosts
+    addr = c.exec_run("ip -o addr show eth0").output.decode()
+    assert f"{ip}/24" in addr
+    route = c.exec_run("ip route").output.decode()
+    assert f"default via {cluster.subnet}.1" in route
+    mac = c.exec_run("cat /sys/class/net/eth0/address").output.decode().strip()
+    assert mac == server["mac"]
+    cfg = c.attrs["HostConfig"]
+    assert c.attrs["HostConfig"]["NetworkMode"] == "none"
+    assert cfg["RestartPolicy"]["Name"] in ("no", "")
+    assert cfg["Memory"] == 128 * 2**20 and cfg["PidsLimit"] == 256
+    assert cfg["CpuShares"] == 1024
+    listing = cluster.cli("server", "list").stdout
+    assert "web" in listing and ip in listing and "small (1C/128M/0G)" in listing
+    cluster.cli("server", "delete", "web", "--wait")
+
+
+def test_stop_start_reboot_delete_and_nothing_is_left(cluster):
+    server = _create(cluster, "cycle")
+    iid, ip = server["id"], server["ip"]
+    assert cluster.cli_json("server", "stop", "cycle", "--wait")["status"] == "SHUTOFF"
+    assert not cluster.probe.ping(ip)
+    assert cluster.cli_json("server", "start", "cycle", "--wait")["status"] == "ACTIVE"
+    assert cluster.probe.ping(ip)
+    before = cluster.container(iid).attrs["State"]["StartedAt"]
+    assert cluster.cli_json("server", "reboot", "cycle", "--wait")["status"] == "ACTIVE"
+    assert cluster.container(iid).attrs["State"]["StartedAt"] != before
+    assert cluster.probe.ping(ip)
+    actions = cluster.cli_json("server", "actions", "cycle")
+    assert [a["action"] for a in actions] == ["create", "stop", "start", "reboot"]
+    assert all(a["result"] == "success" and a["user"] == "admin" for a in actions)
+    cluster.cli("server", "delete", "cycle", "--wait")
+    assert f"dy-{iid}" not in cluster.containers()
+    assert cluster.links() == []
+    assert cluster.agent_files() == []
+    assert not cluster.probe.ping(ip)
+
+
+def test_failed_spawn_leaves_nothing_and_releases_the_ip(cluster):
+    ip = f"{cluster.subnet}.77"
+    r = cluster.cli(
+        "server",
+        "create",
+        "broken",
+        "--image",
+        "demo",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        "--ip",
+        ip,
+        "--volume",
+        "/nonexistent/dir:/data",
+        "--wait",
+        check=False,
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "/nonexistent/dir" in r.stderr  # the fault says what to fix
+    shown = cluster.cli_json("server", "show", "broken")
+    assert shown["status"] == "ERROR" and shown["ip"] is None
+    wait_for(lambda: cluster.containers() == [], 10, "the failed container to be removed")
+    assert cluster.links() == [] and cluster.agent_files() == []
+    # the address is free again
+    ok = _create(cluster, "fixed", "--ip", ip)
+    assert ok["status"] == "ACTIVE"
+    cluster.cli("server", "delete", "broken", "--wait")
+    cluster.cli("server", "delete", "fixed", "--wait")
+
+
+def test_bad_input_is_a_clear_cli_error(cluster):
+    r = cluster.cli(
+        "server",
+        "create",
+        "x",
+        "--image",
+        "nope",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        check=False,
+    )
+    assert r.returncode == 1 and "image 'nope' does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = cluster.cli(
+        "network", "create", "bad", "--cidr", "198.18.0.0/33", "--bridge", "b", check=False
+    )
+    assert r.returncode == 1 and "subnet.cidr" in r.stderr
+    r = cluster.cli(
+        "server",
+        "create",
+        "y",
+        "--image",
+        "demo",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        "--ip",
+        "203.0.113.5",
+        check=False,
+    )
+    assert r.returncode == 1 and "outside" in r.stderr and "(HTTP 409)" in r.stderr

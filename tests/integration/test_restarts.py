@@ -1,0 +1,127 @@
+"""The instance comes back running and reachable after every kind of restart."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.integration.cluster import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def _create(cluster, name):
+    return cluster.cli_json(
+        "server",
+        "create",
+        name,
+        "--image",
+        "demo",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        "--wait",
+    )
+
+
+def _reachable(cluster, ip, timeout=30):
+    wait_for(lambda: cluster.probe.ping(ip), timeout, f"{ip} to answer pings", interval=0.2)
+
+
+def _no_leaks(cluster, live_ids):
+    names = {f"dy-{i}" for i in live_ids}
+    assert set(cluster.containers()) == names
+    from dockyard.network.plumbing import host_ifname
+
+    assert sorted(cluster.links()) == sorted(host_ifname(i) for i in live_ids)
+
+
+def test_container_restarted_behind_the_agents_back(cluster):
+    s = _create(cluster, "rb")
+    c = cluster.container(s["id"])
+    c.restart(timeout=1)
+    _reachable(cluster, s["ip"], timeout=15)
+    c.stop(timeout=1)  # stopped behind our back: the agent owns restarts
+    _reachable(cluster, s["ip"], timeout=15)
+    assert cluster.cli_json("server", "show", "rb")["power_state"] == "running"
+    _no_leaks(cluster, [s["id"]])
+    cluster.cli("server", "delete", "rb", "--wait")
+
+
+def test_agent_killed_mid_spawn(cluster):
+    cluster.kill_agent(signal.SIGTERM)
+    cluster.start_agent(DOCKYARD_FAULT_PAUSE_AFTER_CREATE="30")
+    s = cluster.api(
+        "POST",
+        "/instances",
+        json={"name": "mid", "image": "demo", "flavor": "small", "network": "net"},
+    )
+    wait_for(lambda: f"dy-{s['id']}" in cluster.containers(), 30, "the container to be created")
+    cluster.kill_agent(signal.SIGKILL)  # between create and start
+    assert cluster.container(s["id"]).status == "created"
+    cluster.start_agent()
+    wait_for(
+        lambda: cluster.api("GET", f"/instances/{s['id']}")["status"] == "ACTIVE",
+        30,
+        "the instance to become ACTIVE",
+    )
+    _reachable(cluster, s["ip"])
+    _no_leaks(cluster, [s["id"]])
+    cluster.cli("server", "delete", "mid", "--wait")
+    assert cluster.links() == [] and cluster.agent_files() == []
+
+
+def test_dockerd_restart(cluster):
+    s = _create(cluster, "dr")
+    cluster.dockerd.restart()
+    _reachable(cluster, s["ip"], timeout=60)
+    wait_for(
+        lambda: cluster.api("GET", f"/instances/{s['id']}")["power_state"] == "running",
+        30,
+        "power_state running",
+    )
+    _no_leaks(cluster, [s["id"]])
+    cluster.cli("server", "delete", "dr", "--wait")
+
+
+def test_agent_restart_without_the_server(cluster):
+    s = _create(cluster, "offline")
+    cluster.kill_agent(signal.SIGKILL)
+    assert cluster.server_proc is not None
+    cluster.server_proc.terminate()
+    cluster.server_proc.wait(30)
+    try:
+        cluster.container(s["id"]).restart(timeout=1)
+        # the agent learns what to run from its own disk and re-plumbs without the server
+        log = (cluster.root / "agent.log").open("ab")
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dockyard.compute.agent",
+                "--server",
+                cluster.url,
+                "--token-file",
+                str(cluster.root / "agent.token"),
+                "--host-name",
+                "itest",
+                "--state-dir",
+                str(cluster.root / "agent"),
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DOCKER_HOST": cluster.dockerd.url},
+        )
+        cluster.agent_proc = proc
+        _reachable(cluster, s["ip"])
+    finally:
+        cluster.start_server()
+    wait_for(cluster.host_up, 30, "the agent to reach the server again")
+    cluster.cli("server", "delete", "offline", "--wait")
+    assert cluster.links() == []
