@@ -109,6 +109,9 @@ class Dockerd:
         if self.proc is not None:
             stop_pid(self.proc, timeout=30)
             self.proc = None
+        # a dockerd stopped early in its start leaves its data root mounted on itself
+        for mount in reversed(mounts_under(self.root) + mounts_under(self.exec_root)):
+            run("umount", "-l", mount, check=False)
 
     def restart(self) -> None:
         self.stop()
@@ -155,6 +158,13 @@ class Probe:
     def stop(self) -> None:
         run("ip", "link", "del", self.host_if, check=False)
         run("ip", "netns", "del", self.ns, check=False)
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    return [p for p in points if p.startswith(prefix) or p == prefix.rstrip("/")]
 
 
 def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:

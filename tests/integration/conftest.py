@@ -19,7 +19,7 @@ def _can_run() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster():
     reason = _can_run()
     if reason:

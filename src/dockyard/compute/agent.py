@@ -270,9 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         networks=args.networks or ["*"],
         bridge_nf=args.bridge_nf,
     )
-    agent = Agent(
-        cfg, DockerDriver(args.docker_host), ServerClient(cfg.server, cfg.token, cfg.host)
-    )
+    driver = DockerDriver(cfg.host, args.docker_host)
+    agent = Agent(cfg, driver, ServerClient(cfg.server, cfg.token, cfg.host))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()

@@ -15,6 +15,7 @@ from threading import Event
 from typing import Protocol
 
 LABEL = "dockyard.instance"
+HOST_LABEL = "dockyard.host"  # an agent manages only its own host's containers
 
 
 @dataclass(frozen=True)

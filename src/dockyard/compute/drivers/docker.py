@@ -18,7 +18,14 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import Mount as DockerMount
 
-from dockyard.compute.driver import LABEL, ContainerSpec, HostInfo, Observed, container_name
+from dockyard.compute.driver import (
+    HOST_LABEL,
+    LABEL,
+    ContainerSpec,
+    HostInfo,
+    Observed,
+    container_name,
+)
 from dockyard.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -26,7 +33,11 @@ _DOWN = (requests.exceptions.ConnectionError, docker.errors.APIError)
 
 
 class DockerDriver:
-    def __init__(self, base_url: str | None = None, data_root: str | None = None) -> None:
+    def __init__(
+        self, host: str, base_url: str | None = None, data_root: str | None = None
+    ) -> None:
+        self.host = host
+        self._labels = [LABEL, f"{HOST_LABEL}={host}"]
         url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.client = docker.DockerClient(base_url=url, timeout=120, max_pool_size=32)
         self._data_root = data_root
@@ -89,7 +100,7 @@ class DockerDriver:
         existing = self.inspect(spec.instance_id)
         if existing is not None:
             return existing
-        kwargs = _create_kwargs(spec)
+        kwargs = _create_kwargs(spec, self.host)
         try:
             c = self.client.containers.create(**kwargs)
         except docker.errors.ImageNotFound as exc:
@@ -159,13 +170,13 @@ class DockerDriver:
 
     def list(self) -> list[Observed]:
         try:
-            found = self.client.containers.list(all=True, filters={"label": LABEL})
+            found = self.client.containers.list(all=True, filters={"label": self._labels})
         except _DOWN as exc:
             raise TemporaryError(f"dockerd is not answering: {exc}") from exc
         return [_observed(c) for c in found]
 
     def events(self, stop: Event) -> Iterator[str]:
-        filters = {"type": "container", "label": LABEL, "event": ["start", "die"]}
+        filters = {"type": "container", "label": self._labels, "event": ["start", "die"]}
         try:
             stream = self.client.events(decode=True, filters=filters)
         except _DOWN as exc:
@@ -192,12 +203,12 @@ class DockerDriver:
             raise TemporaryError(f"dockerd is not answering: {exc}") from exc
 
 
-def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+def _create_kwargs(spec: ContainerSpec, host: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "image": spec.image_ref,
         "name": spec.container_name,
         "hostname": spec.hostname,
-        "labels": {LABEL: spec.instance_id, "dockyard.name": spec.name},
+        "labels": {LABEL: spec.instance_id, HOST_LABEL: host, "dockyard.name": spec.name},
         "network_mode": "none",
         "detach": True,
         "mounts": [
