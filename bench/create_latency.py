@@ -24,10 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.cluster import Cluster, run, wait_for  # noqa: E402
 
+from dockyard.network.ipam import mac_for  # noqa: E402
+
 
 def reachable(cluster: Cluster, ip: str) -> None:
     wait_for(
-        lambda: cluster.probe.exec("ping", "-c", "1", "-W", "0.2", ip, check=False).returncode == 0,
+        lambda: cluster.probe.exec("ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0,
         60,
         f"{ip} to answer",
         interval=0.005,
@@ -38,7 +40,9 @@ class Baseline:
     """What an operator would do by hand: docker run, then the same veth plumbing."""
 
     def __init__(self, cluster: Cluster, image: str) -> None:
-        self.cluster, self.image, self.n = cluster, image, 0
+        self.cluster, self.image = cluster, image
+        self.garp = True  # without it a reused IP keeps a stale neighbour entry for seconds
+        self.arpings: list[subprocess.Popen[bytes]] = []
         self.env = {"DOCKER_HOST": cluster.dockerd.url, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def create(self, i: int) -> float:
@@ -74,14 +78,40 @@ class Baseline:
         run("ip", "link", "set", peer, "netns", pid)
         run("ip", "link", "set", host_if, "master", c.bridge, "up")
         batch = (
-            f"link set {peer} name eth0\naddr add {ip}/24 dev eth0\nlink set lo up\n"
+            f"link set {peer} name eth0\nlink set eth0 address {mac_for(ip)}\n"
+            f"addr add {ip}/24 dev eth0\nlink set lo up\n"
             f"link set eth0 up\nroute add default via {c.subnet}.1 dev eth0 onlink\n"
         )
         run("nsenter", "-t", pid, "-n", "ip", "-batch", "-", input=batch)
+        if self.garp:
+            self.arpings.append(
+                subprocess.Popen(
+                    [
+                        "nsenter",
+                        "-t",
+                        pid,
+                        "-n",
+                        "arping",
+                        "-U",
+                        "-c",
+                        "1",
+                        "-w",
+                        "0",
+                        "-I",
+                        "eth0",
+                        ip,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         reachable(c, ip)
         return time.monotonic() - start
 
     def clean(self) -> None:
+        for proc in self.arpings:
+            proc.wait()
+        self.arpings.clear()
         ids = subprocess.run(
             ["docker", "ps", "-aq", "--filter", "label=bench=baseline"],
             capture_output=True,

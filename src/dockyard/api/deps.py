@@ -23,8 +23,8 @@ def watch(request: Request) -> HostWatch:
     return w
 
 
-def session(db: Annotated[Database, Depends(database)]) -> Iterator[Session]:
-    with db.session() as s:
+def session(request: Request, db: Annotated[Database, Depends(database)]) -> Iterator[Session]:
+    with db.session(write=request.method not in ("GET", "HEAD")) as s:
         yield s
 
 
@@ -33,7 +33,7 @@ def principal(request: Request, db: Annotated[Database, Depends(database)]) -> P
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("send 'Authorization: Bearer <token>'; set DOCKYARD_TOKEN for the CLI")
-    with db.session() as s:
+    with db.session(write=False) as s:
         return authenticate(s, token.strip())
 
 

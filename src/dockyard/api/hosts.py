@@ -72,7 +72,7 @@ async def desired(
 
 
 def _desired(db: Database, name: str) -> model.DesiredState:
-    with db.session() as s:
+    with db.session(write=False) as s:
         return instances.desired_for_host(s, name)
 
 

@@ -18,7 +18,7 @@ def create_instance(
     """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
 
     def claim() -> tuple[model.Instance, str]:
-        with db.claim_session() as s:
+        with db.session() as s:
             inst, host = instances.create(s, who, body, rid)
             return instances.to_model(inst), host
 

@@ -34,7 +34,7 @@ def create(
 ) -> tuple[m.Instance, str]:
     """Schedule and claim. Returns the instance and the host whose agent to wake.
 
-    Runs inside a claim session: SQLite holds its write lock from the first
+    Runs inside a writing session: SQLite holds its write lock from the first
     statement; PostgreSQL locks every host row first, so two claims never see
     the same free cores or addresses. Unique keys on (subnet, address) and
     (host, core) are the backstop.

@@ -60,28 +60,30 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 class Database:
-    """An engine plus two session factories: ordinary and claim (serialising)."""
+    """An engine and its sessions.
+
+    On SQLite a writing session begins IMMEDIATE (takes the write lock up
+    front, waiting up to the busy timeout); a read-only one begins DEFERRED.
+    A deferred transaction that reads and then writes fails at once with
+    "database is locked" in WAL mode when another writer got in between.
+    PostgreSQL ignores the option; claims lock host rows there instead.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        claim_bind = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        self._claims = sessionmaker(claim_bind, expire_on_commit=False)
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._writes = sessionmaker(writer, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as s:
-            yield s
-
-    @contextmanager
-    def claim_session(self) -> Iterator[Session]:
-        """A transaction that holds the write lock (SQLite) from its first statement."""
-        with self._claims.begin() as s:
+    def session(self, write: bool = True) -> Iterator[Session]:
+        factory = self._writes if write else self._reads
+        with factory.begin() as s:
             yield s
 
     def retry(self, fn: Callable[[], T], attempts: int = 8) -> T:
