@@ -81,7 +81,7 @@ def up(a: argparse.Namespace) -> int:
             time.sleep(0.2)
         dead = [c for c in children if c.poll() is not None]
         if dead and not stopping:
-            print(f"error: a child exited ({dead[0].args}); see {state}/*.log", file=sys.stderr)
+            print(f"error: a child exited ({dead[0].args!r}); see {state}/*.log", file=sys.stderr)
             return 1
         return 0
     finally:

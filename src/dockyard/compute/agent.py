@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,8 +143,7 @@ class Agent:
                 self.wake.set()
                 self.stop_event.wait(1)
 
-    def _retry_forever(self, fn: object) -> None:
-        assert callable(fn)
+    def _retry_forever(self, fn: Callable[[], object]) -> None:
         delay = 0.2
         while not self.stop_event.is_set():
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dockyard import model
 from dockyard.db import models as m
@@ -25,7 +25,9 @@ def _unique(
         raise Conflict(f"{what} {name!r} already exists; choose another name or delete it first")
 
 
-def _in_use(s: Session, column: object, ident: str, what: str, name: str) -> None:
+def _in_use(
+    s: Session, column: InstrumentedAttribute[str], ident: str, what: str, name: str
+) -> None:
     live = s.scalars(
         select(m.Instance.name).where(column == ident, m.Instance.deleted_at.is_(None)).limit(5)
     ).all()

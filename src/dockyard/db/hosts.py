@@ -84,7 +84,8 @@ def _usage(s: Session) -> dict[str, tuple[float, int, int]]:
         .where(m.Instance.host_id.is_not(None), m.Instance.deleted_at.is_(None))
         .group_by(m.Instance.host_id)
     )
-    return {h: (float(v or 0), int(mem or 0), int(d or 0)) for h, v, mem, d in s.execute(q)}
+    rows = s.execute(q)
+    return {str(h): (float(v or 0), int(mem or 0), int(d or 0)) for h, v, mem, d in rows}
 
 
 def _pins(s: Session) -> dict[str, dict[int, str]]:

@@ -47,7 +47,7 @@ def create(
     if image.status != "active":
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
-    if s.bind.dialect.name == "postgresql":
+    if s.get_bind().dialect.name == "postgresql":
         s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
     rows = hosts.scheduler_view(s)
     request = Request(
