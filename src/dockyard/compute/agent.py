@@ -186,8 +186,10 @@ class Agent:
             return True
 
     def _run_step(self, iid: str, step: Step, want: model.DesiredInstance, gen: int) -> None:
+        started = time.monotonic()
         try:
             self.worker.run(step, want)
+            log.info("%s %s done in %.3fs", step.value, want.name, time.monotonic() - started)
             self._failures.pop(iid, None)
             if step in (Step.spawn, Step.destroy, Step.report) or want.task_state is not None:
                 self._settled[iid] = gen

@@ -1,7 +1,16 @@
-"""The Docker driver: the only module that imports the docker SDK."""
+"""The Docker driver: the only module that imports the docker SDK.
+
+It uses the SDK's low-level API and addresses containers by name
+(``dy-<instance uuid>``), so a create costs three calls (create, start,
+inspect) instead of the high-level models' six. ``list`` is one call plus an
+inspect only for containers whose state changed since it last looked: an
+inspect cache keyed by container id is dropped on every start/die event and
+whenever the event stream breaks.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -15,7 +24,6 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import Container
 from docker.types import Mount as DockerMount
 
 from dockyard.compute.driver import (
@@ -29,7 +37,11 @@ from dockyard.compute.driver import (
 from dockyard.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
-_DOWN = (requests.exceptions.ConnectionError, docker.errors.APIError)
+_CONN = requests.exceptions.ConnectionError
+
+
+def _down(exc: Exception) -> TemporaryError:
+    return TemporaryError(f"dockerd is not answering: {exc}")
 
 
 class DockerDriver:
@@ -40,15 +52,19 @@ class DockerDriver:
         self._labels = [LABEL, f"{HOST_LABEL}={host}"]
         url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.client = docker.DockerClient(base_url=url, timeout=120, max_pool_size=32)
+        self.api = self.client.api
         self._data_root = data_root
         self._image_locks: dict[str, threading.Lock] = {}
+        self._images: set[str] = set()  # refs known to be present
+        self._cache: dict[str, Observed] = {}  # container id -> last inspect
         self._guard = threading.Lock()
+        self._cache_lock = threading.Lock()
 
     def info(self) -> HostInfo:
         try:
-            info = self.client.info()
-        except _DOWN as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
+            info = self.api.info()
+        except (_CONN, docker.errors.APIError) as exc:
+            raise _down(exc) from exc
         root = self._data_root or info.get("DockerRootDir", "/")
         disk = shutil.disk_usage(root if os.path.exists(root) else "/")
         return HostInfo(
@@ -58,91 +74,86 @@ class DockerDriver:
             runtime_version=str(info.get("ServerVersion", "")),
         )
 
+    # --- images
+
     def ensure_image(
         self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
     ) -> None:
+        if ref in self._images:
+            return
         with self._guard:
             lock = self._image_locks.setdefault(ref, threading.Lock())
         with lock:
-            if self._has_image(ref):
-                return
-            if fetch_rootfs is None:
-                raise PermanentError(
-                    f"image {ref} is not on this host's dockerd; load it there or import "
-                    "the image with --rootfs so hosts can fetch it"
-                )
-            self._import(ref, fetch_rootfs, command)
+            if not self._has_image(ref):
+                if fetch_rootfs is None:
+                    raise PermanentError(
+                        f"image {ref} is not on this host's dockerd; load it there or import "
+                        "the image with --rootfs so hosts can fetch it"
+                    )
+                self._import(ref, fetch_rootfs, command)
+            self._images.add(ref)
 
     def _has_image(self, ref: str) -> bool:
         try:
-            self.client.images.get(ref)
+            self.api.inspect_image(ref)  # type: ignore[no-untyped-call]
             return True
         except docker.errors.ImageNotFound:
             return False
-        except _DOWN as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
+        except (_CONN, docker.errors.APIError) as exc:
+            raise _down(exc) from exc
 
     def _import(self, ref: str, fetch: Callable[[Path], None], command: list[str] | None) -> None:
         repo, _, tag = ref.rpartition(":")
-        changes = [f"CMD {_json(command)}"] if command else None
+        changes = [f"CMD {json.dumps(command)}"] if command else None
         with tempfile.TemporaryDirectory(prefix="dockyard-image-") as tmp:
             path = Path(tmp) / "rootfs.tar"
             fetch(path)
             try:
-                self.client.api.import_image_from_file(
+                self.api.import_image_from_file(
                     str(path), repository=repo, tag=tag, changes=changes
                 )
             except docker.errors.APIError as exc:
                 raise PermanentError(f"dockerd refused the rootfs of {ref}: {exc}") from exc
         log.info("imported image %s", ref)
 
+    # --- containers
+
     def create(self, spec: ContainerSpec) -> Observed:
-        existing = self.inspect(spec.instance_id)
-        if existing is not None:
-            return existing
-        kwargs = _create_kwargs(spec, self.host)
         try:
-            c = self.client.containers.create(**kwargs)
+            self.api.create_container(**self._create_args(spec))
         except docker.errors.ImageNotFound as exc:
-            raise PermanentError(f"image {spec.image_ref} is missing on this host") from exc
+            self._images.discard(spec.image_ref)  # removed behind our back: import again
+            raise TemporaryError(f"image {spec.image_ref} vanished from this host") from exc
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # created concurrently by an earlier pass
-                found = self.inspect(spec.instance_id)
-                if found:
-                    return found
+            if exc.status_code == 409:  # already there (an earlier pass, or a crash)
+                return self._inspect_or_fail(spec.instance_id)
             if exc.status_code and 400 <= exc.status_code < 500:
                 raise PermanentError(f"dockerd refused the container: {exc.explanation}") from exc
             raise TemporaryError(f"dockerd failed to create the container: {exc}") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
-        return _observed(c)
+        except _CONN as exc:
+            raise _down(exc) from exc
+        return self._inspect_or_fail(spec.instance_id)
 
     def start(self, instance_id: str) -> Observed:
-        c = self._get(instance_id)
-        if c is None:
-            raise PermanentError(f"no container for instance {instance_id}")
         try:
-            c.start()
-            c.reload()
+            self.api.start(container_name(instance_id))
+        except docker.errors.NotFound as exc:
+            raise PermanentError(f"no container for instance {instance_id}") from exc
         except docker.errors.APIError as exc:
             if exc.status_code and exc.status_code >= 500:  # dockerd itself in trouble
                 raise TemporaryError(f"dockerd could not start the container: {exc}") from exc
-            raise PermanentError(
-                f"dockerd could not start the container: {exc.explanation}"
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
-        return _observed(c)
+            msg = f"dockerd could not start the container: {exc.explanation}"
+            raise PermanentError(msg) from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
+        return self._inspect_or_fail(instance_id)
 
     def stop(self, instance_id: str, timeout: float = 10) -> None:
-        c = self._get(instance_id)
-        if c is None:
-            return
         try:
-            c.stop(timeout=int(timeout))
+            self.api.stop(container_name(instance_id), timeout=int(timeout))
         except docker.errors.NotFound:
             return
-        except _DOWN as exc:
+        except (_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd could not stop the container: {exc}") from exc
 
     def restart(self, instance_id: str, timeout: float = 10) -> Observed:
@@ -150,98 +161,119 @@ class DockerDriver:
         return self.start(instance_id)
 
     def destroy(self, instance_id: str) -> None:
-        c = self._get(instance_id)
-        if c is None:
-            return
         try:
-            c.remove(force=True, v=True)
+            self.api.remove_container(container_name(instance_id), force=True, v=True)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # removal already in progress
                 return
             raise TemporaryError(f"dockerd could not remove the container: {exc}") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
 
     def inspect(self, instance_id: str) -> Observed | None:
-        c = self._get(instance_id)
-        return _observed(c) if c is not None else None
+        return self._inspect(container_name(instance_id))
 
     def list(self) -> list[Observed]:
         try:
-            found = self.client.containers.list(all=True, filters={"label": self._labels})
-        except _DOWN as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
-        return [_observed(c) for c in found]
+            summaries = self.api.containers(all=True, filters={"label": self._labels})
+        except (_CONN, docker.errors.APIError) as exc:
+            raise _down(exc) from exc
+        out, seen = [], set()
+        for summary in summaries:
+            cid = summary["Id"]
+            seen.add(cid)
+            with self._cache_lock:
+                cached = self._cache.get(cid)
+            if cached is None or cached.running != (summary.get("State") == "running"):
+                cached = self._inspect(cid)
+            if cached is not None:
+                out.append(cached)
+        with self._cache_lock:
+            for cid in set(self._cache) - seen:
+                del self._cache[cid]
+        return out
 
     def events(self, stop: Event) -> Iterator[str]:
         filters = {"type": "container", "label": self._labels, "event": ["start", "die"]}
         try:
-            stream = self.client.events(decode=True, filters=filters)
-        except _DOWN as exc:
+            stream = self.api.events(decode=True, filters=filters)
+        except (_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream unavailable: {exc}") from exc
         try:
             for ev in stream:
+                with self._cache_lock:
+                    self._cache.pop(ev.get("id", ""), None)
                 if stop.is_set():
                     return
                 attrs = ev.get("Actor", {}).get("Attributes", {})
                 if LABEL in attrs:
                     yield attrs[LABEL]
-        except _DOWN as exc:
+        except (_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream broke: {exc}") from exc
         finally:
+            with self._cache_lock:
+                self._cache.clear()  # events may be missed until we reconnect
             stream.close()
         raise TemporaryError("dockerd closed the event stream")
 
-    def _get(self, instance_id: str) -> Container | None:
+    def _inspect(self, name_or_id: str) -> Observed | None:
         try:
-            return self.client.containers.get(container_name(instance_id))
+            attrs = self.api.inspect_container(name_or_id)
         except docker.errors.NotFound:
             return None
-        except _DOWN as exc:
-            raise TemporaryError(f"dockerd is not answering: {exc}") from exc
+        except (_CONN, docker.errors.APIError) as exc:
+            raise _down(exc) from exc
+        obs = _observed(attrs)
+        with self._cache_lock:
+            self._cache[attrs["Id"]] = obs
+        return obs
 
+    def _inspect_or_fail(self, instance_id: str) -> Observed:
+        obs = self.inspect(instance_id)
+        if obs is None:
+            raise TemporaryError(f"the container of {instance_id} disappeared; will retry")
+        return obs
 
-def _create_kwargs(spec: ContainerSpec, host: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "image": spec.image_ref,
-        "name": spec.container_name,
-        "hostname": spec.hostname,
-        "labels": {LABEL: spec.instance_id, HOST_LABEL: host, "dockyard.name": spec.name},
-        "network_mode": "none",
-        "detach": True,
-        "mounts": [
+    def _create_args(self, spec: ContainerSpec) -> dict[str, Any]:
+        mounts = [
             DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
             for m in spec.mounts
-        ],
-        "mem_limit": f"{spec.memory_mb}m",
-        "memswap_limit": f"{spec.memory_mb}m",  # no swap unless a flavor says so (later)
-        "pids_limit": spec.pids_limit,
-        "restart_policy": {"Name": "no"},  # the agent owns restarts
-    }
-    if spec.command:
-        kwargs["command"] = spec.command
-    if spec.cpuset:
-        kwargs["cpuset_cpus"] = ",".join(str(c) for c in spec.cpuset)
-    else:
-        kwargs["cpu_shares"] = 1024 * spec.vcpus
-    return kwargs
+        ]
+        cpu: dict[str, Any] = (
+            {"cpuset_cpus": ",".join(str(c) for c in spec.cpuset)}
+            if spec.cpuset
+            else {"cpu_shares": 1024 * spec.vcpus}
+        )
+        host_config = self.api.create_host_config(
+            network_mode="none",
+            mounts=mounts,
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",  # no swap unless a flavor says so (later)
+            pids_limit=spec.pids_limit,
+            restart_policy={"Name": "no"},  # the agent owns restarts
+            **cpu,
+        )
+        return {
+            "image": spec.image_ref,
+            "name": spec.container_name,
+            "hostname": spec.hostname,
+            "labels": {LABEL: spec.instance_id, HOST_LABEL: self.host, "dockyard.name": spec.name},
+            "command": spec.command,
+            "detach": True,
+            "host_config": host_config,
+        }
 
 
-def _observed(c: Container) -> Observed:
-    st = c.attrs.get("State", {})
+def _observed(attrs: dict[str, Any]) -> Observed:
+    st = attrs.get("State", {})
+    labels = attrs.get("Config", {}).get("Labels") or {}
     return Observed(
-        instance_id=c.labels.get(LABEL, ""),
+        instance_id=labels.get(LABEL, ""),
         running=bool(st.get("Running")),
         pid=int(st.get("Pid") or 0),
         started_at=str(st.get("StartedAt", "")),
         exit_code=int(st.get("ExitCode") or 0),
         oom_killed=bool(st.get("OOMKilled")),
     )
-
-
-def _json(command: list[str]) -> str:
-    import json
-
-    return json.dumps(command)
