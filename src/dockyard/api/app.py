@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
 from dockyard.api import catalog, errors, hosts, identity, instances
+from dockyard.api.deps import TokenCache
 from dockyard.api.watch import HostWatch
 from dockyard.db.session import Database
 
@@ -33,6 +34,7 @@ def create_app(db: Database, state_dir: Path) -> FastAPI:
     )
     app.state.db = db
     app.state.watch = watch
+    app.state.tokens = TokenCache()
     app.state.image_dir = state_dir / "images"
     errors.install(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,6 +76,7 @@ class Database:
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._writes = sessionmaker(writer, expire_on_commit=False)
+        self._write_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -82,6 +84,12 @@ class Database:
 
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:
+        if write and self.is_sqlite:
+            # SQLite's busy handler sleeps and polls (up to 100 ms a try); queueing the
+            # writers of this process on a lock wakes the next one as soon as it is free
+            with self._write_lock, self._writes.begin() as s:
+                yield s
+            return
         factory = self._writes if write else self._reads
         with factory.begin() as s:
             yield s
