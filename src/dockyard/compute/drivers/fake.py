@@ -1,0 +1,117 @@
+"""An in-memory compute driver with the same contract as the Docker driver.
+
+For tests of the agent's logic and for failure injection: ``fail_next``
+makes the next call of a method raise the given error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from threading import Event
+
+from dockyard.compute.driver import ContainerSpec, HostInfo, Observed
+from dockyard.errors import DockyardError, PermanentError
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    obs: Observed
+
+
+class FakeDriver:
+    def __init__(self, host: str = "fake", cores: int = 4, memory_mb: int = 8192) -> None:
+        self.host = host
+        self._info = HostInfo(cores=cores, memory_mb=memory_mb, disk_gb=100, runtime_version="fake")
+        self.images: set[str] = set()
+        self.containers: dict[str, _Container] = {}
+        self.calls: list[str] = []
+        self._faults: dict[str, DockyardError] = {}
+        self._events: queue.Queue[str] = queue.Queue()
+        self._clock = itertools.count(1)
+        self._pids = itertools.count(1000)
+        self._lock = threading.Lock()
+
+    def fail_next(self, method: str, error: DockyardError) -> None:
+        self._faults[method] = error
+
+    def _enter(self, method: str) -> None:
+        self.calls.append(method)
+        fault = self._faults.pop(method, None)
+        if fault is not None:
+            raise fault
+
+    def info(self) -> HostInfo:
+        self._enter("info")
+        return self._info
+
+    def ensure_image(
+        self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
+    ) -> None:
+        self._enter("ensure_image")
+        if ref in self.images:
+            return
+        if fetch_rootfs is None:
+            raise PermanentError(f"image {ref} is not on this host")
+        self.images.add(ref)
+
+    def create(self, spec: ContainerSpec) -> Observed:
+        self._enter("create")
+        with self._lock:
+            if spec.instance_id in self.containers:
+                return self.containers[spec.instance_id].obs
+            if spec.image_ref not in self.images:
+                raise PermanentError(f"image {spec.image_ref} is missing on this host")
+            obs = Observed(instance_id=spec.instance_id, running=False, pid=0, started_at="")
+            self.containers[spec.instance_id] = _Container(spec, obs)
+            return obs
+
+    def start(self, instance_id: str) -> Observed:
+        self._enter("start")
+        with self._lock:
+            c = self.containers.get(instance_id)
+            if c is None:
+                raise PermanentError(f"no container for instance {instance_id}")
+            if not c.obs.running:
+                c.obs = replace(
+                    c.obs, running=True, pid=next(self._pids), started_at=f"t{next(self._clock)}"
+                )
+                self._events.put(instance_id)
+            return c.obs
+
+    def stop(self, instance_id: str, timeout: float = 10) -> None:
+        self._enter("stop")
+        with self._lock:
+            c = self.containers.get(instance_id)
+            if c is not None and c.obs.running:
+                c.obs = replace(c.obs, running=False, pid=0)
+                self._events.put(instance_id)
+
+    def restart(self, instance_id: str, timeout: float = 10) -> Observed:
+        self.stop(instance_id, timeout)
+        return self.start(instance_id)
+
+    def destroy(self, instance_id: str) -> None:
+        self._enter("destroy")
+        with self._lock:
+            self.containers.pop(instance_id, None)
+
+    def inspect(self, instance_id: str) -> Observed | None:
+        c = self.containers.get(instance_id)
+        return c.obs if c else None
+
+    def list(self) -> list[Observed]:
+        self._enter("list")
+        return [c.obs for c in list(self.containers.values())]
+
+    def events(self, stop: Event) -> Iterator[str]:
+        while not stop.is_set():
+            try:
+                yield self._events.get(timeout=0.05)
+            except queue.Empty:
+                continue
