@@ -76,6 +76,28 @@ def test_stop_start_reboot_delete_and_nothing_is_left(cluster):
     assert not cluster.probe.ping(ip)
 
 
+def test_instances_on_one_bridge_reach_each_other(cluster):
+    a, b = _create(cluster, "peer-a"), _create(cluster, "peer-b")
+    ping = cluster.container(a["id"]).exec_run(f"ping -c 2 -W 1 {b['ip']}")
+    assert ping.exit_code == 0, ping.output.decode()
+    labels = cluster.api("GET", "/hosts/itest")["labels"]
+    # the agent said what it found about iptables on bridged traffic, and made it safe
+    assert labels["dockyard.bridge-nf"] in ("off", "disabled-by-agent", "not-loaded")
+    cluster.cli("server", "delete", "peer-a", "--wait")
+    cluster.cli("server", "delete", "peer-b", "--wait")
+
+
+def test_volume_is_mounted_and_survives_the_instance(cluster, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    server = _create(cluster, "vol", "--volume", f"{data}:/data")
+    c = cluster.container(server["id"])
+    assert c.exec_run("sh -c 'echo hello > /data/greeting'").exit_code == 0
+    assert (data / "greeting").read_text() == "hello\n"
+    cluster.cli("server", "delete", "vol", "--wait")
+    assert (data / "greeting").exists()  # a volume is the user's data: never deleted
+
+
 def test_failed_spawn_leaves_nothing_and_releases_the_ip(cluster):
     ip = f"{cluster.subnet}.77"
     r = cluster.cli(

@@ -103,6 +103,32 @@ def test_up_then_create_gives_a_reachable_instance(dockerd):
         assert "ACTIVE in" in r.stderr  # progress went to stderr
         ping = run("ping", "-c", "1", "-W", "1", "198.18.0.10", check=False)
         assert ping.returncode == 0, "the demo instance is reachable from this host"
+    finally:
+        stop_pid(up, signal.SIGTERM)
+    assert up.returncode == 0
+    # a second `up` on the same state dir: same credentials, the instance still there
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dockyard.cli.main",
+            "up",
+            "--state-dir",
+            str(state),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--host-name",
+            "uptest",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for(lambda: _line(up, "Dockyard is up"), 60, "the banner again")
+        wait_for(lambda: "ACTIVE" in cli("server", "list").stdout, 30, "web ACTIVE again")
+        assert run("ping", "-c", "1", "-W", "1", "198.18.0.10", check=False).returncode == 0
         assert cli("server", "delete", "web", "--wait").returncode == 0
     finally:
         stop_pid(up, signal.SIGTERM)

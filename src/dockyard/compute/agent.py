@@ -45,6 +45,7 @@ class AgentConfig:
     availability_zone: str = "nova"
     networks: list[str] = field(default_factory=lambda: ["*"])
     bridge_nf: str = "disable"
+    labels: dict[str, str] = field(default_factory=dict)
     workers: int = 16
 
 
@@ -62,12 +63,15 @@ class Agent:
         self._not_before: dict[str, float] = {}
         self._settled: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.labels = dict(cfg.labels)
         self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
 
     # --- lifecycle
 
     def run(self) -> None:
-        log.info("%s", plumbing.bridge_netfilter(self.cfg.bridge_nf))
+        state, message = plumbing.bridge_netfilter(self.cfg.bridge_nf)
+        log.log(logging.WARNING if state == "on" else logging.INFO, "%s", message)
+        self.labels = {**self.cfg.labels, "dockyard.bridge-nf": state}
         self.wake.set()  # reconcile from the local cache before the server answers
         for target in (self._register_then_poll, self._heartbeat_loop, self._events_loop):
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
@@ -100,6 +104,7 @@ class Agent:
                 memory_mb=info.memory_mb,
                 disk_gb=info.disk_gb,
                 docker_version=info.runtime_version,
+                labels=self.labels,
                 networks=self.cfg.networks,
             )
         )
@@ -231,6 +236,16 @@ class Agent:
         self.wake.set()
 
 
+def _labels(p: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            p.error(f"--label {pair!r}: write KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="dockyard-agent",
@@ -247,6 +262,13 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         dest="networks",
         help="a network this host is attached to (repeat; default all)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a host label for the scheduler and the console (repeatable)",
     )
     p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
     p.add_argument(
@@ -271,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         availability_zone=args.availability_zone,
         networks=args.networks or ["*"],
         bridge_nf=args.bridge_nf,
+        labels=_labels(p, args.label),
     )
     driver = DockerDriver(cfg.host, args.docker_host)
     agent = Agent(cfg, driver, ServerClient(cfg.server, cfg.token, cfg.host))

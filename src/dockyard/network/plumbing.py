@@ -140,25 +140,25 @@ def announce(pid: int, ip: str) -> None:
     threading.Thread(target=proc.wait, daemon=True).start()
 
 
-def bridge_netfilter(policy: str) -> str:
-    """Keep iptables out of the bridged path; return what was found and done.
+def bridge_netfilter(policy: str) -> tuple[str, str]:
+    """Keep iptables out of the bridged path; return (state, what was found and done).
 
     With br_netfilter loaded and bridge-nf-call-iptables=1, frames between two
     instances on one bridge traverse the FORWARD chain, whose policy a default
     dockerd sets to DROP. ``policy``: ``disable`` turns the sysctl off (the
-    default); ``leave`` only reports.
+    default); ``leave`` only reports. ``state`` is one word for host labels.
     """
     if not NF_SYSCTL.exists():
-        return "br_netfilter is not loaded: bridged traffic does not pass iptables"
+        return "not-loaded", "br_netfilter is not loaded: bridged traffic skips iptables"
     if NF_SYSCTL.read_text().strip() == "0":
-        return "net.bridge.bridge-nf-call-iptables is 0: bridged traffic does not pass iptables"
+        return "off", "net.bridge.bridge-nf-call-iptables is 0: bridged traffic skips iptables"
     if policy == "disable":
         NF_SYSCTL.write_text("0\n")
-        return (
+        return "disabled-by-agent", (
             "set net.bridge.bridge-nf-call-iptables=0 (was 1) so traffic between instances "
             "on a bridge is not dropped by iptables FORWARD"
         )
-    return (
+    return "on", (
         "net.bridge.bridge-nf-call-iptables is 1 and left as is: instance-to-instance "
         "traffic passes iptables FORWARD and dies if its policy is DROP"
     )
