@@ -7,12 +7,8 @@ already gone.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import tempfile
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +16,7 @@ from dockyard.compute.driver import ContainerSpec
 from dockyard.compute.drivers.fake import FakeDriver
 from dockyard.errors import PermanentError
 from dockyard.images import rootfs
-from tests.integration.cluster import Dockerd, wait_for
+from tests.integration.cluster import private_dockerd, wait_for
 from tests.integration.conftest import _can_run
 
 IMAGE = "dockyard-test/contract:1"
@@ -31,16 +27,8 @@ def dockerd():
     reason = _can_run()
     if reason:
         pytest.skip(reason)
-    tag = secrets.token_hex(3)
-    root = Path(tempfile.mkdtemp(prefix=f"dyk-drv-{tag}-"))
-    d = Dockerd(root, tag)
-    try:
-        d.start()
+    with private_dockerd("drv") as d:
         yield d
-    finally:
-        d.stop()
-        shutil.rmtree(d.exec_root, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.root)])

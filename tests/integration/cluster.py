@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,21 @@ class Dockerd:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@contextmanager
+def private_dockerd(prefix: str) -> Iterator[Dockerd]:
+    """A dockerd of its own, removed afterwards with everything it made."""
+    tag = secrets.token_hex(3)
+    root = Path(tempfile.mkdtemp(prefix=f"dyk-{prefix}-{tag}-"))
+    d = Dockerd(root, tag)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        shutil.rmtree(d.exec_root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class Probe:
@@ -230,7 +247,7 @@ class Cluster:
         except httpx.TransportError:
             return False
 
-    def start_agent(self, **env: str) -> None:
+    def start_agent(self, wait: bool = True, **env: str) -> None:
         log = (self.root / "agent.log").open("ab")
         self.agent_proc = subprocess.Popen(
             [
@@ -251,7 +268,8 @@ class Cluster:
             start_new_session=True,
             env={**os.environ, "DOCKER_HOST": self.dockerd.url, **env},
         )
-        wait_for(lambda: self.host_up(), 30, "the agent to register")
+        if wait:
+            wait_for(lambda: self.host_up(), 30, "the agent to register")
 
     def host_up(self) -> bool:
         try:
@@ -316,6 +334,22 @@ class Cluster:
         if check and r.returncode != 0:
             raise AssertionError(f"dockyard {' '.join(args)} failed: {r.stderr}")
         return r
+
+    def create(self, name: str, *extra: str) -> Any:
+        """`dockyard server create NAME --wait` with the test image, flavor and network."""
+        return self.cli_json(
+            "server",
+            "create",
+            name,
+            "--image",
+            "demo",
+            "--flavor",
+            "small",
+            "--network",
+            "net",
+            "--wait",
+            *extra,
+        )
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-f", "json").stdout)

@@ -9,31 +9,12 @@ from tests.integration.cluster import wait_for
 pytestmark = pytest.mark.root
 
 
-def _create(cluster, name, *extra):
-    return cluster.cli_json(
-        "server",
-        "create",
-        name,
-        "--image",
-        "demo",
-        "--flavor",
-        "small",
-        "--network",
-        "net",
-        "--wait",
-        *extra,
-    )
-
-
 def test_create_gives_an_active_reachable_instance_with_its_identity(cluster):
     ip = f"{cluster.subnet}.53"
-    server = _create(cluster, "web", "--ip", ip)
+    server = cluster.create("web", "--ip", ip)
     assert server["status"] == "ACTIVE" and server["power_state"] == "running"
-    assert (
-        server["ip"] == ip and server["hostname"] == "web3053"
-        if cluster.subnet.endswith(".3")
-        else server["hostname"] == f"web{cluster.subnet.split('.')[2]}053"
-    )
+    third_octet = cluster.subnet.split(".")[2]
+    assert server["ip"] == ip and server["hostname"] == f"web{third_octet}053"  # web{o3}{o4:03d}
     assert cluster.probe.ping(ip)
     c = cluster.container(server["id"])
     assert c.exec_run("hostname").output.decode().strip() == server["hostname"]
@@ -56,7 +37,7 @@ def test_create_gives_an_active_reachable_instance_with_its_identity(cluster):
 
 
 def test_stop_start_reboot_delete_and_nothing_is_left(cluster):
-    server = _create(cluster, "cycle")
+    server = cluster.create("cycle")
     iid, ip = server["id"], server["ip"]
     assert cluster.cli_json("server", "stop", "cycle", "--wait")["status"] == "SHUTOFF"
     assert not cluster.probe.ping(ip)
@@ -77,7 +58,7 @@ def test_stop_start_reboot_delete_and_nothing_is_left(cluster):
 
 
 def test_instances_on_one_bridge_reach_each_other(cluster):
-    a, b = _create(cluster, "peer-a"), _create(cluster, "peer-b")
+    a, b = cluster.create("peer-a"), cluster.create("peer-b")
     ping = cluster.container(a["id"]).exec_run(f"ping -c 2 -W 1 {b['ip']}")
     assert ping.exit_code == 0, ping.output.decode()
     labels = cluster.api("GET", "/hosts/itest")["labels"]
@@ -90,7 +71,7 @@ def test_instances_on_one_bridge_reach_each_other(cluster):
 def test_volume_is_mounted_and_survives_the_instance(cluster, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    server = _create(cluster, "vol", "--volume", f"{data}:/data")
+    server = cluster.create("vol", "--volume", f"{data}:/data")
     c = cluster.container(server["id"])
     assert c.exec_run("sh -c 'echo hello > /data/greeting'").exit_code == 0
     assert (data / "greeting").read_text() == "hello\n"
@@ -125,7 +106,7 @@ def test_failed_spawn_leaves_nothing_and_releases_the_ip(cluster):
     wait_for(lambda: cluster.containers() == [], 10, "the failed container to be removed")
     assert cluster.links() == [] and cluster.agent_files() == []
     # the address is free again
-    ok = _create(cluster, "fixed", "--ip", ip)
+    ok = cluster.create("fixed", "--ip", ip)
     assert ok["status"] == "ACTIVE"
     cluster.cli("server", "delete", "broken", "--wait")
     cluster.cli("server", "delete", "fixed", "--wait")

@@ -11,21 +11,6 @@ from tests.integration.cluster import wait_for
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-def _create(cluster, name):
-    return cluster.cli_json(
-        "server",
-        "create",
-        name,
-        "--image",
-        "demo",
-        "--flavor",
-        "small",
-        "--network",
-        "net",
-        "--wait",
-    )
-
-
 def _reachable(cluster, ip, timeout=30):
     wait_for(lambda: cluster.probe.ping(ip), timeout, f"{ip} to answer pings", interval=0.2)
 
@@ -39,7 +24,7 @@ def _no_leaks(cluster, live_ids):
 
 
 def test_container_restarted_behind_the_agents_back(cluster):
-    s = _create(cluster, "rb")
+    s = cluster.create("rb")
     c = cluster.container(s["id"])
     c.restart(timeout=1)
     _reachable(cluster, s["ip"], timeout=15)
@@ -74,7 +59,7 @@ def test_agent_killed_mid_spawn(cluster):
 
 
 def test_dockerd_restart(cluster):
-    s = _create(cluster, "dr")
+    s = cluster.create("dr")
     cluster.dockerd.restart()
     _reachable(cluster, s["ip"], timeout=60)
     wait_for(
@@ -87,7 +72,7 @@ def test_dockerd_restart(cluster):
 
 
 def test_agent_restart_without_the_server(cluster):
-    s = _create(cluster, "offline")
+    s = cluster.create("offline")
     cluster.kill_agent(signal.SIGKILL)
     assert cluster.server_proc is not None
     cluster.server_proc.terminate()
@@ -95,30 +80,7 @@ def test_agent_restart_without_the_server(cluster):
     try:
         cluster.container(s["id"]).restart(timeout=1)
         # the agent learns what to run from its own disk and re-plumbs without the server
-        log = (cluster.root / "agent.log").open("ab")
-        import subprocess
-        import sys
-
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dockyard.compute.agent",
-                "--server",
-                cluster.url,
-                "--token-file",
-                str(cluster.root / "agent.token"),
-                "--host-name",
-                "itest",
-                "--state-dir",
-                str(cluster.root / "agent"),
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DOCKER_HOST": cluster.dockerd.url},
-        )
-        cluster.agent_proc = proc
+        cluster.start_agent(wait=False)
         _reachable(cluster, s["ip"])
     finally:
         cluster.start_server()
