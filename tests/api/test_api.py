@@ -163,3 +163,25 @@ def test_failed_spawn_releases_ip_and_cores_with_a_fault(cloud):
 def test_openapi_document_lists_v1(cloud):
     doc = cloud.client.get("/openapi.json").json()
     assert "/v1/instances" in doc["paths"] and "/v1/networks" in doc["paths"]
+
+
+def test_placement_spreads_by_default_and_packs_when_configured(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dockyard.api.app import create_app
+    from dockyard.api.server import init
+    from dockyard.db.session import Database
+    from tests.api.conftest import Cloud
+
+    for placement, expected in (("spread", ["h1", "h2", "h1"]), ("pack", ["h1", "h1", "h1"])):
+        db = Database(f"sqlite:///{tmp_path}/{placement}.db")
+        token = init(db)
+        with TestClient(create_app(db, tmp_path, placement)) as client:
+            cloud = Cloud(client, token)
+            cloud.catalog()
+            cloud.register("h1")
+            cloud.register("h2")
+            hosts = [cloud.create(f"vm{i}").json()["host"] for i in range(3)]
+        db.engine.dispose()
+        # equal free RAM ties break by name; then spread alternates, pack stays
+        assert hosts == expected, placement

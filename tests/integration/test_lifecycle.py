@@ -146,3 +146,42 @@ def test_bad_input_is_a_clear_cli_error(cluster):
         check=False,
     )
     assert r.returncode == 1 and "outside" in r.stderr and "(HTTP 409)" in r.stderr
+
+
+def test_image_from_docker_is_used_as_is_or_refused_when_absent(cluster):
+    cluster.create("warm")  # the demo image is now in dockerd under its ref
+    ref = cluster.api("GET", "/images/demo")["ref"]
+    cluster.cli("image", "import", "local", "--from-docker", ref, "--command", "/sbin/init")
+    cluster.cli("image", "import", "ghost", "--from-docker", "nowhere/ghost:1")
+    ok = cluster.cli_json(
+        "server",
+        "create",
+        "fromdocker",
+        "--image",
+        "local",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        "--wait",
+    )
+    assert ok["status"] == "ACTIVE" and cluster.probe.ping(ok["ip"])
+    r = cluster.cli(
+        "server",
+        "create",
+        "ghosted",
+        "--image",
+        "ghost",
+        "--flavor",
+        "small",
+        "--network",
+        "net",
+        "--wait",
+        check=False,
+    )
+    assert r.returncode == 1 and "nowhere/ghost:1 is not on this host's dockerd" in r.stderr
+    for name in ("warm", "fromdocker", "ghosted"):
+        cluster.cli("server", "delete", name, "--wait")
+    r = cluster.cli("image", "delete", "local", check=False)
+    assert r.returncode == 0, r.stderr
+    cluster.cli("image", "delete", "ghost")

@@ -17,7 +17,9 @@ from dockyard.api.watch import HostWatch
 from dockyard.db.session import Database
 
 
-def create_app(db: Database, state_dir: Path) -> FastAPI:
+def create_app(db: Database, state_dir: Path, placement: str = "spread") -> FastAPI:
+    """``placement``: ``spread`` puts a new instance on the host with most free RAM,
+    ``pack`` on the one with least (that still fits)."""
     watch = HostWatch()
 
     @asynccontextmanager
@@ -35,6 +37,7 @@ def create_app(db: Database, state_dir: Path) -> FastAPI:
     app.state.db = db
     app.state.watch = watch
     app.state.tokens = TokenCache()
+    app.state.ram_weight = 1.0 if placement == "spread" else -1.0
     app.state.image_dir = state_dir / "images"
     errors.install(app)
 

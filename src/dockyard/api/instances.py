@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from dockyard import model
 from dockyard.api.deps import DB, Db, RequestId, User, Watch
@@ -13,13 +13,13 @@ router = APIRouter(tags=["instances"])
 
 @router.post("/instances", status_code=202)
 def create_instance(
-    body: model.InstanceCreate, who: User, db: Db, watch: Watch, rid: RequestId
+    body: model.InstanceCreate, request: Request, who: User, db: Db, watch: Watch, rid: RequestId
 ) -> model.Instance:
     """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
 
     def claim() -> tuple[model.Instance, str]:
         with db.session() as s:
-            inst, host = instances.create(s, who, body, rid)
+            inst, host = instances.create(s, who, body, rid, request.app.state.ram_weight)
             return instances.to_model(inst), host
 
     inst, host = db.retry(claim)

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("DOCKYARD_DB_URL"),
     )
     p.add_argument("--listen", default="127.0.0.1:8787", help="HOST:PORT")
+    p.add_argument(
+        "--placement",
+        choices=["spread", "pack"],
+        default="spread",
+        help="spread instances by free RAM, or pack them onto the fullest host",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
     host, _, port = args.listen.rpartition(":")
     uvicorn.run(
-        create_app(db, args.state_dir),
+        create_app(db, args.state_dir, args.placement),
         host=host or "127.0.0.1",
         port=int(port),
         log_level=args.log_level,

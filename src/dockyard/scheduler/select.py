@@ -25,7 +25,8 @@ def select(
         survivors = kept
     if not survivors:
         return placement
-    best = max(survivors, key=lambda h: (sum(w.weigh(h, req) for w in weighers), h.name))
+    # highest weight wins; ties go to the first host by name, so placement is repeatable
+    best = min(survivors, key=lambda h: (-sum(w.weigh(h, req) for w in weighers), h.name))
     placement.host = best
     if req.dedicated:
         placement.cores = pick_cores(best, req.vcpus)
