@@ -84,9 +84,17 @@ class User(Schema):
 
 
 class TokenCreated(Schema):
+    id: str | None = None
     token: str = Field(description="shown once; only its hash is stored")
     user: str | None = None
     host: str | None = None
+
+
+class TokenInfo(Schema):
+    id: str
+    user: str | None
+    host: str | None
+    created_at: datetime
 
 
 class AgentTokenCreate(Schema):

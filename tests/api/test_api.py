@@ -185,3 +185,21 @@ def test_placement_spreads_by_default_and_packs_when_configured(tmp_path):
         db.engine.dispose()
         # equal free RAM ties break by name; then spread alternates, pack stays
         assert hosts == expected, placement
+
+
+def test_tokens_rotate_and_revoke(cloud):
+    cloud.ok("POST", "/projects", json={"name": "p1"})
+    alice = cloud.ok("POST", "/users", json={"name": "alice", "project": "p1"})["token"]
+    fresh = cloud.ok("POST", "/tokens", alice)
+    assert cloud.ok("GET", "/whoami", fresh["token"])["name"] == "alice"
+    mine = cloud.ok("GET", "/tokens", alice)
+    assert len(mine) == 2 and all(t["user"] == "alice" for t in mine)
+    old = next(t for t in mine if t["id"] != fresh["id"])
+    cloud.ok("DELETE", f"/tokens/{old['id']}", fresh["token"])
+    assert cloud.call("GET", "/whoami", alice).status_code == 401
+    assert cloud.ok("GET", "/whoami", fresh["token"])["name"] == "alice"
+    # someone else's token is not found, not forbidden: its existence is not revealed
+    admin_tokens = [t for t in cloud.ok("GET", "/tokens") if t["user"] == "admin"]
+    assert (
+        cloud.call("DELETE", f"/tokens/{admin_tokens[0]['id']}", fresh["token"]).status_code == 404
+    )

@@ -48,6 +48,10 @@ class TokenCache:
             return None
         return hit[0]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def put(self, token: str, who: Principal) -> None:
         with self._lock:
             if len(self._entries) > 10_000:

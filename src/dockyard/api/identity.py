@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from dockyard import model
 from dockyard.api.deps import DB, Admin, User
@@ -36,6 +36,24 @@ def list_users(s: DB, _: Admin) -> list[model.User]:
 def create_agent_token(body: model.AgentTokenCreate, s: DB, _: Admin) -> model.TokenCreated:
     """A credential for one host's agent; it can only act for that host."""
     return model.TokenCreated(token=identity.issue_agent_token(s, body.host), host=body.host)
+
+
+@router.get("/tokens")
+def list_tokens(s: DB, who: User) -> list[model.TokenInfo]:
+    """Your tokens (admins: all tokens). The secrets themselves are never shown again."""
+    return identity.list_tokens(s, who)
+
+
+@router.post("/tokens", status_code=201)
+def create_token(s: DB, who: User) -> model.TokenCreated:
+    """A new token for yourself, e.g. to rotate the one you use."""
+    return identity.new_own_token(s, who)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: str, request: Request, s: DB, who: User) -> None:
+    identity.revoke_token(s, who, token_id)
+    request.app.state.tokens.clear()  # this server forgets it at once; others within 10 s
 
 
 @router.get("/whoami")

@@ -180,6 +180,23 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
         delete=False,
     )
 
+    tk = sub.add_parser("token", help="your API tokens").add_subparsers(dest="verb", required=True)
+    p = tk.add_parser("create", help="a new token for yourself; prints it once")
+    p.set_defaults(run=lambda api, a: print(api.post("/tokens")["token"]))
+    _crud(
+        tk,
+        "token",
+        "/tokens",
+        [
+            ("ID", lambda t: t["id"]),
+            ("USER", lambda t: t["user"]),
+            ("HOST", lambda t: t["host"]),
+            ("CREATED", lambda t: t["created_at"]),
+        ],
+        fmt,
+        show=False,
+    )
+
     us = sub.add_parser("user", help="users").add_subparsers(dest="verb", required=True)
     p = us.add_parser("create", help="create a user; prints its token")
     p.add_argument("name")

@@ -33,6 +33,8 @@ DEMO_CIDR, DEMO_GATEWAY, DEMO_HOST_ADDR = "198.18.0.0/24", "198.18.0.1", "198.18
 
 
 def up(a: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise CliError("dockyard up needs root: its agent creates bridges and veth pairs")
     state = Path(a.state_dir).resolve()
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_docker()

@@ -98,6 +98,35 @@ def issue_agent_token(s: Session, host_name: str) -> str:
     return token
 
 
+def list_tokens(s: Session, who: Principal) -> list[model.TokenInfo]:
+    q = select(m.Token).order_by(m.Token.created_at)
+    if not who.is_admin:
+        q = q.where(m.Token.user_id == who.user_id)
+    return [
+        model.TokenInfo(
+            id=t.id, user=t.user.name if t.user else None, host=t.host_name, created_at=t.created_at
+        )
+        for t in s.scalars(q)
+    ]
+
+
+def new_own_token(s: Session, who: Principal) -> model.TokenCreated:
+    assert who.user_id is not None
+    token = issue_user_token(s, who.user_id)
+    s.flush()
+    row = s.scalar(select(m.Token).where(m.Token.token_hash == hash_token(token)))
+    assert row is not None
+    return model.TokenCreated(id=row.id, token=token, user=who.name)
+
+
+def revoke_token(s: Session, who: Principal, token_id: str) -> None:
+    """Members revoke their own tokens; admins any, agents' included."""
+    row = s.get(m.Token, token_id)
+    if row is None or (not who.is_admin and row.user_id != who.user_id):
+        raise NotFound(f"token {token_id} does not exist; see `dockyard token list`")
+    s.delete(row)
+
+
 def bootstrap(s: Session) -> str | None:
     """Create the admin project and user on an empty database; return its token."""
     if s.scalar(select(m.User).limit(1)) is not None:
