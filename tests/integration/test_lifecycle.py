@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.integration.cluster import wait_for
@@ -185,3 +187,52 @@ def test_image_from_docker_is_used_as_is_or_refused_when_absent(cluster):
     r = cluster.cli("image", "delete", "local", check=False)
     assert r.returncode == 0, r.stderr
     cluster.cli("image", "delete", "ghost")
+
+
+def test_uplink_is_enslaved_and_carries_traffic_to_the_instance(cluster):
+    """The datacenter side: a NIC on the bridge, and a neighbour behind it."""
+    from tests.integration.cluster import run
+
+    bridge, uplink, outside = f"dyu-{cluster.tag}", f"dyl{cluster.tag}", f"dyo{cluster.tag}"
+    subnet = f"198.19.{int(cluster.tag[:2], 16)}"
+    ns = f"dyn-{cluster.tag}"
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "link", "add", uplink, "type", "veth", "peer", "name", outside, "netns", ns)
+        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{subnet}.250/24", "dev", outside)
+        run("ip", "netns", "exec", ns, "ip", "link", "set", outside, "up")
+        cluster.cli(
+            "network",
+            "create",
+            "dc",
+            "--cidr",
+            f"{subnet}.0/24",
+            "--bridge",
+            bridge,
+            "--uplink",
+            uplink,
+            "--pool",
+            f"{subnet}.10-{subnet}.20",
+        )
+        s = cluster.cli_json(
+            "server",
+            "create",
+            "dcvm",
+            "--image",
+            "demo",
+            "--flavor",
+            "small",
+            "--network",
+            "dc",
+            "--wait",
+        )
+        master = Path("/sys/class/net", uplink, "master").resolve().name
+        assert master == bridge
+        ping = run("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", s["ip"], check=False)
+        assert ping.returncode == 0, "a host behind the uplink reaches the instance"
+        cluster.cli("server", "delete", "dcvm", "--wait")
+        cluster.cli("network", "delete", "dc")
+    finally:
+        run("ip", "netns", "del", ns, check=False)
+        run("ip", "link", "del", uplink, check=False)
+        run("ip", "link", "del", bridge, check=False)
