@@ -152,6 +152,28 @@ class AvailabilityZone(Schema):
 # --- flavors and images -------------------------------------------------------
 
 
+class Limits(Schema):
+    """Limits beyond vCPUs and memory; None means no limit of that kind."""
+
+    cpu_cap: float | None = Field(
+        default=None, gt=0, description="shared CPU: hard cap in cores (CFS quota)"
+    )
+    swap_mb: int = Field(default=0, ge=0, description="swap on top of memory; 0 = none")
+    disk_read_bps: int | None = Field(default=None, ge=1024)
+    disk_write_bps: int | None = Field(default=None, ge=1024)
+    disk_read_iops: int | None = Field(default=None, ge=1)
+    disk_write_iops: int | None = Field(default=None, ge=1)
+    net_ingress_kbit: int | None = Field(
+        default=None, ge=8, description="towards the instance, kbit/s"
+    )
+    net_egress_kbit: int | None = Field(
+        default=None, ge=8, description="from the instance, kbit/s"
+    )
+    net_burst_kb: int | None = Field(
+        default=None, ge=2, description="burst in KiB (default: 10 ms at the rate, min 32)"
+    )
+
+
 class FlavorCreate(Schema):
     name: Name
     vcpus: int = Field(ge=1, le=512)
@@ -159,6 +181,15 @@ class FlavorCreate(Schema):
     disk_gb: int = Field(default=0, ge=0)
     dedicated: bool = Field(default=False, description="pin whole cores (cpuset)")
     pids_limit: int = Field(default=1024, ge=16)
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _cap_is_for_shared(self) -> FlavorCreate:
+        if self.dedicated and self.limits.cpu_cap is not None:
+            raise ValueError("a CPU cap applies to shared CPU only; dedicated cores are whole")
+        if self.limits.cpu_cap is not None and self.limits.cpu_cap > self.vcpus:
+            raise ValueError("limits.cpu_cap cannot exceed vcpus")
+        return self
 
 
 class Flavor(FlavorCreate):
@@ -339,6 +370,7 @@ class DesiredInstance(Schema):
     dedicated: bool
     cpuset: list[int]
     pids_limit: int
+    limits: Limits = Limits()
     volumes: list[VolumeSpec]
     net: NetSpec
     power: str = Field(description="running, stopped, or deleted")

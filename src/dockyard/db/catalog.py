@@ -42,7 +42,7 @@ def _in_use(
 
 def create_flavor(s: Session, req: model.FlavorCreate) -> model.Flavor:
     _unique(s, m.Flavor, req.name, "flavor")
-    row = m.Flavor(**req.model_dump())
+    row = m.Flavor(**req.model_dump(exclude={"limits"}), limits=req.limits.model_dump())
     s.add(row)
     s.flush()
     return model.Flavor.model_validate(row)

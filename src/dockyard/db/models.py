@@ -80,6 +80,7 @@ class Flavor(Base):
     disk_gb: Mapped[int] = mapped_column(default=0)
     dedicated: Mapped[bool] = mapped_column(default=False)
     pids_limit: Mapped[int] = mapped_column(default=1024)
+    limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class Image(Base):
@@ -162,6 +163,7 @@ class Instance(Base):
     disk_gb: Mapped[int]
     dedicated: Mapped[bool] = mapped_column(default=False)
     pids_limit: Mapped[int] = mapped_column(default=1024)
+    limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
     volumes: Mapped[list[Any]] = mapped_column(default=list)
     vm_state: Mapped[str] = mapped_column(String(16), default="building")
     task_state: Mapped[str | None] = mapped_column(String(16), default="scheduling")
