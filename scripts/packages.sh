@@ -6,6 +6,7 @@ DOCKYARD_DEBS=(
   arping           # gratuitous ARP after plumbing
   util-linux       # nsenter
   iputils-ping     # tests ping instances from a probe namespace
+  iperf3           # tests and bench measure network limits
   file
 )
 

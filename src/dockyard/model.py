@@ -166,9 +166,7 @@ class Limits(Schema):
     net_ingress_kbit: int | None = Field(
         default=None, ge=8, description="towards the instance, kbit/s"
     )
-    net_egress_kbit: int | None = Field(
-        default=None, ge=8, description="from the instance, kbit/s"
-    )
+    net_egress_kbit: int | None = Field(default=None, ge=8, description="from the instance, kbit/s")
     net_burst_kb: int | None = Field(
         default=None, ge=2, description="burst in KiB (default: 10 ms at the rate, min 32)"
     )

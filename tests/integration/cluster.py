@@ -359,7 +359,7 @@ class Cluster:
         return [
             link["ifname"]
             for link in out
-            if link["ifname"].startswith(("dy", "dz")) and len(link["ifname"]) == 13
+            if link["ifname"].startswith(("dy", "dz", "dw")) and len(link["ifname"]) == 13
         ]
 
     def container(self, instance_id: str):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dockyard import units
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
@@ -24,6 +25,7 @@ FLAVOR_COLUMNS = [
     ("DISK_GB", lambda f: f["disk_gb"]),
     ("CPU", lambda f: "dedicated" if f["dedicated"] else "shared"),
     ("PIDS", lambda f: f["pids_limit"]),
+    ("LIMITS", lambda f: ",".join(f"{k}={v}" for k, v in f["limits"].items() if v) or "-"),
 ]
 IMAGE_COLUMNS = [
     ("NAME", lambda i: i["name"]),
@@ -71,10 +73,31 @@ def flavor_create(api: Api, a: argparse.Namespace) -> None:
         "vcpus": a.vcpus,
         "memory_mb": a.memory,
         "disk_gb": a.disk,
-        "dedicated": a.dedicated,
+        "dedicated": a.dedicated or a.cpu_policy == "dedicated",
         "pids_limit": a.pids,
+        "limits": _limits(a),
     }
     emit(api.post("/flavors", body), a.format, FLAVOR_COLUMNS)
+
+
+def _limits(a: argparse.Namespace) -> dict[str, Any]:
+    """Flavor limits from the CLI's human units; a bad unit is a CliError."""
+    sizes = {"disk_read_bps": a.disk_read_bps, "disk_write_bps": a.disk_write_bps}
+    rates = {"net_ingress_kbit": a.net_ingress, "net_egress_kbit": a.net_egress}
+    out: dict[str, Any] = {
+        "cpu_cap": a.cpu_cap,
+        "swap_mb": a.swap,
+        "disk_read_iops": a.disk_read_iops,
+        "disk_write_iops": a.disk_write_iops,
+    }
+    try:
+        out.update({k: units.parse_size(v) for k, v in sizes.items() if v is not None})
+        out.update({k: units.parse_rate_kbit(v) for k, v in rates.items() if v is not None})
+        if a.net_burst is not None:
+            out["net_burst_kb"] = units.parse_size(a.net_burst) // 1024
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    return out
 
 
 def image_import(api: Api, a: argparse.Namespace) -> None:
@@ -143,7 +166,17 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p.add_argument("--memory", type=int, required=True, help="MB")
     p.add_argument("--disk", type=int, default=0, help="GB")
     p.add_argument("--dedicated", action="store_true", help="pin whole cores")
+    p.add_argument("--cpu-policy", choices=["shared", "dedicated"], default="shared")
+    p.add_argument("--cpu-cap", type=float, help="shared CPU: hard cap in cores, e.g. 0.5")
+    p.add_argument("--swap", type=int, default=0, help="MB of swap on top of memory")
     p.add_argument("--pids", type=int, default=1024, help="max tasks in the instance")
+    p.add_argument("--disk-read-bps", metavar="SIZE", help="e.g. 50MB (per second)")
+    p.add_argument("--disk-write-bps", metavar="SIZE", help="e.g. 10MB (per second)")
+    p.add_argument("--disk-read-iops", type=int)
+    p.add_argument("--disk-write-iops", type=int)
+    p.add_argument("--net-ingress", metavar="RATE", help="towards the instance, e.g. 50mbit")
+    p.add_argument("--net-egress", metavar="RATE", help="from the instance, e.g. 50mbit")
+    p.add_argument("--net-burst", metavar="SIZE", help="e.g. 64KB (default: 10 ms of rate)")
     p.set_defaults(run=flavor_create)
     _crud(fl, "flavor", "/flavors", FLAVOR_COLUMNS, fmt, show=True)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from threading import Event
 from typing import Protocol
 
+from dockyard.model import Limits
+
 LABEL = "dockyard.instance"
 HOST_LABEL = "dockyard.host"  # an agent manages only its own host's containers
 
@@ -23,6 +25,7 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+    managed: bool = False  # a file the agent writes (/etc/hosts), not the user's data
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ContainerSpec:
     memory_mb: int
     pids_limit: int
     mounts: list[Mount] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def container_name(self) -> str:

@@ -18,9 +18,16 @@ from enum import StrEnum
 from dockyard.compute.driver import Observed
 from dockyard.compute.store import Record
 from dockyard.model import DesiredInstance, PowerState
-from dockyard.network.plumbing import HOST_PREFIX, PEER_PREFIX, host_ifname, peer_ifname
+from dockyard.network.plumbing import (
+    HOST_PREFIX,
+    IFB_PREFIX,
+    PEER_PREFIX,
+    host_ifname,
+    ifb_ifname,
+    peer_ifname,
+)
 
-_OURS = re.compile(rf"^({HOST_PREFIX}|{PEER_PREFIX})[0-9a-f]{{11}}$")
+_OURS = re.compile(rf"^({HOST_PREFIX}|{PEER_PREFIX}|{IFB_PREFIX})[0-9a-f]{{11}}$")
 
 
 class Step(StrEnum):
@@ -97,6 +104,6 @@ def plan(
             out.steps[iid] = step
     out.orphans = (set(observed) | set(records) | set(known_files)) - set(desired)
     running = [i for i, w in desired.items() if w.power == "running"]
-    wanted_links = {host_ifname(i) for i in running} | {peer_ifname(i) for i in running}
+    wanted_links = {f(i) for i in running for f in (host_ifname, peer_ifname, ifb_ifname)}
     out.stale_links = {n for n in links if _OURS.match(n) and n not in wanted_links}
     return out

@@ -52,6 +52,7 @@ class Worker:
         if obs is None or not obs.running:
             return  # it died meanwhile: the next pass starts it
         host_if = plumbing.plumb(want.id, obs.pid, want.net)
+        plumbing.shape(want.id, host_if, want.limits)
         rec = self.store.record(want.id)
         rec.plumbed_for, rec.host_if = obs.started_at, host_if
         self.store.save(rec)
@@ -85,6 +86,7 @@ class Worker:
         self.driver.destroy(instance_id)
         plumbing.delete_link(plumbing.host_ifname(instance_id))
         plumbing.delete_link(plumbing.peer_ifname(instance_id))
+        plumbing.delete_link(plumbing.ifb_ifname(instance_id))
         self.store.forget(instance_id)
 
     def run_failed(self, step: Step, want: DesiredInstance, message: str) -> None:
@@ -110,7 +112,7 @@ class Worker:
         self.driver.ensure_image(want.image_ref, fetch, want.command)
 
     def _spec(self, want: DesiredInstance, files: dict[str, Path]) -> ContainerSpec:
-        mounts = [Mount(str(src), target) for target, src in files.items()]
+        mounts = [Mount(str(src), target, managed=True) for target, src in files.items()]
         mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
         return ContainerSpec(
             instance_id=want.id,
@@ -122,5 +124,6 @@ class Worker:
             cpuset=want.cpuset,
             memory_mb=want.memory_mb,
             pids_limit=want.pids_limit,
+            limits=want.limits,
             mounts=mounts,
         )

@@ -23,10 +23,10 @@ import threading
 from pathlib import Path
 
 from dockyard.errors import PermanentError, TemporaryError
-from dockyard.model import NetSpec
+from dockyard.model import Limits, NetSpec
 
 log = logging.getLogger(__name__)
-HOST_PREFIX, PEER_PREFIX = "dy", "dz"
+HOST_PREFIX, PEER_PREFIX, IFB_PREFIX = "dy", "dz", "dw"
 NF_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _bridge_lock = threading.Lock()
 
@@ -37,6 +37,10 @@ def host_ifname(instance_id: str) -> str:
 
 def peer_ifname(instance_id: str) -> str:
     return PEER_PREFIX + instance_id.replace("-", "")[:11]
+
+
+def ifb_ifname(instance_id: str) -> str:
+    return IFB_PREFIX + instance_id.replace("-", "")[:11]
 
 
 def _ip(*args: str, netns_pid: int | None = None, stdin: str | None = None) -> str:
@@ -138,6 +142,78 @@ def announce(pid: int, ip: str) -> None:
         log.warning("arping is not installed; neighbours learn %s's MAC on first contact", ip)
         return
     threading.Thread(target=proc.wait, daemon=True).start()
+
+
+def shape(instance_id: str, host_if: str, limits: Limits) -> None:
+    """Network IO limits on the host end of the veth, where the instance cannot lift them.
+
+    Towards the instance (its ingress): a TBF root qdisc on the host veth.
+    From the instance (its egress): the host veth's ingress is redirected by
+    mirred to an IFB device whose root qdisc is a TBF. No limit: no qdisc,
+    no IFB. Idempotent (replace, or delete what is not wanted).
+    """
+    ifb = ifb_ifname(instance_id)
+    if limits.net_ingress_kbit:
+        _tbf(host_if, limits.net_ingress_kbit, limits.net_burst_kb)
+    else:
+        _tc("qdisc", "del", "dev", host_if, "root", check=False)
+    if limits.net_egress_kbit:
+        if not link_exists(ifb):
+            _ip("link", "add", ifb, "type", "ifb")
+        _ip("link", "set", ifb, "up")
+        _tbf(ifb, limits.net_egress_kbit, limits.net_burst_kb)
+        _tc("qdisc", "replace", "dev", host_if, "handle", "ffff:", "ingress")
+        _tc(
+            "filter",
+            "replace",
+            "dev",
+            host_if,
+            "parent",
+            "ffff:",
+            "protocol",
+            "all",
+            "prio",
+            "1",
+            "u32",
+            "match",
+            "u32",
+            "0",
+            "0",
+            "action",
+            "mirred",
+            "egress",
+            "redirect",
+            "dev",
+            ifb,
+        )
+    else:
+        _tc("qdisc", "del", "dev", host_if, "ingress", check=False)
+        delete_link(ifb)
+
+
+def _tbf(dev: str, rate_kbit: int, burst_kb: int | None) -> None:
+    # default burst: 10 ms at the rate, at least 32 KiB (TBF needs rate/HZ at the least)
+    burst = burst_kb * 1024 if burst_kb else max(32 * 1024, rate_kbit * 1000 // 8 // 100)
+    _tc(
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        f"{rate_kbit}kbit",
+        "burst",
+        str(burst),
+        "latency",
+        "50ms",
+    )
+
+
+def _tc(*args: str, check: bool = True) -> None:
+    proc = subprocess.run(["tc", *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise TemporaryError(f"`tc {' '.join(args)}` failed: {proc.stderr.strip()}")
 
 
 def bridge_netfilter(policy: str) -> tuple[str, str]:

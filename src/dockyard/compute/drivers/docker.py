@@ -37,6 +37,7 @@ from dockyard.compute.driver import (
 from dockyard.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
+CFS_PERIOD = 100_000  # µs
 _CONN = requests.exceptions.ConnectionError
 
 
@@ -241,19 +242,23 @@ class DockerDriver:
             DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
             for m in spec.mounts
         ]
+        lim = spec.limits
         cpu: dict[str, Any] = (
             {"cpuset_cpus": ",".join(str(c) for c in spec.cpuset)}
             if spec.cpuset
             else {"cpu_shares": 1024 * spec.vcpus}
         )
+        if lim.cpu_cap is not None and not spec.cpuset:
+            cpu.update(cpu_period=CFS_PERIOD, cpu_quota=int(lim.cpu_cap * CFS_PERIOD))
         host_config = self.api.create_host_config(
             network_mode="none",
             mounts=mounts,
             mem_limit=f"{spec.memory_mb}m",
-            memswap_limit=f"{spec.memory_mb}m",  # no swap unless a flavor says so (later)
+            memswap_limit=f"{spec.memory_mb + lim.swap_mb}m",  # no swap unless the flavor says
             pids_limit=spec.pids_limit,
             restart_policy={"Name": "no"},  # the agent owns restarts
             **cpu,
+            **self._blkio(spec),
         )
         return {
             "image": spec.image_ref,
@@ -264,6 +269,45 @@ class DockerDriver:
             "detach": True,
             "host_config": host_config,
         }
+
+    def _blkio(self, spec: ContainerSpec) -> dict[str, Any]:
+        """Throttles on every block device behind the root filesystem and the volumes."""
+        lim = spec.limits
+        wanted = {
+            "device_read_bps": lim.disk_read_bps,
+            "device_write_bps": lim.disk_write_bps,
+            "device_read_iops": lim.disk_read_iops,
+            "device_write_iops": lim.disk_write_iops,
+        }
+        wanted = {k: v for k, v in wanted.items() if v is not None}
+        if not wanted:
+            return {}
+        paths = [self._root_dir(), *(m.source for m in spec.mounts if not m.managed)]
+        devices = sorted({block_device(p) for p in paths})
+        return {k: [{"Path": d, "Rate": v} for d in devices] for k, v in wanted.items()}
+
+    def _root_dir(self) -> str:
+        if self._data_root is None:
+            try:
+                self._data_root = str(self.api.info()["DockerRootDir"])
+            except (_CONN, docker.errors.APIError) as exc:
+                raise _down(exc) from exc
+        return self._data_root
+
+
+def block_device(path: str) -> str:
+    """The whole-disk device (e.g. /dev/vda) holding ``path``; PermanentError if none."""
+    st = os.stat(path)
+    sys_dev = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+    if not sys_dev.exists():
+        raise PermanentError(
+            f"disk IO limits cannot be enforced on this host: {path} is not on a block device "
+            "(tmpfs, overlay or network filesystem); use a flavor without disk limits"
+        )
+    node = sys_dev.resolve()
+    if (node / "partition").exists():  # throttles apply to whole disks
+        node = node.parent
+    return f"/dev/{node.name}"
 
 
 def _observed(attrs: dict[str, Any]) -> Observed:

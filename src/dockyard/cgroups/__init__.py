@@ -1,0 +1,138 @@
+"""cgroup v1 and v2: the one place that knows their paths and files.
+
+    v1 (hybrid, this machine)                 v2 (unified)
+    /sys/fs/cgroup/<controller>/<path>/...    /sys/fs/cgroup/<path>/...
+    pids.current pids.max pids.events         pids.current pids.max pids.events
+    memory.usage_in_bytes .limit_in_bytes     memory.current memory.max
+    memory.oom_control (oom_kill N)           memory.events (oom_kill N)
+    cpu.stat (nr_throttled, throttled_time ns) cpu.stat (nr_throttled, throttled_usec)
+    cpu.cfs_quota_us cpu.cfs_period_us        cpu.max ("max 100000" or "50000 100000")
+    cpuset.cpus                               cpuset.cpus.effective
+
+A container's cgroup is found from its init process (/proc/PID/cgroup), so
+the cgroup driver (cgroupfs or systemd) and --cgroup-parent do not matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Cgroup:
+    version: int
+    dirs: dict[str, Path]  # controller -> directory; v2 has one directory for all
+
+    def file(self, controller: str, name: str) -> Path:
+        base = self.dirs.get(controller) if self.version == 1 else self.dirs.get("")
+        if base is None:
+            raise FileNotFoundError(f"controller {controller} is not mounted")
+        return base / name
+
+
+def of_pid(pid: int, proc: Path = Path("/proc"), fs: Path = Path("/sys/fs/cgroup")) -> Cgroup:
+    """The cgroup of a process, v1 or v2, from /proc/PID/cgroup."""
+    lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    v1: dict[str, Path] = {}
+    unified = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":
+            unified = rel
+        for c in controllers.split(","):
+            if c and not c.startswith("name="):
+                v1[c] = fs / c / rel
+    if v1 and (fs / "memory").is_dir():
+        return Cgroup(1, v1)
+    if unified is None:
+        raise FileNotFoundError(f"no cgroup found for pid {pid}")
+    return Cgroup(2, {"": fs / unified})
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _kv(path: Path) -> dict[str, int]:
+    out = {}
+    for line in _read(path).splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Pids:
+    current: int
+    limit: int | None
+    hit: int  # how many forks the limit refused
+
+
+def pids(cg: Cgroup) -> Pids:
+    raw = _read(cg.file("pids", "pids.max"))
+    events = _kv(cg.file("pids", "pids.events"))
+    return Pids(
+        int(_read(cg.file("pids", "pids.current"))),
+        None if raw == "max" else int(raw),
+        events.get("max", 0),
+    )
+
+
+@dataclass(frozen=True)
+class Memory:
+    usage: int
+    limit: int | None
+    oom_kills: int
+
+
+def memory(cg: Cgroup) -> Memory:
+    if cg.version == 1:
+        limit = int(_read(cg.file("memory", "memory.limit_in_bytes")))
+        return Memory(
+            int(_read(cg.file("memory", "memory.usage_in_bytes"))),
+            None if limit >= 2**62 else limit,
+            _kv(cg.file("memory", "memory.oom_control")).get("oom_kill", 0),
+        )
+    raw = _read(cg.file("memory", "memory.max"))
+    return Memory(
+        int(_read(cg.file("memory", "memory.current"))),
+        None if raw == "max" else int(raw),
+        _kv(cg.file("memory", "memory.events")).get("oom_kill", 0),
+    )
+
+
+@dataclass(frozen=True)
+class Cpu:
+    usage_usec: int
+    nr_throttled: int
+    throttled_usec: int
+    quota_cores: float | None  # None: no CFS cap
+
+
+def cpu(cg: Cgroup) -> Cpu:
+    stat = _kv(cg.file("cpu", "cpu.stat"))
+    if cg.version == 1:
+        quota = int(_read(cg.file("cpu", "cpu.cfs_quota_us")))
+        period = int(_read(cg.file("cpu", "cpu.cfs_period_us")))
+        usage = int(_read(cg.file("cpuacct", "cpuacct.usage"))) // 1000
+        return Cpu(
+            usage,
+            stat.get("nr_throttled", 0),
+            stat.get("throttled_time", 0) // 1000,
+            None if quota < 0 else quota / period,
+        )
+    q, _, p = _read(cg.file("cpu", "cpu.max")).partition(" ")
+    return Cpu(
+        stat.get("usage_usec", 0),
+        stat.get("nr_throttled", 0),
+        stat.get("throttled_usec", 0),
+        None if q == "max" else int(q) / int(p),
+    )
+
+
+def cpuset(cg: Cgroup) -> str:
+    name = "cpuset.cpus" if cg.version == 1 else "cpuset.cpus.effective"
+    return _read(cg.file("cpuset", name))

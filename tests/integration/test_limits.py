@@ -1,0 +1,151 @@
+"""Every limit is enforced by the kernel; figures are printed (-s) as well as checked.
+
+Tolerances are the issue's: a limit holds within 15 % (rates) or exactly
+(pids); nothing here asserts on how fast Dockyard itself is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from dockyard import cgroups
+from tests.integration.cluster import run
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def _flavor(cluster, name, *opts):
+    if cluster.api("GET", f"/flavors/{name}", check=False).get("status") == 404:
+        cluster.cli("flavor", "create", name, *opts)
+
+
+def _instance(cluster, name, flavor):
+    s = cluster.cli_json(
+        "server",
+        "create",
+        name,
+        "--image",
+        "demo",
+        "--flavor",
+        flavor,
+        "--network",
+        "net",
+        "--wait",
+    )
+    c = cluster.container(s["id"])
+    return s, c, cgroups.of_pid(c.attrs["State"]["Pid"])
+
+
+def test_fork_bomb_stops_at_the_pids_limit_and_the_host_lives(cluster):
+    _flavor(cluster, "pid200", "--vcpus", "1", "--memory", "256", "--pids", "200")
+    s, c, cg = _instance(cluster, "bomb", "pid200")
+    c.exec_run(
+        ["sh", "-c", "i=0; while [ $i -lt 400 ]; do sleep 120 & i=$((i+1)); done"], detach=True
+    )
+    time.sleep(3)
+    p = cgroups.pids(cg)
+    print(f"\nfork bomb: {p.current} tasks (limit {p.limit}), {p.hit} forks refused")
+    assert p.limit == 200 and 190 <= p.current <= 200 and p.hit > 0
+    assert subprocess.run(["true"]).returncode == 0  # the host can still start processes
+    cluster.cli("server", "delete", "bomb", "--wait")
+
+
+def test_memory_hog_is_oom_killed_inside_its_cgroup_only(cluster):
+    _flavor(cluster, "mem64", "--vcpus", "1", "--memory", "64")
+    s, c, cg = _instance(cluster, "hog", "mem64")
+    r = c.exec_run(["tail", "/dev/zero"])  # buffers forever: grows until killed
+    m = cgroups.memory(cg)
+    print(f"\nmemory hog: exit {r.exit_code}, {m.oom_kills} OOM kill(s), limit {m.limit} bytes")
+    assert r.exit_code == 137 and m.oom_kills >= 1 and m.limit == 64 * 2**20
+    shown = cluster.cli_json("server", "show", "hog")
+    assert shown["status"] == "ACTIVE"  # only the hog died, not the instance
+    assert cluster.probe.ping(s["ip"])
+    cluster.cli("server", "delete", "hog", "--wait")
+
+
+def test_busy_loop_under_half_a_core_cap(cluster):
+    _flavor(cluster, "cap05", "--vcpus", "1", "--memory", "64", "--cpu-cap", "0.5")
+    s, c, cg = _instance(cluster, "busy", "cap05")
+    c.exec_run(["sh", "-c", "while :; do :; done"], detach=True)
+    time.sleep(0.5)
+    before, t0 = cgroups.cpu(cg), time.monotonic()
+    time.sleep(3)
+    after, t1 = cgroups.cpu(cg), time.monotonic()
+    cores = (after.usage_usec - before.usage_usec) / 1e6 / (t1 - t0)
+    print(
+        f"\nbusy loop under a 0.5-core cap: {cores:.3f} cores, "
+        f"{after.nr_throttled - before.nr_throttled} throttled periods"
+    )
+    assert after.quota_cores == 0.5
+    assert 0.35 <= cores <= 0.5 * 1.1
+    cluster.cli("server", "delete", "busy", "--wait")
+
+
+def test_dedicated_instances_never_share_a_core(cluster):
+    _flavor(cluster, "pin1", "--vcpus", "1", "--memory", "64", "--cpu-policy", "dedicated")
+    a, _, cga = _instance(cluster, "pin-a", "pin1")
+    b, _, cgb = _instance(cluster, "pin-b", "pin1")
+    sets = {cgroups.cpuset(cga), cgroups.cpuset(cgb)}
+    print(f"\ndedicated cpusets: {sorted(sets)}")
+    assert len(sets) == 2 and all(x.isdigit() for x in sets)
+    pinned = cluster.api("GET", "/hosts/itest")["pinned_cores"]
+    assert sorted(pinned.values()) == sorted([a["id"], b["id"]])
+    cluster.cli("server", "delete", "pin-a", "--wait")
+    cluster.cli("server", "delete", "pin-b", "--wait")
+
+
+def test_direct_io_writes_hold_the_write_limit(cluster):
+    _flavor(cluster, "disk10", "--vcpus", "1", "--memory", "128", "--disk-write-bps", "10MB")
+    s, c, _ = _instance(cluster, "writer", "disk10")
+    t0 = time.monotonic()
+    r = c.exec_run(["dd", "if=/dev/zero", "of=/root/blob", "bs=1M", "count=30", "oflag=direct"])
+    elapsed = time.monotonic() - t0
+    rate = 30 * 2**20 / elapsed
+    print(f"\ndirect-IO write under 10 MB/s: {rate / 2**20:.2f} MB/s ({elapsed:.2f} s for 30 MB)")
+    assert r.exit_code == 0, r.output.decode()
+    assert rate <= 10 * 2**20 * 1.15
+    cluster.cli("server", "delete", "writer", "--wait")
+
+
+def _iperf(cluster, pid: int, reverse: bool) -> float:
+    """Mbit/s of a 3 s TCP stream between the instance's netns and the probe."""
+    server_ip = cluster.probe.address.split("/")[0]
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", cluster.probe.ns, "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        args = ["nsenter", "-t", str(pid), "-n", "iperf3", "-c", server_ip, "-t", "3", "-J"]
+        out = run(*args, *(["-R"] if reverse else []), timeout=30).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.wait(10)
+
+
+def test_network_limits_hold_both_ways(cluster):
+    _flavor(
+        cluster,
+        "net50",
+        "--vcpus",
+        "1",
+        "--memory",
+        "128",
+        "--net-ingress",
+        "50mbit",
+        "--net-egress",
+        "50mbit",
+    )
+    s, c, _ = _instance(cluster, "netvm", "net50")
+    pid = c.attrs["State"]["Pid"]
+    egress, ingress = _iperf(cluster, pid, reverse=False), _iperf(cluster, pid, reverse=True)
+    print(f"\n50 mbit limits: egress {egress:.1f} Mbit/s, ingress {ingress:.1f} Mbit/s")
+    assert 50 * 0.85 <= egress <= 50 * 1.15
+    assert 50 * 0.85 <= ingress <= 50 * 1.15
+    cluster.cli("server", "delete", "netvm", "--wait")
+    assert cluster.links() == []  # the IFB went with the instance
