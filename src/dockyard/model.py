@@ -338,6 +338,24 @@ class InstanceAction(Schema):
     message: str | None
 
 
+class EventKind(StrEnum):
+    oom_kill = "oom-kill"
+    pids_limit = "pids-limit"
+    cpu_throttled = "cpu-throttled"
+
+
+class InstanceEvent(Schema):
+    time: datetime
+    kind: EventKind
+    message: str
+
+
+class InstanceDetail(Instance):
+    """``server show``: the instance with its recent events, newest first."""
+
+    events: list[InstanceEvent] = []
+
+
 # --- agent <-> server ---------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from dockyard import cgroups
-from tests.integration.cluster import run
+from tests.integration.cluster import run, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -21,6 +21,16 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 def _flavor(cluster, name, *opts):
     if cluster.api("GET", f"/flavors/{name}", check=False).get("status") == 404:
         cluster.cli("flavor", "create", name, *opts)
+
+
+def _event(cluster, name, kind):
+    """Wait until `server show` lists an event of ``kind``; return its message."""
+
+    def found():
+        events = cluster.cli_json("server", "show", name)["events"]
+        return next((e["message"] for e in events if e["kind"] == kind), None)
+
+    return wait_for(found, 20, f"a {kind} event on {name}", interval=0.5)
 
 
 def _instance(cluster, name, flavor):
@@ -51,6 +61,8 @@ def test_fork_bomb_stops_at_the_pids_limit_and_the_host_lives(cluster):
     print(f"\nfork bomb: {p.current} tasks (limit {p.limit}), {p.hit} forks refused")
     assert p.limit == 200 and 190 <= p.current <= 200 and p.hit > 0
     assert subprocess.run(["true"]).returncode == 0  # the host can still start processes
+    assert "pids limit of 200" in _event(cluster, "bomb", "pids-limit")
+    assert "pids-limit" in cluster.cli("server", "show", "bomb").stdout
     cluster.cli("server", "delete", "bomb", "--wait")
 
 
@@ -64,6 +76,7 @@ def test_memory_hog_is_oom_killed_inside_its_cgroup_only(cluster):
     shown = cluster.cli_json("server", "show", "hog")
     assert shown["status"] == "ACTIVE"  # only the hog died, not the instance
     assert cluster.probe.ping(s["ip"])
+    assert "OOM-killed at the 64 MB" in _event(cluster, "hog", "oom-kill")
     cluster.cli("server", "delete", "hog", "--wait")
 
 
@@ -82,6 +95,7 @@ def test_busy_loop_under_half_a_core_cap(cluster):
     )
     assert after.quota_cores == 0.5
     assert 0.35 <= cores <= 0.5 * 1.1
+    assert "throttled" in _event(cluster, "busy", "cpu-throttled")
     cluster.cli("server", "delete", "busy", "--wait")
 
 

@@ -76,6 +76,12 @@ def _desired(db: Database, name: str) -> model.DesiredState:
         return instances.desired_for_host(s, name)
 
 
+@router.post("/agent/instances/{instance_id}/events", status_code=204, tags=["agent"])
+def events(instance_id: str, body: list[model.InstanceEvent], s: DB, who: Agent) -> None:
+    assert who.host_name is not None
+    instances.record_events(s, who.host_name, instance_id, body)
+
+
 @router.put("/agent/instances/{instance_id}/state", status_code=204, tags=["agent"])
 def report(instance_id: str, body: model.InstanceReport, db: Db, who: Agent, watch: Watch) -> None:
     assert who.host_name is not None

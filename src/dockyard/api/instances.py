@@ -33,8 +33,9 @@ def list_instances(s: DB, who: User) -> list[model.Instance]:
 
 
 @router.get("/instances/{key}")
-def show_instance(key: str, s: DB, who: User) -> model.Instance:
-    return instances.to_model(instances.get(s, who, key))
+def show_instance(key: str, s: DB, who: User) -> model.InstanceDetail:
+    """The instance and its recent events (OOM kills, pids limit hits, throttling)."""
+    return instances.detail(s, instances.get(s, who, key))
 
 
 @router.get("/instances/{key}/actions")

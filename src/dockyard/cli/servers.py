@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dockyard.cli.client import Api, CliError
@@ -31,6 +32,28 @@ ACTION_COLUMNS = [
     ("MESSAGE", lambda a: a["message"]),
 ]
 SETTLED = {"ACTIVE", "SHUTOFF", "ERROR"}
+
+
+def show(api: Api, a: argparse.Namespace) -> None:
+    server = api.get(f"/instances/{a.name}")
+    if a.format == "json":
+        emit(server, a.format, SERVER_COLUMNS)
+        return
+    events = server.pop("events", [])
+    emit(server, a.format, SERVER_COLUMNS)
+    print("events" + ("" if events else "             -"))
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for ev in events:
+        ago = _ago(now - datetime.fromisoformat(ev["time"]).replace(tzinfo=None))
+        print(f"  {ev['time'][:19]}  ({ago} ago)  {ev['kind']}: {ev['message']}")
+
+
+def _ago(delta: timedelta) -> str:
+    secs = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"{secs // size} {unit}"
+    return f"{secs} s"
 
 
 def create(api: Api, a: argparse.Namespace) -> None:
@@ -138,11 +161,9 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.set_defaults(run=create)
     p = srv.add_parser("list", parents=[fmt])
     p.set_defaults(run=lambda api, a: emit(api.get("/instances"), a.format, SERVER_COLUMNS))
-    p = srv.add_parser("show", parents=[fmt])
+    p = srv.add_parser("show", parents=[fmt], help="the instance and its recent events")
     p.add_argument("name")
-    p.set_defaults(
-        run=lambda api, a: emit(api.get(f"/instances/{a.name}"), a.format, SERVER_COLUMNS)
-    )
+    p.set_defaults(run=show)
     p = srv.add_parser("actions", parents=[fmt], help="the instance's action log")
     p.add_argument("name")
     p.set_defaults(

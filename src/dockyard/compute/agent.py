@@ -11,6 +11,7 @@ Threads:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard import model
+from dockyard.compute import monitor
 from dockyard.compute.client import ServerClient
-from dockyard.compute.driver import ComputeDriver
+from dockyard.compute.driver import ComputeDriver, Observed
 from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
 from dockyard.compute.worker import Worker
@@ -33,6 +35,7 @@ from dockyard.network import plumbing
 
 log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
+MONITOR_SECONDS = 2.0
 MAX_TEMPORARY_FAILURES = 5
 
 
@@ -73,7 +76,13 @@ class Agent:
         log.log(logging.WARNING if state == "on" else logging.INFO, "%s", message)
         self.labels = {**self.cfg.labels, "dockyard.bridge-nf": state}
         self.wake.set()  # reconcile from the local cache before the server answers
-        for target in (self._register_then_poll, self._heartbeat_loop, self._events_loop):
+        loops = (
+            self._register_then_poll,
+            self._heartbeat_loop,
+            self._events_loop,
+            self._monitor_loop,
+        )
+        for target in loops:
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
         while not self.stop_event.is_set():
             self.wake.wait(RESYNC_SECONDS)
@@ -147,6 +156,44 @@ class Agent:
                 log.info("container events: %s; reconnecting", exc.detail)
                 self.wake.set()
                 self.stop_event.wait(1)
+
+    def _monitor_loop(self) -> None:
+        last_throttle: dict[str, float] = {}
+        while not self.stop_event.wait(MONITOR_SECONDS):
+            desired, _ = self.snapshot()
+            try:
+                observed = self.driver.list()
+            except DockyardError:
+                continue
+            for obs in observed:
+                want = (desired or {}).get(obs.instance_id)
+                if want is None or not obs.running:
+                    continue
+                try:
+                    self._check_limits(want, obs, last_throttle)
+                except (OSError, ValueError):
+                    continue  # it stopped meanwhile; the next round sees its new cgroup
+                except DockyardError as exc:
+                    log.warning("could not report events of %s: %s", want.name, exc.detail)
+
+    def _check_limits(
+        self, want: model.DesiredInstance, obs: Observed, last_throttle: dict[str, float]
+    ) -> None:
+        saved = self.store.counters(want.id, obs.started_at)
+        prev = monitor.Counters(**saved)
+        now = monitor.read(obs.pid)
+        since = time.monotonic() - last_throttle.get(want.id, -1e9)
+        due = since >= monitor.THROTTLE_REPORT_SECONDS
+        evs, remembered = monitor.events(prev, now, want.pids_limit, want.memory_mb, due)
+        if remembered == prev and saved:
+            return
+        if evs:
+            self.client.events(want.id, evs)
+            for ev in evs:
+                log.info("%s: %s", want.name, ev.message)
+                if ev.kind == model.EventKind.cpu_throttled:
+                    last_throttle[want.id] = time.monotonic()
+        self.store.save_counters(want.id, obs.started_at, dataclasses.asdict(remembered))
 
     def _retry_forever(self, fn: Callable[[], object]) -> None:
         delay = 0.2

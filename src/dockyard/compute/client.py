@@ -56,6 +56,17 @@ class ServerClient:
             if exc.extra.get("status") != 404:
                 raise
 
+    def events(self, instance_id: str, events: list[model.InstanceEvent]) -> None:
+        try:
+            self._call(
+                "POST",
+                f"/agent/instances/{instance_id}/events",
+                json=[e.model_dump(mode="json") for e in events],
+            )
+        except PermanentError as exc:
+            if exc.extra.get("status") != 404:
+                raise
+
     def download_image(self, image_id: str, dest: Path) -> None:
         try:
             with self._http.stream("GET", f"/images/{image_id}/file") as r:

@@ -5,6 +5,7 @@
       instances/<id>.json       Record: start time plumbed for, host veth, reboot seq
       instances/<id>/hosts      managed /etc/hosts, bind-mounted into the container
       instances/<id>/resolv.conf
+      instances/<id>/counters.json  OOM/pids/throttle counters last reported
 
 With these the agent brings instances back after its own restart, a
 container restart or a dockerd restart, without asking the server.
@@ -88,6 +89,22 @@ class Store:
         _write(d / "hosts", hosts)
         _write(d / "resolv.conf", resolv)
         return {"/etc/hosts": d / "hosts", "/etc/resolv.conf": d / "resolv.conf"}
+
+    def counters(self, instance_id: str, started_at: str) -> dict[str, int]:
+        """The limit counters last reported for this container start ({} if none)."""
+        path = self.files_dir(instance_id) / "counters.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return dict(saved["counters"]) if saved.get("started_at") == started_at else {}
+
+    def save_counters(self, instance_id: str, started_at: str, counters: dict[str, int]) -> None:
+        d = self.files_dir(instance_id)
+        if d.is_dir():  # gone means deleted meanwhile: nothing to remember
+            _write(
+                d / "counters.json", json.dumps({"started_at": started_at, "counters": counters})
+            )
 
     def forget(self, instance_id: str) -> None:
         """After: nothing of the instance is left on disk."""

@@ -268,6 +268,37 @@ def actions(s: Session, who: Principal, key: str) -> list[model.InstanceAction]:
     ]
 
 
+def record_events(
+    s: Session, host_name: str, instance_id: str, events: list[model.InstanceEvent]
+) -> None:
+    inst = s.get(m.Instance, instance_id)
+    if inst is None or inst.host is None or inst.host.name != host_name:
+        raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
+    for ev in events:
+        s.add(
+            m.InstanceEvent(
+                instance_id=instance_id,
+                time=ev.time.replace(tzinfo=None),
+                kind=ev.kind.value,
+                message=ev.message,
+            )
+        )
+
+
+def detail(s: Session, inst: m.Instance, limit: int = 20) -> model.InstanceDetail:
+    rows = s.scalars(
+        select(m.InstanceEvent)
+        .where(m.InstanceEvent.instance_id == inst.id)
+        .order_by(m.InstanceEvent.time.desc())
+        .limit(limit)
+    )
+    events = [
+        model.InstanceEvent(time=e.time, kind=model.EventKind(e.kind), message=e.message)
+        for e in rows
+    ]
+    return model.InstanceDetail(**to_model(inst).model_dump(), events=events)
+
+
 def to_model(r: m.Instance) -> model.Instance:
     vm, task = VmState(r.vm_state), _task(r)
     return model.Instance(

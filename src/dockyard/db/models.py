@@ -182,6 +182,17 @@ class Instance(Base):
     cores: Mapped[list[CoreClaim]] = relationship(lazy="selectin", order_by="CoreClaim.core")
 
 
+class InstanceEvent(Base):
+    """Something the kernel did to an instance: an OOM kill, the pids limit hit, throttling."""
+
+    __tablename__ = "instance_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    time: Mapped[datetime] = mapped_column(default=now)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(String(512))
+
+
 class InstanceAction(Base):
     __tablename__ = "instance_actions"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
