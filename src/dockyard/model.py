@@ -49,6 +49,7 @@ class TaskState(StrEnum):
     powering_off = "powering-off"
     rebooting = "rebooting"
     deleting = "deleting"
+    resizing = "resizing"
 
 
 class PowerState(StrEnum):
@@ -326,6 +327,10 @@ class Instance(Schema):
     fault: str | None = Field(description="why the instance is in ERROR, and what to do")
     created_at: datetime
     updated_at: datetime
+
+
+class ResizeRequest(Schema):
+    flavor: str
 
 
 class InstanceAction(Schema):

@@ -7,6 +7,7 @@ action and :func:`on_report` when the agent says what it did or saw.
     start    (stopped, None) | (error, None)+host        powering-on
     stop     (active, None)                             powering-off
     reboot   (active, None)                             rebooting
+    resize   (active, None)                             resizing (live; vm_state stays)
     delete   anything not already deleting             deleting
 """
 
@@ -41,6 +42,7 @@ _ALLOWED: dict[str, tuple[set[VmState], TaskState]] = {
     "start": ({VmState.stopped}, TaskState.powering_on),
     "stop": ({VmState.active}, TaskState.powering_off),
     "reboot": ({VmState.active}, TaskState.rebooting),
+    "resize": ({VmState.active}, TaskState.resizing),
 }
 
 
@@ -93,5 +95,5 @@ def on_report(vm: VmState, task: TaskState | None, report: InstanceReport) -> Ou
         # a failed stop/start/reboot leaves the instance as it is, in its true power state
         return Outcome(vm, None, report.power_state, task, report.error)
     if report.task_done is not None and report.task_done == task:
-        return Outcome(_DONE_VM[task], None, report.power_state, finished=task)
+        return Outcome(_DONE_VM.get(task, vm), None, report.power_state, finished=task)
     return Outcome(vm, task, report.power_state)

@@ -203,3 +203,39 @@ def test_tokens_rotate_and_revoke(cloud):
     assert (
         cloud.call("DELETE", f"/tokens/{admin_tokens[0]['id']}", fresh["token"]).status_code == 404
     )
+
+
+def test_resize_reclaims_on_the_same_host_and_rolls_back_on_failure(cloud):
+    cloud.catalog()
+    token = cloud.register("h1", cores=4)
+    cloud.ok(
+        "POST", "/flavors", json={"name": "pin2", "vcpus": 2, "memory_mb": 256, "dedicated": True}
+    )
+    cloud.ok("POST", "/flavors", json={"name": "huge", "vcpus": 1, "memory_mb": 10**6})
+    inst = cloud.create("web", flavor="pinned").json()
+    iid = inst["id"]
+    r = cloud.call("POST", f"/instances/{iid}/resize", json={"flavor": "pin2"})
+    assert r.status_code == 409 and "while the instance is spawning" in r.json()["detail"]
+    cloud.ok(
+        "PUT",
+        f"/agent/instances/{iid}/state",
+        token,
+        json={"power_state": "running", "task_done": "spawning"},
+    )
+    out = cloud.ok("POST", f"/instances/{iid}/resize", json={"flavor": "pin2"})
+    assert out["task_state"] == "resizing" and out["flavor"] == "pin2"
+    (d,) = cloud.ok("GET", "/agent/hosts/h1/desired", token)["instances"]
+    assert d["cpuset"] == [0, 1] and d["memory_mb"] == 256  # keeps core 0, gains core 1
+    cloud.ok(
+        "PUT",
+        f"/agent/instances/{iid}/state",
+        token,
+        json={"power_state": "running", "task_done": "resizing", "error": "too small"},
+    )
+    back = cloud.ok("GET", f"/instances/{iid}")
+    assert back["flavor"] == "pinned" and back["memory_mb"] == 128 and "too small" in back["fault"]
+    assert cloud.ok("GET", "/hosts/h1")["pinned_cores"] == {"0": iid}
+    r = cloud.call("POST", f"/instances/{iid}/resize", json={"flavor": "huge"})
+    assert r.status_code == 409 and "does not fit on h1" in r.json()["detail"]
+    log = cloud.ok("GET", f"/instances/{iid}/actions")
+    assert log[-1]["action"] == "resize" and log[-1]["message"] == "pinned -> pin2: too small"

@@ -163,3 +163,66 @@ def test_network_limits_hold_both_ways(cluster):
     assert 50 * 0.85 <= ingress <= 50 * 1.15
     cluster.cli("server", "delete", "netvm", "--wait")
     assert cluster.links() == []  # the IFB went with the instance
+
+
+def test_live_resize_changes_cgroups_without_a_restart(cluster):
+    _flavor(
+        cluster,
+        "rs-small",
+        "--vcpus",
+        "1",
+        "--memory",
+        "128",
+        "--cpu-policy",
+        "dedicated",
+        "--pids",
+        "100",
+    )
+    _flavor(
+        cluster,
+        "rs-big",
+        "--vcpus",
+        "2",
+        "--memory",
+        "256",
+        "--cpu-policy",
+        "dedicated",
+        "--pids",
+        "300",
+    )
+    _flavor(cluster, "rs-tiny", "--vcpus", "2", "--memory", "32", "--cpu-policy", "dedicated")
+    _flavor(cluster, "rs-huge", "--vcpus", "1", "--memory", "999999")
+    s, c, cg = _instance(cluster, "grow", "rs-small")
+    started = c.attrs["State"]["StartedAt"]
+    assert cgroups.cpuset(cg) == "0" and cgroups.memory(cg).limit == 128 * 2**20
+
+    out = cluster.cli_json("server", "resize", "grow", "--flavor", "rs-big", "--wait")
+    assert out["status"] == "ACTIVE" and out["flavor"] == "rs-big" and out["memory_mb"] == 256
+    c.reload()
+    assert c.attrs["State"]["StartedAt"] == started  # not restarted
+    assert cgroups.cpuset(cg) in ("0-1", "0,1")
+    assert cgroups.memory(cg).limit == 256 * 2**20 and cgroups.pids(cg).limit == 300
+    inside = c.exec_run(
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpuset/cpuset.cpus"
+    )
+    print(f"\nafter a live resize, inside the container: {inside.output.decode().split()}")
+    assert str(256 * 2**20) in inside.output.decode() and "0-1" in inside.output.decode()
+    log = cluster.cli_json("server", "actions", "grow")
+    assert log[-1]["action"] == "resize" and log[-1]["message"] == "rs-small -> rs-big"
+    assert log[-1]["result"] == "success"
+
+    # shrinking below what it uses is refused by the agent, and the old flavor is back
+    assert c.exec_run("dd if=/dev/zero of=/dev/shm/fill bs=1M count=60").exit_code == 0
+    r = cluster.cli("server", "resize", "grow", "--flavor", "rs-tiny", "--wait", check=False)
+    print(f"shrink refused: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 1 and "cannot shrink memory to 32 MB" in r.stderr
+    shown = cluster.cli_json("server", "show", "grow")
+    assert shown["flavor"] == "rs-big" and shown["status"] == "ACTIVE"
+    assert cgroups.memory(cg).limit == 256 * 2**20
+
+    # a flavor that does not fit on this host: 409, and the instance is untouched
+    r = cluster.cli("server", "resize", "grow", "--flavor", "rs-huge", check=False)
+    assert r.returncode == 1 and "does not fit on itest" in r.stderr and "migration" in r.stderr
+    c.reload()
+    assert c.attrs["State"]["StartedAt"] == started
+    cluster.cli("server", "delete", "grow", "--wait")

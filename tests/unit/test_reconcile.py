@@ -3,8 +3,8 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockyard.compute.driver import Observed
-from dockyard.compute.reconcile import Step, plan
+from dockyard.compute.driver import Observed, resources_key
+from dockyard.compute.reconcile import Step, plan, spec_of
 from dockyard.compute.store import Record
 from dockyard.model import DesiredInstance, ImageSource, NetSpec, PowerState, TaskState
 from dockyard.network.plumbing import host_ifname, peer_ifname
@@ -67,10 +67,21 @@ def test_spawn_start_plumb_and_in_sync():
     # container restarted behind our back: new start time, the old veth died with its netns
     rec = {A: Record(A, plumbed_for="t0")}
     assert plan(w, {A: running(A, "t1")}, rec, set()).steps == {A: Step.plumb}
-    rec = {A: Record(A, plumbed_for="t1")}
+    rec = {A: Record(A, plumbed_for="t1", applied=applied(want(A)))}
     assert plan(w, {A: running(A)}, rec, {host_ifname(A)}).steps == {A: Step.report}
     in_sync = {A: want(A)}
     assert not plan(in_sync, {A: running(A)}, rec, {host_ifname(A)})
+
+
+def applied(w):
+    return resources_key(spec_of(w))
+
+
+def test_changed_limits_are_applied_live():
+    rec = {A: Record(A, plumbed_for="t1", applied=applied(want(A)))}
+    bigger = want(A)
+    bigger = bigger.model_copy(update={"memory_mb": 128, "task_state": TaskState.resizing})
+    assert plan({A: bigger}, {A: running(A)}, rec, {host_ifname(A)}).steps == {A: Step.update}
 
 
 def test_reboot_stop_destroy():

@@ -66,6 +66,22 @@ def reboot(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.I
     return _act("reboot", key, who, db, watch, rid)
 
 
+@router.post("/instances/{key}/resize", status_code=202)
+def resize(
+    key: str, body: model.ResizeRequest, who: User, db: Db, watch: Watch, rid: RequestId
+) -> model.Instance:
+    """Change the flavor of a running instance in place, without a restart."""
+
+    def claim() -> tuple[model.Instance, str | None]:
+        with db.session() as s:
+            inst, host = instances.resize(s, who, key, body.flavor, rid)
+            return instances.to_model(inst), host
+
+    inst, host = db.retry(claim)
+    watch.notify(host)
+    return inst
+
+
 @router.delete("/instances/{key}", status_code=202)
 def delete(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("delete", key, who, db, watch, rid)

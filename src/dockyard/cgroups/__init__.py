@@ -136,3 +136,30 @@ def cpu(cg: Cgroup) -> Cpu:
 def cpuset(cg: Cgroup) -> str:
     name = "cpuset.cpus" if cg.version == 1 else "cpuset.cpus.effective"
     return _read(cg.file("cpuset", name))
+
+
+def set_io_limits(
+    cg: Cgroup,
+    device: str,
+    read_bps: int | None,
+    write_bps: int | None,
+    read_iops: int | None,
+    write_iops: int | None,
+) -> None:
+    """Throttle one block device (``MAJ:MIN``); None lifts that limit."""
+    if cg.version == 1:
+        for name, value in (
+            ("read_bps", read_bps),
+            ("write_bps", write_bps),
+            ("read_iops", read_iops),
+            ("write_iops", write_iops),
+        ):
+            cg.file("blkio", f"blkio.throttle.{name}_device").write_text(f"{device} {value or 0}")
+        return
+    fields = {"rbps": read_bps, "wbps": write_bps, "riops": read_iops, "wiops": write_iops}
+    line = " ".join(f"{k}={v if v else 'max'}" for k, v in fields.items())
+    cg.file("io", "io.max").write_text(f"{device} {line}")
+
+
+def set_pids_max(cg: Cgroup, limit: int) -> None:
+    cg.file("pids", "pids.max").write_text(str(limit))

@@ -131,6 +131,8 @@ def action(verb: str) -> Any:
     def run(api: Api, a: argparse.Namespace) -> None:
         if verb == "delete":
             server = api.delete(f"/instances/{a.name}")
+        elif verb == "resize":
+            server = api.post(f"/instances/{a.name}/resize", {"flavor": a.flavor})
         else:
             server = api.post(f"/instances/{a.name}/{verb}")
         if a.wait:
@@ -138,7 +140,7 @@ def action(verb: str) -> Any:
             if after is not None:
                 emit(after, a.format, SERVER_COLUMNS)
                 if after["status"] == "ERROR" or after["fault"]:
-                    raise CliError(f"{verb} of {a.name} failed: {after['fault']}")
+                    raise CliError(f"{a.name}: {after['fault']}")
         else:
             print(f"{verb} of {a.name} requested ({server['status']})")
 
@@ -169,7 +171,9 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.set_defaults(
         run=lambda api, a: emit(api.get(f"/instances/{a.name}/actions"), a.format, ACTION_COLUMNS)
     )
-    for verb in ("start", "stop", "reboot", "delete"):
+    for verb in ("start", "stop", "reboot", "delete", "resize"):
         p = srv.add_parser(verb, parents=[fmt, waiting])
         p.add_argument("name")
+        if verb == "resize":
+            p.add_argument("--flavor", required=True, help="the new flavor (live, same host)")
         p.set_defaults(run=action(verb))

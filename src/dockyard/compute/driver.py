@@ -51,6 +51,12 @@ def container_name(instance_id: str) -> str:
     return f"dy-{instance_id}"
 
 
+def resources_key(spec: ContainerSpec) -> str:
+    """What the limits of a container are, as one comparable string."""
+    lim = spec.limits.model_dump_json()
+    return f"{spec.vcpus}|{spec.cpuset}|{spec.memory_mb}|{spec.pids_limit}|{lim}"
+
+
 @dataclass(frozen=True)
 class Observed:
     """A container as the runtime reports it."""
@@ -103,6 +109,12 @@ class ComputeDriver(Protocol):
 
     def destroy(self, instance_id: str) -> None:
         """After: no container for the instance. Already gone: succeeds."""
+        ...
+
+    def update_resources(self, spec: ContainerSpec) -> None:
+        """After: the container's CPU, memory, pids and disk IO limits are those of
+        ``spec``, without a restart, and stay so across restarts where the runtime
+        keeps them (disk IO throttles: the caller re-applies after each start)."""
         ...
 
     def inspect(self, instance_id: str) -> Observed | None:

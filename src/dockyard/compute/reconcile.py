@@ -15,7 +15,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from dockyard.compute.driver import Observed
+from dockyard.compute.driver import ContainerSpec, Observed, resources_key
 from dockyard.compute.store import Record
 from dockyard.model import DesiredInstance, PowerState
 from dockyard.network.plumbing import (
@@ -35,6 +35,7 @@ class Step(StrEnum):
     start = "start"  # container stopped: start, plumb
     plumb = "plumb"  # running but its veth is gone or was made for an earlier start
     reboot = "reboot"  # restart, plumb
+    update = "update"  # limits changed (resize): apply them live
     stop = "stop"
     destroy = "destroy"  # delete requested: container, veth, files
     report = "report"  # nothing to do on the host; the server's view is stale
@@ -74,7 +75,25 @@ def step_for(
         return Step.reboot
     if rec.plumbed_for != obs.started_at or host_ifname(want.id) not in links:
         return Step.plumb
+    if rec.applied != resources_key(spec_of(want)):
+        return Step.update
     return _report_if_stale(want, obs)
+
+
+def spec_of(want: DesiredInstance) -> ContainerSpec:
+    """The resource part of a container spec (mounts and image do not change live)."""
+    return ContainerSpec(
+        instance_id=want.id,
+        name=want.name,
+        hostname=want.hostname,
+        image_ref=want.image_ref,
+        command=want.command,
+        vcpus=want.vcpus,
+        cpuset=want.cpuset,
+        memory_mb=want.memory_mb,
+        pids_limit=want.pids_limit,
+        limits=want.limits,
+    )
 
 
 def _report_if_stale(want: DesiredInstance, obs: Observed | None) -> Step | None:

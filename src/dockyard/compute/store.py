@@ -29,6 +29,8 @@ class Record:
     plumbed_for: str = ""  # the container start time the veth was made for
     host_if: str = ""
     reboot_seq: int = 0
+    applied: str = ""  # driver.resources_key of the limits in force
+    applied_for: str = ""  # ... for this container start (cgroup-only limits reset on restart)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -77,6 +79,11 @@ class Store:
     def files_dir(self, instance_id: str) -> Path:
         return self.instances / instance_id
 
+    def managed_files(self, instance_id: str) -> dict[str, Path]:
+        """Where the managed files of an instance are: target in the container -> host path."""
+        d = self.files_dir(instance_id)
+        return {"/etc/hosts": d / "hosts", "/etc/resolv.conf": d / "resolv.conf"}
+
     def write_files(self, inst: DesiredInstance) -> dict[str, Path]:
         """The managed /etc/hosts and /etc/resolv.conf; returns target -> host path."""
         d = self.files_dir(inst.id)
@@ -86,9 +93,10 @@ class Store:
             f"{inst.net.ip}\t{inst.hostname}\n"
         )
         resolv = "".join(f"nameserver {ip}\n" for ip in inst.net.dns) or "# no DNS servers\n"
-        _write(d / "hosts", hosts)
-        _write(d / "resolv.conf", resolv)
-        return {"/etc/hosts": d / "hosts", "/etc/resolv.conf": d / "resolv.conf"}
+        files = self.managed_files(inst.id)
+        _write(files["/etc/hosts"], hosts)
+        _write(files["/etc/resolv.conf"], resolv)
+        return files
 
     def counters(self, instance_id: str, started_at: str) -> dict[str, int]:
         """The limit counters last reported for this container start ({} if none)."""

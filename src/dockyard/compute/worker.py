@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
 
+from dockyard import cgroups
 from dockyard.compute.client import ServerClient
-from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observed
-from dockyard.compute.reconcile import Step, power_of
+from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observed, resources_key
+from dockyard.compute.reconcile import Step, power_of, spec_of
 from dockyard.compute.store import Record, Store
 from dockyard.errors import PermanentError
 from dockyard.model import DesiredInstance, ImageSource, InstanceReport, PowerState, TaskState
 from dockyard.network import plumbing
 
 log = logging.getLogger(__name__)
+CREATED = "created"  # Record.applied_for before the first start
 # fault injection for the restart tests: stall between create and start
 _PAUSE_AFTER_CREATE = float(os.environ.get("DOCKYARD_FAULT_PAUSE_AFTER_CREATE", "0"))
 
@@ -35,8 +38,17 @@ class Worker:
     def _spawn(self, want: DesiredInstance) -> None:
         self._ensure_image(want)
         files = self.store.write_files(want)
-        obs = self.driver.create(self._spec(want, files))
-        self.store.save(Record(want.id, reboot_seq=want.reboot_seq))
+        spec = self._spec(want, files)
+        obs = self.driver.create(spec)
+        # created with its limits: they hold for the first start without an update
+        self.store.save(
+            Record(
+                want.id,
+                reboot_seq=want.reboot_seq,
+                applied=resources_key(spec),
+                applied_for=CREATED,
+            )
+        )
         if _PAUSE_AFTER_CREATE:
             time.sleep(_PAUSE_AFTER_CREATE)
         self._start(want, obs)
@@ -54,7 +66,30 @@ class Worker:
         host_if = plumbing.plumb(want.id, obs.pid, want.net)
         plumbing.shape(want.id, host_if, want.limits)
         rec = self.store.record(want.id)
+        spec = self._spec(want)
+        if rec.applied != resources_key(spec) or rec.applied_for not in (CREATED, obs.started_at):
+            self.driver.update_resources(spec)  # cgroup-only limits reset with a restart
         rec.plumbed_for, rec.host_if = obs.started_at, host_if
+        rec.applied, rec.applied_for = resources_key(spec), obs.started_at
+        self.store.save(rec)
+        self._report(want, obs)
+
+    def _update(self, want: DesiredInstance) -> None:
+        """New limits on the running instance (a resize), without a restart."""
+        obs = self.driver.inspect(want.id)
+        if obs is None or not obs.running:
+            return  # the next pass starts it, with the new limits
+        used = cgroups.memory(cgroups.of_pid(obs.pid)).usage
+        if want.memory_mb * 2**20 < used:
+            raise PermanentError(
+                f"cannot shrink memory to {want.memory_mb} MB: the instance uses "
+                f"{used / 2**20:.0f} MB now; free memory inside it or pick a larger flavor"
+            )
+        spec = self._spec(want)
+        self.driver.update_resources(spec)
+        plumbing.shape(want.id, plumbing.host_ifname(want.id), want.limits)
+        rec = self.store.record(want.id)
+        rec.applied, rec.applied_for = resources_key(spec), obs.started_at
         self.store.save(rec)
         self._report(want, obs)
 
@@ -111,19 +146,8 @@ class Worker:
 
         self.driver.ensure_image(want.image_ref, fetch, want.command)
 
-    def _spec(self, want: DesiredInstance, files: dict[str, Path]) -> ContainerSpec:
+    def _spec(self, want: DesiredInstance, files: dict[str, Path] | None = None) -> ContainerSpec:
+        files = files if files is not None else self.store.managed_files(want.id)
         mounts = [Mount(str(src), target, managed=True) for target, src in files.items()]
         mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
-        return ContainerSpec(
-            instance_id=want.id,
-            name=want.name,
-            hostname=want.hostname,
-            image_ref=want.image_ref,
-            command=want.command,
-            vcpus=want.vcpus,
-            cpuset=want.cpuset,
-            memory_mb=want.memory_mb,
-            pids_limit=want.pids_limit,
-            limits=want.limits,
-            mounts=mounts,
-        )
+        return dataclasses.replace(spec_of(want), mounts=mounts)

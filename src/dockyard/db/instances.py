@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -13,7 +16,7 @@ from dockyard.errors import Conflict, Forbidden, NotFound, NoValidHost
 from dockyard.model import PowerState, TaskState, VmState
 from dockyard.network import hostname, ipam
 from dockyard.scheduler.select import select as place
-from dockyard.scheduler.state import Request
+from dockyard.scheduler.state import HostState, Request
 from dockyard.scheduler.weighers import RamWeigher
 
 ACTION_OF_TASK = {
@@ -22,7 +25,9 @@ ACTION_OF_TASK = {
     TaskState.powering_off: "stop",
     TaskState.rebooting: "reboot",
     TaskState.deleting: "delete",
+    TaskState.resizing: "resize",
 }
+_FIGURES = ("flavor_id", "vcpus", "memory_mb", "disk_gb", "dedicated", "pids_limit", "limits")
 
 
 def create(
@@ -198,10 +203,93 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
         _release(s, inst)
     elif out.error:
         inst.fault = f"{ACTION_OF_TASK[out.finished or TaskState.spawning]} failed: {out.error}"
+        if out.finished == TaskState.resizing:
+            _rollback_resize(s, inst)
+            inst.fault += " (the old flavor is back)"
     elif out.finished is not None:
         inst.fault = None
+        inst.old_flavor = None
     if (inst.vm_state, inst.task_state, inst.power_state) != before:
         hosts.bump(s, inst.host_id)  # the agent's copy of this instance is now stale
+
+
+def resize(
+    s: Session, who: Principal, key: str, flavor_key: str, request_id: str
+) -> tuple[m.Instance, str | None]:
+    """Re-claim an ACTIVE instance on its own host with another flavor, live.
+
+    The host is judged as if the instance were not on it, by the same filters
+    as a create. When the new flavor does not fit there the answer is 409:
+    moving it elsewhere needs migration. Runs in a writing session.
+    """
+    if who.role == model.Role.reader:
+        raise Forbidden("readers cannot resize instances; ask for the member role")
+    inst = get(s, who, key)
+    flavor = catalog.flavor(s, flavor_key)
+    if flavor.id == inst.flavor_id:
+        raise Conflict(f"{inst.name} already has flavor {flavor.name}; pick another")
+    task = states.begin("resize", VmState(inst.vm_state), _task(inst))
+    assert inst.host is not None
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
+    row, state = next((r, st) for r, st in hosts.scheduler_view(s) if r.id == inst.host_id)
+    own = [c.core for c in inst.cores]
+    state = _without(state, inst, own)
+    request = Request(
+        vcpus=flavor.vcpus,
+        memory_mb=flavor.memory_mb,
+        disk_gb=flavor.disk_gb,
+        dedicated=flavor.dedicated,
+        network=inst.network.name,
+    )
+    placement = place([state], request)
+    if placement.host is None:
+        raise NoValidHost(
+            f"flavor {flavor.name} does not fit on {row.name}, where {inst.name} runs: "
+            + placement.explain(request).split(": ", 1)[1]
+            + "; moving it to another host needs migration, which is not available yet",
+            rejected=placement.rejected,
+        )
+    # a pinned instance keeps the cores it has and gains the lowest free ones
+    cores = (own + [c for c in state.free_cores if c not in own])[: request.vcpus]
+    note = f"{inst.flavor.name} -> {flavor.name}"
+    inst.old_flavor = {**{f: getattr(inst, f) for f in _FIGURES}, "cores": own}
+    figures = {f: getattr(flavor, f) for f in _FIGURES if f != "flavor_id"}
+    _set_figures(s, inst, {**figures, "flavor_id": flavor.id}, cores if flavor.dedicated else [])
+    inst.task_state = task.value
+    _log(s, inst.id, request_id, "resize", who.name, note)
+    hosts.bump(s, inst.host_id)
+    return inst, row.name
+
+
+def _without(state: HostState, inst: m.Instance, own: list[int]) -> HostState:
+    """The host's view as if ``inst`` were not on it."""
+    return dataclasses.replace(
+        state,
+        vcpus_used=state.vcpus_used - (0 if inst.dedicated else inst.vcpus),
+        memory_mb_used=state.memory_mb_used - inst.memory_mb,
+        disk_gb_used=state.disk_gb_used - inst.disk_gb,
+        pinned=state.pinned - set(own),
+    )
+
+
+def _set_figures(s: Session, inst: m.Instance, figures: dict[str, Any], cores: list[int]) -> None:
+    for name, value in figures.items():
+        setattr(inst, name, dict(value) if name == "limits" else value)
+    s.execute(delete(m.CoreClaim).where(m.CoreClaim.instance_id == inst.id))
+    s.flush()
+    for core in cores:
+        s.add(m.CoreClaim(host_id=inst.host_id, core=core, instance_id=inst.id))
+    s.flush()
+    s.expire(inst, ["cores", "flavor"])
+
+
+def _rollback_resize(s: Session, inst: m.Instance) -> None:
+    old = dict(inst.old_flavor or {})
+    cores = old.pop("cores", [])
+    if old:
+        _set_figures(s, inst, old, cores)
+    inst.old_flavor = None
 
 
 def _release(s: Session, inst: m.Instance) -> None:
@@ -222,10 +310,16 @@ def _task(inst: m.Instance) -> TaskState | None:
     return TaskState(inst.task_state) if inst.task_state else None
 
 
-def _log(s: Session, instance_id: str, request_id: str, action: str, user: str) -> None:
+def _log(
+    s: Session, instance_id: str, request_id: str, action: str, user: str, note: str | None = None
+) -> None:
     s.add(
         m.InstanceAction(
-            instance_id=instance_id, request_id=request_id, action=action, user_name=user
+            instance_id=instance_id,
+            request_id=request_id,
+            action=action,
+            user_name=user,
+            message=note,
         )
     )
 
@@ -244,7 +338,8 @@ def _close(s: Session, instance_id: str, action: str, error: str | None) -> None
     if row is not None:
         row.finish_time = m.now()
         row.result = "error" if error else "success"
-        row.message = error
+        if error:
+            row.message = f"{row.message}: {error}" if row.message else error
 
 
 def actions(s: Session, who: Principal, key: str) -> list[model.InstanceAction]:

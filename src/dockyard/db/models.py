@@ -169,6 +169,8 @@ class Instance(Base):
     task_state: Mapped[str | None] = mapped_column(String(16), default="scheduling")
     power_state: Mapped[str] = mapped_column(String(16), default="nostate")
     reboot_seq: Mapped[int] = mapped_column(default=0)
+    # while a resize is in flight: the flavor figures and cores to restore if it fails
+    old_flavor: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     fault: Mapped[str | None] = mapped_column(String(1024), default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)

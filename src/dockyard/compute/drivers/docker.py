@@ -26,6 +26,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount as DockerMount
 
+from dockyard import cgroups
 from dockyard.compute.driver import (
     HOST_LABEL,
     LABEL,
@@ -35,6 +36,7 @@ from dockyard.compute.driver import (
     container_name,
 )
 from dockyard.errors import PermanentError, TemporaryError
+from dockyard.model import Limits
 
 log = logging.getLogger(__name__)
 CFS_PERIOD = 100_000  # µs
@@ -173,6 +175,51 @@ class DockerDriver:
         except _CONN as exc:
             raise _down(exc) from exc
 
+    def update_resources(self, spec: ContainerSpec) -> None:
+        lim = spec.limits
+        capped = lim.cpu_cap is not None and not spec.cpuset
+        try:
+            self.api.update_container(
+                spec.container_name,
+                cpu_shares=1024 * spec.vcpus,
+                cpuset_cpus=",".join(map(str, spec.cpuset)) or f"0-{self._cores() - 1}",
+                cpu_period=CFS_PERIOD,
+                cpu_quota=int((lim.cpu_cap or 0) * CFS_PERIOD) if capped else -1,
+                mem_limit=spec.memory_mb * 2**20,
+                memswap_limit=(spec.memory_mb + lim.swap_mb) * 2**20,
+            )
+        except docker.errors.NotFound as exc:
+            raise PermanentError(f"no container for instance {spec.instance_id}") from exc
+        except docker.errors.APIError as exc:
+            raise PermanentError(f"dockerd refused the new limits: {exc.explanation}") from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
+        obs = self.inspect(spec.instance_id)
+        if obs is not None and obs.running:
+            self._apply_cgroup(spec, obs.pid)
+
+    def _apply_cgroup(self, spec: ContainerSpec, pid: int) -> None:
+        """The pids limit and disk IO throttles, live in the cgroup: dockerd's update
+        cannot change them, so they are re-applied after every start."""
+        lim = spec.limits
+        cg = cgroups.of_pid(pid)
+        cgroups.set_pids_max(cg, spec.pids_limit)
+        paths = [self._root_dir(), *(m.source for m in spec.mounts if not m.managed)]
+        for dev in sorted({block_device(p) for p in paths}) if _has_io(lim) else []:
+            st = os.stat(dev)
+            majmin = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+            cgroups.set_io_limits(
+                cg,
+                majmin,
+                lim.disk_read_bps,
+                lim.disk_write_bps,
+                lim.disk_read_iops,
+                lim.disk_write_iops,
+            )
+
+    def _cores(self) -> int:
+        return self.info().cores
+
     def inspect(self, instance_id: str) -> Observed | None:
         return self._inspect(container_name(instance_id))
 
@@ -293,6 +340,13 @@ class DockerDriver:
             except (_CONN, docker.errors.APIError) as exc:
                 raise _down(exc) from exc
         return self._data_root
+
+
+def _has_io(lim: Limits) -> bool:
+    return any(
+        v is not None
+        for v in (lim.disk_read_bps, lim.disk_write_bps, lim.disk_read_iops, lim.disk_write_iops)
+    )
 
 
 def block_device(path: str) -> str:

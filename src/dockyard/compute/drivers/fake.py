@@ -101,6 +101,14 @@ class FakeDriver:
         with self._lock:
             self.containers.pop(instance_id, None)
 
+    def update_resources(self, spec: ContainerSpec) -> None:
+        self._enter("update_resources")
+        with self._lock:
+            c = self.containers.get(spec.instance_id)
+            if c is None:
+                raise PermanentError(f"no container for instance {spec.instance_id}")
+            c.spec = spec
+
     def inspect(self, instance_id: str) -> Observed | None:
         c = self.containers.get(instance_id)
         return c.obs if c else None
