@@ -118,6 +118,30 @@ class HostRegister(Schema):
     networks: list[str] = Field(
         default=["*"], description="Dockyard networks this host can plumb; '*' means all"
     )
+    reserved_cores: list[int] = Field(default=[], description="cores kept for the host itself")
+    reserved_memory_mb: int = Field(default=0, ge=0, description="memory kept for the host")
+    cpu_allocation_ratio: float = Field(default=16.0, gt=0, le=64)
+    ram_allocation_ratio: float = Field(default=1.0, gt=0, le=4)
+    root_disk_quota: bool = Field(
+        default=False, description="the storage driver can enforce a root disk size"
+    )
+
+    @model_validator(mode="after")
+    def _reserved_inside(self) -> HostRegister:
+        outside = [c for c in self.reserved_cores if not 0 <= c < self.cores]
+        if outside:
+            raise ValueError(f"reserved cores {outside} do not exist on a {self.cores}-core host")
+        if len(set(self.reserved_cores)) >= self.cores:
+            raise ValueError("reserve fewer cores than the host has, or nothing is left to run")
+        if self.reserved_memory_mb >= self.memory_mb:
+            raise ValueError("reserved memory must be less than the host's memory")
+        return self
+
+
+class Resource(Schema):
+    capacity: float = Field(description="what instances may claim (after reserve, x ratio)")
+    used: float
+    free: float
 
 
 class HostUpdate(Schema):
@@ -141,6 +165,14 @@ class Host(Schema):
     memory_mb_used: int = 0
     disk_gb_used: int = 0
     pinned_cores: dict[str, str] = Field(default={}, description="core -> instance id")
+    reserved_cores: list[int] = []
+    reserved_memory_mb: int = 0
+    cpu_allocation_ratio: float = 16.0
+    ram_allocation_ratio: float = 1.0
+    root_disk_quota: bool = False
+    resources: dict[str, Resource] = Field(
+        default={}, description="shared_vcpus, dedicated_cores, memory_mb, disk_gb"
+    )
     last_heartbeat: datetime | None = None
 
 
@@ -391,6 +423,7 @@ class DesiredInstance(Schema):
     dedicated: bool
     cpuset: list[int]
     pids_limit: int
+    disk_gb: int = 0
     limits: Limits = Limits()
     volumes: list[VolumeSpec]
     net: NetSpec

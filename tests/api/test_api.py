@@ -239,3 +239,57 @@ def test_resize_reclaims_on_the_same_host_and_rolls_back_on_failure(cloud):
     assert r.status_code == 409 and "does not fit on h1" in r.json()["detail"]
     log = cloud.ok("GET", f"/instances/{iid}/actions")
     assert log[-1]["action"] == "resize" and log[-1]["message"] == "pinned -> pin2: too small"
+
+
+def test_host_show_accounts_reserve_ratios_and_pins(cloud):
+    cloud.catalog()
+    token = cloud.agent_token("h1")
+    r = cloud.call(
+        "POST",
+        "/agent/hosts",
+        token,
+        json={"name": "h1", "cores": 4, "memory_mb": 8192, "disk_gb": 100, "reserved_cores": [7]},
+    )
+    assert r.status_code == 422 and "do not exist" in r.json()["detail"]
+    cloud.ok(
+        "POST",
+        "/agent/hosts",
+        token,
+        json={
+            "name": "h1",
+            "cores": 4,
+            "memory_mb": 8192,
+            "disk_gb": 100,
+            "reserved_cores": [0],
+            "reserved_memory_mb": 2048,
+            "cpu_allocation_ratio": 4,
+        },
+    )
+    pinned = cloud.create("p", flavor="pinned").json()
+    cloud.create("s").json()
+    h = cloud.ok("GET", "/hosts/h1")
+    assert h["pinned_cores"] == {"1": pinned["id"]}  # core 0 is the host's
+    res = h["resources"]
+    assert res["dedicated_cores"] == {"capacity": 3, "used": 1, "free": 2}
+    assert res["shared_vcpus"] == {"capacity": 8, "used": 1, "free": 7}  # 2 cores x 4
+    assert res["memory_mb"] == {"capacity": 6144, "used": 256, "free": 5888}
+    (shared,) = [
+        d
+        for d in cloud.ok("GET", "/agent/hosts/h1/desired", token)["instances"]
+        if not d["dedicated"]
+    ]
+    assert shared["cpuset"] == [2, 3]  # shared instances stay off reserved and pinned cores
+
+
+def test_root_disk_flavor_is_refused_where_it_cannot_be_enforced(cloud):
+    cloud.catalog()
+    cloud.register("h1")
+    cloud.ok(
+        "POST", "/flavors", json={"name": "disk10", "vcpus": 1, "memory_mb": 64, "disk_gb": 10}
+    )
+    r = cloud.call(
+        "POST",
+        "/instances",
+        json={"name": "d", "image": "img", "flavor": "disk10", "network": "net"},
+    )
+    assert r.status_code == 409 and "root disk size not enforceable" in r.json()["detail"]

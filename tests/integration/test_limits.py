@@ -226,3 +226,20 @@ def test_live_resize_changes_cgroups_without_a_restart(cluster):
     c.reload()
     assert c.attrs["State"]["StartedAt"] == started
     cluster.cli("server", "delete", "grow", "--wait")
+
+
+def test_shared_instances_move_off_a_core_when_it_is_pinned(cluster):
+    _flavor(cluster, "pin1", "--vcpus", "1", "--memory", "64", "--cpu-policy", "dedicated")
+    s, c, cg = _instance(cluster, "sharer", "small")
+    started = c.attrs["State"]["StartedAt"]
+    assert cgroups.cpuset(cg) == "0-1"
+    p, _, cgp = _instance(cluster, "pinner", "pin1")
+    mine = cgroups.cpuset(cgp)
+    other = {"0": "1", "1": "0"}[mine]
+    wait_for(lambda: cgroups.cpuset(cg) == other, 15, "the shared pool to shrink")
+    c.reload()
+    assert c.attrs["State"]["StartedAt"] == started  # live, no restart
+    cluster.cli("server", "delete", "pinner", "--wait")
+    wait_for(lambda: cgroups.cpuset(cg) == "0-1", 15, "the shared pool to grow back")
+    print(f"\nshared cpuset: 0-1 -> {other} while core {mine} was pinned -> 0-1")
+    cluster.cli("server", "delete", "sharer", "--wait")

@@ -75,3 +75,27 @@ def test_chosen_cores_are_never_pinned_already(pinned, want):
         assert len(p.cores) == want and not set(p.cores) & set(pinned)
     else:
         assert p.host is None
+
+
+def test_reserved_cores_and_memory_are_not_offered():
+    h = host(
+        "a",
+        cores=4,
+        reserved=frozenset({0}),
+        reserved_memory_mb=1024,
+        memory_mb=2048,
+        cpu_allocation_ratio=2,
+    )
+    p = select([h], Request(vcpus=3, memory_mb=1, dedicated=True))
+    assert p.cores == [1, 2, 3]
+    assert select([h], Request(vcpus=4, memory_mb=1, dedicated=True)).host is None
+    assert h.shared_capacity == 6  # 3 free cores x ratio 2
+    assert select([h], Request(vcpus=1, memory_mb=1025)).rejected == {"RamFilter": 1}
+
+
+def test_root_disk_only_where_enforceable_and_the_error_says_why():
+    req = Request(vcpus=1, memory_mb=1, disk_gb=10)
+    p = select([host("a")], req)
+    assert p.rejected == {"RootDiskFilter": 1}
+    assert "not enforceable" in p.explain(req)
+    assert select([host("a", root_disk_quota=True)], req).host is not None

@@ -49,6 +49,10 @@ class AgentConfig:
     networks: list[str] = field(default_factory=lambda: ["*"])
     bridge_nf: str = "disable"
     labels: dict[str, str] = field(default_factory=dict)
+    reserved_cores: list[int] = field(default_factory=list)
+    reserved_memory_mb: int = 0
+    cpu_allocation_ratio: float = 16.0
+    ram_allocation_ratio: float = 1.0
     workers: int = 16
 
 
@@ -113,7 +117,12 @@ class Agent:
                 memory_mb=info.memory_mb,
                 disk_gb=info.disk_gb,
                 docker_version=info.runtime_version,
-                labels=self.labels,
+                labels={**self.labels, "dockyard.storage": info.storage},
+                reserved_cores=self.cfg.reserved_cores,
+                reserved_memory_mb=self.cfg.reserved_memory_mb,
+                cpu_allocation_ratio=self.cfg.cpu_allocation_ratio,
+                ram_allocation_ratio=self.cfg.ram_allocation_ratio,
+                root_disk_quota=info.root_disk_quota,
                 networks=self.cfg.networks,
             )
         )
@@ -283,6 +292,18 @@ class Agent:
         self.wake.set()
 
 
+def _cores(p: argparse.ArgumentParser, text: str) -> list[int]:
+    """'0-1,3' -> [0, 1, 3]."""
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        try:
+            out += range(int(first), int(last or first) + 1)
+        except ValueError:
+            p.error(f"--reserved-cores {text!r}: write core numbers like 0 or 0-1,3")
+    return out
+
+
 def _labels(p: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -317,6 +338,20 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="a host label for the scheduler and the console (repeatable)",
     )
+    p.add_argument(
+        "--reserved-cores",
+        default="",
+        metavar="LIST",
+        help="cores kept for the host itself, e.g. 0 or 0-1",
+    )
+    p.add_argument("--reserved-memory-mb", type=int, default=0)
+    p.add_argument(
+        "--cpu-allocation-ratio",
+        type=float,
+        default=16.0,
+        help="shared vCPUs per free physical core",
+    )
+    p.add_argument("--ram-allocation-ratio", type=float, default=1.0)
     p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
     p.add_argument(
         "--bridge-nf",
@@ -341,6 +376,10 @@ def main(argv: list[str] | None = None) -> None:
         networks=args.networks or ["*"],
         bridge_nf=args.bridge_nf,
         labels=_labels(p, args.label),
+        reserved_cores=_cores(p, args.reserved_cores),
+        reserved_memory_mb=args.reserved_memory_mb,
+        cpu_allocation_ratio=args.cpu_allocation_ratio,
+        ram_allocation_ratio=args.ram_allocation_ratio,
     )
     driver = DockerDriver(cfg.host, args.docker_host)
     agent = Agent(cfg, driver, ServerClient(cfg.server, cfg.token, cfg.host))

@@ -41,6 +41,8 @@ class ContainerSpec:
     pids_limit: int
     mounts: list[Mount] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
+    dedicated: bool = False  # cpuset: its own cores; else the host's shared pool
+    disk_gb: int = 0  # root disk size; 0 = not capped
 
     @property
     def container_name(self) -> str:
@@ -54,7 +56,7 @@ def container_name(instance_id: str) -> str:
 def resources_key(spec: ContainerSpec) -> str:
     """What the limits of a container are, as one comparable string."""
     lim = spec.limits.model_dump_json()
-    return f"{spec.vcpus}|{spec.cpuset}|{spec.memory_mb}|{spec.pids_limit}|{lim}"
+    return f"{spec.vcpus}|{spec.dedicated}|{spec.cpuset}|{spec.memory_mb}|{spec.pids_limit}|{lim}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class HostInfo:
     memory_mb: int
     disk_gb: int
     runtime_version: str
+    root_disk_quota: bool = False  # the storage driver can cap a container's root disk
+    storage: str = ""  # e.g. "overlay2 on extfs", for the operator
 
 
 class ComputeDriver(Protocol):

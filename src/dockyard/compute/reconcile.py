@@ -93,6 +93,8 @@ def spec_of(want: DesiredInstance) -> ContainerSpec:
         memory_mb=want.memory_mb,
         pids_limit=want.pids_limit,
         limits=want.limits,
+        dedicated=want.dedicated,
+        disk_gb=want.disk_gb,
     )
 
 

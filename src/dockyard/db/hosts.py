@@ -26,6 +26,15 @@ def register(s: Session, req: model.HostRegister) -> m.Host:
     row.cores, row.memory_mb, row.disk_gb = req.cores, req.memory_mb, req.disk_gb
     row.labels, row.networks = dict(req.labels), list(req.networks)
     row.docker_version = req.docker_version
+    row.reserved_cores, row.reserved_memory_mb = (
+        sorted(set(req.reserved_cores)),
+        req.reserved_memory_mb,
+    )
+    row.cpu_allocation_ratio, row.ram_allocation_ratio = (
+        req.cpu_allocation_ratio,
+        req.ram_allocation_ratio,
+    )
+    row.root_disk_quota = req.root_disk_quota
     row.last_heartbeat = m.now()
     s.flush()
     return row
@@ -95,12 +104,14 @@ def _pins(s: Session) -> dict[str, dict[int, str]]:
     return pins
 
 
-def scheduler_view(s: Session) -> list[tuple[m.Host, HostState]]:
-    """Every host with what is claimed on it, as the scheduler sees it."""
-    rows = list(s.scalars(select(m.Host).order_by(m.Host.name)))
+def scheduler_view(s: Session, only: str | None = None) -> list[tuple[m.Host, HostState]]:
+    """Every host (or the one with id ``only``) with what is claimed on it."""
+    q = select(m.Host).order_by(m.Host.name)
+    if only:
+        q = q.where(m.Host.id == only)
     usage, pins, at = _usage(s), _pins(s), m.now()
     out = []
-    for r in rows:
+    for r in s.scalars(q):
         vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
         state = HostState(
             name=r.name,
@@ -117,41 +128,65 @@ def scheduler_view(s: Session) -> list[tuple[m.Host, HostState]]:
             pinned=frozenset(pins.get(r.id, {})),
             cpu_allocation_ratio=r.cpu_allocation_ratio,
             ram_allocation_ratio=r.ram_allocation_ratio,
+            reserved=frozenset(r.reserved_cores),
+            reserved_memory_mb=r.reserved_memory_mb,
+            root_disk_quota=r.root_disk_quota,
         )
         out.append((r, state))
     return out
 
 
+def shared_pool(s: Session, host_id: str) -> list[int]:
+    """The cores shared instances run on: neither reserved for the host nor pinned."""
+    return scheduler_view(s, only=host_id)[0][1].free_cores
+
+
 def list_hosts(s: Session, only: str | None = None) -> list[model.Host]:
-    usage, pins, at = _usage(s), _pins(s), m.now()
-    q = select(m.Host).order_by(m.Host.name)
-    if only:
-        q = q.where(m.Host.id == only)
-    out = []
-    for r in s.scalars(q):
-        vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
-        dedicated = pins.get(r.id, {})
-        out.append(
-            model.Host(
-                id=r.id,
-                name=r.name,
-                availability_zone=r.availability_zone,
-                state="up" if is_up(r, at) else "down",
-                enabled=r.enabled,
-                cores=r.cores,
-                memory_mb=r.memory_mb,
-                disk_gb=r.disk_gb,
-                labels=r.labels,
-                docker_version=r.docker_version,
-                networks=r.networks,
-                vcpus_used=vcpus + len(dedicated),
-                memory_mb_used=mem,
-                disk_gb_used=disk,
-                pinned_cores={str(c): i for c, i in sorted(dedicated.items())},
-                last_heartbeat=r.last_heartbeat,
-            )
-        )
-    return out
+    pins = _pins(s)
+    return [_host_model(r, st, pins.get(r.id, {})) for r, st in scheduler_view(s, only)]
+
+
+def _host_model(r: m.Host, st: HostState, pinned: dict[int, str]) -> model.Host:
+    shared_cap = st.shared_capacity
+    dedicatable = len(st.free_cores) + len(st.pinned)
+    resources = {
+        "shared_vcpus": model.Resource(
+            capacity=shared_cap, used=st.vcpus_used, free=shared_cap - st.vcpus_used
+        ),
+        "dedicated_cores": model.Resource(
+            capacity=dedicatable, used=len(st.pinned), free=len(st.free_cores)
+        ),
+        "memory_mb": model.Resource(
+            capacity=st.memory_capacity_mb, used=st.memory_mb_used, free=st.free_memory_mb
+        ),
+        "disk_gb": model.Resource(
+            capacity=st.disk_gb, used=st.disk_gb_used, free=st.disk_gb - st.disk_gb_used
+        ),
+    }
+    return model.Host(
+        id=r.id,
+        name=r.name,
+        availability_zone=r.availability_zone,
+        state="up" if st.up else "down",
+        enabled=r.enabled,
+        cores=r.cores,
+        memory_mb=r.memory_mb,
+        disk_gb=r.disk_gb,
+        labels=r.labels,
+        docker_version=r.docker_version,
+        networks=r.networks,
+        vcpus_used=st.vcpus_used + len(pinned),
+        memory_mb_used=st.memory_mb_used,
+        disk_gb_used=st.disk_gb_used,
+        pinned_cores={str(c): i for c, i in sorted(pinned.items())},
+        reserved_cores=r.reserved_cores,
+        reserved_memory_mb=r.reserved_memory_mb,
+        cpu_allocation_ratio=r.cpu_allocation_ratio,
+        ram_allocation_ratio=r.ram_allocation_ratio,
+        root_disk_quota=r.root_disk_quota,
+        resources=resources,
+        last_heartbeat=r.last_heartbeat,
+    )
 
 
 def availability_zones(s: Session) -> list[model.AvailabilityZone]:

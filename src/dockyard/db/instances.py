@@ -427,10 +427,15 @@ def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
     rows = s.scalars(
         select(m.Instance).where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
     ).unique()
-    return model.DesiredState(generation=host.generation, instances=[_desired(r) for r in rows])
+    pool = hosts.shared_pool(s, host.id)
+    return model.DesiredState(
+        generation=host.generation, instances=[_desired(r, pool) for r in rows]
+    )
 
 
-def _desired(r: m.Instance) -> model.DesiredInstance:
+def _desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
+    """Dedicated instances get their pinned cores; shared ones the host's shared pool,
+    which shrinks when a core is pinned (and grows back) without a restart."""
     task = _task(r)
     if task == TaskState.deleting:
         power = "deleted"
@@ -464,8 +469,9 @@ def _desired(r: m.Instance) -> model.DesiredInstance:
         vcpus=r.vcpus,
         memory_mb=r.memory_mb,
         dedicated=r.dedicated,
-        cpuset=[c.core for c in r.cores],
+        cpuset=[c.core for c in r.cores] if r.dedicated else shared_pool,
         pids_limit=r.pids_limit,
+        disk_gb=r.disk_gb,
         limits=model.Limits.model_validate(r.limits or {}),
         volumes=[model.VolumeSpec(**v) for v in r.volumes],
         net=net,

@@ -66,6 +66,9 @@ class Host(Base):
     docker_version: Mapped[str] = mapped_column(String(64), default="")
     cpu_allocation_ratio: Mapped[float] = mapped_column(default=16.0)
     ram_allocation_ratio: Mapped[float] = mapped_column(default=1.0)
+    reserved_cores: Mapped[list[Any]] = mapped_column(default=list)
+    reserved_memory_mb: Mapped[int] = mapped_column(default=0)
+    root_disk_quota: Mapped[bool] = mapped_column(default=False)
     last_heartbeat: Mapped[datetime | None] = mapped_column(default=None)
     # bumped whenever an instance on this host changes; agents long-poll on it
     generation: Mapped[int] = mapped_column(default=0)

@@ -54,8 +54,7 @@ class CoreFilter:
     def passes(self, host: HostState, req: Request) -> bool:
         if req.dedicated:
             return True
-        shareable = (host.cores - len(host.pinned)) * host.cpu_allocation_ratio
-        return host.vcpus_used + req.vcpus <= shareable + 1e-9
+        return host.vcpus_used + req.vcpus <= host.shared_capacity + 1e-9
 
 
 class DedicatedCoreFilter:
@@ -75,6 +74,15 @@ class DedicatedCoreFilter:
         return remaining >= 0 and remaining >= needed_for_shared
 
 
+class RootDiskFilter:
+    """A root disk size is only promised where the storage driver enforces it."""
+
+    name = "RootDiskFilter"  # its hint for users is in state.HINTS
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return req.disk_gb == 0 or host.root_disk_quota
+
+
 class DiskFilter:
     name = "DiskFilter"
 
@@ -89,5 +97,6 @@ DEFAULT_FILTERS: tuple[Filter, ...] = (
     RamFilter(),
     CoreFilter(),
     DedicatedCoreFilter(),
+    RootDiskFilter(),
     DiskFilter(),
 )

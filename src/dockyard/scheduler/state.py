@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+HINTS = {"RootDiskFilter": "root disk size not enforceable: needs overlay2 on XFS with pquota"}
+
 
 @dataclass(frozen=True)
 class HostState:
@@ -21,14 +23,26 @@ class HostState:
     pinned: frozenset[int] = frozenset()
     cpu_allocation_ratio: float = 16.0
     ram_allocation_ratio: float = 1.0
+    reserved: frozenset[int] = frozenset()  # cores kept for the host itself
+    reserved_memory_mb: int = 0
+    root_disk_quota: bool = False
+
+    @property
+    def memory_capacity_mb(self) -> float:
+        return (self.memory_mb - self.reserved_memory_mb) * self.ram_allocation_ratio
 
     @property
     def free_memory_mb(self) -> float:
-        return self.memory_mb * self.ram_allocation_ratio - self.memory_mb_used
+        return self.memory_capacity_mb - self.memory_mb_used
 
     @property
     def free_cores(self) -> list[int]:
-        return [c for c in range(self.cores) if c not in self.pinned]
+        """Cores neither pinned nor reserved: the shared pool, and what can be pinned."""
+        return [c for c in range(self.cores) if c not in self.pinned and c not in self.reserved]
+
+    @property
+    def shared_capacity(self) -> float:
+        return len(self.free_cores) * self.cpu_allocation_ratio
 
 
 @dataclass(frozen=True)
@@ -53,5 +67,9 @@ class Placement:
         what += f"{request.memory_mb} MB / {request.disk_gb} GB"
         if self.considered == 0:
             return f"no host can take {what}: no hosts are registered; start a dockyard-agent"
-        parts = [f"{name} rejected {n} of {self.considered}" for name, n in self.rejected.items()]
+        parts = [
+            f"{name} rejected {n} of {self.considered}"
+            + (f" ({HINTS[name]})" if name in HINTS else "")
+            for name, n in self.rejected.items()
+        ]
         return f"no host can take {what}: " + ", ".join(parts)

@@ -70,11 +70,15 @@ class DockerDriver:
             raise _down(exc) from exc
         root = self._data_root or info.get("DockerRootDir", "/")
         disk = shutil.disk_usage(root if os.path.exists(root) else "/")
+        driver = str(info.get("Driver", ""))
+        backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "?")
         return HostInfo(
             cores=int(info["NCPU"]),
             memory_mb=int(info["MemTotal"]) // 2**20,
             disk_gb=disk.total // 2**30,
             runtime_version=str(info.get("ServerVersion", "")),
+            root_disk_quota=driver == "overlay2" and backing == "xfs" and _prjquota(root),
+            storage=f"{driver} on {backing}",
         )
 
     # --- images
@@ -177,7 +181,7 @@ class DockerDriver:
 
     def update_resources(self, spec: ContainerSpec) -> None:
         lim = spec.limits
-        capped = lim.cpu_cap is not None and not spec.cpuset
+        capped = lim.cpu_cap is not None and not spec.dedicated
         try:
             self.api.update_container(
                 spec.container_name,
@@ -290,13 +294,13 @@ class DockerDriver:
             for m in spec.mounts
         ]
         lim = spec.limits
-        cpu: dict[str, Any] = (
-            {"cpuset_cpus": ",".join(str(c) for c in spec.cpuset)}
-            if spec.cpuset
-            else {"cpu_shares": 1024 * spec.vcpus}
-        )
-        if lim.cpu_cap is not None and not spec.cpuset:
+        cpu: dict[str, Any] = {"cpu_shares": 1024 * spec.vcpus}
+        if spec.cpuset:  # its own cores, or the shared pool
+            cpu["cpuset_cpus"] = ",".join(str(c) for c in spec.cpuset)
+        if lim.cpu_cap is not None and not spec.dedicated:
             cpu.update(cpu_period=CFS_PERIOD, cpu_quota=int(lim.cpu_cap * CFS_PERIOD))
+        if spec.disk_gb:  # the scheduler sends these only to hosts that can enforce it
+            cpu["storage_opt"] = {"size": f"{spec.disk_gb}G"}
         host_config = self.api.create_host_config(
             network_mode="none",
             mounts=mounts,
@@ -340,6 +344,16 @@ class DockerDriver:
             except (_CONN, docker.errors.APIError) as exc:
                 raise _down(exc) from exc
         return self._data_root
+
+
+def _prjquota(path: str) -> bool:
+    """Is ``path`` on a filesystem mounted with project quotas (what overlay2 needs)?"""
+    best, opts = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, point, _, options, *_ = line.split()
+        if path.startswith(point) and len(point) > len(best):
+            best, opts = point, options
+    return "prjquota" in opts or "pquota" in opts
 
 
 def _has_io(lim: Limits) -> bool:
