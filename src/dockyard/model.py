@@ -91,6 +91,29 @@ class TokenCreated(Schema):
     host: str | None = None
 
 
+QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips")
+
+
+class Quota(Schema):
+    """Per-project limits; None = unlimited."""
+
+    instances: int | None = Field(default=None, ge=0)
+    vcpus: int | None = Field(default=None, ge=0)
+    memory_mb: int | None = Field(default=None, ge=0)
+    dedicated_cores: int | None = Field(default=None, ge=0)
+    ips: int | None = Field(default=None, ge=0)
+
+
+class QuotaUsage(Schema):
+    limit: int | None
+    used: int
+
+
+class ProjectQuota(Schema):
+    project: str
+    resources: dict[str, QuotaUsage]
+
+
 class TokenInfo(Schema):
     id: str
     user: str | None

@@ -293,3 +293,44 @@ def test_root_disk_flavor_is_refused_where_it_cannot_be_enforced(cloud):
         json={"name": "d", "image": "img", "flavor": "disk10", "network": "net"},
     )
     assert r.status_code == 409 and "root disk size not enforceable" in r.json()["detail"]
+
+
+def test_quotas_refuse_with_403_naming_the_limit(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    cloud.ok("POST", "/projects", json={"name": "p1"})
+    alice = cloud.ok("POST", "/users", json={"name": "alice", "project": "p1"})["token"]
+    assert cloud.call("PATCH", "/projects/p1/quota", alice, json={"vcpus": 9}).status_code == 403
+    cloud.ok("PATCH", "/projects/p1/quota", json={"instances": 2, "dedicated_cores": 1})
+    a = cloud.create("a", token=alice, flavor="pinned").json()
+    r = cloud.create("b", token=alice, flavor="pinned")
+    assert r.status_code == 403
+    body = r.json()
+    assert body["quota"] == "dedicated_cores" and body["limit"] == 1 and body["used"] == 1
+    assert "dedicated_cores limit 1, in use 1" in body["detail"]
+    assert cloud.create("b", token=alice).status_code == 202
+    r = cloud.create("c", token=alice)
+    assert r.status_code == 403 and "instances limit 2" in r.json()["detail"]
+    mine = cloud.ok("GET", "/quota", alice)
+    assert mine["project"] == "p1"
+    assert mine["resources"]["instances"] == {"limit": 2, "used": 2}
+    assert mine["resources"]["vcpus"] == {"limit": None, "used": 2}
+    # resizes count too: a bigger pinned flavor needs one more dedicated core
+    cloud.ok(
+        "PUT",
+        f"/agent/instances/{a['id']}/state",
+        token,
+        json={"power_state": "running", "task_done": "spawning"},
+    )
+    cloud.ok(
+        "POST", "/flavors", json={"name": "pin2", "vcpus": 2, "memory_mb": 128, "dedicated": True}
+    )
+    r = cloud.call("POST", f"/instances/{a['id']}/resize", alice, json={"flavor": "pin2"})
+    assert r.status_code == 403 and r.json()["quota"] == "dedicated_cores"
+    cloud.ok("PATCH", "/projects/p1/quota", json={"dedicated_cores": None})
+    assert (
+        cloud.call(
+            "POST", f"/instances/{a['id']}/resize", alice, json={"flavor": "pin2"}
+        ).status_code
+        == 202
+    )

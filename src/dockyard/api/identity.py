@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from dockyard import model
 from dockyard.api.deps import DB, Admin, User
-from dockyard.db import identity
+from dockyard.db import identity, quotas
 
 router = APIRouter(tags=["identity"])
 
@@ -54,6 +54,24 @@ def create_token(s: DB, who: User) -> model.TokenCreated:
 def revoke_token(token_id: str, request: Request, s: DB, who: User) -> None:
     identity.revoke_token(s, who, token_id)
     request.app.state.tokens.clear()  # this server forgets it at once; others within 10 s
+
+
+@router.get("/quota")
+def my_quota(s: DB, who: User) -> model.ProjectQuota:
+    """Your project's quotas and what it uses."""
+    return quotas.show(s, who, None)
+
+
+@router.get("/projects/{name}/quota")
+def project_quota(name: str, s: DB, who: User) -> model.ProjectQuota:
+    return quotas.show(s, who, name)
+
+
+@router.patch("/projects/{name}/quota")
+def set_quota(name: str, body: model.Quota, s: DB, who: Admin) -> model.ProjectQuota:
+    """Set some limits (the fields sent; null = unlimited); the others stay."""
+    quotas.update(s, name, body.model_dump(exclude_unset=True))
+    return quotas.show(s, who, name)
 
 
 @router.get("/whoami")

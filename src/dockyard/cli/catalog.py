@@ -8,7 +8,7 @@ from typing import Any
 
 from dockyard import units
 from dockyard.cli.client import Api, CliError
-from dockyard.cli.output import emit
+from dockyard.cli.output import emit, table
 
 NETWORK_COLUMNS = [
     ("NAME", lambda n: n["name"]),
@@ -131,6 +131,40 @@ def image_build_demo(a: argparse.Namespace) -> None:
     )
 
 
+def quota_show(api: Api, a: argparse.Namespace) -> None:
+    q = api.get(f"/projects/{a.project}/quota" if a.project else "/quota")
+    if a.format == "json":
+        emit(q, a.format, [])
+        return
+    print(f"project {q['project']}")
+    rows = [
+        [r, "unlimited" if u["limit"] is None else str(u["limit"]), str(u["used"])]
+        for r, u in q["resources"].items()
+    ]
+    table(rows, ["RESOURCE", "LIMIT", "USED"])
+
+
+def quota_set(api: Api, a: argparse.Namespace) -> None:
+    body: dict[str, int | None] = {}
+    for resource in ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips"):
+        value = getattr(a, resource)
+        if value is not None:
+            body[resource] = None if value == "unlimited" else _count(resource, value)
+    if not body:
+        raise CliError(
+            "give at least one of --instances --vcpus --memory-mb --dedicated-cores --ips"
+        )
+    api.call("PATCH", f"/projects/{a.project}/quota", json=body)
+    a.format = "table"
+    quota_show(api, a)
+
+
+def _count(resource: str, value: str) -> int:
+    if not value.isdigit():
+        raise CliError(f"--{resource.replace('_', '-')} {value!r}: give a number or 'unlimited'")
+    return int(value)
+
+
 def host_token(api: Api, a: argparse.Namespace) -> None:
     out = api.post("/agent-tokens", {"host": a.name})
     print(out["token"])
@@ -212,6 +246,16 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
         show=False,
         delete=False,
     )
+
+    qu = sub.add_parser("quota", help="project quotas").add_subparsers(dest="verb", required=True)
+    p = qu.add_parser("show", parents=[fmt])
+    p.add_argument("project", nargs="?", help="default: your own project")
+    p.set_defaults(run=quota_show)
+    p = qu.add_parser("set", help="admins: set limits (a number, or 'unlimited')")
+    p.add_argument("project")
+    for resource in ("instances", "vcpus", "memory-mb", "dedicated-cores", "ips"):
+        p.add_argument(f"--{resource}", dest=resource.replace("-", "_"), metavar="N")
+    p.set_defaults(run=quota_set)
 
     tk = sub.add_parser("token", help="your API tokens").add_subparsers(dest="verb", required=True)
     p = tk.add_parser("create", help="a new token for yourself; prints it once")

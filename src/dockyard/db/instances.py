@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model, states
-from dockyard.db import catalog, hosts
+from dockyard.db import catalog, hosts, quotas
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Forbidden, NotFound, NoValidHost
@@ -52,6 +52,19 @@ def create(
     if image.status != "active":
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
+    dedicated = flavor.vcpus if flavor.dedicated else 0
+    quotas.check(
+        s,
+        who.project_id,
+        _project_name(s, who.project_id),
+        {
+            "instances": 1,
+            "vcpus": flavor.vcpus,
+            "memory_mb": flavor.memory_mb,
+            "dedicated_cores": dedicated,
+            "ips": 1,
+        },
+    )
     if s.get_bind().dialect.name == "postgresql":
         s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
     rows = hosts.scheduler_view(s)
@@ -100,6 +113,11 @@ def create(
     hosts.bump(s, host.id)
     s.flush()
     return inst, host.name
+
+
+def _project_name(s: Session, project_id: str) -> str:
+    row = s.get(m.Project, project_id)
+    return row.name if row else project_id
 
 
 def _name_free(s: Session, project_id: str, name: str) -> None:
@@ -229,6 +247,17 @@ def resize(
     if flavor.id == inst.flavor_id:
         raise Conflict(f"{inst.name} already has flavor {flavor.name}; pick another")
     task = states.begin("resize", VmState(inst.vm_state), _task(inst))
+    quotas.check(
+        s,
+        inst.project_id,
+        inst.project.name,
+        {
+            "vcpus": flavor.vcpus - inst.vcpus,
+            "memory_mb": flavor.memory_mb - inst.memory_mb,
+            "dedicated_cores": (flavor.vcpus if flavor.dedicated else 0)
+            - (inst.vcpus if inst.dedicated else 0),
+        },
+    )
     assert inst.host is not None
     if s.get_bind().dialect.name == "postgresql":
         s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())

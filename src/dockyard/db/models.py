@@ -28,6 +28,18 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
 
 
+class Quota(Base):
+    """Per-project limits; a NULL column means unlimited."""
+
+    __tablename__ = "quotas"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    instances: Mapped[int | None] = mapped_column(default=None)
+    vcpus: Mapped[int | None] = mapped_column(default=None)
+    memory_mb: Mapped[int | None] = mapped_column(default=None)
+    dedicated_cores: Mapped[int | None] = mapped_column(default=None)
+    ips: Mapped[int | None] = mapped_column(default=None)
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -1,0 +1,87 @@
+"""Per-project quotas: checked inside the claim transaction, so concurrent
+creates cannot both squeeze under a limit."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard import model
+from dockyard.db import models as m
+from dockyard.db.identity import Principal, project_by_name
+from dockyard.errors import Forbidden, NotFound
+
+
+def usage(s: Session, project_id: str) -> dict[str, int]:
+    live = (m.Instance.project_id == project_id, m.Instance.deleted_at.is_(None))
+    count, vcpus, memory = s.execute(
+        select(func.count(), func.sum(m.Instance.vcpus), func.sum(m.Instance.memory_mb)).where(
+            *live
+        )
+    ).one()
+    dedicated = s.scalar(
+        select(func.sum(m.Instance.vcpus)).where(*live, m.Instance.dedicated.is_(True))
+    )
+    ips = s.scalar(select(func.count()).where(*live, m.Instance.ip.is_not(None)))
+    return {
+        "instances": int(count or 0),
+        "vcpus": int(vcpus or 0),
+        "memory_mb": int(memory or 0),
+        "dedicated_cores": int(dedicated or 0),
+        "ips": int(ips or 0),
+    }
+
+
+def limits(s: Session, project_id: str) -> model.Quota:
+    row = s.get(m.Quota, project_id)
+    if row is None:
+        return model.Quota()
+    return model.Quota(**{r: getattr(row, r) for r in model.QUOTA_RESOURCES})
+
+
+def check(s: Session, project_id: str, project: str, needs: dict[str, int]) -> None:
+    """Raise Forbidden naming the first quota that ``needs`` would exceed."""
+    quota = limits(s, project_id)
+    used = usage(s, project_id)
+    for resource, extra in needs.items():
+        limit = getattr(quota, resource)
+        if limit is not None and extra > 0 and used[resource] + extra > limit:
+            raise Forbidden(
+                f"quota exceeded for project {project}: {resource} limit {limit}, in use "
+                f"{used[resource]}, this request needs {extra} more; ask an admin to raise it "
+                f"(`dockyard quota set {project} --{resource.replace('_', '-')} N`)",
+                quota=resource,
+                limit=limit,
+                used=used[resource],
+            )
+
+
+def show(s: Session, who: Principal, project: str | None) -> model.ProjectQuota:
+    if project is None:
+        if who.project_id is None:
+            raise NotFound("agents have no project")
+        row = s.get(m.Project, who.project_id)
+        assert row is not None
+    else:
+        row = project_by_name(s, project)
+        if not who.is_admin and row.id != who.project_id:
+            raise NotFound(f"project {project!r} does not exist; see `dockyard project list`")
+    quota, used = limits(s, row.id), usage(s, row.id)
+    return model.ProjectQuota(
+        project=row.name,
+        resources={
+            r: model.QuotaUsage(limit=getattr(quota, r), used=used[r])
+            for r in model.QUOTA_RESOURCES
+        },
+    )
+
+
+def update(s: Session, project: str, changes: dict[str, int | None]) -> None:
+    row = project_by_name(s, project)
+    quota = s.get(m.Quota, row.id)
+    if quota is None:
+        quota = m.Quota(project_id=row.id)
+        s.add(quota)
+    for resource, value in changes.items():
+        setattr(quota, resource, value)
+    s.flush()
