@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def dockyard_path(secs: int) -> float:
 
 
 def nat_path(secs: int) -> float:
-    tag = Cluster().tag
+    tag = secrets.token_hex(3)
     ns = f"dyb-{tag}"
     root = Path(tempfile.mkdtemp(prefix=f"dyk-nat-{tag}-"))
     run("ip", "netns", "add", ns)
@@ -138,7 +139,7 @@ def nat_path(secs: int) -> float:
 
 
 def veth_path(secs: int) -> float:
-    tag = Cluster().tag
+    tag = secrets.token_hex(3)
     a, b = f"dyva-{tag}", f"dyvb-{tag}"
     try:
         for ns in (a, b):
