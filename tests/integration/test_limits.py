@@ -243,3 +243,49 @@ def test_shared_instances_move_off_a_core_when_it_is_pinned(cluster):
     wait_for(lambda: cgroups.cpuset(cg) == "0-1", 15, "the shared pool to grow back")
     print(f"\nshared cpuset: 0-1 -> {other} while core {mine} was pinned -> 0-1")
     cluster.cli("server", "delete", "sharer", "--wait")
+
+
+def test_limits_come_back_after_the_container_restarts_behind_our_back(cluster):
+    from dockyard.network.plumbing import host_ifname, ifb_ifname
+
+    _flavor(
+        cluster,
+        "net50",
+        "--vcpus",
+        "1",
+        "--memory",
+        "128",
+        "--net-ingress",
+        "50mbit",
+        "--net-egress",
+        "50mbit",
+    )
+    _flavor(
+        cluster,
+        "net50-pids",
+        "--vcpus",
+        "1",
+        "--memory",
+        "128",
+        "--pids",
+        "150",
+        "--net-ingress",
+        "50mbit",
+        "--net-egress",
+        "50mbit",
+    )
+    s, c, _ = _instance(cluster, "again", "net50")
+    # a live resize changes pids.max in the cgroup only; a restart must not lose it
+    cluster.cli("server", "resize", "again", "--flavor", "net50-pids", "--wait")
+    c.restart(timeout=1)
+    wait_for(lambda: cluster.probe.ping(s["ip"]), 20, "the instance to be re-plumbed")
+    c.reload()
+    cg = cgroups.of_pid(c.attrs["State"]["Pid"])
+    wait_for(lambda: cgroups.pids(cg).limit == 150, 10, "pids.max re-applied")
+    qdisc = run("tc", "qdisc", "show", "dev", host_ifname(s["id"])).stdout
+    assert "tbf" in qdisc and "ingress" in qdisc
+    assert "tbf" in run("tc", "qdisc", "show", "dev", ifb_ifname(s["id"])).stdout
+    egress = _iperf(cluster, c.attrs["State"]["Pid"], reverse=False)
+    print(f"\nafter a restart behind our back: egress {egress:.1f} Mbit/s under 50 mbit")
+    assert egress <= 50 * 1.15
+    cluster.cli("server", "delete", "again", "--wait")
