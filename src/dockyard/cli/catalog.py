@@ -165,6 +165,28 @@ def _count(resource: str, value: str) -> int:
     return int(value)
 
 
+def host_show(api: Api, a: argparse.Namespace) -> None:
+    h = api.get(f"/hosts/{a.name}")
+    if a.format == "json":
+        emit(h, a.format, [])
+        return
+    resources, pinned = h.pop("resources"), h.pop("pinned_cores")
+    emit(h, a.format, [])
+    print()
+    rows = [
+        [name, f"{r['capacity']:g}", f"{r['used']:g}", f"{r['free']:g}"]
+        for name, r in resources.items()
+    ]
+    table(rows, ["RESOURCE", "CAPACITY", "USED", "FREE"])
+    print()
+    cores = [[str(c), "reserved for the host"] for c in h["reserved_cores"]]
+    cores += [[c, f"pinned to {iid}"] for c, iid in pinned.items()]
+    table(
+        sorted(cores, key=lambda r: int(r[0])) or [["-", "no pinned or reserved cores"]],
+        ["CORE", "USE"],
+    )
+
+
 def host_token(api: Api, a: argparse.Namespace) -> None:
     out = api.post("/agent-tokens", {"host": a.name})
     print(out["token"])
@@ -228,7 +250,10 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     _crud(im, "image", "/images", IMAGE_COLUMNS, fmt, show=True)
 
     ho = sub.add_parser("host", help="compute hosts").add_subparsers(dest="verb", required=True)
-    _crud(ho, "host", "/hosts", HOST_COLUMNS, fmt, show=True, delete=False)
+    _crud(ho, "host", "/hosts", HOST_COLUMNS, fmt, show=False, delete=False)
+    p = ho.add_parser("show", parents=[fmt], help="capacity, use and pinned cores of a host")
+    p.add_argument("name")
+    p.set_defaults(run=host_show)
     p = ho.add_parser("token", help="issue an agent token for a host")
     p.add_argument("name")
     p.set_defaults(run=host_token)
