@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -154,8 +155,6 @@ def _claim_ip(s: Session, network: m.Network, wanted: str | None) -> tuple[m.Sub
 
 
 def _contains(spec: model.SubnetCreate, ip: str) -> bool:
-    import ipaddress
-
     try:
         return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(spec.cidr)
     except ValueError:
@@ -473,8 +472,6 @@ def _desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
     else:
         power = "running"
     subnet = next(sn for sn in r.network.subnets if sn.id == r.subnet_id)
-    import ipaddress
-
     assert r.ip and r.mac and r.hostname
     net = model.NetSpec(
         bridge=r.network.bridge,
