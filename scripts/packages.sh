@@ -7,6 +7,7 @@ DOCKYARD_DEBS=(
   util-linux       # nsenter
   iputils-ping     # tests ping instances from a probe namespace
   iperf3           # tests and bench measure network limits
+  xfsprogs         # the root disk quota test (overlay2 on XFS with pquota, on a loop device)
   file
 )
 

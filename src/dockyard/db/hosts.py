@@ -104,6 +104,13 @@ def _pins(s: Session) -> dict[str, dict[int, str]]:
     return pins
 
 
+def lock_for_claim(s: Session) -> None:
+    """Serialise claims. SQLite already holds its write lock (BEGIN IMMEDIATE);
+    PostgreSQL locks every host row, in one order, so claims cannot deadlock."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
+
+
 def scheduler_view(s: Session, only: str | None = None) -> list[tuple[m.Host, HostState]]:
     """Every host (or the one with id ``only``) with what is claimed on it."""
     q = select(m.Host).order_by(m.Host.name)

@@ -66,8 +66,7 @@ def create(
             "ips": 1,
         },
     )
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
+    hosts.lock_for_claim(s)
     rows = hosts.scheduler_view(s)
     request = Request(
         vcpus=flavor.vcpus,
@@ -258,8 +257,7 @@ def resize(
         },
     )
     assert inst.host is not None
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(m.Host.id).order_by(m.Host.id).with_for_update())
+    hosts.lock_for_claim(s)
     row, state = next((r, st) for r, st in hosts.scheduler_view(s) if r.id == inst.host_id)
     own = [c.core for c in inst.cores]
     state = _without(state, inst, own)
