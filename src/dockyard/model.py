@@ -226,6 +226,11 @@ class Limits(Schema):
     net_burst_kb: int | None = Field(
         default=None, ge=2, description="burst in KiB (default: 10 ms at the rate, min 32)"
     )
+    procview: bool = Field(
+        default=True,
+        description="show the instance's own memory, CPUs, uptime and load "
+        "in /proc (bind-mounted files refreshed by the agent)",
+    )
 
 
 class FlavorCreate(Schema):

@@ -163,3 +163,30 @@ def set_io_limits(
 
 def set_pids_max(cg: Cgroup, limit: int) -> None:
     cg.file("pids", "pids.max").write_text(str(limit))
+
+
+def memory_stat(cg: Cgroup) -> dict[str, int]:
+    """memory.stat in v1 names (cache, rss, shmem, inactive_file, swap)."""
+    stat = _kv(cg.file("memory", "memory.stat"))
+    if cg.version == 1:
+        return stat
+    return {
+        "cache": stat.get("file", 0),
+        "rss": stat.get("anon", 0),
+        "shmem": stat.get("shmem", 0),
+        "inactive_file": stat.get("inactive_file", 0),
+        "swap": 0,
+    }
+
+
+def cpu_percpu_ns(cg: Cgroup) -> list[int]:
+    """CPU time per host CPU in ns (v1 cpuacct.usage_percpu; v2 has no per-CPU split)."""
+    if cg.version == 1:
+        return [int(x) for x in _read(cg.file("cpuacct", "cpuacct.usage_percpu")).split()]
+    return []
+
+
+def threads(cg: Cgroup) -> list[int]:
+    """Every thread id in the cgroup."""
+    name = "tasks" if cg.version == 1 else "cgroup.threads"
+    return [int(t) for t in _read(cg.file("cpu", name)).split()]

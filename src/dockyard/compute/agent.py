@@ -27,6 +27,7 @@ from dockyard import model
 from dockyard.compute import monitor
 from dockyard.compute.client import ServerClient
 from dockyard.compute.driver import ComputeDriver, Observed
+from dockyard.compute.procfs import ProcView
 from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
 from dockyard.compute.worker import Worker
@@ -35,7 +36,7 @@ from dockyard.network import plumbing
 
 log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
-MONITOR_SECONDS = 2.0
+MONITOR_SECONDS = 1.0  # /proc views and limit counters
 MAX_TEMPORARY_FAILURES = 5
 
 
@@ -60,7 +61,8 @@ class Agent:
     def __init__(self, cfg: AgentConfig, driver: ComputeDriver, client: ServerClient) -> None:
         self.cfg, self.driver, self.client = cfg, driver, client
         self.store = Store(cfg.state_dir)
-        self.worker = Worker(driver, client, self.store)
+        self.procview = ProcView()
+        self.worker = Worker(driver, client, self.store, self.procview)
         cached = self.store.load_desired()
         self.desired = {i.id: i for i in cached.instances} if cached else None
         self.generation = cached.generation if cached else -1
@@ -179,6 +181,14 @@ class Agent:
                 if want is None or not obs.running:
                     continue
                 try:
+                    if want.limits.procview:
+                        self.procview.refresh(
+                            want.id,
+                            self.store.files_dir(want.id),
+                            obs.pid,
+                            obs.started_at,
+                            want.limits.swap_mb,
+                        )
                     self._check_limits(want, obs, last_throttle)
                 except (OSError, ValueError):
                     continue  # it stopped meanwhile; the next round sees its new cgroup

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 from dockyard import cgroups
+from dockyard.compute import procfs
 from dockyard.compute.client import ServerClient
 from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observed, resources_key
+from dockyard.compute.procfs import ProcView
 from dockyard.compute.reconcile import Step, power_of, spec_of
 from dockyard.compute.store import Record, Store
 from dockyard.errors import PermanentError
@@ -24,8 +26,11 @@ _PAUSE_AFTER_CREATE = float(os.environ.get("DOCKYARD_FAULT_PAUSE_AFTER_CREATE", 
 
 
 class Worker:
-    def __init__(self, driver: ComputeDriver, client: ServerClient, store: Store) -> None:
+    def __init__(
+        self, driver: ComputeDriver, client: ServerClient, store: Store, procview: ProcView
+    ) -> None:
         self.driver, self.client, self.store = driver, client, store
+        self.procview = procview
 
     def run(self, step: Step, want: DesiredInstance) -> None:
         """Do ``step``. A PermanentError is reported to the user; others propagate."""
@@ -38,6 +43,13 @@ class Worker:
     def _spawn(self, want: DesiredInstance) -> None:
         self._ensure_image(want)
         files = self.store.write_files(want)
+        if want.limits.procview:
+            self.procview.prepare(
+                self.store.files_dir(want.id),
+                want.memory_mb,
+                want.limits.swap_mb,
+                want.cpuset or [0],
+            )
         spec = self._spec(want, files)
         obs = self.driver.create(spec)
         # created with its limits: they hold for the first start without an update
@@ -56,6 +68,11 @@ class Worker:
     def _start(self, want: DesiredInstance, obs: Observed | None = None) -> None:
         if obs is None or not obs.running:
             self.store.write_files(want)  # they may have been lost with the disk
+            if (
+                want.limits.procview
+                and not procfs.files(self.store.files_dir(want.id))["/proc/meminfo"].exists()
+            ):
+                self._prepare_procview(want)
             obs = self.driver.start(want.id)
         self._plumb(want, obs)
 
@@ -146,8 +163,15 @@ class Worker:
 
         self.driver.ensure_image(want.image_ref, fetch, want.command)
 
+    def _prepare_procview(self, want: DesiredInstance) -> None:
+        self.procview.prepare(
+            self.store.files_dir(want.id), want.memory_mb, want.limits.swap_mb, want.cpuset or [0]
+        )
+
     def _spec(self, want: DesiredInstance, files: dict[str, Path] | None = None) -> ContainerSpec:
         files = files if files is not None else self.store.managed_files(want.id)
+        if want.limits.procview:
+            files = {**files, **procfs.files(self.store.files_dir(want.id))}
         mounts = [Mount(str(src), target, managed=True) for target, src in files.items()]
         mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
         return dataclasses.replace(spec_of(want), mounts=mounts)

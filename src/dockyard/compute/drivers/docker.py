@@ -200,7 +200,13 @@ class DockerDriver:
             raise _down(exc) from exc
         obs = self.inspect(spec.instance_id)
         if obs is not None and obs.running:
-            self._apply_cgroup(spec, obs.pid)
+            try:
+                self._apply_cgroup(spec, obs.pid)
+            except (FileNotFoundError, ProcessLookupError) as exc:
+                raise TemporaryError(
+                    f"the container of {spec.instance_id} stopped while its limits were "
+                    "applied; will retry"
+                ) from exc
 
     def _apply_cgroup(self, spec: ContainerSpec, pid: int) -> None:
         """The pids limit and disk IO throttles, live in the cgroup: dockerd's update
