@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 from dockyard import cgroups
@@ -152,8 +153,6 @@ def _state(proc: Path, tid: int) -> str:
 
 def _epoch(started_at: str) -> float:
     """Docker's StartedAt (RFC 3339 with nanoseconds) as epoch seconds."""
-    from datetime import datetime
-
     head, _, frac = started_at.rstrip("Z").partition(".")
     base = datetime.fromisoformat(head + "+00:00").timestamp()
     return base + float("0." + (frac[:6] or "0"))

@@ -140,6 +140,7 @@ class Worker:
         plumbing.delete_link(plumbing.peer_ifname(instance_id))
         plumbing.delete_link(plumbing.ifb_ifname(instance_id))
         self.store.forget(instance_id)
+        self.procview.forget(instance_id)
 
     def run_failed(self, step: Step, want: DesiredInstance, message: str) -> None:
         """Give up on ``step``: clean up as after a permanent error and report it."""
