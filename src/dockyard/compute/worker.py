@@ -44,12 +44,7 @@ class Worker:
         self._ensure_image(want)
         files = self.store.write_files(want)
         if want.limits.procview:
-            self.procview.prepare(
-                self.store.files_dir(want.id),
-                want.memory_mb,
-                want.limits.swap_mb,
-                want.cpuset or [0],
-            )
+            self._prepare_procview(want)
         spec = self._spec(want, files)
         obs = self.driver.create(spec)
         # created with its limits: they hold for the first start without an update
