@@ -18,6 +18,9 @@ from tests.integration.cluster import run, wait_for
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
+NET50 = ("--vcpus", "1", "--memory", "128", "--net-ingress", "50mbit", "--net-egress", "50mbit")
+
+
 def _flavor(cluster, name, *opts):
     if cluster.api("GET", f"/flavors/{name}", check=False).get("status") == 404:
         cluster.cli("flavor", "create", name, *opts)
@@ -143,18 +146,7 @@ def _iperf(cluster, pid: int, reverse: bool) -> float:
 
 
 def test_network_limits_hold_both_ways(cluster):
-    _flavor(
-        cluster,
-        "net50",
-        "--vcpus",
-        "1",
-        "--memory",
-        "128",
-        "--net-ingress",
-        "50mbit",
-        "--net-egress",
-        "50mbit",
-    )
+    _flavor(cluster, "net50", *NET50)
     s, c, _ = _instance(cluster, "netvm", "net50")
     pid = c.attrs["State"]["Pid"]
     egress, ingress = _iperf(cluster, pid, reverse=False), _iperf(cluster, pid, reverse=True)
@@ -248,18 +240,7 @@ def test_shared_instances_move_off_a_core_when_it_is_pinned(cluster):
 def test_limits_come_back_after_the_container_restarts_behind_our_back(cluster):
     from dockyard.network.plumbing import host_ifname, ifb_ifname
 
-    _flavor(
-        cluster,
-        "net50",
-        "--vcpus",
-        "1",
-        "--memory",
-        "128",
-        "--net-ingress",
-        "50mbit",
-        "--net-egress",
-        "50mbit",
-    )
+    _flavor(cluster, "net50", *NET50)
     _flavor(
         cluster,
         "net50-pids",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
 import uvicorn
 
+from dockyard import logs
 from dockyard.api.app import create_app
 from dockyard.db import identity
 from dockyard.db.session import Database
@@ -43,10 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure(args.log_level)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(args.db or default_db_url(args.state_dir))
     token = init(db)

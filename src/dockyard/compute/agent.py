@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard import model
+from dockyard import logs, model
 from dockyard.compute import monitor
 from dockyard.compute.client import ServerClient
 from dockyard.compute.driver import ComputeDriver, Observed
@@ -371,10 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure(args.log_level)
     from dockyard.compute.drivers.docker import DockerDriver
 
     cfg = AgentConfig(

@@ -51,7 +51,10 @@ class ProcView:
     def __init__(self, proc: Path = Path("/proc")) -> None:
         self.proc = proc
         self._loads: dict[str, tuple[str, LoadAvg, float]] = {}  # id -> (start, avg, last)
+        # static layouts read once; /proc/stat's non-CPU lines at most once a second
         self._host_cpuinfo = (proc / "cpuinfo").read_text()
+        self._host_meminfo = (proc / "meminfo").read_text()
+        self._host_stat, self._host_stat_at = "", 0.0
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Files with sane content before the container exists (bind sources must)."""
@@ -109,6 +112,12 @@ class ProcView:
     def forget(self, instance_id: str) -> None:
         self._loads.pop(instance_id, None)
 
+    def _stat(self) -> str:
+        if time.monotonic() - self._host_stat_at >= 1.0:
+            self._host_stat = (self.proc / "stat").read_text()
+            self._host_stat_at = time.monotonic()
+        return self._host_stat
+
     def _write(
         self,
         d: Path,
@@ -119,12 +128,10 @@ class ProcView:
         loadavg: str,
     ) -> None:
         idle = max(0.0, uptime * len(cpus) - sum(percpu[c] for c in cpus if c < len(percpu)) / 1e9)
-        host_meminfo = (self.proc / "meminfo").read_text()
-        host_stat = (self.proc / "stat").read_text()
         out = {
-            "meminfo": render.meminfo(mem, host_meminfo),
+            "meminfo": render.meminfo(mem, self._host_meminfo),
             "cpuinfo": render.cpuinfo(self._host_cpuinfo, cpus),
-            "stat": render.stat(host_stat, percpu, cpus, uptime),
+            "stat": render.stat(self._stat(), percpu, cpus, uptime),
             "uptime": render.uptime(uptime, idle),
             "loadavg": loadavg,
             "swaps": render.swaps(mem.swap_limit, mem.swap_used),
