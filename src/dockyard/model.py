@@ -6,12 +6,44 @@ the agent and the CLI never disagree. No I/O here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+def _ssh_public_key(text: str) -> str:
+    """One OpenSSH public key line: TYPE BASE64 [COMMENT], the blob naming the same TYPE."""
+    parts = text.strip().split(None, 2)
+    hint = "give the .pub file (one line: 'ssh-ed25519 AAAA... comment'), not the private key"
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+        raise ValueError(f"not an OpenSSH public key; {hint}")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"the key's base64 is damaged; {hint}") from exc
+    size = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + size].decode(errors="replace") != parts[0]:
+        raise ValueError(f"the key's blob is not a {parts[0]} key; {hint}")
+    return " ".join(parts)
+
+
+SshKey = Annotated[str, Field(max_length=16384), AfterValidator(_ssh_public_key)]
+ProcessName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,63}$")]
 
 Name = Annotated[
     str,
@@ -269,6 +301,9 @@ class ImageCreate(Schema):
     command: list[str] | None = Field(
         default=None, description="PID 1 of instances; default the image's own CMD"
     )
+    key_processes: list[ProcessName] = Field(
+        default=[], max_length=64, description="programs its PID 1 keeps running (supervisord's)"
+    )
 
     @model_validator(mode="after")
     def _ref_for_docker(self) -> ImageCreate:
@@ -286,6 +321,7 @@ class Image(Schema):
     sha256: str | None = None
     size: int | None = None
     command: list[str] | None = None
+    key_processes: list[str] = []
     created_at: datetime | None = None
 
 
@@ -362,6 +398,9 @@ class InstanceCreate(Schema):
     ip: str | None = None
     volumes: list[VolumeSpec] = []
     availability_zone: str | None = None
+    ssh_keys: list[SshKey] = Field(
+        default=[], max_length=32, description="OpenSSH public keys that may log in as root"
+    )
 
 
 class Instance(Schema):
@@ -384,6 +423,11 @@ class Instance(Schema):
     disk_gb: int
     image: str
     volumes: list[VolumeSpec]
+    ssh_keys: list[str] = []
+    key_processes: list[str] = Field(
+        default=[],
+        description="what supervisord runs in it (from the image): monitoring watches these",
+    )
     fault: str | None = Field(description="why the instance is in ERROR, and what to do")
     created_at: datetime
     updated_at: datetime
@@ -446,6 +490,7 @@ class DesiredInstance(Schema):
     image_source: ImageSource
     image_sha256: str | None
     command: list[str] | None
+    ssh_keys: list[str] = []
     vcpus: int
     memory_mb: int
     dedicated: bool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 
@@ -51,3 +52,25 @@ def cluster():
         yield c
     finally:
         c.stop()
+
+
+IMAGE_CACHE = os.environ.get("DOCKYARD_TEST_IMAGE_CACHE", "/var/cache/dockyard-test/images")
+
+
+@pytest.fixture(scope="module")
+def machine_image(cluster):
+    """The Debian base image, built (or read from the cache) and registered as "machine"."""
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("needs mmdebstrap (see .ci/run)")
+    started = time.monotonic()
+    cluster.cli(
+        "image",
+        "build-base",
+        "machine",
+        "--cache-dir",
+        IMAGE_CACHE,
+        "--program",
+        "web=/usr/bin/python3 -m http.server 8080",
+    )
+    print(f"\nbase image built or cached and uploaded in {time.monotonic() - started:.1f} s")
+    return "machine"

@@ -31,7 +31,7 @@ class Cgroup:
         return base / name
 
 
-def of_pid(pid: int, proc: Path = Path("/proc"), fs: Path = Path("/sys/fs/cgroup")) -> Cgroup:
+def of_pid(pid: int | str, proc: Path = Path("/proc"), fs: Path = Path("/sys/fs/cgroup")) -> Cgroup:
     """The cgroup of a process, v1 or v2, from /proc/PID/cgroup."""
     lines = (proc / str(pid) / "cgroup").read_text().splitlines()
     v1: dict[str, Path] = {}
@@ -49,6 +49,67 @@ def of_pid(pid: int, proc: Path = Path("/proc"), fs: Path = Path("/sys/fs/cgroup
     if unified is None:
         raise FileNotFoundError(f"no cgroup found for pid {pid}")
     return Cgroup(2, {"": fs / unified})
+
+
+@dataclass(frozen=True)
+class DeviceIo:
+    device: str  # MAJ:MIN
+    read_bytes: int
+    write_bytes: int
+    reads: int
+    writes: int
+
+
+def io(cg: Cgroup) -> list[DeviceIo]:
+    """Bytes and requests per block device (v1 blkio.throttle.*, which counts
+    every IO whether or not a limit is set; v2 io.stat)."""
+    if cg.version == 1:
+        octets = _per_device(_read(cg.file("blkio", "blkio.throttle.io_service_bytes")))
+        ops = _per_device(_read(cg.file("blkio", "blkio.throttle.io_serviced")))
+        return [
+            DeviceIo(d, v.get("Read", 0), v.get("Write", 0), *_rw(ops.get(d, {})))
+            for d, v in sorted(octets.items())
+        ]
+    out = []
+    for line in _read(cg.file("io", "io.stat")).splitlines():
+        dev, *pairs = line.split()
+        f = {k: int(v) for k, _, v in (p.partition("=") for p in pairs) if v.isdigit()}
+        out.append(
+            DeviceIo(
+                dev, f.get("rbytes", 0), f.get("wbytes", 0), f.get("rios", 0), f.get("wios", 0)
+            )
+        )
+    return out
+
+
+def _per_device(text: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and ":" in parts[0]:
+            out.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    return out
+
+
+def _rw(ops: dict[str, int]) -> tuple[int, int]:
+    return ops.get("Read", 0), ops.get("Write", 0)
+
+
+def own(proc: Path = Path("/proc"), fs: Path = Path("/sys/fs/cgroup")) -> Cgroup:
+    """The cgroup of the calling process, seen from inside its container.
+
+    Docker on v1 mounts the container's own directory of each controller at
+    /sys/fs/cgroup/<controller> (read-only) while /proc/self/cgroup still
+    names the host path; v2 with a cgroup namespace shows "/". Either way a
+    path that does not exist under the mount means: the mount is the cgroup.
+    """
+    cg = of_pid("self", proc, fs)
+    dirs = {c: d if d.is_dir() else _mount_root(d, fs, c) for c, d in cg.dirs.items()}
+    return Cgroup(cg.version, dirs)
+
+
+def _mount_root(path: Path, fs: Path, controller: str) -> Path:
+    return fs / controller if controller else fs
 
 
 def _read(path: Path) -> str:

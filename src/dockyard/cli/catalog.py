@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +134,56 @@ def image_build_demo(a: argparse.Namespace) -> None:
     )
 
 
+def _cache_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg or Path.home() / ".cache") / "dockyard" / "images"
+
+
+def image_build_base(a: argparse.Namespace) -> None:
+    from dockyard.errors import DockyardError
+    from dockyard.images import base
+
+    api = None if a.no_register else Api()
+    if api is not None and api.exists(f"/images/{a.name}"):
+        raise CliError(f"image {a.name!r} exists; pick another name or delete it first")
+    try:
+        recipe = base.Recipe(
+            name=a.name,
+            release=a.release,
+            packages=tuple(p for p in (a.packages or "").replace(",", " ").split() if p),
+            programs=dict(base.parse_program(spec) for spec in a.program or []),
+            mirror=a.mirror,
+        )
+        built = base.build(recipe, a.cache_dir, log=lambda m: print(m, file=sys.stderr))
+    except DockyardError as exc:
+        raise CliError(str(exc)) from exc
+    cached = "debian from cache" if built.debian_cached else "debian built"
+    print(
+        f"{built.path} ({built.path.stat().st_size // 2**20} MiB, {built.seconds:.1f} s, {cached}"
+        f"{', layer from cache' if built.layer_cached else ''})",
+        file=sys.stderr,
+    )
+    if a.output:
+        shutil.copyfile(built.path, a.output)
+    if api is None:
+        return
+    image = api.post(
+        "/images",
+        {
+            "name": a.name,
+            "source": "rootfs",
+            "command": base.INIT_COMMAND,
+            "key_processes": recipe.key_processes(),
+        },
+    )
+    try:
+        image = api.upload(f"/images/{image['id']}/file", built.path)
+    except CliError:
+        api.delete(f"/images/{image['id']}")
+        raise
+    emit(image, a.format, IMAGE_COLUMNS)
+
+
 def quota_show(api: Api, a: argparse.Namespace) -> None:
     q = api.get(f"/projects/{a.project}/quota" if a.project else "/quota")
     if a.format == "json":
@@ -244,6 +297,27 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     src.add_argument("--from-docker", metavar="REF", help="an image already on the hosts")
     p.add_argument("--command", help="PID 1 (default /sbin/init for a rootfs)")
     p.set_defaults(run=image_import)
+    p = im.add_parser(
+        "build-base",
+        parents=[fmt],
+        help="build a Debian machine-container image (supervisord, sshd, cron, rsyslog, tools)",
+    )
+    p.add_argument("name")
+    p.add_argument("--release", default="bookworm", help="Debian release (default bookworm)")
+    p.add_argument("--packages", help="more Debian packages, comma or space separated")
+    p.add_argument(
+        "--program",
+        action="append",
+        metavar="NAME=COMMAND",
+        help="a program supervisord keeps running, declared a key process (repeatable)",
+    )
+    p.add_argument("--mirror", help="Debian mirror URL (default: mmdebstrap's)")
+    p.add_argument("--cache-dir", type=Path, default=_cache_dir(), help="default %(default)s")
+    p.add_argument("--output", type=Path, help="also copy the rootfs tarball here")
+    p.add_argument(
+        "--no-register", action="store_true", help="only build; do not upload to the server"
+    )
+    p.set_defaults(run=image_build_base, offline=True)
     p = im.add_parser("build-demo", help="write a busybox rootfs tarball")
     p.add_argument("--output", default="demo-rootfs.tar")
     p.set_defaults(run=image_build_demo, offline=True)

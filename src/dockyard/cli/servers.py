@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from dockyard.cli.client import Api, CliError
@@ -65,6 +66,7 @@ def create(api: Api, a: argparse.Namespace) -> None:
         "ip": a.ip,
         "volumes": _volumes(a.volume),
         "availability_zone": a.availability_zone,
+        "ssh_keys": _ssh_keys(a.ssh_key),
     }
     server = api.post("/instances", body)
     if a.wait:
@@ -72,6 +74,24 @@ def create(api: Api, a: argparse.Namespace) -> None:
     emit(server, a.format, SERVER_COLUMNS)
     if server["status"] == "ERROR":
         raise CliError(f"{a.name} is in ERROR: {server['fault']}")
+
+
+def _ssh_keys(files: list[Path] | None) -> list[str]:
+    """Public key lines from each file (an id_*.pub or an authorized_keys file)."""
+    keys = []
+    for path in files or []:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--ssh-key {path}: cannot read it ({exc}); give a .pub file") from exc
+        if "PRIVATE KEY" in text:
+            raise CliError(f"--ssh-key {path} is a private key; give its .pub file instead")
+        lines = [ln.strip() for ln in text.splitlines()]
+        found = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not found:
+            raise CliError(f"--ssh-key {path} holds no key; give a .pub file")
+        keys += found
+    return keys
 
 
 def _volumes(specs: list[str] | None) -> list[dict[str, Any]]:
@@ -160,6 +180,13 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.add_argument("--ip")
     p.add_argument("--volume", action="append", help="HOSTPATH:PATH[:ro] (repeatable)")
     p.add_argument("--availability-zone")
+    p.add_argument(
+        "--ssh-key",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="OpenSSH public key file whose keys may log in as root (repeatable)",
+    )
     p.set_defaults(run=create)
     p = srv.add_parser("list", parents=[fmt])
     p.set_defaults(run=lambda api, a: emit(api.get("/instances"), a.format, SERVER_COLUMNS))

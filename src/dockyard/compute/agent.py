@@ -189,6 +189,9 @@ class Agent:
                             obs.started_at,
                             want.limits.swap_mb,
                         )
+                    self.procview.refresh_disk(
+                        want.id, self.store.files_dir(want.id), obs.writable_dir, want.disk_gb
+                    )
                     self._check_limits(want, obs, last_throttle)
                 except (OSError, ValueError):
                     continue  # it stopped meanwhile; the next round sees its new cgroup

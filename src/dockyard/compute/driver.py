@@ -69,6 +69,7 @@ class Observed:
     started_at: str  # changes on every (re)start: tells the agent to re-plumb
     exit_code: int = 0
     oom_killed: bool = False
+    writable_dir: str = ""  # host directory of what it wrote to its root fs; "" if unknown
 
 
 @dataclass(frozen=True)

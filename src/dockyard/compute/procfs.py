@@ -1,7 +1,10 @@
 """The agent's side of the /proc view: files per container, refreshed in place.
 
-    STATE_DIR/instances/<id>/proc/{meminfo,cpuinfo,stat,uptime,loadavg,swaps,cpu-online}
-      bind-mounted at create over /proc/... and /sys/devices/system/cpu/online
+    STATE_DIR/instances/<id>/proc/            the instance's view directory
+      meminfo cpuinfo stat uptime loadavg     bind-mounted at create over /proc/...
+      swaps diskstats cpu-online              (and /sys/devices/system/cpu/online)
+      authorized_keys disk                    for sshd and the container tools
+    the whole directory                       bind-mounted read-only at /run/dockyard
 
 Files are rewritten in place (same inode: a bind mount pins the inode, so a
 rename would never be seen). If the agent stops, readers keep reading the
@@ -10,6 +13,7 @@ last values; nothing in the read path can fail with ENOTCONN as lxcfs does.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from datetime import datetime
@@ -26,18 +30,33 @@ TARGETS = {
     "uptime": "/proc/uptime",
     "loadavg": "/proc/loadavg",
     "swaps": "/proc/swaps",
+    "diskstats": "/proc/diskstats",
     "cpu-online": "/sys/devices/system/cpu/online",
 }
+VIEW_TARGET = "/run/dockyard"
+# walking a container's writable layer is not free; tests shorten it
+DISK_SECONDS = float(os.environ.get("DOCKYARD_DISK_SECONDS", "30"))
 
 
 def files(instance_dir: Path) -> dict[str, Path]:
     """Target in the container -> file on the host."""
-    return {target: instance_dir / "proc" / name for name, target in TARGETS.items()}
+    return {target: view_dir(instance_dir) / name for name, target in TARGETS.items()}
 
 
-def write_in_place(path: Path, text: str) -> None:
+def view_dir(instance_dir: Path) -> Path:
+    return instance_dir / "proc"
+
+
+def write_keys(instance_dir: Path, keys: list[str]) -> None:
+    """root's authorized keys, read by the image's sshd from /run/dockyard."""
+    d = view_dir(instance_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    write_in_place(d / "authorized_keys", "".join(k.strip() + "\n" for k in keys), 0o644)
+
+
+def write_in_place(path: Path, text: str, mode: int = 0o444) -> None:
     data = text.encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o444)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
     try:
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
@@ -55,6 +74,8 @@ class ProcView:
         self._host_cpuinfo = (proc / "cpuinfo").read_text()
         self._host_meminfo = (proc / "meminfo").read_text()
         self._host_stat, self._host_stat_at = "", 0.0
+        self._host_disks, self._host_disks_at = "", -1e9
+        self._disk_at: dict[str, float] = {}
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Files with sane content before the container exists (bind sources must)."""
@@ -67,7 +88,7 @@ class ProcView:
             shmem=0,
             swap_limit=swap_mb * 2**20,
         )
-        self._write(instance_dir, mem, cpus, [], 0.0, "0.00 0.00 0.00 0/0 0\n")
+        self._write(instance_dir, mem, cpus, [], 0.0, "0.00 0.00 0.00 0/0 0\n", [])
 
     def refresh(
         self, instance_id: str, instance_dir: Path, pid: int, started_at: str, swap_mb: int
@@ -84,16 +105,31 @@ class ProcView:
             swap_limit=swap_mb * 2**20,
             swap_used=mem.get("swap", 0),
         )
-        cpus = expand(cgroups.cpuset(cg))
         uptime = max(0.0, time.time() - _epoch(started_at))
+        cpuset = expand(cgroups.cpuset(cg))
+        cpus = visible_cpus(cpuset, cgroups.cpu(cg).quota_cores)
         self._write(
             instance_dir,
             figures,
             cpus,
-            cgroups.cpu_percpu_ns(cg),
+            spread(cgroups.cpu_percpu_ns(cg), cpuset, cpus),
             uptime,
             self._loadavg(instance_id, started_at, cg),
+            [render.DiskIo(**vars(d)) for d in cgroups.io(cg)],
         )
+
+    def refresh_disk(
+        self, instance_id: str, instance_dir: Path, writable_dir: str, disk_gb: int
+    ) -> None:
+        """What the container wrote to its root fs, and its size: for df (every 30 s)."""
+        now = time.monotonic()
+        if not writable_dir or now - self._disk_at.get(instance_id, -1e9) < DISK_SECONDS:
+            return
+        self._disk_at[instance_id] = now
+        st = os.statvfs(writable_dir)
+        size = disk_gb * 2**30 if disk_gb else st.f_blocks * st.f_frsize
+        view_dir(instance_dir).mkdir(parents=True, exist_ok=True)
+        write_in_place(view_dir(instance_dir) / "disk", f"{size} {du(Path(writable_dir))}\n")
 
     def _loadavg(self, instance_id: str, started_at: str, cg: cgroups.Cgroup) -> str:
         start, avg, last = self._loads.get(instance_id, (started_at, LoadAvg(), 0.0))
@@ -111,6 +147,13 @@ class ProcView:
 
     def forget(self, instance_id: str) -> None:
         self._loads.pop(instance_id, None)
+        self._disk_at.pop(instance_id, None)
+
+    def _disks(self) -> str:
+        if time.monotonic() - self._host_disks_at >= 60.0:  # only names come from here
+            self._host_disks = (self.proc / "diskstats").read_text()
+            self._host_disks_at = time.monotonic()
+        return self._host_disks
 
     def _stat(self) -> str:
         if time.monotonic() - self._host_stat_at >= 1.0:
@@ -126,6 +169,7 @@ class ProcView:
         percpu: list[int],
         uptime: float,
         loadavg: str,
+        ios: list[render.DiskIo],
     ) -> None:
         idle = max(0.0, uptime * len(cpus) - sum(percpu[c] for c in cpus if c < len(percpu)) / 1e9)
         out = {
@@ -135,10 +179,46 @@ class ProcView:
             "uptime": render.uptime(uptime, idle),
             "loadavg": loadavg,
             "swaps": render.swaps(mem.swap_limit, mem.swap_used),
+            "diskstats": render.diskstats(self._disks(), ios),
             "cpu-online": render.cpus_online(list(range(len(cpus))) or [0]),
         }
         for name, text in out.items():
             write_in_place(d / "proc" / name, text)
+
+
+def visible_cpus(cpuset: list[int], cap: float | None) -> list[int]:
+    """The CPUs the container is shown: its cpuset, or as many as its cap rounded up."""
+    if cap is None or not cpuset:
+        return cpuset
+    return cpuset[: max(1, math.ceil(cap - 1e-9))]
+
+
+def spread(percpu: list[int], cpuset: list[int], shown: list[int]) -> list[int]:
+    """Per-CPU time (by host CPU) with the time of CPUs not shown spread over those shown."""
+    if shown == cpuset or not shown:
+        return percpu
+    total = sum(percpu[c] for c in cpuset if c < len(percpu))
+    out = [0] * (max(shown) + 1)
+    for c in shown:
+        out[c] = total // len(shown)
+    return out
+
+
+def du(top: Path) -> int:
+    """Bytes of disk used under a directory (allocated blocks, hard links once)."""
+    total, seen = 0, set()
+    for root, dirs, names in os.walk(top):
+        for name in dirs + names:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue  # removed meanwhile
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
 
 
 def expand(text: str) -> list[int]:

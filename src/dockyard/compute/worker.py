@@ -42,7 +42,7 @@ class Worker:
 
     def _spawn(self, want: DesiredInstance) -> None:
         self._ensure_image(want)
-        files = self.store.write_files(want)
+        files = self._write_files(want)
         if want.limits.procview:
             self._prepare_procview(want)
         spec = self._spec(want, files)
@@ -62,7 +62,7 @@ class Worker:
 
     def _start(self, want: DesiredInstance, obs: Observed | None = None) -> None:
         if obs is None or not obs.running:
-            self.store.write_files(want)  # they may have been lost with the disk
+            self._write_files(want)  # they may have been lost with the disk
             if (
                 want.limits.procview
                 and not procfs.files(self.store.files_dir(want.id))["/proc/meminfo"].exists()
@@ -159,6 +159,12 @@ class Worker:
 
         self.driver.ensure_image(want.image_ref, fetch, want.command)
 
+    def _write_files(self, want: DesiredInstance) -> dict[str, Path]:
+        """/etc/hosts and friends, and the view directory with root's ssh keys."""
+        files = self.store.write_files(want)
+        procfs.write_keys(self.store.files_dir(want.id), want.ssh_keys)
+        return files
+
     def _prepare_procview(self, want: DesiredInstance) -> None:
         self.procview.prepare(
             self.store.files_dir(want.id), want.memory_mb, want.limits.swap_mb, want.cpuset or [0]
@@ -169,5 +175,7 @@ class Worker:
         if want.limits.procview:
             files = {**files, **procfs.files(self.store.files_dir(want.id))}
         mounts = [Mount(str(src), target, managed=True) for target, src in files.items()]
+        view = procfs.view_dir(self.store.files_dir(want.id))
+        mounts.append(Mount(str(view), procfs.VIEW_TARGET, read_only=True, managed=True))
         mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
         return dataclasses.replace(spec_of(want), mounts=mounts)

@@ -76,10 +76,16 @@ def create_image(s: Session, req: model.ImageCreate) -> model.Image:
             ref=req.ref,
             status="active",
             command=req.command,
+            key_processes=req.key_processes,
         )
     else:
         row = m.Image(
-            name=req.name, source=req.source.value, ref="", status="queued", command=req.command
+            name=req.name,
+            source=req.source.value,
+            ref="",
+            status="queued",
+            command=req.command,
+            key_processes=req.key_processes,
         )
     s.add(row)
     s.flush()

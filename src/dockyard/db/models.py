@@ -108,6 +108,8 @@ class Image(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     size: Mapped[int | None] = mapped_column(default=None)
     command: Mapped[list[Any] | None] = mapped_column(default=None)
+    # what supervisord runs in instances of this image: monitoring watches these
+    key_processes: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=now)
 
 
@@ -180,6 +182,8 @@ class Instance(Base):
     pids_limit: Mapped[int] = mapped_column(default=1024)
     limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
     volumes: Mapped[list[Any]] = mapped_column(default=list)
+    ssh_keys: Mapped[list[Any]] = mapped_column(default=list)  # OpenSSH public keys for root
+    key_processes: Mapped[list[Any]] = mapped_column(default=list)  # copied from the image
     vm_state: Mapped[str] = mapped_column(String(16), default="building")
     task_state: Mapped[str | None] = mapped_column(String(16), default="scheduling")
     power_state: Mapped[str] = mapped_column(String(16), default="nostate")

@@ -107,3 +107,34 @@ def swaps(swap_limit: int, swap_used: int) -> str:
     if not swap_limit:
         return header
     return header + f"none\t\t\t\t\tvirtual\t\t{swap_limit // 1024}\t\t{swap_used // 1024}\t\t0\n"
+
+
+@dataclass(frozen=True)
+class DiskIo:
+    device: str  # MAJ:MIN
+    read_bytes: int
+    write_bytes: int
+    reads: int
+    writes: int
+
+
+def diskstats(host_diskstats: str, ios: list[DiskIo]) -> str:
+    """/proc/diskstats lines of the devices the container did IO on, with its
+    own request and sector counts; the fields the cgroup does not count
+    (merges, times, queue) are 0. Same number of fields as the host's lines."""
+    names, width = {}, 14
+    for line in host_diskstats.splitlines():
+        f = line.split()
+        if len(f) >= 4:
+            names[f"{f[0]}:{f[1]}"] = f[2]
+            width = len(f)
+    out = []
+    for io in ios:
+        name = names.get(io.device)
+        if name is None:
+            continue
+        major, minor = io.device.split(":")
+        counts = [io.reads, 0, io.read_bytes // 512, 0, io.writes, 0, io.write_bytes // 512]
+        counts += [0] * (width - 3 - len(counts))
+        out.append(f"{major:>4} {minor:>7} {name} " + " ".join(str(c) for c in counts))
+    return "\n".join(out) + ("\n" if out else "")

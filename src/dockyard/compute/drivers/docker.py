@@ -394,4 +394,5 @@ def _observed(attrs: dict[str, Any]) -> Observed:
         started_at=str(st.get("StartedAt", "")),
         exit_code=int(st.get("ExitCode") or 0),
         oom_killed=bool(st.get("OOMKilled")),
+        writable_dir=str(((attrs.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir", "")),
     )
