@@ -9,7 +9,10 @@ DOCKYARD_DEBS=(
   iperf3           # tests and bench measure network limits
   xfsprogs         # the root disk quota test (overlay2 on XFS with pquota, on a loop device)
   file
+  mmdebstrap       # `dockyard image build-base`: Debian machine-container images
 )
+# only the tests and bench/ use these: ssh into instances, lxcfs to compare /proc views
+DOCKYARD_TEST_DEBS=(openssh-client lxcfs)
 
 install_debs() {
   export DEBIAN_FRONTEND=noninteractive

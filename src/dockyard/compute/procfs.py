@@ -3,7 +3,7 @@
     STATE_DIR/instances/<id>/proc/            the instance's view directory
       meminfo cpuinfo stat uptime loadavg     bind-mounted at create over /proc/...
       swaps diskstats cpu-online              (and /sys/devices/system/cpu/online)
-      authorized_keys disk                    for sshd and the container tools
+      authorized_keys disk loadavg-samples    for sshd, the container tools, audits
     the whole directory                       bind-mounted read-only at /run/dockyard
 
 Files are rewritten in place (same inode: a bind mount pins the inode, so a
@@ -13,6 +13,7 @@ last values; nothing in the read path can fail with ENOTCONN as lxcfs does.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import time
@@ -34,6 +35,7 @@ TARGETS = {
     "cpu-online": "/sys/devices/system/cpu/online",
 }
 VIEW_TARGET = "/run/dockyard"
+SAMPLES_KEPT = 720  # an hour of load average samples
 # walking a container's writable layer is not free; tests shorten it
 DISK_SECONDS = float(os.environ.get("DOCKYARD_DISK_SECONDS", "30"))
 
@@ -76,6 +78,7 @@ class ProcView:
         self._host_stat, self._host_stat_at = "", 0.0
         self._host_disks, self._host_disks_at = "", -1e9
         self._disk_at: dict[str, float] = {}
+        self._samples: dict[str, collections.deque[tuple[float, int]]] = {}
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Files with sane content before the container exists (bind sources must)."""
@@ -114,7 +117,7 @@ class ProcView:
             cpus,
             spread(cgroups.cpu_percpu_ns(cg), cpuset, cpus),
             uptime,
-            self._loadavg(instance_id, started_at, cg),
+            self._loadavg(instance_id, instance_dir, started_at, cg),
             [render.DiskIo(**vars(d)) for d in cgroups.io(cg)],
         )
 
@@ -131,23 +134,36 @@ class ProcView:
         view_dir(instance_dir).mkdir(parents=True, exist_ok=True)
         write_in_place(view_dir(instance_dir) / "disk", f"{size} {du(Path(writable_dir))}\n")
 
-    def _loadavg(self, instance_id: str, started_at: str, cg: cgroups.Cgroup) -> str:
+    def _loadavg(
+        self, instance_id: str, instance_dir: Path, started_at: str, cg: cgroups.Cgroup
+    ) -> str:
         start, avg, last = self._loads.get(instance_id, (started_at, LoadAvg(), 0.0))
         if start != started_at:
             avg, last = LoadAvg(), 0.0
+            self._samples.pop(instance_id, None)
         tids = cgroups.threads(cg)
         now = time.monotonic()
         states = [_state(self.proc, t) for t in tids]
         running = sum(s == "R" for s in states)
         if now - last >= SAMPLE_SECONDS:
-            avg.sample(sum(s in ("R", "D") for s in states))
+            active = sum(s in ("R", "D") for s in states)
+            avg.sample(active)
             last = now
+            self._log_sample(instance_id, instance_dir, active)
         self._loads[instance_id] = (started_at, avg, last)
         return avg.render(running, len(tids), max(tids, default=0))
+
+    def _log_sample(self, instance_id: str, instance_dir: Path, active: int) -> None:
+        """The samples behind the load average, so anyone can check it (last hour)."""
+        log = self._samples.setdefault(instance_id, collections.deque(maxlen=SAMPLES_KEPT))
+        log.append((time.time(), active))
+        text = "".join(f"{at:.3f} {n}\n" for at, n in log)
+        write_in_place(view_dir(instance_dir) / "loadavg-samples", text)
 
     def forget(self, instance_id: str) -> None:
         self._loads.pop(instance_id, None)
         self._disk_at.pop(instance_id, None)
+        self._samples.pop(instance_id, None)
 
     def _disks(self) -> str:
         if time.monotonic() - self._host_disks_at >= 60.0:  # only names come from here
