@@ -247,7 +247,7 @@ class Cluster:
         except httpx.TransportError:
             return False
 
-    def start_agent(self, wait: bool = True, **env: str) -> None:
+    def start_agent(self, wait: bool = True, args: tuple[str, ...] = (), **env: str) -> None:
         log = (self.root / "agent.log").open("ab")
         self.agent_proc = subprocess.Popen(
             [
@@ -262,6 +262,7 @@ class Cluster:
                 "itest",
                 "--state-dir",
                 str(self.root / "agent"),
+                *args,
             ],
             stdout=log,
             stderr=log,

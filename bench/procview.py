@@ -1,0 +1,201 @@
+"""Cost and latency of the per-container /proc view: Dockyard's agent against lxcfs.
+
+Both serve the same containers on the same machine: every instance mounts
+Dockyard's view over /proc and lxcfs's files at /lxcfs. Run as root:
+
+    .venv/bin/python -m bench.procview [--counts 1,50,200] [--window 10]
+
+Prints
+  * read latency (p50, p99) of /proc/meminfo and /proc/loadavg inside a
+    container (its mount namespace and cgroup): Dockyard's view, lxcfs, and
+    the host kernel's own files for scale;
+  * the serving process's CPU (% of one core) with N containers idle, all
+    reading Dockyard's view in a loop, all reading lxcfs in a loop; the reads
+    per second they managed; and the oldest view file (is the agent keeping up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.cluster import Cluster, run, wait_for  # noqa: E402
+from tests.integration.lxcfs import lxcfs  # noqa: E402
+
+from dockyard import cgroups  # noqa: E402
+
+LATENCY = r"""
+import ctypes, os, sys, time
+pid, tasks, paths, n = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
+if pid != "host":
+    for t in tasks.split(","):  # join the container's cgroups: lxcfs answers for the reader's
+        with open(t, "w") as f:
+            f.write(str(os.getpid()))
+    fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+    if ctypes.CDLL(None, use_errno=True).setns(fd, 0) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+for path in paths:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        with open(path, "rb") as f:
+            f.read()
+        ts.append(time.perf_counter_ns() - t0)
+    ts.sort()
+    print(path, ts[n // 2], ts[n * 99 // 100])
+"""
+READER = (
+    "while [ $(date +%s) -lt {start} ]; do sleep 0.1; done; n=0; "
+    "while :; do cat {files} >/dev/null; n=$((n+1)); "
+    "[ $((n % 20)) = 0 ] && [ $(date +%s) -ge {end} ] && break; done; echo $n > /tmp/reads"
+)
+VIEW = "/proc/meminfo /proc/loadavg"
+LXCFS = "/lxcfs/proc/meminfo /lxcfs/proc/loadavg"
+
+
+def cpu_seconds(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency(target: str, tasks: str, paths: list[str], n: int) -> dict[str, tuple[float, float]]:
+    out = run(sys.executable, "-c", LATENCY, target, tasks, ",".join(paths), str(n)).stdout
+    return {
+        p: (int(a) / 1000, int(b) / 1000) for p, a, b in (ln.split() for ln in out.splitlines())
+    }
+
+
+class Bench:
+    def __init__(self, cluster: Cluster, lxcfs_mnt: Path, lxcfs_pid: int) -> None:
+        self.c, self.mnt, self.lxcfs_pid = cluster, lxcfs_mnt, lxcfs_pid
+        self.ids: list[str] = []
+
+    def grow(self, count: int) -> None:
+        def create(i: int) -> str:
+            body = {
+                "name": f"r{i}",
+                "image": "demo",
+                "flavor": "reader",
+                "network": "net",
+                "volumes": [{"host_path": str(self.mnt), "path": "/lxcfs", "read_only": True}],
+            }
+            return str(self.c.api("POST", "/instances", json=body)["id"])
+
+        with ThreadPoolExecutor(16) as pool:
+            self.ids += pool.map(create, range(len(self.ids), count))
+        wait_for(self._all_active, 600, f"{count} instances to be ACTIVE", interval=1)
+
+    def _all_active(self) -> bool:
+        return all(i["status"] == "ACTIVE" for i in self.c.api("GET", "/instances"))
+
+    def window(self, files: str | None, seconds: float) -> tuple[float, float, float]:
+        """(agent %, lxcfs %, reads/s) over one window, readers in every container."""
+        start = int(time.time()) + 3 + len(self.ids) // 20
+        end = start + int(seconds) + 2
+        if files:
+            for i in self.ids:
+                ctr = self.c.container(i)
+                ctr.exec_run(
+                    ["sh", "-c", READER.format(start=start, end=end, files=files)], detach=True
+                )
+        time.sleep(max(0.0, start + 1 - time.time()))
+        agent, lx, t0 = (
+            cpu_seconds(self.c.agent_proc.pid),
+            cpu_seconds(self.lxcfs_pid),
+            time.monotonic(),
+        )
+        time.sleep(seconds)
+        dt = time.monotonic() - t0
+        agent = 100 * (cpu_seconds(self.c.agent_proc.pid) - agent) / dt
+        lx = 100 * (cpu_seconds(self.lxcfs_pid) - lx) / dt
+        if not files:
+            return agent, lx, 0.0
+        time.sleep(max(0.0, end + 2 - time.time()))
+        reads = sum(self._reads(i) for i in self.ids) * 2  # two files per loop
+        return agent, lx, reads / (end - start)
+
+    def _reads(self, instance_id: str) -> int:
+        attrs = self.c.docker.api.inspect_container(f"dy-{instance_id}")
+        path = Path(attrs["GraphDriver"]["Data"]["UpperDir"]) / "tmp" / "reads"
+        wait_for(path.exists, 30, f"{instance_id} to finish reading")
+        return int(path.read_text().strip() or 0)
+
+    def oldest_view(self) -> float:
+        now = time.time()
+        views = (self.c.root / "agent" / "instances" / i / "proc" / "meminfo" for i in self.ids)
+        return max(now - p.stat().st_mtime for p in views)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--counts", default="1,50,200", help="containers per step")
+    p.add_argument("--window", type=float, default=10.0, help="seconds measured per window")
+    p.add_argument("--reads", type=int, default=5000, help="reads per latency figure")
+    a = p.parse_args()
+    counts = [int(x) for x in a.counts.split(",")]
+    cluster = Cluster()
+    try:
+        cluster.start()
+        cluster.kill_agent()
+        cluster.start_agent(args=("--cpu-allocation-ratio", str(max(counts))))
+        s = cluster.subnet
+        cluster.cli("network", "create", "net", "--cidr", f"{s}.0/23", "--gateway", f"{s}.1",
+                    "--bridge", cluster.bridge, "--pool", f"{s}.10-{s}.250")  # fmt: skip
+        cluster.cli("flavor", "create", "reader", "--vcpus", "1", "--memory", "32", "--pids", "64")
+        tar = cluster.root / "demo.tar"
+        cluster.cli("image", "build-demo", "--output", str(tar))
+        cluster.cli("image", "import", "demo", "--rootfs", str(tar))
+        with lxcfs(cluster.root) as (mnt, lxcfs_proc):
+            report(Bench(cluster, mnt, lxcfs_proc.pid), counts, a.window, a.reads)
+    finally:
+        cluster.stop()
+
+
+def report(b: Bench, counts: list[str | int], window: float, reads: int) -> None:
+    b.grow(1)
+    pid = b.c.container(b.ids[0]).attrs["State"]["Pid"]
+    tasks = ",".join(sorted({f"{d}/tasks" for d in map(str, cgroups.of_pid(pid).dirs.values())}))
+    b.c.container(b.ids[0]).exec_run(["cat", "/lxcfs/proc/loadavg"])  # lxcfs starts tracking
+    print(f"read latency inside a container, {reads} reads each (microseconds)")
+    print(f"  {'file':<26}{'p50':>8}{'p99':>8}")
+    rows = {
+        "dockyard /proc/meminfo": latency(str(pid), tasks, ["/proc/meminfo"], reads),
+        "dockyard /proc/loadavg": latency(str(pid), tasks, ["/proc/loadavg"], reads),
+        "lxcfs /proc/meminfo": latency(str(pid), tasks, ["/lxcfs/proc/meminfo"], reads),
+        "lxcfs /proc/loadavg": latency(str(pid), tasks, ["/lxcfs/proc/loadavg"], reads),
+        "kernel /proc/meminfo": latency("host", "", ["/proc/meminfo"], reads),
+        "kernel /proc/loadavg": latency("host", "", ["/proc/loadavg"], reads),
+    }
+    for name, figures in rows.items():
+        p50, p99 = next(iter(figures.values()))
+        print(f"  {name:<26}{p50:>8.1f}{p99:>8.1f}")
+    print()
+    print(f"serving CPU (% of one core) over {window:.0f} s windows; reads/s across all readers")
+    head = (
+        "containers",
+        "idle agent",
+        "view: agent",
+        "reads/s",
+        "lxcfs: lxcfs",
+        "reads/s",
+        "oldest view",
+    )
+    print("  " + "".join(f"{h:>14}" for h in head))
+    for n in counts:
+        b.grow(int(n))
+        idle, _, _ = b.window(None, window)
+        agent, lx_idle, view_rate = b.window(VIEW, window)
+        _, lx, lx_rate = b.window(LXCFS, window)
+        row = (n, f"{idle:.1f}", f"{agent:.1f}", f"{view_rate:.0f}", f"{lx:.1f}", f"{lx_rate:.0f}",
+               f"{b.oldest_view():.1f} s")  # fmt: skip
+        print("  " + "".join(f"{x:>14}" for x in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
