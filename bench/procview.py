@@ -145,7 +145,7 @@ def main() -> None:
         cluster.kill_agent()
         cluster.start_agent(args=("--cpu-allocation-ratio", str(max(counts))))
         s = cluster.subnet
-        cluster.cli("network", "create", "net", "--cidr", f"{s}.0/23", "--gateway", f"{s}.1",
+        cluster.cli("network", "create", "net", "--cidr", f"{s}.0/24", "--gateway", f"{s}.1",
                     "--bridge", cluster.bridge, "--pool", f"{s}.10-{s}.250")  # fmt: skip
         cluster.cli("flavor", "create", "reader", "--vcpus", "1", "--memory", "32", "--pids", "64")
         tar = cluster.root / "demo.tar"

@@ -334,3 +334,36 @@ def test_quotas_refuse_with_403_naming_the_limit(cloud):
         ).status_code
         == 202
     )
+
+
+ED25519 = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
+)
+
+
+def test_ssh_keys_and_key_processes_reach_the_agent(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    image = {"name": "base", "source": "docker", "ref": "dy/base", "key_processes": ["sshd", "web"]}
+    cloud.ok("POST", "/images", json=image)
+    inst = cloud.ok("POST", "/instances", json={
+        "name": "box", "image": "base", "flavor": "small", "network": "net", "ssh_keys": [ED25519],
+    })  # fmt: skip
+    assert inst["ssh_keys"] == [ED25519] and inst["key_processes"] == ["sshd", "web"]
+    desired = cloud.ok("GET", "/agent/hosts/h1/desired", token)
+    assert desired["instances"][0]["ssh_keys"] == [ED25519]
+
+
+def test_a_bad_ssh_key_says_to_give_the_public_one(cloud):
+    cloud.catalog()
+    cloud.register("h1")
+    for bad, says in (
+        ("-----BEGIN OPENSSH PRIVATE KEY-----", "not an OpenSSH public key"),
+        ("ssh-ed25519 not*base64", "base64"),
+        ("ssh-rsa " + ED25519.split()[1], "not a ssh-rsa key"),
+    ):
+        r = cloud.create("box", ssh_keys=[bad])
+        assert r.status_code == 422, bad
+        assert "ssh_keys.0" in r.json()["detail"] and says in r.json()["detail"], r.text
+        assert ".pub" in r.json()["detail"]
+    assert cloud.ok("GET", "/instances") == []
