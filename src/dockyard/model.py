@@ -175,7 +175,7 @@ class HostRegister(Schema):
     )
     reserved_cores: list[int] = Field(default=[], description="cores kept for the host itself")
     reserved_memory_mb: int = Field(default=0, ge=0, description="memory kept for the host")
-    cpu_allocation_ratio: float = Field(default=16.0, gt=0, le=64)
+    cpu_allocation_ratio: float = Field(default=16.0, gt=0, le=256)
     ram_allocation_ratio: float = Field(default=1.0, gt=0, le=4)
     root_disk_quota: bool = Field(
         default=False, description="the storage driver can enforce a root disk size"

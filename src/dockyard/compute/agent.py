@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydantic
+
 from dockyard import logs, model
 from dockyard.compute import monitor
 from dockyard.compute.client import ServerClient
@@ -391,11 +393,33 @@ def main(argv: list[str] | None = None) -> None:
         cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio,
     )
+    _check_host_flags(p, cfg)
     driver = DockerDriver(cfg.host, args.docker_host)
     agent = Agent(cfg, driver, ServerClient(cfg.server, cfg.token, cfg.host))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()
+
+
+def _check_host_flags(p: argparse.ArgumentParser, cfg: AgentConfig) -> None:
+    """Refuse flags the server would refuse, now, instead of retrying forever."""
+    try:
+        model.HostRegister(
+            name=cfg.host,
+            availability_zone=cfg.availability_zone,
+            cores=1,
+            memory_mb=1024,
+            disk_gb=0,
+            reserved_cores=cfg.reserved_cores,
+            reserved_memory_mb=cfg.reserved_memory_mb,
+            cpu_allocation_ratio=cfg.cpu_allocation_ratio,
+            ram_allocation_ratio=cfg.ram_allocation_ratio,
+        )
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg'].lower()}" for e in exc.errors()
+        )
+        p.error(problems)
 
 
 if __name__ == "__main__":
