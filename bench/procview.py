@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +52,10 @@ for path in paths:
     print(path, ts[n // 2], ts[n * 99 // 100])
 """
 READER = (
-    "while [ $(date +%s) -lt {start} ]; do sleep 0.1; done; n=0; "
-    "while :; do cat {files} >/dev/null; n=$((n+1)); "
-    "[ $((n % 20)) = 0 ] && [ $(date +%s) -ge {end} ] && break; done; echo $n > /tmp/reads"
+    "while [ $(date +%s) -lt {start} ]; do sleep 0.1; done; n=0; e=0; "
+    "while :; do if cat {files} >/dev/null 2>&1; then n=$((n+1)); else e=$((e+1)); fi; "
+    "[ $(((n + e) % 20)) = 0 ] && [ $(date +%s) -ge {end} ] && break; done; "
+    "echo $n $e > /tmp/reads.{start}"
 )
 VIEW = "/proc/meminfo /proc/loadavg"
 LXCFS = "/lxcfs/proc/meminfo /lxcfs/proc/loadavg"
@@ -72,8 +74,9 @@ def latency(target: str, tasks: str, paths: list[str], n: int) -> dict[str, tupl
 
 
 class Bench:
-    def __init__(self, cluster: Cluster, lxcfs_mnt: Path, lxcfs_pid: int) -> None:
-        self.c, self.mnt, self.lxcfs_pid = cluster, lxcfs_mnt, lxcfs_pid
+    def __init__(self, cluster: Cluster, lxcfs_mnt: Path, lxcfs_proc: subprocess.Popen) -> None:
+        self.c, self.mnt, self.lxcfs_proc = cluster, lxcfs_mnt, lxcfs_proc
+        self.lxcfs_pid = lxcfs_proc.pid
         self.ids: list[str] = []
 
     def grow(self, count: int) -> None:
@@ -94,41 +97,40 @@ class Bench:
     def _all_active(self) -> bool:
         return all(i["status"] == "ACTIVE" for i in self.c.api("GET", "/instances"))
 
-    def window(self, files: str | None, seconds: float) -> tuple[float, float, float]:
-        """(agent %, lxcfs %, reads/s) over one window, readers in every container."""
+    def window(self, files: str | None, seconds: float) -> tuple[float, float, float, int]:
+        """(agent %, lxcfs %, reads/s, failed reads) over one window, a reader in every
+        container (its loop counts two files as two reads)."""
         start = int(time.time()) + 3 + len(self.ids) // 20
         end = start + int(seconds) + 2
         if files:
             for i in self.ids:
-                ctr = self.c.container(i)
-                ctr.exec_run(
-                    ["sh", "-c", READER.format(start=start, end=end, files=files)], detach=True
-                )
+                script = READER.format(start=start, end=end, files=files)
+                self.c.container(i).exec_run(["sh", "-c", script], detach=True)
         time.sleep(max(0.0, start + 1 - time.time()))
-        agent, lx, t0 = (
-            cpu_seconds(self.c.agent_proc.pid),
-            cpu_seconds(self.lxcfs_pid),
-            time.monotonic(),
-        )
+        agent, lx = cpu_seconds(self.c.agent_proc.pid), cpu_seconds(self.lxcfs_pid)
+        t0 = time.monotonic()
         time.sleep(seconds)
         dt = time.monotonic() - t0
         agent = 100 * (cpu_seconds(self.c.agent_proc.pid) - agent) / dt
         lx = 100 * (cpu_seconds(self.lxcfs_pid) - lx) / dt
         if not files:
-            return agent, lx, 0.0
+            return agent, lx, 0.0, 0
         time.sleep(max(0.0, end + 2 - time.time()))
-        reads = sum(self._reads(i) for i in self.ids) * 2  # two files per loop
-        return agent, lx, reads / (end - start)
+        counts = [self._reads(i, start) for i in self.ids]
+        ok, failed = sum(n for n, _ in counts) * 2, sum(e for _, e in counts) * 2
+        return agent, lx, ok / (end - start), failed
 
-    def _reads(self, instance_id: str) -> int:
+    def _reads(self, instance_id: str, start: int) -> tuple[int, int]:
+        # read from the container's writable layer; never change it from outside
         attrs = self.c.docker.api.inspect_container(f"dy-{instance_id}")
-        path = Path(attrs["GraphDriver"]["Data"]["UpperDir"]) / "tmp" / "reads"
+        path = Path(attrs["GraphDriver"]["Data"]["UpperDir"]) / "tmp" / f"reads.{start}"
         wait_for(path.exists, 30, f"{instance_id} to finish reading")
-        return int(path.read_text().strip() or 0)
+        n, e = path.read_text().split()
+        return int(n), int(e)
 
     def oldest_view(self) -> float:
         now = time.time()
-        views = (self.c.root / "agent" / "instances" / i / "proc" / "meminfo" for i in self.ids)
+        views = (self.c.root / "agent" / "instances" / i / "proc" / "uptime" for i in self.ids)
         return max(now - p.stat().st_mtime for p in views)
 
 
@@ -152,7 +154,7 @@ def main() -> None:
         cluster.cli("image", "build-demo", "--output", str(tar))
         cluster.cli("image", "import", "demo", "--rootfs", str(tar))
         with lxcfs(cluster.root) as (mnt, lxcfs_proc):
-            report(Bench(cluster, mnt, lxcfs_proc.pid), counts, a.window, a.reads)
+            report(Bench(cluster, mnt, lxcfs_proc), counts, a.window, a.reads)
     finally:
         cluster.stop()
 
@@ -177,24 +179,21 @@ def report(b: Bench, counts: list[str | int], window: float, reads: int) -> None
         print(f"  {name:<26}{p50:>8.1f}{p99:>8.1f}")
     print()
     print(f"serving CPU (% of one core) over {window:.0f} s windows; reads/s across all readers")
-    head = (
-        "containers",
-        "idle agent",
-        "view: agent",
-        "reads/s",
-        "lxcfs: lxcfs",
-        "reads/s",
-        "oldest view",
-    )
-    print("  " + "".join(f"{h:>14}" for h in head))
+    head = ("containers", "idle: agent", "view: agent", "reads/s", "failed",
+            "lxcfs: lxcfs", "reads/s", "failed", "oldest view")  # fmt: skip
+    print("  " + "".join(f"{h:>13}" for h in head))
     for n in counts:
         b.grow(int(n))
-        idle, _, _ = b.window(None, window)
-        agent, lx_idle, view_rate = b.window(VIEW, window)
-        _, lx, lx_rate = b.window(LXCFS, window)
-        row = (n, f"{idle:.1f}", f"{agent:.1f}", f"{view_rate:.0f}", f"{lx:.1f}", f"{lx_rate:.0f}",
-               f"{b.oldest_view():.1f} s")  # fmt: skip
-        print("  " + "".join(f"{x:>14}" for x in row), flush=True)
+        idle, _, _, _ = b.window(None, window)
+        agent, _, view_rate, view_failed = b.window(VIEW, window)
+        _, lx, lx_rate, lx_failed = b.window(LXCFS, window)
+        row = (n, f"{idle:.1f}", f"{agent:.1f}", f"{view_rate:.0f}", view_failed, f"{lx:.1f}",
+               f"{lx_rate:.0f}", lx_failed, f"{b.oldest_view():.1f} s")  # fmt: skip
+        print("  " + "".join(f"{x:>13}" for x in row), flush=True)
+        if b.lxcfs_proc.poll() is not None:
+            print(f"  lxcfs exited with {b.lxcfs_proc.returncode}; its log:")
+            print((b.c.root / "lxcfs.log").read_text()[-2000:])
+            break
 
 
 if __name__ == "__main__":

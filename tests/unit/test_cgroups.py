@@ -81,3 +81,22 @@ def test_v1_hybrid_tree(tmp_path):
     assert cgroups.memory(cg) == cgroups.Memory(usage=1048576, limit=None, oom_kills=2)
     assert cgroups.cpu(cg) == cgroups.Cpu(5000, 4, 2000, None)
     assert cgroups.cpuset(cg) == "0"
+
+
+def test_monitor_counters_read_the_same_on_v1_and_v2(tmp_path):
+    d = tmp_path / "v2"
+    d.mkdir()
+    for name, text in V2_FILES.items():
+        (d / name).write_text(text)
+    v2 = cgroups.Cgroup(2, {"": d})
+    assert (cgroups.oom_kills(v2), cgroups.pids_hit(v2)) == (1, 12)
+    assert cgroups.throttling(v2) == (7, 3500) and cgroups.cpu_cap(v2) == 0.5
+    v1 = {}
+    for controller, files in V1_FILES.items():
+        v1[controller] = tmp_path / "v1" / controller
+        v1[controller].mkdir(parents=True)
+        for name, text in files.items():
+            (v1[controller] / name).write_text(text)
+    cg = cgroups.Cgroup(1, v1)
+    assert (cgroups.oom_kills(cg), cgroups.pids_hit(cg)) == (2, 0)
+    assert cgroups.throttling(cg) == (4, 2000) and cgroups.cpu_cap(cg) is None

@@ -15,7 +15,7 @@ the cgroup driver (cgroupfs or systemd) and --cgroup-parent do not matter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -23,12 +23,21 @@ from pathlib import Path
 class Cgroup:
     version: int
     dirs: dict[str, Path]  # controller -> directory; v2 has one directory for all
+    # the agent reads a few files of every container every second: join each path once
+    _paths: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def file(self, controller: str, name: str) -> Path:
         base = self.dirs.get(controller) if self.version == 1 else self.dirs.get("")
         if base is None:
             raise FileNotFoundError(f"controller {controller} is not mounted")
         return base / name
+
+    def path(self, controller: str, name: str) -> str:
+        key = (controller, name)
+        found = self._paths.get(key)
+        if found is None:
+            found = self._paths[key] = str(self.file(controller, name))
+        return found
 
 
 def of_pid(pid: int | str, proc: Path = Path("/proc"), fs: Path = Path("/sys/fs/cgroup")) -> Cgroup:
@@ -64,14 +73,14 @@ def io(cg: Cgroup) -> list[DeviceIo]:
     """Bytes and requests per block device (v1 blkio.throttle.*, which counts
     every IO whether or not a limit is set; v2 io.stat)."""
     if cg.version == 1:
-        octets = _per_device(_read(cg.file("blkio", "blkio.throttle.io_service_bytes")))
-        ops = _per_device(_read(cg.file("blkio", "blkio.throttle.io_serviced")))
+        octets = _per_device(_read(cg.path("blkio", "blkio.throttle.io_service_bytes")))
+        ops = _per_device(_read(cg.path("blkio", "blkio.throttle.io_serviced")))
         return [
             DeviceIo(d, v.get("Read", 0), v.get("Write", 0), *_rw(ops.get(d, {})))
             for d, v in sorted(octets.items())
         ]
     out = []
-    for line in _read(cg.file("io", "io.stat")).splitlines():
+    for line in _read(cg.path("io", "io.stat")).splitlines():
         dev, *pairs = line.split()
         f = {k: int(v) for k, _, v in (p.partition("=") for p in pairs) if v.isdigit()}
         out.append(
@@ -112,11 +121,12 @@ def _mount_root(path: Path, fs: Path, controller: str) -> Path:
     return fs / controller if controller else fs
 
 
-def _read(path: Path) -> str:
-    return path.read_text().strip()
+def _read(path: Path | str) -> str:
+    with open(path) as f:
+        return f.read().strip()
 
 
-def _kv(path: Path) -> dict[str, int]:
+def _kv(path: Path | str) -> dict[str, int]:
     out = {}
     for line in _read(path).splitlines():
         key, _, value = line.partition(" ")
@@ -133,10 +143,10 @@ class Pids:
 
 
 def pids(cg: Cgroup) -> Pids:
-    raw = _read(cg.file("pids", "pids.max"))
-    events = _kv(cg.file("pids", "pids.events"))
+    raw = _read(cg.path("pids", "pids.max"))
+    events = _kv(cg.path("pids", "pids.events"))
     return Pids(
-        int(_read(cg.file("pids", "pids.current"))),
+        int(_read(cg.path("pids", "pids.current"))),
         None if raw == "max" else int(raw),
         events.get("max", 0),
     )
@@ -151,17 +161,17 @@ class Memory:
 
 def memory(cg: Cgroup) -> Memory:
     if cg.version == 1:
-        limit = int(_read(cg.file("memory", "memory.limit_in_bytes")))
+        limit = int(_read(cg.path("memory", "memory.limit_in_bytes")))
         return Memory(
-            int(_read(cg.file("memory", "memory.usage_in_bytes"))),
+            int(_read(cg.path("memory", "memory.usage_in_bytes"))),
             None if limit >= 2**62 else limit,
-            _kv(cg.file("memory", "memory.oom_control")).get("oom_kill", 0),
+            _kv(cg.path("memory", "memory.oom_control")).get("oom_kill", 0),
         )
-    raw = _read(cg.file("memory", "memory.max"))
+    raw = _read(cg.path("memory", "memory.max"))
     return Memory(
-        int(_read(cg.file("memory", "memory.current"))),
+        int(_read(cg.path("memory", "memory.current"))),
         None if raw == "max" else int(raw),
-        _kv(cg.file("memory", "memory.events")).get("oom_kill", 0),
+        _kv(cg.path("memory", "memory.events")).get("oom_kill", 0),
     )
 
 
@@ -174,18 +184,18 @@ class Cpu:
 
 
 def cpu(cg: Cgroup) -> Cpu:
-    stat = _kv(cg.file("cpu", "cpu.stat"))
+    stat = _kv(cg.path("cpu", "cpu.stat"))
     if cg.version == 1:
-        quota = int(_read(cg.file("cpu", "cpu.cfs_quota_us")))
-        period = int(_read(cg.file("cpu", "cpu.cfs_period_us")))
-        usage = int(_read(cg.file("cpuacct", "cpuacct.usage"))) // 1000
+        quota = int(_read(cg.path("cpu", "cpu.cfs_quota_us")))
+        period = int(_read(cg.path("cpu", "cpu.cfs_period_us")))
+        usage = int(_read(cg.path("cpuacct", "cpuacct.usage"))) // 1000
         return Cpu(
             usage,
             stat.get("nr_throttled", 0),
             stat.get("throttled_time", 0) // 1000,
             None if quota < 0 else quota / period,
         )
-    q, _, p = _read(cg.file("cpu", "cpu.max")).partition(" ")
+    q, _, p = _read(cg.path("cpu", "cpu.max")).partition(" ")
     return Cpu(
         stat.get("usage_usec", 0),
         stat.get("nr_throttled", 0),
@@ -194,9 +204,36 @@ def cpu(cg: Cgroup) -> Cpu:
     )
 
 
+def oom_kills(cg: Cgroup) -> int:
+    name = "memory.oom_control" if cg.version == 1 else "memory.events"
+    return _kv(cg.path("memory", name)).get("oom_kill", 0)
+
+
+def pids_hit(cg: Cgroup) -> int:
+    """How many forks the pids limit refused."""
+    return _kv(cg.path("pids", "pids.events")).get("max", 0)
+
+
+def throttling(cg: Cgroup) -> tuple[int, int]:
+    """(times throttled, µs throttled) under the CPU cap."""
+    stat = _kv(cg.path("cpu", "cpu.stat"))
+    if cg.version == 1:
+        return stat.get("nr_throttled", 0), stat.get("throttled_time", 0) // 1000
+    return stat.get("nr_throttled", 0), stat.get("throttled_usec", 0)
+
+
+def cpu_cap(cg: Cgroup) -> float | None:
+    """The CFS cap in cores, None when uncapped."""
+    if cg.version == 1:
+        quota = int(_read(cg.path("cpu", "cpu.cfs_quota_us")))
+        return None if quota < 0 else quota / int(_read(cg.path("cpu", "cpu.cfs_period_us")))
+    q, _, p = _read(cg.path("cpu", "cpu.max")).partition(" ")
+    return None if q == "max" else int(q) / int(p)
+
+
 def cpuset(cg: Cgroup) -> str:
     name = "cpuset.cpus" if cg.version == 1 else "cpuset.cpus.effective"
-    return _read(cg.file("cpuset", name))
+    return _read(cg.path("cpuset", name))
 
 
 def set_io_limits(
@@ -228,7 +265,7 @@ def set_pids_max(cg: Cgroup, limit: int) -> None:
 
 def memory_stat(cg: Cgroup) -> dict[str, int]:
     """memory.stat in v1 names (cache, rss, shmem, inactive_file, swap)."""
-    stat = _kv(cg.file("memory", "memory.stat"))
+    stat = _kv(cg.path("memory", "memory.stat"))
     if cg.version == 1:
         return stat
     return {
@@ -243,11 +280,11 @@ def memory_stat(cg: Cgroup) -> dict[str, int]:
 def cpu_percpu_ns(cg: Cgroup) -> list[int]:
     """CPU time per host CPU in ns (v1 cpuacct.usage_percpu; v2 has no per-CPU split)."""
     if cg.version == 1:
-        return [int(x) for x in _read(cg.file("cpuacct", "cpuacct.usage_percpu")).split()]
+        return [int(x) for x in _read(cg.path("cpuacct", "cpuacct.usage_percpu")).split()]
     return []
 
 
 def threads(cg: Cgroup) -> list[int]:
     """Every thread id in the cgroup."""
     name = "tasks" if cg.version == 1 else "cgroup.threads"
-    return [int(t) for t in _read(cg.file("cpu", name)).split()]
+    return [int(t) for t in _read(cg.path("cpu", name)).split()]

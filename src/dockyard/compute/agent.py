@@ -64,6 +64,7 @@ class Agent:
         self.cfg, self.driver, self.client = cfg, driver, client
         self.store = Store(cfg.state_dir)
         self.procview = ProcView()
+        self._observed: list[Observed] = []  # the last reconcile pass's view of dockerd
         self.worker = Worker(driver, client, self.store, self.procview)
         cached = self.store.load_desired()
         self.desired = {i.id: i for i in cached.instances} if cached else None
@@ -174,11 +175,9 @@ class Agent:
         last_throttle: dict[str, float] = {}
         while not self.stop_event.wait(MONITOR_SECONDS):
             desired, _ = self.snapshot()
-            try:
-                observed = self.driver.list()
-            except DockyardError:
-                continue
-            for obs in observed:
+            # what the last reconcile pass saw: passes run on every start/die event and
+            # every 10 s, so this is current without asking dockerd every second
+            for obs in self._observed:
                 want = (desired or {}).get(obs.instance_id)
                 if want is None or not obs.running:
                     continue
@@ -205,7 +204,7 @@ class Agent:
     ) -> None:
         saved = self.store.counters(want.id, obs.started_at)
         prev = monitor.Counters(**saved)
-        now = monitor.read(obs.pid)
+        now = monitor.read(self.procview.cgroup_of(want.id, obs.pid))
         since = time.monotonic() - last_throttle.get(want.id, -1e9)
         due = since >= monitor.THROTTLE_REPORT_SECONDS
         evs, remembered = monitor.events(prev, now, want.pids_limit, want.memory_mb, due)
@@ -239,6 +238,7 @@ class Agent:
     def reconcile_once(self) -> None:
         desired, generation = self.snapshot()
         observed = {o.instance_id: o for o in self.driver.list()}
+        self._observed = list(observed.values())
         p = plan(desired, observed, self.store.records(), plumbing.links(), self.store.known_ids())
         now = time.monotonic()
         for iid, step in p.steps.items():

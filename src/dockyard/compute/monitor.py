@@ -27,15 +27,14 @@ class Counters:
     throttled_usec: int = 0
 
 
-def read(pid: int) -> Counters:
-    """The counters of the cgroup of ``pid``. OSError when the process is gone."""
-    cg = cgroups.of_pid(pid)
-    cpu = cgroups.cpu(cg)
+def read(cg: cgroups.Cgroup) -> Counters:
+    """The counters of a container's cgroup (three files). OSError when it is gone."""
+    nr_throttled, throttled_usec = cgroups.throttling(cg)
     return Counters(
-        oom_kills=cgroups.memory(cg).oom_kills,
-        pids_hit=cgroups.pids(cg).hit,
-        nr_throttled=cpu.nr_throttled,
-        throttled_usec=cpu.throttled_usec,
+        oom_kills=cgroups.oom_kills(cg),
+        pids_hit=cgroups.pids_hit(cg),
+        nr_throttled=nr_throttled,
+        throttled_usec=throttled_usec,
     )
 
 

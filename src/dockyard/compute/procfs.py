@@ -79,10 +79,15 @@ class ProcView:
         self._host_disks, self._host_disks_at = "", -1e9
         self._disk_at: dict[str, float] = {}
         self._samples: dict[str, collections.deque[tuple[float, int]]] = {}
+        self._cgroups: dict[str, tuple[int, cgroups.Cgroup]] = {}  # id -> (pid, its cgroup)
+        self._written: dict[str, dict[str, str]] = {}  # id -> file -> text: skip unchanged
+        self._running: dict[str, int] = {}  # tasks in R at the last sample
+        self._cpuinfos: dict[tuple[int, ...], str] = {}  # cpus -> rendered /proc/cpuinfo
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Files with sane content before the container exists (bind sources must)."""
         (instance_dir / "proc").mkdir(parents=True, exist_ok=True)
+        self._written.pop(instance_dir.name, None)  # write every file, whatever we remember
         mem = render.MemoryFigures(
             limit=memory_mb * 2**20,
             usage=0,
@@ -96,7 +101,7 @@ class ProcView:
     def refresh(
         self, instance_id: str, instance_dir: Path, pid: int, started_at: str, swap_mb: int
     ) -> None:
-        cg = cgroups.of_pid(pid, self.proc)
+        cg = self.cgroup_of(instance_id, pid)
         mem = cgroups.memory_stat(cg)
         limit = cgroups.memory(cg)
         figures = render.MemoryFigures(
@@ -110,7 +115,7 @@ class ProcView:
         )
         uptime = max(0.0, time.time() - _epoch(started_at))
         cpuset = expand(cgroups.cpuset(cg))
-        cpus = visible_cpus(cpuset, cgroups.cpu(cg).quota_cores)
+        cpus = visible_cpus(cpuset, cgroups.cpu_cap(cg))
         self._write(
             instance_dir,
             figures,
@@ -120,6 +125,13 @@ class ProcView:
             self._loadavg(instance_id, instance_dir, started_at, cg),
             [render.DiskIo(**vars(d)) for d in cgroups.io(cg)],
         )
+
+    def cgroup_of(self, instance_id: str, pid: int) -> cgroups.Cgroup:
+        """The container's cgroup, looked up again only when its PID 1 changes."""
+        known = self._cgroups.get(instance_id)
+        if known is None or known[0] != pid:
+            known = self._cgroups[instance_id] = (pid, cgroups.of_pid(pid, self.proc))
+        return known[1]
 
     def refresh_disk(
         self, instance_id: str, instance_dir: Path, writable_dir: str, disk_gb: int
@@ -143,15 +155,15 @@ class ProcView:
             self._samples.pop(instance_id, None)
         tids = cgroups.threads(cg)
         now = time.monotonic()
-        states = [_state(self.proc, t) for t in tids]
-        running = sum(s == "R" for s in states)
-        if now - last >= SAMPLE_SECONDS:
+        if now - last >= SAMPLE_SECONDS:  # task states only when sampling: one read per thread
+            states = [_state(self.proc, t) for t in tids]
             active = sum(s in ("R", "D") for s in states)
             avg.sample(active)
             last = now
+            self._running[instance_id] = sum(s == "R" for s in states)
             self._log_sample(instance_id, instance_dir, active)
         self._loads[instance_id] = (started_at, avg, last)
-        return avg.render(running, len(tids), max(tids, default=0))
+        return avg.render(self._running.get(instance_id, 0), len(tids), max(tids, default=0))
 
     def _log_sample(self, instance_id: str, instance_dir: Path, active: int) -> None:
         """The samples behind the load average, so anyone can check it (last hour)."""
@@ -164,6 +176,15 @@ class ProcView:
         self._loads.pop(instance_id, None)
         self._disk_at.pop(instance_id, None)
         self._samples.pop(instance_id, None)
+        self._cgroups.pop(instance_id, None)
+        self._running.pop(instance_id, None)
+        self._written.pop(instance_id, None)
+
+    def _cpuinfo(self, cpus: list[int]) -> str:
+        key = tuple(cpus)
+        if key not in self._cpuinfos:
+            self._cpuinfos[key] = render.cpuinfo(self._host_cpuinfo, cpus)
+        return self._cpuinfos[key]
 
     def _disks(self) -> str:
         if time.monotonic() - self._host_disks_at >= 60.0:  # only names come from here
@@ -190,7 +211,7 @@ class ProcView:
         idle = max(0.0, uptime * len(cpus) - sum(percpu[c] for c in cpus if c < len(percpu)) / 1e9)
         out = {
             "meminfo": render.meminfo(mem, self._host_meminfo),
-            "cpuinfo": render.cpuinfo(self._host_cpuinfo, cpus),
+            "cpuinfo": self._cpuinfo(cpus),
             "stat": render.stat(self._stat(), percpu, cpus, uptime),
             "uptime": render.uptime(uptime, idle),
             "loadavg": loadavg,
@@ -198,8 +219,11 @@ class ProcView:
             "diskstats": render.diskstats(self._disks(), ios),
             "cpu-online": render.cpus_online(list(range(len(cpus))) or [0]),
         }
+        written = self._written.setdefault(d.name, {})
         for name, text in out.items():
-            write_in_place(d / "proc" / name, text)
+            if written.get(name) != text:
+                write_in_place(d / "proc" / name, text)
+                written[name] = text
 
 
 def visible_cpus(cpuset: list[int], cap: float | None) -> list[int]:

@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dockyard.model import DesiredInstance, DesiredState
 
@@ -45,6 +46,7 @@ class Store:
         self.root = root
         self.instances = root / "instances"
         self.instances.mkdir(parents=True, exist_ok=True)
+        self._counters: dict[str, dict[str, Any]] = {}  # id -> counters.json as last written
 
     def save_desired(self, state: DesiredState) -> None:
         _write(self.root / "desired.json", state.model_dump_json())
@@ -100,22 +102,25 @@ class Store:
 
     def counters(self, instance_id: str, started_at: str) -> dict[str, int]:
         """The limit counters last reported for this container start ({} if none)."""
-        path = self.files_dir(instance_id) / "counters.json"
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
+        saved = self._counters.get(instance_id)
+        if saved is None:  # read once a run; every save goes through here
+            try:
+                saved = json.loads((self.files_dir(instance_id) / "counters.json").read_text())
+            except (OSError, ValueError):
+                saved = {}
+            self._counters[instance_id] = saved
         return dict(saved["counters"]) if saved.get("started_at") == started_at else {}
 
     def save_counters(self, instance_id: str, started_at: str, counters: dict[str, int]) -> None:
         d = self.files_dir(instance_id)
         if d.is_dir():  # gone means deleted meanwhile: nothing to remember
-            _write(
-                d / "counters.json", json.dumps({"started_at": started_at, "counters": counters})
-            )
+            saved = {"started_at": started_at, "counters": counters}
+            _write(d / "counters.json", json.dumps(saved))
+            self._counters[instance_id] = saved
 
     def forget(self, instance_id: str) -> None:
         """After: nothing of the instance is left on disk."""
+        self._counters.pop(instance_id, None)
         (self.instances / f"{instance_id}.json").unlink(missing_ok=True)
         shutil.rmtree(self.files_dir(instance_id), ignore_errors=True)
 
