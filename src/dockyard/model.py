@@ -304,6 +304,10 @@ class ImageCreate(Schema):
     key_processes: list[ProcessName] = Field(
         default=[], max_length=64, description="programs its PID 1 keeps running (supervisord's)"
     )
+    procview: bool = Field(
+        default=True,
+        description="instances see their own /proc (if their flavor's procview is on too)",
+    )
 
     @model_validator(mode="after")
     def _ref_for_docker(self) -> ImageCreate:
@@ -322,6 +326,7 @@ class Image(Schema):
     size: int | None = None
     command: list[str] | None = None
     key_processes: list[str] = []
+    procview: bool = True
     created_at: datetime | None = None
 
 

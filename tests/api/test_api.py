@@ -367,3 +367,32 @@ def test_a_bad_ssh_key_says_to_give_the_public_one(cloud):
         assert "ssh_keys.0" in r.json()["detail"] and says in r.json()["detail"], r.text
         assert ".pub" in r.json()["detail"]
     assert cloud.ok("GET", "/instances") == []
+
+
+def test_procview_is_off_when_the_image_or_the_flavor_says_so(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    cloud.ok(
+        "POST", "/images", json={"name": "plain", "source": "docker", "ref": "x", "procview": False}
+    )
+    cloud.ok("POST", "/flavors", json={"name": "big", "vcpus": 1, "memory_mb": 256})
+    cloud.ok(
+        "POST",
+        "/instances",
+        json={"name": "a", "image": "plain", "flavor": "small", "network": "net"},
+    )
+    cloud.ok(
+        "POST",
+        "/instances",
+        json={"name": "b", "image": "img", "flavor": "small", "network": "net"},
+    )
+    a = cloud.ok("GET", "/instances/a")["id"]
+    done = {"power_state": "running", "task_done": "spawning"}
+    cloud.ok("PUT", f"/agent/instances/{a}/state", token, json=done)
+    cloud.ok("POST", "/instances/a/resize", json={"flavor": "big"})  # the image's word outlives it
+
+    def views():
+        desired = cloud.ok("GET", "/agent/hosts/h1/desired", token)["instances"]
+        return {i["name"]: i["limits"]["procview"] for i in desired}
+
+    assert views() == {"a": False, "b": True}

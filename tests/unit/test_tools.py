@@ -186,3 +186,33 @@ def test_du_counts_blocks_and_hard_links_once(tmp_path):
     os.link(tmp_path / "d" / "a", tmp_path / "d" / "b")
     one = procfs.du(tmp_path / "d")
     assert 100_000 <= one < 100_000 + 3 * 4096 + 2 * 4096
+
+
+def test_interactive_top_draws_frames_and_quits_on_q():
+    """top on a terminal: a pseudo-terminal, this process's own (host) cgroup."""
+    import pty
+    import select
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the tool as the installed command runs it
+        code = "import sys; from dockyard.tools.top import main; sys.exit(main())"
+        os.execv(sys.executable, [sys.executable, "-c", code, "-d", "0.2"])
+    seen, deadline = b"", time.monotonic() + 20
+    while b"PID USER" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            seen += os.read(fd, 65536)
+    assert b"\x1b[H\x1b[2J" in seen and b"MiB Mem :" in seen and b"PID USER" in seen
+    os.write(fd, b"q")
+    for _ in range(100):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("top did not quit on q")
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.close(fd)

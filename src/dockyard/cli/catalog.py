@@ -110,7 +110,8 @@ def image_import(api: Api, a: argparse.Namespace) -> None:
                 f"--rootfs {a.rootfs}: no such file; give a tarball of a root filesystem"
             )
         cmd = a.command.split() if a.command else ["/sbin/init"]
-        image = api.post("/images", {"name": a.name, "source": "rootfs", "command": cmd})
+        body = {"name": a.name, "source": "rootfs", "command": cmd, "procview": a.procview}
+        image = api.post("/images", body)
         try:
             image = api.upload(f"/images/{image['id']}/file", a.rootfs)
         except CliError:
@@ -119,7 +120,14 @@ def image_import(api: Api, a: argparse.Namespace) -> None:
     else:
         cmd = a.command.split() if a.command else None
         image = api.post(
-            "/images", {"name": a.name, "source": "docker", "ref": a.from_docker, "command": cmd}
+            "/images",
+            {
+                "name": a.name,
+                "source": "docker",
+                "ref": a.from_docker,
+                "command": cmd,
+                "procview": a.procview,
+            },
         )
     emit(image, a.format, IMAGE_COLUMNS)
 
@@ -296,6 +304,12 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     src.add_argument("--rootfs", type=Path, help="tarball of a root filesystem")
     src.add_argument("--from-docker", metavar="REF", help="an image already on the hosts")
     p.add_argument("--command", help="PID 1 (default /sbin/init for a rootfs)")
+    p.add_argument(
+        "--no-procview",
+        dest="procview",
+        action="store_false",
+        help="instances see the kernel's /proc, not their own view",
+    )
     p.set_defaults(run=image_import)
     p = im.add_parser(
         "build-base",

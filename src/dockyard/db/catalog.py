@@ -77,6 +77,7 @@ def create_image(s: Session, req: model.ImageCreate) -> model.Image:
             status="active",
             command=req.command,
             key_processes=req.key_processes,
+            procview=req.procview,
         )
     else:
         row = m.Image(
@@ -86,6 +87,7 @@ def create_image(s: Session, req: model.ImageCreate) -> model.Image:
             status="queued",
             command=req.command,
             key_processes=req.key_processes,
+            procview=req.procview,
         )
     s.add(row)
     s.flush()

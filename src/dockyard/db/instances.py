@@ -99,7 +99,7 @@ def create(
         disk_gb=flavor.disk_gb,
         dedicated=flavor.dedicated,
         pids_limit=flavor.pids_limit,
-        limits=dict(flavor.limits),
+        limits=_limits(flavor, image),
         volumes=[v.model_dump() for v in req.volumes],
         ssh_keys=list(req.ssh_keys),
         key_processes=list(image.key_processes),
@@ -283,11 +283,17 @@ def resize(
     note = f"{inst.flavor.name} -> {flavor.name}"
     inst.old_flavor = {**{f: getattr(inst, f) for f in _FIGURES}, "cores": own}
     figures = {f: getattr(flavor, f) for f in _FIGURES if f != "flavor_id"}
+    figures["limits"] = _limits(flavor, inst.image)
     _set_figures(s, inst, {**figures, "flavor_id": flavor.id}, cores if flavor.dedicated else [])
     inst.task_state = task.value
     _log(s, inst.id, request_id, "resize", who.name, note)
     hosts.bump(s, inst.host_id)
     return inst, row.name
+
+
+def _limits(flavor: m.Flavor, image: m.Image) -> dict[str, Any]:
+    """The flavor's limits; the /proc view only where the image wants it too."""
+    return {**flavor.limits, **({} if image.procview else {"procview": False})}
 
 
 def _without(state: HostState, inst: m.Instance, own: list[int]) -> HostState:

@@ -110,6 +110,7 @@ class Image(Base):
     command: Mapped[list[Any] | None] = mapped_column(default=None)
     # what supervisord runs in instances of this image: monitoring watches these
     key_processes: Mapped[list[Any]] = mapped_column(default=list)
+    procview: Mapped[bool] = mapped_column(default=True)  # and the flavor's: both must say yes
     created_at: Mapped[datetime] = mapped_column(default=now)
 
 

@@ -1,4 +1,4 @@
-"""ssh keys on instances, key processes on images and instances
+"""ssh keys on instances, key processes on images and instances, procview on images
 
 Revision ID: 0007
 Revises: 0006
@@ -22,6 +22,9 @@ def _json_list(name: str) -> sa.Column:  # type: ignore[type-arg]
 def upgrade() -> None:
     with op.batch_alter_table("images") as batch:
         batch.add_column(_json_list("key_processes"))
+        batch.add_column(
+            sa.Column("procview", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
     with op.batch_alter_table("instances") as batch:
         batch.add_column(_json_list("ssh_keys"))
         batch.add_column(_json_list("key_processes"))
@@ -32,4 +35,5 @@ def downgrade() -> None:
         batch.drop_column("key_processes")
         batch.drop_column("ssh_keys")
     with op.batch_alter_table("images") as batch:
+        batch.drop_column("procview")
         batch.drop_column("key_processes")
