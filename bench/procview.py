@@ -52,7 +52,7 @@ for path in paths:
     print(path, ts[n // 2], ts[n * 99 // 100])
 """
 READER = (
-    "while [ $(date +%s) -lt {start} ]; do sleep 0.1; done; n=0; e=0; "
+    "d=$(({start} - $(date +%s))); [ $d -gt 0 ] && sleep $d; n=0; e=0; "
     "while :; do if cat {files} >/dev/null 2>&1; then n=$((n+1)); else e=$((e+1)); fi; "
     "[ $(((n + e) % 20)) = 0 ] && [ $(date +%s) -ge {end} ] && break; done; "
     "echo $n $e > /tmp/reads.{start}"
@@ -77,6 +77,7 @@ class Bench:
     def __init__(self, cluster: Cluster, lxcfs_mnt: Path, lxcfs_proc: subprocess.Popen) -> None:
         self.c, self.mnt, self.lxcfs_proc = cluster, lxcfs_mnt, lxcfs_proc
         self.lxcfs_pid = lxcfs_proc.pid
+        self.last_age = 0.0  # the oldest view file seen during the last window, s
         self.ids: list[str] = []
 
     def grow(self, count: int) -> None:
@@ -100,17 +101,23 @@ class Bench:
     def window(self, files: str | None, seconds: float) -> tuple[float, float, float, int]:
         """(agent %, lxcfs %, reads/s, failed reads) over one window, a reader in every
         container (its loop counts two files as two reads)."""
-        start = int(time.time()) + 3 + len(self.ids) // 20
+        # every reader starts in the same second, after the last one is launched
+        start = int(time.time()) + 5 + len(self.ids) // 4
         end = start + int(seconds) + 2
         if files:
             for i in self.ids:
                 script = READER.format(start=start, end=end, files=files)
                 self.c.container(i).exec_run(["sh", "-c", script], detach=True)
+            if time.time() > start:
+                raise RuntimeError("launching the readers took too long; widen the margin")
         time.sleep(max(0.0, start + 1 - time.time()))
         agent, lx = cpu_seconds(self.c.agent_proc.pid), cpu_seconds(self.lxcfs_pid)
-        t0 = time.monotonic()
-        time.sleep(seconds)
+        t0, ages = time.monotonic(), []
+        while time.monotonic() - t0 < seconds:  # how stale the views get under this load
+            time.sleep(min(1.0, seconds - (time.monotonic() - t0)))
+            ages.append(self.oldest_view())
         dt = time.monotonic() - t0
+        self.last_age = max(ages)
         agent = 100 * (cpu_seconds(self.c.agent_proc.pid) - agent) / dt
         lx = 100 * (cpu_seconds(self.lxcfs_pid) - lx) / dt
         if not files:
@@ -179,16 +186,19 @@ def report(b: Bench, counts: list[str | int], window: float, reads: int) -> None
         print(f"  {name:<26}{p50:>8.1f}{p99:>8.1f}")
     print()
     print(f"serving CPU (% of one core) over {window:.0f} s windows; reads/s across all readers")
-    head = ("containers", "idle: agent", "view: agent", "reads/s", "failed",
-            "lxcfs: lxcfs", "reads/s", "failed", "oldest view")  # fmt: skip
+    head = ("containers", "idle: agent", "view age", "view: agent", "reads/s", "failed",
+            "view age", "lxcfs: lxcfs", "reads/s", "failed")  # fmt: skip
     print("  " + "".join(f"{h:>13}" for h in head))
     for n in counts:
         b.grow(int(n))
         idle, _, _, _ = b.window(None, window)
+        idle_age = b.last_age
         agent, _, view_rate, view_failed = b.window(VIEW, window)
+        view_age = b.last_age
         _, lx, lx_rate, lx_failed = b.window(LXCFS, window)
-        row = (n, f"{idle:.1f}", f"{agent:.1f}", f"{view_rate:.0f}", view_failed, f"{lx:.1f}",
-               f"{lx_rate:.0f}", lx_failed, f"{b.oldest_view():.1f} s")  # fmt: skip
+        row = (n, f"{idle:.1f}", f"{idle_age:.1f} s", f"{agent:.1f}", f"{view_rate:.0f}",
+               view_failed, f"{view_age:.1f} s", f"{lx:.1f}", f"{lx_rate:.0f}",
+               lx_failed)  # fmt: skip
         print("  " + "".join(f"{x:>13}" for x in row), flush=True)
         if b.lxcfs_proc.poll() is not None:
             print(f"  lxcfs exited with {b.lxcfs_proc.returncode}; its log:")
