@@ -16,11 +16,29 @@ def _reachable(cluster, ip, timeout=30):
 
 
 def _no_leaks(cluster, live_ids):
-    names = {f"dy-{i}" for i in live_ids}
-    assert set(cluster.containers()) == names
+    """Exactly the live instances' containers and veths, once things settle: the kernel
+    tears a dead container's network namespace (and its veth) down asynchronously."""
     from dockyard.network.plumbing import host_ifname
 
-    assert sorted(cluster.links()) == sorted(host_ifname(i) for i in live_ids)
+    names = {f"dy-{i}" for i in live_ids}
+    links = sorted(host_ifname(i) for i in live_ids)
+    wait_for(
+        lambda: set(cluster.containers()) == names and sorted(cluster.links()) == links,
+        15,
+        f"containers {sorted(names)} and links {links} (have {cluster.links()})",
+        interval=0.2,
+    )
+
+
+def _started_again(cluster, instance_id, before):
+    """The container runs again, started after ``before`` (a dying namespace can still
+    answer pings for a moment, so reachability alone does not prove the restart)."""
+
+    def again():
+        c = cluster.container(instance_id)
+        return c.status == "running" and c.attrs["State"]["StartedAt"] != before
+
+    wait_for(again, 15, "the container to run again")
 
 
 def test_container_restarted_behind_the_agents_back(cluster):
@@ -28,7 +46,10 @@ def test_container_restarted_behind_the_agents_back(cluster):
     c = cluster.container(s["id"])
     c.restart(timeout=1)
     _reachable(cluster, s["ip"], timeout=15)
+    c.reload()
+    started = c.attrs["State"]["StartedAt"]
     c.stop(timeout=1)  # stopped behind our back: the agent owns restarts
+    _started_again(cluster, s["id"], started)
     _reachable(cluster, s["ip"], timeout=15)
     assert cluster.cli_json("server", "show", "rb")["power_state"] == "running"
     _no_leaks(cluster, [s["id"]])

@@ -17,7 +17,6 @@ by its content, so a second build of the same recipe reads both from cache.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import dockyard
 from dockyard.errors import BadRequest
+from dockyard.images import tarball
 
 BASE_PACKAGES = ("supervisor", "openssh-server", "cron", "rsyslog", "python3", "procps")
 SYSTEM_PROGRAMS = {
@@ -214,31 +214,19 @@ def _write_image(debian: Path, layer: dict[str, tuple[bytes, int]], dest: Path) 
                 continue
             stream = src.extractfile(member) if member.isfile() else None
             if member.name == "./etc/rsyslog.conf" and stream is not None:
-                _add(out, member.name, _no_kernel_log(stream.read()), member.mode)
+                tarball.add_file(out, member.name, _no_kernel_log(stream.read()), member.mode)
                 continue
             out.addfile(member, stream)
-        _add_dir(out, "./root/.ssh", 0o700)
+        tarball.add_dir(out, "./root/.ssh", 0o700)
         for name, (data, mode) in sorted(layer.items()):
             for parent in reversed(Path(name).parents[:-1]):
                 if f"./{parent}" not in seen:
-                    _add_dir(out, f"./{parent}", 0o755)
+                    tarball.add_dir(out, f"./{parent}", 0o755)
                     seen.add(f"./{parent}")
-            _add(out, f"./{name}", data, mode)
+            tarball.add_file(out, f"./{name}", data, mode)
     partial.rename(dest)
 
 
 def _no_kernel_log(conf: bytes) -> bytes:
     # a container may not read /proc/kmsg: rsyslog's imklog would log an error every start
     return conf.replace(b'\nmodule(load="imklog"', b'\n#module(load="imklog"')
-
-
-def _add_dir(out: tarfile.TarFile, name: str, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode = tarfile.DIRTYPE, mode
-    out.addfile(info)
-
-
-def _add(out: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-    out.addfile(info, io.BytesIO(data))

@@ -7,13 +7,13 @@ stop and reboot are quick.
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 from dockyard.errors import BadRequest
+from dockyard.images import tarball
 
 INIT = b"""#!/bin/sh
 # PID 1 of a demo machine container: exit on TERM, reap children, idle.
@@ -46,30 +46,12 @@ def build(dest: Path, busybox: Path | None = None) -> Path:
     ).stdout.split()
     with tarfile.open(dest, "w") as tar:
         for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "var/log", "run"):
-            _dir(tar, d, 0o1777 if d == "tmp" else 0o755)
+            tarball.add_dir(tar, d, 0o1777 if d == "tmp" else 0o755)
         tar.add(str(busybox), arcname="bin/busybox")
         for applet in applets:
             if applet not in ("busybox", "init"):
-                _link(tar, f"bin/{applet}", "busybox")
-        _file_entry(tar, "sbin/init", INIT, 0o755)
-        _file_entry(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-        _file_entry(tar, "etc/group", b"root:x:0:\n", 0o644)
+                tarball.add_symlink(tar, f"bin/{applet}", "busybox")
+        tarball.add_file(tar, "sbin/init", INIT, 0o755)
+        tarball.add_file(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        tarball.add_file(tar, "etc/group", b"root:x:0:\n", 0o644)
     return dest
-
-
-def _dir(tar: tarfile.TarFile, name: str, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode = tarfile.DIRTYPE, mode
-    tar.addfile(info)
-
-
-def _link(tar: tarfile.TarFile, name: str, target: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = tarfile.SYMTYPE, target
-    tar.addfile(info)
-
-
-def _file_entry(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), mode
-    tar.addfile(info, io.BytesIO(data))
