@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -146,12 +147,17 @@ def main() -> None:
     p.add_argument("--counts", default="1,50,200", help="containers per step")
     p.add_argument("--window", type=float, default=10.0, help="seconds measured per window")
     p.add_argument("--reads", type=int, default=5000, help="reads per latency figure")
+    p.add_argument(
+        "--agent-tmpfs", action="store_true", help="the agent's state (and views) on a tmpfs"
+    )
     a = p.parse_args()
     counts = [int(x) for x in a.counts.split(",")]
     cluster = Cluster()
     try:
         cluster.start()
         cluster.kill_agent()
+        if a.agent_tmpfs:
+            run("mount", "-t", "tmpfs", "-o", "size=1g", "dyk-agent", str(cluster.root / "agent"))
         cluster.start_agent(args=("--cpu-allocation-ratio", str(max(counts))))
         s = cluster.subnet
         cluster.cli("network", "create", "net", "--cidr", f"{s}.0/24", "--gateway", f"{s}.1",
@@ -164,6 +170,9 @@ def main() -> None:
             report(Bench(cluster, mnt, lxcfs_proc), counts, a.window, a.reads)
     finally:
         cluster.stop()
+        if a.agent_tmpfs:
+            run("umount", str(cluster.root / "agent"), check=False)
+            shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def report(b: Bench, counts: list[str | int], window: float, reads: int) -> None:
