@@ -26,7 +26,9 @@ def _debian(path):
 
 
 def test_layer_runs_supervisord_with_the_key_processes(tmp_path):
-    recipe = base.Recipe("app", programs={"web": "/usr/bin/python3 -m http.server"})
+    recipe = base.Recipe(
+        "app", programs={"web": "/usr/bin/python3 -m http.server", "stamp": "date +%s"}
+    )
     out = tmp_path / "image.tar"
     base._write_image(_debian(tmp_path / "debian.tar"), base._layer_files(recipe), out)
     with tarfile.open(out) as tar:
@@ -40,7 +42,8 @@ def test_layer_runs_supervisord_with_the_key_processes(tmp_path):
     for program in ("sshd", "cron", "rsyslog", "web"):
         assert f"[program:{program}]" in conf
     assert '#module(load="imklog")' in rsyslog and '\nmodule(load="imuxsock")' in rsyslog
-    assert meta["key_processes"] == ["sshd", "cron", "rsyslog", "web"]
+    assert "command=date +%%s" in conf  # supervisord would expand a bare %
+    assert meta["key_processes"] == ["sshd", "cron", "rsyslog", "web", "stamp"]
     assert ssh_dir.isdir() and ssh_dir.mode == 0o700 and free.mode == 0o755
     for module in ("cgroups/__init__.py", "procview/render.py", "tools/free.py", "tools/top.py"):
         assert f"./usr/local/lib/dockyard/dockyard/{module}" in names

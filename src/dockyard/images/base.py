@@ -145,7 +145,11 @@ def _debootstrap(recipe: Recipe, dest: Path, log: Callable[[str], None]) -> None
     ]
     if recipe.mirror:
         cmd.append(recipe.mirror)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except BaseException:  # interrupted: no half-built tarball left in the cache
+        partial.unlink(missing_ok=True)
+        raise
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
@@ -180,7 +184,7 @@ def _supervisor_conf(recipe: Recipe) -> bytes:
     for name, command in {**SYSTEM_PROGRAMS, **recipe.programs}.items():
         out += [
             f"[program:{name}]",
-            f"command={command}",
+            f"command={command.replace('%', '%%')}",  # supervisord expands %(...)s
             "autorestart=true",
             "stopasgroup=true",
             "killasgroup=true",
@@ -204,7 +208,16 @@ def _image_json(recipe: Recipe) -> bytes:
 
 def _write_image(debian: Path, layer: dict[str, tuple[bytes, int]], dest: Path) -> None:
     """Copy the Debian tarball, replacing and adding the layer's files."""
-    partial = dest.with_name(dest.stem + ".partial.tar")  # mmdebstrap picks its format by suffix
+    partial = dest.with_name(dest.stem + ".partial.tar")
+    try:
+        _copy_with_layer(debian, layer, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # no half-written image left in the cache
+        raise
+    partial.rename(dest)
+
+
+def _copy_with_layer(debian: Path, layer: dict[str, tuple[bytes, int]], partial: Path) -> None:
     ours = {f"./{name}" for name in layer}
     seen = set()
     with tarfile.open(debian) as src, tarfile.open(partial, "w") as out:
@@ -224,7 +237,6 @@ def _write_image(debian: Path, layer: dict[str, tuple[bytes, int]], dest: Path) 
                     tarball.add_dir(out, f"./{parent}", 0o755)
                     seen.add(f"./{parent}")
             tarball.add_file(out, f"./{name}", data, mode)
-    partial.rename(dest)
 
 
 def _no_kernel_log(conf: bytes) -> bytes:
