@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.tools.free import human
-from dockyard.tools.sources import Container
+from dockyard.tools.sources import VIEW, Container
 
 PSEUDO = {
     "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs",
@@ -44,7 +44,7 @@ def mounts(path: Path = Path("/proc/self/mounts")) -> list[tuple[str, str, str]]
     for line in path.read_text().splitlines():
         source, target, fstype = line.split()[:3]
         target = target.replace("\\040", " ")
-        if fstype not in PSEUDO and not _is_file_mount(target):
+        if fstype not in PSEUDO and target != str(VIEW) and not _is_file_mount(target):
             seen[target] = (source, target, fstype)
     return list(seen.values())
 
