@@ -174,9 +174,9 @@ def test_io_counters_v1_and_v2(inside, tmp_path):
 
 
 def test_view_cpus_and_time_under_a_cap():
-    assert procfs.visible_cpus([0, 1, 2, 3], None) == [0, 1, 2, 3]
-    assert procfs.visible_cpus([0, 1, 2, 3], 1.5) == [0, 1]
-    assert procfs.visible_cpus([2, 3], 0.25) == [2]
+    assert render.visible_cpus([0, 1, 2, 3], None) == [0, 1, 2, 3]
+    assert render.visible_cpus([0, 1, 2, 3], 1.5) == [0, 1]
+    assert render.visible_cpus([2, 3], 0.25) == [2]
     # time spent on CPUs not shown is not lost: it is spread over those shown
     assert procfs.spread([10, 20, 30, 40], [0, 1, 2, 3], [0, 1]) == [50, 50]
 

@@ -15,6 +15,7 @@ the cgroup driver (cgroupfs or systemd) and --cgroup-parent do not matter.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,19 +161,39 @@ class Memory:
 
 
 def memory(cg: Cgroup) -> Memory:
+    return Memory(*usage_and_limit(cg), oom_kills(cg))
+
+
+def usage_and_limit(cg: Cgroup) -> tuple[int, int | None]:
+    """Memory in use and its limit in bytes (None: unlimited); two files, for every-second use."""
     if cg.version == 1:
         limit = int(_read(cg.path("memory", "memory.limit_in_bytes")))
-        return Memory(
-            int(_read(cg.path("memory", "memory.usage_in_bytes"))),
-            None if limit >= 2**62 else limit,
-            _kv(cg.path("memory", "memory.oom_control")).get("oom_kill", 0),
-        )
+        usage = int(_read(cg.path("memory", "memory.usage_in_bytes")))
+        return usage, None if limit >= 2**62 else limit
     raw = _read(cg.path("memory", "memory.max"))
-    return Memory(
-        int(_read(cg.path("memory", "memory.current"))),
-        None if raw == "max" else int(raw),
-        _kv(cg.path("memory", "memory.events")).get("oom_kill", 0),
-    )
+    return int(_read(cg.path("memory", "memory.current"))), None if raw == "max" else int(raw)
+
+
+def swap_limit(cg: Cgroup, memory_limit: int) -> int:
+    """Bytes of swap allowed on top of memory; 0 when none is or it cannot be read."""
+    try:
+        if cg.version == 1:
+            both = int(_read(cg.path("memory", "memory.memsw.limit_in_bytes")))
+            return 0 if both >= 2**62 else max(0, both - memory_limit)
+        raw = _read(cg.path("memory", "memory.swap.max"))
+    except (OSError, ValueError):
+        return 0  # v1 without swap accounting
+    return 0 if raw == "max" else int(raw)
+
+
+def cpu_times(cg: Cgroup) -> tuple[float, float]:
+    """(user, system) CPU seconds the cgroup has used."""
+    if cg.version == 1:  # cpuacct.stat counts in USER_HZ
+        stat = _kv(cg.path("cpuacct", "cpuacct.stat"))
+        hz = os.sysconf("SC_CLK_TCK")
+        return stat.get("user", 0) / hz, stat.get("system", 0) / hz
+    stat = _kv(cg.path("cpu", "cpu.stat"))
+    return stat.get("user_usec", 0) / 1e6, stat.get("system_usec", 0) / 1e6
 
 
 @dataclass(frozen=True)

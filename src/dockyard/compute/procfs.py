@@ -14,7 +14,6 @@ last values; nothing in the read path can fail with ENOTCONN as lxcfs does.
 from __future__ import annotations
 
 import collections
-import math
 import os
 import time
 from datetime import datetime
@@ -103,10 +102,10 @@ class ProcView:
     ) -> None:
         cg = self.cgroup_of(instance_id, pid)
         mem = cgroups.memory_stat(cg)
-        limit = cgroups.memory(cg)
+        usage, limit = cgroups.usage_and_limit(cg)
         figures = render.MemoryFigures(
-            limit=limit.limit or 0,
-            usage=limit.usage,
+            limit=limit or 0,
+            usage=usage,
             cache=mem.get("cache", 0),
             inactive_file=mem.get("inactive_file", 0),
             shmem=mem.get("shmem", 0),
@@ -114,8 +113,8 @@ class ProcView:
             swap_used=mem.get("swap", 0),
         )
         uptime = max(0.0, time.time() - _epoch(started_at))
-        cpuset = expand(cgroups.cpuset(cg))
-        cpus = visible_cpus(cpuset, cgroups.cpu_cap(cg))
+        cpuset = render.expand(cgroups.cpuset(cg))
+        cpus = render.visible_cpus(cpuset, cgroups.cpu_cap(cg))
         self._write(
             instance_dir,
             figures,
@@ -226,13 +225,6 @@ class ProcView:
                 written[name] = text
 
 
-def visible_cpus(cpuset: list[int], cap: float | None) -> list[int]:
-    """The CPUs the container is shown: its cpuset, or as many as its cap rounded up."""
-    if cap is None or not cpuset:
-        return cpuset
-    return cpuset[: max(1, math.ceil(cap - 1e-9))]
-
-
 def spread(percpu: list[int], cpuset: list[int], shown: list[int]) -> list[int]:
     """Per-CPU time (by host CPU) with the time of CPUs not shown spread over those shown."""
     if shown == cpuset or not shown:
@@ -259,15 +251,6 @@ def du(top: Path) -> int:
                 seen.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
     return total
-
-
-def expand(text: str) -> list[int]:
-    """'0-2,5' -> [0, 1, 2, 5]."""
-    out: list[int] = []
-    for part in filter(None, text.strip().split(",")):
-        a, _, b = part.partition("-")
-        out += range(int(a), int(b or a) + 1)
-    return out
 
 
 def _state(proc: Path, tid: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 USER_HZ = 100
@@ -17,16 +18,24 @@ class MemoryFigures:
     swap_limit: int = 0  # bytes of swap allowed on top of memory
     swap_used: int = 0
 
+    @property
+    def working_set(self) -> int:
+        """usage - inactive_file, as docker stats and cAdvisor count it."""
+        return max(0, self.usage - self.inactive_file)
+
+    @property
+    def available(self) -> int:
+        return max(0, self.limit - self.working_set)
+
 
 def meminfo(m: MemoryFigures, host_meminfo: str) -> str:
     """MemTotal = the limit; MemFree = limit - usage; MemAvailable as the working set
     (usage - inactive_file) leaves it, the way docker stats and cAdvisor count it.
     Lines the container has no figure for keep the host's layout with 0."""
-    working_set = max(0, m.usage - m.inactive_file)
     kb = {
         "MemTotal": m.limit,
         "MemFree": max(0, m.limit - m.usage),
-        "MemAvailable": max(0, m.limit - working_set),
+        "MemAvailable": m.available,
         "Buffers": 0,
         "Cached": max(0, m.cache - m.shmem),
         "Shmem": m.shmem,
@@ -51,6 +60,22 @@ def meminfo(m: MemoryFigures, host_meminfo: str) -> str:
 def cpus_online(cpus: list[int]) -> str:
     """/sys/devices/system/cpu/online for the container's CPUs, e.g. '0-1'."""
     return compress(cpus) + "\n"
+
+
+def expand(text: str) -> list[int]:
+    """'0-2,5' -> [0, 1, 2, 5] (the inverse of compress)."""
+    out: list[int] = []
+    for part in filter(None, text.strip().split(",")):
+        a, _, b = part.partition("-")
+        out += range(int(a), int(b or a) + 1)
+    return out
+
+
+def visible_cpus(cpuset: list[int], cap: float | None) -> list[int]:
+    """The CPUs a container is shown: its cpuset, or as many as its cap rounded up."""
+    if cap is None or not cpuset:
+        return cpuset
+    return cpuset[: max(1, math.ceil(cap - 1e-9))]
 
 
 def compress(cpus: list[int]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import cgroups
-from dockyard.procview.render import MemoryFigures
+from dockyard.procview.render import MemoryFigures, expand, visible_cpus
 
 VIEW = Path("/run/dockyard")
 
@@ -35,14 +35,13 @@ class Memory:
 
     @classmethod
     def of(cls, m: MemoryFigures) -> Memory:
-        available = max(0, m.limit - max(0, m.usage - m.inactive_file))
         return cls(
             total=m.limit,
-            used=m.limit - available,
+            used=m.limit - m.available,
             free=max(0, m.limit - m.usage),
             shared=m.shmem,
             cache=max(0, m.cache),
-            available=available,
+            available=m.available,
             swap_total=m.swap_limit,
             swap_used=m.swap_used,
         )
@@ -71,14 +70,14 @@ class Container:
         self.cg = cgroups.own(proc, fs)
 
     def memory(self) -> Memory:
-        usage = cgroups.memory(self.cg)
+        usage, limit = cgroups.usage_and_limit(self.cg)
         stat = cgroups.memory_stat(self.cg)
-        limit = usage.limit if usage.limit is not None else self._host_memory()
-        swap_limit = self._swap_limit(limit)
+        limit = limit if limit is not None else self._host_memory()
+        swap_limit = cgroups.swap_limit(self.cg, limit)
         return Memory.of(
             MemoryFigures(
                 limit=limit,
-                usage=usage.usage,
+                usage=usage,
                 cache=stat.get("cache", 0),
                 inactive_file=stat.get("inactive_file", 0),
                 shmem=stat.get("shmem", 0),
@@ -87,30 +86,17 @@ class Container:
             )
         )
 
-    def _swap_limit(self, limit: int) -> int:
-        try:
-            both = int(self.cg.file("memory", "memory.memsw.limit_in_bytes").read_text())
-        except (OSError, ValueError):
-            return 0
-        return 0 if both >= 2**62 else max(0, both - limit)
-
     def _host_memory(self) -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
     def cpus(self) -> int:
         """CPUs the container may use: its cpuset, or its CPU cap rounded up."""
-        n = len(_expand(cgroups.cpuset(self.cg))) or os.cpu_count() or 1
-        cap = cgroups.cpu(self.cg).quota_cores
-        return max(1, min(n, -int(-cap // 1))) if cap else n
+        cpuset = expand(cgroups.cpuset(self.cg))
+        return len(visible_cpus(cpuset, cgroups.cpu_cap(self.cg))) or os.cpu_count() or 1
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds the container has used."""
-        if self.cg.version == 1:
-            stat = _kv(self.cg.file("cpuacct", "cpuacct.stat"))
-            hz = os.sysconf("SC_CLK_TCK")
-            return stat.get("user", 0) / hz, stat.get("system", 0) / hz
-        stat = _kv(self.cg.file("cpu", "cpu.stat"))
-        return stat.get("user_usec", 0) / 1e6, stat.get("system_usec", 0) / 1e6
+        return cgroups.cpu_times(self.cg)
 
     def load(self) -> Load:
         path = self.view / "loadavg"
@@ -134,23 +120,6 @@ class Container:
             return int(size), int(used)
         except (OSError, ValueError):
             return None
-
-
-def _expand(text: str) -> list[int]:
-    out: list[int] = []
-    for part in filter(None, text.strip().split(",")):
-        a, _, b = part.partition("-")
-        out += range(int(a), int(b or a) + 1)
-    return out
-
-
-def _kv(path: Path) -> dict[str, int]:
-    out = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            out[key] = int(value)
-    return out
 
 
 def users(utmp: Path = Path("/var/run/utmp")) -> int:
