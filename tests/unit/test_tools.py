@@ -126,9 +126,9 @@ def test_df_root_is_what_the_container_wrote(inside, tmp_path):
     mounts.write_text(
         "overlay / overlay rw,lowerdir=/a 0 0\nproc /proc proc rw 0 0\n"
         f"/dev/sda1 {tmp_path} ext4 rw 0 0\n/dev/sda1 /etc/hosts ext4 rw 0 0\n"
-        "/dev/sda1 /run/dockyard ext4 ro 0 0\n"
+        f"/dev/sda1 {tmp_path / 'run-dockyard'} ext4 ro 0 0\n"  # a directory, like the real one
     )
-    table = df.mounts(mounts)
+    table = df.mounts(mounts, view=tmp_path / "run-dockyard")
     assert [t for _, t, _ in table] == ["/", str(tmp_path)]  # no pseudo fs, binds, view
     disk = df._disk(inside.disk())
     assert disk is not None and disk[:2] == (10 * 2**30, 64 * MiB)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import os
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -65,28 +66,43 @@ def write_in_place(path: Path, text: str, mode: int = 0o444) -> None:
         os.close(fd)
 
 
+@dataclass
+class _Tracked:
+    """What the agent remembers of one container's view between refreshes."""
+
+    started_at: str = ""  # the container start the load average belongs to
+    load: LoadAvg = field(default_factory=LoadAvg)
+    sampled_at: float = 0.0
+    running: int = 0  # tasks in R at the last sample
+    samples: collections.deque[tuple[float, int]] = field(
+        default_factory=lambda: collections.deque(maxlen=SAMPLES_KEPT)
+    )
+    pid: int = 0
+    cgroup: cgroups.Cgroup | None = None  # of ``pid``
+    disk_at: float = -1e9
+    written: dict[str, str] = field(default_factory=dict)  # file -> text: skip unchanged
+
+
 class ProcView:
     """Renders and refreshes the view of every running container."""
 
     def __init__(self, proc: Path = Path("/proc")) -> None:
         self.proc = proc
-        self._loads: dict[str, tuple[str, LoadAvg, float]] = {}  # id -> (start, avg, last)
+        self._tracked: dict[str, _Tracked] = {}  # instance id -> its state
         # static layouts read once; /proc/stat's non-CPU lines at most once a second
         self._host_cpuinfo = (proc / "cpuinfo").read_text()
         self._host_meminfo = (proc / "meminfo").read_text()
         self._host_stat, self._host_stat_at = "", 0.0
         self._host_disks, self._host_disks_at = "", -1e9
-        self._disk_at: dict[str, float] = {}
-        self._samples: dict[str, collections.deque[tuple[float, int]]] = {}
-        self._cgroups: dict[str, tuple[int, cgroups.Cgroup]] = {}  # id -> (pid, its cgroup)
-        self._written: dict[str, dict[str, str]] = {}  # id -> file -> text: skip unchanged
-        self._running: dict[str, int] = {}  # tasks in R at the last sample
         self._cpuinfos: dict[tuple[int, ...], str] = {}  # cpus -> rendered /proc/cpuinfo
+
+    def _of(self, instance_id: str) -> _Tracked:
+        return self._tracked.setdefault(instance_id, _Tracked())
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Files with sane content before the container exists (bind sources must)."""
         (instance_dir / "proc").mkdir(parents=True, exist_ok=True)
-        self._written.pop(instance_dir.name, None)  # write every file, whatever we remember
+        self._of(instance_dir.name).written.clear()  # write every file, whatever we remember
         mem = render.MemoryFigures(
             limit=memory_mb * 2**20,
             usage=0,
@@ -127,19 +143,19 @@ class ProcView:
 
     def cgroup_of(self, instance_id: str, pid: int) -> cgroups.Cgroup:
         """The container's cgroup, looked up again only when its PID 1 changes."""
-        known = self._cgroups.get(instance_id)
-        if known is None or known[0] != pid:
-            known = self._cgroups[instance_id] = (pid, cgroups.of_pid(pid, self.proc))
-        return known[1]
+        t = self._of(instance_id)
+        if t.cgroup is None or t.pid != pid:
+            t.pid, t.cgroup = pid, cgroups.of_pid(pid, self.proc)
+        return t.cgroup
 
     def refresh_disk(
         self, instance_id: str, instance_dir: Path, writable_dir: str, disk_gb: int
     ) -> None:
         """What the container wrote to its root fs, and its size: for df (every 30 s)."""
-        now = time.monotonic()
-        if not writable_dir or now - self._disk_at.get(instance_id, -1e9) < DISK_SECONDS:
+        t, now = self._of(instance_id), time.monotonic()
+        if not writable_dir or now - t.disk_at < DISK_SECONDS:
             return
-        self._disk_at[instance_id] = now
+        t.disk_at = now
         st = os.statvfs(writable_dir)
         size = disk_gb * 2**30 if disk_gb else st.f_blocks * st.f_frsize
         view_dir(instance_dir).mkdir(parents=True, exist_ok=True)
@@ -148,36 +164,25 @@ class ProcView:
     def _loadavg(
         self, instance_id: str, instance_dir: Path, started_at: str, cg: cgroups.Cgroup
     ) -> str:
-        start, avg, last = self._loads.get(instance_id, (started_at, LoadAvg(), 0.0))
-        if start != started_at:
-            avg, last = LoadAvg(), 0.0
-            self._samples.pop(instance_id, None)
+        t = self._of(instance_id)
+        if t.started_at != started_at:  # a new start: a new load average
+            t.started_at, t.load, t.sampled_at, t.running = started_at, LoadAvg(), 0.0, 0
+            t.samples.clear()
         tids = cgroups.threads(cg)
         now = time.monotonic()
-        if now - last >= SAMPLE_SECONDS:  # task states only when sampling: one read per thread
-            states = [_state(self.proc, t) for t in tids]
+        if now - t.sampled_at >= SAMPLE_SECONDS:  # task states only when sampling
+            states = [_state(self.proc, tid) for tid in tids]
             active = sum(s in ("R", "D") for s in states)
-            avg.sample(active)
-            last = now
-            self._running[instance_id] = sum(s == "R" for s in states)
-            self._log_sample(instance_id, instance_dir, active)
-        self._loads[instance_id] = (started_at, avg, last)
-        return avg.render(self._running.get(instance_id, 0), len(tids), max(tids, default=0))
-
-    def _log_sample(self, instance_id: str, instance_dir: Path, active: int) -> None:
-        """The samples behind the load average, so anyone can check it (last hour)."""
-        log = self._samples.setdefault(instance_id, collections.deque(maxlen=SAMPLES_KEPT))
-        log.append((time.time(), active))
-        text = "".join(f"{at:.3f} {n}\n" for at, n in log)
-        write_in_place(view_dir(instance_dir) / "loadavg-samples", text)
+            t.load.sample(active)
+            t.sampled_at, t.running = now, sum(s == "R" for s in states)
+            # the samples behind the load average, so anyone can check it (last hour)
+            t.samples.append((time.time(), active))
+            text = "".join(f"{at:.3f} {n}\n" for at, n in t.samples)
+            write_in_place(view_dir(instance_dir) / "loadavg-samples", text)
+        return t.load.render(t.running, len(tids), max(tids, default=0))
 
     def forget(self, instance_id: str) -> None:
-        self._loads.pop(instance_id, None)
-        self._disk_at.pop(instance_id, None)
-        self._samples.pop(instance_id, None)
-        self._cgroups.pop(instance_id, None)
-        self._running.pop(instance_id, None)
-        self._written.pop(instance_id, None)
+        self._tracked.pop(instance_id, None)
 
     def _cpuinfo(self, cpus: list[int]) -> str:
         key = tuple(cpus)
@@ -218,7 +223,7 @@ class ProcView:
             "diskstats": render.diskstats(self._disks(), ios),
             "cpu-online": render.cpus_online(list(range(len(cpus))) or [0]),
         }
-        written = self._written.setdefault(d.name, {})
+        written = self._of(d.name).written
         for name, text in out.items():
             if written.get(name) != text:
                 write_in_place(d / "proc" / name, text)

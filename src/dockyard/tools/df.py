@@ -38,13 +38,14 @@ class Row:
         return f"{-(-100 * self.used // denom)}%" if denom else "-"
 
 
-def mounts(path: Path = Path("/proc/self/mounts")) -> list[tuple[str, str, str]]:
-    """(source, target, fstype) of real filesystems, one per target (the last wins)."""
+def mounts(path: Path = Path("/proc/self/mounts"), view: Path = VIEW) -> list[tuple[str, str, str]]:
+    """(source, target, fstype) of real filesystems, one per target (the last wins);
+    not the agent's view directory, which is Dockyard's, not the user's."""
     seen: dict[str, tuple[str, str, str]] = {}
     for line in path.read_text().splitlines():
         source, target, fstype = line.split()[:3]
         target = target.replace("\\040", " ")
-        if fstype not in PSEUDO and target != str(VIEW) and not _is_file_mount(target):
+        if fstype not in PSEUDO and target != str(view) and not _is_file_mount(target):
             seen[target] = (source, target, fstype)
     return list(seen.values())
 
