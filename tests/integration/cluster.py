@@ -336,21 +336,12 @@ class Cluster:
             raise AssertionError(f"dockyard {' '.join(args)} failed: {r.stderr}")
         return r
 
-    def create(self, name: str, *extra: str) -> Any:
-        """`dockyard server create NAME --wait` with the test image, flavor and network."""
+    def create(self, name: str, *extra: str, flavor: str = "small", image: str = "demo") -> Any:
+        """`dockyard server create NAME --wait` on the test network."""
         return self.cli_json(
-            "server",
-            "create",
-            name,
-            "--image",
-            "demo",
-            "--flavor",
-            "small",
-            "--network",
-            "net",
-            "--wait",
-            *extra,
-        )
+            "server", "create", name, "--image", image, "--flavor", flavor, "--network", "net",
+            "--wait", *extra,
+        )  # fmt: skip
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-f", "json").stdout)

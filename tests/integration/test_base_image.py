@@ -32,10 +32,8 @@ def machine(cluster, machine_image, keys):
     cluster.cli(
         "flavor", "create", "m512", "--vcpus", "1", "--memory", "512", "--cpu-policy", "dedicated"
     )
-    s = cluster.cli_json(
-        "server", "create", "box", "--image", machine_image, "--flavor", "m512",
-        "--network", "net", "--ssh-key", f"{keys['ops']}.pub", "--wait", "--timeout", "180",
-    )  # fmt: skip
+    key = ("--ssh-key", f"{keys['ops']}.pub", "--timeout", "180")
+    s = cluster.create("box", *key, flavor="m512", image=machine_image)
     wait_for(lambda: ssh(cluster, keys["ops"], s["ip"], "true").returncode == 0, 30, "sshd")
     return s
 
@@ -74,10 +72,8 @@ def test_supervisord_is_pid_1_and_runs_the_key_processes(cluster, keys, machine)
 
 
 def test_every_instance_has_host_keys_of_its_own(cluster, keys, machine, machine_image):
-    other = cluster.cli_json(
-        "server", "create", "box2", "--image", machine_image, "--flavor", "small",
-        "--network", "net", "--ssh-key", f"{keys['ops']}.pub", "--wait", "--timeout", "120",
-    )  # fmt: skip
+    key = ("--ssh-key", f"{keys['ops']}.pub", "--timeout", "120")
+    other = cluster.create("box2", *key, image=machine_image)
     fingerprint = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
     wait_for(lambda: ssh(cluster, keys["ops"], other["ip"], "true").returncode == 0, 30, "sshd")
     a = ssh(cluster, keys["ops"], machine["ip"], fingerprint).stdout

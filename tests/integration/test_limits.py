@@ -37,18 +37,7 @@ def _event(cluster, name, kind):
 
 
 def _instance(cluster, name, flavor):
-    s = cluster.cli_json(
-        "server",
-        "create",
-        name,
-        "--image",
-        "demo",
-        "--flavor",
-        flavor,
-        "--network",
-        "net",
-        "--wait",
-    )
+    s = cluster.create(name, flavor=flavor)
     c = cluster.container(s["id"])
     return s, c, cgroups.of_pid(c.attrs["State"]["Pid"])
 

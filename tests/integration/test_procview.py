@@ -22,18 +22,7 @@ def test_proc_shows_the_container_and_survives_an_agent_kill(cluster):
     cluster.cli(
         "flavor", "create", "view", "--vcpus", "1", "--memory", "256", "--cpu-policy", "dedicated"
     )
-    s = cluster.cli_json(
-        "server",
-        "create",
-        "viewer",
-        "--image",
-        "demo",
-        "--flavor",
-        "view",
-        "--network",
-        "net",
-        "--wait",
-    )
+    s = cluster.create("viewer", flavor="view")
     ctr = cluster.container(s["id"])
     mem = _meminfo(ctr)
     assert mem["MemTotal"] == 256 * 1024 and mem["MemFree"] <= 256 * 1024

@@ -71,10 +71,8 @@ def test_tools_agree_with_the_cgroup_and_the_reference_load(cluster, machine_ima
     with lxcfs(cluster.root) as (mnt, _):
         dedicated = ("--cpu-policy", "dedicated")
         cluster.cli("flavor", "create", "acc", "--vcpus", "2", "--memory", "512", *dedicated)
-        s = cluster.cli_json(
-            "server", "create", "acc", "--image", machine_image, "--flavor", "acc",
-            "--network", "net", "--volume", f"{mnt}:/lxcfs:ro", "--wait", "--timeout", "180",
-        )  # fmt: skip
+        lxcfs_volume = ("--volume", f"{mnt}:/lxcfs:ro", "--timeout", "180")
+        s = cluster.create("acc", *lxcfs_volume, flavor="acc", image=machine_image)
         ctr = cluster.container(s["id"])
         ctr.exec_run("cat /lxcfs/proc/loadavg")  # lxcfs tracks a cgroup's load from its first read
         # the load of known size: one busy loop and 200 MB resident
