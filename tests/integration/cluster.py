@@ -17,12 +17,13 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -347,12 +348,30 @@ class Cluster:
         return json.loads(self.cli(*args, "-f", "json").stdout)
 
     def links(self) -> list[str]:
+        """The host's dy/dz/dw links of this cluster's instances (deleted ones included).
+
+        Other clusters, a demo cloud or a user's instances on the same machine have
+        links of the same shape; they are not this cluster's to count or delete.
+        """
+        ours = self.instance_link_keys()
         out = json.loads(run("ip", "-j", "link", "show").stdout)
         return [
             link["ifname"]
             for link in out
-            if link["ifname"].startswith(("dy", "dz", "dw")) and len(link["ifname"]) == 13
+            if link["ifname"].startswith(("dy", "dz", "dw"))
+            and len(link["ifname"]) == 13
+            and link["ifname"][2:] in ours
         ]
+
+    def instance_link_keys(self) -> set[str]:
+        """The 11 hex digits each instance's link names carry, for every instance ever
+        created in this cluster's database."""
+        db = self.root / "server" / "dockyard.db"
+        if not db.exists():
+            return set()
+        with closing(sqlite3.connect(db, timeout=30)) as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM instances")]
+        return {i.replace("-", "")[:11] for i in ids}
 
     def container(self, instance_id: str):
         assert self.docker is not None

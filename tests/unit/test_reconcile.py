@@ -7,7 +7,7 @@ from dockyard.compute.driver import Observed, resources_key
 from dockyard.compute.reconcile import Step, plan, spec_of
 from dockyard.compute.store import Record
 from dockyard.model import DesiredInstance, ImageSource, NetSpec, PowerState, TaskState
-from dockyard.network.plumbing import host_ifname, peer_ifname
+from dockyard.network.plumbing import host_ifname, ifb_ifname, peer_ifname
 
 
 def want(iid, power="running", task=None, power_state=PowerState.running, reboot_seq=0):
@@ -98,6 +98,13 @@ def test_orphans_and_stale_links():
     p = plan({A: want(A)}, {b: running(b)}, {}, links, known_files={b})
     assert p.orphans == {b}
     assert p.stale_links == {host_ifname(b), peer_ifname(b)}
+
+
+def test_links_of_instances_it_does_not_know_are_left_alone():
+    """Another agent in the same network namespace (or a test's veth) owns them."""
+    stranger = str(uuid.UUID(int=3 << 120))
+    links = {host_ifname(stranger), peer_ifname(stranger), ifb_ifname(stranger)}
+    assert not plan({A: want(A)}, {}, {}, links).stale_links
 
 
 ids = st.sampled_from([str(uuid.UUID(int=i << 120)) for i in range(1, 6)])

@@ -123,8 +123,19 @@ def plan(
         step = step_for(want, observed.get(iid), records.get(iid, Record(iid)), links)
         if step is not None:
             out.steps[iid] = step
-    out.orphans = (set(observed) | set(records) | set(known_files)) - set(desired)
+    known = set(observed) | set(records) | set(known_files)
+    out.orphans = known - set(desired)
     running = [i for i, w in desired.items() if w.power == "running"]
     wanted_links = {f(i) for i in running for f in (host_ifname, peer_ifname, ifb_ifname)}
-    out.stale_links = {n for n in links if _OURS.match(n) and n not in wanted_links}
+    # only links of instances this agent knows: another agent sharing the network
+    # namespace (or a test's own veths) owns the rest, and they are not ours to delete
+    mine = {_link_key(i) for i in known | set(desired)}
+    out.stale_links = {
+        n for n in links if _OURS.match(n) and n[2:] in mine and n not in wanted_links
+    }
     return out
+
+
+def _link_key(instance_id: str) -> str:
+    """The part of an instance's link names after the prefix (11 hex of its UUID)."""
+    return host_ifname(instance_id)[len(HOST_PREFIX) :]
