@@ -15,8 +15,11 @@ from tests.integration.cluster import free_port, private_dockerd, run, stop_pid,
 from tests.integration.conftest import _can_run
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-DEMO_BRIDGE = "dyk-demo"
-DEMO_IP = "198.18.0.10"
+# its own bridge and subnet, so a demo cloud running on this machine is left alone
+TAG = os.urandom(2).hex()
+DEMO_BRIDGE = f"dyu-{TAG}"
+DEMO_NET = f"198.19.{int(TAG[:2], 16)}"
+DEMO_IP = f"{DEMO_NET}.10"
 
 
 @pytest.fixture
@@ -24,8 +27,6 @@ def dockerd():
     reason = _can_run()
     if reason:
         pytest.skip(reason)
-    if Path("/sys/class/net", DEMO_BRIDGE).exists():
-        pytest.skip(f"{DEMO_BRIDGE} exists: a `dockyard up` is running on this machine")
     try:
         with private_dockerd("up") as d:
             yield d
@@ -54,6 +55,10 @@ class Up:
                 f"127.0.0.1:{self.port}",
                 "--host-name",
                 "uptest",
+                "--demo-bridge",
+                DEMO_BRIDGE,
+                "--demo-cidr",
+                f"{DEMO_NET}.0/24",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -109,7 +114,8 @@ def test_up_then_create_gives_a_reachable_instance(dockerd):
             "json",
         )
         assert r.returncode == 0, r.stderr
-        assert '"status": "ACTIVE"' in r.stdout and '"hostname": "demo0010"' in r.stdout
+        hostname = f"demo{int(TAG[:2], 16)}010"  # the rule demo{o3}{o4:03d}
+        assert '"status": "ACTIVE"' in r.stdout and f'"hostname": "{hostname}"' in r.stdout
         assert "ACTIVE in" in r.stderr  # progress went to stderr
         assert run("ping", "-c", "1", "-W", "1", DEMO_IP, check=False).returncode == 0
     finally:

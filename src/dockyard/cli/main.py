@@ -19,6 +19,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--listen", default="127.0.0.1:8787", help="HOST:PORT of the API")
     up.add_argument("--host-name", default=None, help="name of this host (default hostname)")
     up.add_argument("--no-demo", action="store_true", help="skip the demo network/flavor/image")
+    up.add_argument("--demo-bridge", default="dyk-demo", help="bridge of the demo network")
+    up.add_argument("--demo-cidr", default="198.18.0.0/24", help="subnet of the demo network")
     up.set_defaults(run=None, offline=True)
     catalog.add_parsers(sub, fmt)
     servers.add_parsers(sub, fmt)

@@ -11,6 +11,7 @@ both children; instances keep running and are reconciled on the next `up`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import socket
@@ -28,14 +29,14 @@ from dockyard.db import identity
 from dockyard.db.session import Database
 from dockyard.network import plumbing
 
-DEMO_BRIDGE = "dyk-demo"
-DEMO_CIDR, DEMO_GATEWAY, DEMO_HOST_ADDR = "198.18.0.0/24", "198.18.0.1", "198.18.0.254"
+DEMO_BRIDGE, DEMO_CIDR = "dyk-demo", "198.18.0.0/24"
 
 
 def up(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise CliError("dockyard up needs root: its agent creates bridges and veth pairs")
     state = Path(a.state_dir).resolve()
+    demo = None if a.no_demo else _demo_network(a.demo_cidr)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_docker()
     url = f"http://{a.listen}"
@@ -62,8 +63,8 @@ def up(a: argparse.Namespace) -> int:
         )
         _wait_ready(url, children[0])
         api = Api(url, admin_token)
-        if not a.no_demo:
-            _demo(api, state)
+        if demo is not None:
+            _demo(api, a.demo_bridge, demo)
         children.append(
             _spawn(
                 "dockyard.compute.agent",
@@ -78,7 +79,7 @@ def up(a: argparse.Namespace) -> int:
                 log=state / "agent.log",
             )
         )
-        _banner(url, state)
+        _banner(url, state, None if demo is None else str(demo[10]))
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
         dead = [c for c in children if c.poll() is not None]
@@ -161,28 +162,32 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) 
     raise CliError(f"the server did not answer on {url} within {timeout:.0f}s")
 
 
-def _demo(api: Api, state: Path) -> None:
-    """The demo network, flavor and image, created once."""
+def _demo(api: Api, bridge: str, net: ipaddress.IPv4Network) -> None:
+    """The demo network, flavor and image, created once.
+
+    The network's gateway is the CIDR's first address, its pool runs from the
+    tenth to the sixth from the end, and this host takes the last one on the
+    bridge, so this shell can reach instances; no route or NAT beyond the bridge.
+    """
+    host_addr = str(net[-2])
     if not api.exists("/networks/demo"):
         api.post(
             "/networks",
             {
                 "name": "demo",
-                "bridge": DEMO_BRIDGE,
+                "bridge": bridge,
                 "mtu": 1500,
                 "subnet": {
-                    "cidr": DEMO_CIDR,
-                    "gateway": DEMO_GATEWAY,
-                    "pools": [{"start": "198.18.0.10", "end": "198.18.0.250"}],
-                    "reserved": [DEMO_HOST_ADDR],
+                    "cidr": str(net),
+                    "gateway": str(net[1]),
+                    "pools": [{"start": str(net[10]), "end": str(net[-6])}],
+                    "reserved": [host_addr],
                     "hostname_rule": "demo{o3}{o4:03d}",
                 },
             },
         )
-    # the host's own address on the demo bridge, so this shell can reach instances;
-    # no route or NAT beyond the bridge
-    plumbing.ensure_bridge(DEMO_BRIDGE, None, 1500)
-    plumbing.ensure_address(DEMO_BRIDGE, f"{DEMO_HOST_ADDR}/24")
+    plumbing.ensure_bridge(bridge, None, 1500)
+    plumbing.ensure_address(bridge, f"{host_addr}/{net.prefixlen}")
     if not api.exists("/flavors/small"):
         api.post("/flavors", {"name": "small", "vcpus": 1, "memory_mb": 256, "pids_limit": 512})
     if not api.exists("/images/demo"):
@@ -196,14 +201,25 @@ def _demo(api: Api, state: Path) -> None:
             api.upload(f"/images/{image['id']}/file", tar)
 
 
-def _banner(url: str, state: Path) -> None:
+def _demo_network(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError as exc:
+        raise CliError(f"--demo-cidr {cidr!r} is not an IPv4 network (e.g. {DEMO_CIDR})") from exc
+    if net.num_addresses < 32:
+        raise CliError(f"--demo-cidr {cidr} is too small; give a /27 or larger")
+    return net
+
+
+def _banner(url: str, state: Path, first_ip: str | None) -> None:
+    demo = f"""
+  try:          dockyard server create web --image demo --flavor small --network demo --wait
+                ping {first_ip}"""
     print(
         f"""Dockyard is up.
   API:          {url}/v1   (OpenAPI: {url}/openapi.json)
   credentials:  source {state}/admin.env     (admin token, mode 0600)
-  logs:         {state}/server.log {state}/agent.log
-  try:          dockyard server create web --image demo --flavor small --network demo --wait
-                ping {DEMO_GATEWAY.rsplit(".", 1)[0]}.10
+  logs:         {state}/server.log {state}/agent.log{demo if first_ip else ""}
 Ctrl-C stops the server and the agent; instances keep running.""",
         flush=True,
     )
