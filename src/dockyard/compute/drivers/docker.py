@@ -215,7 +215,10 @@ class DockerDriver:
         cg = cgroups.of_pid(pid)
         cgroups.set_pids_max(cg, spec.pids_limit)
         paths = [self._root_dir(), *(m.source for m in spec.mounts if not m.managed)]
-        for dev in sorted({block_device(p) for p in paths}) if _has_io(lim) else []:
+        # written also without limits ("no limit" rules): on recent kernels the cgroup's
+        # per-disk IO counters, which the /proc/diskstats view shows, stay at zero until a
+        # throttle rule was written for that disk once
+        for dev in _block_devices(paths, required=_has_io(lim)):
             st = os.stat(dev)
             majmin = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
             cgroups.set_io_limits(
@@ -367,6 +370,19 @@ def _has_io(lim: Limits) -> bool:
         v is not None
         for v in (lim.disk_read_bps, lim.disk_write_bps, lim.disk_read_iops, lim.disk_write_iops)
     )
+
+
+def _block_devices(paths: list[str], required: bool) -> list[str]:
+    """The whole disks behind ``paths``; unless ``required``, paths on no block
+    device (tmpfs, network filesystems) are left out instead of refused."""
+    out = set()
+    for path in paths:
+        try:
+            out.add(block_device(path))
+        except PermanentError:
+            if required:
+                raise
+    return sorted(out)
 
 
 def block_device(path: str) -> str:
