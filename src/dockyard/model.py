@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -27,9 +28,19 @@ SSH_KEY_TYPES = (
 
 
 def _ssh_public_key(text: str) -> str:
-    """One OpenSSH public key line: TYPE BASE64 [COMMENT], the blob naming the same TYPE."""
-    parts = text.strip().split(None, 2)
+    """One OpenSSH public key line: TYPE BASE64 [COMMENT], the blob naming the same TYPE.
+
+    No control character anywhere (a newline would start a second authorized_keys
+    line, which could carry ``command=`` or ``from=`` options of the tenant's choosing).
+    """
     hint = "give the .pub file (one line: 'ssh-ed25519 AAAA... comment'), not the private key"
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(
+            f"the key contains the control character {bad!r}; send exactly one key per "
+            "entry, on one line, without newlines or tabs"
+        )
+    parts = text.strip().split(None, 2)
     if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
         raise ValueError(f"not an OpenSSH public key; {hint}")
     try:

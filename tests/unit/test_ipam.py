@@ -43,6 +43,17 @@ def test_explicit_ip_outside_taken_gateway_reserved_is_a_conflict():
     assert ipam.check_requested(s, "198.18.0.8", {"198.18.0.7"}) == "198.18.0.8"
 
 
+def test_explicit_ip_outside_the_pools_is_a_conflict_naming_them():
+    s = subnet(
+        pools=[Pool(start="198.18.0.10", end="198.18.0.20"), Pool(start="198.18.0.30", end="198.18.0.40")]
+    )
+    for ip in ("198.18.0.2", "198.18.0.9", "198.18.0.21", "198.18.0.29", "198.18.0.254"):
+        with pytest.raises(Conflict, match="outside the allocation pools .*198.18.0.10-198.18.0.20"):
+            ipam.check_requested(s, ip, set())
+    for ip in ("198.18.0.10", "198.18.0.20", "198.18.0.30", "198.18.0.40"):
+        assert ipam.check_requested(s, ip, set()) == ip
+
+
 def test_bad_pool_says_what_to_fix():
     with pytest.raises(Unprocessable, match="swap"):
         subnet(pools=[Pool(start="198.18.0.20", end="198.18.0.10")])

@@ -54,6 +54,7 @@ def create(
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
     dedicated = flavor.vcpus if flavor.dedicated else 0
+    hosts.lock_for_claim(s)  # before counting usage, or two creates both fit the quota
     quotas.check(
         s,
         who.project_id,
@@ -66,7 +67,6 @@ def create(
             "ips": 1,
         },
     )
-    hosts.lock_for_claim(s)
     rows = hosts.scheduler_view(s)
     request = Request(
         vcpus=flavor.vcpus,
@@ -247,6 +247,7 @@ def resize(
     if flavor.id == inst.flavor_id:
         raise Conflict(f"{inst.name} already has flavor {flavor.name}; pick another")
     task = states.begin("resize", VmState(inst.vm_state), _task(inst))
+    hosts.lock_for_claim(s)  # before counting usage, as in create
     quotas.check(
         s,
         inst.project_id,
@@ -259,7 +260,6 @@ def resize(
         },
     )
     assert inst.host is not None
-    hosts.lock_for_claim(s)
     row, state = next((r, st) for r, st in hosts.scheduler_view(s) if r.id == inst.host_id)
     own = [c.core for c in inst.cores]
     state = _without(state, inst, own)

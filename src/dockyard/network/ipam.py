@@ -57,15 +57,27 @@ def choose(spec: SubnetCreate, taken: Set[str]) -> str | None:
 
 
 def check_requested(spec: SubnetCreate, ip: str, taken: Set[str]) -> str:
-    """Accept an explicit address or raise Conflict saying why it cannot be had."""
+    """Accept an explicit address or raise Conflict saying why it cannot be had.
+
+    Only addresses of the allocation pools can be asked for, by anyone: what
+    lies outside them (routers, hosts, the gateway, reserved addresses) belongs
+    to the datacenter, and an instance given one would announce it by ARP. The
+    answer for a taken address says only that: not whose it is.
+    """
     net = ipaddress.IPv4Network(spec.cidr)
     addr = _parse(ip, "ip")
     if addr not in net or addr in (net.network_address, net.broadcast_address):
         raise Conflict(f"{ip} is not a usable address of subnet {spec.cidr}; pick one inside it")
-    if ip == spec.gateway:
+    if str(addr) == spec.gateway:
         raise Conflict(f"{ip} is the gateway of subnet {spec.cidr}; pick another address")
-    if ip in spec.reserved:
+    if str(addr) in spec.reserved:
         raise Conflict(f"{ip} is reserved in subnet {spec.cidr}; pick another address")
+    if not any(IPv4(p.start) <= addr <= IPv4(p.end) for p in spec.pools):
+        pools = ", ".join(f"{p.start}-{p.end}" for p in spec.pools)
+        raise Conflict(
+            f"{ip} is outside the allocation pools of subnet {spec.cidr} ({pools}); "
+            "pick an address inside a pool, or leave the IP out"
+        )
     if str(addr) in taken:
         raise Conflict(f"{ip} is already in use in subnet {spec.cidr}; pick another address")
     return str(addr)

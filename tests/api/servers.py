@@ -1,0 +1,40 @@
+"""Real HTTP servers (uvicorn in a thread) on one database, for concurrency tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from dockyard.api.app import create_app
+from dockyard.db.session import Database
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(db: Database, state_dir: Path) -> Iterator[str]:
+    """One dockyard-server on ``db``; yields its /v1 URL."""
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(db, state_dir), host="127.0.0.1", port=port, log_level="warning"
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        while not srv.started:
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
