@@ -125,6 +125,26 @@ class User(Schema):
     name: str
     project: str
     role: Role
+    disabled: bool = Field(default=False, description="its tokens are refused until enabled")
+
+
+class UserUpdate(Schema):
+    """Admins: disable or enable a user (at once, on every server), or change its role."""
+
+    disabled: bool | None = None
+    role: Role | None = None
+
+
+MAX_TOKEN_LIFETIME = 10 * 366 * 86400  # seconds
+
+
+class TokenCreate(Schema):
+    expires_in: int | None = Field(
+        default=None,
+        ge=60,
+        le=MAX_TOKEN_LIFETIME,
+        description="seconds until the token stops working; null = never",
+    )
 
 
 class TokenCreated(Schema):
@@ -132,6 +152,7 @@ class TokenCreated(Schema):
     token: str = Field(description="shown once; only its hash is stored")
     user: str | None = None
     host: str | None = None
+    expires_at: datetime | None = Field(default=None, description="UTC; null = never")
 
 
 QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips")
@@ -162,6 +183,7 @@ class TokenInfo(Schema):
     user: str | None
     host: str | None
     created_at: datetime
+    expires_at: datetime | None = Field(default=None, description="UTC; null = never")
 
 
 class AgentTokenCreate(Schema):

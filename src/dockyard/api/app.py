@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
 from dockyard.api import catalog, errors, hosts, identity, instances
-from dockyard.api.deps import TokenCache
 from dockyard.api.watch import HostWatch
 from dockyard.db.session import Database
 
@@ -36,7 +35,6 @@ def create_app(db: Database, state_dir: Path, placement: str = "spread") -> Fast
     )
     app.state.db = db
     app.state.watch = watch
-    app.state.tokens = TokenCache()
     app.state.ram_weight = 1.0 if placement == "spread" else -1.0
     app.state.image_dir = state_dir / "images"
     errors.install(app)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -30,48 +28,19 @@ def session(request: Request, db: Annotated[Database, Depends(database)]) -> Ite
         yield s
 
 
-class TokenCache:
-    """Known tokens for a few seconds, so polling clients cost no extra query.
-
-    A token deleted from the database keeps working here for at most ``ttl``.
-    """
-
-    def __init__(self, ttl: float = 10.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, token: str) -> Principal | None:
-        with self._lock:
-            hit = self._entries.get(token)
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def put(self, token: str, who: Principal) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[token] = (who, time.monotonic() + self.ttl)
-
-
 def principal(request: Request, db: Annotated[Database, Depends(database)]) -> Principal:
+    """The caller, looked up in the database on every request (one indexed query).
+
+    No cache: a token revoked, expired or whose user was disabled is refused by
+    every server as soon as that change has committed.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("send 'Authorization: Bearer <token>'; set DOCKYARD_TOKEN for the CLI")
-    cache: TokenCache = request.app.state.tokens
-    who = cache.get(token)
-    if who is None:
-        with db.session(write=False) as s:
-            who = authenticate(s, token)
-        cache.put(token, who)
-    return who
+    with db.session(write=False) as s:
+        return authenticate(s, token)
 
 
 def user(who: Annotated[Principal, Depends(principal)]) -> Principal:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from dockyard import model
-from dockyard.api.deps import DB, Admin, User
+from dockyard.api.deps import DB, Admin, Db, User
 from dockyard.db import identity, quotas
 
 router = APIRouter(tags=["identity"])
@@ -32,6 +32,13 @@ def list_users(s: DB, _: Admin) -> list[model.User]:
     return identity.list_users(s)
 
 
+@router.patch("/users/{name}")
+def update_user(name: str, body: model.UserUpdate, db: Db, who: Admin) -> model.User:
+    """Disable (its tokens are refused at once, on every server), enable, or change the role."""
+    with db.session() as s:  # committed before the answer
+        return identity.update_user(s, who, name, body)
+
+
 @router.post("/agent-tokens", status_code=201)
 def create_agent_token(body: model.AgentTokenCreate, s: DB, _: Admin) -> model.TokenCreated:
     """A credential for one host's agent; it can only act for that host."""
@@ -45,15 +52,17 @@ def list_tokens(s: DB, who: User) -> list[model.TokenInfo]:
 
 
 @router.post("/tokens", status_code=201)
-def create_token(s: DB, who: User) -> model.TokenCreated:
-    """A new token for yourself, e.g. to rotate the one you use."""
-    return identity.new_own_token(s, who)
+def create_token(db: Db, who: User, body: model.TokenCreate | None = None) -> model.TokenCreated:
+    """A new token for yourself, e.g. to rotate the one you use; optionally expiring."""
+    with db.session() as s:
+        return identity.new_own_token(s, who, body or model.TokenCreate())
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: str, request: Request, s: DB, who: User) -> None:
-    identity.revoke_token(s, who, token_id)
-    request.app.state.tokens.clear()  # this server forgets it at once; others within 10 s
+def revoke_token(token_id: str, db: Db, who: User) -> None:
+    """Refused by every server from this answer on: tokens are not cached."""
+    with db.session() as s:  # committed before the answer
+        identity.revoke_token(s, who, token_id)
 
 
 @router.get("/quota")

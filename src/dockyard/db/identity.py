@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from dockyard import model
 from dockyard.db import models as m
-from dockyard.errors import Conflict, NotFound, Unauthorized
+from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Principal:
     project_id: str | None = None
     user_id: str | None = None
     host_name: str | None = None
+    token_id: str | None = None  # the token this request came with
 
     @property
     def is_admin(self) -> bool:
@@ -39,14 +41,34 @@ def new_token() -> str:
 
 
 def authenticate(s: Session, token: str) -> Principal:
+    """Who sends ``token``: one indexed lookup, on every request.
+
+    Nothing is cached, so a revoked token, an expired one or a disabled user's
+    is refused by every server from the moment the change commits.
+    """
     row = s.scalar(select(m.Token).where(m.Token.token_hash == hash_token(token)))
     if row is None:
-        raise Unauthorized("the token is not known; check DOCKYARD_TOKEN")
+        raise Unauthorized("the token is not known (revoked, or mistyped); check DOCKYARD_TOKEN")
+    if row.expires_at is not None and row.expires_at <= m.now():
+        raise Unauthorized(
+            f"the token expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC; make a new one with "
+            "`dockyard token create` using a token that still works, or ask an admin for one",
+            expired_at=row.expires_at.isoformat() + "Z",
+        )
     if row.host_name is not None:
-        return Principal(name=f"agent:{row.host_name}", role="agent", host_name=row.host_name)
+        return Principal(
+            name=f"agent:{row.host_name}", role="agent", host_name=row.host_name, token_id=row.id
+        )
     assert row.user is not None
     u = row.user
-    return Principal(name=u.name, role=u.role, project_id=u.project_id, user_id=u.id)
+    if u.disabled:
+        raise Forbidden(
+            f"user {u.name!r} is disabled, and so are its tokens; ask an admin "
+            f"(`dockyard user enable {u.name}`)"
+        )
+    return Principal(
+        name=u.name, role=u.role, project_id=u.project_id, user_id=u.id, token_id=row.id
+    )
 
 
 def create_project(s: Session, name: str) -> model.Project:
@@ -86,9 +108,9 @@ def list_users(s: Session) -> list[model.User]:
     return [_user(r, r.project.name) for r in rows]
 
 
-def issue_user_token(s: Session, user_id: str) -> str:
+def issue_user_token(s: Session, user_id: str, expires_at: datetime | None = None) -> str:
     token = new_token()
-    s.add(m.Token(token_hash=hash_token(token), user_id=user_id))
+    s.add(m.Token(token_hash=hash_token(token), user_id=user_id, expires_at=expires_at))
     return token
 
 
@@ -104,19 +126,32 @@ def list_tokens(s: Session, who: Principal) -> list[model.TokenInfo]:
         q = q.where(m.Token.user_id == who.user_id)
     return [
         model.TokenInfo(
-            id=t.id, user=t.user.name if t.user else None, host=t.host_name, created_at=t.created_at
+            id=t.id,
+            user=t.user.name if t.user else None,
+            host=t.host_name,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
         )
         for t in s.scalars(q)
     ]
 
 
-def new_own_token(s: Session, who: Principal) -> model.TokenCreated:
+def new_own_token(s: Session, who: Principal, req: model.TokenCreate) -> model.TokenCreated:
+    """A new token for the caller, as long as the one it came with still stands.
+
+    The caller's token row is locked: a revocation that committed meanwhile (on
+    any server) is seen here, and one in flight waits for this insert.
+    """
     assert who.user_id is not None
-    token = issue_user_token(s, who.user_id)
+    mine = s.scalar(select(m.Token.id).where(m.Token.id == who.token_id).with_for_update())
+    if mine is None:
+        raise Unauthorized("the token is not known (revoked, or mistyped); check DOCKYARD_TOKEN")
+    expires = None if req.expires_in is None else m.now() + timedelta(seconds=req.expires_in)
+    token = issue_user_token(s, who.user_id, expires)
     s.flush()
     row = s.scalar(select(m.Token).where(m.Token.token_hash == hash_token(token)))
     assert row is not None
-    return model.TokenCreated(id=row.id, token=token, user=who.name)
+    return model.TokenCreated(id=row.id, token=token, user=who.name, expires_at=expires)
 
 
 def revoke_token(s: Session, who: Principal, token_id: str) -> None:
@@ -143,5 +178,22 @@ def bootstrap(s: Session) -> str | None:
         raise Conflict("the database is being initialised by another server") from exc
 
 
+def update_user(s: Session, who: Principal, name: str, req: model.UserUpdate) -> model.User:
+    """Disable, enable or change the role of a user; nobody locks themselves out."""
+    row = s.scalar(select(m.User).where(m.User.name == name).with_for_update(of=m.User))
+    if row is None:
+        raise NotFound(f"user {name!r} does not exist; see `dockyard user list`")
+    if row.id == who.user_id and (req.disabled or req.role not in (None, model.Role.admin)):
+        raise Conflict("you cannot disable or demote yourself; ask another admin")
+    if req.disabled is not None:
+        row.disabled = req.disabled
+    if req.role is not None:
+        row.role = req.role.value
+    s.flush()
+    return _user(row, row.project.name)
+
+
 def _user(row: m.User, project: str) -> model.User:
-    return model.User(id=row.id, name=row.name, project=project, role=model.Role(row.role))
+    return model.User(
+        id=row.id, name=row.name, project=project, role=model.Role(row.role), disabled=row.disabled
+    )

@@ -46,6 +46,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(default=False)
     project: Mapped[Project] = relationship(lazy="joined")
 
 
@@ -61,6 +62,7 @@ class Token(Base):
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
     host_name: Mapped[str | None] = mapped_column(String(63), default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)  # None: never
     user: Mapped[User | None] = relationship(lazy="joined")
 
 
