@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -59,17 +60,15 @@ def test_a_token_revoked_on_one_server_is_refused_by_the_other_at_once(two_serve
 
 
 @pytest.mark.slow
-def test_revoking_while_requests_run_refuses_every_request_after_the_answer(
-    backend_db, tmp_path
-):
+def test_revoking_while_requests_run_refuses_every_request_after_the_answer(backend_db, tmp_path):
     admin = init(backend_db)
     other = Database(backend_db.url)
     with serving(backend_db, tmp_path / "a") as url_a, serving(other, tmp_path / "b") as url_b:
         with httpx.Client(headers={"authorization": f"Bearer {admin}"}) as c:
             c.post(f"{url_a}/projects", json={"name": "p1"}).raise_for_status()
-            alice = c.post(
-                f"{url_a}/users", json={"name": "alice", "project": "p1"}
-            ).json()["token"]
+            alice = c.post(f"{url_a}/users", json={"name": "alice", "project": "p1"}).json()[
+                "token"
+            ]
             token_id = c.get(f"{url_a}/tokens").json()[-1]["id"]
         stop, results = threading.Event(), []
 
@@ -150,3 +149,43 @@ def test_only_admins_disable_users_and_nobody_disables_themselves(cloud):
     r = cloud.call("PATCH", "/users/nobody", json={"disabled": True})
     assert r.status_code == 404
     assert cloud.ok("GET", "/whoami")["name"] == "admin"
+
+
+def test_the_cli_creates_expiring_tokens_lists_expiry_and_disables_users(
+    tmp_path, monkeypatch, capsys
+):
+    from dockyard.cli.main import main
+
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    admin = init(db)
+    with serving(db, tmp_path) as url:
+        monkeypatch.setenv("DOCKYARD_URL", url.removesuffix("/v1"))
+        monkeypatch.setenv("DOCKYARD_TOKEN", admin)
+        main(["token", "create", "--expires", "30d"])
+        minted = capsys.readouterr().out.strip()
+        main(["token", "list", "-f", "json"])
+        listed = json.loads(capsys.readouterr().out)
+        expiring = [t for t in listed if t["expires_at"]]
+        assert len(expiring) == 1 and len(listed) == 2
+        days = datetime.fromisoformat(expiring[0]["expires_at"]) - datetime.fromisoformat(
+            expiring[0]["created_at"]
+        )
+        assert abs(days.total_seconds() - 30 * 86400) < 60
+        main(["token", "list"])
+        assert "EXPIRES" in capsys.readouterr().out
+        main(["project", "create", "p1"])
+        main(["user", "create", "bob", "--project", "p1"])
+        bob = capsys.readouterr().out.strip().splitlines()[-1]
+        main(["user", "disable", "bob"])
+        assert (
+            httpx.get(f"{url}/whoami", headers={"authorization": f"Bearer {bob}"}).status_code
+            == 403
+        )
+        main(["user", "list"])
+        assert "disabled" in capsys.readouterr().out
+        main(["user", "enable", "bob"])
+        assert httpx.get(f"{url}/whoami", headers={"authorization": f"Bearer {minted}"}).is_success
+        with pytest.raises(SystemExit) as exit_:
+            main(["token", "create", "--expires", "soon"])
+        assert exit_.value.code == 1 and "30d" in capsys.readouterr().err
+    db.engine.dispose()

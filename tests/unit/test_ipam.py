@@ -45,10 +45,15 @@ def test_explicit_ip_outside_taken_gateway_reserved_is_a_conflict():
 
 def test_explicit_ip_outside_the_pools_is_a_conflict_naming_them():
     s = subnet(
-        pools=[Pool(start="198.18.0.10", end="198.18.0.20"), Pool(start="198.18.0.30", end="198.18.0.40")]
+        pools=[
+            Pool(start="198.18.0.10", end="198.18.0.20"),
+            Pool(start="198.18.0.30", end="198.18.0.40"),
+        ]
     )
     for ip in ("198.18.0.2", "198.18.0.9", "198.18.0.21", "198.18.0.29", "198.18.0.254"):
-        with pytest.raises(Conflict, match="outside the allocation pools .*198.18.0.10-198.18.0.20"):
+        with pytest.raises(
+            Conflict, match="outside the allocation pools .*198.18.0.10-198.18.0.20"
+        ):
             ipam.check_requested(s, ip, set())
     for ip in ("198.18.0.10", "198.18.0.20", "198.18.0.30", "198.18.0.40"):
         assert ipam.check_requested(s, ip, set()) == ip

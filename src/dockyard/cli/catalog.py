@@ -1,4 +1,4 @@
-"""network, flavor, image, host, project and user commands."""
+"""network, flavor, image, host, project and quota commands."""
 
 from __future__ import annotations
 
@@ -253,11 +253,6 @@ def host_token(api: Api, a: argparse.Namespace) -> None:
     print(out["token"])
 
 
-def user_create(api: Api, a: argparse.Namespace) -> None:
-    out = api.post("/users", {"name": a.name, "project": a.project, "role": a.role})
-    print(out["token"])
-
-
 def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     net = sub.add_parser("network", help="datacenter networks and subnets").add_subparsers(
         dest="verb", required=True
@@ -369,43 +364,6 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     for resource in ("instances", "vcpus", "memory-mb", "dedicated-cores", "ips"):
         p.add_argument(f"--{resource}", dest=resource.replace("-", "_"), metavar="N")
     p.set_defaults(run=quota_set)
-
-    tk = sub.add_parser("token", help="your API tokens").add_subparsers(dest="verb", required=True)
-    p = tk.add_parser("create", help="a new token for yourself; prints it once")
-    p.set_defaults(run=lambda api, a: print(api.post("/tokens")["token"]))
-    _crud(
-        tk,
-        "token",
-        "/tokens",
-        [
-            ("ID", lambda t: t["id"]),
-            ("USER", lambda t: t["user"]),
-            ("HOST", lambda t: t["host"]),
-            ("CREATED", lambda t: t["created_at"]),
-        ],
-        fmt,
-        show=False,
-    )
-
-    us = sub.add_parser("user", help="users").add_subparsers(dest="verb", required=True)
-    p = us.add_parser("create", help="create a user; prints its token")
-    p.add_argument("name")
-    p.add_argument("--project", required=True)
-    p.add_argument("--role", choices=["admin", "member", "reader"], default="member")
-    p.set_defaults(run=user_create)
-    _crud(
-        us,
-        "user",
-        "/users",
-        [
-            ("NAME", lambda r: r["name"]),
-            ("PROJECT", lambda r: r["project"]),
-            ("ROLE", lambda r: r["role"]),
-        ],
-        fmt,
-        show=False,
-        delete=False,
-    )
 
 
 def _crud(
