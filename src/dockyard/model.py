@@ -193,21 +193,37 @@ class AgentTokenCreate(Schema):
 # --- hosts --------------------------------------------------------------------
 
 
+# what one host can plausibly have: a rogue agent must not claim a datacenter
+MAX_HOST_CORES = 4096
+MAX_HOST_MEMORY_MB = 64 * 2**20  # 64 TiB
+MAX_HOST_DISK_GB = 2**20  # 1 PiB
+
+
 class HostRegister(Schema):
-    """What an agent says about its host when it starts."""
+    """What an agent says about its host when it starts.
+
+    ``availability_zone`` is taken at the host's first registration only; after
+    that an admin sets it (``PATCH /hosts/NAME``) and re-registrations keep it.
+    """
 
     name: Name
     availability_zone: Name = "nova"
-    cores: int = Field(ge=1)
-    memory_mb: int = Field(ge=64)
-    disk_gb: int = Field(ge=0)
-    labels: dict[str, str] = {}
-    docker_version: str = ""
+    cores: int = Field(ge=1, le=MAX_HOST_CORES)
+    memory_mb: int = Field(ge=64, le=MAX_HOST_MEMORY_MB)
+    disk_gb: int = Field(ge=0, le=MAX_HOST_DISK_GB)
+    labels: dict[str, str] = Field(default={}, max_length=64)
+    docker_version: str = Field(default="", max_length=64)
     networks: list[str] = Field(
-        default=["*"], description="Dockyard networks this host can plumb; '*' means all"
+        default=["*"],
+        max_length=1024,
+        description="Dockyard networks this host can plumb; '*' means all",
     )
-    reserved_cores: list[int] = Field(default=[], description="cores kept for the host itself")
-    reserved_memory_mb: int = Field(default=0, ge=0, description="memory kept for the host")
+    reserved_cores: list[int] = Field(
+        default=[], max_length=MAX_HOST_CORES, description="cores kept for the host itself"
+    )
+    reserved_memory_mb: int = Field(
+        default=0, ge=0, le=MAX_HOST_MEMORY_MB, description="memory kept for the host"
+    )
     cpu_allocation_ratio: float = Field(default=16.0, gt=0, le=256)
     ram_allocation_ratio: float = Field(default=1.0, gt=0, le=4)
     root_disk_quota: bool = Field(

@@ -17,12 +17,15 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 
 
 def register(s: Session, req: model.HostRegister) -> m.Host:
-    """Create or refresh the host row; an agent restart keeps its claims."""
+    """Create or refresh the host row; an agent restart keeps its claims.
+
+    The agent's availability zone counts at the first registration only: after
+    that the zone is the admin's (``PATCH /hosts/NAME``), whatever the agent says.
+    """
     row = s.scalar(select(m.Host).where(m.Host.name == req.name))
     if row is None:
-        row = m.Host(name=req.name)
+        row = m.Host(name=req.name, availability_zone=req.availability_zone)
         s.add(row)
-    row.availability_zone = req.availability_zone
     row.cores, row.memory_mb, row.disk_gb = req.cores, req.memory_mb, req.disk_gb
     row.labels, row.networks = dict(req.labels), list(req.networks)
     row.docker_version = req.docker_version
