@@ -19,6 +19,34 @@ def default_db_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / 'dockyard.db'}"
 
 
+def prepare_state_dir(state_dir: Path, db_url: str | None = None) -> None:
+    """The state dir 0700; a SQLite database (token hashes) and its -wal/-shm 0600.
+
+    An existing directory or file is tightened too. SQLite gives the -wal and
+    -shm files the database file's mode, so creating that one 0600 covers them.
+    """
+    old = os.umask(0o077)
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
+        path = _sqlite_path(db_url or default_db_url(state_dir))
+        if path is None:
+            return
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+            if os.path.exists(name):
+                os.chmod(name, 0o600)
+    finally:
+        os.umask(old)
+
+
+def _sqlite_path(url: str) -> str | None:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix + ":memory:":
+        return None
+    return url[len(prefix) :].split("?", 1)[0] or None
+
+
 def init(db: Database) -> str | None:
     """Migrate to head and create the admin user; return its token on first run."""
     db.migrate()
@@ -44,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logs.configure(args.log_level)
-    args.state_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)  # what the server writes (database, images, token) is its own
+    prepare_state_dir(args.state_dir, args.db)
     db = Database(args.db or default_db_url(args.state_dir))
     token = init(db)
     if token:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from dockyard.api.server import default_db_url, init
+from dockyard.api.server import default_db_url, init, prepare_state_dir
 from dockyard.cli.client import Api, CliError
 from dockyard.db import identity
 from dockyard.db.session import Database
@@ -37,7 +37,7 @@ def up(a: argparse.Namespace) -> int:
         raise CliError("dockyard up needs root: its agent creates bridges and veth pairs")
     state = Path(a.state_dir).resolve()
     demo = None if a.no_demo else _demo_network(a.demo_cidr)
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_state_dir(state)
     _check_docker()
     url = f"http://{a.listen}"
     admin_token, agent_token_file = _credentials(state, a.host_name or socket.gethostname(), url)
