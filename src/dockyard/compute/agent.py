@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pydantic
 
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio,
     )
-    _check_host_flags(p, cfg)
+    _check_host_flags(p, cfg, *_host_capacity())
     driver = DockerDriver(cfg.host, args.docker_host)
     agent = Agent(cfg, driver, ServerClient(cfg.server, cfg.token, cfg.host))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
@@ -401,25 +402,55 @@ def main(argv: list[str] | None = None) -> None:
     agent.run()
 
 
-def _check_host_flags(p: argparse.ArgumentParser, cfg: AgentConfig) -> None:
-    """Refuse flags the server would refuse, now, instead of retrying forever."""
+def _check_host_flags(
+    p: argparse.ArgumentParser, cfg: AgentConfig, cores: int, memory_mb: int
+) -> None:
+    """Refuse flags the server would refuse, now (exit 2 naming the flag), instead of
+    retrying forever; judged against this host's ``cores`` and ``memory_mb``."""
+    outside = sorted(c for c in set(cfg.reserved_cores) if not 0 <= c < cores)
+    if outside:
+        p.error(
+            f"--reserved-cores: cores {outside} do not exist on this {cores}-core host "
+            f"(it has 0-{cores - 1})"
+        )
+    if len(set(cfg.reserved_cores)) >= cores:
+        p.error(f"--reserved-cores: reserve fewer than this host's {cores} cores, or none is left")
+    if not 0 <= cfg.reserved_memory_mb < memory_mb:
+        p.error(
+            f"--reserved-memory-mb {cfg.reserved_memory_mb}: give 0 up to less than this "
+            f"host's {memory_mb} MB"
+        )
     try:
         model.HostRegister(
             name=cfg.host,
             availability_zone=cfg.availability_zone,
-            cores=1,
-            memory_mb=1024,
+            cores=min(cores, model.MAX_HOST_CORES),
+            memory_mb=min(max(memory_mb, 64), model.MAX_HOST_MEMORY_MB),
             disk_gb=0,
+            labels=cfg.labels,
+            networks=cfg.networks,
             reserved_cores=cfg.reserved_cores,
             reserved_memory_mb=cfg.reserved_memory_mb,
             cpu_allocation_ratio=cfg.cpu_allocation_ratio,
             ram_allocation_ratio=cfg.ram_allocation_ratio,
         )
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg'].lower()}" for e in exc.errors()
-        )
-        p.error(problems)
+        p.error("; ".join(_flag_problem(e) for e in exc.errors()))
+
+
+def _flag_problem(error: Any) -> str:
+    loc = error.get("loc") or ()
+    flag = {"name": "host-name"}.get(str(loc[0]), str(loc[0]).replace("_", "-")) if loc else None
+    msg = str(error["msg"])
+    msg = msg[:1].lower() + msg[1:]
+    return f"--{flag}: {msg}" if flag else msg
+
+
+def _host_capacity() -> tuple[int, int]:
+    """Cores (as dockerd counts them: the CPUs this process may run on) and MB of memory."""
+    cores = len(os.sched_getaffinity(0))
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return cores, memory_mb
 
 
 if __name__ == "__main__":
