@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,13 @@ class ServerClient:
             if exc.extra.get("status") != 404:
                 raise
 
-    def download_image(self, image_id: str, dest: Path) -> None:
+    def download_image(self, image_id: str, dest: Path, sha256: str | None = None) -> None:
+        """Fetch the image's rootfs tarball to ``dest``, hashed on the way.
+
+        A tarball whose SHA-256 is not ``sha256`` (what the server recorded at
+        upload) is removed and raises PermanentError: it must not be imported.
+        """
+        digest = hashlib.sha256()
         try:
             with self._http.stream("GET", f"/images/{image_id}/file") as r:
                 if r.status_code != 200:
@@ -77,9 +84,19 @@ class ServerClient:
                     )
                 with dest.open("wb") as f:
                     for chunk in r.iter_bytes(1 << 20):
+                        digest.update(chunk)
                         f.write(chunk)
         except httpx.TransportError as exc:
+            dest.unlink(missing_ok=True)
             raise TemporaryError(f"image download failed: {exc}") from exc
+        if sha256 is not None and digest.hexdigest() != sha256:
+            dest.unlink(missing_ok=True)
+            raise PermanentError(
+                f"the rootfs of image {image_id} is damaged (sha256 {digest.hexdigest()[:16]}..., "
+                f"expected {sha256[:16]}... as uploaded); nothing was imported. An admin must "
+                "upload the image again (`dockyard image import NAME --rootfs FILE`), then "
+                "create the instance again"
+            )
 
     def close(self) -> None:
         self._http.close()

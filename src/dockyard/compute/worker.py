@@ -155,7 +155,8 @@ class Worker:
         if want.image_source == ImageSource.rootfs:
 
             def fetch(dest: Path) -> None:
-                self.client.download_image(want.image_id, dest)
+                # checked before the driver imports it: a damaged tarball never runs
+                self.client.download_image(want.image_id, dest, want.image_sha256)
 
         self.driver.ensure_image(want.image_ref, fetch, want.command)
 
