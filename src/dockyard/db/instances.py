@@ -28,6 +28,8 @@ ACTION_OF_TASK = {
     TaskState.deleting: "delete",
     TaskState.resizing: "resize",
 }
+# roles are global, set by the platform's admins: there is no project admin
+_ASK_MEMBER = "ask an admin for the member role (`dockyard user set-role {} member`)"
 _FIGURES = ("flavor_id", "vcpus", "memory_mb", "disk_gb", "dedicated", "pids_limit", "limits")
 
 
@@ -46,7 +48,7 @@ def create(
     (host, core) are the backstop.
     """
     if who.role not in (model.Role.admin, model.Role.member):
-        raise Forbidden("readers cannot create instances; ask a project admin for the member role")
+        raise Forbidden(f"readers cannot create instances; {_ASK_MEMBER.format(who.name)}")
     assert who.project_id is not None
     flavor, image = catalog.flavor(s, req.flavor), catalog.image(s, req.image)
     network = catalog.network(s, req.network)
@@ -189,7 +191,7 @@ def act(
 ) -> tuple[m.Instance, str | None]:
     """Start, stop, reboot or delete. Returns the instance and the host to wake."""
     if who.role == model.Role.reader:
-        raise Forbidden(f"readers cannot {action} instances; ask for the member role")
+        raise Forbidden(f"readers cannot {action} instances; {_ASK_MEMBER.format(who.name)}")
     inst = get(s, who, key)
     task = states.begin(action, VmState(inst.vm_state), _task(inst))
     _log(s, inst.id, request_id, action, who.name)
@@ -241,7 +243,7 @@ def resize(
     moving it elsewhere needs migration. Runs in a writing session.
     """
     if who.role == model.Role.reader:
-        raise Forbidden("readers cannot resize instances; ask for the member role")
+        raise Forbidden(f"readers cannot resize instances; {_ASK_MEMBER.format(who.name)}")
     inst = get(s, who, key)
     flavor = catalog.flavor(s, flavor_key)
     if flavor.id == inst.flavor_id:
