@@ -112,6 +112,11 @@ def test_an_instance_that_takes_a_neighbours_mac_reaches_nobody(cluster, pair):
 def test_port_rules_go_with_the_instances(cluster):
     a, b = cluster.create("short-a"), cluster.create("short-b")
     assert {port_of(a), port_of(b)} <= set(firewall.ports())
+    # a stopped instance has no port, and no rules; started again, it has both
+    cluster.cli("server", "stop", "short-a", "--wait")
+    assert port_of(a) not in firewall.ports()
+    cluster.cli("server", "start", "short-a", "--wait")
+    assert port_of(a) in firewall.ports() and cluster.probe.ping(a["ip"], count=2)
     cluster.cli("server", "delete", "short-a", "--wait")
     assert port_of(a) not in firewall.ports() and port_of(b) in firewall.ports()
     cluster.cli("server", "delete", "short-b", "--wait")
