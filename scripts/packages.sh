@@ -5,6 +5,8 @@ DOCKYARD_DEBS=(
   busybox-static   # the demo and test image
   iproute2         # bridges, veth
   arping           # gratuitous ARP after plumbing
+  nftables         # nft: per-port anti-spoofing (table bridge dockyard)
+  iptables         # lets Dockyard bridges' traffic through FORWARD when br_netfilter is on
   util-linux       # nsenter
   iputils-ping     # tests ping instances from a probe namespace
   iperf3           # tests and bench measure network limits

@@ -300,6 +300,7 @@ class Cluster:
             self.docker.close()
         self.dockerd.stop()
         self.probe.stop()
+        self._drop_port_rules()
         for name in self.links():
             run("ip", "link", "del", name, check=False)
         run("ip", "link", "del", self.bridge, check=False)
@@ -310,6 +311,19 @@ class Cluster:
                 Path(keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(log, Path(keep) / f"{self.tag}-{log.name}")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _drop_port_rules(self) -> None:
+        """The anti-spoofing rules of this cluster's ports, if its agent died before
+        removing them (with the last port, the table and the bridge's iptables rule)."""
+        if shutil.which("nft") is None:
+            return
+        from dockyard.network import firewall
+
+        for key in self.instance_link_keys():
+            try:
+                firewall.remove_port("dy" + key)
+            except Exception as exc:  # cleanup goes on; the log says what stayed
+                print(f"could not remove the nft rules of dy{key}: {exc}", file=sys.stderr)
 
     # --- helpers
 

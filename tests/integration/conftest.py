@@ -14,7 +14,7 @@ from tests.integration.cluster import Cluster
 def _can_run() -> str | None:
     if os.geteuid() != 0:
         return "needs root (bridges, namespaces, dockerd)"
-    for tool in ("dockerd", "ip", "nsenter", "busybox", "tc", "iperf3"):
+    for tool in ("dockerd", "ip", "nsenter", "busybox", "tc", "iperf3", "nft", "iptables"):
         if shutil.which(tool) is None:
             return f"needs {tool} on PATH (see .ci/run)"
     return None

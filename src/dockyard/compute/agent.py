@@ -35,7 +35,7 @@ from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
-from dockyard.network import plumbing
+from dockyard.network import firewall, plumbing
 
 log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
@@ -51,7 +51,7 @@ class AgentConfig:
     state_dir: Path
     availability_zone: str = "nova"
     networks: list[str] = field(default_factory=lambda: ["*"])
-    bridge_nf: str = "disable"
+    bridge_nf: str = "allow"
     labels: dict[str, str] = field(default_factory=dict)
     reserved_cores: list[int] = field(default_factory=list)
     reserved_memory_mb: int = 0
@@ -82,7 +82,8 @@ class Agent:
     # --- lifecycle
 
     def run(self) -> None:
-        state, message = plumbing.bridge_netfilter(self.cfg.bridge_nf)
+        state, message = firewall.bridge_netfilter(self.cfg.bridge_nf)
+        # the sysctl is left as found; the label says what bridged traffic meets
         log.log(logging.WARNING if state == "on" else logging.INFO, "%s", message)
         self.labels = {**self.cfg.labels, "dockyard.bridge-nf": state}
         self.wake.set()  # reconcile from the local cache before the server answers
@@ -241,6 +242,10 @@ class Agent:
         observed = {o.instance_id: o for o in self.driver.list()}
         self._observed = list(observed.values())
         p = plan(desired, observed, self.store.records(), plumbing.links(), self.store.known_ids())
+        try:
+            firewall.sync_bridges()
+        except DockyardError as exc:
+            log.warning("could not let bridged traffic through iptables: %s", exc.detail)
         now = time.monotonic()
         for iid, step in p.steps.items():
             # done and reported at this generation: wait for the server's next word
@@ -253,7 +258,7 @@ class Agent:
             if self._claim(iid, now):
                 self._pool.submit(self._run_orphan, iid)
         for name in p.stale_links:
-            plumbing.delete_link(name)
+            plumbing.remove_stale(name)
 
     def _claim(self, iid: str, now: float) -> bool:
         with self._lock:
@@ -371,9 +376,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
     p.add_argument(
         "--bridge-nf",
-        choices=["disable", "leave"],
-        default="disable",
-        help="what to do when bridged traffic passes iptables (see DESIGN.md)",
+        choices=["allow", "leave"],
+        default="allow",
+        help="allow: accept traffic between the ports of each Dockyard bridge in iptables "
+        "(DOCKER-USER or FORWARD) in case br_netfilter sends it there; leave: add no rule "
+        "(docs/architecture.md)",
     )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)

@@ -114,7 +114,7 @@ class Worker:
 
     def _stop(self, want: DesiredInstance) -> None:
         self.driver.stop(want.id)
-        plumbing.delete_link(plumbing.host_ifname(want.id))
+        plumbing.unplumb(want.id)
         self._report(want, self.driver.inspect(want.id))
 
     def _destroy(self, want: DesiredInstance) -> None:
@@ -129,11 +129,12 @@ class Worker:
         self.client.report(want.id, InstanceReport(power_state=power, task_done=want.task_state))
 
     def destroy(self, instance_id: str) -> None:
-        """After: no container, veth or file of the instance. Idempotent."""
+        """After: no container, veth, port rule or file of the instance. Idempotent.
+
+        The record goes last: an agent stopped half-way finds the instance an orphan
+        again and finishes the job."""
         self.driver.destroy(instance_id)
-        plumbing.delete_link(plumbing.host_ifname(instance_id))
-        plumbing.delete_link(plumbing.peer_ifname(instance_id))
-        plumbing.delete_link(plumbing.ifb_ifname(instance_id))
+        plumbing.unplumb(instance_id)
         self.store.forget(instance_id)
         self.procview.forget(instance_id)
 

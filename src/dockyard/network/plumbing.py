@@ -4,14 +4,17 @@
     ┌───────────────────────────┐           ┌───────────────────────┐
     │ uplink ──┐                │           │                       │
     │          ├── bridge ── dyXXXXXXXXXXX ═══ eth0  IP/prefix, MAC  │
-    │          │  (no IP, no NAT, no       │  default via gateway   │
-    │          │   iptables in the path)   │  gratuitous ARP        │
+    │          │  (no IP, no NAT; only the │  default via gateway   │
+    │          │   port's anti-spoofing)   │  gratuitous ARP        │
     └───────────────────────────┘           └───────────────────────┘
 
 Names: host end ``dy`` + 11 hex of the instance UUID, the peer ``dz`` + the
 same until it is renamed eth0 inside. A restarted container gets a new netns,
 which takes the old pair with it; the agent re-plumbs when the container's
 start time differs from the one it recorded.
+
+The host end's anti-spoofing rules (``firewall``) are written before the
+port joins the bridge and removed with it (``unplumb``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from pathlib import Path
 
 from dockyard.errors import PermanentError, TemporaryError
 from dockyard.model import Limits, NetSpec
+from dockyard.network import firewall
 
 log = logging.getLogger(__name__)
 HOST_PREFIX, PEER_PREFIX, IFB_PREFIX = "dy", "dz", "dw"
-NF_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _bridge_lock = threading.Lock()
 
 
@@ -109,6 +112,8 @@ def plumb(instance_id: str, pid: int, net: NetSpec) -> str:
     """
     host_if, peer_if = host_ifname(instance_id), peer_ifname(instance_id)
     ensure_bridge(net.bridge, net.uplink, net.mtu)
+    # by name, before the port joins the bridge: its first frame is already judged
+    firewall.allow_port(host_if, net.bridge, net.mac, net.ip)
     delete_link(host_if)
     delete_link(peer_if)
     mtu = str(net.mtu)
@@ -131,6 +136,21 @@ def plumb(instance_id: str, pid: int, net: NetSpec) -> str:
         raise
     announce(pid, net.ip)
     return host_if
+
+
+def unplumb(instance_id: str) -> None:
+    """After: none of the instance's links, and no anti-spoofing rules for its port
+    (with the last port, the nft table and its bridge's iptables rule). Idempotent."""
+    for name in (host_ifname(instance_id), peer_ifname(instance_id), ifb_ifname(instance_id)):
+        delete_link(name)
+    firewall.remove_port(host_ifname(instance_id))
+
+
+def remove_stale(name: str) -> None:
+    """Delete a link the reconcile plan found stale, and its port's rules if it had any."""
+    delete_link(name)
+    if name.startswith(HOST_PREFIX):
+        firewall.remove_port(name)
 
 
 def announce(pid: int, ip: str) -> None:
@@ -214,30 +234,6 @@ def _tc(*args: str, check: bool = True) -> None:
     proc = subprocess.run(["tc", *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise TemporaryError(f"`tc {' '.join(args)}` failed: {proc.stderr.strip()}")
-
-
-def bridge_netfilter(policy: str) -> tuple[str, str]:
-    """Keep iptables out of the bridged path; return (state, what was found and done).
-
-    With br_netfilter loaded and bridge-nf-call-iptables=1, frames between two
-    instances on one bridge traverse the FORWARD chain, whose policy a default
-    dockerd sets to DROP. ``policy``: ``disable`` turns the sysctl off (the
-    default); ``leave`` only reports. ``state`` is one word for host labels.
-    """
-    if not NF_SYSCTL.exists():
-        return "not-loaded", "br_netfilter is not loaded: bridged traffic skips iptables"
-    if NF_SYSCTL.read_text().strip() == "0":
-        return "off", "net.bridge.bridge-nf-call-iptables is 0: bridged traffic skips iptables"
-    if policy == "disable":
-        NF_SYSCTL.write_text("0\n")
-        return "disabled-by-agent", (
-            "set net.bridge.bridge-nf-call-iptables=0 (was 1) so traffic between instances "
-            "on a bridge is not dropped by iptables FORWARD"
-        )
-    return "on", (
-        "net.bridge.bridge-nf-call-iptables is 1 and left as is: instance-to-instance "
-        "traffic passes iptables FORWARD and dies if its policy is DROP"
-    )
 
 
 def ensure_address(link: str, cidr: str) -> None:

@@ -1,0 +1,66 @@
+"""The nft rules an instance port gets, and what the agent says about br_netfilter."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockyard.errors import PermanentError
+from dockyard.network import firewall
+
+
+def test_a_port_passes_only_its_own_mac_and_ip_and_no_dhcp_server():
+    batch = firewall.port_batch("dy0123456789a", "dyt-abc", "02:00:C6:12:01:0A", "198.18.1.10")
+    head = "add rule bridge dockyard port_dy0123456789a "
+    rules = [line.removeprefix(head) for line in batch if line.startswith(head)]
+    assert rules == [
+        "ether saddr != 02:00:c6:12:01:0a drop",
+        "arp saddr ether 02:00:c6:12:01:0a arp saddr ip 198.18.1.10 accept",
+        "ip saddr 198.18.1.10 udp sport 67 drop",
+        "ip saddr 198.18.1.10 accept",
+        "drop",  # IPv6 (router advertisements included), VLAN tags, other ARP
+    ]
+    # the port's element names its bridge, and ends up present whatever was there
+    assert batch[-3:] == [
+        'add element bridge dockyard ports { "dy0123456789a" comment "dyt-abc" : '
+        "jump port_dy0123456789a }",
+        'delete element bridge dockyard ports { "dy0123456789a" }',
+        'add element bridge dockyard ports { "dy0123456789a" comment "dyt-abc" : '
+        "jump port_dy0123456789a }",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("port", "bridge", "mac", "ip"),
+    [
+        ("dy0123456789a", "br; flush ruleset", "02:00:c6:12:01:0a", "198.18.1.10"),
+        ("dy0123456789a", "br0", "02:00:c6:12:01:0a; drop", "198.18.1.10"),
+        ("dy0123456789a", "br0", "02:00:c6:12:01:0a", "2001:db8::1"),
+        ("dy0123456789a", "br0", "02:00:c6:12:01:0a", "198.18.1.10 accept"),
+    ],
+)
+def test_nothing_but_names_and_addresses_reaches_nft(port, bridge, mac, ip):
+    with pytest.raises(PermanentError):
+        firewall.port_batch(port, bridge, mac, ip)
+
+
+@pytest.mark.parametrize(
+    ("content", "policy", "state"),
+    [
+        (None, "allow", "not-loaded"),
+        ("0\n", "allow", "off"),
+        ("1\n", "allow", "on-allowed"),
+        ("1\n", "leave", "on"),
+    ],
+)
+def test_the_agent_reports_bridge_nf_and_leaves_the_sysctl(
+    tmp_path, monkeypatch, content, policy, state
+):
+    sysctl = tmp_path / "bridge-nf-call-iptables"
+    if content is not None:
+        sysctl.write_text(content)
+    monkeypatch.setattr(firewall, "NF_SYSCTL", sysctl)
+    try:
+        assert firewall.bridge_netfilter(policy)[0] == state
+    finally:
+        firewall.bridge_netfilter("allow")
+    assert (sysctl.read_text() if content is not None else None) == content
