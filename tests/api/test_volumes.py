@@ -39,7 +39,9 @@ def test_a_member_mounting_a_host_path_gets_403_naming_named_volumes(cloud, host
 def test_an_admin_may_mount_a_host_path_but_not_the_root_or_over_proc(cloud):
     cloud.catalog()
     cloud.register()
-    r = cloud.create("ops", volumes=[{"host_path": "/srv/data", "path": "/data", "read_only": True}])
+    r = cloud.create(
+        "ops", volumes=[{"host_path": "/srv/data", "path": "/data", "read_only": True}]
+    )
     assert r.status_code == 202, r.text
     assert r.json()["volumes"] == [
         {"volume": None, "host_path": "/srv/data", "path": "/data", "read_only": True}
@@ -65,7 +67,9 @@ def test_volume_crud_is_project_scoped_and_readers_only_read(cloud):
     assert (vol["host"], vol["status"], vol["attached_to"]) == (None, "available", [])
     r = cloud.call("POST", "/volumes", alice, json={"name": "data", "size_mb": 64})
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
-    assert cloud.call("POST", "/volumes", bob, json={"name": "data", "size_mb": 64}).status_code == 201
+    assert (
+        cloud.call("POST", "/volumes", bob, json={"name": "data", "size_mb": 64}).status_code == 201
+    )
     r = cloud.call("POST", "/volumes", alice, json={"name": "huge", "size_mb": 2**40})
     assert r.status_code == 422 and "size_mb" in r.json()["detail"]
     assert [v["name"] for v in cloud.ok("GET", "/volumes", rita)] == ["data"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard.cli import catalog, servers
+from dockyard.cli import catalog, servers, volumes
 from dockyard.cli.client import Api, CliError
 
 
@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(run=None, offline=True)
     catalog.add_parsers(sub, fmt)
     servers.add_parsers(sub, fmt)
+    volumes.add_parsers(sub, fmt)
     return p
 
 

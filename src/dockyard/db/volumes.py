@@ -30,7 +30,9 @@ from dockyard.errors import Conflict, NotFound
 def create(s: Session, who: Principal, req: model.VolumeCreate) -> model.Volume:
     assert who.project_id is not None
     if s.scalar(_named(who.project_id, req.name)) is not None:
-        raise Conflict(f"a volume named {req.name!r} already exists in this project; choose another")
+        raise Conflict(
+            f"a volume named {req.name!r} already exists in this project; choose another"
+        )
     row = m.Volume(name=req.name, project_id=who.project_id, size_mb=req.size_mb)
     s.add(row)
     try:
