@@ -149,9 +149,9 @@ class LoopVolumes:
             self._detach(volume_id)
             if str(self.mount_point(volume_id)) in _mount_points():
                 raise TemporaryError(f"volume {volume_id} is still mounted; will retry")
-            for path in (self.image(volume_id), self._part(volume_id)):
-                path.unlink(missing_ok=True)
             shutil.rmtree(self.root / volume_id, ignore_errors=True)
+            for path in (self._part(volume_id), self.image(volume_id)):  # the image last:
+                path.unlink(missing_ok=True)  # while it is there, present() lists the volume
             log.info("volume %s removed", volume_id)
 
     def present(self) -> set[str]:
