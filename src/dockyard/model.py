@@ -450,11 +450,17 @@ class VolumeSpec(Schema):
         return self
 
 
-class VolumeAttachment(VolumeSpec):
-    """A mount as the agent gets it: named volumes with their id and size."""
+class VolumeAttachment(Schema):
+    """A mount as the agent gets it: named volumes with their id and size. The server
+    checked the paths when the instance was created; they are not checked again here,
+    so one instance stored under older rules cannot stop a host's agent."""
 
+    volume: str | None = None
+    host_path: str | None = None
+    path: str
+    read_only: bool = False
     volume_id: str | None = None
-    size_mb: int | None = Field(default=None, ge=VOLUME_MIN_MB, le=VOLUME_MAX_MB)
+    size_mb: int | None = None
 
 
 class VolumeCreate(Schema):

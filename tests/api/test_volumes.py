@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
+
+from dockyard.api.app import create_app
+from dockyard.api.server import init
+from tests.api.conftest import Cloud
+
+
+@pytest.fixture
+def cloud(backend_db, tmp_path):
+    """On SQLite and PostgreSQL: volume claims lock rows differently on each."""
+    token = init(backend_db)
+    with TestClient(create_app(backend_db, tmp_path)) as client:
+        yield Cloud(client, token)
 
 
 def _users(cloud):
