@@ -7,10 +7,11 @@ DOCKYARD_DEBS=(
   arping           # gratuitous ARP after plumbing
   nftables         # nft: per-port anti-spoofing (table bridge dockyard)
   iptables         # lets Dockyard bridges' traffic through FORWARD when br_netfilter is on
-  util-linux       # nsenter
+  util-linux       # nsenter; losetup, mount for named volumes
   iputils-ping     # tests ping instances from a probe namespace
   iperf3           # tests and bench measure network limits
   xfsprogs         # the root disk quota test (overlay2 on XFS with pquota, on a loop device)
+  e2fsprogs        # named volumes: mkfs.ext4 on each volume's image file
   file
   mmdebstrap       # `dockyard image build-base`: Debian machine-container images
   python3-venv     # the virtual environment Dockyard runs from

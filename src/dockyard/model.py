@@ -438,10 +438,103 @@ class Network(Schema):
 # --- instances ----------------------------------------------------------------
 
 
+# An instance path may not cover what the agent mounts (the /proc view, its files)
+# nor the kernel's interfaces; a host path may not be the host's root itself.
+RESERVED_INSTANCE_PATHS = ("/proc", "/sys", "/dev", "/run/dockyard")
+
+
+def _clean_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not absolute; write a path starting with /")
+    if any(part in (".", "..") for part in text.split("/")) or "//" in text:
+        raise ValueError(f"{text!r} is not normalised; write it without '.', '..' or '//'")
+    if any(ord(ch) < 32 or ch == ":" for ch in text):
+        raise ValueError(f"{text!r} holds ':' or a control character; rename the path")
+    return text.rstrip("/") or "/"
+
+
+def _instance_path(text: str) -> str:
+    path = _clean_path(text)
+    for reserved in RESERVED_INSTANCE_PATHS:
+        if path == "/" or path == reserved or path.startswith(reserved + "/"):
+            raise ValueError(
+                f"{path!r} would cover / or {', '.join(RESERVED_INSTANCE_PATHS)}; "
+                "mount the volume at another path, e.g. /data"
+            )
+        if reserved.startswith(path + "/"):
+            raise ValueError(f"{path!r} would hide {reserved}; mount it at another path")
+    return path
+
+
+def _host_path(text: str) -> str:
+    path = _clean_path(text)
+    if path == "/":
+        raise ValueError("the host's root directory cannot be mounted; give a directory under it")
+    return path
+
+
+InstancePath = Annotated[
+    str, Field(max_length=1024, description="absolute path in the instance"),
+    AfterValidator(_instance_path),
+]  # fmt: skip
+HostPath = Annotated[
+    str, Field(max_length=1024, description="absolute path on the host (admins only)"),
+    AfterValidator(_host_path),
+]  # fmt: skip
+VOLUME_MIN_MB, VOLUME_MAX_MB = 16, 16 * 2**20  # 16 MB .. 16 TB
+
+
 class VolumeSpec(Schema):
-    host_path: str = Field(pattern=r"^/", description="absolute path on the host")
-    path: str = Field(pattern=r"^/", description="absolute path in the instance")
+    """One mount of an instance: a named volume (anyone) or a host path (admins only)."""
+
+    volume: Name | None = Field(default=None, description="a volume of the instance's project")
+    host_path: HostPath | None = None
+    path: InstancePath
     read_only: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VolumeSpec:
+        if (self.volume is None) == (self.host_path is None):
+            raise ValueError("give exactly one of volume (a named volume) or host_path")
+        return self
+
+
+class VolumeAttachment(Schema):
+    """A mount as the agent gets it: named volumes with their id and size. The server
+    checked the paths when the instance was created; they are not checked again here,
+    so one instance stored under older rules cannot stop a host's agent."""
+
+    volume: str | None = None
+    host_path: str | None = None
+    path: str
+    read_only: bool = False
+    volume_id: str | None = None
+    size_mb: int | None = None
+
+
+class VolumeCreate(Schema):
+    name: Name
+    size_mb: int = Field(
+        ge=VOLUME_MIN_MB, le=VOLUME_MAX_MB, description="enforced by the volume's filesystem"
+    )
+
+
+class Volume(Schema):
+    id: str
+    name: str
+    project: str
+    size_mb: int
+    host: str | None = Field(description="where its data lives; set when first attached")
+    status: str = Field(description="available, or in-use while an instance has it")
+    attached_to: list[str] = Field(default=[], description="names of instances using it")
+    created_at: datetime
+
+
+class HostVolume(Schema):
+    """A volume whose data lives on an agent's host."""
+
+    id: str
+    size_mb: int
 
 
 class InstanceCreate(Schema):
@@ -450,11 +543,19 @@ class InstanceCreate(Schema):
     flavor: str
     network: str
     ip: str | None = None
-    volumes: list[VolumeSpec] = []
+    volumes: list[VolumeSpec] = Field(default=[], max_length=32)
     availability_zone: str | None = None
     ssh_keys: list[SshKey] = Field(
         default=[], max_length=32, description="OpenSSH public keys that may log in as root"
     )
+
+    @model_validator(mode="after")
+    def _one_mount_per_path(self) -> InstanceCreate:
+        paths = [v.path for v in self.volumes]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"two volumes mount at {', '.join(twice)}; give each its own path")
+        return self
 
 
 class Instance(Schema):
@@ -552,7 +653,7 @@ class DesiredInstance(Schema):
     pids_limit: int
     disk_gb: int = 0
     limits: Limits = Limits()
-    volumes: list[VolumeSpec]
+    volumes: list[VolumeAttachment]
     net: NetSpec
     power: str = Field(description="running, stopped, or deleted")
     task_state: TaskState | None
@@ -563,6 +664,11 @@ class DesiredInstance(Schema):
 class DesiredState(Schema):
     generation: int
     instances: list[DesiredInstance]
+    volumes: list[HostVolume] | None = Field(
+        default=None,
+        description="every volume whose data lives on the host; the agent removes the "
+        "data of others nothing uses (None: the server did not say, remove nothing)",
+    )
 
 
 class InstanceReport(Schema):

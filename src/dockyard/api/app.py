@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
-from dockyard.api import catalog, errors, hosts, identity, instances
+from dockyard.api import catalog, errors, hosts, identity, instances, volumes
 from dockyard.api.watch import HostWatch
 from dockyard.db.session import Database
 
@@ -49,7 +49,7 @@ def create_app(db: Database, state_dir: Path, placement: str = "spread") -> Fast
         response.headers["x-request-id"] = request.state.request_id
         return response
 
-    for module in (identity, hosts, catalog, instances):
+    for module in (identity, hosts, catalog, instances, volumes):
         app.include_router(module.router, prefix="/v1")
 
     @app.get("/healthz", tags=["health"])

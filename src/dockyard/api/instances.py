@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from dockyard import model
 from dockyard.api.deps import DB, Db, RequestId, User, Watch
+from dockyard.api.volumes import refuse_host_paths
 from dockyard.db import instances
 
 router = APIRouter(tags=["instances"])
@@ -16,6 +17,7 @@ def create_instance(
     body: model.InstanceCreate, request: Request, who: User, db: Db, watch: Watch, rid: RequestId
 ) -> model.Instance:
     """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
+    refuse_host_paths(who, body.volumes)
 
     def claim() -> tuple[model.Instance, str]:
         with db.session() as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard.cli import catalog, identity, servers
+from dockyard.cli import catalog, identity, servers, volumes
 from dockyard.cli.client import Api, CliError
 
 
@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     catalog.add_parsers(sub, fmt)
     servers.add_parsers(sub, fmt)
     identity.add_parsers(sub, fmt)
+    volumes.add_parsers(sub, fmt)
     return p
 
 

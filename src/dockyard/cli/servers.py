@@ -95,17 +95,15 @@ def _ssh_keys(files: list[Path] | None) -> list[str]:
 
 
 def _volumes(specs: list[str] | None) -> list[dict[str, Any]]:
+    """``NAME:PATH[:ro]`` (a named volume) or ``/HOST/PATH:PATH[:ro]`` (admins only)."""
     out = []
     for spec in specs or []:
         parts = spec.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise CliError(f"--volume {spec!r}: write HOSTPATH:PATH[:ro]")
+            raise CliError(f"--volume {spec!r}: write NAME:PATH[:ro] (or, admins, HOSTPATH:PATH)")
+        source = "host_path" if parts[0].startswith("/") else "volume"
         out.append(
-            {
-                "host_path": parts[0],
-                "path": parts[1],
-                "read_only": len(parts) == 3 and parts[2] == "ro",
-            }
+            {source: parts[0], "path": parts[1], "read_only": len(parts) == 3 and parts[2] == "ro"}
         )
     return out
 
@@ -178,7 +176,13 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.add_argument("--flavor", required=True)
     p.add_argument("--network", required=True)
     p.add_argument("--ip")
-    p.add_argument("--volume", action="append", help="HOSTPATH:PATH[:ro] (repeatable)")
+    p.add_argument(
+        "--volume",
+        action="append",
+        metavar="NAME:PATH[:ro]",
+        help="a named volume (see `dockyard volume create`) at PATH; a leading / makes it "
+        "a host path, for admins only (repeatable)",
+    )
     p.add_argument("--availability-zone")
     p.add_argument(
         "--ssh-key",

@@ -70,6 +70,7 @@ class Agent:
         cached = self.store.load_desired()
         self.desired = {i.id: i for i in cached.instances} if cached else None
         self.generation = cached.generation if cached else -1
+        self.host_volumes = _volume_ids(cached)  # the server's list of this host's volumes
         self.stop_event, self.wake = threading.Event(), threading.Event()
         self._busy: set[str] = set()
         self._failures: dict[str, int] = {}
@@ -151,6 +152,7 @@ class Agent:
                 with self._lock:
                     self.desired = {i.id: i for i in state.instances}
                     self.generation = state.generation
+                    self.host_volumes = _volume_ids(state)
                 self.wake.set()
 
     def _heartbeat_loop(self) -> None:
@@ -259,6 +261,8 @@ class Agent:
                 self._pool.submit(self._run_orphan, iid)
         for name in p.stale_links:
             plumbing.remove_stale(name)
+        if not p.orphans:  # an orphan container may still hold a volume: it goes first
+            self.worker.sweep_volumes(desired, self.host_volumes)
 
     def _claim(self, iid: str, now: float) -> bool:
         with self._lock:
@@ -311,6 +315,13 @@ class Agent:
         with self._lock:
             self._busy.discard(iid)
         self.wake.set()
+
+
+def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
+    """None when unknown (no state, or a server that does not list volumes)."""
+    if state is None or state.volumes is None:
+        return None
+    return [v.id for v in state.volumes]
 
 
 def _cores(p: argparse.ArgumentParser, text: str) -> list[int]:

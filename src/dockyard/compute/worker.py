@@ -15,8 +15,16 @@ from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observe
 from dockyard.compute.procfs import ProcView
 from dockyard.compute.reconcile import Step, power_of, spec_of
 from dockyard.compute.store import Record, Store
-from dockyard.errors import PermanentError
-from dockyard.model import DesiredInstance, ImageSource, InstanceReport, PowerState, TaskState
+from dockyard.compute.volumes import LoopVolumes, VolumeStore, sweep
+from dockyard.errors import DockyardError, PermanentError
+from dockyard.model import (
+    DesiredInstance,
+    ImageSource,
+    InstanceReport,
+    PowerState,
+    TaskState,
+    VolumeAttachment,
+)
 from dockyard.network import plumbing
 
 log = logging.getLogger(__name__)
@@ -27,10 +35,16 @@ _PAUSE_AFTER_CREATE = float(os.environ.get("DOCKYARD_FAULT_PAUSE_AFTER_CREATE", 
 
 class Worker:
     def __init__(
-        self, driver: ComputeDriver, client: ServerClient, store: Store, procview: ProcView
+        self,
+        driver: ComputeDriver,
+        client: ServerClient,
+        store: Store,
+        procview: ProcView,
+        volumes: VolumeStore | None = None,
     ) -> None:
         self.driver, self.client, self.store = driver, client, store
         self.procview = procview
+        self.volumes = volumes if volumes is not None else LoopVolumes(store.root / "volumes")
 
     def run(self, step: Step, want: DesiredInstance) -> None:
         """Do ``step``. A PermanentError is reported to the user; others propagate."""
@@ -45,14 +59,16 @@ class Worker:
         files = self._write_files(want)
         if want.limits.procview:
             self._prepare_procview(want)
+        self._attach_volumes(want)
         spec = self._spec(want, files)
         obs = self.driver.create(spec)
-        # created with its limits: they hold for the first start without an update
+        # created with its limits: they hold for the first start without an update, but
+        # for disk IO on loop devices (volumes), whose throttles follow each start
         self.store.save(
             Record(
                 want.id,
                 reboot_seq=want.reboot_seq,
-                applied=resources_key(spec),
+                applied="" if want.volumes else resources_key(spec),
                 applied_for=CREATED,
             )
         )
@@ -68,6 +84,7 @@ class Worker:
                 and not procfs.files(self.store.files_dir(want.id))["/proc/meminfo"].exists()
             ):
                 self._prepare_procview(want)
+            self._attach_volumes(want)  # gone after a reboot: the mount, the loop device
             obs = self.driver.start(want.id)
         self._plumb(want, obs)
 
@@ -106,6 +123,7 @@ class Worker:
         self._report(want, obs)
 
     def _reboot(self, want: DesiredInstance) -> None:
+        self._attach_volumes(want)
         obs = self.driver.restart(want.id)
         rec = self.store.record(want.id)
         rec.reboot_seq = want.reboot_seq
@@ -179,5 +197,31 @@ class Worker:
         mounts = [Mount(str(src), target, managed=True) for target, src in files.items()]
         view = procfs.view_dir(self.store.files_dir(want.id))
         mounts.append(Mount(str(view), procfs.VIEW_TARGET, read_only=True, managed=True))
-        mounts += [Mount(v.host_path, v.path, v.read_only) for v in want.volumes]
+        mounts += [Mount(self._source(v), v.path, v.read_only) for v in want.volumes]
         return dataclasses.replace(spec_of(want), mounts=mounts)
+
+    # --- named volumes (compute/volumes.py)
+
+    def _source(self, mount: VolumeAttachment) -> str:
+        if mount.volume_id is not None:
+            return self.volumes.source(mount.volume_id)
+        assert mount.host_path is not None
+        return mount.host_path
+
+    def _attach_volumes(self, want: DesiredInstance) -> None:
+        for v in want.volumes:
+            if v.volume_id is not None:
+                self.volumes.attach(v.volume_id, v.size_mb or 0)
+
+    def sweep_volumes(
+        self, desired: dict[str, DesiredInstance] | None, listed: list[str] | None
+    ) -> None:
+        """Detach volumes no desired instance uses; remove those the server dropped too."""
+        todo = sweep(desired, listed, self.volumes.present(), self.volumes.attached())
+        for volume_id, undo in [(v, self.volumes.detach) for v in todo.detach] + [
+            (v, self.volumes.remove) for v in todo.remove
+        ]:
+            try:
+                undo(volume_id)
+            except DockyardError as exc:
+                log.warning("volume %s: %s; will retry", volume_id, exc.detail)

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model, states
-from dockyard.db import catalog, hosts, quotas
+from dockyard.db import catalog, hosts, quotas, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Forbidden, NotFound, NoValidHost
@@ -69,6 +69,7 @@ def create(
             "ips": 1,
         },
     )
+    vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
     rows = hosts.scheduler_view(s)
     request = Request(
         vcpus=flavor.vcpus,
@@ -77,11 +78,13 @@ def create(
         dedicated=flavor.dedicated,
         availability_zone=req.availability_zone,
         network=network.name,
+        volume_host=volume_host,
     )
     placement = place([st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),))
     if placement.host is None:
         raise NoValidHost(placement.explain(request), rejected=placement.rejected)
     host = next(r for r, st in rows if st is placement.host)
+    volumes.pin(vols, host.id)
     subnet, ip = _claim_ip(s, network, req.ip)
     inst = m.Instance(
         name=req.name,
@@ -102,7 +105,7 @@ def create(
         dedicated=flavor.dedicated,
         pids_limit=flavor.pids_limit,
         limits=_limits(flavor, image),
-        volumes=[v.model_dump() for v in req.volumes],
+        volumes=volumes.attachments(req.volumes, vols),
         ssh_keys=list(req.ssh_keys),
         key_processes=list(image.key_processes),
         vm_state=VmState.building.value,
@@ -451,7 +454,7 @@ def to_model(r: m.Instance) -> model.Instance:
         memory_mb=r.memory_mb,
         disk_gb=r.disk_gb,
         image=r.image.name,
-        volumes=[model.VolumeSpec(**v) for v in r.volumes],
+        volumes=[_public(v) for v in r.volumes],
         ssh_keys=r.ssh_keys,
         key_processes=r.key_processes,
         fault=r.fault,
@@ -467,8 +470,17 @@ def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
     ).unique()
     pool = hosts.shared_pool(s, host.id)
     return model.DesiredState(
-        generation=host.generation, instances=[_desired(r, pool) for r in rows]
+        generation=host.generation,
+        instances=[_desired(r, pool) for r in rows],
+        volumes=volumes.for_host(s, host.id),
     )
+
+
+def _public(mount: dict[str, Any]) -> model.VolumeSpec:
+    """A stored mount as users see it (without the agent's volume id and size); not
+    re-validated, so a mount stored before today's path rules still lists."""
+    public = {k: v for k, v in mount.items() if k not in ("volume_id", "size_mb")}
+    return model.VolumeSpec.model_construct(**public)
 
 
 def _desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
@@ -510,7 +522,8 @@ def _desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
         pids_limit=r.pids_limit,
         disk_gb=r.disk_gb,
         limits=model.Limits.model_validate(r.limits or {}),
-        volumes=[model.VolumeSpec(**v) for v in r.volumes],
+        # not re-validated: a mount stored before today's path rules must not stop the host
+        volumes=[model.VolumeAttachment.model_construct(**v) for v in r.volumes],
         net=net,
         power=power,
         task_state=task,

@@ -206,6 +206,26 @@ class Instance(Base):
     cores: Mapped[list[CoreClaim]] = relationship(lazy="selectin", order_by="CoreClaim.core")
 
 
+class Volume(Base):
+    """A tenant's named volume: an ext4 image of a fixed size on one host.
+
+    ``host_id`` is NULL until an instance using it is first placed; from then on
+    its data lives on that host and instances using it are placed there. The
+    instances using it are those whose ``volumes`` name its id (db/volumes.py).
+    """
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    size_mb: Mapped[int]
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), default=None, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    project: Mapped[Project] = relationship(lazy="joined")
+    host: Mapped[Host | None] = relationship(lazy="joined")
+
+
 class InstanceEvent(Base):
     """Something the kernel did to an instance: an OOM kill, the pids limit hit, throttling."""
 

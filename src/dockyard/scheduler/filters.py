@@ -23,6 +23,15 @@ class ComputeFilter:
         return host.up and host.enabled
 
 
+class VolumeFilter:
+    """The instance's named volumes have their data on this host (or nowhere yet)."""
+
+    name = "VolumeFilter"  # its hint names the volume's host: state.hint
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return req.volume_host is None or host.name == req.volume_host
+
+
 class AvailabilityZoneFilter:
     name = "AvailabilityZoneFilter"
 
@@ -92,6 +101,7 @@ class DiskFilter:
 
 DEFAULT_FILTERS: tuple[Filter, ...] = (
     ComputeFilter(),
+    VolumeFilter(),
     AvailabilityZoneFilter(),
     NetworkFilter(),
     RamFilter(),

@@ -53,6 +53,17 @@ class Request:
     dedicated: bool = False
     availability_zone: str | None = None
     network: str | None = None
+    volume_host: str | None = None  # where the data of its named volumes lives
+
+
+def hint(filter_name: str, request: Request) -> str | None:
+    """Why a filter rejects hosts, in words a user can act on."""
+    if filter_name == "VolumeFilter" and request.volume_host:
+        return (
+            f"volume data lives on host {request.volume_host}; free room there "
+            "or use another volume"
+        )
+    return HINTS.get(filter_name)
 
 
 @dataclass
@@ -69,7 +80,7 @@ class Placement:
             return f"no host can take {what}: no hosts are registered; start a dockyard-agent"
         parts = [
             f"{name} rejected {n} of {self.considered}"
-            + (f" ({HINTS[name]})" if name in HINTS else "")
+            + (f" ({why})" if (why := hint(name, request)) else "")
             for name, n in self.rejected.items()
         ]
         return f"no host can take {what}: " + ", ".join(parts)

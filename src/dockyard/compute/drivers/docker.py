@@ -343,7 +343,10 @@ class DockerDriver:
         if not wanted:
             return {}
         paths = [self._root_dir(), *(m.source for m in spec.mounts if not m.managed)]
-        devices = sorted({block_device(p) for p in paths})
+        # dockerd looks a throttled device up again on every start, and a volume's loop
+        # device may have another number after a reboot: those the agent sets after each
+        # start (_apply_cgroup), and only the stable disks go into the container's config
+        devices = sorted({d for d in map(block_device, paths) if not _is_loop(d)})
         return {k: [{"Path": d, "Rate": v} for d in devices] for k, v in wanted.items()}
 
     def _root_dir(self) -> str:
@@ -383,6 +386,10 @@ def _block_devices(paths: list[str], required: bool) -> list[str]:
             if required:
                 raise
     return sorted(out)
+
+
+def _is_loop(device: str) -> bool:
+    return Path(device).name.startswith("loop")
 
 
 def block_device(path: str) -> str:
