@@ -50,6 +50,18 @@ def _labels(p: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    p = _parser()
+    args = p.parse_args(argv)
+    logs.configure(args.log_level)
+    cfg = _config(p, args)
+    _check_host_flags(p, cfg, *_host_capacity())
+    agent = _wire(cfg, args.docker_host)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    agent.run()
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dockyard-agent",
         description=agent_module.__doc__,
@@ -97,11 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         "(docs/architecture.md)",
     )
     p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
-    logs.configure(args.log_level)
-    from dockyard.compute.drivers.docker import DockerDriver
+    return p
 
-    cfg = AgentConfig(
+
+def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
         server=args.server,
         token=args.token_file.read_text().strip(),
         host=args.host_name,
@@ -115,20 +127,22 @@ def main(argv: list[str] | None = None) -> None:
         cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio,
     )
-    _check_host_flags(p, cfg, *_host_capacity())
+
+
+def _wire(cfg: AgentConfig, docker_host: str | None) -> Agent:
+    """The agent with the real parts of this host."""
+    from dockyard.compute.drivers.docker import DockerDriver  # the docker SDK: not for --help
+
     views = ProcView()
-    agent = Agent(
+    return Agent(
         cfg,
-        DockerDriver(cfg.host, args.docker_host),
+        DockerDriver(cfg.host, docker_host),
         ServerClient(cfg.server, cfg.token, cfg.host),
         plumber=HostPlumber(),
         views=views,
         meter=CgroupMeter(views),
         volumes=LoopVolumes(cfg.state_dir / "volumes"),
     )
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    agent.run()
 
 
 def _check_host_flags(
