@@ -147,7 +147,7 @@ class FakeServer:
         self.rootfs: dict[str, bytes] = {}  # image id -> tarball
 
     def publish(self, *instances: model.DesiredInstance) -> model.DesiredState:
-        """A new generation with exactly these instances (and no volume of its own)."""
+        """A new generation with exactly these instances; the volume list is kept."""
         volumes = self.state.volumes
         self.state = model.DesiredState(
             generation=self.state.generation + 1, instances=list(instances), volumes=volumes
