@@ -10,9 +10,12 @@ from fastapi.testclient import TestClient
 from dockyard import model
 from dockyard.compute.client import ServerClient
 from dockyard.compute.drivers.fake import FakeDriver
-from dockyard.compute.procfs import ProcView
+from dockyard.compute.monitor import FakeMeter
+from dockyard.compute.plumber import FakePlumber
+from dockyard.compute.procfs import FakeViews
 from dockyard.compute.reconcile import Step
 from dockyard.compute.store import Store
+from dockyard.compute.volumes import FakeVolumes
 from dockyard.compute.worker import Worker
 
 ROOTFS = b"a rootfs tarball, as uploaded\n" * 1000
@@ -60,7 +63,15 @@ def test_a_damaged_image_is_refused_before_import_and_the_instance_says_so(cloud
     desired = cloud.ok("GET", "/agent/hosts/h1/desired", token, params={"since": -1, "wait": 0})
     want = model.DesiredInstance.model_validate(desired["instances"][0])
     driver = ImportingDriver(tmp_path)
-    worker = Worker(driver, _agent_client(cloud, token), Store(tmp_path / "agent"), ProcView())
+    worker = Worker(
+        driver,
+        _agent_client(cloud, token),
+        Store(tmp_path / "agent"),
+        plumber=FakePlumber(),
+        views=FakeViews(),
+        meter=FakeMeter(),
+        volumes=FakeVolumes(),
+    )
 
     worker.run(Step.spawn, want)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.compute.agent import AgentConfig, _check_host_flags
+from dockyard.compute.agent import AgentConfig
+from dockyard.compute.cli import _check_host_flags
 
 CORES = len(os.sched_getaffinity(0))
 MEMORY_MB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20

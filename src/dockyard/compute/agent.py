@@ -4,42 +4,39 @@ Threads:
     poll       long-polls the server for this host's desired state
     heartbeat  every 10 s; re-registers if the server forgot the host
     events     dockerd's container start/die events wake the reconciler
+    monitor    every second: /proc views and limit counters (compute/monitor.py)
     main       reconcile pass on every wake-up, and every 10 s regardless
     workers    one step per instance at a time (ThreadPoolExecutor)
+
+The host comes in through protocols (docs/architecture.md, "The agent's
+seams"): ComputeDriver, Plumber, ViewWriter, Meter, VolumeStore and Server.
+The command line that wires the real ones is compute/cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
-import os
-import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import pydantic
-
-from dockyard import logs, model
-from dockyard.compute import monitor
-from dockyard.compute.client import ServerClient
+from dockyard import model
+from dockyard.compute.client import Server
 from dockyard.compute.driver import ComputeDriver, Observed
-from dockyard.compute.procfs import ProcView
+from dockyard.compute.monitor import LimitMonitor, Meter
+from dockyard.compute.plumber import Plumber
+from dockyard.compute.procfs import ViewWriter
 from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
+from dockyard.compute.volumes import VolumeStore
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
-from dockyard.network import firewall, plumbing
 
 log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
-MONITOR_SECONDS = 1.0  # /proc views and limit counters
 MAX_TEMPORARY_FAILURES = 5
 
 
@@ -61,12 +58,30 @@ class AgentConfig:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, driver: ComputeDriver, client: ServerClient) -> None:
-        self.cfg, self.driver, self.client = cfg, driver, client
+    """``pool`` runs the steps (a thread pool of ``cfg.workers``; tests pass one that
+    runs them at once) and ``clock`` times the back-off (time.monotonic)."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        driver: ComputeDriver,
+        client: Server,
+        *,
+        plumber: Plumber,
+        views: ViewWriter,
+        meter: Meter,
+        volumes: VolumeStore,
+        pool: Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg, self.driver, self.client, self.plumber = cfg, driver, client, plumber
         self.store = Store(cfg.state_dir)
-        self.procview = ProcView()
         self._observed: list[Observed] = []  # the last reconcile pass's view of dockerd
-        self.worker = Worker(driver, client, self.store, self.procview)
+        self.worker = Worker(
+            driver, client, self.store, plumber=plumber, views=views, meter=meter, volumes=volumes
+        )
+        self.monitor = LimitMonitor(self.store, client, views, meter)
+        self._clock = clock
         cached = self.store.load_desired()
         self.desired = {i.id: i for i in cached.instances} if cached else None
         self.generation = cached.generation if cached else -1
@@ -78,12 +93,12 @@ class Agent:
         self._settled: dict[str, int] = {}
         self._lock = threading.Lock()
         self.labels = dict(cfg.labels)
-        self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
+        self._pool = pool or ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
 
     # --- lifecycle
 
     def run(self) -> None:
-        state, message = firewall.bridge_netfilter(self.cfg.bridge_nf)
+        state, message = self.plumber.bridge_netfilter(self.cfg.bridge_nf)
         # the sysctl is left as found; the label says what bridged traffic meets
         log.log(logging.WARNING if state == "on" else logging.INFO, "%s", message)
         self.labels = {**self.cfg.labels, "dockyard.bridge-nf": state}
@@ -147,13 +162,18 @@ class Agent:
                 log.warning("long poll failed: %s", exc.detail)
                 self.stop_event.wait(1)
                 continue
-            if state.generation != self.generation:
-                self.store.save_desired(state)
-                with self._lock:
-                    self.desired = {i.id: i for i in state.instances}
-                    self.generation = state.generation
-                    self.host_volumes = _volume_ids(state)
-                self.wake.set()
+            self.receive(state)
+
+    def receive(self, state: model.DesiredState) -> None:
+        """Take the server's desired state: cached on disk, the next pass works on it."""
+        if state.generation == self.generation:
+            return
+        self.store.save_desired(state)
+        with self._lock:
+            self.desired = {i.id: i for i in state.instances}
+            self.generation = state.generation
+            self.host_volumes = _volume_ids(state)
+        self.wake.set()
 
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(RESYNC_SECONDS):
@@ -176,51 +196,15 @@ class Agent:
                 self.stop_event.wait(1)
 
     def _monitor_loop(self) -> None:
-        last_throttle: dict[str, float] = {}
-        while not self.stop_event.wait(MONITOR_SECONDS):
-            desired, _ = self.snapshot()
-            # what the last reconcile pass saw: passes run on every start/die event and
-            # every 10 s, so this is current without asking dockerd every second
-            for obs in self._observed:
-                want = (desired or {}).get(obs.instance_id)
-                if want is None or not obs.running:
-                    continue
-                try:
-                    if want.limits.procview:
-                        self.procview.refresh(
-                            want.id,
-                            self.store.files_dir(want.id),
-                            obs.pid,
-                            obs.started_at,
-                            want.limits.swap_mb,
-                        )
-                    self.procview.refresh_disk(
-                        want.id, self.store.files_dir(want.id), obs.writable_dir, want.disk_gb
-                    )
-                    self._check_limits(want, obs, last_throttle)
-                except (OSError, ValueError):
-                    continue  # it stopped meanwhile; the next round sees its new cgroup
-                except DockyardError as exc:
-                    log.warning("could not report events of %s: %s", want.name, exc.detail)
+        self.monitor.run(self.stop_event, self.running)
 
-    def _check_limits(
-        self, want: model.DesiredInstance, obs: Observed, last_throttle: dict[str, float]
-    ) -> None:
-        saved = self.store.counters(want.id, obs.started_at)
-        prev = monitor.Counters(**saved)
-        now = monitor.read(self.procview.cgroup_of(want.id, obs.pid))
-        since = time.monotonic() - last_throttle.get(want.id, -1e9)
-        due = since >= monitor.THROTTLE_REPORT_SECONDS
-        evs, remembered = monitor.events(prev, now, want.pids_limit, want.memory_mb, due)
-        if remembered == prev and saved:
-            return
-        if evs:
-            self.client.events(want.id, evs)
-            for ev in evs:
-                log.info("%s: %s", want.name, ev.message)
-                if ev.kind == model.EventKind.cpu_throttled:
-                    last_throttle[want.id] = time.monotonic()
-        self.store.save_counters(want.id, obs.started_at, dataclasses.asdict(remembered))
+    def running(self) -> list[tuple[model.DesiredInstance, Observed]]:
+        """Instances wanted here whose containers the last reconcile pass saw running:
+        passes run on every start/die event and every 10 s, so this is current
+        without asking dockerd every second."""
+        desired, _ = self.snapshot()
+        pairs = [((desired or {}).get(obs.instance_id), obs) for obs in self._observed]
+        return [(want, obs) for want, obs in pairs if want is not None and obs.running]
 
     def _retry_forever(self, fn: Callable[[], object]) -> None:
         delay = 0.2
@@ -243,12 +227,13 @@ class Agent:
         desired, generation = self.snapshot()
         observed = {o.instance_id: o for o in self.driver.list()}
         self._observed = list(observed.values())
-        p = plan(desired, observed, self.store.records(), plumbing.links(), self.store.known_ids())
+        links = self.plumber.links()
+        p = plan(desired, observed, self.store.records(), links, self.store.known_ids())
         try:
-            firewall.sync_bridges()
+            self.plumber.sync_bridges()
         except DockyardError as exc:
             log.warning("could not let bridged traffic through iptables: %s", exc.detail)
-        now = time.monotonic()
+        now = self._clock()
         for iid, step in p.steps.items():
             # done and reported at this generation: wait for the server's next word
             if self._settled.get(iid) == generation:
@@ -260,7 +245,7 @@ class Agent:
             if self._claim(iid, now):
                 self._pool.submit(self._run_orphan, iid)
         for name in p.stale_links:
-            plumbing.remove_stale(name)
+            self.plumber.remove_stale(name)
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
 
@@ -272,10 +257,10 @@ class Agent:
             return True
 
     def _run_step(self, iid: str, step: Step, want: model.DesiredInstance, gen: int) -> None:
-        started = time.monotonic()
+        started = self._clock()
         try:
             self.worker.run(step, want)
-            log.info("%s %s done in %.3fs", step.value, want.name, time.monotonic() - started)
+            log.info("%s %s done in %.3fs", step.value, want.name, self._clock() - started)
             self._failures.pop(iid, None)
             if step in (Step.spawn, Step.destroy, Step.report) or want.task_state is not None:
                 self._settled[iid] = gen
@@ -309,7 +294,7 @@ class Agent:
             except DockyardError as again:
                 log.warning("could not report the failure of %s: %s", want.name, again.detail)
             return
-        self._not_before[iid] = time.monotonic() + min(0.5 * 2**n, 10)
+        self._not_before[iid] = self._clock() + min(0.5 * 2**n, 10)
 
     def _done(self, iid: str) -> None:
         with self._lock:
@@ -324,151 +309,11 @@ def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
     return [v.id for v in state.volumes]
 
 
-def _cores(p: argparse.ArgumentParser, text: str) -> list[int]:
-    """'0-1,3' -> [0, 1, 3]."""
-    out: list[int] = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        try:
-            out += range(int(first), int(last or first) + 1)
-        except ValueError:
-            p.error(f"--reserved-cores {text!r}: write core numbers like 0 or 0-1,3")
-    return out
-
-
-def _labels(p: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            p.error(f"--label {pair!r}: write KEY=VALUE")
-        out[key] = value
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="dockyard-agent",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--server", default=os.environ.get("DOCKYARD_URL", "http://127.0.0.1:8787"))
-    p.add_argument("--token-file", type=Path, required=True, help="this host's agent token")
-    p.add_argument("--host-name", default=socket.gethostname())
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard-agent"))
-    p.add_argument("--availability-zone", default="nova")
-    p.add_argument(
-        "--network",
-        action="append",
-        dest="networks",
-        help="a network this host is attached to (repeat; default all)",
-    )
-    p.add_argument(
-        "--label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a host label for the scheduler and the console (repeatable)",
-    )
-    p.add_argument(
-        "--reserved-cores",
-        default="",
-        metavar="LIST",
-        help="cores kept for the host itself, e.g. 0 or 0-1",
-    )
-    p.add_argument("--reserved-memory-mb", type=int, default=0)
-    p.add_argument(
-        "--cpu-allocation-ratio",
-        type=float,
-        default=16.0,
-        help="shared vCPUs per free physical core",
-    )
-    p.add_argument("--ram-allocation-ratio", type=float, default=1.0)
-    p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
-    p.add_argument(
-        "--bridge-nf",
-        choices=["allow", "leave"],
-        default="allow",
-        help="allow: accept traffic between the ports of each Dockyard bridge in iptables "
-        "(DOCKER-USER or FORWARD) in case br_netfilter sends it there; leave: add no rule "
-        "(docs/architecture.md)",
-    )
-    p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
-    logs.configure(args.log_level)
-    from dockyard.compute.drivers.docker import DockerDriver
+    """``dockyard-agent`` and ``python -m dockyard.compute.agent``: see compute/cli.py."""
+    from dockyard.compute import cli  # the command line imports this module
 
-    cfg = AgentConfig(
-        server=args.server,
-        token=args.token_file.read_text().strip(),
-        host=args.host_name,
-        state_dir=args.state_dir,
-        availability_zone=args.availability_zone,
-        networks=args.networks or ["*"],
-        bridge_nf=args.bridge_nf,
-        labels=_labels(p, args.label),
-        reserved_cores=_cores(p, args.reserved_cores),
-        reserved_memory_mb=args.reserved_memory_mb,
-        cpu_allocation_ratio=args.cpu_allocation_ratio,
-        ram_allocation_ratio=args.ram_allocation_ratio,
-    )
-    _check_host_flags(p, cfg, *_host_capacity())
-    driver = DockerDriver(cfg.host, args.docker_host)
-    agent = Agent(cfg, driver, ServerClient(cfg.server, cfg.token, cfg.host))
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    agent.run()
-
-
-def _check_host_flags(
-    p: argparse.ArgumentParser, cfg: AgentConfig, cores: int, memory_mb: int
-) -> None:
-    """Refuse flags the server would refuse, now (exit 2 naming the flag), instead of
-    retrying forever; judged against this host's ``cores`` and ``memory_mb``."""
-    outside = sorted(c for c in set(cfg.reserved_cores) if not 0 <= c < cores)
-    if outside:
-        p.error(
-            f"--reserved-cores: cores {outside} do not exist on this {cores}-core host "
-            f"(it has 0-{cores - 1})"
-        )
-    if len(set(cfg.reserved_cores)) >= cores:
-        p.error(f"--reserved-cores: reserve fewer than this host's {cores} cores, or none is left")
-    if not 0 <= cfg.reserved_memory_mb < memory_mb:
-        p.error(
-            f"--reserved-memory-mb {cfg.reserved_memory_mb}: give 0 up to less than this "
-            f"host's {memory_mb} MB"
-        )
-    try:
-        model.HostRegister(
-            name=cfg.host,
-            availability_zone=cfg.availability_zone,
-            cores=min(cores, model.MAX_HOST_CORES),
-            memory_mb=min(max(memory_mb, 64), model.MAX_HOST_MEMORY_MB),
-            disk_gb=0,
-            labels=cfg.labels,
-            networks=cfg.networks,
-            reserved_cores=cfg.reserved_cores,
-            reserved_memory_mb=cfg.reserved_memory_mb,
-            cpu_allocation_ratio=cfg.cpu_allocation_ratio,
-            ram_allocation_ratio=cfg.ram_allocation_ratio,
-        )
-    except pydantic.ValidationError as exc:
-        p.error("; ".join(_flag_problem(e) for e in exc.errors()))
-
-
-def _flag_problem(error: Any) -> str:
-    loc = error.get("loc") or ()
-    flag = {"name": "host-name"}.get(str(loc[0]), str(loc[0]).replace("_", "-")) if loc else None
-    msg = str(error["msg"])
-    msg = msg[:1].lower() + msg[1:]
-    return f"--{flag}: {msg}" if flag else msg
-
-
-def _host_capacity() -> tuple[int, int]:
-    """Cores (as dockerd counts them: the CPUs this process may run on) and MB of memory."""
-    cores = len(os.sched_getaffinity(0))
-    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return cores, memory_mb
+    cli.main(argv)
 
 
 if __name__ == "__main__":

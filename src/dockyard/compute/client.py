@@ -1,15 +1,48 @@
-"""The agent's client for the server's /v1/agent endpoints."""
+"""The agent's side of the server: the ``Server`` protocol, the HTTP client of the
+server's /v1/agent endpoints (``ServerClient``) and an in-memory ``FakeServer``."""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from dockyard import model
 from dockyard.errors import PermanentError, TemporaryError
+
+
+class Server(Protocol):
+    """What the agent asks of the server. Unreachable or 5xx: TemporaryError; refused
+    (4xx): PermanentError with the status in ``extra``."""
+
+    def register(self, req: model.HostRegister) -> model.Host:
+        """After: the server knows this host with these figures. Already known: updated."""
+        ...
+
+    def heartbeat(self) -> int:
+        """The host is alive; returns its generation. Unknown host: PermanentError 404."""
+        ...
+
+    def desired(self, since: int, wait: float) -> model.DesiredState:
+        """This host's desired state, once its generation differs from ``since`` or
+        ``wait`` seconds passed."""
+        ...
+
+    def report(self, instance_id: str, rep: model.InstanceReport) -> None:
+        """Tell the server what is; an instance no longer placed here is not an error."""
+        ...
+
+    def events(self, instance_id: str, events: list[model.InstanceEvent]) -> None:
+        """Add to the instance's event log; an instance no longer placed here: no-op."""
+        ...
+
+    def download_image(self, image_id: str, dest: Path, sha256: str | None = None) -> None:
+        """After: ``dest`` holds the image's rootfs tarball, whose SHA-256 is ``sha256``.
+        Damaged or missing: PermanentError and no ``dest``."""
+        ...
 
 
 class ServerClient:
@@ -100,3 +133,63 @@ class ServerClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+class FakeServer:
+    """In memory: the desired state a test publishes, and what the agent told it."""
+
+    def __init__(self, host: str = "fake") -> None:
+        self.host = host
+        self.state = model.DesiredState(generation=0, instances=[], volumes=[])
+        self.registered: list[model.HostRegister] = []
+        self.reports: list[tuple[str, model.InstanceReport]] = []
+        self.events_of: dict[str, list[model.InstanceEvent]] = {}
+        self.rootfs: dict[str, bytes] = {}  # image id -> tarball
+
+    def publish(self, *instances: model.DesiredInstance) -> model.DesiredState:
+        """A new generation with exactly these instances; the volume list is kept."""
+        volumes = self.state.volumes
+        self.state = model.DesiredState(
+            generation=self.state.generation + 1, instances=list(instances), volumes=volumes
+        )
+        return self.state
+
+    def reports_of(self, instance_id: str) -> list[model.InstanceReport]:
+        return [rep for iid, rep in self.reports if iid == instance_id]
+
+    def register(self, req: model.HostRegister) -> model.Host:
+        self.registered.append(req)
+        return model.Host(
+            id=req.name,
+            name=req.name,
+            availability_zone=req.availability_zone,
+            state="up",
+            enabled=True,
+            cores=req.cores,
+            memory_mb=req.memory_mb,
+            disk_gb=req.disk_gb,
+            labels=req.labels,
+            docker_version=req.docker_version,
+            networks=req.networks,
+            last_heartbeat=datetime.now(UTC),
+        )
+
+    def heartbeat(self) -> int:
+        return self.state.generation
+
+    def desired(self, since: int, wait: float) -> model.DesiredState:
+        return self.state
+
+    def report(self, instance_id: str, rep: model.InstanceReport) -> None:
+        self.reports.append((instance_id, rep))
+
+    def events(self, instance_id: str, events: list[model.InstanceEvent]) -> None:
+        self.events_of.setdefault(instance_id, []).extend(events)
+
+    def download_image(self, image_id: str, dest: Path, sha256: str | None = None) -> None:
+        data = self.rootfs.get(image_id)
+        if data is None:
+            raise PermanentError(f"server has no rootfs for image {image_id}")
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise PermanentError(f"the rootfs of image {image_id} is damaged")
+        dest.write_bytes(data)

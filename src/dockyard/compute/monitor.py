@@ -1,19 +1,37 @@
-"""Notice when a limit bites: OOM kills, the pids limit hit, CPU throttling.
+"""The agent's monitor: each running instance's /proc view, and limits that bite.
+
+    every MONITOR_SECONDS, for each instance running as wanted (LimitMonitor.run):
+      ViewWriter.refresh / refresh_disk   the instance's /proc view (compute/procfs.py)
+      Meter.counters ─► events() ─► Server.events   OOM kills, pids limit hit, CPU throttling
 
 Level-triggered like the rest of the agent: it compares the cgroup's
 counters with the last ones it reported (kept in the instance's record, per
 container start, so an agent restart reports nothing twice and a container
-restart starts again from zero).
+restart starts again from zero). ``Meter`` is the seam to the cgroup files
+(``CgroupMeter``; ``FakeMeter`` in tests).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from threading import Event
+from typing import Protocol
 
 from dockyard import cgroups
-from dockyard.model import EventKind, InstanceEvent
+from dockyard.compute.client import Server
+from dockyard.compute.driver import Observed
+from dockyard.compute.procfs import ProcView, ViewWriter
+from dockyard.compute.store import Store
+from dockyard.errors import DockyardError
+from dockyard.model import DesiredInstance, EventKind, InstanceEvent
 
+log = logging.getLogger("dockyard.agent")
+MONITOR_SECONDS = 1.0  # /proc views and limit counters
 THROTTLE_REPORT_SECONDS = (
     60.0  # a capped busy instance throttles all the time: say it once a minute
 )
@@ -81,3 +99,96 @@ def events(
                 now.oom_kills, now.pids_hit, prev.nr_throttled, prev.throttled_usec
             )
     return out, remembered
+
+
+class Meter(Protocol):
+    """What the agent reads from a running container's cgroup."""
+
+    def memory_used(self, instance_id: str, pid: int) -> int:
+        """Bytes of memory the container whose PID 1 is ``pid`` uses now.
+        Container gone: OSError."""
+        ...
+
+    def counters(self, instance_id: str, pid: int) -> Counters:
+        """The container's limit counters since it started. Container gone: OSError."""
+        ...
+
+
+class CgroupMeter:
+    """The real meter: the cgroup files, found through the view writer's cache."""
+
+    def __init__(self, views: ProcView) -> None:
+        self.views = views
+
+    def memory_used(self, instance_id: str, pid: int) -> int:
+        return cgroups.memory(self.views.cgroup_of(instance_id, pid)).usage
+
+    def counters(self, instance_id: str, pid: int) -> Counters:
+        return read(self.views.cgroup_of(instance_id, pid))
+
+
+class FakeMeter:
+    """In memory: a test sets what each instance uses and counts."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] = {}  # instance id -> bytes
+        self.counted: dict[str, Counters] = {}
+
+    def memory_used(self, instance_id: str, pid: int) -> int:
+        return self.used.get(instance_id, 0)
+
+    def counters(self, instance_id: str, pid: int) -> Counters:
+        return self.counted.get(instance_id, Counters())
+
+
+class LimitMonitor:
+    """Refresh each running instance's /proc view and report the limits that bit."""
+
+    def __init__(self, store: Store, client: Server, views: ViewWriter, meter: Meter) -> None:
+        self.store, self.client, self.views, self.meter = store, client, views, meter
+        self._last_throttle: dict[str, float] = {}  # instance id -> monotonic time reported
+
+    def run(
+        self, stop: Event, running: Callable[[], list[tuple[DesiredInstance, Observed]]]
+    ) -> None:
+        """Until ``stop``: every MONITOR_SECONDS, ``check`` each of ``running()``."""
+        while not stop.wait(MONITOR_SECONDS):
+            for want, obs in running():
+                self.check(want, obs)
+
+    def check(self, want: DesiredInstance, obs: Observed) -> None:
+        """One round for one running instance; a container gone meanwhile is skipped."""
+        try:
+            if want.limits.procview:
+                self.views.refresh(
+                    want.id,
+                    self.store.files_dir(want.id),
+                    obs.pid,
+                    obs.started_at,
+                    want.limits.swap_mb,
+                )
+            self.views.refresh_disk(
+                want.id, self.store.files_dir(want.id), obs.writable_dir, want.disk_gb
+            )
+            self._check_limits(want, obs)
+        except (OSError, ValueError):
+            return  # it stopped meanwhile; the next round sees its new cgroup
+        except DockyardError as exc:
+            log.warning("could not report events of %s: %s", want.name, exc.detail)
+
+    def _check_limits(self, want: DesiredInstance, obs: Observed) -> None:
+        saved = self.store.counters(want.id, obs.started_at)
+        prev = Counters(**saved)
+        now = self.meter.counters(want.id, obs.pid)
+        since = time.monotonic() - self._last_throttle.get(want.id, -1e9)
+        due = since >= THROTTLE_REPORT_SECONDS
+        evs, remembered = events(prev, now, want.pids_limit, want.memory_mb, due)
+        if remembered == prev and saved:
+            return
+        if evs:
+            self.client.events(want.id, evs)
+            for ev in evs:
+                log.info("%s: %s", want.name, ev.message)
+                if ev.kind == EventKind.cpu_throttled:
+                    self._last_throttle[want.id] = time.monotonic()
+        self.store.save_counters(want.id, obs.started_at, dataclasses.asdict(remembered))

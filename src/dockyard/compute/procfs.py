@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from dockyard import cgroups
 from dockyard.procview import render
@@ -64,6 +65,69 @@ def write_in_place(path: Path, text: str, mode: int = 0o444) -> None:
         os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
+
+
+class ViewWriter(Protocol):
+    """What the agent needs from the /proc view writer (``ProcView``; ``FakeViews``)."""
+
+    def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
+        """Before the container exists: the view files exist with figures from the
+        flavor (bind sources must exist). Already there: every file rewritten."""
+        ...
+
+    def refresh(
+        self, instance_id: str, instance_dir: Path, pid: int, started_at: str, swap_mb: int
+    ) -> None:
+        """After: the view files show the running container's cgroup figures now (a
+        new ``started_at`` starts a new load average). Container gone: OSError or
+        ValueError, and the files keep their last figures."""
+        ...
+
+    def refresh_disk(
+        self, instance_id: str, instance_dir: Path, writable_dir: str, disk_gb: int
+    ) -> None:
+        """After: the view's ``disk`` file says the root disk's size and use, at most
+        every DISK_SECONDS. No ``writable_dir``: no-op."""
+        ...
+
+    def forget(self, instance_id: str) -> None:
+        """After: nothing of the instance is remembered in memory (its files are the
+        store's). Unknown instance: no-op."""
+        ...
+
+
+class FakeViews:
+    """In memory, for unit tests: which instances have a view and how often it was drawn.
+
+    ``prepare`` writes empty files where the real writer puts the view (they are
+    bind sources, so the worker checks they exist)."""
+
+    def __init__(self) -> None:
+        self.prepared: dict[str, int] = {}  # instance id -> memory_mb of the last prepare
+        self.refreshed: dict[str, int] = {}  # instance id -> refreshes
+        self.disk_refreshed: dict[str, int] = {}
+
+    def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
+        view_dir(instance_dir).mkdir(parents=True, exist_ok=True)
+        for path in files(instance_dir).values():
+            path.touch()
+        self.prepared[instance_dir.name] = memory_mb
+
+    def refresh(
+        self, instance_id: str, instance_dir: Path, pid: int, started_at: str, swap_mb: int
+    ) -> None:
+        self.refreshed[instance_id] = self.refreshed.get(instance_id, 0) + 1
+
+    def refresh_disk(
+        self, instance_id: str, instance_dir: Path, writable_dir: str, disk_gb: int
+    ) -> None:
+        if writable_dir:
+            self.disk_refreshed[instance_id] = self.disk_refreshed.get(instance_id, 0) + 1
+
+    def forget(self, instance_id: str) -> None:
+        self.prepared.pop(instance_id, None)
+        self.refreshed.pop(instance_id, None)
+        self.disk_refreshed.pop(instance_id, None)
 
 
 @dataclass

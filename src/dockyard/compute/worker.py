@@ -8,14 +8,15 @@ import os
 import time
 from pathlib import Path
 
-from dockyard import cgroups
 from dockyard.compute import procfs
-from dockyard.compute.client import ServerClient
+from dockyard.compute.client import Server
 from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observed, resources_key
-from dockyard.compute.procfs import ProcView
+from dockyard.compute.monitor import Meter
+from dockyard.compute.plumber import Plumber
+from dockyard.compute.procfs import ViewWriter
 from dockyard.compute.reconcile import Step, power_of, spec_of
 from dockyard.compute.store import Record, Store
-from dockyard.compute.volumes import LoopVolumes, VolumeStore, sweep
+from dockyard.compute.volumes import VolumeStore, sweep
 from dockyard.errors import DockyardError, PermanentError
 from dockyard.model import (
     DesiredInstance,
@@ -25,7 +26,6 @@ from dockyard.model import (
     TaskState,
     VolumeAttachment,
 )
-from dockyard.network import plumbing
 
 log = logging.getLogger(__name__)
 CREATED = "created"  # Record.applied_for before the first start
@@ -34,17 +34,22 @@ _PAUSE_AFTER_CREATE = float(os.environ.get("DOCKYARD_FAULT_PAUSE_AFTER_CREATE", 
 
 
 class Worker:
+    """Each host-facing part comes in through a protocol (driver, plumber, view writer,
+    meter, volumes), so a worker of fakes runs without root (tests/unit/test_worker.py)."""
+
     def __init__(
         self,
         driver: ComputeDriver,
-        client: ServerClient,
+        client: Server,
         store: Store,
-        procview: ProcView,
-        volumes: VolumeStore | None = None,
+        *,
+        plumber: Plumber,
+        views: ViewWriter,
+        meter: Meter,
+        volumes: VolumeStore,
     ) -> None:
         self.driver, self.client, self.store = driver, client, store
-        self.procview = procview
-        self.volumes = volumes if volumes is not None else LoopVolumes(store.root / "volumes")
+        self.plumber, self.views, self.meter, self.volumes = plumber, views, meter, volumes
 
     def run(self, step: Step, want: DesiredInstance) -> None:
         """Do ``step``. A PermanentError is reported to the user; others propagate."""
@@ -92,8 +97,8 @@ class Worker:
         obs = obs or self.driver.inspect(want.id)
         if obs is None or not obs.running:
             return  # it died meanwhile: the next pass starts it
-        host_if = plumbing.plumb(want.id, obs.pid, want.net)
-        plumbing.shape(want.id, host_if, want.limits)
+        host_if = self.plumber.plumb(want.id, obs.pid, want.net)
+        self.plumber.shape(want.id, want.limits)
         rec = self.store.record(want.id)
         spec = self._spec(want)
         if rec.applied != resources_key(spec) or rec.applied_for not in (CREATED, obs.started_at):
@@ -108,7 +113,7 @@ class Worker:
         obs = self.driver.inspect(want.id)
         if obs is None or not obs.running:
             return  # the next pass starts it, with the new limits
-        used = cgroups.memory(cgroups.of_pid(obs.pid)).usage
+        used = self.meter.memory_used(want.id, obs.pid)
         if want.memory_mb * 2**20 < used:
             raise PermanentError(
                 f"cannot shrink memory to {want.memory_mb} MB: the instance uses "
@@ -116,7 +121,7 @@ class Worker:
             )
         spec = self._spec(want)
         self.driver.update_resources(spec)
-        plumbing.shape(want.id, plumbing.host_ifname(want.id), want.limits)
+        self.plumber.shape(want.id, want.limits)
         rec = self.store.record(want.id)
         rec.applied, rec.applied_for = resources_key(spec), obs.started_at
         self.store.save(rec)
@@ -132,7 +137,7 @@ class Worker:
 
     def _stop(self, want: DesiredInstance) -> None:
         self.driver.stop(want.id)
-        plumbing.unplumb(want.id)
+        self.plumber.unplumb(want.id)
         self._report(want, self.driver.inspect(want.id))
 
     def _destroy(self, want: DesiredInstance) -> None:
@@ -152,9 +157,9 @@ class Worker:
         The record goes last: an agent stopped half-way finds the instance an orphan
         again and finishes the job."""
         self.driver.destroy(instance_id)
-        plumbing.unplumb(instance_id)
+        self.plumber.unplumb(instance_id)
         self.store.forget(instance_id)
-        self.procview.forget(instance_id)
+        self.views.forget(instance_id)
 
     def run_failed(self, step: Step, want: DesiredInstance, message: str) -> None:
         """Give up on ``step``: clean up as after a permanent error and report it."""
@@ -186,7 +191,7 @@ class Worker:
         return files
 
     def _prepare_procview(self, want: DesiredInstance) -> None:
-        self.procview.prepare(
+        self.views.prepare(
             self.store.files_dir(want.id), want.memory_mb, want.limits.swap_mb, want.cpuset or [0]
         )
 

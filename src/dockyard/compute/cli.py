@@ -1,0 +1,200 @@
+"""The ``dockyard-agent`` command line: flags, checks against this host, wiring.
+
+Flags the server would refuse are refused here first (exit 2 naming the flag),
+before anything on the host changes. ``main`` then wires the real host parts
+into the Agent (compute/agent.py): the Docker driver, the host plumber, the
+/proc view writer, the cgroup meter and the loop-device volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from dockyard import logs, model
+from dockyard.compute import agent as agent_module
+from dockyard.compute.agent import Agent, AgentConfig
+from dockyard.compute.client import ServerClient
+from dockyard.compute.monitor import CgroupMeter
+from dockyard.compute.plumber import HostPlumber
+from dockyard.compute.procfs import ProcView
+from dockyard.compute.volumes import LoopVolumes
+
+
+def _cores(p: argparse.ArgumentParser, text: str) -> list[int]:
+    """'0-1,3' -> [0, 1, 3]."""
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        try:
+            out += range(int(first), int(last or first) + 1)
+        except ValueError:
+            p.error(f"--reserved-cores {text!r}: write core numbers like 0 or 0-1,3")
+    return out
+
+
+def _labels(p: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            p.error(f"--label {pair!r}: write KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = _parser()
+    args = p.parse_args(argv)
+    logs.configure(args.log_level)
+    cfg = _config(p, args)
+    _check_host_flags(p, cfg, *_host_capacity())
+    agent = _wire(cfg, args.docker_host)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    agent.run()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dockyard-agent",
+        description=agent_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--server", default=os.environ.get("DOCKYARD_URL", "http://127.0.0.1:8787"))
+    p.add_argument("--token-file", type=Path, required=True, help="this host's agent token")
+    p.add_argument("--host-name", default=socket.gethostname())
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard-agent"))
+    p.add_argument("--availability-zone", default="nova")
+    p.add_argument(
+        "--network",
+        action="append",
+        dest="networks",
+        help="a network this host is attached to (repeat; default all)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a host label for the scheduler and the console (repeatable)",
+    )
+    p.add_argument(
+        "--reserved-cores",
+        default="",
+        metavar="LIST",
+        help="cores kept for the host itself, e.g. 0 or 0-1",
+    )
+    p.add_argument("--reserved-memory-mb", type=int, default=0)
+    p.add_argument(
+        "--cpu-allocation-ratio",
+        type=float,
+        default=16.0,
+        help="shared vCPUs per free physical core",
+    )
+    p.add_argument("--ram-allocation-ratio", type=float, default=1.0)
+    p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
+    p.add_argument(
+        "--bridge-nf",
+        choices=["allow", "leave"],
+        default="allow",
+        help="allow: accept traffic between the ports of each Dockyard bridge in iptables "
+        "(DOCKER-USER or FORWARD) in case br_netfilter sends it there; leave: add no rule "
+        "(docs/architecture.md)",
+    )
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
+        server=args.server,
+        token=args.token_file.read_text().strip(),
+        host=args.host_name,
+        state_dir=args.state_dir,
+        availability_zone=args.availability_zone,
+        networks=args.networks or ["*"],
+        bridge_nf=args.bridge_nf,
+        labels=_labels(p, args.label),
+        reserved_cores=_cores(p, args.reserved_cores),
+        reserved_memory_mb=args.reserved_memory_mb,
+        cpu_allocation_ratio=args.cpu_allocation_ratio,
+        ram_allocation_ratio=args.ram_allocation_ratio,
+    )
+
+
+def _wire(cfg: AgentConfig, docker_host: str | None) -> Agent:
+    """The agent with the real parts of this host."""
+    from dockyard.compute.drivers.docker import DockerDriver  # the docker SDK: not for --help
+
+    views = ProcView()
+    return Agent(
+        cfg,
+        DockerDriver(cfg.host, docker_host),
+        ServerClient(cfg.server, cfg.token, cfg.host),
+        plumber=HostPlumber(),
+        views=views,
+        meter=CgroupMeter(views),
+        volumes=LoopVolumes(cfg.state_dir / "volumes"),
+    )
+
+
+def _check_host_flags(
+    p: argparse.ArgumentParser, cfg: AgentConfig, cores: int, memory_mb: int
+) -> None:
+    """Refuse flags the server would refuse, now (exit 2 naming the flag), instead of
+    retrying forever; judged against this host's ``cores`` and ``memory_mb``."""
+    outside = sorted(c for c in set(cfg.reserved_cores) if not 0 <= c < cores)
+    if outside:
+        p.error(
+            f"--reserved-cores: cores {outside} do not exist on this {cores}-core host "
+            f"(it has 0-{cores - 1})"
+        )
+    if len(set(cfg.reserved_cores)) >= cores:
+        p.error(f"--reserved-cores: reserve fewer than this host's {cores} cores, or none is left")
+    if not 0 <= cfg.reserved_memory_mb < memory_mb:
+        p.error(
+            f"--reserved-memory-mb {cfg.reserved_memory_mb}: give 0 up to less than this "
+            f"host's {memory_mb} MB"
+        )
+    try:
+        model.HostRegister(
+            name=cfg.host,
+            availability_zone=cfg.availability_zone,
+            cores=min(cores, model.MAX_HOST_CORES),
+            memory_mb=min(max(memory_mb, 64), model.MAX_HOST_MEMORY_MB),
+            disk_gb=0,
+            labels=cfg.labels,
+            networks=cfg.networks,
+            reserved_cores=cfg.reserved_cores,
+            reserved_memory_mb=cfg.reserved_memory_mb,
+            cpu_allocation_ratio=cfg.cpu_allocation_ratio,
+            ram_allocation_ratio=cfg.ram_allocation_ratio,
+        )
+    except pydantic.ValidationError as exc:
+        p.error("; ".join(_flag_problem(e) for e in exc.errors()))
+
+
+def _flag_problem(error: Any) -> str:
+    loc = error.get("loc") or ()
+    flag = {"name": "host-name"}.get(str(loc[0]), str(loc[0]).replace("_", "-")) if loc else None
+    msg = str(error["msg"])
+    msg = msg[:1].lower() + msg[1:]
+    return f"--{flag}: {msg}" if flag else msg
+
+
+def _host_capacity() -> tuple[int, int]:
+    """Cores (as dockerd counts them: the CPUs this process may run on) and MB of memory."""
+    cores = len(os.sched_getaffinity(0))
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return cores, memory_mb
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The agent's reconcile passes on a host of fakes: back-off, give-up, orphans, settling,
+stale links. Steps run inside the pass (InlineExecutor) and time moves by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockyard.compute.agent import MAX_TEMPORARY_FAILURES
+from dockyard.compute.driver import ContainerSpec
+from dockyard.compute.monitor import Counters
+from dockyard.errors import PermanentError, TemporaryError
+from dockyard.model import PowerState, TaskState
+from dockyard.network.plumbing import host_ifname, peer_ifname
+from tests.unit.fakehost import IMAGE, FakeHost, instance, new_id
+
+
+@pytest.fixture
+def host(tmp_path):
+    return FakeHost(tmp_path)
+
+
+def _pass(agent, host):
+    """What the long poll would do with the server's state, then one reconcile pass."""
+    agent.receive(host.server.state)
+    agent.reconcile_once()
+
+
+def test_a_wanted_instance_is_spawned_plumbed_and_reported(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+
+    _pass(host.agent(), host)
+
+    assert host.driver.inspect(iid).running
+    assert host_ifname(iid) in host.plumber.links()
+    assert [(r.power_state, r.task_done) for r in host.server.reports_of(iid)] == [
+        (PowerState.running, TaskState.spawning)
+    ]
+
+
+def test_a_spawn_that_fails_permanently_is_cleaned_up_and_reported(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    host.driver.fail_next("start", PermanentError("bind source /srv/x does not exist"))
+
+    _pass(host.agent(), host)
+
+    assert host.driver.containers == {}
+    assert host.plumber.links() == set()
+    assert host.files_left(iid) == []
+    [rep] = host.server.reports_of(iid)
+    assert rep.error == "bind source /srv/x does not exist"
+    assert rep.task_done == TaskState.spawning
+
+
+def test_temporary_spawn_failures_back_off_longer_each_time_then_the_agent_gives_up(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    agent.receive(host.server.state)
+    tries: list[float] = []  # when the agent tried to create the container
+    start = host.clock.now
+    while len(tries) < MAX_TEMPORARY_FAILURES and host.clock.now < start + 120:
+        creates = host.driver.calls.count("create")
+        host.driver.fail_next("create", TemporaryError("dockerd is restarting"))
+        agent.reconcile_once()
+        if host.driver.calls.count("create") > creates:
+            tries.append(host.clock.now)
+            assert host.server.reports == [] or len(tries) == MAX_TEMPORARY_FAILURES
+        host.clock.now += 0.25
+
+    assert len(tries) == MAX_TEMPORARY_FAILURES
+    waits = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert all(later > earlier for earlier, later in zip(waits, waits[1:], strict=False)), waits
+    # the fifth failure: it gives up, removes what the tries left and says why
+    [rep] = host.server.reports_of(iid)
+    assert rep.error == f"gave up after {MAX_TEMPORARY_FAILURES} tries: dockerd is restarting"
+    assert rep.task_done == TaskState.spawning
+    assert host.driver.containers == {}
+    assert host.files_left(iid) == []
+
+
+def test_a_step_that_succeeds_after_a_temporary_failure_is_not_reported_as_an_error(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    host.plumber.fail_next("plumb", TemporaryError("RTNETLINK answers: Device or resource busy"))
+
+    _pass(agent, host)
+    assert host.server.reports == []  # still trying
+    host.clock.now += 10
+    agent.reconcile_once()
+
+    assert host.driver.inspect(iid).running and host_ifname(iid) in host.plumber.links()
+    assert [r.error for r in host.server.reports_of(iid)] == [None]
+
+
+def test_a_container_nobody_wants_is_destroyed_with_its_port_and_files(host):
+    keep, orphan = new_id(), new_id()
+    host.server.publish(instance(keep), instance(orphan, last_octet=6))
+    agent = host.agent()
+    _pass(agent, host)
+    assert host.driver.inspect(orphan).running
+
+    host.server.publish(instance(keep, task=None, power_state=PowerState.running))
+    _pass(agent, host)
+
+    assert set(host.driver.containers) == {keep}
+    assert set(host.plumber.ports) == {host_ifname(keep)}
+    assert host.files_left(orphan) == []
+    assert host.files_left(keep) != []
+
+
+def test_an_agent_that_never_heard_from_the_server_destroys_nothing(host):
+    stranger = new_id()
+    host.driver.create(
+        ContainerSpec(stranger, "old", "old", IMAGE, None, 1, [], 64, 100)
+    )  # left by an earlier run
+
+    host.agent().reconcile_once()  # no desired state, cached or received
+
+    assert set(host.driver.containers) == {stranger}
+
+
+def test_a_step_done_and_reported_is_not_repeated_until_the_server_says_more(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    _pass(agent, host)
+
+    # the server has not taken the report in yet: same generation, still "spawning"
+    for _ in range(3):
+        host.clock.now += 11
+        _pass(agent, host)
+
+    assert host.driver.calls.count("create") == 1
+    assert len(host.server.reports_of(iid)) == 1
+    # a new generation that still says "spawning" (the report was lost): said again
+    host.server.publish(instance(iid))
+    _pass(agent, host)
+    assert host.driver.calls.count("create") == 1
+    assert [r.task_done for r in host.server.reports_of(iid)] == [TaskState.spawning] * 2
+
+
+def test_stale_links_of_known_instances_go_and_other_links_stay(host):
+    mine, foreign = new_id(), new_id()
+    host.server.publish(instance(mine))
+    agent = host.agent()
+    _pass(agent, host)
+    # the container died and the agent stopped before unplumbing; the user stopped it
+    host.driver.stop(mine)
+    others = {host_ifname(foreign), peer_ifname(foreign), "dyt-unit", "eth0", "dy123"}
+    host.plumber.foreign |= others
+    host.server.publish(instance(mine, power="stopped", task=None, power_state=PowerState.shutdown))
+
+    _pass(agent, host)
+
+    assert host.plumber.links() == others
+    assert host_ifname(mine) not in host.plumber.ports  # its port rules went with it
+
+
+def test_bridges_get_their_iptables_rule_when_bridged_traffic_is_filtered(host):
+    host.plumber.filtered = True
+    iid = new_id()
+    host.server.publish(instance(iid))
+    _pass(host.agent(), host)
+    assert host.plumber.allowed == {"dyt-unit"}
+
+    host.server.publish(instance(iid, power="deleted", task=TaskState.deleting))
+    _pass(host.agent(), host)
+
+    assert host.plumber.allowed == set()  # the bridge's last port took its rule along
+    assert host.server.reports_of(iid)[-1].gone
+
+
+def test_an_oom_kill_is_reported_once(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    _pass(agent, host)
+    agent.reconcile_once()  # the start event's pass: it sees the container running
+    host.meter.counted[iid] = Counters(oom_kills=1)
+
+    for _ in range(3):
+        for want, obs in agent.running():
+            agent.monitor.check(want, obs)
+
+    [event] = host.server.events_of[iid]
+    assert "OOM-killed at the 64 MB memory limit" in event.message
+    assert host.views.refreshed[iid] == 3
+
+
+def test_the_desired_state_survives_an_agent_restart(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    _pass(host.agent(), host)
+    host.driver.stop(iid)  # the host rebooted; the server is unreachable
+
+    host.agent().reconcile_once()  # a new agent, working from its cache
+
+    assert host.driver.inspect(iid).running
+    assert host.plumber.ports[host_ifname(iid)].ip == "198.18.0.5"
