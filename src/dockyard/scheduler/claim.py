@@ -56,6 +56,7 @@ def request(
     network: str,
     availability_zone: str | None = None,
     volume_host: str | None = None,
+    volume_gb: int = 0,
 ) -> Request:
     return Request(
         vcpus=shape.vcpus,
@@ -65,6 +66,7 @@ def request(
         availability_zone=availability_zone,
         network=network,
         volume_host=volume_host,
+        volume_gb=volume_gb,
     )
 
 
