@@ -155,7 +155,9 @@ class TokenCreated(Schema):
     expires_at: datetime | None = Field(default=None, description="UTC; null = never")
 
 
-QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips")
+QUOTA_RESOURCES = (
+    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb"
+)
 
 
 class Quota(Schema):
@@ -166,6 +168,8 @@ class Quota(Schema):
     memory_mb: int | None = Field(default=None, ge=0)
     dedicated_cores: int | None = Field(default=None, ge=0)
     ips: int | None = Field(default=None, ge=0)
+    volumes: int | None = Field(default=None, ge=0, description="named volumes")
+    volume_gb: int | None = Field(default=None, ge=0, description="sum of volume sizes, GiB")
 
 
 class QuotaUsage(Schema):
@@ -481,7 +485,7 @@ HostPath = Annotated[
     str, Field(max_length=1024, description="absolute path on the host (admins only)"),
     AfterValidator(_host_path),
 ]  # fmt: skip
-VOLUME_MIN_MB, VOLUME_MAX_MB = 16, 16 * 2**20  # 16 MB .. 16 TB
+VOLUME_MIN_MB, VOLUME_MAX_MB = 16, 8 * 2**20  # 16 MiB .. 8 TiB (ext4 files stop at 16 TiB)
 
 
 class VolumeSpec(Schema):

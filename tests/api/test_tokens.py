@@ -118,6 +118,19 @@ def test_an_expired_token_gets_401_saying_how_to_get_a_new_one(two_servers, back
     assert a.ok("GET", "/whoami", alice)["name"] == "alice"
 
 
+def test_a_token_never_outlives_the_token_that_made_it(two_servers):
+    """A leaked short-lived token must not mint a permanent one."""
+    a, _ = two_servers
+    alice = _alice(a)["token"]
+    short = a.ok("POST", "/tokens", alice, json={"expires_in": 3600})
+    child = a.ok("POST", "/tokens", short["token"])
+    longer = a.ok("POST", "/tokens", short["token"], json={"expires_in": 30 * 86400})
+    shorter = a.ok("POST", "/tokens", short["token"], json={"expires_in": 600})
+    listed = {t["id"]: t["expires_at"] for t in a.ok("GET", "/tokens", alice)}
+    assert listed[child["id"]] == listed[short["id"]] == listed[longer["id"]] is not None
+    assert listed[shorter["id"]] < listed[short["id"]]
+
+
 @pytest.mark.parametrize("seconds", [0, 59, 10**12, -5])
 def test_a_token_lifetime_out_of_bounds_is_422(cloud, seconds):
     r = cloud.call("POST", "/tokens", json={"expires_in": seconds})

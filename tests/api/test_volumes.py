@@ -167,3 +167,36 @@ def test_placement_names_the_volume_host_when_it_cannot_take_the_instance(cloud)
     _gone(cloud, t1, a)
     assert cloud.call("DELETE", "/volumes/data", alice).status_code == 204
     assert cloud.ok("GET", "/agent/hosts/h1/desired", t1)["volumes"] == []
+
+
+def test_volume_quotas_count_volumes_and_their_size(cloud):
+    alice, _, _ = _users(cloud)
+    cloud.ok("PATCH", "/projects/p1/quota", json={"volumes": 2, "volume_gb": 2})
+    cloud.ok("POST", "/volumes", alice, json={"name": "a", "size_mb": 1024})
+    r = cloud.call("POST", "/volumes", alice, json={"name": "big", "size_mb": 1025})
+    assert r.status_code == 403 and "volume_gb limit 2" in r.json()["detail"], r.text
+    cloud.ok("POST", "/volumes", alice, json={"name": "b", "size_mb": 16})
+    r = cloud.call("POST", "/volumes", alice, json={"name": "c", "size_mb": 16})
+    assert r.status_code == 403 and "volumes limit 2" in r.json()["detail"], r.text
+    used = cloud.ok("GET", "/quota", alice)["resources"]
+    assert (used["volumes"]["used"], used["volume_gb"]["used"]) == (2, 2)
+    assert [v["name"] for v in cloud.ok("GET", "/volumes", alice)] == ["a", "b"]
+
+
+def test_volume_files_take_room_on_their_hosts_disk(cloud):
+    """Sparse files still fill the host when written: a host's disk counts the whole
+    size of every volume pinned to it, and a volume new to a host needs room there."""
+    cloud.catalog()
+    cloud.register("h1", disk_gb=3)
+    alice, _, _ = _users(cloud)
+    cloud.ok("POST", "/volumes", alice, json={"name": "v1", "size_mb": 2048})
+    cloud.ok("POST", "/volumes", alice, json={"name": "v2", "size_mb": 2048})
+    assert cloud.create("a", alice, volumes=[{"volume": "v1", "path": "/d"}]).status_code == 202
+    r = cloud.create("b", alice, volumes=[{"volume": "v2", "path": "/d"}])
+    assert r.status_code == 409 and "DiskFilter rejected 1 of 1" in r.json()["detail"], r.text
+    host = cloud.ok("GET", "/hosts/h1")
+    assert host["disk_gb_used"] == 2
+    # the volume already there needs no more room
+    ro = [{"volume": "v1", "path": "/d", "read_only": True}]
+    assert cloud.create("c", alice, volumes=ro).status_code == 202
+    assert cloud.ok("GET", "/volumes/v2", alice)["host"] is None

@@ -109,6 +109,35 @@ def test_an_instance_that_takes_a_neighbours_mac_reaches_nobody(cluster, pair):
     assert cluster.probe.ping(a["ip"], count=2)
 
 
+LLDP_FROM = """
+import socket, sys
+dst, src = bytes.fromhex("0180c200000e"), bytes.fromhex(sys.argv[1].replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(5):
+    s.send(dst + src + b"\\x88\\xcc" + bytes(46))
+"""
+
+
+def bridge_port_of_mac(bridge: str, mac: str) -> str | None:
+    """The port the bridge has learnt ``mac`` on (None: not learnt)."""
+    for line in run("bridge", "fdb", "show", "br", bridge).stdout.splitlines():
+        f = line.split()
+        if f and f[0] == mac and "dev" in f:
+            return f[f.index("dev") + 1]
+    return None
+
+
+def test_link_local_frames_with_a_neighbours_mac_do_not_move_it(cluster, pair):
+    """LLDP/802.1X frames skip the bridge's netfilter hooks; their source MAC must
+    not be learnt, or an instance could pull a neighbour's traffic to its port."""
+    a, b = pair
+    _settle_probe(cluster, a, b)
+    in_netns(cluster, a["id"], "python3", "-c", LLDP_FROM, b["mac"])
+    assert bridge_port_of_mac(cluster.bridge, b["mac"]) in (None, port_of(b))
+    assert cluster.probe.ping(b["ip"], count=1), "the victim's traffic went to the spoofer"
+
+
 def test_port_rules_go_with_the_instances(cluster):
     a, b = cluster.create("short-a"), cluster.create("short-b")
     assert {port_of(a), port_of(b)} <= set(firewall.ports())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from dockyard.errors import PermanentError
@@ -14,6 +18,7 @@ def test_a_port_passes_only_its_own_mac_and_ip_and_no_dhcp_server():
     rules = [line.removeprefix(head) for line in batch if line.startswith(head)]
     assert rules == [
         "ether saddr != 02:00:c6:12:01:0a drop",
+        "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 "
         "arp saddr ether 02:00:c6:12:01:0a arp saddr ip 198.18.1.10 accept",
         "ip saddr 198.18.1.10 udp sport 67 drop",
         "ip saddr 198.18.1.10 accept",
@@ -64,3 +69,17 @@ def test_the_agent_reports_bridge_nf_and_leaves_the_sysctl(
     finally:
         firewall.bridge_netfilter("allow")
     assert (sysctl.read_text() if content is not None else None) == content
+
+
+def test_the_kernel_accepts_a_ports_rules():
+    """The rule text is checked by nft against this kernel, in a namespace of its own."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("needs root and nft (scripts/test installs nftables)")
+    batch = firewall.port_batch("dy0123456789a", "dyt-abc", "02:00:c6:12:01:0a", "198.18.1.10")
+    proc = subprocess.run(
+        ["unshare", "--net", "nft", "-c", "-f", "-"],
+        input="\n".join(batch) + "\n",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr

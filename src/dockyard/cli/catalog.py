@@ -192,6 +192,11 @@ def image_build_base(a: argparse.Namespace) -> None:
     emit(image, a.format, IMAGE_COLUMNS)
 
 
+QUOTA_FLAGS = (
+    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb"
+)
+
+
 def quota_show(api: Api, a: argparse.Namespace) -> None:
     q = api.get(f"/projects/{a.project}/quota" if a.project else "/quota")
     if a.format == "json":
@@ -207,13 +212,14 @@ def quota_show(api: Api, a: argparse.Namespace) -> None:
 
 def quota_set(api: Api, a: argparse.Namespace) -> None:
     body: dict[str, int | None] = {}
-    for resource in ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips"):
+    for resource in QUOTA_FLAGS:
         value = getattr(a, resource)
         if value is not None:
             body[resource] = None if value == "unlimited" else _count(resource, value)
     if not body:
         raise CliError(
-            "give at least one of --instances --vcpus --memory-mb --dedicated-cores --ips"
+            "give at least one of "
+            + " ".join(f"--{r.replace('_', '-')}" for r in QUOTA_FLAGS)
         )
     api.call("PATCH", f"/projects/{a.project}/quota", json=body)
     a.format = "table"
@@ -361,8 +367,8 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p.set_defaults(run=quota_show)
     p = qu.add_parser("set", help="admins: set limits (a number, or 'unlimited')")
     p.add_argument("project")
-    for resource in ("instances", "vcpus", "memory-mb", "dedicated-cores", "ips"):
-        p.add_argument(f"--{resource}", dest=resource.replace("-", "_"), metavar="N")
+    for resource in QUOTA_FLAGS:
+        p.add_argument(f"--{resource.replace('_', '-')}", dest=resource, metavar="N")
     p.set_defaults(run=quota_set)
 
 

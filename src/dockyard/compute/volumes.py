@@ -175,8 +175,15 @@ class LoopVolumes:
         """A sparse image with an empty ext4, made under another name then renamed:
         a crash leaves a .part (removed as present-but-unlisted) or a whole image."""
         part = self._part(img.name.split(".", 1)[0])
-        with open(part, "wb") as f:
-            f.truncate(size_mb * 2**20)
+        try:
+            with open(part, "wb") as f:
+                f.truncate(size_mb * 2**20)
+        except OSError as exc:  # e.g. EFBIG: bigger than a file may be here
+            part.unlink(missing_ok=True)
+            raise PermanentError(
+                f"cannot make a {size_mb} MiB volume file under {self.root}: {exc.strerror}; "
+                "use a smaller volume"
+            ) from exc
         os.chmod(part, 0o600)
         # -m 0: the instance gets the whole size, no blocks kept for root
         _run("mkfs.ext4", "-q", "-F", "-m", "0", str(part))

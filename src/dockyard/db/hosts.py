@@ -96,8 +96,15 @@ def _usage(s: Session) -> dict[str, tuple[float, int, int]]:
         .where(m.Instance.host_id.is_not(None), m.Instance.deleted_at.is_(None))
         .group_by(m.Instance.host_id)
     )
-    rows = s.execute(q)
-    return {str(h): (float(v or 0), int(mem or 0), int(d or 0)) for h, v, mem, d in rows}
+    out = {str(h): (float(v or 0), int(mem or 0), int(d or 0)) for h, v, mem, d in s.execute(q)}
+    # a named volume's file takes its whole size on its host's disk once pinned there
+    volumes = select(m.Volume.host_id, func.sum((m.Volume.size_mb + 1023) // 1024)).where(
+        m.Volume.host_id.is_not(None)
+    )
+    for h, gb in s.execute(volumes.group_by(m.Volume.host_id)):
+        vcpus, mem, disk = out.get(str(h), (0.0, 0, 0))
+        out[str(h)] = (vcpus, mem, disk + int(gb or 0))
+    return out
 
 
 def _pins(s: Session) -> dict[str, dict[int, str]]:

@@ -143,10 +143,14 @@ def new_own_token(s: Session, who: Principal, req: model.TokenCreate) -> model.T
     any server) is seen here, and one in flight waits for this insert.
     """
     assert who.user_id is not None
-    mine = s.scalar(select(m.Token.id).where(m.Token.id == who.token_id).with_for_update())
+    mine = s.execute(
+        select(m.Token.id, m.Token.expires_at).where(m.Token.id == who.token_id).with_for_update()
+    ).first()
     if mine is None:
         raise Unauthorized("the token is not known (revoked, or mistyped); check DOCKYARD_TOKEN")
     expires = None if req.expires_in is None else m.now() + timedelta(seconds=req.expires_in)
+    if mine.expires_at is not None and (expires is None or expires > mine.expires_at):
+        expires = mine.expires_at  # a token never outlives the one that made it
     token = issue_user_token(s, who.user_id, expires)
     s.flush()
     row = s.scalar(select(m.Token).where(m.Token.token_hash == hash_token(token)))

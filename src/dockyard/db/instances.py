@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from typing import Any
 
@@ -16,8 +15,8 @@ from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Forbidden, NotFound, NoValidHost
 from dockyard.model import PowerState, TaskState, VmState
 from dockyard.network import hostname, ipam
-from dockyard.scheduler.select import select as place
-from dockyard.scheduler.state import HostState, Request
+from dockyard.scheduler import claim
+from dockyard.scheduler.state import HostState
 from dockyard.scheduler.weighers import RamWeigher
 
 ACTION_OF_TASK = {
@@ -55,32 +54,14 @@ def create(
     if image.status != "active":
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
-    dedicated = flavor.vcpus if flavor.dedicated else 0
-    hosts.lock_for_claim(s)  # before counting usage, or two creates both fit the quota
-    quotas.check(
-        s,
-        who.project_id,
-        _project_name(s, who.project_id),
-        {
-            "instances": 1,
-            "vcpus": flavor.vcpus,
-            "memory_mb": flavor.memory_mb,
-            "dedicated_cores": dedicated,
-            "ips": 1,
-        },
-    )
+    shape = shape_of(flavor)
+    rows = _room(s, who.project_id, _project_name(s, who.project_id), claim.quota_needs(shape))
     vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
-    rows = hosts.scheduler_view(s)
-    request = Request(
-        vcpus=flavor.vcpus,
-        memory_mb=flavor.memory_mb,
-        disk_gb=flavor.disk_gb,
-        dedicated=flavor.dedicated,
-        availability_zone=req.availability_zone,
-        network=network.name,
-        volume_host=volume_host,
+    new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in vols if v.host_id is None)
+    request = claim.request(shape, network.name, req.availability_zone, volume_host, new_gb)
+    placement = claim.place_new(
+        [st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),)
     )
-    placement = place([st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),))
     if placement.host is None:
         raise NoValidHost(placement.explain(request), rejected=placement.rejected)
     host = next(r for r, st in rows if st is placement.host)
@@ -120,6 +101,21 @@ def create(
     hosts.bump(s, host.id)
     s.flush()
     return inst, host.name
+
+
+def _room(
+    s: Session, project_id: str, project: str, needs: dict[str, int]
+) -> list[tuple[m.Host, HostState]]:
+    """The claim's first half, for creates and resizes alike: lock the hosts (before
+    counting usage, or two claims both fit the quota), check the project's quota for
+    ``needs``, and return the hosts as the scheduler sees them under that lock."""
+    hosts.lock_for_claim(s)
+    quotas.check(s, project_id, project, needs)
+    return hosts.scheduler_view(s)
+
+
+def shape_of(row: m.Flavor | m.Instance) -> claim.Shape:
+    return claim.Shape(row.vcpus, row.memory_mb, row.disk_gb, row.dedicated)
 
 
 def _project_name(s: Session, project_id: str) -> str:
@@ -252,30 +248,13 @@ def resize(
     if flavor.id == inst.flavor_id:
         raise Conflict(f"{inst.name} already has flavor {flavor.name}; pick another")
     task = states.begin("resize", VmState(inst.vm_state), _task(inst))
-    hosts.lock_for_claim(s)  # before counting usage, as in create
-    quotas.check(
-        s,
-        inst.project_id,
-        inst.project.name,
-        {
-            "vcpus": flavor.vcpus - inst.vcpus,
-            "memory_mb": flavor.memory_mb - inst.memory_mb,
-            "dedicated_cores": (flavor.vcpus if flavor.dedicated else 0)
-            - (inst.vcpus if inst.dedicated else 0),
-        },
-    )
     assert inst.host is not None
-    row, state = next((r, st) for r, st in hosts.scheduler_view(s) if r.id == inst.host_id)
+    old, new = shape_of(inst), shape_of(flavor)
+    rows = _room(s, inst.project_id, inst.project.name, claim.quota_needs(new, old))
+    row, state = next((r, st) for r, st in rows if r.id == inst.host_id)
     own = [c.core for c in inst.cores]
-    state = _without(state, inst, own)
-    request = Request(
-        vcpus=flavor.vcpus,
-        memory_mb=flavor.memory_mb,
-        disk_gb=flavor.disk_gb,
-        dedicated=flavor.dedicated,
-        network=inst.network.name,
-    )
-    placement = place([state], request)
+    request = claim.request(new, inst.network.name)
+    placement = claim.place_resize(state, old, own, request)
     if placement.host is None:
         raise NoValidHost(
             f"flavor {flavor.name} does not fit on {row.name}, where {inst.name} runs: "
@@ -283,13 +262,11 @@ def resize(
             + "; moving it to another host needs migration, which is not available yet",
             rejected=placement.rejected,
         )
-    # a pinned instance keeps the cores it has and gains the lowest free ones
-    cores = (own + [c for c in state.free_cores if c not in own])[: request.vcpus]
     note = f"{inst.flavor.name} -> {flavor.name}"
     inst.old_flavor = {**{f: getattr(inst, f) for f in _FIGURES}, "cores": own}
     figures = {f: getattr(flavor, f) for f in _FIGURES if f != "flavor_id"}
     figures["limits"] = _limits(flavor, inst.image)
-    _set_figures(s, inst, {**figures, "flavor_id": flavor.id}, cores if flavor.dedicated else [])
+    _set_figures(s, inst, {**figures, "flavor_id": flavor.id}, placement.cores)
     inst.task_state = task.value
     _log(s, inst.id, request_id, "resize", who.name, note)
     hosts.bump(s, inst.host_id)
@@ -299,17 +276,6 @@ def resize(
 def _limits(flavor: m.Flavor, image: m.Image) -> dict[str, Any]:
     """The flavor's limits; the /proc view only where the image wants it too."""
     return {**flavor.limits, **({} if image.procview else {"procview": False})}
-
-
-def _without(state: HostState, inst: m.Instance, own: list[int]) -> HostState:
-    """The host's view as if ``inst`` were not on it."""
-    return dataclasses.replace(
-        state,
-        vcpus_used=state.vcpus_used - (0 if inst.dedicated else inst.vcpus),
-        memory_mb_used=state.memory_mb_used - inst.memory_mb,
-        disk_gb_used=state.disk_gb_used - inst.disk_gb,
-        pinned=state.pinned - set(own),
-    )
 
 
 def _set_figures(s: Session, inst: m.Instance, figures: dict[str, Any], cores: list[int]) -> None:

@@ -38,6 +38,8 @@ class Quota(Base):
     memory_mb: Mapped[int | None] = mapped_column(default=None)
     dedicated_cores: Mapped[int | None] = mapped_column(default=None)
     ips: Mapped[int | None] = mapped_column(default=None)
+    volumes: Mapped[int | None] = mapped_column(default=None)
+    volume_gb: Mapped[int | None] = mapped_column(default=None)
 
 
 class User(Base):

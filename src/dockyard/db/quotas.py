@@ -3,6 +3,8 @@ creates cannot both squeeze under a limit."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -23,13 +25,26 @@ def usage(s: Session, project_id: str) -> dict[str, int]:
         select(func.sum(m.Instance.vcpus)).where(*live, m.Instance.dedicated.is_(True))
     )
     ips = s.scalar(select(func.count()).where(*live, m.Instance.ip.is_not(None)))
+    volumes, volume_gb = s.execute(
+        select(func.count(), func.sum(volume_gb_of(m.Volume.size_mb))).where(
+            m.Volume.project_id == project_id
+        )
+    ).one()
     return {
         "instances": int(count or 0),
         "vcpus": int(vcpus or 0),
         "memory_mb": int(memory or 0),
         "dedicated_cores": int(dedicated or 0),
         "ips": int(ips or 0),
+        "volumes": int(volumes or 0),
+        "volume_gb": int(volume_gb or 0),
     }
+
+
+def volume_gb_of(size_mb: Any) -> Any:
+    """What a volume counts against quotas and its host's disk: its size in GiB,
+    rounded up (works on a column in SQL and on an int)."""
+    return (size_mb + 1023) // 1024
 
 
 def limits(s: Session, project_id: str) -> model.Quota:

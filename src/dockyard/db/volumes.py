@@ -21,14 +21,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import hosts
+from dockyard.db import hosts, quotas
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, NotFound
 
 
 def create(s: Session, who: Principal, req: model.VolumeCreate) -> model.Volume:
+    """A new volume, counted against the project's ``volumes`` and ``volume_gb``
+    quotas under the claim lock (so concurrent creates cannot both squeeze in)."""
     assert who.project_id is not None
+    hosts.lock_for_claim(s)
+    project = s.get(m.Project, who.project_id)
+    needs = {"volumes": 1, "volume_gb": quotas.volume_gb_of(req.size_mb)}
+    quotas.check(s, who.project_id, project.name if project else who.project_id, needs)
     if s.scalar(_named(who.project_id, req.name)) is not None:
         raise Conflict(
             f"a volume named {req.name!r} already exists in this project; choose another"
@@ -66,6 +72,7 @@ def delete(s: Session, who: Principal, key: str) -> str | None:
     """Refused while an instance uses it; its data goes when its host's agent sees it
     gone. Returns the host whose agent to wake."""
     row = get(s, who, key)
+    hosts.lock_for_claim(s)  # hosts before volumes, in the order a claim takes them
     _lock(s, [row.id])
     users = using(s, row)
     if users:

@@ -88,7 +88,9 @@ def port_batch(port: str, bridge: str, mac: str, ip: str) -> list[str]:
         f"add chain {t} {c}",
         f"flush chain {t} {c}",
         f"add rule {t} {c} ether saddr != {mac} drop",
-        f"add rule {t} {c} arp saddr ether {mac} arp saddr ip {addr} accept",
+        # Ethernet/IPv4 ARP only (not another protocol type wearing the same fields)
+        f"add rule {t} {c} arp htype 1 arp ptype ip arp hlen 6 arp plen 4 "
+        f"arp saddr ether {mac} arp saddr ip {addr} accept",
         f"add rule {t} {c} ip saddr {addr} udp sport 67 drop",
         f"add rule {t} {c} ip saddr {addr} accept",
         f"add rule {t} {c} drop",

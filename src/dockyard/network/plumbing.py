@@ -75,16 +75,32 @@ def delete_link(name: str) -> None:
 
 
 def ensure_bridge(bridge: str, uplink: str | None, mtu: int) -> None:
-    """After: ``bridge`` exists, is up, with ``uplink`` enslaved. Idempotent."""
+    """After: ``bridge`` exists, is up, learns no MAC from link-local frames, with
+    ``uplink`` enslaved. Idempotent.
+
+    Link-local frames (LLDP, 802.1X, STP: 01:80:c2:00:00:0X) are consumed before
+    the bridge's netfilter hooks, but by default their source MAC is learned
+    first: an instance could move a neighbour's MAC onto its own port past the
+    anti-spoofing rules. ``no_linklocal_learn`` stops that learning.
+    """
     with _bridge_lock:
         if not link_exists(bridge):
             subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], capture_output=True)
-            _ip("link", "set", bridge, "mtu", str(mtu), "up")
+            _ip("link", "set", bridge, "mtu", str(mtu))
             log.info("created bridge %s", bridge)
-        elif not _is_up(bridge):
+        if _sysfs_flag(bridge, "bridge/no_linklocal_learn") != 1:
+            _ip("link", "set", bridge, "type", "bridge", "no_linklocal_learn", "1")
+        if not _is_up(bridge):
             _ip("link", "set", bridge, "up")
         if uplink:
             _enslave(bridge, uplink)
+
+
+def _sysfs_flag(name: str, attr: str) -> int | None:
+    try:
+        return int(Path("/sys/class/net", name, attr).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _is_up(name: str) -> bool:

@@ -93,10 +93,13 @@ class RootDiskFilter:
 
 
 class DiskFilter:
+    """Room on the host's disk for the root disk and for the files of named volumes
+    that are not there yet (a volume's file counts its whole size once pinned)."""
+
     name = "DiskFilter"
 
     def passes(self, host: HostState, req: Request) -> bool:
-        return host.disk_gb_used + req.disk_gb <= host.disk_gb
+        return host.disk_gb_used + req.disk_gb + req.volume_gb <= host.disk_gb
 
 
 DEFAULT_FILTERS: tuple[Filter, ...] = (

@@ -54,6 +54,7 @@ class Request:
     availability_zone: str | None = None
     network: str | None = None
     volume_host: str | None = None  # where the data of its named volumes lives
+    volume_gb: int = 0  # disk its named volumes take on a host that has none of them yet
 
 
 def hint(filter_name: str, request: Request) -> str | None:

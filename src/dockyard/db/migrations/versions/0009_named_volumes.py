@@ -1,4 +1,4 @@
-"""named volumes: a project's ext4 images, each on one host once attached
+"""named volumes: a project's ext4 images, each on one host once attached; volume quotas
 
 Revision ID: 0009
 Revises: 0008
@@ -32,9 +32,15 @@ def upgrade() -> None:
     with op.batch_alter_table("volumes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_volumes_project_id"), ["project_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_volumes_host_id"), ["host_id"], unique=False)
+    with op.batch_alter_table("quotas", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("volumes", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("volume_gb", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("quotas", schema=None) as batch_op:
+        batch_op.drop_column("volume_gb")
+        batch_op.drop_column("volumes")
     with op.batch_alter_table("volumes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_volumes_host_id"))
         batch_op.drop_index(batch_op.f("ix_volumes_project_id"))
