@@ -138,6 +138,19 @@ def test_link_local_frames_with_a_neighbours_mac_do_not_move_it(cluster, pair):
     assert cluster.probe.ping(b["ip"], count=1), "the victim's traffic went to the spoofer"
 
 
+def test_rules_flushed_behind_the_agents_back_come_back(cluster, pair):
+    """`nft flush ruleset` on the host must not leave instances open to spoofing."""
+    a, b = pair
+    run("nft", "delete", "table", "bridge", "dockyard")
+    wait_for(
+        lambda: {port_of(a), port_of(b)} <= set(firewall.ports()),
+        20,
+        "the agent to restore the ports' rules (it checks on every pass, 10 s apart)",
+        interval=0.5,
+    )
+    assert cluster.probe.ping(b["ip"]) and cluster.probe.ping(a["ip"])
+
+
 def test_port_rules_go_with_the_instances(cluster):
     a, b = cluster.create("short-a"), cluster.create("short-b")
     assert {port_of(a), port_of(b)} <= set(firewall.ports())

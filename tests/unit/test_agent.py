@@ -200,3 +200,20 @@ def test_the_desired_state_survives_an_agent_restart(host):
 
     assert host.driver.inspect(iid).running
     assert host.plumber.ports[host_ifname(iid)].ip == "198.18.0.5"
+
+
+def test_a_port_whose_rules_were_flushed_is_guarded_again_on_the_next_pass(host):
+    """`nft flush ruleset` (or an upgrade from an agent without rules) must not leave
+    a running instance open to spoofing until it restarts."""
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    _pass(agent, host)
+    net = host.plumber.ports[host_ifname(iid)]
+    host.plumber.flush_rules()
+    assert host_ifname(iid) not in host.plumber.ports
+
+    _pass(agent, host)
+
+    assert host.plumber.ports[host_ifname(iid)] == net
+    assert host.plumber.unguarded({iid}) == set()

@@ -246,8 +246,29 @@ class Agent:
                 self._pool.submit(self._run_orphan, iid)
         for name in p.stale_links:
             self.plumber.remove_stale(name)
+        self._guard_ports(desired)
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
+
+    def _guard_ports(self, desired: dict[str, model.DesiredInstance] | None) -> None:
+        """Put back the anti-spoofing rules of running instances that lost them (an
+        `nft flush ruleset`, an upgrade from an agent without rules): such a port is
+        open to spoofing until the next pass, not until the instance restarts. An
+        instance with a step claimed (queued or running) is left to that step."""
+        with self._lock:
+            idle = {
+                iid
+                for iid, want in (desired or {}).items()
+                if want.power == "running" and iid not in self._busy
+            }
+        if not idle or desired is None:
+            return
+        try:
+            for iid in self.plumber.unguarded(idle):
+                log.warning("%s had no anti-spoofing rules on its port; restoring them", iid)
+                self.plumber.guard(iid, desired[iid].net)
+        except DockyardError as exc:
+            log.warning("could not restore anti-spoofing rules: %s", exc.detail)
 
     def _claim(self, iid: str, now: float) -> bool:
         with self._lock:

@@ -2,8 +2,8 @@
 
     Worker ── plumb / shape / unplumb ──┐
     Agent ─── links / remove_stale ─────┼─► Plumber ─► HostPlumber ─► network/plumbing.py (ip, tc)
-              sync_bridges              │                         └─► network/firewall.py (nft,
-              bridge_netfilter ─────────┘                              iptables)
+              sync_bridges, unguarded,  │                         └─► network/firewall.py (nft,
+              guard, bridge_netfilter ──┘                              iptables)
                                           └─► FakePlumber (in memory, for unit tests)
 
 Like the compute driver (``driver.py``), every method is idempotent and says
@@ -49,6 +49,17 @@ class Plumber(Protocol):
         """Names of every link in the host's network namespace, whoever made them."""
         ...
 
+    def unguarded(self, instance_ids: set[str]) -> set[str]:
+        """Those of ``instance_ids`` whose host end exists but has no anti-spoofing
+        rules (flushed by someone, or plumbed by an agent that had none). Changes
+        nothing."""
+        ...
+
+    def guard(self, instance_id: str, net: NetSpec) -> None:
+        """After: the instance's port admits only ``net``'s MAC and IP, as plumb leaves
+        it, without touching the veth. Already guarded: rewritten the same."""
+        ...
+
     def remove_stale(self, name: str) -> None:
         """After: no link called ``name`` and, if it was an instance's host end, no port
         rules for it. Already gone: no-op. The caller decides what is stale; the
@@ -83,6 +94,17 @@ class HostPlumber:
     def links(self) -> set[str]:
         return plumbing.links()
 
+    def unguarded(self, instance_ids: set[str]) -> set[str]:
+        ports = firewall.ports()
+        return {
+            i
+            for i in instance_ids
+            if host_ifname(i) not in ports and plumbing.link_exists(host_ifname(i))
+        }
+
+    def guard(self, instance_id: str, net: NetSpec) -> None:
+        firewall.allow_port(host_ifname(instance_id), net.bridge, net.mac, net.ip)
+
     def remove_stale(self, name: str) -> None:
         plumbing.remove_stale(name)
 
@@ -107,6 +129,7 @@ class FakePlumber:
         self.shaped: dict[str, Limits] = {}
         self.ifbs: set[str] = set()
         self.foreign: set[str] = set()
+        self.unguarded_ports: set[str] = set()  # host ends whose rules are gone
         self.allowed: set[str] = set()
         self.filtered = filtered
         self.policy = "allow"
@@ -147,7 +170,21 @@ class FakePlumber:
 
     def links(self) -> set[str]:
         self._enter("links")
-        return set(self.ports) | self.ifbs | self.foreign
+        return set(self.ports) | self.unguarded_ports | self.ifbs | self.foreign
+
+    def flush_rules(self) -> None:
+        """What `nft flush ruleset` does to a host: the veths stay, the rules go."""
+        self.unguarded_ports |= set(self.ports)
+        self.ports.clear()
+
+    def unguarded(self, instance_ids: set[str]) -> set[str]:
+        self._enter("unguarded")
+        return {i for i in instance_ids if host_ifname(i) in self.unguarded_ports}
+
+    def guard(self, instance_id: str, net: NetSpec) -> None:
+        self._enter("guard")
+        self.unguarded_ports.discard(host_ifname(instance_id))
+        self.ports[host_ifname(instance_id)] = net
 
     def remove_stale(self, name: str) -> None:
         self._enter("remove_stale")
@@ -167,6 +204,7 @@ class FakePlumber:
 
     def _delete(self, name: str) -> None:
         net = self.ports.pop(name, None)
+        self.unguarded_ports.discard(name)
         self.ifbs.discard(name)
         self.foreign.discard(name)
         if net is not None and net.bridge not in {n.bridge for n in self.ports.values()}:
