@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,9 +17,11 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -45,7 +48,8 @@ def install(app: FastAPI) -> None:
             detail = "no such endpoint; see /docs or /openapi.json for the API"
         elif exc.status_code == 405:
             detail = "this method is not allowed here; see /openapi.json"
-        return problem(exc.status_code, detail.split(";")[0], detail)
+        # keep Starlette's headers: a 405 carries Allow, a 401 WWW-Authenticate
+        return problem(exc.status_code, detail.split(";")[0], detail, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
