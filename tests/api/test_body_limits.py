@@ -61,7 +61,8 @@ def test_a_200_mb_body_without_token_is_413_at_once_and_costs_no_memory(tmp_path
         status, body, sent, seconds = _send(srv.url, "/v1/instances", BIG, chunked)
         grown = srv.peak_rss_kb() - before
         print(
-            f"413 after {sent >> 20} MB sent, {seconds:.2f} s; server RSS {before} kB, peak +{grown} kB"
+            f"413 after {sent >> 20} MB sent, {seconds:.2f} s; "
+            f"server RSS {before} kB, peak +{grown} kB"
         )
         assert status == 413, body
         assert body["status"] == 413 and "--max-body-mb" in body["detail"]
