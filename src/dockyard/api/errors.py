@@ -25,8 +25,13 @@ def problem(
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    """``a.b.0``: the field's path; an unknown key is echoed only short and escaped."""
+    parts = [_printable(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
+
+
+def _printable(part: Any) -> str:
+    return str(part).encode("utf-8", "backslashreplace").decode()[:64]
 
 
 def install(app: FastAPI) -> None:
