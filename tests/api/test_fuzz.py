@@ -84,7 +84,9 @@ def fuzz_target(tmp_path: Path):
     db.engine.dispose()
 
 
-def _run(op: Any, mode: GenerationMode, token: str, stats: Counter, failures: dict) -> None:
+def _run(
+    op: Any, mode: GenerationMode, who: str, token: str, stats: Counter, failures: dict
+) -> None:
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
@@ -105,7 +107,7 @@ def _run(op: Any, mode: GenerationMode, token: str, stats: Counter, failures: di
         except FailureGroup as exc:
             for failure in exc.exceptions:
                 stats[f"failure: {failure.title}"] += 1
-            failures.setdefault(f"{op.label} ({mode.value})", str(exc)[:2000])
+            failures.setdefault(f"{op.label} as {who} ({mode.value})", str(exc)[:2000])
 
     try:
         check()
@@ -124,7 +126,7 @@ def test_fuzz_the_openapi_document_as_admin_and_member(fuzz_target):
     for op in ops:
         for role, token in tokens.items():
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                _run(op, mode, token, stats, failures)
+                _run(op, mode, role, token, stats, failures)
     elapsed = time.monotonic() - started
     print(
         f"\nfuzz: {len(ops)} operations, {stats['cases']} cases in {elapsed:.0f} s: {dict(stats)}"
