@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import ipaddress
 import math
 import re
-import typing
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -23,10 +21,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -93,21 +91,19 @@ def check_scalars(value: Any) -> None:
 
     Integers outside the signed 64-bit range (databases overflow), non-finite
     floats, and strings with NUL, lone surrogates (not encodable as UTF-8) or more
-    than MAX_TEXT characters. Iterative, so deep nesting cannot exhaust the stack.
+    than MAX_TEXT characters. Nested models are skipped: they check their own
+    fields. Iterative, so deep nesting cannot exhaust the stack. The error's
+    ``at`` is the path inside ``value`` (``0``, ``labels.key``), for the 422.
     """
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, where = stack.pop()
-        at = f" (at {where.lstrip('.')})" if where else ""
-        if isinstance(item, bool):
+        if isinstance(item, bool | BaseModel):
             continue
-        if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
-            raise ValueError(f"number out of range{at}: integers must fit in 64 bits")
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"number out of range{at}: must be finite")
-        if isinstance(item, str):
-            _check_text(item, at)
-        elif isinstance(item, dict):
+        problem = _problem(item)
+        if problem:
+            raise PydanticCustomError("out_of_bounds", problem, {"at": where.lstrip(".")})
+        if isinstance(item, dict):
             for k, v in item.items():
                 stack.append((k, where))
                 stack.append((v, f"{where}.{_printable(k)}"))
@@ -115,26 +111,20 @@ def check_scalars(value: Any) -> None:
             stack.extend((v, f"{where}.{i}") for i, v in enumerate(item))
 
 
-def _check_text(text: str, at: str) -> None:
-    if len(text) > MAX_TEXT:
-        raise ValueError(f"text too long{at}: at most {MAX_TEXT} characters")
-    if "\x00" in text:
-        raise ValueError(f"text contains a NUL character{at}; remove it")
-    if _SURROGATE.search(text):
-        raise ValueError(f"text contains a lone UTF-16 surrogate{at}; send valid Unicode")
-
-
-@functools.cache
-def _holds_models(cls: type[BaseModel], field: str | None) -> bool:
-    """Whether the field's type mentions a model (``Limits``, ``list[Pool]``...)."""
-    info = cls.model_fields.get(field or "")
-    todo = [info.annotation] if info else []
-    while todo:
-        tp = todo.pop()
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return True
-        todo.extend(typing.get_args(tp))
-    return False
+def _problem(item: Any) -> str | None:
+    if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+        return "number out of range: integers must fit in 64 bits"
+    if isinstance(item, float) and not math.isfinite(item):
+        return "number out of range: must be finite"
+    if not isinstance(item, str):
+        return None
+    if len(item) > MAX_TEXT:
+        return f"text too long: at most {MAX_TEXT} characters"
+    if "\x00" in item:
+        return "text contains a NUL character; remove it"
+    if _SURROGATE.search(item):
+        return "text contains a lone UTF-16 surrogate; send valid Unicode"
+    return None
 
 
 def _printable(key: Any) -> str:
@@ -147,17 +137,11 @@ class Schema(BaseModel):
 
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
-        # nested models check their own fields, so the error names the inner field
-        if not isinstance(value, dict | list) or not _holds_models(cls, info.field_name):
-            check_scalars(value)
-        return value
-
     @field_validator("*", mode="after")
     @classmethod
-    def _utc(cls, value: Any) -> Any:
+    def _bounded(cls, value: Any) -> Any:
+        """After the field's own checks (so an ssh key's message wins), before any use."""
+        check_scalars(value)
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value

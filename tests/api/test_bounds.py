@@ -44,11 +44,11 @@ HOST = {"name": "h1", "cores": 4, "memory_mb": 8192, "disk_gb": 10}
         ("/projects", {"name": BAD}, "name"),
         ("/images", {"name": "i", "source": "docker", "ref": "x" + BAD}, "ref"),
         ("/images", {"name": "i", "source": "docker", "ref": "x\x00y"}, "ref"),
-        ("/images", {"name": "i", "source": "docker", "ref": "x", "command": [BAD]}, "command"),
+        ("/images", {"name": "i", "source": "docker", "ref": "x", "command": [BAD]}, "command.0"),
         (
             "/networks",
             {"name": "n", "bridge": "b", "subnet": {"cidr": "198.18.0.0/24", "dns": [BAD]}},
-            "subnet.dns",
+            "subnet.dns.0",
         ),
         ("/instances", {"name": "a", "image": BAD, "flavor": "f", "network": "n"}, "image"),
         ("/instances", {"name": "a", "image": "i", "flavor": "f", "network": "n", "ip": BAD}, "ip"),
@@ -151,3 +151,14 @@ def test_safe_hostname_rules_render(cloud, rule, host):
     r = cloud.create("a", image="i", flavor="f", network="n", ip="198.18.3.10")
     assert r.status_code == 202, r.text
     assert r.json()["hostname"] == host
+
+
+def test_a_number_with_thousands_of_digits_is_a_4xx(cloud):
+    body = '{"name": "f", "vcpus": 1, "memory_mb": ' + "9" * 5000 + "}"
+    r = cloud.client.post(
+        "/v1/flavors",
+        content=body,
+        headers={"authorization": f"Bearer {cloud.admin}", "content-type": "application/json"},
+    )
+    assert r.status_code in (400, 422), r.text
+    assert r.headers["content-type"] == "application/problem+json"

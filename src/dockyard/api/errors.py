@@ -65,6 +65,12 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _loc(error: Any) -> tuple[Any, ...]:
+    """The error's location, plus the path inside the field that the bounds check found."""
+    at = (error.get("ctx") or {}).get("at")
+    return (*error["loc"], *str(at).split(".")) if at else tuple(error["loc"])
+
+
 def _printable(part: Any) -> str:
     return str(part).encode("utf-8", "backslashreplace").decode()[:64]
 
@@ -92,7 +98,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        errors = [{"field": _field(_loc(e)), "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Validation failed", f"fix these fields: {detail}", errors=errors)
 
