@@ -115,6 +115,7 @@ def _run(
         stats["unsatisfiable"] += 1
 
 
+@pytest.mark.timeout(600)
 def test_fuzz_the_openapi_document_as_admin_and_member(fuzz_target):
     app, tokens = fuzz_target
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
