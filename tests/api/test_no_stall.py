@@ -108,3 +108,31 @@ def test_uploads_heartbeats_and_creates_all_answer_and_sigterm_stops(
         assert elapsed < 60, f"the load took {elapsed:.1f} s"
         print(f"load answered in {elapsed:.1f} s, {len(beats)} heartbeats")
         assert srv.terminate(15), "the server did not stop on SIGTERM within 15 s"
+
+
+def test_two_concurrent_uploads_to_one_image_do_not_mix(tmp_path: Path):
+    """Each upload has its own temporary file; the last to finish wins, whole."""
+    with server(tmp_path, f"sqlite:///{tmp_path}/d.db") as srv:
+        h = {"authorization": f"Bearer {srv.admin}"}
+        httpx.post(
+            f"{srv.url}/v1/images", json={"name": "fs", "source": "rootfs"}, headers=h
+        ).raise_for_status()
+
+        def upload(byte: int) -> int:
+            def chunks():
+                for _ in range(16):
+                    yield bytes([byte]) * (1 << 20)
+                    time.sleep(0.02)  # interleave with the other upload
+
+            url = f"{srv.url}/v1/images/fs/file"
+            return httpx.put(url, content=chunks(), headers=h, timeout=60).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            codes = list(pool.map(upload, [1, 2]))
+        assert codes == [200, 200]
+        shown = httpx.get(f"{srv.url}/v1/images/fs", headers=h).json()
+        body = httpx.get(f"{srv.url}/v1/images/fs/file", headers=h, timeout=60).content
+        assert hashlib.sha256(body).hexdigest() == shown["sha256"]
+        assert body in (bytes([1]) * (16 << 20), bytes([2]) * (16 << 20))
+        assert shown["size"] == 16 << 20
+        assert not list((tmp_path / "images").glob("*.part"))
