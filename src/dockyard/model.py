@@ -9,12 +9,22 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
+import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -67,8 +77,74 @@ Name = Annotated[
 ]
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+BIG = 1 << 40  # a count or amount no cloud reaches; keeps sums of them far from overflow
+MAX_MEMORY_MB = 1 << 30  # 1 PiB
+MAX_DISK_GB = 1 << 30  # 1 EiB
+MAX_KBIT = 1 << 32  # 4 Tbit/s
+MAX_TEXT = 65536
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_scalars(value: Any) -> None:
+    """Refuse what no column or wire format can hold, wherever it sits in ``value``.
+
+    Integers outside the signed 64-bit range (databases overflow), non-finite
+    floats, and strings with NUL, lone surrogates (not encodable as UTF-8) or more
+    than MAX_TEXT characters. Nested models are skipped: they check their own
+    fields. Iterative, so deep nesting cannot exhaust the stack. The error's
+    ``at`` is the path inside ``value`` (``0``, ``labels.key``), for the 422.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, bool | BaseModel):
+            continue
+        problem = _problem(item)
+        if problem:
+            raise PydanticCustomError("out_of_bounds", problem, {"at": where.lstrip(".")})
+        if isinstance(item, dict):
+            for k, v in item.items():
+                stack.append((k, where))
+                stack.append((v, f"{where}.{_printable(k)}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}.{i}") for i, v in enumerate(item))
+
+
+def _problem(item: Any) -> str | None:
+    if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+        return "number out of range: integers must fit in 64 bits"
+    if isinstance(item, float) and not math.isfinite(item):
+        return "number out of range: must be finite"
+    if not isinstance(item, str):
+        return None
+    if len(item) > MAX_TEXT:
+        return f"text too long: at most {MAX_TEXT} characters"
+    if "\x00" in item:
+        return "text contains a NUL character; remove it"
+    if _SURROGATE.search(item):
+        return "text contains a lone UTF-16 surrogate; send valid Unicode"
+    return None
+
+
+def _printable(key: Any) -> str:
+    return str(key).encode("utf-8", "backslashreplace").decode()[:40]
+
+
 class Schema(BaseModel):
+    """Base of every wire model: unknown fields refused, every scalar bounded,
+    datetimes sent in UTC with an offset (SQLite hands them back naive)."""
+
     model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        """After the field's own checks (so an ssh key's message wins), before any use."""
+        check_scalars(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Role(StrEnum):
@@ -156,20 +232,28 @@ class TokenCreated(Schema):
 
 
 QUOTA_RESOURCES = (
-    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb"
+    "instances",
+    "vcpus",
+    "memory_mb",
+    "dedicated_cores",
+    "ips",
+    "volumes",
+    "volume_gb",
 )
 
 
 class Quota(Schema):
     """Per-project limits; None = unlimited."""
 
-    instances: int | None = Field(default=None, ge=0)
-    vcpus: int | None = Field(default=None, ge=0)
-    memory_mb: int | None = Field(default=None, ge=0)
-    dedicated_cores: int | None = Field(default=None, ge=0)
-    ips: int | None = Field(default=None, ge=0)
-    volumes: int | None = Field(default=None, ge=0, description="named volumes")
-    volume_gb: int | None = Field(default=None, ge=0, description="sum of volume sizes, GiB")
+    instances: int | None = Field(default=None, ge=0, le=BIG)
+    vcpus: int | None = Field(default=None, ge=0, le=BIG)
+    memory_mb: int | None = Field(default=None, ge=0, le=BIG)
+    dedicated_cores: int | None = Field(default=None, ge=0, le=BIG)
+    ips: int | None = Field(default=None, ge=0, le=BIG)
+    volumes: int | None = Field(default=None, ge=0, le=BIG, description="named volumes")
+    volume_gb: int | None = Field(
+        default=None, ge=0, le=BIG, description="sum of volume sizes, GiB"
+    )
 
 
 class QuotaUsage(Schema):
@@ -297,19 +381,26 @@ class Limits(Schema):
     """Limits beyond vCPUs and memory; None means no limit of that kind."""
 
     cpu_cap: float | None = Field(
-        default=None, gt=0, description="shared CPU: hard cap in cores (CFS quota)"
+        default=None, gt=0, le=512, description="shared CPU: hard cap in cores (CFS quota)"
     )
-    swap_mb: int = Field(default=0, ge=0, description="swap on top of memory; 0 = none")
-    disk_read_bps: int | None = Field(default=None, ge=1024)
-    disk_write_bps: int | None = Field(default=None, ge=1024)
-    disk_read_iops: int | None = Field(default=None, ge=1)
-    disk_write_iops: int | None = Field(default=None, ge=1)
+    swap_mb: int = Field(
+        default=0, ge=0, le=MAX_MEMORY_MB, description="swap on top of memory; 0 = none"
+    )
+    disk_read_bps: int | None = Field(default=None, ge=1024, le=1 << 40)
+    disk_write_bps: int | None = Field(default=None, ge=1024, le=1 << 40)
+    disk_read_iops: int | None = Field(default=None, ge=1, le=1 << 30)
+    disk_write_iops: int | None = Field(default=None, ge=1, le=1 << 30)
     net_ingress_kbit: int | None = Field(
-        default=None, ge=8, description="towards the instance, kbit/s"
+        default=None, ge=8, le=MAX_KBIT, description="towards the instance, kbit/s"
     )
-    net_egress_kbit: int | None = Field(default=None, ge=8, description="from the instance, kbit/s")
+    net_egress_kbit: int | None = Field(
+        default=None, ge=8, le=MAX_KBIT, description="from the instance, kbit/s"
+    )
     net_burst_kb: int | None = Field(
-        default=None, ge=2, description="burst in KiB (default: 10 ms at the rate, min 32)"
+        default=None,
+        ge=2,
+        le=1 << 30,
+        description="burst in KiB (default: 10 ms at the rate, min 32)",
     )
     procview: bool = Field(
         default=True,
@@ -321,10 +412,12 @@ class Limits(Schema):
 class FlavorCreate(Schema):
     name: Name
     vcpus: int = Field(ge=1, le=512)
-    memory_mb: int = Field(ge=16)
-    disk_gb: int = Field(default=0, ge=0)
+    memory_mb: int = Field(ge=16, le=MAX_MEMORY_MB)
+    disk_gb: int = Field(default=0, ge=0, le=MAX_DISK_GB)
     dedicated: bool = Field(default=False, description="pin whole cores (cpuset)")
-    pids_limit: int = Field(default=1024, ge=16)
+    pids_limit: int = Field(
+        default=1024, ge=16, le=4194304, description="the kernel's pid_max at most"
+    )
     limits: Limits = Limits()
 
     @model_validator(mode="after")
@@ -349,10 +442,12 @@ class ImageCreate(Schema):
     name: Name
     source: ImageSource
     ref: str | None = Field(
-        default=None, description="docker reference, for source=docker (must exist on hosts)"
+        default=None,
+        max_length=255,
+        description="docker reference, for source=docker (must exist on hosts)",
     )
     command: list[str] | None = Field(
-        default=None, description="PID 1 of instances; default the image's own CMD"
+        default=None, max_length=256, description="PID 1 of instances; default the image's own CMD"
     )
     key_processes: list[ProcessName] = Field(
         default=[], max_length=64, description="programs its PID 1 keeps running (supervisord's)"
@@ -399,7 +494,9 @@ class SubnetCreate(Schema):
     dns: list[str] = []
     hostname_rule: str | None = Field(
         default=None,
-        description="template over the IP's octets o1..o4, e.g. 'web{o3}{o4:03d}'",
+        max_length=64,
+        description="template over the IP's octets o1..o4 (and ip, name), e.g. "
+        "'web{o3}{o4:03d}'; octet formats: width 1-8, zero padding, d/x/X",
     )
 
     @field_validator("cidr")
@@ -543,12 +640,12 @@ class HostVolume(Schema):
 
 class InstanceCreate(Schema):
     name: Name
-    image: str
-    flavor: str
-    network: str
-    ip: str | None = None
+    image: str = Field(max_length=63)
+    flavor: str = Field(max_length=63)
+    network: str = Field(max_length=63)
+    ip: str | None = Field(default=None, max_length=15)
     volumes: list[VolumeSpec] = Field(default=[], max_length=32)
-    availability_zone: str | None = None
+    availability_zone: str | None = Field(default=None, max_length=63)
     ssh_keys: list[SshKey] = Field(
         default=[], max_length=32, description="OpenSSH public keys that may log in as root"
     )
@@ -593,7 +690,7 @@ class Instance(Schema):
 
 
 class ResizeRequest(Schema):
-    flavor: str
+    flavor: str = Field(max_length=63)
 
 
 class InstanceAction(Schema):
@@ -615,7 +712,7 @@ class EventKind(StrEnum):
 class InstanceEvent(Schema):
     time: datetime
     kind: EventKind
-    message: str
+    message: str = Field(max_length=512)
 
 
 class InstanceDetail(Instance):
@@ -682,5 +779,5 @@ class InstanceReport(Schema):
     task_done: TaskState | None = Field(
         default=None, description="the task the agent just finished"
     )
-    error: str | None = None
+    error: str | None = Field(default=None, max_length=512)
     gone: bool = Field(default=False, description="the container and its plumbing are removed")

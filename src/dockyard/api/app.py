@@ -12,13 +12,23 @@ from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
 from dockyard.api import catalog, errors, hosts, identity, instances, volumes
+from dockyard.api.limits import BodyLimit
 from dockyard.api.watch import HostWatch
 from dockyard.db.session import Database
 
+MB, GB = 1 << 20, 1 << 30
 
-def create_app(db: Database, state_dir: Path, placement: str = "spread") -> FastAPI:
+
+def create_app(
+    db: Database,
+    state_dir: Path,
+    placement: str = "spread",
+    max_body: int = 2 * MB,
+    max_upload: int = 20 * GB,
+) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
-    ``pack`` on the one with least (that still fits)."""
+    ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
+    bodies and ``max_upload`` image uploads, in bytes, before authentication."""
     watch = HostWatch()
 
     @asynccontextmanager
@@ -37,6 +47,7 @@ def create_app(db: Database, state_dir: Path, placement: str = "spread") -> Fast
     app.state.watch = watch
     app.state.ram_weight = 1.0 if placement == "spread" else -1.0
     app.state.image_dir = state_dir / "images"
+    app.state.max_upload_bytes = max_upload
     errors.install(app)
 
     @app.middleware("http")
@@ -49,8 +60,11 @@ def create_app(db: Database, state_dir: Path, placement: str = "spread") -> Fast
         response.headers["x-request-id"] = request.state.request_id
         return response
 
+    # added last, so it runs first: a body too large is refused before anything reads it
+    app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
+
     for module in (identity, hosts, catalog, instances, volumes):
-        app.include_router(module.router, prefix="/v1")
+        app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

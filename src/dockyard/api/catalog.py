@@ -1,114 +1,190 @@
-"""Flavors, images and networks: readable by everyone, written by admins."""
+"""Flavors, images and networks: readable by everyone, written by admins.
+
+Every handler opens its own session and returns wire models built inside it, so
+the commit runs before the answer; files move only after the commit.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
-from dockyard.api.deps import DB, Admin, Db, principal
+from dockyard.api.deps import Admin, Db, Key, principal
+from dockyard.api.limits import TooLarge
 from dockyard.db import catalog
+from dockyard.db.session import Database
 from dockyard.errors import Conflict
 
 router = APIRouter()
 _READ = [Depends(principal)]
+_TARBALL: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}
+}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "the rootfs tarball, streamed (a size limit applies: --max-upload-gb)",
+        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 @router.post("/flavors", status_code=201, tags=["flavors"])
-def create_flavor(body: model.FlavorCreate, s: DB, _: Admin) -> model.Flavor:
-    return catalog.create_flavor(s, body)
+def create_flavor(body: model.FlavorCreate, db: Db, _: Admin) -> model.Flavor:
+    with db.session() as s:
+        return catalog.create_flavor(s, body)
 
 
 @router.get("/flavors", tags=["flavors"], dependencies=_READ)
-def list_flavors(s: DB) -> list[model.Flavor]:
-    return catalog.list_flavors(s)
+def list_flavors(db: Db) -> list[model.Flavor]:
+    with db.session(write=False) as s:
+        return catalog.list_flavors(s)
 
 
 @router.get("/flavors/{key}", tags=["flavors"], dependencies=_READ)
-def show_flavor(key: str, s: DB) -> model.Flavor:
-    return model.Flavor.model_validate(catalog.flavor(s, key))
+def show_flavor(key: Key, db: Db) -> model.Flavor:
+    with db.session(write=False) as s:
+        return model.Flavor.model_validate(catalog.flavor(s, key))
 
 
 @router.delete("/flavors/{key}", status_code=204, tags=["flavors"])
-def delete_flavor(key: str, s: DB, _: Admin) -> None:
-    catalog.delete_flavor(s, key)
+def delete_flavor(key: Key, db: Db, _: Admin) -> None:
+    """Refused (409) while a live instance uses it; deleted instances do not count."""
+    with db.session() as s:
+        catalog.delete_flavor(s, key)
 
 
 @router.post("/networks", status_code=201, tags=["networks"])
-def create_network(body: model.NetworkCreate, s: DB, _: Admin) -> model.Network:
-    return catalog.create_network(s, body)
+def create_network(body: model.NetworkCreate, db: Db, _: Admin) -> model.Network:
+    with db.session() as s:
+        return catalog.create_network(s, body)
 
 
 @router.get("/networks", tags=["networks"], dependencies=_READ)
-def list_networks(s: DB) -> list[model.Network]:
-    return catalog.list_networks(s)
+def list_networks(db: Db) -> list[model.Network]:
+    with db.session(write=False) as s:
+        return catalog.list_networks(s)
 
 
 @router.get("/networks/{key}", tags=["networks"], dependencies=_READ)
-def show_network(key: str, s: DB) -> model.Network:
-    return catalog.network_model(catalog.network(s, key))
+def show_network(key: Key, db: Db) -> model.Network:
+    with db.session(write=False) as s:
+        return catalog.network_model(catalog.network(s, key))
 
 
 @router.delete("/networks/{key}", status_code=204, tags=["networks"])
-def delete_network(key: str, s: DB, _: Admin) -> None:
-    catalog.delete_network(s, key)
+def delete_network(key: Key, db: Db, _: Admin) -> None:
+    """Refused (409) while a live instance uses it; deleted instances do not count."""
+    with db.session() as s:
+        catalog.delete_network(s, key)
 
 
 @router.post("/images", status_code=201, tags=["images"])
-def create_image(body: model.ImageCreate, s: DB, _: Admin) -> model.Image:
-    return catalog.create_image(s, body)
+def create_image(body: model.ImageCreate, db: Db, _: Admin) -> model.Image:
+    with db.session() as s:
+        return catalog.create_image(s, body)
 
 
 @router.get("/images", tags=["images"], dependencies=_READ)
-def list_images(s: DB) -> list[model.Image]:
-    return catalog.list_images(s)
+def list_images(db: Db) -> list[model.Image]:
+    with db.session(write=False) as s:
+        return catalog.list_images(s)
 
 
 @router.get("/images/{key}", tags=["images"], dependencies=_READ)
-def show_image(key: str, s: DB) -> model.Image:
-    return catalog.image_model(catalog.image(s, key))
+def show_image(key: Key, db: Db) -> model.Image:
+    with db.session(write=False) as s:
+        return catalog.image_model(catalog.image(s, key))
 
 
 @router.delete("/images/{key}", status_code=204, tags=["images"])
-def delete_image(key: str, request: Request, s: DB, _: Admin) -> None:
-    row = catalog.delete_image(s, key)
-    _image_path(request, row.id).unlink(missing_ok=True)
-
-
-@router.put("/images/{key}/file", tags=["images"])
-async def upload_image(key: str, request: Request, db: Db, _: Admin) -> model.Image:
-    """Upload the rootfs tarball of a rootfs image (streamed, hashed on the way)."""
+def delete_image(key: Key, request: Request, db: Db, _: Admin) -> None:
+    """Refused (409) while a live instance uses it; the tarball goes after the commit."""
     with db.session() as s:
-        row = catalog.image(s, key)
-        image_id, source = row.id, row.source
-    if source != model.ImageSource.rootfs.value:
-        raise Conflict(f"image {key!r} comes from docker; it takes no upload")
+        image_id = catalog.delete_image(s, key)
+    _image_path(request, image_id).unlink(missing_ok=True)
+
+
+@router.put("/images/{key}/file", tags=["images"], openapi_extra=_UPLOAD_BODY)
+async def upload_image(key: Key, request: Request, db: Db, _: Admin) -> model.Image:
+    """Upload the rootfs tarball of a rootfs image (streamed, hashed on the way).
+
+    Each upload writes its own temporary file; of two concurrent uploads the last
+    to finish wins, and the recorded sha256 is always that of the file in place.
+    The database work runs in a worker thread, never on the event loop.
+    """
+    image_id = await run_in_threadpool(_upload_target, db, key)
     path = _image_path(request, image_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
+    tmp = path.with_name(f"{image_id}.{uuid.uuid4().hex}.part")
+    try:
+        digest, size = await _receive(request, tmp)
+        if size == 0:
+            raise Conflict("the upload was empty; send the rootfs tarball as the request body")
+        return await run_in_threadpool(_install, db, image_id, tmp, path, digest, size)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+async def _receive(request: Request, tmp: Path) -> tuple[str, int]:
+    limit: int = request.app.state.max_upload_bytes
     digest, size = hashlib.sha256(), 0
     with tmp.open("wb") as f:
         async for chunk in request.stream():
-            digest.update(chunk)
             size += len(chunk)
+            if size > limit:
+                raise TooLarge(limit, "an image upload", "--max-upload-gb")
+            digest.update(chunk)
             f.write(chunk)
-    if size == 0:
-        tmp.unlink()
-        raise Conflict("the upload was empty; send the rootfs tarball as the request body")
-    tmp.rename(path)
+    return digest.hexdigest(), size
+
+
+def _upload_target(db: Database, key: str) -> str:
+    with db.session(write=False) as s:
+        row = catalog.image(s, key)
+        if row.source != model.ImageSource.rootfs.value:
+            raise Conflict(f"image {key!r} comes from docker; it takes no upload")
+        return row.id
+
+
+def _install(
+    db: Database, image_id: str, tmp: Path, path: Path, sha256: str, size: int
+) -> model.Image:
+    """Record the upload and put its file in place in one transaction.
+
+    The row is updated (and locked) first, so concurrent uploads rename in the order
+    they commit; an image deleted meanwhile raises NotFound and the file is dropped.
+    """
     with db.session() as s:
-        return catalog.image_uploaded(s, image_id, digest.hexdigest(), size)
+        out = catalog.image_uploaded(s, image_id, sha256, size)
+        s.flush()
+        os.replace(tmp, path)
+    return out
 
 
-@router.get("/images/{key}/file", tags=["images"], dependencies=_READ, response_model=None)
-def download_image(key: str, request: Request, s: DB) -> Response:
-    row = catalog.image(s, key)
-    path = _image_path(request, row.id)
-    if row.status != "active" or not path.exists():
-        raise Conflict(f"image {row.name!r} has no rootfs uploaded; upload it first")
+@router.get(
+    "/images/{key}/file",
+    tags=["images"],
+    dependencies=_READ,
+    response_model=None,
+    responses=_TARBALL,
+    response_class=FileResponse,
+)
+def download_image(key: Key, request: Request, db: Db) -> Response:
+    with db.session(write=False) as s:
+        row = catalog.image(s, key)
+        image_id, name, status = row.id, row.name, row.status
+    path = _image_path(request, image_id)
+    if status != "active" or not path.exists():
+        raise Conflict(f"image {name!r} has no rootfs uploaded; upload it first")
     return FileResponse(path, media_type="application/x-tar")
 
 

@@ -1,11 +1,17 @@
-"""Request-scoped dependencies: the database session, the caller, the request id."""
+"""Request-scoped dependencies: the database, the caller, the request id, path keys.
+
+Handlers open their own ``with db.session() as s:`` and return wire models built
+inside it, so the commit runs before the answer is sent (see docs/architecture.md,
+"The request path"). ``DB`` hands a session to handlers not yet written that way;
+it is function-scoped, so its commit too runs before the response.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from dockyard.api.watch import HostWatch
 from dockyard.db.identity import Principal, authenticate
@@ -24,6 +30,11 @@ def watch(request: Request) -> HostWatch:
 
 
 def session(request: Request, db: Annotated[Database, Depends(database)]) -> Iterator[Session]:
+    """A session that commits when the handler returns, before the response is sent.
+
+    Only with ``scope="function"`` (below): FastAPI's default for a yield dependency
+    runs this exit after the response, so a failed commit would follow a 2xx.
+    """
     with db.session(write=request.method not in ("GET", "HEAD")) as s:
         yield s
 
@@ -66,10 +77,19 @@ def request_id(request: Request) -> str:
     return rid
 
 
-DB = Annotated[Session, Depends(session)]
+DB = Annotated[Session, Depends(session, scope="function")]
 User = Annotated[Principal, Depends(user)]
 Admin = Annotated[Principal, Depends(admin)]
 Agent = Annotated[Principal, Depends(agent)]
 RequestId = Annotated[str, Depends(request_id)]
 Watch = Annotated[HostWatch, Depends(watch)]
 Db = Annotated[Database, Depends(database)]
+Key = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]*[a-zA-Z0-9])?$",
+        description="a name or an id",
+    ),
+]

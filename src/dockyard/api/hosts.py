@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
-from dockyard.api.deps import DB, Admin, Agent, Db, User, Watch
+from dockyard.api.deps import Admin, Agent, Db, Key, User, Watch
 from dockyard.db import hosts, instances
 from dockyard.db.session import Database
 
@@ -16,45 +16,53 @@ router = APIRouter(tags=["hosts"])
 
 
 @router.get("/hosts")
-def list_hosts(s: DB, _: Admin) -> list[model.Host]:
-    return hosts.list_hosts(s)
+def list_hosts(db: Db, _: Admin) -> list[model.Host]:
+    with db.session(write=False) as s:
+        return hosts.list_hosts(s)
 
 
 @router.get("/hosts/{name}")
-def show_host(name: str, s: DB, _: Admin) -> model.Host:
-    return hosts.list_hosts(s, only=hosts.by_name(s, name).id)[0]
+def show_host(name: Key, db: Db, _: Admin) -> model.Host:
+    with db.session(write=False) as s:
+        return hosts.list_hosts(s, only=hosts.by_name(s, name).id)[0]
 
 
 @router.patch("/hosts/{name}")
-def update_host(name: str, body: model.HostUpdate, s: DB, _: Admin) -> model.Host:
-    return hosts.update_host(s, name, body)
+def update_host(name: Key, body: model.HostUpdate, db: Db, _: Admin) -> model.Host:
+    with db.session() as s:
+        return hosts.update_host(s, name, body)
 
 
 @router.get("/availability-zones")
-def list_zones(s: DB, _: User) -> list[model.AvailabilityZone]:
-    return hosts.availability_zones(s)
+def list_zones(db: Db, _: User) -> list[model.AvailabilityZone]:
+    with db.session(write=False) as s:
+        return hosts.availability_zones(s)
 
 
 @router.post("/agent/hosts", status_code=200, tags=["agent"])
-def register(body: model.HostRegister, s: DB, who: Agent) -> model.Host:
+def register(body: model.HostRegister, db: Db, who: Agent) -> model.Host:
     hosts.check_agent(who.host_name, body.name)
-    row = hosts.register(s, body)
-    return hosts.list_hosts(s, only=row.id)[0]
+    with db.session() as s:
+        row = hosts.register(s, body)
+        return hosts.list_hosts(s, only=row.id)[0]
 
 
 @router.post("/agent/hosts/{name}/heartbeat", tags=["agent"])
-def heartbeat(name: str, s: DB, who: Agent) -> dict[str, int]:
+def heartbeat(name: Key, db: Db, who: Agent) -> dict[str, int]:
     hosts.check_agent(who.host_name, name)
-    return {"generation": hosts.heartbeat(s, name)}
+    with db.session() as s:
+        return {"generation": hosts.heartbeat(s, name)}
 
 
 @router.get("/agent/hosts/{name}/desired", tags=["agent"])
 async def desired(
-    name: str,
+    name: Key,
     who: Agent,
     db: Db,
     watch: Watch,
-    since: Annotated[int, Query(description="generation the agent already has")] = -1,
+    since: Annotated[
+        int, Query(ge=-1, le=2**62, description="generation the agent already has")
+    ] = -1,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
 ) -> model.DesiredState:
     """Long poll: answer as soon as the host's generation differs from ``since``."""
@@ -77,13 +85,14 @@ def _desired(db: Database, name: str) -> model.DesiredState:
 
 
 @router.post("/agent/instances/{instance_id}/events", status_code=204, tags=["agent"])
-def events(instance_id: str, body: list[model.InstanceEvent], s: DB, who: Agent) -> None:
+def events(instance_id: Key, body: list[model.InstanceEvent], db: Db, who: Agent) -> None:
     assert who.host_name is not None
-    instances.record_events(s, who.host_name, instance_id, body)
+    with db.session() as s:
+        instances.record_events(s, who.host_name, instance_id, body)
 
 
 @router.put("/agent/instances/{instance_id}/state", status_code=204, tags=["agent"])
-def report(instance_id: str, body: model.InstanceReport, db: Db, who: Agent, watch: Watch) -> None:
+def report(instance_id: Key, body: model.InstanceReport, db: Db, who: Agent, watch: Watch) -> None:
     assert who.host_name is not None
     with db.session() as s:
         instances.report(s, who.host_name, instance_id, body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from dockyard import model
-from dockyard.api.deps import DB, Db, RequestId, User, Watch
+from dockyard.api.deps import Db, Key, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
 from dockyard.db import instances
 
@@ -30,19 +30,22 @@ def create_instance(
 
 
 @router.get("/instances")
-def list_instances(s: DB, who: User) -> list[model.Instance]:
-    return instances.list_instances(s, who)
+def list_instances(db: Db, who: User) -> list[model.Instance]:
+    with db.session(write=False) as s:
+        return instances.list_instances(s, who)
 
 
 @router.get("/instances/{key}")
-def show_instance(key: str, s: DB, who: User) -> model.InstanceDetail:
+def show_instance(key: Key, db: Db, who: User) -> model.InstanceDetail:
     """The instance and its recent events (OOM kills, pids limit hits, throttling)."""
-    return instances.detail(s, instances.get(s, who, key))
+    with db.session(write=False) as s:
+        return instances.detail(s, instances.get(s, who, key))
 
 
 @router.get("/instances/{key}/actions")
-def list_actions(key: str, s: DB, who: User) -> list[model.InstanceAction]:
-    return instances.actions(s, who, key)
+def list_actions(key: Key, db: Db, who: User) -> list[model.InstanceAction]:
+    with db.session(write=False) as s:
+        return instances.actions(s, who, key)
 
 
 def _act(action: str, key: str, who: User, db: Db, watch: Watch, rid: str) -> model.Instance:
@@ -54,23 +57,23 @@ def _act(action: str, key: str, who: User, db: Db, watch: Watch, rid: str) -> mo
 
 
 @router.post("/instances/{key}/start", status_code=202)
-def start(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def start(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("start", key, who, db, watch, rid)
 
 
 @router.post("/instances/{key}/stop", status_code=202)
-def stop(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def stop(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("stop", key, who, db, watch, rid)
 
 
 @router.post("/instances/{key}/reboot", status_code=202)
-def reboot(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def reboot(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("reboot", key, who, db, watch, rid)
 
 
 @router.post("/instances/{key}/resize", status_code=202)
 def resize(
-    key: str, body: model.ResizeRequest, who: User, db: Db, watch: Watch, rid: RequestId
+    key: Key, body: model.ResizeRequest, who: User, db: Db, watch: Watch, rid: RequestId
 ) -> model.Instance:
     """Change the flavor of a running instance in place, without a restart."""
 
@@ -85,5 +88,5 @@ def resize(
 
 
 @router.delete("/instances/{key}", status_code=202)
-def delete(key: str, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def delete(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("delete", key, who, db, watch, rid)

@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from dockyard import logs
-from dockyard.api.app import create_app
+from dockyard.api.app import GB, MB, create_app
 from dockyard.db import identity
 from dockyard.db.session import Database
 
@@ -69,6 +69,18 @@ def main(argv: list[str] | None = None) -> None:
         default="spread",
         help="spread instances by free RAM, or pack them onto the fullest host",
     )
+    p.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=2.0,
+        help="largest JSON request body, checked before authentication (default 2)",
+    )
+    p.add_argument(
+        "--max-upload-gb",
+        type=float,
+        default=20.0,
+        help="largest image upload, streamed to disk (default 20)",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logs.configure(args.log_level)
@@ -83,7 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
     host, _, port = args.listen.rpartition(":")
     uvicorn.run(
-        create_app(db, args.state_dir, args.placement),
+        create_app(
+            db,
+            args.state_dir,
+            args.placement,
+            max_body=int(args.max_body_mb * MB),
+            max_upload=int(args.max_upload_gb * GB),
+        ),
         host=host or "127.0.0.1",
         port=int(port),
         log_level=args.log_level,

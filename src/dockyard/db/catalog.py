@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dockyard import model
@@ -37,6 +37,28 @@ def _in_use(
         )
 
 
+def _delete(
+    s: Session, row: m.Flavor | m.Image | m.Network, column: InstrumentedAttribute[str], what: str
+) -> None:
+    """Refuse while a live instance uses ``row``; else delete it.
+
+    Deleted instances keep their action log but lose their link to ``row`` (and, for a
+    network, to its subnet). Flushed here, so a constraint still broken fails inside the
+    caller's transaction, before the API answers.
+    """
+    _in_use(s, column, row.id, what, row.name)
+    unlink: dict[str, None] = {column.key: None}
+    if what == "network":
+        unlink["subnet_id"] = None
+    s.execute(
+        update(m.Instance)
+        .where(column == row.id, m.Instance.deleted_at.is_not(None))
+        .values(unlink)
+    )
+    s.delete(row)
+    s.flush()
+
+
 # --- flavors
 
 
@@ -59,9 +81,7 @@ def list_flavors(s: Session) -> list[model.Flavor]:
 
 
 def delete_flavor(s: Session, key: str) -> None:
-    row = flavor(s, key)
-    _in_use(s, m.Instance.flavor_id, row.id, "flavor", row.name)
-    s.delete(row)
+    _delete(s, flavor(s, key), m.Instance.flavor_id, "flavor")
 
 
 # --- images
@@ -104,8 +124,11 @@ def image_model(row: m.Image) -> model.Image:
     return model.Image.model_validate(row)
 
 
-def image_uploaded(s: Session, key: str, sha256: str, size: int) -> model.Image:
-    row = image(s, key)
+def image_uploaded(s: Session, image_id: str, sha256: str, size: int) -> model.Image:
+    """Mark a rootfs image active with its tarball's hash; the row stays locked till commit."""
+    row = s.scalar(select(m.Image).where(m.Image.id == image_id).with_for_update())
+    if row is None:
+        raise NotFound("the image was deleted during the upload; create it again")
     if row.source != model.ImageSource.rootfs.value:
         raise Conflict(f"image {row.name!r} comes from docker ({row.ref}); it takes no upload")
     row.sha256, row.size, row.status = sha256, size, "active"
@@ -116,11 +139,11 @@ def list_images(s: Session) -> list[model.Image]:
     return [image_model(r) for r in s.scalars(select(m.Image).order_by(m.Image.name))]
 
 
-def delete_image(s: Session, key: str) -> m.Image:
+def delete_image(s: Session, key: str) -> str:
+    """Delete the image's record and return its id; the caller removes its file after the commit."""
     row = image(s, key)
-    _in_use(s, m.Instance.image_id, row.id, "image", row.name)
-    s.delete(row)
-    return row
+    _delete(s, row, m.Instance.image_id, "image")
+    return row.id
 
 
 # --- networks
@@ -177,6 +200,4 @@ def list_networks(s: Session) -> list[model.Network]:
 
 
 def delete_network(s: Session, key: str) -> None:
-    row = network(s, key)
-    _in_use(s, m.Instance.network_id, row.id, "network", row.name)
-    s.delete(row)
+    _delete(s, network(s, key), m.Instance.network_id, "network")

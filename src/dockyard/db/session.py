@@ -15,9 +15,22 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "Session", "upgrade"]
+__all__ = ["Database", "DatabaseBusy", "Session", "WriteConflict", "upgrade"]
 
-from dockyard.errors import Conflict
+from dockyard.errors import Conflict, DockyardError
+
+
+class WriteConflict(Conflict):
+    """A write broke a constraint (a unique name or IP taken meanwhile, a row still referenced)."""
+
+
+class DatabaseBusy(DockyardError):
+    """The database stayed locked past the busy timeout, or the server lost a deadlock."""
+
+    status = 503
+    title = "Service unavailable"
+    retryable = True
+
 
 _HERE = Path(__file__).parent
 T = TypeVar("T")
@@ -84,6 +97,28 @@ class Database:
 
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:
+        """One transaction, committed when the block ends (rolled back if it raises).
+
+        Callers in the API finish their work, commit and convert to wire models inside
+        the block, so the answer is sent only after the commit; a failed commit raises
+        ``WriteConflict`` (409) or ``DatabaseBusy`` (503), which is then the answer.
+        Blocking: call it from a worker thread, never on the event loop.
+        """
+        try:
+            with self._transaction(write) as s:
+                yield s
+        except IntegrityError as exc:
+            raise WriteConflict(
+                f"the change conflicts with other records ({_first_line(exc)}); "
+                "reload and try again"
+            ) from exc
+        except OperationalError as exc:
+            raise DatabaseBusy(
+                f"the database is busy ({_first_line(exc)}); try again in a moment"
+            ) from exc
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Session]:
         if write and self.is_sqlite:
             # SQLite's busy handler sleeps and polls (up to 100 ms a try); queueing the
             # writers of this process on a lock wakes the next one as soon as it is free
@@ -99,7 +134,7 @@ class Database:
         for attempt in range(attempts):
             try:
                 return fn()
-            except (IntegrityError, OperationalError) as exc:
+            except (WriteConflict, DatabaseBusy) as exc:
                 if attempt == attempts - 1:
                     raise Conflict("the database is busy with other claims; try again") from exc
                 time.sleep(0.005 * (attempt + 1))
@@ -107,6 +142,11 @@ class Database:
 
     def migrate(self) -> None:
         upgrade(self.url)
+
+
+def _first_line(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).splitlines()[0][:200]
 
 
 def alembic_config(url: str) -> Config:
