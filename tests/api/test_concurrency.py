@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from dockyard.api.app import create_app
 from dockyard.api.server import init
 from dockyard.db.session import Database
+from tests.api.servers import serving
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(backend_db: Database, tmp_path: Path):
     token = init(backend_db)
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(backend_db, tmp_path), host="127.0.0.1", port=port, log_level="warning"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/v1", token
-    srv.should_exit = True
-    thread.join(10)
+    with serving(backend_db, tmp_path) as url:
+        yield url, token
 
 
 def test_fifty_concurrent_creates_get_distinct_ips_and_cores(server):

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model, states
-from dockyard.db import catalog, hosts, quotas, volumes
+from dockyard.db import catalog, hosts, lookup, quotas, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Forbidden, NotFound, NoValidHost
@@ -170,12 +170,7 @@ def get(s: Session, who: Principal, key: str) -> m.Instance:
     )
     if not who.is_admin:
         q = q.where(m.Instance.project_id == who.project_id)
-    rows = s.scalars(q).unique().all()
-    if not rows:
-        raise NotFound(f"instance {key!r} does not exist; see `dockyard server list`")
-    if len(rows) > 1:
-        raise Conflict(f"{len(rows)} instances are named {key!r}; use the instance id")
-    return rows[0]
+    return lookup.one(s.scalars(q).unique().all(), "instance", key, "dockyard server list")
 
 
 def list_instances(s: Session, who: Principal) -> list[model.Instance]:

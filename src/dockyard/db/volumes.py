@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import hosts, quotas
+from dockyard.db import hosts, lookup, quotas
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, NotFound
@@ -53,12 +53,7 @@ def get(s: Session, who: Principal, key: str) -> m.Volume:
     q = select(m.Volume).where((m.Volume.id == key) | (m.Volume.name == key))
     if not who.is_admin:
         q = q.where(m.Volume.project_id == who.project_id)
-    rows = s.scalars(q).unique().all()
-    if not rows:
-        raise NotFound(f"volume {key!r} does not exist; see `dockyard volume list`")
-    if len(rows) > 1:
-        raise Conflict(f"{len(rows)} volumes are named {key!r}; use the volume id")
-    return rows[0]
+    return lookup.one(s.scalars(q).unique().all(), "volume", key, "dockyard volume list")
 
 
 def list_volumes(s: Session, who: Principal) -> list[model.Volume]:
