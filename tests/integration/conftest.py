@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +24,13 @@ def _can_run() -> str | None:
 
 @pytest.fixture(scope="module")
 def cluster():
+    with running_cluster() as c:
+        yield c
+
+
+@contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    """A one-host cloud with the network "net", the flavor "small" and the image "demo"."""
     reason = _can_run()
     if reason:
         pytest.skip(reason)
