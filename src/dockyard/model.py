@@ -192,7 +192,7 @@ class Project(Schema):
 
 class UserCreate(Schema):
     name: Name
-    project: str = Field(description="project name")
+    project: Name = Field(description="project name")
     role: Role = Role.member
 
 

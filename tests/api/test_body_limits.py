@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -91,3 +93,30 @@ def test_an_upload_above_its_own_limit_is_413_and_leaves_no_file(cloud):
 def test_a_declared_length_above_the_json_limit_is_413_before_auth(cloud):
     r = cloud.client.post("/v1/flavors", content=b"{}", headers={"content-length": str(10 << 30)})
     assert r.status_code == 413, r.text
+
+
+def test_connections_beyond_the_limit_get_503_while_slow_senders_hold_theirs(tmp_path):
+    """Slow unauthenticated senders cannot hold the server's memory without bound: past
+    --max-connections, new requests are refused at once."""
+    with server(tmp_path, f"sqlite:///{tmp_path}/d.db", "--max-connections", "3") as srv:
+        release = threading.Event()
+
+        def slow_body():
+            yield b"{"
+            release.wait(20)
+            yield b"}"
+
+        def hold() -> int:
+            with httpx.Client(timeout=30) as c:
+                return c.post(f"{srv.url}/v1/projects", content=slow_body()).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            # uvicorn counts the new connection itself: 2 held + 1 new reach the limit of 3
+            held = [pool.submit(hold) for _ in range(2)]
+            time.sleep(1)  # the two are in, each waiting for the rest of its body
+            refused = httpx.get(f"{srv.url}/healthz", timeout=5)
+            release.set()
+            codes = [f.result() for f in held]
+        assert refused.status_code == 503
+        assert codes == [401] * 2  # their turn came; no token
+        assert httpx.get(f"{srv.url}/healthz", timeout=5).status_code == 200

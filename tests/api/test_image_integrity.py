@@ -58,7 +58,7 @@ def _rootfs_instance(cloud) -> tuple[str, str]:
 
 def test_a_damaged_image_is_refused_before_import_and_the_instance_says_so(cloud, tmp_path):
     token, image_id = _rootfs_instance(cloud)
-    stored = tmp_path / "images" / f"{image_id}.tar"
+    (stored,) = (tmp_path / "images").glob(f"{image_id}.*.tar")
     stored.write_bytes(ROOTFS[:-10] + b"tampered!\n")  # bit rot, or a swapped file
     desired = cloud.ok("GET", "/agent/hosts/h1/desired", token, params={"since": -1, "wait": 0})
     want = model.DesiredInstance.model_validate(desired["instances"][0])

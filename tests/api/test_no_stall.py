@@ -136,3 +136,32 @@ def test_two_concurrent_uploads_to_one_image_do_not_mix(tmp_path: Path):
         assert body in (bytes([1]) * (16 << 20), bytes([2]) * (16 << 20))
         assert shown["size"] == 16 << 20
         assert not list((tmp_path / "images").glob("*.part"))
+
+
+def test_more_concurrent_writes_than_server_threads_all_answer(backend_db: Database, tmp_path):
+    """80 volume creates and 80 project creates at once (the server has 40 worker
+    threads): each is answered, and the server still answers afterwards. A session
+    that held SQLite's write lock while waiting for a free thread hung it for good."""
+    from dockyard.api.server import init
+    from tests.api.servers import serving
+
+    admin = init(backend_db)
+    with serving(backend_db, tmp_path) as url:
+        auth = {"authorization": f"Bearer {admin}"}
+        with httpx.Client(base_url=url, headers=auth, timeout=60) as c:
+            c.post("/projects", json={"name": "p"}).raise_for_status()
+            member = c.post("/users", json={"name": "m", "project": "p"}).json()["token"]
+
+        def create(i: int) -> int:
+            who = {"authorization": f"Bearer {member if i % 2 else admin}"}
+            with httpx.Client(base_url=url, headers=who, timeout=60) as c:
+                if i % 2:
+                    return c.post("/volumes", json={"name": f"v{i}", "size_mb": 16}).status_code
+                return c.post("/projects", json={"name": f"p{i}"}).status_code
+
+        with ThreadPoolExecutor(160) as pool:
+            codes = list(pool.map(create, range(160)))
+        assert codes == [201] * 160
+        with httpx.Client(base_url=url, headers=auth, timeout=10) as c:
+            assert len(c.get("/volumes").json()) == 80
+            assert len(c.get("/projects").json()) == 82  # admin, p and the 80

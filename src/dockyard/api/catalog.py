@@ -7,6 +7,7 @@ the commit runs before the answer; files move only after the commit.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -15,14 +16,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from dockyard import model
 from dockyard.api.deps import Admin, Db, Key, principal
 from dockyard.api.limits import TooLarge
 from dockyard.db import catalog
 from dockyard.db.session import Database
-from dockyard.errors import Conflict
+from dockyard.errors import BadRequest, Conflict
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 _READ = [Depends(principal)]
 _TARBALL: dict[int | str, dict[str, Any]] = {
@@ -110,7 +113,7 @@ def delete_image(key: Key, request: Request, db: Db, _: Admin) -> None:
     """Refused (409) while a live instance uses it; the tarball goes after the commit."""
     with db.session() as s:
         image_id = catalog.delete_image(s, key)
-    _image_path(request, image_id).unlink(missing_ok=True)
+    _prune(db, _image_dir(request), image_id)
 
 
 @router.put("/images/{key}/file", tags=["images"], openapi_extra=_UPLOAD_BODY)
@@ -122,14 +125,17 @@ async def upload_image(key: Key, request: Request, db: Db, _: Admin) -> model.Im
     The database work runs in a worker thread, never on the event loop.
     """
     image_id = await run_in_threadpool(_upload_target, db, key)
-    path = _image_path(request, image_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{image_id}.{uuid.uuid4().hex}.part")
+    root = _image_dir(request)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{image_id}.{uuid.uuid4().hex}.part"
     try:
         digest, size = await _receive(request, tmp)
         if size == 0:
             raise Conflict("the upload was empty; send the rootfs tarball as the request body")
-        return await run_in_threadpool(_install, db, image_id, tmp, path, digest, size)
+        return await run_in_threadpool(_install, db, root, image_id, tmp, digest, size)
+    except ClientDisconnect as exc:  # nobody reads the answer; no traceback in the log
+        log.info("an upload of image %s stopped: the client went away", image_id)
+        raise BadRequest("the upload stopped before its end; send it again") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -156,18 +162,32 @@ def _upload_target(db: Database, key: str) -> str:
 
 
 def _install(
-    db: Database, image_id: str, tmp: Path, path: Path, sha256: str, size: int
+    db: Database, root: Path, image_id: str, tmp: Path, sha256: str, size: int
 ) -> model.Image:
-    """Record the upload and put its file in place in one transaction.
+    """Record the upload with its file in place under its own name, one per content.
 
-    The row is updated (and locked) first, so concurrent uploads rename in the order
-    they commit; an image deleted meanwhile raises NotFound and the file is dropped.
+    The row is updated (and locked) first; the file is named by its hash, so the
+    file the committed row names is never overwritten: a failed commit leaves the
+    old row and the old file in force (the new file is pruned later), and an
+    image deleted meanwhile raises NotFound and the file is dropped. Afterwards
+    the files the row no longer names go.
     """
     with db.session() as s:
         out = catalog.image_uploaded(s, image_id, sha256, size)
         s.flush()
-        os.replace(tmp, path)
+        os.replace(tmp, root / f"{image_id}.{sha256}.tar")
+    _prune(db, root, image_id)
     return out
+
+
+def _prune(db: Database, root: Path, image_id: str) -> None:
+    """Remove the image's tarballs other than the one its committed row names (all of
+    them once it is deleted), under the row's lock so no upload commits meanwhile."""
+    with db.session() as s:
+        keep = catalog.locked_sha256(s, image_id)
+        for f in root.glob(f"{image_id}.*tar"):
+            if keep is None or f != _tarball(root, image_id, keep):
+                f.unlink(missing_ok=True)
 
 
 @router.get(
@@ -181,13 +201,20 @@ def _install(
 def download_image(key: Key, request: Request, db: Db) -> Response:
     with db.session(write=False) as s:
         row = catalog.image(s, key)
-        image_id, name, status = row.id, row.name, row.status
-    path = _image_path(request, image_id)
+        image_id, name, status, sha256 = row.id, row.name, row.status, row.sha256
+    path = _tarball(_image_dir(request), image_id, sha256 or "")
     if status != "active" or not path.exists():
         raise Conflict(f"image {name!r} has no rootfs uploaded; upload it first")
     return FileResponse(path, media_type="application/x-tar")
 
 
-def _image_path(request: Request, image_id: str) -> Path:
+def _image_dir(request: Request) -> Path:
     root: Path = request.app.state.image_dir
-    return root / f"{image_id}.tar"
+    return root
+
+
+def _tarball(root: Path, image_id: str, sha256: str) -> Path:
+    """An image's tarball is named by its content; one from before that, by the image."""
+    path = root / f"{image_id}.{sha256}.tar"
+    legacy = root / f"{image_id}.tar"
+    return legacy if not path.exists() and legacy.exists() else path

@@ -2,20 +2,22 @@
 
 Handlers open their own ``with db.session() as s:`` and return wire models built
 inside it, so the commit runs before the answer is sent (see docs/architecture.md,
-"The request path"). ``DB`` hands a session to handlers not yet written that way;
-it is function-scoped, so its commit too runs before the response.
+"The request path"). There is deliberately no session dependency: FastAPI runs a
+yield dependency's exit after the response (or, function-scoped, in another
+worker thread than the handler), and a session that holds SQLite's write lock
+while waiting for a free thread deadlocks the server once every thread waits
+for that lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
 from dockyard.api.watch import HostWatch
 from dockyard.db.identity import Principal, authenticate
-from dockyard.db.session import Database, Session
+from dockyard.db.session import Database
 from dockyard.errors import Forbidden, Unauthorized
 
 
@@ -27,16 +29,6 @@ def database(request: Request) -> Database:
 def watch(request: Request) -> HostWatch:
     w: HostWatch = request.app.state.watch
     return w
-
-
-def session(request: Request, db: Annotated[Database, Depends(database)]) -> Iterator[Session]:
-    """A session that commits when the handler returns, before the response is sent.
-
-    Only with ``scope="function"`` (below): FastAPI's default for a yield dependency
-    runs this exit after the response, so a failed commit would follow a 2xx.
-    """
-    with db.session(write=request.method not in ("GET", "HEAD")) as s:
-        yield s
 
 
 def principal(request: Request, db: Annotated[Database, Depends(database)]) -> Principal:
@@ -77,7 +69,6 @@ def request_id(request: Request) -> str:
     return rid
 
 
-DB = Annotated[Session, Depends(session, scope="function")]
 User = Annotated[Principal, Depends(user)]
 Admin = Annotated[Principal, Depends(admin)]
 Agent = Annotated[Principal, Depends(agent)]

@@ -81,8 +81,17 @@ def main(argv: list[str] | None = None) -> None:
         default=20.0,
         help="largest image upload, streamed to disk (default 20)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections served at once (each may buffer up to --max-body-mb "
+        "before it is authenticated); beyond it new requests get 503",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
+    if not 1 <= args.max_connections <= 100_000:
+        p.error("--max-connections: give 1 to 100000")
     logs.configure(args.log_level)
     os.umask(0o077)  # what the server writes (database, images, token) is its own
     prepare_state_dir(args.state_dir, args.db)
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=3,
+        limit_concurrency=args.max_connections,
     )
 
 

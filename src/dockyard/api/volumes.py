@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Response
 
 from dockyard import model
-from dockyard.api.deps import DB, Db, User, Watch
+from dockyard.api.deps import Db, Key, User, Watch
 from dockyard.db import volumes
 from dockyard.db.identity import Principal
 from dockyard.errors import Forbidden
@@ -31,28 +31,31 @@ def refuse_host_paths(who: Principal, mounts: Sequence[model.VolumeSpec]) -> Non
 
 def _writer(who: Principal, verb: str) -> None:
     if who.role == model.Role.reader:
-        raise Forbidden(f"readers cannot {verb} volumes; ask a project admin for the member role")
+        raise Forbidden(f"readers cannot {verb} volumes; ask an admin for the member role")
 
 
 @router.post("/volumes", status_code=201)
-def create_volume(body: model.VolumeCreate, s: DB, who: User) -> model.Volume:
+def create_volume(body: model.VolumeCreate, db: Db, who: User) -> model.Volume:
     """An empty volume; its data goes to a host when an instance first uses it."""
     _writer(who, "create")
-    return volumes.create(s, who, body)
+    with db.session() as s:
+        return volumes.create(s, who, body)
 
 
 @router.get("/volumes")
-def list_volumes(s: DB, who: User) -> list[model.Volume]:
-    return volumes.list_volumes(s, who)
+def list_volumes(db: Db, who: User) -> list[model.Volume]:
+    with db.session(write=False) as s:
+        return volumes.list_volumes(s, who)
 
 
 @router.get("/volumes/{key}")
-def show_volume(key: str, s: DB, who: User) -> model.Volume:
-    return volumes.to_model(s, volumes.get(s, who, key))
+def show_volume(key: Key, db: Db, who: User) -> model.Volume:
+    with db.session(write=False) as s:
+        return volumes.to_model(s, volumes.get(s, who, key))
 
 
 @router.delete("/volumes/{key}", status_code=204)
-def delete_volume(key: str, who: User, db: Db, watch: Watch) -> Response:
+def delete_volume(key: Key, who: User, db: Db, watch: Watch) -> Response:
     """Refused (409) while an instance uses it; its host's agent then removes its data."""
     _writer(who, "delete")
     with db.session() as s:

@@ -28,9 +28,16 @@ def _unique(
 def _in_use(
     s: Session, column: InstrumentedAttribute[str], ident: str, what: str, name: str
 ) -> None:
-    live = s.scalars(
-        select(m.Instance.name).where(column == ident, m.Instance.deleted_at.is_(None)).limit(5)
-    ).all()
+    live = list(
+        s.scalars(
+            select(m.Instance.name).where(column == ident, m.Instance.deleted_at.is_(None)).limit(5)
+        )
+    )
+    if what == "flavor":  # a resize in flight goes back to its old flavor if it fails
+        resizing = select(m.Instance.name, m.Instance.old_flavor).where(
+            m.Instance.deleted_at.is_(None), m.Instance.old_flavor.is_not(None)
+        )
+        live += [n for n, old in s.execute(resizing) if (old or {}).get("flavor_id") == ident]
     if live:
         raise Conflict(
             f"{what} {name!r} is used by instance(s) {', '.join(live)}; delete them first"
@@ -133,6 +140,15 @@ def image_uploaded(s: Session, image_id: str, sha256: str, size: int) -> model.I
         raise Conflict(f"image {row.name!r} comes from docker ({row.ref}); it takes no upload")
     row.sha256, row.size, row.status = sha256, size, "active"
     return image_model(row)
+
+
+def locked_sha256(s: Session, image_id: str) -> str | None:
+    """The hash of the image's tarball in force, its row locked till commit; None when
+    the image is gone or has none."""
+    row = s.execute(
+        select(m.Image.sha256).where(m.Image.id == image_id).with_for_update()
+    ).first()
+    return None if row is None else row.sha256
 
 
 def list_images(s: Session) -> list[model.Image]:
