@@ -57,7 +57,8 @@ def create(
     shape = shape_of(flavor)
     rows = _room(s, who.project_id, _project_name(s, who.project_id), claim.quota_needs(shape))
     vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
-    new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in vols if v.host_id is None)
+    unplaced = {v.id: v for v in vols if v.host_id is None}  # one volume, two paths: once
+    new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in unplaced.values())
     request = claim.request(shape, network.name, req.availability_zone, volume_host, new_gb)
     placement = claim.place_new(
         [st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),)
