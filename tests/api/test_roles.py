@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def _user(cloud, name, role, project="p1"):
     if not any(p["name"] == project for p in cloud.ok("GET", "/projects")):
@@ -49,3 +51,24 @@ def test_members_cannot_do_admin_things(cloud):
     ):
         r = cloud.call(method, path, member, json=body)
         assert r.status_code == 403 and "only admins" in r.json()["detail"], (path, r.text)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "words"),
+    [
+        ("POST", "/instances/vm/start", "readers cannot start instances"),
+        ("POST", "/instances/vm/resize", "readers cannot resize instances"),
+        ("DELETE", "/instances/vm", "readers cannot delete instances"),
+        ("POST", "/volumes", "readers cannot create volumes"),
+        ("DELETE", "/volumes/data", "readers cannot delete volumes"),
+    ],
+)
+def test_every_change_a_reader_tries_is_refused_by_the_api_saying_what(cloud, method, path, words):
+    cloud.catalog()
+    cloud.register()
+    reader = _user(cloud, "rita", "reader")
+    assert cloud.create("vm").status_code == 202
+    body = {"resize": {"flavor": "pinned"}, "volumes": {"name": "d", "size_mb": 16}}
+    r = cloud.call(method, path, reader, json=body.get(path.rsplit("/", 1)[-1]))
+    assert r.status_code == 403 and words in r.json()["detail"], r.text
+    assert "set-role rita member" in r.json()["detail"]

@@ -52,6 +52,25 @@ def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
     return who
 
 
+def member(request: Request, who: Annotated[Principal, Depends(user)]) -> Principal:
+    """A user who may change its project's things (a member, or an admin)."""
+    if who.role not in ("member", "admin"):
+        verb = _VERBS.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "change")
+        noun = "volumes" if "/volumes" in request.url.path else "instances"
+        if request.method == "DELETE":
+            verb = "delete"
+        elif request.method == "POST" and verb == "change":
+            verb = "create"
+        raise Forbidden(
+            f"readers cannot {verb} {noun}; ask an admin for the member role "
+            f"(`dockyard user set-role {who.name} member`)"
+        )
+    return who
+
+
+_VERBS = {"start": "start", "stop": "stop", "reboot": "reboot", "resize": "resize"}
+
+
 def admin(who: Annotated[Principal, Depends(user)]) -> Principal:
     if not who.is_admin:
         raise Forbidden("only admins may do this; ask the platform team")
@@ -70,6 +89,7 @@ def request_id(request: Request) -> str:
 
 
 User = Annotated[Principal, Depends(user)]
+Member = Annotated[Principal, Depends(member)]
 Admin = Annotated[Principal, Depends(admin)]
 Agent = Annotated[Principal, Depends(agent)]
 RequestId = Annotated[str, Depends(request_id)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from dockyard import model
-from dockyard.api.deps import Db, Key, RequestId, User, Watch
+from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
 from dockyard.db import instances
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["instances"])
 
 @router.post("/instances", status_code=202)
 def create_instance(
-    body: model.InstanceCreate, request: Request, who: User, db: Db, watch: Watch, rid: RequestId
+    body: model.InstanceCreate, request: Request, who: Member, db: Db, watch: Watch, rid: RequestId
 ) -> model.Instance:
     """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
     refuse_host_paths(who, body.volumes)
@@ -48,7 +48,7 @@ def list_actions(key: Key, db: Db, who: User) -> list[model.InstanceAction]:
         return instances.actions(s, who, key)
 
 
-def _act(action: str, key: str, who: User, db: Db, watch: Watch, rid: str) -> model.Instance:
+def _act(action: str, key: str, who: Member, db: Db, watch: Watch, rid: str) -> model.Instance:
     with db.session() as s:
         inst, host = instances.act(s, who, key, action, rid)
         out = instances.to_model(inst)
@@ -57,23 +57,23 @@ def _act(action: str, key: str, who: User, db: Db, watch: Watch, rid: str) -> mo
 
 
 @router.post("/instances/{key}/start", status_code=202)
-def start(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def start(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("start", key, who, db, watch, rid)
 
 
 @router.post("/instances/{key}/stop", status_code=202)
-def stop(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def stop(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("stop", key, who, db, watch, rid)
 
 
 @router.post("/instances/{key}/reboot", status_code=202)
-def reboot(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def reboot(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("reboot", key, who, db, watch, rid)
 
 
 @router.post("/instances/{key}/resize", status_code=202)
 def resize(
-    key: Key, body: model.ResizeRequest, who: User, db: Db, watch: Watch, rid: RequestId
+    key: Key, body: model.ResizeRequest, who: Member, db: Db, watch: Watch, rid: RequestId
 ) -> model.Instance:
     """Change the flavor of a running instance in place, without a restart."""
 
@@ -88,5 +88,5 @@ def resize(
 
 
 @router.delete("/instances/{key}", status_code=202)
-def delete(key: Key, who: User, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
+def delete(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("delete", key, who, db, watch, rid)
