@@ -55,7 +55,7 @@ def list_flavors(db: Db) -> list[model.Flavor]:
 @router.get("/flavors/{key}", tags=["flavors"], dependencies=_READ)
 def show_flavor(key: Key, db: Db) -> model.Flavor:
     with db.session(write=False) as s:
-        return model.Flavor.model_validate(catalog.flavor(s, key))
+        return catalog.show_flavor(s, key)
 
 
 @router.delete("/flavors/{key}", status_code=204, tags=["flavors"])
@@ -105,7 +105,7 @@ def list_images(db: Db) -> list[model.Image]:
 @router.get("/images/{key}", tags=["images"], dependencies=_READ)
 def show_image(key: Key, db: Db) -> model.Image:
     with db.session(write=False) as s:
-        return catalog.image_model(catalog.image(s, key))
+        return catalog.show_image(s, key)
 
 
 @router.delete("/images/{key}", status_code=204, tags=["images"])
@@ -155,10 +155,10 @@ async def _receive(request: Request, tmp: Path) -> tuple[str, int]:
 
 def _upload_target(db: Database, key: str) -> str:
     with db.session(write=False) as s:
-        row = catalog.image(s, key)
-        if row.source != model.ImageSource.rootfs.value:
-            raise Conflict(f"image {key!r} comes from docker; it takes no upload")
-        return row.id
+        image = catalog.show_image(s, key)
+    if image.source != model.ImageSource.rootfs:
+        raise Conflict(f"image {key!r} comes from docker; it takes no upload")
+    return image.id
 
 
 def _install(
@@ -200,11 +200,10 @@ def _prune(db: Database, root: Path, image_id: str) -> None:
 )
 def download_image(key: Key, request: Request, db: Db) -> Response:
     with db.session(write=False) as s:
-        row = catalog.image(s, key)
-        image_id, name, status, sha256 = row.id, row.name, row.status, row.sha256
-    path = _tarball(_image_dir(request), image_id, sha256 or "")
-    if status != "active" or not path.exists():
-        raise Conflict(f"image {name!r} has no rootfs uploaded; upload it first")
+        image = catalog.show_image(s, key)
+    path = _tarball(_image_dir(request), image.id, image.sha256 or "")
+    if image.status != "active" or not path.exists():
+        raise Conflict(f"image {image.name!r} has no rootfs uploaded; upload it first")
     return FileResponse(path, media_type="application/x-tar")
 
 

@@ -24,7 +24,7 @@ def list_hosts(db: Db, _: Admin) -> list[model.Host]:
 @router.get("/hosts/{name}")
 def show_host(name: Key, db: Db, _: Admin) -> model.Host:
     with db.session(write=False) as s:
-        return hosts.list_hosts(s, only=hosts.by_name(s, name).id)[0]
+        return hosts.show_host(s, name)
 
 
 @router.patch("/hosts/{name}")
@@ -43,8 +43,7 @@ def list_zones(db: Db, _: User) -> list[model.AvailabilityZone]:
 def register(body: model.HostRegister, db: Db, who: Agent) -> model.Host:
     hosts.check_agent(who.host_name, body.name)
     with db.session() as s:
-        row = hosts.register(s, body)
-        return hosts.list_hosts(s, only=row.id)[0]
+        return hosts.register(s, body)
 
 
 @router.post("/agent/hosts/{name}/heartbeat", tags=["agent"])

@@ -21,8 +21,7 @@ def create_instance(
 
     def claim() -> tuple[model.Instance, str]:
         with db.session() as s:
-            inst, host = instances.create(s, who, body, rid, request.app.state.ram_weight)
-            return instances.to_model(inst), host
+            return instances.create(s, who, body, rid, request.app.state.ram_weight)
 
     inst, host = db.retry(claim)
     watch.notify(host)
@@ -50,8 +49,7 @@ def list_actions(key: Key, db: Db, who: User) -> list[model.InstanceAction]:
 
 def _act(action: str, key: str, who: Member, db: Db, watch: Watch, rid: str) -> model.Instance:
     with db.session() as s:
-        inst, host = instances.act(s, who, key, action, rid)
-        out = instances.to_model(inst)
+        out, host = instances.act(s, who, key, action, rid)
     watch.notify(host)
     return out
 
@@ -79,8 +77,7 @@ def resize(
 
     def claim() -> tuple[model.Instance, str | None]:
         with db.session() as s:
-            inst, host = instances.resize(s, who, key, body.flavor, rid)
-            return instances.to_model(inst), host
+            return instances.resize(s, who, key, body.flavor, rid)
 
     inst, host = db.retry(claim)
     watch.notify(host)

@@ -45,7 +45,7 @@ def list_volumes(db: Db, who: User) -> list[model.Volume]:
 @router.get("/volumes/{key}")
 def show_volume(key: Key, db: Db, who: User) -> model.Volume:
     with db.session(write=False) as s:
-        return volumes.to_model(s, volumes.get(s, who, key))
+        return volumes.show(s, who, key)
 
 
 @router.delete("/volumes/{key}", status_code=204)

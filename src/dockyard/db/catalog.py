@@ -77,6 +77,14 @@ def create_flavor(s: Session, req: model.FlavorCreate) -> model.Flavor:
     return model.Flavor.model_validate(row)
 
 
+def show_flavor(s: Session, key: str) -> model.Flavor:
+    return model.Flavor.model_validate(flavor(s, key))
+
+
+def show_image(s: Session, key: str) -> model.Image:
+    return image_model(image(s, key))
+
+
 def flavor(s: Session, key: str) -> m.Flavor:
     return _find(s, m.Flavor, key, "flavor")  # type: ignore[no-any-return]
 

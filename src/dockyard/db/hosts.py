@@ -16,7 +16,7 @@ from dockyard.scheduler.state import HostState
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 
 
-def register(s: Session, req: model.HostRegister) -> m.Host:
+def register(s: Session, req: model.HostRegister) -> model.Host:
     """Create or refresh the host row; an agent restart keeps its claims.
 
     The agent's availability zone counts at the first registration only: after
@@ -40,7 +40,11 @@ def register(s: Session, req: model.HostRegister) -> m.Host:
     row.root_disk_quota = req.root_disk_quota
     row.last_heartbeat = m.now()
     s.flush()
-    return row
+    return list_hosts(s, only=row.id)[0]
+
+
+def show_host(s: Session, name: str) -> model.Host:
+    return list_hosts(s, only=by_name(s, name).id)[0]
 
 
 def heartbeat(s: Session, name: str) -> int:

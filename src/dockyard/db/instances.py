@@ -36,7 +36,7 @@ def create(
     req: model.InstanceCreate,
     request_id: str,
     weigh_multiplier: float = 1.0,
-) -> tuple[m.Instance, str]:
+) -> tuple[model.Instance, str]:
     """Schedule and claim. Returns the instance and the host whose agent to wake.
 
     Runs inside a writing session: SQLite holds its write lock from the first
@@ -97,7 +97,7 @@ def create(
     _log(s, inst.id, request_id, "create", who.name)
     hosts.bump(s, host.id)
     s.flush()
-    return inst, host.name
+    return to_model(inst), host.name
 
 
 def _room(
@@ -179,7 +179,7 @@ def list_instances(s: Session, who: Principal) -> list[model.Instance]:
 
 def act(
     s: Session, who: Principal, key: str, action: str, request_id: str
-) -> tuple[m.Instance, str | None]:
+) -> tuple[model.Instance, str | None]:
     """Start, stop, reboot or delete. Returns the instance and the host to wake."""
     inst = get(s, who, key)
     task = states.begin(action, VmState(inst.vm_state), _task(inst))
@@ -187,12 +187,12 @@ def act(
     if task == TaskState.deleting and inst.host_id is None:
         _finish_delete(s, inst)  # never placed, or released after a failed spawn
         _close(s, inst.id, "delete", None)
-        return inst, None
+        return to_model(inst), None
     inst.task_state = task.value
     if task == TaskState.rebooting:
         inst.reboot_seq += 1
     hosts.bump(s, inst.host_id)
-    return inst, inst.host.name if inst.host else None
+    return to_model(inst), inst.host.name if inst.host else None
 
 
 def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceReport) -> None:
@@ -224,7 +224,7 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
 
 def resize(
     s: Session, who: Principal, key: str, flavor_key: str, request_id: str
-) -> tuple[m.Instance, str | None]:
+) -> tuple[model.Instance, str | None]:
     """Re-claim an ACTIVE instance on its own host with another flavor, live.
 
     The host is judged as if the instance were not on it, by the same filters
@@ -258,7 +258,7 @@ def resize(
     inst.task_state = task.value
     _log(s, inst.id, request_id, "resize", who.name, note)
     hosts.bump(s, inst.host_id)
-    return inst, row.name
+    return to_model(inst), row.name
 
 
 def _limits(flavor: m.Flavor, image: m.Image) -> dict[str, Any]:

@@ -56,6 +56,10 @@ def get(s: Session, who: Principal, key: str) -> m.Volume:
     return lookup.one(s.scalars(q).unique().all(), "volume", key, "dockyard volume list")
 
 
+def show(s: Session, who: Principal, key: str) -> model.Volume:
+    return to_model(s, get(s, who, key))
+
+
 def list_volumes(s: Session, who: Principal) -> list[model.Volume]:
     q = select(m.Volume).order_by(m.Volume.created_at)
     if not who.is_admin:
