@@ -1,0 +1,511 @@
+"""Dockyard against Incus on this machine: create -> answers ping, and memory.
+
+Run as root (issue 9, item 4):
+
+    .venv/bin/python -m bench.peer --install-incus          # 3 rounds of 20
+    .venv/bin/python -m bench.peer --install-incus --quick  # 1 round of 2
+
+What each side gets:
+
+- the same busybox rootfs (``dockyard image build-demo``) plus an /etc/rc.local
+  that, when the environment names an ``IP``, sets it on eth0 and sends one
+  gratuitous ARP.  Dockyard plumbs eth0 from the host, so there the script is a
+  no-op; Incus passes ``environment.IP`` to the container's init, so there the
+  container sets its own fixed address (Incus can only hand out fixed
+  addresses through DHCP on a managed bridge, which Dockyard does not use).
+- a plain bridge made here, 198.18.x addresses, no DHCP, no NAT, and a probe
+  namespace on it that pings the instance every 20 ms (one ``ping -i 0.02``
+  per instance; the probe's ARP retransmit time is 20 ms too).
+- Incus: ``incusd --group root`` started here without systemd, with its own
+  INCUS_DIR (a temp dir: /var/lib/incus is not touched), a ``dir`` pool and a
+  profile with one bridged NIC and ``security.privileged=true`` (Docker's
+  containers have no user namespace either).  No limits, no anti-spoofing.
+- Dockyard: a one-host cluster on a private dockerd (tests/integration/cluster.py)
+  with its limits, /proc view, anti-spoofing and action log all on.
+
+Rounds alternate Incus, Dockyard via the CLI (``server create --wait``) and via
+the REST API (POST, then GET every 50 ms until ACTIVE); each round is ``--count``
+sequential creates, a delete, ``--count`` concurrent creates, a delete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.cluster import Cluster, Probe, run, stop_pid, wait_for  # noqa: E402
+
+RC_LOCAL = b"""#!/bin/sh
+# bench/peer: an instance whose manager does not plumb eth0 sets its own address.
+[ -n "$IP" ] || exit 0
+ip link set lo up
+ip addr add "$IP/24" dev eth0
+ip link set eth0 up
+arping -U -c 1 -w 0 -I eth0 "$IP" >/dev/null 2>&1 &
+"""
+BACKPORTS = Path("/etc/apt/sources.list.d/dockyard-bench-backports.sources")
+APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+APT_LOCK = ("-o", "DPkg::Lock::Timeout=300")
+
+
+# --- installing and removing Incus
+
+
+def installed_packages() -> set[str]:
+    out = run("dpkg-query", "-W", "-f", "${Package}:${Architecture} ${db:Status-Status}\n")
+    return {line.split()[0] for line in out.stdout.splitlines() if line.endswith(" installed")}
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt already uses for bookworm (deb822 or one-line sources)."""
+    for path in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
+        if not path.is_file() or path == BACKPORTS:
+            continue
+        text = path.read_text()
+        if path.suffix == ".sources":
+            for stanza in text.split("\n\n"):
+                fields = dict(
+                    line.split(":", 1) for line in stanza.splitlines() if ":" in line[:12]
+                )
+                suites = fields.get("Suites", "").split()
+                if "bookworm" in suites and "main" in fields.get("Components", ""):
+                    return fields["URIs"].split()[0]
+        else:
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) >= 4 and parts[0] == "deb" and parts[2] == "bookworm":
+                    return parts[1]
+    raise SystemExit("no apt source for Debian bookworm found; cannot add bookworm-backports")
+
+
+@contextmanager
+def incus_installed() -> Iterator[list[str]]:
+    """Add bookworm-backports, install incus; afterwards purge exactly what was added."""
+    before = installed_packages()
+    BACKPORTS.write_text(
+        f"Types: deb\nURIs: {debian_mirror()}\nSuites: bookworm-backports\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    added: list[str] = []
+    try:
+        only_ours = (f"-oDir::Etc::sourcelist={BACKPORTS}", "-oDir::Etc::sourceparts=-")
+        subprocess.run(["apt-get", *only_ours, "-q", "update"], check=True, env=APT_ENV)
+        subprocess.run(
+            ["apt-get", *APT_LOCK, "-q", "-y", "--no-install-recommends", "install",
+             "-t", "bookworm-backports", "incus"],
+            check=True, env=APT_ENV,
+        )  # fmt: skip
+        added = sorted(installed_packages() - before)
+        print(f"installed for the bench: {' '.join(added)}", flush=True)
+        yield added
+    finally:
+        added = sorted(installed_packages() - before)
+        if added:
+            subprocess.run(["apt-get", *APT_LOCK, "-q", "-y", "purge", *added], env=APT_ENV)
+        BACKPORTS.unlink(missing_ok=True)
+        subprocess.run(  # forget the backports lists again
+            ["apt-get", f"-oDir::Etc::sourcelist={BACKPORTS}", "-oDir::Etc::sourceparts=-",
+             "-q", "update"],
+            env=APT_ENV, capture_output=True,
+        )  # fmt: skip
+        left = sorted(installed_packages() & set(added))
+        print(f"purged: {' '.join(added) or 'nothing'}; still installed: {left or 'none'}")
+
+
+# --- the image both sides boot
+
+
+def build_rootfs(dest: Path) -> Path:
+    """`dockyard image build-demo`'s rootfs plus the /etc/rc.local above."""
+    from dockyard.images import rootfs, tarball
+
+    plain = rootfs.build(dest.with_suffix(".plain.tar"))
+    with tarfile.open(plain) as src, tarfile.open(dest, "w") as out:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            out.addfile(member, data)
+        tarball.add_file(out, "etc/rc.local", RC_LOCAL, 0o755)
+    plain.unlink()
+    return dest
+
+
+def incus_metadata(dest: Path) -> Path:
+    meta = (
+        "architecture: x86_64\n"
+        f"creation_date: {int(time.time())}\n"
+        "properties:\n  description: dockyard bench busybox\n  os: busybox\n"
+    ).encode()
+    with tarfile.open(dest, "w") as tar:
+        info = tarfile.TarInfo("metadata.yaml")
+        info.size, info.mode, info.mtime = len(meta), 0o644, int(time.time())
+        tar.addfile(info, io.BytesIO(meta))
+    return dest
+
+
+# --- reachability and memory
+
+
+def pinged(probe: Probe, ip: str, timeout: float = 60) -> None:
+    """Block until ``ip`` answers; the probe sends one echo request every 20 ms."""
+    r = probe.exec("ping", "-n", "-q", "-c", "1", "-i", "0.02", "-w", str(int(timeout)), ip,
+                   check=False)  # fmt: skip
+    if r.returncode != 0:
+        raise AssertionError(f"{ip} did not answer ping within {timeout}s")
+
+
+def fast_arp(probe: Probe) -> None:
+    probe.exec("sysctl", "-q", "-w", "net.ipv4.neigh.probe0.retrans_time_ms=20")
+
+
+def children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return kids
+
+
+def tree(pids: list[int]) -> set[int]:
+    kids, seen, todo = children(), set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(kids.get(pid, []))
+    return seen
+
+
+def cmdline_has(text: str) -> list[int]:
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in path.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(path.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def rss_pss(pids: set[int]) -> tuple[int, int]:
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def cgroup_bytes(init_pids: list[int]) -> int:
+    """memory.current of each instance's cgroup (the one its init lives in)."""
+    total = 0
+    for pid in init_pids:
+        try:
+            rel = Path(f"/proc/{pid}/cgroup").read_text().split("::", 1)[1].strip()
+        except (OSError, IndexError):
+            continue
+        for leaf in ("/.lxc", "/init.scope"):
+            rel = rel.removesuffix(leaf)
+        try:
+            total += int(Path(f"/sys/fs/cgroup{rel}/memory.current").read_text())
+        except OSError:
+            continue
+    return total
+
+
+def footprint(daemons: set[int], init_pids: list[int]) -> dict[str, float]:
+    daemons -= tree(init_pids)
+    rss, pss = rss_pss(daemons)
+    mib = 1024 * 1024
+    return {"procs": len(daemons), "rss": rss / mib, "pss": pss / mib,
+            "cgroups": cgroup_bytes(init_pids) / mib}  # fmt: skip
+
+
+# --- Incus
+
+
+class Incus:
+    """An incusd of our own: INCUS_DIR in a temp dir, a bridge and probe of our own."""
+
+    def __init__(self, tag: str, subnet: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"dyi-{tag}-"))
+        self.subnet, self.bridge = subnet, f"dyi-{tag}"
+        self.env = {**os.environ, "INCUS_DIR": str(self.root)}
+        self.probe = Probe(f"i{tag}", self.bridge, f"{subnet}.254/24")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def incus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(["incus", *args], capture_output=True, text=True, env=self.env)
+        if check and r.returncode != 0:
+            raise AssertionError(f"incus {' '.join(args)} failed: {r.stderr.strip()}")
+        return r
+
+    def start(self, rootfs: Path) -> None:
+        self.probe.start()  # makes the bridge too
+        fast_arp(self.probe)
+        log = (self.root / "incusd.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["incusd", "--group", "root"], stdout=log, stderr=log, env=self.env,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(self._answers, 60, "incusd to answer", interval=0.2)
+        self.incus("storage", "create", "bench", "dir")
+        self.incus("profile", "create", "bench")
+        self.incus("profile", "set", "bench", "security.privileged=true")
+        self.incus("profile", "device", "add", "bench", "root", "disk", "path=/", "pool=bench")
+        self.incus("profile", "device", "add", "bench", "eth0", "nic", "nictype=bridged",
+                   f"parent={self.bridge}", "name=eth0")  # fmt: skip
+        meta = incus_metadata(self.root / "meta.tar")
+        self.incus("image", "import", str(meta), str(rootfs), "--alias", "bench-busybox")
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"incusd exited; see {self.root}/incusd.log")
+        return self.incus("info", check=False).returncode == 0
+
+    def create(self, i: int) -> float:
+        ip = f"{self.subnet}.{10 + i}"
+        start = time.monotonic()
+        self.incus("launch", "bench-busybox", f"b{i}", "-p", "bench", "-c", f"environment.IP={ip}")
+        pinged(self.probe, ip)
+        return time.monotonic() - start
+
+    def names(self) -> list[str]:
+        return [i["name"] for i in json.loads(self.incus("list", "-f", "json").stdout)]
+
+    def clean(self) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: self.incus("delete", "-f", n, check=False), self.names()))
+
+    def init_pids(self) -> list[int]:
+        return [i["state"]["pid"] for i in json.loads(self.incus("list", "-f", "json").stdout)
+                if i.get("state") and i["state"].get("pid")]  # fmt: skip
+
+    def daemons(self) -> set[int]:
+        assert self.proc is not None
+        return tree([self.proc.pid]) | set(cmdline_has(f"[lxc monitor] {self.root}"))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.clean()
+                self.incus("image", "delete", "bench-busybox", check=False)
+                self.incus("profile", "delete", "bench", check=False)
+                self.incus("storage", "delete", "bench", check=False)
+            finally:
+                stop_pid(self.proc, timeout=30)
+        self.probe.stop()
+        run("ip", "link", "del", self.bridge, check=False)
+        for mount in reversed(mounts_under(self.root)):
+            run("umount", "-l", mount, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/mounts") as f:
+        return [p for p in (line.split()[1] for line in f) if p.startswith(prefix)]
+
+
+# --- Dockyard
+
+
+class Dockyard:
+    """A one-host Dockyard (tests/integration/cluster.py) with the same rootfs."""
+
+    def __init__(self) -> None:
+        self.cluster = Cluster()
+
+    def start(self, rootfs: Path) -> None:
+        c = self.cluster
+        c.start()
+        fast_arp(c.probe)
+        c.cli("network", "create", "net", "--cidr", f"{c.subnet}.0/24", "--bridge", c.bridge,
+              "--pool", f"{c.subnet}.10-{c.subnet}.99")  # fmt: skip
+        c.cli("flavor", "create", "small", "--vcpus", "1", "--memory", "128")
+        c.cli("image", "import", "demo", "--rootfs", str(rootfs))
+        self.via_api(999)  # warm-up: the agent loads the image once
+        self.clean()
+
+    def via_cli(self, i: int) -> float:
+        start = time.monotonic()
+        inst = self.cluster.create(f"c{i}")
+        pinged(self.cluster.probe, inst["ip"])
+        return time.monotonic() - start
+
+    def via_api(self, i: int) -> float:
+        c, start = self.cluster, time.monotonic()
+        body = {"name": f"a{i}", "image": "demo", "flavor": "small", "network": "net"}
+        inst = c.api("POST", "/instances", json=body)
+        wait_for(lambda: c.api("GET", f"/instances/{inst['id']}")["status"] == "ACTIVE",
+                 60, "ACTIVE", interval=0.05)  # fmt: skip
+        pinged(c.probe, inst["ip"])
+        return time.monotonic() - start
+
+    def clean(self) -> None:
+        c = self.cluster
+        for inst in c.api("GET", "/instances"):
+            c.api("DELETE", f"/instances/{inst['id']}")
+        wait_for(lambda: not c.api("GET", "/instances"), 120, "instances to go")
+
+    def init_pids(self) -> list[int]:
+        assert self.cluster.docker is not None
+        return [int(c.attrs["State"]["Pid"]) for c in self.cluster.docker.containers.list()]
+
+    def daemons(self) -> set[int]:
+        c = self.cluster
+        top = [p.pid for p in (c.server_proc, c.agent_proc, c.dockerd.proc) if p is not None]
+        shims = [p for p in cmdline_has(f"{c.dockerd.exec_root}/") if p not in top]
+        return tree(top) | set(shims)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+# --- rounds and the report
+
+Create = Callable[[int], float]
+
+
+def concurrent(fn: Create, count: int) -> float:
+    start = time.monotonic()
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(fn, range(count)))
+    return time.monotonic() - start
+
+
+def one_round(fn: Create, clean: Callable[[], None], count: int) -> tuple[list[float], float]:
+    seq = [fn(i) for i in range(count)]
+    clean()
+    wall = concurrent(fn, count)
+    return seq, wall  # the caller deletes after measuring memory
+
+
+def p90(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[max(0, int(round(len(s) * 0.9)) - 1)]
+
+
+def report(results: dict[str, dict[str, list[float]]], mem: dict[str, Any], count: int) -> None:
+    base = results.get("incus")
+    rounds = len(next(iter(results.values()))["wall"])
+    print(f"\ncreate -> answers ping: {count} per phase, {rounds} rounds, all rounds pooled")
+    print(f"{'':12} {'seq median':>11} {'seq p90':>9} {'concurrent':>11} {'conc p90':>9}"
+          f" {'x Incus seq':>12} {'x Incus conc':>13}")  # fmt: skip
+    for name, r in results.items():
+        ms, mw = statistics.median(r["seq"]), statistics.median(r["wall"])
+        ratio = ("", "")
+        if base and name != "incus":
+            ratio = (f"{ms / statistics.median(base['seq']):.2f}x",
+                     f"{mw / statistics.median(base['wall']):.2f}x")  # fmt: skip
+        print(f"{name:12} {ms:10.3f}s {p90(r['seq']):8.3f}s {mw:10.3f}s {p90(r['wall']):8.3f}s"
+              f" {ratio[0]:>12} {ratio[1]:>13}")  # fmt: skip
+    print("\nmemory (MiB): daemons' RSS / PSS, and the instances' memory cgroups")
+    for name, m in mem.items():
+        for when in ("idle", "loaded"):
+            if when in m:
+                x = m[when]
+                print(
+                    f"{name:8} {when:6} {x['procs']:3.0f} procs  RSS {x['rss']:7.1f}  "
+                    f"PSS {x['pss']:7.1f}  cgroups {x['cgroups']:7.1f}"
+                )
+    print(json.dumps({"results": results, "memory": mem}))
+
+
+def run_rounds(systems: dict[str, tuple[Create, Callable[[], None], Any]], rounds: int,
+               count: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:  # fmt: skip
+    results = {n: {"seq": [], "wall": []} for n in systems}  # type: dict[str, dict[str, list[float]]]
+    mem: dict[str, Any] = {}
+    owners = {id(owner): n.split()[0] for n, (_, _, owner) in systems.items()}
+    for _, _, owner in systems.values():
+        mem.setdefault(owners[id(owner)], {})["idle"] = footprint(owner.daemons(), [])
+    for r in range(rounds):
+        for name, (fn, clean, owner) in systems.items():
+            seq, wall = one_round(fn, clean, count)
+            results[name]["seq"] += seq
+            results[name]["wall"].append(wall)
+            if r == rounds - 1:
+                mem[owners[id(owner)]]["loaded"] = footprint(owner.daemons(), owner.init_pids())
+            clean()
+            print(f"round {r + 1} {name}: seq median {statistics.median(seq):.3f}s, "
+                  f"{count} concurrent {wall:.3f}s", flush=True)  # fmt: skip
+    return results, mem
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 instances, 1 round")
+    p.add_argument(
+        "--install-incus",
+        action="store_true",
+        help="install incus from bookworm-backports now, purge it afterwards",
+    )
+    p.add_argument("--skip-incus", action="store_true", help="measure Dockyard only")
+    args = p.parse_args()
+    if args.quick:
+        args.rounds, args.count = 1, 2
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: it starts daemons and makes bridges and namespaces")
+    if not (args.install_incus or args.skip_incus or shutil.which("incusd")):
+        print(
+            "incus is not installed. Pass --install-incus to install it from bookworm-backports"
+            " for this run (purged afterwards), or --skip-incus.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    with ExitStack() as stack:
+        if args.install_incus and not args.skip_incus:
+            stack.enter_context(incus_installed())
+        measure(stack, args)
+
+
+def measure(stack: ExitStack, args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="dyk-peer-"))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    rootfs = build_rootfs(work / "rootfs.tar")
+    dy = Dockyard()
+    stack.callback(dy.stop)
+    dy.start(rootfs)
+    systems: dict[str, tuple[Create, Callable[[], None], Any]] = {}
+    if not args.skip_incus:
+        subnet = f"198.18.{(int(dy.cluster.subnet.split('.')[2]) + 100) % 220 + 20}"
+        incus = Incus(dy.cluster.tag, subnet)
+        stack.callback(incus.stop)
+        incus.start(rootfs)
+        incus.create(99)  # warm-up, as Dockyard had
+        incus.clean()
+        systems["incus"] = (incus.create, incus.clean, incus)
+    systems["dockyard cli"] = (dy.via_cli, dy.clean, dy)
+    systems["dockyard api"] = (dy.via_api, dy.clean, dy)
+    results, mem = run_rounds(systems, args.rounds, args.count)
+    report(results, mem, args.count)
+
+
+if __name__ == "__main__":
+    main()
