@@ -67,9 +67,12 @@ APT_LOCK = ("-o", "DPkg::Lock::Timeout=300")
 # --- installing and removing Incus
 
 
-def installed_packages() -> set[str]:
-    out = run("dpkg-query", "-W", "-f", "${Package}:${Architecture} ${db:Status-Status}\n")
-    return {line.split()[0] for line in out.stdout.splitlines() if line.endswith(" installed")}
+def installed_packages() -> dict[str, str]:
+    out = run(
+        "dpkg-query", "-W", "-f", "${Package}:${Architecture} ${Version} ${db:Status-Status}\n"
+    )
+    rows = (line.split() for line in out.stdout.splitlines())
+    return {r[0]: r[1] for r in rows if len(r) == 3 and r[2] == "installed"}
 
 
 def debian_mirror() -> str:
@@ -94,38 +97,59 @@ def debian_mirror() -> str:
     raise SystemExit("no apt source for Debian bookworm found; cannot add bookworm-backports")
 
 
+SYSTEM_PATHS = [Path(p) for p in ("/var/lib/incus", "/var/log/incus", "/var/cache/incus")]
+
+
+def groups() -> set[str]:
+    return {line.split(":")[0] for line in Path("/etc/group").read_text().splitlines()}
+
+
 @contextmanager
 def incus_installed() -> Iterator[list[str]]:
-    """Add bookworm-backports, install incus; afterwards purge exactly what was added."""
-    before = installed_packages()
+    """Add bookworm-backports, install incus-base (incusd without the VM half: no
+    QEMU) and its client; afterwards purge exactly the packages that were added,
+    drop the source and its lists, and what the packages left behind."""
+    before, had_groups = installed_packages(), groups()
+    had_paths = {p for p in SYSTEM_PATHS if p.exists()}
     BACKPORTS.write_text(
         f"Types: deb\nURIs: {debian_mirror()}\nSuites: bookworm-backports\n"
         "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     )
     added: list[str] = []
     try:
-        only_ours = (f"-oDir::Etc::sourcelist={BACKPORTS}", "-oDir::Etc::sourceparts=-")
-        subprocess.run(["apt-get", *only_ours, "-q", "update"], check=True, env=APT_ENV)
+        subprocess.run(["apt-get", *APT_LOCK, "-q", "update"], check=True, env=APT_ENV)
         subprocess.run(
             ["apt-get", *APT_LOCK, "-q", "-y", "--no-install-recommends", "install",
-             "-t", "bookworm-backports", "incus"],
+             "-t", "bookworm-backports", "incus-base"],
             check=True, env=APT_ENV,
         )  # fmt: skip
-        added = sorted(installed_packages() - before)
+        after = installed_packages()
+        added = sorted(set(after) - set(before))
+        upgraded = sorted(f"{p} {before[p]} -> {v}" for p, v in after.items()
+                          if p in before and before[p] != v)  # fmt: skip
         print(f"installed for the bench: {' '.join(added)}", flush=True)
+        print(f"upgraded as dependencies (stay upgraded): {upgraded or 'none'}", flush=True)
         yield added
     finally:
-        added = sorted(installed_packages() - before)
-        if added:
-            subprocess.run(["apt-get", *APT_LOCK, "-q", "-y", "purge", *added], env=APT_ENV)
-        BACKPORTS.unlink(missing_ok=True)
-        subprocess.run(  # forget the backports lists again
-            ["apt-get", f"-oDir::Etc::sourcelist={BACKPORTS}", "-oDir::Etc::sourceparts=-",
-             "-q", "update"],
-            env=APT_ENV, capture_output=True,
-        )  # fmt: skip
-        left = sorted(installed_packages() & set(added))
-        print(f"purged: {' '.join(added) or 'nothing'}; still installed: {left or 'none'}")
+        uninstall(before, had_groups, had_paths)
+
+
+def uninstall(before: dict[str, str], had_groups: set[str], had_paths: set[Path]) -> None:
+    added = sorted(set(installed_packages()) - set(before))
+    if added:
+        subprocess.run(["apt-get", *APT_LOCK, "-q", "-y", "purge", *added], env=APT_ENV)
+    BACKPORTS.unlink(missing_ok=True)
+    for lists in Path("/var/lib/apt/lists").glob("*_dists_bookworm-backports_*"):
+        lists.unlink()
+    subprocess.run(["apt-get", *APT_LOCK, "-q", "check"], env=APT_ENV, capture_output=True)
+    for path in SYSTEM_PATHS:
+        if path.exists() and path not in had_paths:
+            shutil.rmtree(path, ignore_errors=True)
+    for group in sorted(groups() - had_groups):
+        if group.startswith("incus"):
+            run("groupdel", group, check=False)
+    left = sorted(set(installed_packages()) & set(added))
+    print(f"purged: {' '.join(added) or 'nothing'}; still installed: {left or 'none'}")
 
 
 # --- the image both sides boot
