@@ -97,6 +97,15 @@ def debian_mirror() -> str:
     raise SystemExit("no apt source for Debian bookworm found; cannot add bookworm-backports")
 
 
+def incusd_path() -> str | None:
+    """incusd is not on PATH in Debian's package (it lives under /usr/lib*)."""
+    found = shutil.which("incusd")
+    if found:
+        return found
+    listed = run("dpkg", "-L", "incus-base", check=False).stdout.split()
+    return next((p for p in listed if p.endswith("/incusd") and os.access(p, os.X_OK)), None)
+
+
 SYSTEM_PATHS = [Path(p) for p in ("/var/lib/incus", "/var/log/incus", "/var/cache/incus")]
 
 
@@ -244,18 +253,34 @@ def rss_pss(pids: set[int]) -> tuple[int, int]:
     return rss, pss
 
 
-def cgroup_bytes(init_pids: list[int]) -> int:
-    """memory.current of each instance's cgroup (the one its init lives in)."""
-    total = 0
-    for pid in init_pids:
-        try:
-            rel = Path(f"/proc/{pid}/cgroup").read_text().split("::", 1)[1].strip()
-        except (OSError, IndexError):
-            continue
+def memory_cgroup_file(pid: int) -> Path | None:
+    """The usage file of the memory cgroup ``pid`` lives in (cgroup v1 or v2)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
         for leaf in ("/.lxc", "/init.scope"):
             rel = rel.removesuffix(leaf)
+        if "memory" in controllers.split(","):
+            return Path(f"/sys/fs/cgroup/memory{rel}/memory.usage_in_bytes")
+    for line in lines:
+        if line.startswith("0::"):
+            unified = "/sys/fs/cgroup" + (
+                "/unified" if Path("/sys/fs/cgroup/unified").is_dir() else ""
+            )
+            return Path(f"{unified}{line[3:].removesuffix('/.lxc')}/memory.current")
+    return None
+
+
+def cgroup_bytes(init_pids: list[int]) -> int:
+    """The memory use (page cache included) of each instance's cgroup, summed."""
+    total = 0
+    for pid in init_pids:
+        path = memory_cgroup_file(pid)
         try:
-            total += int(Path(f"/sys/fs/cgroup{rel}/memory.current").read_text())
+            total += int(path.read_text()) if path else 0
         except OSError:
             continue
     return total
@@ -293,7 +318,7 @@ class Incus:
         fast_arp(self.probe)
         log = (self.root / "incusd.log").open("ab")
         self.proc = subprocess.Popen(
-            ["incusd", "--group", "root"], stdout=log, stderr=log, env=self.env,
+            [incusd_path() or "incusd", "--group", "root"], stdout=log, stderr=log, env=self.env,
             start_new_session=True,
         )  # fmt: skip
         wait_for(self._answers, 60, "incusd to answer", interval=0.2)
@@ -496,7 +521,7 @@ def main() -> None:
         args.rounds, args.count = 1, 2
     if os.geteuid() != 0:
         raise SystemExit("run as root: it starts daemons and makes bridges and namespaces")
-    if not (args.install_incus or args.skip_incus or shutil.which("incusd")):
+    if not (args.install_incus or args.skip_incus or incusd_path()):
         print(
             "incus is not installed. Pass --install-incus to install it from bookworm-backports"
             " for this run (purged afterwards), or --skip-incus.",
