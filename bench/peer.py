@@ -290,7 +290,7 @@ def footprint(daemons: set[int], init_pids: list[int]) -> dict[str, float]:
     daemons -= tree(init_pids)
     rss, pss = rss_pss(daemons)
     mib = 1024 * 1024
-    return {"procs": len(daemons), "rss": rss / mib, "pss": pss / mib,
+    return {"procs": len(daemons), "instances": len(init_pids), "rss": rss / mib, "pss": pss / mib,
             "cgroups": cgroup_bytes(init_pids) / mib}  # fmt: skip
 
 
@@ -473,14 +473,14 @@ def report(results: dict[str, dict[str, list[float]]], mem: dict[str, Any], coun
                      f"{mw / statistics.median(base['wall']):.2f}x")  # fmt: skip
         print(f"{name:12} {ms:10.3f}s {p90(r['seq']):8.3f}s {mw:10.3f}s {p90(r['wall']):8.3f}s"
               f" {ratio[0]:>12} {ratio[1]:>13}")  # fmt: skip
-    print("\nmemory (MiB): daemons' RSS / PSS, and the instances' memory cgroups")
+    print("\nmemory (MiB): daemons RSS / PSS; N instances: their memory cgroups, summed")
     for name, m in mem.items():
         for when in ("idle", "loaded"):
             if when in m:
                 x = m[when]
                 print(
                     f"{name:8} {when:6} {x['procs']:3.0f} procs  RSS {x['rss']:7.1f}  "
-                    f"PSS {x['pss']:7.1f}  cgroups {x['cgroups']:7.1f}"
+                    f"PSS {x['pss']:7.1f}  {x['instances']:2.0f} instances {x['cgroups']:6.1f}"
                 )
     print(json.dumps({"results": results, "memory": mem}))
 
