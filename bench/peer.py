@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +306,7 @@ class Incus:
         self.env = {**os.environ, "INCUS_DIR": str(self.root)}
         self.probe = Probe(f"i{tag}", self.bridge, f"{subnet}.254/24")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lxc_cgroups: set[Path] | None = None
 
     def incus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(["incus", *args], capture_output=True, text=True, env=self.env)
@@ -314,6 +315,7 @@ class Incus:
         return r
 
     def start(self, rootfs: Path) -> None:
+        self.lxc_cgroups = cgroup_dirs("lxc.*")  # liblxc leaves lxc.pivot behind
         self.probe.start()  # makes the bridge too
         fast_arp(self.probe)
         log = (self.root / "incusd.log").open("ab")
@@ -372,6 +374,23 @@ class Incus:
         for mount in reversed(mounts_under(self.root)):
             run("umount", "-l", mount, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.lxc_cgroups is not None:
+            remove_new_cgroups(self.lxc_cgroups, "lxc.*")
+
+
+def cgroup_dirs(pattern: str) -> set[Path]:
+    """Cgroup directories named ``pattern`` at most four levels deep, any hierarchy."""
+    root = Path("/sys/fs/cgroup")
+    return {p for depth in range(1, 5) for p in root.glob("/".join(["*"] * depth)[:-1] + pattern)
+            if p.is_dir()}  # fmt: skip
+
+
+def remove_new_cgroups(before: set[Path], pattern: str) -> None:
+    """rmdir (empty ones only) the cgroups named ``pattern`` that were not there before."""
+    for path in sorted(cgroup_dirs(pattern) - before, key=lambda p: -len(p.parts)):
+        for sub in sorted(path.glob("**/"), key=lambda p: -len(p.parts)):
+            with suppress(OSError):
+                sub.rmdir()
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -433,6 +452,7 @@ class Dockyard:
 
     def stop(self) -> None:
         self.cluster.stop()
+        remove_new_cgroups(set(), self.cluster.dockerd.cgroup_parent)  # dockerd's parent
 
 
 # --- rounds and the report
