@@ -115,6 +115,7 @@ class Dockerd:
         # a dockerd stopped early in its start leaves its data root mounted on itself
         for mount in reversed(mounts_under(self.root) + mounts_under(self.exec_root)):
             run("umount", "-l", mount, check=False)
+        remove_cgroups(self.cgroup_parent)
 
     def restart(self) -> None:
         self.stop()
@@ -176,6 +177,17 @@ class Probe:
     def stop(self) -> None:
         run("ip", "link", "del", self.host_if, check=False)
         run("ip", "netns", "del", self.ns, check=False)
+
+
+def remove_cgroups(name: str, fs: Path = Path("/sys/fs/cgroup")) -> None:
+    """Remove the (empty, once dockerd and its containers are gone) cgroup ``name`` and
+    what is below it, in every hierarchy: a dockerd's --cgroup-parent outlives it."""
+    for top in fs.glob(f"*/{name}"):
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True) + [top]:
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # still in use, or not empty: left as is
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ reconciles and when it is torn down.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,8 @@ def test_a_second_cloud_on_the_machine_leaves_the_first_ones_instances_alone(clu
         assert sorted(cluster.links()) == links
         assert cluster.probe.ping(mine["ip"], count=2)
         assert other.probe.ping(theirs["ip"], count=2)
-    # the other cloud is gone, with everything it made, and only that
+    # the other cloud is gone, with everything it made (its dockerd's cgroups too), and only that
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{other.dockerd.cgroup_parent}"))
     assert sorted(cluster.links()) == links and port in firewall.ports()
     assert cluster.probe.ping(mine["ip"], count=2)
     cluster.cli("server", "delete", "mine", "--wait")
