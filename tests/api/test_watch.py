@@ -16,7 +16,9 @@ def _spawned(cloud, name="web"):
 
 
 def _watch(cloud, key, since="", wait=0.0, token=None):
-    return cloud.call("GET", f"/instances/{key}/watch", token, params={"since": since, "wait": wait})
+    return cloud.call(
+        "GET", f"/instances/{key}/watch", token, params={"since": since, "wait": wait}
+    )
 
 
 def _in_thread(fn):
@@ -97,7 +99,9 @@ def test_a_deletion_ends_the_watch_with_410(cloud):
     t, out = _in_thread(lambda: _watch(cloud, iid, since=version, wait=20))
     time.sleep(0.2)
     gone = time.monotonic()
-    cloud.ok("PUT", f"/agent/instances/{iid}/state", agent, json={"power_state": "nostate", "gone": True})
+    cloud.ok(
+        "PUT", f"/agent/instances/{iid}/state", agent, json={"power_state": "nostate", "gone": True}
+    )
     t.join(10)
     assert out["r"].status_code == 410 and "deleted" in out["r"].json()["detail"]
     assert out["at"] - gone < 0.3
