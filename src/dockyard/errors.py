@@ -7,6 +7,7 @@
     ├── NotFound (404)             also for resources of another project
     ├── Conflict (409)             state does not allow it, name or IP taken
     │   └── NoValidHost (409)      the scheduler found no host; says why
+    ├── Gone (410)                 it existed and was deleted (ends a watch)
     └── Unprocessable (422)        input is well-formed but invalid
 
 Every error carries a ``detail`` that tells the user what to change. The API
@@ -72,6 +73,11 @@ class Conflict(DockyardError):
 
 class NoValidHost(Conflict):
     title = "No valid host"
+
+
+class Gone(DockyardError):
+    status = 410
+    title = "Gone"
 
 
 class Unprocessable(DockyardError):

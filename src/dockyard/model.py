@@ -689,6 +689,16 @@ class Instance(Schema):
     updated_at: datetime
 
 
+class InstanceWatched(Schema):
+    """What a watch on an instance answers: its state and a version to pass back."""
+
+    version: str = Field(
+        description="opaque; changes whenever anything in `instance` changes. Pass it back "
+        "as `since` to wait for the next change"
+    )
+    instance: Instance
+
+
 class ResizeRequest(Schema):
     flavor: str = Field(max_length=63)
 

@@ -96,3 +96,4 @@ def report(instance_id: Key, body: model.InstanceReport, db: Db, who: Agent, wat
     with db.session() as s:
         instances.report(s, who.host_name, instance_id, body)
     watch.notify(who.host_name)
+    watch.instances.notify(instance_id)  # users waiting on it (`--wait`)

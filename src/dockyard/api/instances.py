@@ -1,13 +1,20 @@
-"""Instances (servers): create, list, show, actions, action log."""
+"""Instances (servers): create, list, show, watch, actions, action log."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import asyncio
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
 from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
 from dockyard.db import instances
+from dockyard.db.identity import Principal
+from dockyard.db.session import Database
 
 router = APIRouter(tags=["instances"])
 
@@ -25,6 +32,7 @@ def create_instance(
 
     inst, host = db.retry(claim)
     watch.notify(host)
+    watch.instances.notify(inst.id)
     return inst
 
 
@@ -41,6 +49,49 @@ def show_instance(key: Key, db: Db, who: User) -> model.InstanceDetail:
         return instances.detail(s, instances.get(s, who, key))
 
 
+@router.get("/instances/{key}/watch")
+async def watch_instance(
+    key: Key,
+    db: Db,
+    who: User,
+    watch: Watch,
+    since: Annotated[
+        str, Query(max_length=64, description="the version you have; empty: answer at once")
+    ] = "",
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
+) -> model.InstanceWatched:
+    """Long poll: answer as soon as the instance's version differs from ``since`` (at
+    once if it already does), else with the same version after ``wait`` seconds.
+    404 for an instance the caller cannot see, 410 once it is deleted."""
+    deadline = asyncio.get_running_loop().time() + wait
+    ident, fut = key, None
+    try:
+        while True:
+            seen = await run_in_threadpool(_watched, db, who, ident)
+            left = deadline - asyncio.get_running_loop().time()
+            if seen.version != since or left <= 0:
+                return seen
+            if fut is not None:  # registered before that read: nothing slipped between
+                await watch.instances.wait(ident, fut, min(1.0, left))  # 1 s: other servers
+            ident = seen.instance.id  # a name resolves once; a deletion then answers 410
+            fut = watch.instances.register(ident)
+    finally:
+        if fut is not None:
+            watch.instances.cancel(ident, fut)
+
+
+def _watched(db: Database, who: Principal, key: str) -> model.InstanceWatched:
+    with db.session(write=False) as s:
+        inst = instances.watched(s, who, key)
+    return model.InstanceWatched(version=version_of(inst), instance=inst)
+
+
+def version_of(inst: model.Instance) -> str:
+    """Changes whenever anything a user sees of the instance changes (no migration:
+    derived from the fields, ``updated_at`` included)."""
+    return hashlib.blake2b(inst.model_dump_json().encode(), digest_size=8).hexdigest()
+
+
 @router.get("/instances/{key}/actions")
 def list_actions(key: Key, db: Db, who: User) -> list[model.InstanceAction]:
     with db.session(write=False) as s:
@@ -51,6 +102,7 @@ def _act(action: str, key: str, who: Member, db: Db, watch: Watch, rid: str) -> 
     with db.session() as s:
         out, host = instances.act(s, who, key, action, rid)
     watch.notify(host)
+    watch.instances.notify(out.id)
     return out
 
 
@@ -81,6 +133,7 @@ def resize(
 
     inst, host = db.retry(claim)
     watch.notify(host)
+    watch.instances.notify(inst.id)
     return inst
 
 

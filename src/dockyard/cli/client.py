@@ -63,6 +63,18 @@ class Api:
             raise CliError(_problem(r))
         return r.json()
 
+    def long_poll(self, path: str, params: dict[str, Any], hold: float) -> tuple[int, Any]:
+        """GET that the server may hold ``hold`` seconds: (status, body); 404 and 410
+        come back as statuses (the caller decides what a missing route or a deleted
+        resource means), other errors raise CliError."""
+        try:
+            r = self._http.get(path, params=params, timeout=hold + 30)
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
+        if r.status_code >= 400 and r.status_code not in (404, 410):
+            raise CliError(_problem(r))
+        return r.status_code, (r.json() if r.content else None)
+
     def exists(self, path: str) -> bool:
         return self.find(path) is not None
 

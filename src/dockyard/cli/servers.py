@@ -109,32 +109,68 @@ def _volumes(specs: list[str] | None) -> list[dict[str, Any]]:
 
 
 def wait(api: Api, ident: str, label: str, timeout: float, gone_ok: bool = False) -> Any:
-    """Poll until the instance settles (or disappears, for delete); show progress."""
-    start, last = time.monotonic(), ""
-    tty = sys.stderr.isatty()
+    """Follow the instance's watch until it settles (or disappears, for delete), showing
+    progress. A server without the watch endpoint (404 on the route) is polled instead."""
+    seen = _Seen(label, timeout, gone_ok)
+    hold = 1.0 if seen.tty else WATCH_HOLD  # a terminal's clock ticks once a second
+    version = ""
     while True:
-        elapsed = time.monotonic() - start
-        server = api.find(f"/instances/{ident}")
+        wait_s = min(hold, max(0.0, timeout - seen.elapsed()))
+        params = {"since": version, "wait": f"{wait_s:.3f}"}
+        status, body = api.long_poll(f"/instances/{ident}/watch", params, wait_s)
+        if status == 404 and not version:
+            return _poll(api, ident, seen)
+        settled, server = seen.saw(body["instance"] if status == 200 else None)
+        if settled:
+            return server
+        version = body["version"]
+
+
+WATCH_HOLD = 25.0  # seconds per long poll (the server allows up to 60)
+
+
+def _poll(api: Api, ident: str, seen: _Seen) -> Any:
+    """For servers older than the watch endpoint: read every 50 ms."""
+    while True:
+        settled, server = seen.saw(api.find(f"/instances/{ident}"))
+        if settled:
+            return server
+        time.sleep(0.05)
+
+
+class _Seen:
+    """What --wait has seen: prints progress, says when to stop, enforces the timeout."""
+
+    def __init__(self, label: str, timeout: float, gone_ok: bool) -> None:
+        self.label, self.timeout, self.gone_ok = label, timeout, gone_ok
+        self.start, self.last, self.tty = time.monotonic(), "", sys.stderr.isatty()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def saw(self, server: Any) -> tuple[bool, Any]:
+        """(settled, the instance); raises CliError on timeout or an unexpected deletion."""
+        elapsed, label, tty = self.elapsed(), self.label, self.tty
         if server is None:
-            if gone_ok:
+            if self.gone_ok:
                 _progress(f"{label}: deleted ({elapsed:.1f}s)", tty, final=True)
-                return None
+                return True, None
             raise CliError(f"{label} disappeared while waiting; see `dockyard server list`")
         line = f"{label}: {server['status']}"
         if server["task_state"]:
             line += f" ({server['task_state']})"
-        if line != last or tty:
+        if line != self.last or tty:
             _progress(f"{line} {elapsed:.1f}s", tty)
-            last = line
-        if server["status"] in SETTLED and not server["task_state"] and not gone_ok:
+            self.last = line
+        if server["status"] in SETTLED and not server["task_state"] and not self.gone_ok:
             _progress(f"{line} in {elapsed:.2f}s", tty, final=True)
-            return server
-        if elapsed > timeout:
+            return True, server
+        if elapsed > self.timeout:
             raise CliError(
-                f"{label} is still {server['status']} after {timeout:.0f}s; "
+                f"{label} is still {server['status']} after {self.timeout:.0f}s; "
                 "check `dockyard host list` and the agent's log"
             )
-        time.sleep(0.05)
+        return False, server
 
 
 def _progress(text: str, tty: bool, final: bool = False) -> None:

@@ -12,7 +12,7 @@ from dockyard import model, states
 from dockyard.db import catalog, hosts, lookup, quotas, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
-from dockyard.errors import Conflict, NotFound, NoValidHost
+from dockyard.errors import Conflict, Gone, NotFound, NoValidHost
 from dockyard.model import PowerState, TaskState, VmState
 from dockyard.network import hostname, ipam
 from dockyard.scheduler import claim
@@ -168,6 +168,16 @@ def get(s: Session, who: Principal, key: str) -> m.Instance:
     if not who.is_admin:
         q = q.where(m.Instance.project_id == who.project_id)
     return lookup.one(s.scalars(q).unique().all(), "instance", key, "dockyard server list")
+
+
+def watched(s: Session, who: Principal, key: str) -> model.Instance:
+    """The instance for a watch: as ``get``, but an id the caller's project deleted is
+    Gone (410), so a waiter learns it ended; another project's stays NotFound."""
+    row = s.get(m.Instance, key)
+    if row is not None and row.deleted_at is not None:
+        if who.is_admin or row.project_id == who.project_id:
+            raise Gone(f"instance {row.name} ({key}) was deleted")
+    return to_model(get(s, who, key))
 
 
 def list_instances(s: Session, who: Principal) -> list[model.Instance]:
