@@ -1,16 +1,38 @@
-"""A thin HTTP client for the CLI; problem+json errors become CliError."""
+"""A thin HTTP client for the CLI; problem+json errors become CliError.
+
+Standard library only, because the CLI's start-up time is its latency: httpx
+(and the TLS context it builds for every client) took longer to import and
+set up than the whole command may take. :func:`_exchange` is the one place
+that speaks HTTP/1.1 on a socket; https (TLS) is added there.
+"""
 
 from __future__ import annotations
 
+import json as jsonlib
 import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
 
-import httpx
+TIMEOUT = 60.0
+_PATH_SAFE = "/?&=%:@+,;!$'()*~"
 
 
 class CliError(Exception):
     """Printed as ``error: <message>`` and exit status 1; never a traceback."""
+
+
+class Response:
+    def __init__(self, status: int, content: bytes) -> None:
+        self.status_code, self.content = status, content
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
 
 
 class Api:
@@ -23,21 +45,28 @@ class Api:
                 "`dockyard up`)"
             )
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url + "/v1", headers={"authorization": f"Bearer {token}"}, timeout=60
-        )
+        parts = urlsplit(self.url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise CliError(f"DOCKYARD_URL must look like http://HOST:PORT, not {url!r}")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._netloc, self._prefix = parts.netloc, parts.path + "/v1"
+        self._token = token
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
+    def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        content: BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        r = self._request(method, path, json, content, headers)
         if r.status_code >= 400:
             raise CliError(_problem(r))
         return r.json() if r.content else None
 
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.call("GET", path, **kw)
+    def get(self, path: str) -> Any:
+        return self.call("GET", path)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, json=body)
@@ -53,10 +82,7 @@ class Api:
 
     def find(self, path: str) -> Any:
         """GET, or None when the resource does not exist (404)."""
-        try:
-            r = self._http.get(path)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
+        r = self._request("GET", path, None, None, None)
         if r.status_code == 404:
             return None
         if r.status_code >= 400:
@@ -78,8 +104,83 @@ class Api:
     def exists(self, path: str) -> bool:
         return self.find(path) is not None
 
+    def _request(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: BinaryIO | None,
+        headers: dict[str, str] | None,
+    ) -> Response:
+        head = {
+            "host": self._netloc,
+            "authorization": f"Bearer {self._token}",
+            "accept": "application/json",
+            "user-agent": "dockyard-cli",
+            "connection": "close",
+        }
+        body: bytes | BinaryIO = b"" if content is None else content
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            head["content-type"] = "application/json"
+        head.update(headers or {})
+        target = quote(self._prefix + path, safe=_PATH_SAFE)
+        try:
+            return _exchange(self._host, self._port, method, target, head, body)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
 
-def _problem(r: httpx.Response) -> str:
+
+def _exchange(
+    host: str, port: int, method: str, target: str, head: dict[str, str], body: bytes | BinaryIO
+) -> Response:
+    """One request on a new connection, the whole answer read (``connection: close``)."""
+    size = len(body) if isinstance(body, bytes) else os.fstat(body.fileno()).st_size
+    head["content-length"] = str(size)
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items()), "", ""]
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall("\r\n".join(lines).encode("latin-1"))
+        if isinstance(body, bytes):
+            sock.sendall(body)
+        else:
+            sock.sendfile(body)
+        with sock.makefile("rb") as f:
+            return _read_response(f, method)
+
+
+def _read_response(f: BinaryIO, method: str) -> Response:
+    status_line = f.readline(65537).decode("latin-1").split(None, 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP answer: {' '.join(status_line)[:80]!r}")
+    status = int(status_line[1])
+    fields: dict[str, str] = {}
+    while (line := f.readline(65537)) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        fields[name.strip().lower()] = value.strip()
+    if method == "HEAD" or status in (204, 304) or status < 200:
+        return Response(status, b"")
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return Response(status, _read_chunked(f))
+    if "content-length" in fields:
+        want = int(fields["content-length"])
+        content = f.read(want)
+        if len(content) != want:
+            raise ValueError(f"the answer ended after {len(content)} of {want} bytes")
+        return Response(status, content)
+    return Response(status, f.read())
+
+
+def _read_chunked(f: BinaryIO) -> bytes:
+    chunks = []
+    while size := int(f.readline(65537).split(b";")[0].strip() or b"0", 16):
+        chunks.append(f.read(size))
+        f.readline()
+    while f.readline() not in (b"\r\n", b"\n", b""):
+        pass  # trailer fields
+    return b"".join(chunks)
+
+
+def _problem(r: Response) -> str:
     try:
         body = r.json()
     except ValueError:
