@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
 
-Column = tuple[str, Callable[[dict[str, Any]], Any]]
+# typing costs ~2 ms of every command's start-up; mypy reads this name as typing's own
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeAlias
+
+    Column: TypeAlias = tuple[str, Callable[[dict[str, Any]], Any]]
 
 
 def emit(data: Any, fmt: str, columns: Sequence[Column]) -> None:

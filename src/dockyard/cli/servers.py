@@ -7,10 +7,14 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
+
+# typing costs ~2 ms of every command's start-up; mypy reads this name as typing's own
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SERVER_COLUMNS = [
     ("NAME", lambda s: s["name"]),
