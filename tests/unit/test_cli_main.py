@@ -26,6 +26,7 @@ def loaded_after(*argv: str) -> set[str]:
         "print(' '.join(sys.modules))"
     )
     env = {"DOCKYARD_URL": "http://127.0.0.1:9", "DOCKYARD_TOKEN": "t", "PATH": "/usr/bin:/bin"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave no __pycache__ in the source tree
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
@@ -117,3 +118,7 @@ def test_an_unreachable_server_or_a_bad_url_is_a_one_line_error():
         Api("http://127.0.0.1:9", "t").get("/instances")
     with pytest.raises(CliError, match="DOCKYARD_URL must look like http://HOST:PORT"):
         Api("127.0.0.1:8787", "t")
+    with pytest.raises(CliError, match="DOCKYARD_URL must look like http://HOST:PORT"):
+        Api("http://localhost:http", "t")
+    with pytest.raises(CliError, match="cannot reach the server at http://no-such-host.invalid"):
+        Api("http://no-such-host.invalid:8787", "t").get("/instances")

@@ -50,9 +50,13 @@ class Api:
             )
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
-        if parts.scheme != "http" or not parts.hostname:
+        try:
+            port = parts.port or 80
+        except ValueError:
+            port = 0
+        if parts.scheme != "http" or not parts.hostname or not port:
             raise CliError(f"DOCKYARD_URL must look like http://HOST:PORT, not {url!r}")
-        self._host, self._port = parts.hostname, parts.port or 80
+        self._host, self._port = parts.hostname, port
         self._netloc, self._prefix = parts.netloc, parts.path + "/v1"
         self._token = token
 
