@@ -58,6 +58,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.seen.append((self.command, self.path, body))
         if self.path.endswith("/missing"):
             self._send(404, b'{"detail": "no such thing"}', "application/problem+json")
+        elif "/watch?since=gone" in self.path:
+            self._send(410, b'{"detail": "deleted"}', "application/problem+json")
         elif self.path.endswith("/broken"):
             self._send(502, b"<html>bad gateway</html>", "text/html")
         elif self.path.endswith("/chunked"):
@@ -106,11 +108,14 @@ def test_the_client_sends_json_and_files_and_reads_every_answer_form(tmp_path):
         assert api.get("/chunked") == {"a": [1, 2]}
         assert api.delete("/things/a b") is None
         assert api.find("/missing") is None and api.exists("/things")
+        assert api.long_poll("/i/watch", {"since": "v 1", "wait": "0.5"}, 0.5)[0] == 200
+        assert api.long_poll("/i/watch", {"since": "gone"}, 0.5) == (410, {"detail": "deleted"})
         with pytest.raises(CliError, match=r"^no such thing \(HTTP 404\)$"):
             api.get("/missing")
         with pytest.raises(CliError, match=r"^HTTP 502: <html>bad gateway"):
             api.get("/broken")
     assert ("DELETE", "/v1/things/a%20b", b"") in _Handler.seen
+    assert ("GET", "/v1/i/watch?since=v+1&wait=0.5", b"") in _Handler.seen
 
 
 def test_an_unreachable_server_or_a_bad_url_is_a_one_line_error():

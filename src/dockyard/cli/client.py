@@ -11,7 +11,7 @@ from __future__ import annotations
 import json as jsonlib
 import os
 import socket
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 # typing costs ~2 ms of every command's start-up; mypy reads this name as typing's own
 TYPE_CHECKING = False
@@ -101,10 +101,8 @@ class Api:
         """GET that the server may hold ``hold`` seconds: (status, body); 404 and 410
         come back as statuses (the caller decides what a missing route or a deleted
         resource means), other errors raise CliError."""
-        try:
-            r = self._http.get(path, params=params, timeout=hold + 30)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
+        query = "?" + urlencode(params) if params else ""
+        r = self._request("GET", path + query, None, None, None, timeout=hold + 30)
         if r.status_code >= 400 and r.status_code not in (404, 410):
             raise CliError(_problem(r))
         return r.status_code, (r.json() if r.content else None)
@@ -119,6 +117,7 @@ class Api:
         json: Any,
         content: BinaryIO | None,
         headers: dict[str, str] | None,
+        timeout: float = TIMEOUT,
     ) -> Response:
         head = {
             "host": self._netloc,
@@ -134,19 +133,24 @@ class Api:
         head.update(headers or {})
         target = quote(self._prefix + path, safe=_PATH_SAFE)
         try:
-            return _exchange(self._host, self._port, method, target, head, body)
+            return _exchange((self._host, self._port), method, target, head, body, timeout)
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
 
 
 def _exchange(
-    host: str, port: int, method: str, target: str, head: dict[str, str], body: bytes | BinaryIO
+    address: tuple[str, int],
+    method: str,
+    target: str,
+    head: dict[str, str],
+    body: bytes | BinaryIO,
+    timeout: float,
 ) -> Response:
     """One request on a new connection, the whole answer read (``connection: close``)."""
     size = len(body) if isinstance(body, bytes) else os.fstat(body.fileno()).st_size
     head["content-length"] = str(size)
     lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items()), "", ""]
-    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+    with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall("\r\n".join(lines).encode("latin-1"))
         if isinstance(body, bytes):
             sock.sendall(body)
