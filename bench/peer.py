@@ -24,7 +24,7 @@ What each side gets:
   with its limits, /proc view, anti-spoofing and action log all on.
 
 Rounds alternate Incus, Dockyard via the CLI (``server create --wait``) and via
-the REST API (POST, then GET every 50 ms until ACTIVE); each round is ``--count``
+the REST API (POST, then the instance's watch until ACTIVE); each round is ``--count``
 sequential creates, a delete, ``--count`` concurrent creates, a delete.
 """
 
@@ -46,6 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -402,6 +404,11 @@ def mounts_under(path: Path) -> list[str]:
 # --- Dockyard
 
 
+def _ok(r: httpx.Response) -> Any:
+    assert r.status_code < 300, r.text
+    return r.json()
+
+
 class Dockyard:
     """A one-host Dockyard (tests/integration/cluster.py) with the same rootfs."""
 
@@ -416,6 +423,8 @@ class Dockyard:
               "--pool", f"{c.subnet}.10-{c.subnet}.99")  # fmt: skip
         c.cli("flavor", "create", "small", "--vcpus", "1", "--memory", "128")
         c.cli("image", "import", "demo", "--rootfs", str(rootfs))
+        auth = {"authorization": f"Bearer {c.admin}"}
+        self.http = httpx.Client(base_url=f"{c.url}/v1", headers=auth, timeout=60)
         self.via_api(999)  # warm-up: the agent loads the image once
         self.clean()
 
@@ -428,9 +437,15 @@ class Dockyard:
     def via_api(self, i: int) -> float:
         c, start = self.cluster, time.monotonic()
         body = {"name": f"a{i}", "image": "demo", "flavor": "small", "network": "net"}
-        inst = c.api("POST", "/instances", json=body)
-        wait_for(lambda: c.api("GET", f"/instances/{inst['id']}")["status"] == "ACTIVE",
-                 60, "ACTIVE", interval=0.05)  # fmt: skip
+        http = self.http  # one client, kept open: a client per call costs its TLS set-up
+        inst = _ok(http.post("/instances", json=body))
+        version = ""
+        while inst["status"] != "ACTIVE":  # the instance watch answers when its state changes
+            out = _ok(http.get(f"/instances/{inst['id']}/watch",
+                               params={"since": version, "wait": 25}))  # fmt: skip
+            version, inst = out["version"], out["instance"]
+            if time.monotonic() - start > 60:
+                raise AssertionError(f"{inst['name']} not ACTIVE after 60 s: {inst['status']}")
         pinged(c.probe, inst["ip"])
         return time.monotonic() - start
 
@@ -451,6 +466,8 @@ class Dockyard:
         return tree(top) | set(shims)
 
     def stop(self) -> None:
+        if getattr(self, "http", None) is not None:
+            self.http.close()
         self.cluster.stop()
         remove_new_cgroups(set(), self.cluster.dockerd.cgroup_parent)  # dockerd's parent
 
