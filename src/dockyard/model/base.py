@@ -1,0 +1,175 @@
+"""What every wire schema shares: the Schema base with its bounds on every number
+and string, the names and keys users type, and the state enums."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import unicodedata
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+def _ssh_public_key(text: str) -> str:
+    """One OpenSSH public key line: TYPE BASE64 [COMMENT], the blob naming the same TYPE.
+
+    No control character anywhere (a newline would start a second authorized_keys
+    line, which could carry ``command=`` or ``from=`` options of the tenant's choosing).
+    """
+    hint = "give the .pub file (one line: 'ssh-ed25519 AAAA... comment'), not the private key"
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(
+            f"the key contains the control character {bad!r}; send exactly one key per "
+            "entry, on one line, without newlines or tabs"
+        )
+    parts = text.strip().split(None, 2)
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+        raise ValueError(f"not an OpenSSH public key; {hint}")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"the key's base64 is damaged; {hint}") from exc
+    size = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + size].decode(errors="replace") != parts[0]:
+        raise ValueError(f"the key's blob is not a {parts[0]} key; {hint}")
+    return " ".join(parts)
+
+
+SshKey = Annotated[str, Field(max_length=16384), AfterValidator(_ssh_public_key)]
+ProcessName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,63}$")]
+
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]*[a-zA-Z0-9])?$",
+        description="letters, digits, '-', '_' and '.'; starts and ends with a letter or digit",
+    ),
+]
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+BIG = 1 << 40  # a count or amount no cloud reaches; keeps sums of them far from overflow
+MAX_MEMORY_MB = 1 << 30  # 1 PiB
+MAX_DISK_GB = 1 << 30  # 1 EiB
+MAX_KBIT = 1 << 32  # 4 Tbit/s
+MAX_TEXT = 65536
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_scalars(value: Any) -> None:
+    """Refuse what no column or wire format can hold, wherever it sits in ``value``.
+
+    Integers outside the signed 64-bit range (databases overflow), non-finite
+    floats, and strings with NUL, lone surrogates (not encodable as UTF-8) or more
+    than MAX_TEXT characters. Nested models are skipped: they check their own
+    fields. Iterative, so deep nesting cannot exhaust the stack. The error's
+    ``at`` is the path inside ``value`` (``0``, ``labels.key``), for the 422.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, bool | BaseModel):
+            continue
+        problem = _problem(item)
+        if problem:
+            raise PydanticCustomError("out_of_bounds", problem, {"at": where.lstrip(".")})
+        if isinstance(item, dict):
+            for k, v in item.items():
+                stack.append((k, where))
+                stack.append((v, f"{where}.{_printable(k)}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}.{i}") for i, v in enumerate(item))
+
+
+def _problem(item: Any) -> str | None:
+    if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+        return "number out of range: integers must fit in 64 bits"
+    if isinstance(item, float) and not math.isfinite(item):
+        return "number out of range: must be finite"
+    if not isinstance(item, str):
+        return None
+    if len(item) > MAX_TEXT:
+        return f"text too long: at most {MAX_TEXT} characters"
+    if "\x00" in item:
+        return "text contains a NUL character; remove it"
+    if _SURROGATE.search(item):
+        return "text contains a lone UTF-16 surrogate; send valid Unicode"
+    return None
+
+
+def _printable(key: Any) -> str:
+    return str(key).encode("utf-8", "backslashreplace").decode()[:40]
+
+
+class Schema(BaseModel):
+    """Base of every wire model: unknown fields refused, every scalar bounded,
+    datetimes sent in UTC with an offset (SQLite hands them back naive)."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        """After the field's own checks (so an ssh key's message wins), before any use."""
+        check_scalars(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Role(StrEnum):
+    admin = "admin"
+    member = "member"
+    reader = "reader"
+
+
+class VmState(StrEnum):
+    building = "building"
+    active = "active"
+    stopped = "stopped"
+    error = "error"
+    deleted = "deleted"
+
+
+class TaskState(StrEnum):
+    scheduling = "scheduling"
+    spawning = "spawning"
+    powering_on = "powering-on"
+    powering_off = "powering-off"
+    rebooting = "rebooting"
+    deleting = "deleting"
+    resizing = "resizing"
+
+
+class PowerState(StrEnum):
+    nostate = "nostate"
+    running = "running"
+    shutdown = "shutdown"
+    crashed = "crashed"
+
+
