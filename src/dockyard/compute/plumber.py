@@ -1,6 +1,7 @@
 """The plumber interface: what the agent needs from the host's network.
 
-    Worker ── plumb / shape / unplumb ──┐
+    Worker ── prepare, plumb, ──────────┐
+              shape, unplumb            │
     Agent ─── links / remove_stale ─────┼─► Plumber ─► HostPlumber ─► network/plumbing.py (ip, tc)
               sync_bridges, unguarded,  │                         └─► network/firewall.py (nft,
               guard, bridge_netfilter ──┘                              iptables)
@@ -23,14 +24,23 @@ from dockyard.network.plumbing import host_ifname, ifb_ifname, peer_ifname
 
 
 class Plumber(Protocol):
-    def plumb(self, instance_id: str, pid: int, net: NetSpec) -> str:
+    def prepare(self, instance_id: str, net: NetSpec) -> None:
+        """What ``plumb`` needs that does not need the container running, so the worker
+        runs it while dockerd starts the container. After: the bridge exists with its
+        uplink, the port's anti-spoofing rules admit only ``net``'s MAC and IP, and no
+        veth of an earlier plumbing is left. Idempotent."""
+        ...
+
+    def plumb(self, instance_id: str, pid: int, net: NetSpec, *, prepared: bool = False) -> str:
         """Give the running container whose PID 1 is ``pid`` its eth0 on ``net``'s bridge;
         returns the host end's name.
 
         Before: the container runs. After: the bridge exists with its uplink, the port's
         anti-spoofing rules admit only ``net``'s MAC and IP, a fresh veth pair joins the
         bridge, and eth0 inside has the IP, MAC, MTU and default route. Already plumbed:
-        the old pair is replaced, so calling it twice is safe."""
+        the old pair is replaced, so calling it twice is safe. ``prepared``: ``prepare``
+        ran for this plumbing (after the container's last start or stop), so it is not
+        done again."""
         ...
 
     def shape(self, instance_id: str, limits: Limits) -> None:
@@ -82,8 +92,11 @@ class Plumber(Protocol):
 class HostPlumber:
     """The real plumber: iproute2, tc, nft and iptables against this host's kernel."""
 
-    def plumb(self, instance_id: str, pid: int, net: NetSpec) -> str:
-        return plumbing.plumb(instance_id, pid, net)
+    def prepare(self, instance_id: str, net: NetSpec) -> None:
+        plumbing.prepare(instance_id, net)
+
+    def plumb(self, instance_id: str, pid: int, net: NetSpec, *, prepared: bool = False) -> str:
+        return plumbing.plumb(instance_id, pid, net, prepared=prepared)
 
     def shape(self, instance_id: str, limits: Limits) -> None:
         plumbing.shape(instance_id, host_ifname(instance_id), limits)
@@ -128,6 +141,7 @@ class FakePlumber:
         self.ports: dict[str, NetSpec] = {}
         self.shaped: dict[str, Limits] = {}
         self.ifbs: set[str] = set()
+        self.prepared: dict[str, NetSpec] = {}  # instance -> net of its last prepare
         self.foreign: set[str] = set()
         self.unguarded_ports: set[str] = set()  # host ends whose rules are gone
         self.allowed: set[str] = set()
@@ -143,8 +157,14 @@ class FakePlumber:
         if fault is not None:
             raise fault
 
-    def plumb(self, instance_id: str, pid: int, net: NetSpec) -> str:
+    def prepare(self, instance_id: str, net: NetSpec) -> None:
+        self._enter("prepare")
+        self.prepared[instance_id] = net
+
+    def plumb(self, instance_id: str, pid: int, net: NetSpec, *, prepared: bool = False) -> str:
         self._enter("plumb")
+        if prepared and self.prepared.get(instance_id) != net:
+            raise AssertionError(f"plumb(prepared=True) of {instance_id} without prepare")
         if pid <= 0:
             raise TemporaryError(f"instance {instance_id} is not running: no netns to plumb")
         self.ports[host_ifname(instance_id)] = net

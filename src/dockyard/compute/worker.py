@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dockyard.compute import procfs
@@ -90,14 +91,27 @@ class Worker:
             ):
                 self._prepare_procview(want)
             self._attach_volumes(want)  # gone after a reboot: the mount, the loop device
-            obs = self.driver.start(want.id)
-        self._plumb(want, obs)
+            obs = self._start_and_prepare(want)
+            self._plumb(want, obs, prepared=True)
+        else:
+            self._plumb(want, obs)
 
-    def _plumb(self, want: DesiredInstance, obs: Observed | None = None) -> None:
+    def _start_and_prepare(self, want: DesiredInstance) -> Observed:
+        """dockerd's start and the network's part that needs no running container (the
+        bridge, the port's rules) at the same time: the latter costs no wall time."""
+        with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+            prepared = pool.submit(self.plumber.prepare, want.id, want.net)
+            obs = self.driver.start(want.id)
+            prepared.result()
+        return obs
+
+    def _plumb(
+        self, want: DesiredInstance, obs: Observed | None = None, *, prepared: bool = False
+    ) -> None:
         obs = obs or self.driver.inspect(want.id)
         if obs is None or not obs.running:
             return  # it died meanwhile: the next pass starts it
-        host_if = self.plumber.plumb(want.id, obs.pid, want.net)
+        host_if = self.plumber.plumb(want.id, obs.pid, want.net, prepared=prepared)
         self.plumber.shape(want.id, want.limits)
         rec = self.store.record(want.id)
         spec = self._spec(want)

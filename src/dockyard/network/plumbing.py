@@ -8,8 +8,9 @@
     │          │   port's anti-spoofing)   │  gratuitous ARP        │
     └───────────────────────────┘           └───────────────────────┘
 
-Names: host end ``dy`` + 11 hex of the instance UUID, the peer ``dz`` + the
-same until it is renamed eth0 inside. A restarted container gets a new netns,
+Names: host end ``dy`` + 11 hex of the instance UUID; the peer is created as
+eth0 right inside the container's netns (``dz`` + the same hex named it in the
+host netns in older agents: still removed when found). A restarted container gets a new netns,
 which takes the old pair with it; the agent re-plumbs when the container's
 start time differs from the one it recorded.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -57,9 +59,13 @@ def _ip(*args: str, netns_pid: int | None = None, stdin: str | None = None) -> s
 
 
 def links(prefix: str = "") -> set[str]:
-    """Names of the host netns's links that start with ``prefix``."""
-    out = json.loads(_ip("-j", "link", "show") or "[]")
-    return {str(link["ifname"]) for link in out if str(link["ifname"]).startswith(prefix)}
+    """Names of the host netns's links that start with ``prefix`` (from sysfs, as
+    ``link_exists``: no process per reconcile pass)."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError as exc:
+        raise TemporaryError(f"cannot list the host's links: {exc}") from exc
+    return {name for name in names if name.startswith(prefix)}
 
 
 def link_exists(name: str) -> bool:
@@ -119,39 +125,60 @@ def _enslave(bridge: str, uplink: str) -> None:
     _ip("link", "set", uplink, "master", bridge, "up")
 
 
-def plumb(instance_id: str, pid: int, net: NetSpec) -> str:
+def prepare(instance_id: str, net: NetSpec) -> None:
+    """What plumbing needs before the container runs, so it can overlap dockerd's start.
+
+    After: the bridge exists with its uplink, the port's anti-spoofing rules are
+    written (by name, before the port joins the bridge: its first frame is already
+    judged), and no veth of an earlier plumbing is left. Idempotent."""
+    ensure_bridge(net.bridge, net.uplink, net.mtu)
+    firewall.allow_port(host_ifname(instance_id), net.bridge, net.mac, net.ip)
+    delete_link(host_ifname(instance_id))
+    delete_link(peer_ifname(instance_id))
+
+
+def plumb(instance_id: str, pid: int, net: NetSpec, *, prepared: bool = False) -> str:
     """Give the container (netns of ``pid``) its eth0 on the bridge. Returns the host end.
 
-    Before: the container runs. After: a fresh veth pair, eth0 with IP, MAC,
-    MTU and default route, and a gratuitous ARP sent. Any previous host end is
-    replaced, so calling it twice is safe.
+    Before: the container runs (and ``prepare`` ran since the last plumbing if
+    ``prepared``). After: a fresh veth pair, eth0 with IP, MAC, MTU and default
+    route, and a gratuitous ARP sent. Any previous host end is replaced, so
+    calling it twice is safe.
+
+    Two processes: one ``ip -batch`` in the host netns creates the pair with its
+    peer already inside the container's netns as eth0 (no move between
+    namespaces, which costs the kernel an RCU grace period) and joins the host
+    end to the bridge; one ``nsenter`` configures eth0. The gratuitous ARP goes
+    out in the background (arping takes ~80 ms to exit).
     """
-    host_if, peer_if = host_ifname(instance_id), peer_ifname(instance_id)
-    ensure_bridge(net.bridge, net.uplink, net.mtu)
-    # by name, before the port joins the bridge: its first frame is already judged
-    firewall.allow_port(host_if, net.bridge, net.mac, net.ip)
-    delete_link(host_if)
-    delete_link(peer_if)
-    mtu = str(net.mtu)
-    _ip("link", "add", host_if, "mtu", mtu, "type", "veth", "peer", "name", peer_if, "mtu", mtu)
+    if not prepared:
+        prepare(instance_id, net)
+    host_if, mtu = host_ifname(instance_id), str(net.mtu)
+    host = [
+        f"link add {host_if} mtu {mtu} type veth peer name eth0 address {net.mac} mtu {mtu} "
+        f"netns {pid}",
+        f"link set {host_if} master {net.bridge} up",
+    ]
+    inside = [
+        f"addr add {net.ip}/{net.prefixlen} dev eth0",
+        "link set lo up",
+        "link set eth0 up",
+    ]
+    if net.gateway:
+        inside.append(f"route replace default via {net.gateway} dev eth0 onlink")
     try:
-        _ip("link", "set", peer_if, "netns", str(pid))
-        _ip("link", "set", host_if, "master", net.bridge, "up")
-        batch = [
-            f"link set {peer_if} name eth0",
-            f"link set eth0 address {net.mac}",
-            f"addr add {net.ip}/{net.prefixlen} dev eth0",
-            "link set lo up",
-            "link set eth0 up",
-        ]
-        if net.gateway:
-            batch.append(f"route replace default via {net.gateway} dev eth0 onlink")
-        _ip("-batch", "-", netns_pid=pid, stdin="\n".join(batch) + "\n")
+        _ip("-batch", "-", stdin="\n".join(host) + "\n")
+        _configure_inside(pid, inside)
     except TemporaryError:
         delete_link(host_if)
         raise
     announce(pid, net.ip)
     return host_if
+
+
+def _configure_inside(pid: int, batch: list[str]) -> None:
+    """Run ``batch`` through ip in the netns of ``pid``."""
+    _ip("-batch", "-", netns_pid=pid, stdin="\n".join(batch) + "\n")
 
 
 def unplumb(instance_id: str) -> None:
@@ -189,10 +216,11 @@ def shape(instance_id: str, host_if: str, limits: Limits) -> None:
     no IFB. Idempotent (replace, or delete what is not wanted).
     """
     ifb = ifb_ifname(instance_id)
+    unwanted = []  # deleted in one tc process, whether they exist or not
     if limits.net_ingress_kbit:
         _tbf(host_if, limits.net_ingress_kbit, limits.net_burst_kb)
     else:
-        _tc("qdisc", "del", "dev", host_if, "root", check=False)
+        unwanted.append(f"qdisc del dev {host_if} root")
     if limits.net_egress_kbit:
         if not link_exists(ifb):
             _ip("link", "add", ifb, "type", "ifb")
@@ -223,8 +251,16 @@ def shape(instance_id: str, host_if: str, limits: Limits) -> None:
             ifb,
         )
     else:
-        _tc("qdisc", "del", "dev", host_if, "ingress", check=False)
+        unwanted.append(f"qdisc del dev {host_if} ingress")
         delete_link(ifb)
+    if unwanted:
+        subprocess.run(
+            ["tc", "-force", "-batch", "-"],
+            input="\n".join(unwanted) + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
 
 def _tbf(dev: str, rate_kbit: int, burst_kb: int | None) -> None:

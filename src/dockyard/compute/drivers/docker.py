@@ -139,7 +139,8 @@ class DockerDriver:
             raise TemporaryError(f"dockerd failed to create the container: {exc}") from exc
         except _CONN as exc:
             raise _down(exc) from exc
-        return self._inspect_or_fail(spec.instance_id)
+        # just created: stopped, nothing more to learn from an inspect
+        return Observed(spec.instance_id, running=False, pid=0, started_at="")
 
     def start(self, instance_id: str) -> Observed:
         try:
