@@ -165,9 +165,14 @@ def _chains() -> set[str]:
 
 
 def _list(*what: str) -> list[dict[str, Any]]:
-    if not _table_exists():
-        return []
-    out = _nft("-j", "list", *what)
+    """One nft process on every reconcile pass (``ports`` via the agent's guard); the
+    table's existence is asked only when the listing fails."""
+    try:
+        out = _nft("-j", "list", *what)
+    except TemporaryError:
+        if not _table_exists():
+            return []
+        raise
     return list(json.loads(out or "{}").get("nftables", []))
 
 
