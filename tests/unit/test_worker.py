@@ -42,6 +42,7 @@ def test_a_spawn_runs_the_instance_on_its_bridge_and_reports_it(host):
     [
         ("driver", "ensure_image", PermanentError("image busybox:fake is not on this host")),
         ("driver", "start", PermanentError("bind source /srv/x does not exist")),
+        ("plumber", "prepare", PermanentError("uplink eth9 of bridge dyt-unit does not exist")),
         ("plumber", "plumb", PermanentError("uplink eth9 of bridge dyt-unit does not exist")),
         ("plumber", "shape", PermanentError("tc refused the rate")),
     ],
@@ -73,6 +74,19 @@ def test_a_temporary_failure_is_left_to_the_caller_and_not_reported(host):
     assert host.server.reports == []  # the agent retries; the user sees spawning still
     host.worker().run(Step.spawn, instance(iid))
     assert host.driver.inspect(iid).running
+    assert [r.error for r in host.server.reports_of(iid)] == [None]
+
+
+def test_a_network_that_fails_to_prepare_while_the_container_starts_is_plumbed_on_retry(host):
+    iid = new_id()
+    host.plumber.fail_next("prepare", TemporaryError("nft is busy"))
+
+    with pytest.raises(TemporaryError):
+        host.worker().run(Step.spawn, instance(iid))
+
+    assert host.driver.inspect(iid).running and host.server.reports == []
+    host.worker().run(Step.plumb, instance(iid))  # what the next pass plans for it
+    assert host.plumber.ports[host_ifname(iid)].ip == "198.18.0.5"
     assert [r.error for r in host.server.reports_of(iid)] == [None]
 
 

@@ -187,6 +187,7 @@ class FakePlumber:
         for name in (host_ifname(instance_id), peer_ifname(instance_id), ifb_ifname(instance_id)):
             self._delete(name)
         self.shaped.pop(instance_id, None)
+        self.prepared.pop(instance_id, None)
 
     def links(self) -> set[str]:
         self._enter("links")
