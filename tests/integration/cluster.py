@@ -266,7 +266,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "dockyard.compute.agent",
+                "dockyard.compute.cli",
                 "--server",
                 self.url,
                 "--token-file",

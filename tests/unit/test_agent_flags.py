@@ -25,7 +25,7 @@ def _agent(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     token = tmp_path / "token"
     token.write_text("dy_x\n")
     return subprocess.run(
-        [sys.executable, "-m", "dockyard.compute.agent", "--token-file", str(token), *flags]
+        [sys.executable, "-m", "dockyard.compute.cli", "--token-file", str(token), *flags]
         + ["--server", "http://127.0.0.1:9", "--state-dir", str(tmp_path / "state")],
         capture_output=True,
         text=True,

@@ -67,7 +67,7 @@ def up(a: argparse.Namespace) -> int:
             _demo(api, a.demo_bridge, demo)
         children.append(
             _spawn(
-                "dockyard.compute.agent",
+                "dockyard.compute.cli",
                 "--server",
                 url,
                 "--token-file",

@@ -329,13 +329,3 @@ def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
         return None
     return [v.id for v in state.volumes]
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``dockyard-agent`` and ``python -m dockyard.compute.agent``: see compute/cli.py."""
-    from dockyard.compute import cli  # the command line imports this module
-
-    cli.main(argv)
-
-
-if __name__ == "__main__":
-    main()
