@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -24,11 +25,15 @@ def _free_port() -> int:
 @contextmanager
 def serving(db: Database, state_dir: Path) -> Iterator[str]:
     """One dockyard-server on ``db``; yields its /v1 URL."""
+    with serving_app(create_app(db, state_dir)) as url:
+        yield url
+
+
+@contextmanager
+def serving_app(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread; yields its /v1 URL."""
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(db, state_dir), host="127.0.0.1", port=port, log_level="warning"
-    )
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from starlette.responses import JSONResponse
 
 from dockyard.api.app import create_app
@@ -18,6 +16,7 @@ from dockyard.cli import servers
 from dockyard.cli.client import Api, CliError
 from dockyard.db.session import Database
 from tests.api.conftest import Cloud
+from tests.api.servers import serving_app
 
 BUSY = {"power_state": "running", "task_done": "spawning"}
 
@@ -143,7 +142,7 @@ def live(tmp_path):
 
 def _serve_and_spawn(app, db, token, tmp_path, name="web"):
     stack = contextlib.ExitStack()
-    url = stack.enter_context(_serving_app(app))
+    url = stack.enter_context(serving_app(app))
     admin = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30)
     stack.callback(admin.close)
     cloud = Cloud(_HttpxAsTestClient(admin), token)
@@ -160,27 +159,6 @@ class _HttpxAsTestClient:
 
     def request(self, method, path, headers=None, **kw):
         return self.http.request(method, path.removeprefix("/v1"), headers=headers, **kw)
-
-
-@contextlib.contextmanager
-def _serving_app(app):
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        while not srv.started:
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_in_thread(api, iid, **kw):
