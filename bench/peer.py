@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import shutil
@@ -472,6 +473,76 @@ class Dockyard:
         remove_new_cgroups(set(), self.cluster.dockerd.cgroup_parent)  # dockerd's parent
 
 
+# --- the runtime's floor: docker run --net=none and the same plumbing, by hand
+
+
+class DockerFloor:
+    """What no manager on top of Docker can beat: the docker CLI and `ip`, nothing else.
+
+    Each create is ``docker run -d --net=none`` on the same dockerd Dockyard
+    uses, one ``docker inspect`` for the init's PID, then the plumbing Dockyard
+    does (a MAC derived from the IP, a veth pair made with its peer inside the
+    container's netns as eth0, the host end on a plain bridge, eth0's address
+    set through nsenter), until the probe's ping answers. No limits, no anti-spoofing, no
+    /proc view, no database, no action log.
+    """
+
+    def __init__(self, dockerd_url: str, tag: str, subnet: str, rootfs: Path) -> None:
+        self.env = {**os.environ, "DOCKER_HOST": dockerd_url}
+        self.subnet, self.bridge, self.tag = subnet, f"dyf-{tag}", tag
+        self.probe = Probe(f"f{tag}", self.bridge, f"{subnet}.254/24")
+        self.image = f"dockyard-bench-floor:{tag}"
+        self.rootfs = rootfs
+        self.serial = itertools.count()  # a dead netns frees its veth asynchronously
+
+    def docker(self, *args: str) -> str:
+        r = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env)
+        if r.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {r.stderr.strip()}")
+        return r.stdout.strip()
+
+    def start(self) -> None:
+        self.probe.start()  # makes the bridge too
+        fast_arp(self.probe)
+        self.docker("import", "--change", 'CMD ["/sbin/init"]', str(self.rootfs), self.image)
+
+    def create(self, i: int) -> float:
+        n = next(self.serial)
+        ip, name = f"{self.subnet}.{10 + i}", f"dyf-{self.tag}-{n}"
+        start = time.monotonic()
+        self.docker("run", "-d", "--net=none", "--name", name, "--label", "dockyard-bench-floor",
+                    self.image)  # fmt: skip
+        pid = self.docker("inspect", "-f", "{{.State.Pid}}", name)
+        host_if = f"dyf{self.tag}{n:x}"
+        mac = "02:00:" + ":".join(f"{int(o):02x}" for o in ip.split("."))  # stable, as Dockyard's
+        batch = (f"link add {host_if} type veth peer name eth0 address {mac} netns {pid}\n"
+                 f"link set {host_if} master {self.bridge} up\n")  # fmt: skip
+        run("ip", "-batch", "-", input=batch)
+        inside = f"addr add {ip}/24 dev eth0\nlink set lo up\nlink set eth0 up\n"
+        run("nsenter", "-t", pid, "-n", "ip", "-batch", "-", input=inside)
+        pinged(self.probe, ip)
+        return time.monotonic() - start
+
+    def clean(self) -> None:
+        ids = self.docker("ps", "-aq", "--filter", "label=dockyard-bench-floor").split()
+        if ids:
+            self.docker("rm", "-f", *ids)  # the veth pairs go with the netns
+
+    def init_pids(self) -> list[int]:
+        return []
+
+    def daemons(self) -> set[int]:
+        return set()
+
+    def stop(self) -> None:
+        with suppress(AssertionError):
+            self.clean()
+        with suppress(AssertionError):
+            self.docker("rmi", self.image)
+        self.probe.stop()
+        run("ip", "link", "del", self.bridge, check=False)
+
+
 # --- rounds and the report
 
 Create = Callable[[int], float]
@@ -497,19 +568,19 @@ def p90(xs: list[float]) -> float:
 
 
 def report(results: dict[str, dict[str, list[float]]], mem: dict[str, Any], count: int) -> None:
-    base = results.get("incus")
     rounds = len(next(iter(results.values()))["wall"])
     print(f"\ncreate -> answers ping: {count} per phase, {rounds} rounds, all rounds pooled")
-    print(f"{'':12} {'seq median':>11} {'seq p90':>9} {'concurrent':>11} {'conc p90':>9}"
-          f" {'x Incus seq':>12} {'x Incus conc':>13}")  # fmt: skip
+    bases = [b for b in ("incus", "docker floor") if b in results]
+    head = "".join(f" {'x ' + b + ' seq':>18} {'conc':>6}" for b in bases)
+    print(f"{'':13} {'seq median':>11} {'seq p90':>9} {'concurrent':>11} {'conc p90':>9}{head}")
     for name, r in results.items():
         ms, mw = statistics.median(r["seq"]), statistics.median(r["wall"])
-        ratio = ("", "")
-        if base and name != "incus":
-            ratio = (f"{ms / statistics.median(base['seq']):.2f}x",
-                     f"{mw / statistics.median(base['wall']):.2f}x")  # fmt: skip
-        print(f"{name:12} {ms:10.3f}s {p90(r['seq']):8.3f}s {mw:10.3f}s {p90(r['wall']):8.3f}s"
-              f" {ratio[0]:>12} {ratio[1]:>13}")  # fmt: skip
+        ratios = ""
+        for b in bases:
+            bs, bw = statistics.median(results[b]["seq"]), statistics.median(results[b]["wall"])
+            ratios += f" {ms / bs:17.2f}x {mw / bw:5.2f}x"
+        print(f"{name:13} {ms:10.3f}s {p90(r['seq']):8.3f}s {mw:10.3f}s {p90(r['wall']):8.3f}s"
+              f"{ratios}")  # fmt: skip
     print("\nmemory (MiB): daemons RSS / PSS; N instances: their memory cgroups, summed")
     for name, m in mem.items():
         for when in ("idle", "loaded"):
@@ -528,13 +599,15 @@ def run_rounds(systems: dict[str, tuple[Create, Callable[[], None], Any]], round
     mem: dict[str, Any] = {}
     owners = {id(owner): n.split()[0] for n, (_, _, owner) in systems.items()}
     for _, _, owner in systems.values():
+        if not owner.daemons():
+            continue  # nothing of its own runs (the floor uses Dockyard's dockerd)
         mem.setdefault(owners[id(owner)], {})["idle"] = footprint(owner.daemons(), [])
     for r in range(rounds):
         for name, (fn, clean, owner) in systems.items():
             seq, wall = one_round(fn, clean, count)
             results[name]["seq"] += seq
             results[name]["wall"].append(wall)
-            if r == rounds - 1:
+            if r == rounds - 1 and owners[id(owner)] in mem:
                 mem[owners[id(owner)]]["loaded"] = footprint(owner.daemons(), owner.init_pids())
             clean()
             print(f"round {r + 1} {name}: seq median {statistics.median(seq):.3f}s, "
@@ -553,6 +626,9 @@ def main() -> None:
         help="install incus from bookworm-backports now, purge it afterwards",
     )
     p.add_argument("--skip-incus", action="store_true", help="measure Dockyard only")
+    p.add_argument(
+        "--skip-floor", action="store_true", help="leave out `docker run --net=none` + plumbing"
+    )
     args = p.parse_args()
     if args.quick:
         args.rounds, args.count = 1, 2
@@ -587,6 +663,14 @@ def measure(stack: ExitStack, args: argparse.Namespace) -> None:
         incus.create(99)  # warm-up, as Dockyard had
         incus.clean()
         systems["incus"] = (incus.create, incus.clean, incus)
+    if not args.skip_floor:
+        subnet = f"198.18.{(int(dy.cluster.subnet.split('.')[2]) + 50) % 220 + 20}"
+        floor = DockerFloor(dy.cluster.dockerd.url, dy.cluster.tag, subnet, rootfs)
+        stack.callback(floor.stop)
+        floor.start()
+        floor.create(99)  # warm-up
+        floor.clean()
+        systems["docker floor"] = (floor.create, floor.clean, floor)
     systems["dockyard cli"] = (dy.via_cli, dy.clean, dy)
     systems["dockyard api"] = (dy.via_api, dy.clean, dy)
     results, mem = run_rounds(systems, args.rounds, args.count)
