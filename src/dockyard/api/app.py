@@ -14,6 +14,7 @@ from dockyard import __version__
 from dockyard.api import catalog, errors, hosts, identity, instances, volumes
 from dockyard.api.limits import BodyLimit
 from dockyard.api.watch import HostWatch
+from dockyard.db import notify
 from dockyard.db.session import Database
 
 MB, GB = 1 << 20, 1 << 30
@@ -25,16 +26,20 @@ def create_app(
     placement: str = "spread",
     max_body: int = 2 * MB,
     max_upload: int = 20 * GB,
+    watch_reread: float = 1.0,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
-    bodies and ``max_upload`` image uploads, in bytes, before authentication."""
-    watch = HostWatch()
+    bodies and ``max_upload`` image uploads, in bytes, before authentication.
+    Long polls re-read the database every ``watch_reread`` seconds besides being
+    woken by changes made through this server or (PostgreSQL) any other."""
+    watch = HostWatch(notify.bus_for(db), watch_reread)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        watch.bind(asyncio.get_running_loop())
+        watch.start(asyncio.get_running_loop())
         yield
+        watch.stop()
         db.engine.dispose()
 
     app = FastAPI(

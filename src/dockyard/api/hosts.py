@@ -73,7 +73,7 @@ async def desired(
         if state.generation != since or remaining <= 0:
             watch.cancel(name, fut)
             return state
-        step = min(1.0, remaining)
+        step = min(watch.reread, remaining)  # other servers' changes, if a wake-up was lost
         await watch.wait(name, fut, step)
         remaining -= step
 

@@ -72,7 +72,7 @@ async def watch_instance(
             if seen.version != since or left <= 0:
                 return seen
             if fut is not None:  # registered before that read: nothing slipped between
-                await watch.instances.wait(ident, fut, min(1.0, left))  # 1 s: other servers
+                await watch.instances.wait(ident, fut, min(watch.reread, left))
             ident = seen.instance.id  # a name resolves once; a deletion then answers 410
             fut = watch.instances.register(ident)
     finally:

@@ -88,8 +88,17 @@ def main(argv: list[str] | None = None) -> None:
         help="open connections served at once (each may buffer up to --max-body-mb "
         "before it is authenticated); beyond it new requests get 503",
     )
+    p.add_argument(
+        "--watch-reread",
+        type=float,
+        default=1.0,
+        help="seconds between long polls' re-reads of the database, besides being woken "
+        "by changes (default 1; several servers on PostgreSQL wake each other at once)",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
+    if not 0.05 <= args.watch_reread <= 60:
+        p.error("--watch-reread: give 0.05 to 60 seconds")
     if not 1 <= args.max_connections <= 100_000:
         p.error("--max-connections: give 1 to 100000")
     logs.configure(args.log_level)
@@ -110,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             args.placement,
             max_body=int(args.max_body_mb * MB),
             max_upload=int(args.max_upload_gb * GB),
+            watch_reread=args.watch_reread,
         ),
         host=host or "127.0.0.1",
         port=int(port),

@@ -2,21 +2,28 @@
 
 Two registries of the same kind: hosts (agents wait for their host's desired
 state) and instances (users' ``--wait`` waits for an instance's state).
-In-process notification makes a single server instant; every waiter also
-re-reads from the database once a second, so several servers behind a load
-balancer stay correct (only slower).
+In-process notification makes a single server instant. Several servers on
+one PostgreSQL tell each other through the database's LISTEN/NOTIFY
+(db/notify.py): a change committed through one wakes the waiters of all.
+Every waiter also re-reads from the database every ``reread`` seconds (1 by
+default), so a notification lost while a listener reconnects only delays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
+
+from dockyard.db.notify import Bus, LocalBus
 
 
 class Waiters:
-    """Futures keyed by a name (a host name, an instance id), woken by ``notify``."""
+    """Futures keyed by a name (a host name, an instance id), woken by ``notify``
+    here and by the same ``kind`` of change published by other servers."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str, bus: Bus) -> None:
+        self.kind, self._bus = kind, bus
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
 
@@ -25,7 +32,14 @@ class Waiters:
 
     def notify(self, key: str | None) -> None:
         """Thread-safe: called from request handlers after their commit."""
-        if key is not None and self._loop is not None:
+        if key is None:
+            return
+        self.wake(key)
+        self._bus.publish(self.kind, key)
+
+    def wake(self, key: str) -> None:
+        """Thread-safe: wake this server's waiters on ``key`` only."""
+        if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake, key)
 
     def _wake(self, key: str) -> None:
@@ -56,12 +70,33 @@ class Waiters:
 
 
 class HostWatch(Waiters):
-    """Hosts' desired state; ``instances`` holds the instances' registry."""
+    """Hosts' desired state; ``instances`` holds the instances' registry.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.instances = Waiters()
+    ``start`` binds both to the server's event loop and listens for other
+    servers' changes in a thread until ``stop``."""
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().bind(loop)
+    def __init__(self, bus: Bus | None = None, reread: float = 1.0) -> None:
+        bus = bus or LocalBus()
+        super().__init__("host", bus)
+        self.instances = Waiters("instance", bus)
+        self.reread, self.bus = reread, bus
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.bind(loop)
         self.instances.bind(loop)
+        self._listener = threading.Thread(
+            target=self.bus.listen, args=(self._heard, self._stop), daemon=True, name="watch-bus"
+        )
+        self._listener.start()
+
+    def _heard(self, kind: str, key: str) -> None:
+        for waiters in (self, self.instances):
+            if waiters.kind == kind:
+                waiters.wake(key)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
