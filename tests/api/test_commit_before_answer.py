@@ -145,6 +145,4 @@ def test_a_new_upload_replaces_the_file_only_with_its_commit(cloud):
     files = sorted(p.name for p in old_path.parent.iterdir())
     sha = hashlib.sha256(b"newest" * 100).hexdigest()
     assert files == [f"{image_id}.{sha}.tar"]
-    assert cloud.call("GET", "/images/fs/file").content == (
-        b"newest" * 100
-    )
+    assert cloud.call("GET", "/images/fs/file").content == (b"newest" * 100)

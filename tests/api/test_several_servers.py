@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from dockyard.db import notify
+from dockyard.db import lease, notify
 from dockyard.db.session import Database
 from tests.api.conftest import PG_URL, Cloud
 from tests.api.server_process import server
@@ -120,7 +120,7 @@ def test_the_cloud_keeps_working_through_b_when_a_dies(two_servers):
 
 def test_a_listener_ignores_its_own_notifications_and_survives_a_lost_connection(pg_url):
     db = Database(pg_url)
-    mine, theirs = notify.PostgresBus(db.engine), notify.PostgresBus(db.engine)
+    mine, theirs = notify.PostgresBus(db), notify.PostgresBus(db)
     heard: list[tuple[str, str]] = []
     stop = threading.Event()
     listener = threading.Thread(target=mine.listen, args=(lambda k, v: heard.append((k, v)), stop))
@@ -167,3 +167,29 @@ def _until(pred, what: str, timeout: float = 15) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def test_one_server_holds_a_lease_and_the_other_takes_it_when_the_first_goes(pg_url):
+    one, two = Database(pg_url), Database(pg_url)
+    first, second = lease.Lease(one, "heartbeats"), lease.Lease(two, "heartbeats")
+    try:
+        assert first.held()
+        assert not second.held()
+        assert first.held()  # still its own
+        other = lease.Lease(two, "deploys")
+        assert other.held()  # another job: another lease
+        other.release()
+        first.release()  # or its server died: the connection, and the lock, are gone
+        assert second.held()
+        assert not first.held()
+    finally:
+        first.release()
+        second.release()
+        one.engine.dispose()
+        two.engine.dispose()
+
+
+def test_on_sqlite_the_only_server_always_holds_the_lease(tmp_path):
+    db = Database(f"sqlite:///{tmp_path}/d.db")
+    assert lease.Lease(db, "heartbeats").held()
+    db.engine.dispose()

@@ -153,9 +153,7 @@ def image_uploaded(s: Session, image_id: str, sha256: str, size: int) -> model.I
 def locked_sha256(s: Session, image_id: str) -> str | None:
     """The hash of the image's tarball in force, its row locked till commit; None when
     the image is gone or has none."""
-    row = s.execute(
-        select(m.Image.sha256).where(m.Image.id == image_id).with_for_update()
-    ).first()
+    row = s.execute(select(m.Image.sha256).where(m.Image.id == image_id).with_for_update()).first()
     return None if row is None else row.sha256
 
 

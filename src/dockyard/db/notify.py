@@ -21,8 +21,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
-
 from dockyard.db.session import Database
 
 log = logging.getLogger("dockyard.notify")
@@ -60,8 +58,8 @@ class PostgresBus:
     """NOTIFY on a publishing connection, LISTEN on a listening one; both autocommit
     connections of their own, outside the request pool."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._origin = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._conn: Any = None  # the publisher's psycopg connection, made on first use
@@ -72,7 +70,7 @@ class PostgresBus:
             for attempt in (1, 2):  # a connection dropped since the last publish: once more
                 try:
                     if self._conn is None:
-                        self._conn = self._connect()
+                        self._conn = self._db.dedicated_connection()
                     self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
                     return
                 except Exception as exc:  # psycopg's errors; never fail the request
@@ -83,7 +81,7 @@ class PostgresBus:
     def listen(self, deliver: Deliver, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                conn = self._connect()
+                conn = self._db.dedicated_connection()
             except Exception as exc:
                 log.warning("cannot listen for other servers' changes: %s; retrying", exc)
                 stop.wait(RECONNECT_SECONDS)
@@ -105,12 +103,6 @@ class PostgresBus:
         if origin != self._origin and kind and key:
             deliver(kind, key)
 
-    def _connect(self) -> Any:
-        import psycopg  # PostgreSQL only: a SQLite server never loads it
-
-        url = self._engine.url.set(drivername="postgresql")
-        return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-
     def _close(self) -> None:
         if self._conn is not None:
             try:
@@ -126,5 +118,5 @@ class PostgresBus:
 def bus_for(db: Database) -> LocalBus | PostgresBus:
     """The bus that reaches every server sharing ``db``."""
     if db.engine.dialect.name == "postgresql":
-        return PostgresBus(db.engine)
+        return PostgresBus(db)
     return LocalBus()

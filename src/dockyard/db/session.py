@@ -95,6 +95,14 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 
+    def dedicated_connection(self) -> Any:
+        """PostgreSQL only: a psycopg connection of its own, outside the pool, in
+        autocommit (for LISTEN and for advisory locks held as long as it lives)."""
+        import psycopg  # a SQLite server never loads it
+
+        url = self.engine.url.set(drivername="postgresql")
+        return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:
         """One transaction, committed when the block ends (rolled back if it raises).

@@ -33,7 +33,9 @@ def downgrade() -> None:
         "DELETE FROM instance_events WHERE instance_id IN (SELECT id FROM instances "
         "WHERE flavor_id IS NULL OR image_id IS NULL OR network_id IS NULL)"
     )
-    op.execute("DELETE FROM instances WHERE flavor_id IS NULL OR image_id IS NULL OR network_id IS NULL")
+    op.execute(
+        "DELETE FROM instances WHERE flavor_id IS NULL OR image_id IS NULL OR network_id IS NULL"
+    )
     with op.batch_alter_table("instances") as batch:
         for name in _COLUMNS:
             batch.alter_column(name, existing_type=sa.String(36), nullable=False)
