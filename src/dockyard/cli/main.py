@@ -48,6 +48,9 @@ def parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script passes no ``argv`` and ends the process fast when done;
+    a caller that passes ``argv`` (tests) gets a normal return."""
+    as_command = argv is None
     argv = sys.argv[1:] if argv is None else argv
     args = parser(argv).parse_args(argv)
     from dockyard.cli.client import Api, CliError
@@ -66,6 +69,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    if as_command:
+        _exit_now()
+
+
+def _exit_now() -> None:
+    """Done and successful: leave without the interpreter's teardown (clearing every
+    imported module, a final garbage collection), which is pure latency for a command
+    whose output is all written. Files are closed by the commands that write them."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `dockyard server list | head`: the reader left; not an error
+        pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
