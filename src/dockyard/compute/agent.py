@@ -37,6 +37,7 @@ from dockyard.errors import DockyardError, PermanentError, TemporaryError
 
 log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
+GUARD_SECONDS = 1.0  # ports' anti-spoofing rules are checked at most this often
 MAX_TEMPORARY_FAILURES = 5
 
 
@@ -91,6 +92,7 @@ class Agent:
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._settled: dict[str, int] = {}
+        self._guarded_at = float("-inf")
         self._lock = threading.Lock()
         self.labels = dict(cfg.labels)
         self._pool = pool or ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
@@ -229,10 +231,6 @@ class Agent:
         self._observed = list(observed.values())
         links = self.plumber.links()
         p = plan(desired, observed, self.store.records(), links, self.store.known_ids())
-        try:
-            self.plumber.sync_bridges()
-        except DockyardError as exc:
-            log.warning("could not let bridged traffic through iptables: %s", exc.detail)
         now = self._clock()
         for iid, step in p.steps.items():
             # done and reported at this generation: wait for the server's next word
@@ -244,9 +242,15 @@ class Agent:
         for iid in p.orphans:
             if self._claim(iid, now):
                 self._pool.submit(self._run_orphan, iid)
+        try:  # after the steps are on their way: with br_netfilter on it runs iptables
+            self.plumber.sync_bridges()
+        except DockyardError as exc:
+            log.warning("could not let bridged traffic through iptables: %s", exc.detail)
         for name in p.stale_links:
             self.plumber.remove_stale(name)
-        self._guard_ports(desired)
+        if now - self._guarded_at >= GUARD_SECONDS:  # a busy host runs passes back to back
+            self._guarded_at = now
+            self._guard_ports(desired)
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
 
