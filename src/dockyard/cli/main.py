@@ -20,6 +20,7 @@ NOUNS = {
     "token": ("identity", "your API tokens"),
     "user": ("identity", "users"),
     "volume": ("volumes", "named volumes"),
+    "lab": ("lab", "a cloud of several hosts on this machine"),
 }
 
 

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(args.log_level)
     cfg = _config(p, args)
     _check_host_flags(p, cfg, *_host_capacity())
-    agent = _wire(cfg, args.docker_host)
+    if args.uplink and not Path("/sys/class/net", args.uplink).exists():
+        p.error(f"--uplink {args.uplink}: no such interface on this host (see `ip link`)")
+    agent = _wire(cfg, args.docker_host, args.uplink)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()
@@ -99,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         help="shared vCPUs per free physical core",
     )
     p.add_argument("--ram-allocation-ratio", type=float, default=1.0)
+    p.add_argument(
+        "--uplink",
+        metavar="IFACE",
+        help="the NIC every network bridge enslaves when its network names none "
+        "(instances on hosts sharing that segment share one L2 network)",
+    )
     p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
     p.add_argument(
         "--bridge-nf",
@@ -129,7 +137,7 @@ def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig
     )
 
 
-def _wire(cfg: AgentConfig, docker_host: str | None) -> Agent:
+def _wire(cfg: AgentConfig, docker_host: str | None, uplink: str | None = None) -> Agent:
     """The agent with the real parts of this host."""
     from dockyard.compute.drivers.docker import DockerDriver  # the docker SDK: not for --help
 
@@ -138,7 +146,7 @@ def _wire(cfg: AgentConfig, docker_host: str | None) -> Agent:
         cfg,
         DockerDriver(cfg.host, docker_host),
         ServerClient(cfg.server, cfg.token, cfg.host),
-        plumber=HostPlumber(),
+        plumber=HostPlumber(uplink),
         views=views,
         meter=CgroupMeter(views),
         volumes=LoopVolumes(cfg.state_dir / "volumes"),

@@ -90,13 +90,25 @@ class Plumber(Protocol):
 
 
 class HostPlumber:
-    """The real plumber: iproute2, tc, nft and iptables against this host's kernel."""
+    """The real plumber: iproute2, tc, nft and iptables against this host's kernel.
+
+    ``uplink`` (the agent's --uplink): the NIC every network bridge enslaves when the
+    network names none, so instances on hosts that share that segment share one L2
+    network. Frames from it pass the anti-spoofing table untouched (it is no port)."""
+
+    def __init__(self, uplink: str | None = None) -> None:
+        self.uplink = uplink
+
+    def _net(self, net: NetSpec) -> NetSpec:
+        if net.uplink or not self.uplink:
+            return net
+        return net.model_copy(update={"uplink": self.uplink})
 
     def prepare(self, instance_id: str, net: NetSpec) -> None:
-        plumbing.prepare(instance_id, net)
+        plumbing.prepare(instance_id, self._net(net))
 
     def plumb(self, instance_id: str, pid: int, net: NetSpec, *, prepared: bool = False) -> str:
-        return plumbing.plumb(instance_id, pid, net, prepared=prepared)
+        return plumbing.plumb(instance_id, pid, self._net(net), prepared=prepared)
 
     def shape(self, instance_id: str, limits: Limits) -> None:
         plumbing.shape(instance_id, host_ifname(instance_id), limits)

@@ -120,8 +120,13 @@ def _enslave(bridge: str, uplink: str) -> None:
             "fix the network's --uplink or the host's interfaces"
         )
     master = Path("/sys/class/net", uplink, "master")
-    if master.exists() and master.resolve().name == bridge:
-        return
+    if master.exists():
+        if master.resolve().name == bridge:
+            return
+        raise PermanentError(
+            f"uplink {uplink} already carries bridge {master.resolve().name}; an untagged "
+            f"uplink carries one network: give network {bridge}'s bridge another --uplink"
+        )
     _ip("link", "set", uplink, "master", bridge, "up")
 
 

@@ -1,0 +1,1 @@
+"""A cloud of several hosts on one machine: `dockyard lab` (see README.md here)."""

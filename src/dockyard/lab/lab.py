@@ -1,0 +1,246 @@
+"""``dockyard lab``: a cloud of N hosts on this machine (see README.md beside this file).
+
+State: DIR/lab.json names everything the lab made (PIDs, namespaces, links,
+cgroups), so ``down`` removes exactly that, and is written after every step
+so a failed ``up`` can be taken down too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dockyard.lab import wiring
+from dockyard.lab.hosts import LabHost
+from dockyard.lab.procs import LabError, alive, free_port, stop_pid, unmount_under, wait_for
+
+NETWORK, BRIDGE = "lab", "dyl-lab"
+
+
+class Lab:
+    def __init__(self, state_dir: Path, data: dict[str, Any]) -> None:
+        self.dir, self.data = state_dir, data
+        self.hosts = [LabHost(**h) for h in data.get("hosts", [])]
+
+    # --- state
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Lab:
+        path = state_dir.resolve() / "lab.json"
+        if not path.exists():
+            raise LabError(f"{path} does not exist: no lab there (dockyard lab up makes one)")
+        return cls(state_dir.resolve(), json.loads(path.read_text()))
+
+    def save(self) -> None:
+        self.data["hosts"] = [h.to_json() for h in self.hosts]
+        tmp = self.dir / "lab.json.tmp"
+        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        tmp.replace(self.dir / "lab.json")
+
+    @property
+    def url(self) -> str:
+        return str(self.data["url"])
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise LabError(f"no lab host {name!r}; the lab has {', '.join(h.name for h in self.hosts)}")
+
+    # --- the server and its API
+
+    def start_server(self) -> None:
+        if alive(self.data.get("server_pid"), str(self.dir / "server")):
+            return
+        log = (self.dir / "server.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dockyard.api.server", "--state-dir", str(self.dir / "server"),
+             "--listen", f"{self.data['switch_ip']}:{self.data['port']}", "--log-level", "warning"],
+            stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        self.data["server_pid"] = proc.pid
+        self.save()
+        wait_for(self._healthy, 30, f"the server on {self.url} (see {self.dir}/server.log)")
+        self.data["admin_token"] = (self.dir / "server" / "admin.token").read_text().strip()
+        _secret(
+            self.dir / "admin.env",
+            f"export DOCKYARD_URL={self.url}\nexport DOCKYARD_TOKEN={self.data['admin_token']}\n",
+        )
+        self.save()
+
+    def _healthy(self) -> bool:
+        if not alive(self.data.get("server_pid"), str(self.dir / "server")):
+            raise LabError(f"the server exited at start; see {self.dir}/server.log")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def api(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        headers = {"authorization": f"Bearer {self.data['admin_token']}", **kw.pop("headers", {})}
+        r = httpx.request(
+            method, f"{self.url}/v1{path}", json=body, timeout=60, headers=headers, **kw
+        )
+        if r.status_code >= 300:
+            raise LabError(f"{method} {path}: {r.status_code} {r.text}")
+        return r.json() if r.content else None
+
+    def hosts_up(self) -> set[str]:
+        return {h["name"] for h in self.api("GET", "/hosts") if h["state"] == "up"}
+
+    # --- joining
+
+    def join(self, host: LabHost) -> None:
+        """The host's credential, through the path real hosts take (today `dockyard host
+        token NAME`, an admin call; the TLS join goes here when it lands)."""
+        token = self.api("POST", "/agent-tokens", {"host": host.name})["token"]
+        _secret(host.token_file, token + "\n")
+
+
+def up(state_dir: Path, hosts: int, azs: list[str], demo: bool = True) -> Lab:
+    """Build the lab; returns when every host is up. A failure leaves lab.json, so
+    ``down`` removes what was made."""
+    if os.geteuid() != 0:
+        raise LabError("dockyard lab up needs root: it makes namespaces, links and dockerds")
+    if not 1 <= hosts <= 50:
+        raise LabError(f"--hosts {hosts}: give 1 to 50")
+    state_dir = state_dir.resolve()
+    if (state_dir / "lab.json").exists():
+        raise LabError(f"{state_dir} already holds a lab; `dockyard lab down` it or pick another")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tag = secrets.token_hex(2)
+    mgmt, inst = wiring.pick_subnets(tag)
+    data = {"tag": tag, **wiring.names(tag), "mgmt_cidr": str(mgmt), "net_cidr": str(inst)}
+    lab = Lab(state_dir, {**data, "switch_ip": str(mgmt[1]), "hosts": []})
+    lab.data["port"] = free_port()
+    lab.data["url"] = f"http://{mgmt[1]}:{lab.data['port']}"
+    lab.save()
+    wiring.make_switch(lab.data["switch"], f"{mgmt[1]}/{mgmt.prefixlen}")
+    lab.start_server()
+    for i in range(1, hosts + 1):
+        _add_host(lab, i, azs[(i - 1) % len(azs)], mgmt)
+    wait_for(lambda: {h.name for h in lab.hosts} <= lab.hosts_up(), 60, "every host to be up")
+    _network(lab, inst)
+    if demo:
+        _demo(lab)
+    return lab
+
+
+def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
+    tag = lab.data["tag"]
+    n = wiring.host_names(tag, i)
+    host = LabHost(
+        name=f"lab{i}", az=az, index=i, mgmt_ip=str(mgmt[10 + i]),
+        dir=str(lab.dir / "hosts" / f"lab{i}"), exec_root=f"/run/dyl{tag}h{i}",
+        cgroup_parent=f"dyl{tag}h{i}", netns=n["netns"], mgmt_if=n["mgmt_if"],
+        uplink_if=n["uplink_if"],
+    )  # fmt: skip
+    Path(host.dir).mkdir(parents=True, exist_ok=True)
+    lab.hosts.append(host)
+    lab.save()
+    wiring.make_host(lab.data["switch"], host.netns, host.mgmt_if, host.uplink_if,
+                     f"{host.mgmt_ip}/{mgmt.prefixlen}")  # fmt: skip
+    host.start_dockerd()
+    lab.save()
+    lab.join(host)
+    host.start_agent(lab.url)
+    lab.save()
+
+
+def _network(lab: Lab, net: ipaddress.IPv4Network) -> None:
+    """The network ``lab``: bridge dyl-lab on every host, enslaving its uplink0 (the
+    agents' --uplink); the probe on the switch takes the last address."""
+    lab.api("POST", "/networks", {
+        "name": NETWORK, "bridge": BRIDGE, "mtu": 1500,
+        "subnet": {"cidr": str(net), "gateway": str(net[1]),
+                   "pools": [{"start": str(net[10]), "end": str(net[200])}],
+                   "reserved": [str(net[254])], "hostname_rule": "lab{o3}{o4:03d}"},
+    })  # fmt: skip
+    wiring.make_probe(lab.data["switch"], lab.data["probe_ns"], lab.data["probe_if"],
+                      f"{net[254]}/{net.prefixlen}")  # fmt: skip
+    lab.data["probe_ip"] = str(net[254])
+    lab.save()
+
+
+def _demo(lab: Lab) -> None:
+    """The flavor ``small`` and the image ``demo`` (busybox), as `dockyard up` makes."""
+    from dockyard.images import rootfs
+
+    lab.api("POST", "/flavors", {"name": "small", "vcpus": 1, "memory_mb": 128, "pids_limit": 256})
+    with tempfile.TemporaryDirectory() as tmp:
+        tar = rootfs.build(Path(tmp) / "demo.tar")
+        image = lab.api(
+            "POST", "/images", {"name": "demo", "source": "rootfs", "command": rootfs.INIT_COMMAND}
+        )
+        with tar.open("rb") as f:
+            lab.api("PUT", f"/images/{image['id']}/file", content=f,
+                    headers={"content-type": "application/octet-stream"})  # fmt: skip
+
+
+def down(state_dir: Path) -> list[str]:
+    """Remove everything lab.json names; returns what could not be removed. A second
+    call finds nothing to do."""
+    path = state_dir.resolve() / "lab.json"
+    if not path.exists():
+        return []
+    lab = Lab.load(state_dir)
+    left: list[str] = []
+    for host in lab.hosts:
+        left += host.remove()
+    stop_pid(lab.data.get("server_pid"), str(lab.dir / "server"))
+    wiring.remove_netns(lab.data["probe_ns"], lab.data["probe_if"])
+    wiring.remove_switch(lab.data["switch"])
+    unmount_under(lab.dir)
+    path.unlink()
+    return left
+
+
+def status(state_dir: Path) -> list[dict[str, Any]]:
+    lab = Lab.load(state_dir)
+    up_: set[str] = set()
+    if alive(lab.data.get("server_pid"), str(lab.dir / "server")):
+        try:
+            up_ = lab.hosts_up()
+        except (httpx.HTTPError, LabError):
+            pass
+    return [
+        {"name": h.name, "az": h.az, "netns": h.netns, "mgmt_ip": h.mgmt_ip,
+         "dockerd": h.sock, "dockerd_alive": alive(h.dockerd_pid, h.exec_root),
+         "agent_pid": h.agent_pid, "agent_alive": alive(h.agent_pid, h.dir),
+         "state": "up" if h.name in up_ else "down"}
+        for h in lab.hosts
+    ]  # fmt: skip
+
+
+def host_stop(state_dir: Path, name: str, dockerd: bool) -> None:
+    lab = Lab.load(state_dir)
+    host = lab.host(name)
+    host.stop_agent()
+    if dockerd:
+        host.stop_dockerd()
+    lab.save()
+
+
+def host_start(state_dir: Path, name: str) -> None:
+    lab = Lab.load(state_dir)
+    host = lab.host(name)
+    host.start_dockerd()
+    lab.save()
+    host.start_agent(lab.url)
+    lab.save()
+    wait_for(lambda: name in lab.hosts_up(), 60, f"{name} to be up")
+
+
+def _secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
