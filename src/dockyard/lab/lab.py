@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -200,8 +201,20 @@ def down(state_dir: Path) -> list[str]:
     wiring.remove_netns(lab.data["probe_ns"], lab.data["probe_if"])
     wiring.remove_switch(lab.data["switch"])
     unmount_under(lab.dir)
+    _keep_only_logs(lab.dir)
     path.unlink()
     return left
+
+
+def _keep_only_logs(state_dir: Path) -> None:
+    """What the lab wrote under DIR goes (data roots, database, credentials); the logs
+    stay for a post-mortem."""
+    for sub in [state_dir / "server", *(state_dir / "hosts").glob("*/*")]:
+        if sub.is_dir():
+            shutil.rmtree(sub, ignore_errors=True)
+        elif sub.suffix != ".log":
+            sub.unlink(missing_ok=True)
+    (state_dir / "admin.env").unlink(missing_ok=True)
 
 
 def status(state_dir: Path) -> list[dict[str, Any]]:

@@ -61,7 +61,14 @@ def alive(pid: int | None, marker: str) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z" and marker in cmdline(pid)
+    if state == "Z":
+        return False
+    for _ in range(20):  # empty while the process is between two execve calls (nsenter)
+        line = cmdline(pid)
+        if line:
+            return marker in line
+        time.sleep(0.005)
+    return False
 
 
 def _reap(pid: int) -> None:
