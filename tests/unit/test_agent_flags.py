@@ -43,6 +43,7 @@ def _agent(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
         (["--reserved-memory-mb", "-1"], "--reserved-memory-mb"),
         (["--cpu-allocation-ratio", "0"], "--cpu-allocation-ratio"),
         (["--host-name", "no spaces"], "--host-name"),
+        (["--uplink", "nosuchnic0"], "--uplink"),
     ],
 )
 def test_an_impossible_flag_exits_2_naming_it_without_a_traceback(tmp_path, flags, names):
