@@ -88,6 +88,24 @@ def test_a_host_whose_daemons_stop_keeps_its_instances_and_comes_back(lab: LabRu
     assert r.stdout.strip(), "the instance's container is not running after dockerd's restart"
 
 
+def test_a_second_network_cannot_take_the_uplink_of_the_first(lab: LabRun) -> None:
+    """One untagged uplink carries one network: a second bridge taking it would cut the
+    first network's hosts apart, so the instance fails with a message saying why."""
+    lab.cli(
+        "network", "create", "other", "--bridge", "dyl-other", "--cidr", "198.19.254.0/24",
+        "--gateway", "198.19.254.1", "--pool", "198.19.254.10-198.19.254.20",
+    )  # fmt: skip
+    r = lab.cli(
+        "server", "create", "thief", "--image", "demo", "--flavor", "small", "--network",
+        "other", "--availability-zone", "az1", "--wait", check=False,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "uplink0 already carries bridge dyl-lab" in r.stdout + r.stderr
+    first = lab.cli_json("server", "list")
+    assert [s["status"] for s in first if s["name"] == "cross1"] == ["ACTIVE"]
+    assert probe_ping(lab, next(s["ip"] for s in first if s["name"] == "cross1"))
+
+
 def test_lab_up_refuses_a_state_dir_that_holds_a_lab(lab: LabRun) -> None:
     r = lab.lab("up", "--hosts", "1", check=False)
     assert r.returncode == 1
