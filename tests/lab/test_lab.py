@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import LabRun
+from tests.lab.conftest import LabRun, _can_run
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -136,3 +136,25 @@ def test_down_leaves_nothing_and_twice_is_fine(lab: LabRun) -> None:
     assert not [m for m in mounts if m.startswith(str(lab.state)) or "/run/dyl" + rec["tag"] in m]
     assert sh("nft", "list", "tables").stdout == tables_before  # the hosts' tables died with them
     assert not (lab.state / "lab.json").exists()
+
+
+def test_a_lab_that_fails_half_way_is_removed_again(tmp_path: Path) -> None:
+    """The second host cannot get its directory: the first host, the server and the
+    switch that were already made go again, and the error says so."""
+    state = tmp_path / "broken"
+    (state / "hosts").mkdir(parents=True)
+    (state / "hosts" / "lab2").write_text("in the way\n")
+    reason = _can_run()
+    if reason:
+        pytest.skip(reason)
+    before = {p.name for p in Path("/sys/class/net").iterdir()}
+    spaces = set(Path("/run/netns").glob("*"))
+    run = LabRun(state)
+    r = run.lab("up", "--hosts", "2", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "half-built lab was removed" in r.stderr
+    assert not (state / "lab.json").exists()
+    made = {p.name for p in Path("/sys/class/net").iterdir()} - before
+    assert not [name for name in made if name.startswith("dyl")]  # others' tests make links too
+    assert not [p for p in set(Path("/run/netns").glob("*")) - spaces if p.name.startswith("dyl")]
+    assert (state / "server.log").exists()  # the logs stay

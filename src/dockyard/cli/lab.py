@@ -63,6 +63,9 @@ def lab_status(a: argparse.Namespace) -> None:
 def lab_down(a: argparse.Namespace) -> None:
     from dockyard.lab import lab
 
+    if not (Path(a.state_dir) / "lab.json").exists():
+        print(f"no lab in {a.state_dir}: nothing to remove")
+        return
     left = lab.down(Path(a.state_dir))
     if left:
         raise CliError(f"removed the lab but these cgroups are still busy: {', '.join(left)}")

@@ -108,15 +108,32 @@ class Lab:
 
 
 def up(state_dir: Path, hosts: int, azs: list[str], demo: bool = True) -> Lab:
-    """Build the lab; returns when every host is up. A failure leaves lab.json, so
-    ``down`` removes what was made."""
-    if os.geteuid() != 0:
-        raise LabError("dockyard lab up needs root: it makes namespaces, links and dockerds")
-    if not 1 <= hosts <= 50:
-        raise LabError(f"--hosts {hosts}: give 1 to 50")
+    """Build the lab; returns when every host is up. On a failure, what was made is
+    removed again (the logs stay under ``state_dir``) and the error says where to look."""
     state_dir = state_dir.resolve()
+    try:
+        return _up(state_dir, hosts, azs, demo)
+    except BaseException as exc:
+        if (state_dir / "lab.json").exists() and not isinstance(exc, _Refused):
+            down(state_dir)
+            if isinstance(exc, (LabError, OSError)):
+                raise LabError(
+                    f"{exc}; the half-built lab was removed (logs in {state_dir})"
+                ) from exc
+        raise
+
+
+class _Refused(LabError):
+    """Refused before anything was made (the state dir may hold someone's lab)."""
+
+
+def _up(state_dir: Path, hosts: int, azs: list[str], demo: bool) -> Lab:
+    if not 1 <= hosts <= 50:
+        raise _Refused(f"--hosts {hosts}: give 1 to 50")
+    if os.geteuid() != 0:
+        raise _Refused("dockyard lab up needs root: it makes namespaces, links and dockerds")
     if (state_dir / "lab.json").exists():
-        raise LabError(f"{state_dir} already holds a lab; `dockyard lab down` it or pick another")
+        raise _Refused(f"{state_dir} already holds a lab; `dockyard lab down` it or pick another")
     state_dir.mkdir(parents=True, exist_ok=True)
     tag = secrets.token_hex(2)
     mgmt, inst = wiring.pick_subnets(tag)
