@@ -67,5 +67,8 @@ def lab() -> Iterator[LabRun]:
         run.login()
         yield run
     finally:
-        run.lab("down", check=False)
+        run.lab("down", check=False)  # keeps only the logs under the state dir
+        keep = os.environ.get("DOCKYARD_KEEP_LOGS")  # a directory to copy them to
+        if keep:
+            shutil.copytree(state, Path(keep) / state.name, dirs_exist_ok=True)
         shutil.rmtree(state, ignore_errors=True)
