@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,15 @@ class Lab:
             raise LabError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    def hosts_up(self) -> set[str]:
-        return {h["name"] for h in self.api("GET", "/hosts") if h["state"] == "up"}
+    def hosts_up(self, since: datetime | None = None) -> set[str]:
+        """Hosts the server has up (with a heartbeat after ``since``, when given: a host
+        stays up for a while after its agent stops)."""
+        return {
+            h["name"]
+            for h in self.api("GET", "/hosts")
+            if h["state"] == "up"
+            and (since is None or _after(h.get("last_heartbeat"), since))
+        }
 
     # --- joining
 
@@ -265,9 +273,17 @@ def host_start(state_dir: Path, name: str) -> None:
     host = lab.host(name)
     host.start_dockerd()
     lab.save()
+    started = datetime.now(UTC)
     host.start_agent(lab.url)
     lab.save()
-    wait_for(lambda: name in lab.hosts_up(), 60, f"{name} to be up")
+    wait_for(lambda: name in lab.hosts_up(since=started), 60, f"{name}'s agent to report")
+
+
+def _after(stamp: str | None, since: datetime) -> bool:
+    if not stamp:
+        return False
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) >= since
 
 
 def _secret(path: Path, text: str) -> None:
