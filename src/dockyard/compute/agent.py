@@ -191,7 +191,7 @@ class Agent:
         while not self.stop_event.is_set():
             try:
                 for _ in self.driver.events(self.stop_event):
-                    self.wake.set()
+                    self.wake.set()  # "" after (re)subscribing too: a restarted dockerd
             except TemporaryError as exc:
                 log.info("container events: %s; reconnecting", exc.detail)
                 self.wake.set()

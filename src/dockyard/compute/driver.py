@@ -132,5 +132,7 @@ class ComputeDriver(Protocol):
 
     def events(self, stop: Event) -> Iterator[str]:
         """Yield instance ids whose containers started or died, until ``stop``.
+        First yields ``""`` once subscribed: whatever happened before (a runtime that
+        restarted while nobody listened) is unknown, so the caller looks afresh.
         Raises TemporaryError when the stream breaks (runtime restarting)."""
         ...

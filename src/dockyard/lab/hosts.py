@@ -82,8 +82,10 @@ class LabHost:
             "--data-root", str(root / "docker"), "--exec-root", self.exec_root,
             "--host", self.docker_host, "--pidfile", str(root / "dockerd.pid"),
             "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
-            "--cgroup-parent", self.cgroup_parent, "--live-restore",
+            "--cgroup-parent", self.cgroup_parent,
         ]  # fmt: skip
+        if self.extra.get("live_restore", True):  # bench/upgrades turns it off to compare
+            cmd.append("--live-restore")
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         self.dockerd_pid = proc.pid
         wait_for(self._docker_answers, 60, f"the dockerd of {self.name} (see {root}/dockerd.log)")

@@ -264,6 +264,7 @@ class DockerDriver:
         except (_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream unavailable: {exc}") from exc
         try:
+            yield ""  # subscribed: events before this moment were missed
             for ev in stream:
                 with self._cache_lock:
                     self._cache.pop(ev.get("id", ""), None)

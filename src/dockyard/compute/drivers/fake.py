@@ -118,6 +118,7 @@ class FakeDriver:
         return [c.obs for c in list(self.containers.values())]
 
     def events(self, stop: Event) -> Iterator[str]:
+        yield ""  # subscribed
         while not stop.is_set():
             try:
                 yield self._events.get(timeout=0.05)
