@@ -1,7 +1,7 @@
 """server groups: a project's placement policies, and the group an instance joined
 
 Revision ID: 0011
-Revises: 0010
+Revises: 0010_api
 Create Date: 2026-11-26 04:20:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "0011"
-down_revision = "0010"
+down_revision = "0010_api"  # the head in main (0010_api)
 branch_labels = None
 depends_on = None
 
