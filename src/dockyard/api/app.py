@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
-from dockyard.api import catalog, errors, hosts, identity, instances, volumes
+from dockyard.api import catalog, errors, groups, hosts, identity, instances, volumes
 from dockyard.api.limits import BodyLimit
 from dockyard.api.watch import HostWatch
 from dockyard.db import notify
@@ -68,7 +68,7 @@ def create_app(
     # added last, so it runs first: a body too large is refused before anything reads it
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
-    for module in (identity, hosts, catalog, instances, volumes):
+    for module in (identity, hosts, catalog, instances, volumes, groups):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 
     @app.get("/healthz", tags=["health"])

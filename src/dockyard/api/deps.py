@@ -56,7 +56,7 @@ def member(request: Request, who: Annotated[Principal, Depends(user)]) -> Princi
     """A user who may change its project's things (a member, or an admin)."""
     if who.role not in ("member", "admin"):
         verb = _VERBS.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "change")
-        noun = "volumes" if "/volumes" in request.url.path else "instances"
+        noun = next((n for p, n in _NOUNS if p in request.url.path), "instances")
         if request.method == "DELETE":
             verb = "delete"
         elif request.method == "POST" and verb == "change":
@@ -68,6 +68,7 @@ def member(request: Request, who: Annotated[Principal, Depends(user)]) -> Princi
     return who
 
 
+_NOUNS = (("/volumes", "volumes"), ("/server-groups", "server groups"))
 _VERBS = {"start": "start", "stop": "stop", "reboot": "reboot", "resize": "resize"}
 
 

@@ -44,6 +44,7 @@ HOST_COLUMNS = [
     ("ENABLED", lambda h: h["enabled"]),
     ("VCPUS(used/cores)", lambda h: f"{h['vcpus_used']:g}/{h['cores']}"),
     ("MEMORY_MB(used/total)", lambda h: f"{h['memory_mb_used']}/{h['memory_mb']}"),
+    ("DISK_GB(used/total)", lambda h: f"{h['disk_gb_used']}/{h['disk_gb']}"),
     ("PINNED", lambda h: ",".join(h["pinned_cores"]) or "-"),
     ("DOCKER", lambda h: h["docker_version"]),
 ]

@@ -17,6 +17,7 @@ NOUNS = {
     "project": ("catalog", "projects"),
     "quota": ("catalog", "project quotas"),
     "server": ("servers", "instances"),
+    "server-group": ("groups", "server groups: where a set of instances may run"),
     "token": ("identity", "your API tokens"),
     "user": ("identity", "users"),
     "volume": ("volumes", "named volumes"),

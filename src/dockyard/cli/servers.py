@@ -70,6 +70,7 @@ def create(api: Api, a: argparse.Namespace) -> None:
         "ip": a.ip,
         "volumes": _volumes(a.volume),
         "availability_zone": a.availability_zone,
+        "group": a.group,
         "ssh_keys": _ssh_keys(a.ssh_key),
     }
     server = api.post("/instances", body)
@@ -224,6 +225,7 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
         "a host path, for admins only (repeatable)",
     )
     p.add_argument("--availability-zone")
+    p.add_argument("--group", help="a server group to join (see `dockyard server-group create`)")
     p.add_argument(
         "--ssh-key",
         action="append",

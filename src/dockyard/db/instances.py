@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model, states
-from dockyard.db import catalog, hosts, lookup, quotas, volumes
+from dockyard.db import catalog, groups, hosts, lookup, quotas, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Gone, NotFound, NoValidHost
@@ -17,7 +17,7 @@ from dockyard.model import PowerState, TaskState, VmState
 from dockyard.network import hostname, ipam
 from dockyard.scheduler import claim
 from dockyard.scheduler.state import HostState
-from dockyard.scheduler.weighers import RamWeigher
+from dockyard.scheduler.weighers import GROUP_WEIGHERS, RamWeigher
 
 ACTION_OF_TASK = {
     TaskState.spawning: "create",
@@ -55,12 +55,17 @@ def create(
     vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
     unplaced = {v.id: v for v in vols if v.host_id is None}  # one volume, two paths: once
     new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in unplaced.values())
-    request = claim.request(shape, network.name, req.availability_zone, volume_host, new_gb)
-    placement = claim.place_new(
-        [st for _, st in rows], request, weighers=(RamWeigher(weigh_multiplier),)
-    )
+    # read under the claim lock: where the group's members run cannot change under us
+    group, spec = groups.for_claim(s, who.project_id, req.group) if req.group else (None, None)
+    request = claim.request(shape, network.name, req.availability_zone, volume_host, new_gb, spec)
+    weighers = (RamWeigher(weigh_multiplier), *GROUP_WEIGHERS)
+    placement = claim.place_new([st for _, st in rows], request, weighers=weighers)
     if placement.host is None:
-        raise NoValidHost(placement.explain(request), rejected=placement.rejected)
+        raise NoValidHost(
+            placement.explain(request),
+            rejected=placement.rejected,
+            reasons=placement.reasons(request),
+        )
     host = next(r for r, st in rows if st is placement.host)
     volumes.pin(vols, host.id)
     subnet, ip = _claim_ip(s, network, req.ip)
@@ -74,6 +79,7 @@ def create(
         subnet_id=subnet.id,
         host_id=host.id,
         availability_zone=host.availability_zone,
+        server_group_id=group.id if group else None,
         ip=ip,
         mac=ipam.mac_for(ip),
         hostname=hostname.render(subnet.hostname_rule, ip, req.name),
@@ -410,6 +416,7 @@ def to_model(r: m.Instance) -> model.Instance:
         power_state=PowerState(r.power_state),
         host=r.host.name if r.host else None,
         availability_zone=r.availability_zone,
+        group=r.server_group.name if r.server_group else None,
         ip=r.ip,
         mac=r.mac,
         network=r.network.name,

@@ -164,6 +164,20 @@ class CoreClaim(Base):
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"))
 
 
+class ServerGroup(Base):
+    """A project's placement policy for some of its instances. Its members are the
+    live instances whose ``server_group_id`` names it: no membership table."""
+
+    __tablename__ = "server_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
 class Instance(Base):
     __tablename__ = "instances"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -178,6 +192,9 @@ class Instance(Base):
     subnet_id: Mapped[str | None] = mapped_column(ForeignKey("subnets.id"), default=None)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), default=None, index=True)
     availability_zone: Mapped[str | None] = mapped_column(String(63), default=None)
+    server_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("server_groups.id"), default=None, index=True
+    )
     ip: Mapped[str | None] = mapped_column(String(15), default=None)
     mac: Mapped[str | None] = mapped_column(String(17), default=None)
     hostname: Mapped[str | None] = mapped_column(String(63), default=None)
@@ -207,6 +224,7 @@ class Instance(Base):
     network: Mapped[Network] = relationship(lazy="joined")
     host: Mapped[Host | None] = relationship(lazy="joined")
     project: Mapped[Project] = relationship(lazy="joined")
+    server_group: Mapped[ServerGroup | None] = relationship(lazy="joined")
     cores: Mapped[list[CoreClaim]] = relationship(lazy="selectin", order_by="CoreClaim.core")
 
 

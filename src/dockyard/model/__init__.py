@@ -8,6 +8,7 @@ the agent and the CLI never disagree. No I/O here. One module per noun:
     hosts      what an agent declares; hosts and zones as admins see them
     catalog    flavors and their limits, images, networks
     instances  instances, volumes, actions, events, the watch
+    groups     server groups (placement policies)
     agent      desired state and reports between the server and an agent
 
 Everything is importable from ``dockyard.model`` itself.
@@ -49,6 +50,7 @@ from dockyard.model.catalog import (
     Subnet,
     SubnetCreate,
 )
+from dockyard.model.groups import GroupPolicy, ServerGroup, ServerGroupCreate
 from dockyard.model.hosts import (
     MAX_HOST_CORES,
     MAX_HOST_DISK_GB,
@@ -159,6 +161,9 @@ __all__ = [
     "EventKind",
     "InstanceEvent",
     "InstanceDetail",
+    "GroupPolicy",
+    "ServerGroupCreate",
+    "ServerGroup",
     "NetSpec",
     "DesiredInstance",
     "DesiredState",

@@ -124,6 +124,9 @@ class InstanceCreate(Schema):
     ip: str | None = Field(default=None, max_length=15)
     volumes: list[VolumeSpec] = Field(default=[], max_length=32)
     availability_zone: str | None = Field(default=None, max_length=63)
+    group: str | None = Field(
+        default=None, max_length=63, description="a server group of the project to join"
+    )
     ssh_keys: list[SshKey] = Field(
         default=[], max_length=32, description="OpenSSH public keys that may log in as root"
     )
@@ -148,6 +151,7 @@ class Instance(Schema):
     power_state: PowerState
     host: str | None
     availability_zone: str | None
+    group: str | None = Field(default=None, description="its server group")
     ip: str | None
     mac: str | None
     network: str

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dockyard.scheduler.select import select
-from dockyard.scheduler.state import HostState, Placement, Request
+from dockyard.scheduler.state import GroupSpec, HostState, Placement, Request
 from dockyard.scheduler.weighers import RamWeigher, Weigher
 
 
@@ -57,6 +57,7 @@ def request(
     availability_zone: str | None = None,
     volume_host: str | None = None,
     volume_gb: int = 0,
+    group: GroupSpec | None = None,
 ) -> Request:
     return Request(
         vcpus=shape.vcpus,
@@ -67,6 +68,7 @@ def request(
         network=network,
         volume_host=volume_host,
         volume_gb=volume_gb,
+        group=group,
     )
 
 

@@ -102,11 +102,38 @@ class DiskFilter:
         return host.disk_gb_used + req.disk_gb + req.volume_gb <= host.disk_gb
 
 
+class ServerGroupAntiAffinityFilter:
+    """Anti-affinity: no two members of the instance's server group on one host."""
+
+    name = "ServerGroupAntiAffinityFilter"  # its hint counts the hosts taken: state.hint
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        group = req.group
+        return group is None or group.policy != "anti-affinity" or host.name not in group.hosts
+
+
+class ServerGroupAffinityFilter:
+    """Affinity: every member of the instance's server group on one host (the first
+    member goes wherever the other filters allow)."""
+
+    name = "ServerGroupAffinityFilter"  # its hint names the members' host: state.hint
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        group = req.group
+        if group is None or group.policy != "affinity" or not group.hosts:
+            return True
+        return host.name in group.hosts
+
+
 DEFAULT_FILTERS: tuple[Filter, ...] = (
     ComputeFilter(),
     VolumeFilter(),
     AvailabilityZoneFilter(),
     NetworkFilter(),
+    # a server group's hard policy after placement's own constraints (up, volume, zone,
+    # network) and before capacity, so a refusal names the policy rather than the room
+    ServerGroupAntiAffinityFilter(),
+    ServerGroupAffinityFilter(),
     RamFilter(),
     CoreFilter(),
     DedicatedCoreFilter(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 HINTS = {"RootDiskFilter": "root disk size not enforceable: needs overlay2 on XFS with pquota"}
@@ -46,6 +47,23 @@ class HostState:
 
 
 @dataclass(frozen=True)
+class GroupSpec:
+    """The server group an instance joins: its policy and where its members run now.
+
+    ``members`` counts the group's placed members per host name, read under the
+    claim lock, so two claims into one group never both see a host as empty.
+    """
+
+    name: str
+    policy: str  # anti-affinity | affinity | soft-anti-affinity | soft-affinity
+    members: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(h for h, n in self.members.items() if n > 0)
+
+
+@dataclass(frozen=True)
 class Request:
     vcpus: int
     memory_mb: int
@@ -55,6 +73,7 @@ class Request:
     network: str | None = None
     volume_host: str | None = None  # where the data of its named volumes lives
     volume_gb: int = 0  # disk its named volumes take on a host that has none of them yet
+    group: GroupSpec | None = None  # the server group it joins
 
 
 def hint(filter_name: str, request: Request) -> str | None:
@@ -64,6 +83,14 @@ def hint(filter_name: str, request: Request) -> str | None:
             f"volume data lives on host {request.volume_host}; free room there "
             "or use another volume"
         )
+    group = request.group
+    if filter_name == "ServerGroupAntiAffinityFilter" and group:
+        n = len(group.hosts)
+        held = f"{n} hosts already hold" if n != 1 else "1 host already holds"
+        return f"anti-affinity: {held} a member of {group.name}"
+    if filter_name == "ServerGroupAffinityFilter" and group and group.hosts:
+        where = ", ".join(sorted(group.hosts))
+        return f"affinity: the members of {group.name} run on {where}, and only there"
     return HINTS.get(filter_name)
 
 
@@ -85,3 +112,11 @@ class Placement:
             for name, n in self.rejected.items()
         ]
         return f"no host can take {what}: " + ", ".join(parts)
+
+    def reasons(self, request: Request) -> dict[str, str]:
+        """Each rejecting filter's count and hint as data: {filter: "2 of 3 hosts: why"}."""
+        return {
+            name: f"{n} of {self.considered} hosts"
+            + (f": {why}" if (why := hint(name, request)) else "")
+            for name, n in self.rejected.items()
+        }
