@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.cluster import Cluster, run, wait_for  # noqa: E402
-
+from dockyard.lab.onehost import OneHost as Cluster  # noqa: E402
+from dockyard.lab.procs import run, wait_for  # noqa: E402
 from dockyard.network.ipam import mac_for  # noqa: E402
 
 

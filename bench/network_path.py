@@ -28,9 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import docker  # noqa: E402
-from tests.integration.cluster import Cluster, Dockerd, run, wait_for  # noqa: E402
 
 from dockyard.images import rootfs  # noqa: E402
+from dockyard.lab.daemons import Dockerd  # noqa: E402
+from dockyard.lab.onehost import OneHost as Cluster  # noqa: E402
+from dockyard.lab.procs import run, wait_for  # noqa: E402
 
 
 def iperf(server_ns: list[str], client_ns: list[str], host: str, port: int, secs: int) -> float:
@@ -73,8 +75,8 @@ def dockyard_path(secs: int) -> float:
         c.cli("image", "build-demo", "--output", str(tar))
         c.cli("image", "import", "demo", "--rootfs", str(tar))
         a, b = c.create("a"), c.create("b")
-        pa = c.container(a["id"]).attrs["State"]["Pid"]
-        pb = c.container(b["id"]).attrs["State"]["Pid"]
+        pa = c.inspect(a["id"])["State"]["Pid"]
+        pb = c.inspect(b["id"])["State"]["Pid"]
         return iperf(nsenter(pa), nsenter(pb), a["ip"], 5201, secs)
     finally:
         c.stop()
@@ -109,7 +111,7 @@ def nat_path(secs: int) -> float:
         start_new_session=True,
     )
     try:
-        wait_for(d._ping, 60, "the NAT dockerd")
+        wait_for(d.ping, 60, "the NAT dockerd")
         client = docker.DockerClient(base_url=d.url)
         tar = rootfs.build(root / "bb.tar")
         client.api.import_image_from_file(

@@ -20,7 +20,7 @@ What each side gets:
   INCUS_DIR (a temp dir: /var/lib/incus is not touched), a ``dir`` pool and a
   profile with one bridged NIC and ``security.privileged=true`` (Docker's
   containers have no user namespace either).  No limits, no anti-spoofing.
-- Dockyard: a one-host cluster on a private dockerd (tests/integration/cluster.py)
+- Dockyard: a one-host cloud on a private dockerd (dockyard.lab.onehost)
   with its limits, /proc view, anti-spoofing and action log all on.
 
 Rounds alternate Incus, Dockyard via the CLI (``server create --wait``) and via
@@ -52,7 +52,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.cluster import Cluster, Probe, run, stop_pid, wait_for  # noqa: E402
+from dockyard.lab.onehost import OneHost as Cluster  # noqa: E402
+from dockyard.lab.onehost import Probe  # noqa: E402
+from dockyard.lab.procs import run, wait_for  # noqa: E402
+from dockyard.lab.procs import stop_proc as stop_pid  # noqa: E402
 
 RC_LOCAL = b"""#!/bin/sh
 # bench/peer: an instance whose manager does not plumb eth0 sets its own address.
@@ -457,8 +460,7 @@ class Dockyard:
         wait_for(lambda: not c.api("GET", "/instances"), 120, "instances to go")
 
     def init_pids(self) -> list[int]:
-        assert self.cluster.docker is not None
-        return [int(c.attrs["State"]["Pid"]) for c in self.cluster.docker.containers.list()]
+        return self.cluster.init_pids()
 
     def daemons(self) -> set[int]:
         c = self.cluster

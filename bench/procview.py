@@ -27,10 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.cluster import Cluster, run, wait_for  # noqa: E402
-from tests.integration.lxcfs import lxcfs  # noqa: E402
+import docker  # noqa: E402
 
 from dockyard import cgroups  # noqa: E402
+from dockyard.lab.lxcfs import lxcfs  # noqa: E402
+from dockyard.lab.onehost import OneHost as Cluster  # noqa: E402
+from dockyard.lab.procs import run, wait_for  # noqa: E402
 
 LATENCY = r"""
 import ctypes, os, sys, time
@@ -77,6 +79,7 @@ def latency(target: str, tasks: str, paths: list[str], n: int) -> dict[str, tupl
 class Bench:
     def __init__(self, cluster: Cluster, lxcfs_mnt: Path, lxcfs_proc: subprocess.Popen) -> None:
         self.c, self.mnt, self.lxcfs_proc = cluster, lxcfs_mnt, lxcfs_proc
+        self.docker = docker.DockerClient(base_url=cluster.dockerd.url)
         self.lxcfs_pid = lxcfs_proc.pid
         self.last_age = 0.0  # the oldest view file seen during the last window, s
         self.ids: list[str] = []
@@ -96,6 +99,9 @@ class Bench:
             self.ids += pool.map(create, range(len(self.ids), count))
         wait_for(self._all_active, 600, f"{count} instances to be ACTIVE", interval=1)
 
+    def container(self, instance_id: str) -> docker.models.containers.Container:
+        return self.docker.containers.get(f"dy-{instance_id}")
+
     def _all_active(self) -> bool:
         return all(i["status"] == "ACTIVE" for i in self.c.api("GET", "/instances"))
 
@@ -108,7 +114,7 @@ class Bench:
         if files:
             for i in self.ids:
                 script = READER.format(start=start, end=end, files=files)
-                self.c.container(i).exec_run(["sh", "-c", script], detach=True)
+                self.container(i).exec_run(["sh", "-c", script], detach=True)
             if time.time() > start:
                 raise RuntimeError("launching the readers took too long; widen the margin")
         time.sleep(max(0.0, start + 1 - time.time()))
@@ -130,7 +136,7 @@ class Bench:
 
     def _reads(self, instance_id: str, start: int) -> tuple[int, int]:
         # read from the container's writable layer; never change it from outside
-        attrs = self.c.docker.api.inspect_container(f"dy-{instance_id}")
+        attrs = self.c.inspect(instance_id)
         path = Path(attrs["GraphDriver"]["Data"]["UpperDir"]) / "tmp" / f"reads.{start}"
         wait_for(path.exists, 30, f"{instance_id} to finish reading")
         n, e = path.read_text().split()
@@ -177,9 +183,9 @@ def main() -> None:
 
 def report(b: Bench, counts: list[str | int], window: float, reads: int) -> None:
     b.grow(1)
-    pid = b.c.container(b.ids[0]).attrs["State"]["Pid"]
+    pid = b.c.inspect(b.ids[0])["State"]["Pid"]
     tasks = ",".join(sorted({f"{d}/tasks" for d in map(str, cgroups.of_pid(pid).dirs.values())}))
-    b.c.container(b.ids[0]).exec_run(["cat", "/lxcfs/proc/loadavg"])  # lxcfs starts tracking
+    b.container(b.ids[0]).exec_run(["cat", "/lxcfs/proc/loadavg"])  # lxcfs starts tracking
     print(f"read latency inside a container, {reads} reads each (microseconds)")
     print(f"  {'file':<26}{'p50':>8}{'p99':>8}")
     rows = {

@@ -31,9 +31,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.api.server_process import server  # noqa: E402
-
 from bench.wait_latency import setup  # noqa: E402
+from dockyard.lab.daemons import server  # noqa: E402
 
 
 @contextmanager

@@ -31,10 +31,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.api.server_process import server  # noqa: E402
-
 from dockyard.cli import servers  # noqa: E402
 from dockyard.cli.client import Api  # noqa: E402
+from dockyard.lab.daemons import server  # noqa: E402
 
 SPAWNED = {"power_state": "running", "task_done": "spawning"}
 

@@ -37,27 +37,7 @@ def running_cluster() -> Iterator[Cluster]:
     c = Cluster()
     try:
         c.start()
-        c.cli(
-            "network",
-            "create",
-            "net",
-            "--cidr",
-            f"{c.subnet}.0/24",
-            "--gateway",
-            f"{c.subnet}.1",
-            "--bridge",
-            c.bridge,
-            "--pool",
-            f"{c.subnet}.10-{c.subnet}.200",
-            "--reserved",
-            f"{c.subnet}.254",
-            "--hostname-rule",
-            "web{o3}{o4:03d}",
-        )
-        c.cli("flavor", "create", "small", "--vcpus", "1", "--memory", "128", "--pids", "256")
-        tar = c.root / "demo.tar"
-        c.cli("image", "build-demo", "--output", str(tar))
-        c.cli("image", "import", "demo", "--rootfs", str(tar))
+        c.setup_demo()
         yield c
     finally:
         c.stop()

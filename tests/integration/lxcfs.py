@@ -1,50 +1,15 @@
-"""Debian's lxcfs on a private mount point, to compare /proc views side by side."""
+"""lxcfs for the tests: the lab's (``dockyard.lab.lxcfs``) and a way to read it from
+inside a container."""
 
 from __future__ import annotations
 
 import shlex
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from dockyard import cgroups
-from tests.integration.cluster import run, stop_pid, wait_for
+from dockyard.lab.lxcfs import FILES, lxcfs
+from dockyard.lab.procs import run
 
-# what lxcfs serves, and where a container sees each file
-FILES = {
-    "proc/meminfo": "/proc/meminfo",
-    "proc/cpuinfo": "/proc/cpuinfo",
-    "proc/stat": "/proc/stat",
-    "proc/uptime": "/proc/uptime",
-    "proc/loadavg": "/proc/loadavg",
-    "proc/swaps": "/proc/swaps",
-    "proc/diskstats": "/proc/diskstats",
-    "sys/devices/system/cpu/online": "/sys/devices/system/cpu/online",
-}
-
-
-@contextmanager
-def lxcfs(root: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
-    """lxcfs -f -l (load average on) at root/lxcfs; unmounted and stopped after."""
-    if shutil.which("lxcfs") is None:
-        raise RuntimeError("lxcfs is not installed (see .ci/run)")
-    mnt = root / "lxcfs"
-    mnt.mkdir()
-    log = (root / "lxcfs.log").open("ab")
-    proc = subprocess.Popen(
-        ["lxcfs", "-f", "-l", "-p", str(root / "lxcfs.pid"), str(mnt)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: (mnt / "proc" / "meminfo").exists(), 15, "lxcfs to mount")
-        yield mnt, proc
-    finally:
-        stop_pid(proc)
-        run("umount", "-l", str(mnt), check=False)
+__all__ = ["FILES", "lxcfs", "run_under_lxcfs"]
 
 
 def run_under_lxcfs(pid: int, command: str, inside: str = "/lxcfs") -> str:

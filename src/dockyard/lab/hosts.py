@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 
 from dockyard.lab import wiring
+from dockyard.lab.daemons import agent_cmd, dockerd_cmd, engine
 from dockyard.lab.procs import (
     LabError,
     alive,
@@ -77,15 +77,11 @@ class LabHost:
             return
         root = Path(self.dir)
         log = (root / "dockerd.log").open("ab")
-        cmd = [
-            "nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
-            "--data-root", str(root / "docker"), "--exec-root", self.exec_root,
-            "--host", self.docker_host, "--pidfile", str(root / "dockerd.pid"),
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
-            "--cgroup-parent", self.cgroup_parent,
-        ]  # fmt: skip
-        if self.extra.get("live_restore", True):  # bench/upgrades turns it off to compare
-            cmd.append("--live-restore")
+        live_restore = bool(self.extra.get("live_restore", True))  # bench/upgrades compares
+        cmd = dockerd_cmd(
+            root / "docker", self.exec_root, self.sock, self.cgroup_parent,
+            root / "dockerd.pid", netns=self.netns, live_restore=live_restore,
+        )  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         self.dockerd_pid = proc.pid
         wait_for(self._docker_answers, 60, f"the dockerd of {self.name} (see {root}/dockerd.log)")
@@ -100,8 +96,7 @@ class LabHost:
 
     def docker(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """One request to this host's dockerd (its Engine API)."""
-        with httpx.Client(transport=httpx.HTTPTransport(uds=self.sock), timeout=30) as c:
-            return c.request(method, f"http://docker{path}", **kw)
+        return engine(self.sock, method, path, **kw)
 
     def remove_containers(self) -> None:
         if not alive(self.dockerd_pid, self.exec_root):
@@ -128,12 +123,10 @@ class LabHost:
         if str(volumes) not in _mount_points():
             run("mount", "--bind", str(volumes), str(volumes))
             run("mount", "--make-shared", str(volumes))
-        agent = [
-            sys.executable, "-m", "dockyard.compute.cli", "--server", url,
-            "--token-file", str(self.token_file), "--host-name", self.name,
-            "--state-dir", str(root / "agent"), "--availability-zone", self.az,
-            "--uplink", wiring.UPLINK,
-        ]  # fmt: skip
+        agent = agent_cmd(
+            url, self.token_file, self.name, root / "agent",
+            "--availability-zone", self.az, "--uplink", wiring.UPLINK,
+        )  # fmt: skip
         cmd = [
             "nsenter", f"--net=/run/netns/{self.netns}",
             "unshare", "--mount", "--propagation", "unchanged",

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from dockyard.lab import wiring
+from dockyard.lab.daemons import healthy, server_cmd
 from dockyard.lab.hosts import LabHost
 from dockyard.lab.procs import LabError, alive, free_port, stop_pid, unmount_under, wait_for
 
@@ -65,8 +65,7 @@ class Lab:
             return
         log = (self.dir / "server.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.api.server", "--state-dir", str(self.dir / "server"),
-             "--listen", f"{self.data['switch_ip']}:{self.data['port']}", "--log-level", "warning"],
+            server_cmd(self.dir / "server", f"{self.data['switch_ip']}:{self.data['port']}"),
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         self.data["server_pid"] = proc.pid
@@ -82,10 +81,7 @@ class Lab:
     def _healthy(self) -> bool:
         if not alive(self.data.get("server_pid"), str(self.dir / "server")):
             raise LabError(f"the server exited at start; see {self.dir}/server.log")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        return healthy(self.url)
 
     def api(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         headers = {"authorization": f"Bearer {self.data['admin_token']}", **kw.pop("headers", {})}

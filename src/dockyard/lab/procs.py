@@ -91,6 +91,20 @@ def stop_pid(pid: int | None, marker: str, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
+def stop_proc(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20
+) -> None:
+    """After: the child ``proc`` has exited. ``sig``, then SIGKILL after ``timeout`` s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def kill_marked(marker: str) -> list[int]:
     """SIGKILL every process whose command line holds ``marker`` (containerd shims and
     instances a dead dockerd left); returns their PIDs."""
