@@ -414,7 +414,7 @@ def _ok(r: httpx.Response) -> Any:
 
 
 class Dockyard:
-    """A one-host Dockyard (tests/integration/cluster.py) with the same rootfs."""
+    """A one-host Dockyard (dockyard.lab.onehost) with the same rootfs."""
 
     def __init__(self) -> None:
         self.cluster = Cluster()
