@@ -1,6 +1,6 @@
 """Named volumes on a real host (ext4 image on a loop device) and what an instance cannot do.
 
-Run as root: a private dockerd, server and agent (dockyard.lab.onehost, through tests/integration/cluster.py).
+Run as root: a private dockerd, server and agent (dockyard.lab.onehost).
 """
 
 from __future__ import annotations
