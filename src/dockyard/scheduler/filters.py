@@ -1,8 +1,16 @@
-"""Host filters: each says whether one host can take one request."""
+"""Host filters: each says whether one host can take one request.
+
+A filter's contract is ``passes(host, req)``. The filters here also offer
+``keep(hosts, req)``, the hosts that pass in their order, which ``select`` uses
+when a filter has it: one list comprehension with no call per host is what
+keeps 1,000 hosts cheap (bench/scheduler.py). Each of them states its test once,
+in ``keep``; ``passes`` asks ``keep`` about a single host.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Protocol
 
 from dockyard.scheduler.state import HostState, Request
@@ -14,59 +22,87 @@ class Filter(Protocol):
     def passes(self, host: HostState, req: Request) -> bool: ...
 
 
-class ComputeFilter:
+def keep(flt: Filter, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+    """The hosts that pass ``flt``, in their order: its own ``keep`` where it has one."""
+    bulk = getattr(flt, "keep", None)
+    if bulk is not None:
+        kept: list[HostState] = bulk(hosts, req)
+        return kept
+    return [h for h in hosts if flt.passes(h, req)]
+
+
+class _ByList:
+    """``passes`` from ``keep``, so a filter's test is written once."""
+
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        raise NotImplementedError
+
+    def passes(self, host: HostState, req: Request) -> bool:
+        return bool(self.keep((host,), req))
+
+
+class ComputeFilter(_ByList):
     """The host is up (recent heartbeat) and an admin has not disabled it."""
 
     name = "ComputeFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return host.up and host.enabled
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        return [h for h in hosts if h.up and h.enabled]
 
 
-class VolumeFilter:
+class VolumeFilter(_ByList):
     """The instance's named volumes have their data on this host (or nowhere yet)."""
 
     name = "VolumeFilter"  # its hint names the volume's host: state.hint
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return req.volume_host is None or host.name == req.volume_host
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        if req.volume_host is None:
+            return list(hosts)
+        return [h for h in hosts if h.name == req.volume_host]
 
 
-class AvailabilityZoneFilter:
+class AvailabilityZoneFilter(_ByList):
     name = "AvailabilityZoneFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return req.availability_zone is None or host.availability_zone == req.availability_zone
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        if req.availability_zone is None:
+            return list(hosts)
+        return [h for h in hosts if h.availability_zone == req.availability_zone]
 
 
-class NetworkFilter:
+class NetworkFilter(_ByList):
     """The host is attached to the instance's network."""
 
     name = "NetworkFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return req.network is None or "*" in host.networks or req.network in host.networks
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        net = req.network
+        if net is None:
+            return list(hosts)
+        return [h for h in hosts if "*" in h.networks or net in h.networks]
 
 
-class RamFilter:
+class RamFilter(_ByList):
     name = "RamFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return host.free_memory_mb >= req.memory_mb
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        need = req.memory_mb
+        return [h for h in hosts if h.free_memory_mb >= need]
 
 
-class CoreFilter:
+class CoreFilter(_ByList):
     """Shared vCPUs fit under cores x allocation ratio, minus pinned cores."""
 
     name = "CoreFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
         if req.dedicated:
-            return True
-        return host.vcpus_used + req.vcpus <= host.shared_capacity + 1e-9
+            return list(hosts)
+        need = req.vcpus
+        return [h for h in hosts if h.vcpus_used + need <= h.shared_capacity + 1e-9]
 
 
-class DedicatedCoreFilter:
+class DedicatedCoreFilter(_ByList):
     """Enough whole cores are free for a pinned instance.
 
     A pinned core also cannot carry shared vCPUs, so the shared load already
@@ -75,31 +111,38 @@ class DedicatedCoreFilter:
 
     name = "DedicatedCoreFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
         if not req.dedicated:
-            return True
-        remaining = len(host.free_cores) - req.vcpus
+            return list(hosts)
+        return [h for h in hosts if self._fits(h, req.vcpus)]
+
+    @staticmethod
+    def _fits(host: HostState, vcpus: int) -> bool:
+        remaining = host.free_core_count - vcpus
         needed_for_shared = math.ceil(host.vcpus_used / host.cpu_allocation_ratio - 1e-9)
         return remaining >= 0 and remaining >= needed_for_shared
 
 
-class RootDiskFilter:
+class RootDiskFilter(_ByList):
     """A root disk size is only promised where the storage driver enforces it."""
 
     name = "RootDiskFilter"  # its hint for users is in state.HINTS
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return req.disk_gb == 0 or host.root_disk_quota
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        if req.disk_gb == 0:
+            return list(hosts)
+        return [h for h in hosts if h.root_disk_quota]
 
 
-class DiskFilter:
+class DiskFilter(_ByList):
     """Room on the host's disk for the root disk and for the files of named volumes
     that are not there yet (a volume's file counts its whole size once pinned)."""
 
     name = "DiskFilter"
 
-    def passes(self, host: HostState, req: Request) -> bool:
-        return host.disk_gb_used + req.disk_gb + req.volume_gb <= host.disk_gb
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
+        need = req.disk_gb + req.volume_gb
+        return [h for h in hosts if h.disk_gb_used + need <= h.disk_gb]
 
 
 class ServerGroupAntiAffinityFilter:

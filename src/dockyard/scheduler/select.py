@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dockyard.scheduler.filters import DEFAULT_FILTERS, Filter
+from dockyard.scheduler.filters import DEFAULT_FILTERS, Filter, keep
 from dockyard.scheduler.state import HostState, Placement, Request
 from dockyard.scheduler.weighers import RamWeigher, Weigher
 
@@ -19,18 +19,32 @@ def select(
     placement = Placement(host=None, considered=len(hosts))
     survivors = list(hosts)
     for flt in filters:
-        kept = [h for h in survivors if flt.passes(h, req)]
+        kept = keep(flt, survivors, req)
         if len(kept) < len(survivors):
             placement.rejected[flt.name] = len(survivors) - len(kept)
         survivors = kept
     if not survivors:
         return placement
-    # highest weight wins; ties go to the first host by name, so placement is repeatable
-    best = min(survivors, key=lambda h: (-sum(w.weigh(h, req) for w in weighers), h.name))
+    best = _heaviest(survivors, req, weighers)
     placement.host = best
     if req.dedicated:
         placement.cores = pick_cores(best, req.vcpus)
     return placement
+
+
+def _heaviest(hosts: Sequence[HostState], req: Request, weighers: Sequence[Weigher]) -> HostState:
+    """The highest summed weight wins; ties go to the first host by name, so placement
+    is repeatable. Each host is weighed once (this runs for every host on every claim)."""
+    weights = [0.0] * len(hosts)
+    for w in weighers:
+        weigh = w.weigh
+        weights = [acc + weigh(h, req) for acc, h in zip(weights, hosts, strict=True)]
+    top = max(weights)
+    return min((h for h, wt in zip(hosts, weights, strict=True) if wt == top), key=_name)
+
+
+def _name(host: HostState) -> str:
+    return host.name
 
 
 def pick_cores(host: HostState, count: int) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 HINTS = {"RootDiskFilter": "root disk size not enforceable: needs overlay2 on XFS with pquota"}
 
@@ -28,22 +29,33 @@ class HostState:
     reserved_memory_mb: int = 0
     root_disk_quota: bool = False
 
-    @property
+    # Derived figures are cached on first use: the fields are frozen, and the filters
+    # read them for every host on every placement (bench/scheduler.py).
+    @cached_property
     def memory_capacity_mb(self) -> float:
         return (self.memory_mb - self.reserved_memory_mb) * self.ram_allocation_ratio
 
-    @property
+    @cached_property
     def free_memory_mb(self) -> float:
         return self.memory_capacity_mb - self.memory_mb_used
 
     @property
     def free_cores(self) -> list[int]:
         """Cores neither pinned nor reserved: the shared pool, and what can be pinned."""
-        return [c for c in range(self.cores) if c not in self.pinned and c not in self.reserved]
+        return list(self._free_cores)
 
-    @property
+    @cached_property
+    def free_core_count(self) -> int:
+        return len(self._free_cores)
+
+    @cached_property
+    def _free_cores(self) -> tuple[int, ...]:
+        taken = self.pinned | self.reserved
+        return tuple(c for c in range(self.cores) if c not in taken)
+
+    @cached_property
     def shared_capacity(self) -> float:
-        return len(self.free_cores) * self.cpu_allocation_ratio
+        return self.free_core_count * self.cpu_allocation_ratio
 
 
 @dataclass(frozen=True)
