@@ -30,13 +30,21 @@ import dataclasses
 import pstats
 import random
 import statistics
-import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, text
+
+from dockyard import model
+from dockyard.api.app import create_app
+from dockyard.api.server import init
+from dockyard.db import hosts, identity, instances
+from dockyard.db.session import Database
 from dockyard.scheduler import claim
 from dockyard.scheduler.state import HostState, Placement, Request
 
@@ -139,3 +147,179 @@ def report_pure(n_hosts: int, n_placements: int) -> None:
     print(f"  total {total:.2f} s   target {target:.1f} s   ratio {total / target:.2f}x")
     med, p90 = statistics.median(times) * 1e3, _pct(times, 0.9) * 1e3
     print(f"  per placement: median {med:.3f} ms  p90 {p90:.3f} ms")
+
+
+# -- 2. the claim path -----------------------------------------------------------------
+
+
+@contextmanager
+def database(pg_url: str | None) -> Iterator[Database]:
+    """A fresh, migrated database: SQLite in a temporary directory, or a PostgreSQL
+    database of its own on ``pg_url``'s server (dropped afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="dybench-") as tmp:
+        if pg_url is None:
+            db = Database(f"sqlite:///{tmp}/dockyard.db")
+            try:
+                yield db
+            finally:
+                db.engine.dispose()
+            return
+        name = f"dybench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f"CREATE DATABASE {name}"))
+        db = Database(pg_url.rsplit("/", 1)[0] + "/" + name)
+        try:
+            yield db
+        finally:
+            db.engine.dispose()
+            with admin.connect() as c:
+                c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+            admin.dispose()
+
+
+class Cloud:
+    """The API in this process over ``db``, with a catalog and ``n_hosts`` fake hosts."""
+
+    def __init__(self, db: Database, state_dir: Path, n_hosts: int) -> None:
+        self.db, self.names = db, [f"host{i:05d}" for i in range(n_hosts)]
+        token = init(db)
+        assert token is not None
+        self.headers = {"authorization": f"Bearer {token}"}
+        self.client = TestClient(create_app(db, state_dir))
+        with db.session() as s:
+            self.admin = identity.authenticate(s, token)
+            for name in self.names:  # what POST /v1/agent/hosts does for each agent
+                body = {"name": name, "cores": 64, "memory_mb": 1 << 20, "disk_gb": 10_000}
+                hosts.register(s, model.HostRegister.model_validate(body))
+        self._catalog()
+        self.made = 0
+
+    def _catalog(self) -> None:
+        subnet = {
+            "cidr": "198.18.0.0/16",
+            "pools": [{"start": "198.18.1.1", "end": "198.18.250.250"}],
+        }
+        for path, body in [
+            ("/networks", {"name": "net", "bridge": "dyb-br0", "subnet": subnet}),
+            ("/flavors", {"name": "small", "vcpus": 1, "memory_mb": 64}),
+            ("/images", {"name": "img", "source": "docker", "ref": "bb:latest"}),
+        ]:
+            self.client.post("/v1" + path, json=body, headers=self.headers).raise_for_status()
+
+    def heartbeat(self) -> None:
+        """Keep every fake host up (a host with no heartbeat for 30 s is down)."""
+        with self.db.session() as s:
+            for name in self.names:
+                hosts.heartbeat(s, name)
+
+    def body(self) -> dict[str, str]:
+        self.made += 1
+        return {"name": f"vm{self.made}", "image": "img", "flavor": "small", "network": "net"}
+
+    def via_api(self) -> None:
+        r = self.client.post("/v1/instances", json=self.body(), headers=self.headers)
+        assert r.status_code == 202, r.text
+
+    def via_db(self) -> None:
+        req = model.InstanceCreate.model_validate(self.body())
+        with self.db.session() as s:
+            instances.create(s, self.admin, req, uuid.uuid4().hex)
+
+    def floor(self) -> None:
+        self.client.get("/v1/flavors", headers=self.headers).raise_for_status()
+
+
+def timed(fn: Callable[[], None], n: int, cloud: Cloud, every: int = 50) -> list[float]:
+    """Seconds for each of ``n`` calls; heartbeats in between are not counted."""
+    out = []
+    for i in range(n):
+        if i % every == 0:
+            cloud.heartbeat()
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def claim_rates(pg_url: str | None, n_hosts: int, n_claims: int) -> dict[str, list[float]]:
+    with database(pg_url) as db, tempfile.TemporaryDirectory() as state:
+        cloud = Cloud(db, Path(state), n_hosts)
+        with cloud.client:
+            for fn in (cloud.via_api, cloud.via_db, cloud.floor):
+                timed(fn, 5, cloud)  # warm-up: imports, prepared paths, the pool
+            return {
+                "api": timed(cloud.via_api, n_claims, cloud),
+                "db": timed(cloud.via_db, n_claims, cloud),
+                "floor": timed(cloud.floor, n_claims, cloud),
+            }
+
+
+def report_claims(pg_url: str | None, host_counts: Sequence[int], n_claims: int) -> None:
+    backend = "PostgreSQL" if pg_url else "SQLite"
+    print(f"claim path on {backend}: {n_claims} creates per host count, one at a time")
+    print(
+        f"  {'hosts':>6} {'API claims/s':>13} {'ms median':>10} {'p90':>7}"
+        f" {'db claims/s':>12} {'ms median':>10} {'GET floor ms':>13} {'API vs 10':>10}"
+    )
+    first: float | None = None
+    for n in host_counts:
+        t = claim_rates(pg_url, n, n_claims)
+        api_rate, db_rate = len(t["api"]) / sum(t["api"]), len(t["db"]) / sum(t["db"])
+        first = first or api_rate
+        print(
+            f"  {n:>6} {api_rate:>13.1f} {statistics.median(t['api']) * 1e3:>10.2f}"
+            f" {_pct(t['api'], 0.9) * 1e3:>7.2f} {db_rate:>12.1f}"
+            f" {statistics.median(t['db']) * 1e3:>10.2f}"
+            f" {statistics.median(t['floor']) * 1e3:>13.2f} {first / api_rate:>9.2f}x"
+        )
+
+
+def profile_claim(pg_url: str | None, n_claims: int, n_hosts: int = 1, top: int = 30) -> None:
+    """cProfile of ``n_claims`` creates through ``db.instances.create`` (the API's
+    handler runs in worker threads, which cProfile does not follow), and the SQL
+    statements each one sends."""
+    with database(pg_url) as db, tempfile.TemporaryDirectory() as state:
+        cloud = Cloud(db, Path(state), n_hosts)
+        with cloud.client:
+            timed(cloud.via_db, 5, cloud)
+            statements: list[str] = []
+            event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(n_claims):
+                cloud.via_db()
+            prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+    print(f"{len(statements) / n_claims:.1f} SQL statements per claim; the first claim's:")
+    for sql in statements[: len(statements) // n_claims]:
+        print("  " + " ".join(sql.split())[:150])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, default=1000, help="host states for the pure scheduler")
+    ap.add_argument("--placements", type=int, default=10_000)
+    ap.add_argument("--claims", type=int, default=200, help="creates per host count")
+    ap.add_argument("--claim-hosts", default="10,100,1000", help="host counts for the claim path")
+    ap.add_argument("--pg", metavar="URL", help="also measure the claim path on this PostgreSQL")
+    ap.add_argument("--only", choices=["pure", "claim"])
+    ap.add_argument(
+        "--profile-claim", type=int, metavar="HOSTS", help="cProfile creates with this many hosts"
+    )
+    args = ap.parse_args()
+    if args.profile_claim:
+        profile_claim(args.pg, args.claims, args.profile_claim)
+        return
+    print(f"calib (a fixed Python loop, machine speed now): {calibrate() * 1e3:.1f} ms")
+    if args.only != "claim":
+        report_pure(args.hosts, args.placements)
+    if args.only != "pure":
+        counts = [int(n) for n in args.claim_hosts.split(",")]
+        report_claims(None, counts, args.claims)
+        if args.pg:
+            report_claims(args.pg, counts, args.claims)
+
+
+if __name__ == "__main__":
+    main()
