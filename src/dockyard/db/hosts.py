@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -85,8 +87,11 @@ def check_agent(host_name: str | None, name: str) -> None:
 
 
 def is_up(row: m.Host, at: datetime | None = None) -> bool:
-    at = at or m.now()
-    return row.last_heartbeat is not None and at - row.last_heartbeat < HEARTBEAT_TIMEOUT
+    return _fresh(row.last_heartbeat, at or m.now())
+
+
+def _fresh(last_heartbeat: datetime | None, at: datetime) -> bool:
+    return last_heartbeat is not None and at - last_heartbeat < HEARTBEAT_TIMEOUT
 
 
 def _usage(s: Session) -> dict[str, tuple[float, int, int]]:
@@ -113,8 +118,9 @@ def _usage(s: Session) -> dict[str, tuple[float, int, int]]:
 
 def _pins(s: Session) -> dict[str, dict[int, str]]:
     pins: dict[str, dict[int, str]] = defaultdict(dict)
-    for c in s.scalars(select(m.CoreClaim)):
-        pins[c.host_id][c.core] = c.instance_id
+    q = select(m.CoreClaim.host_id, m.CoreClaim.core, m.CoreClaim.instance_id)
+    for host_id, core, instance_id in s.execute(q):
+        pins[host_id][core] = instance_id
     return pins
 
 
@@ -131,30 +137,71 @@ def scheduler_view(s: Session, only: str | None = None) -> list[tuple[m.Host, Ho
     if only:
         q = q.where(m.Host.id == only)
     usage, pins, at = _usage(s), _pins(s), m.now()
-    out = []
-    for r in s.scalars(q):
-        vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
-        state = HostState(
-            name=r.name,
-            up=is_up(r, at),
-            enabled=r.enabled,
-            availability_zone=r.availability_zone,
-            cores=r.cores,
-            memory_mb=r.memory_mb,
-            disk_gb=r.disk_gb,
-            networks=tuple(r.networks),
-            vcpus_used=vcpus,
-            memory_mb_used=mem,
-            disk_gb_used=disk,
-            pinned=frozenset(pins.get(r.id, {})),
-            cpu_allocation_ratio=r.cpu_allocation_ratio,
-            ram_allocation_ratio=r.ram_allocation_ratio,
-            reserved=frozenset(r.reserved_cores),
-            reserved_memory_mb=r.reserved_memory_mb,
-            root_disk_quota=r.root_disk_quota,
-        )
-        out.append((r, state))
-    return out
+    return [(r, _state(r, usage, pins, at)) for r in s.scalars(q)]
+
+
+_STATE_COLUMNS = (
+    m.Host.id,
+    m.Host.name,
+    m.Host.last_heartbeat,
+    m.Host.enabled,
+    m.Host.availability_zone,
+    m.Host.cores,
+    m.Host.memory_mb,
+    m.Host.disk_gb,
+    m.Host.networks,
+    m.Host.cpu_allocation_ratio,
+    m.Host.ram_allocation_ratio,
+    m.Host.reserved_cores,
+    m.Host.reserved_memory_mb,
+    m.Host.root_disk_quota,
+)
+
+
+def claim_view(s: Session, only: str | None = None) -> dict[str, HostState]:
+    """As ``scheduler_view``, keyed by host id, without loading Host rows: a claim
+    reads every host, so it reads only the columns the scheduler needs."""
+    q = select(*_STATE_COLUMNS).order_by(m.Host.name)
+    if only:
+        q = q.where(m.Host.id == only)
+    usage, pins, at = _usage(s), _pinned(s), m.now()
+    return {r.id: _state(r, usage, pins, at) for r in s.execute(q)}
+
+
+def _pinned(s: Session) -> dict[str, set[int]]:
+    pinned: dict[str, set[int]] = defaultdict(set)
+    for host_id, core in s.execute(select(m.CoreClaim.host_id, m.CoreClaim.core)):
+        pinned[host_id].add(core)
+    return pinned
+
+
+def _state(
+    r: Any,
+    usage: dict[str, tuple[float, int, int]],
+    pins: Mapping[str, Iterable[int]],
+    at: datetime,
+) -> HostState:
+    """A host's row (an ORM row or a row of _STATE_COLUMNS) as the scheduler sees it."""
+    vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
+    return HostState(
+        name=r.name,
+        up=_fresh(r.last_heartbeat, at),
+        enabled=r.enabled,
+        availability_zone=r.availability_zone,
+        cores=r.cores,
+        memory_mb=r.memory_mb,
+        disk_gb=r.disk_gb,
+        networks=tuple(r.networks),
+        vcpus_used=vcpus,
+        memory_mb_used=mem,
+        disk_gb_used=disk,
+        pinned=frozenset(pins.get(r.id, ())),
+        cpu_allocation_ratio=r.cpu_allocation_ratio,
+        ram_allocation_ratio=r.ram_allocation_ratio,
+        reserved=frozenset(r.reserved_cores),
+        reserved_memory_mb=r.reserved_memory_mb,
+        root_disk_quota=r.root_disk_quota,
+    )
 
 
 def shared_pool(s: Session, host_id: str) -> list[int]:

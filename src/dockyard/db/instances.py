@@ -51,7 +51,7 @@ def create(
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
     shape = shape_of(flavor)
-    rows = _room(s, who.project_id, _project_name(s, who.project_id), claim.quota_needs(shape))
+    view = _room(s, who.project_id, _project_name(s, who.project_id), claim.quota_needs(shape))
     vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
     unplaced = {v.id: v for v in vols if v.host_id is None}  # one volume, two paths: once
     new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in unplaced.values())
@@ -59,15 +59,15 @@ def create(
     group, spec = groups.for_claim(s, who.project_id, req.group) if req.group else (None, None)
     request = claim.request(shape, network.name, req.availability_zone, volume_host, new_gb, spec)
     weighers = (RamWeigher(weigh_multiplier), *GROUP_WEIGHERS)
-    placement = claim.place_new([st for _, st in rows], request, weighers=weighers)
+    placement = claim.place_new(list(view.values()), request, weighers=weighers)
     if placement.host is None:
         raise NoValidHost(
             placement.explain(request),
             rejected=placement.rejected,
             reasons=placement.reasons(request),
         )
-    host = next(r for r, st in rows if st is placement.host)
-    volumes.pin(vols, host.id)
+    host_id = next(h for h, st in view.items() if st is placement.host)
+    volumes.pin(vols, host_id)
     subnet, ip = _claim_ip(s, network, req.ip)
     inst = m.Instance(
         name=req.name,
@@ -77,8 +77,8 @@ def create(
         image_id=image.id,
         network_id=network.id,
         subnet_id=subnet.id,
-        host_id=host.id,
-        availability_zone=host.availability_zone,
+        host_id=host_id,
+        availability_zone=placement.host.availability_zone,
         server_group_id=group.id if group else None,
         ip=ip,
         mac=ipam.mac_for(ip),
@@ -99,22 +99,23 @@ def create(
     s.flush()
     s.add(m.IpAllocation(subnet_id=subnet.id, address=ip, instance_id=inst.id))
     for core in placement.cores:
-        s.add(m.CoreClaim(host_id=host.id, core=core, instance_id=inst.id))
+        s.add(m.CoreClaim(host_id=host_id, core=core, instance_id=inst.id))
     _log(s, inst.id, request_id, "create", who.name)
-    hosts.bump(s, host.id)
+    hosts.bump(s, host_id)
     s.flush()
-    return to_model(inst), host.name
+    return to_model(inst), placement.host.name
 
 
 def _room(
-    s: Session, project_id: str, project: str, needs: dict[str, int]
-) -> list[tuple[m.Host, HostState]]:
+    s: Session, project_id: str, project: str, needs: dict[str, int], only: str | None = None
+) -> dict[str, HostState]:
     """The claim's first half, for creates and resizes alike: lock the hosts (before
     counting usage, or two claims both fit the quota), check the project's quota for
-    ``needs``, and return the hosts as the scheduler sees them under that lock."""
+    ``needs``, and return the hosts (or the one with id ``only``) by id, as the
+    scheduler sees them under that lock."""
     hosts.lock_for_claim(s)
     quotas.check(s, project_id, project, needs)
-    return hosts.scheduler_view(s)
+    return hosts.claim_view(s, only)
 
 
 def shape_of(row: m.Flavor | m.Instance) -> claim.Shape:
@@ -254,14 +255,15 @@ def resize(
     task = states.begin("resize", VmState(inst.vm_state), _task(inst))
     assert inst.host is not None
     old, new = shape_of(inst), shape_of(flavor)
-    rows = _room(s, inst.project_id, inst.project.name, claim.quota_needs(new, old))
-    row, state = next((r, st) for r, st in rows if r.id == inst.host_id)
+    assert inst.host_id is not None
+    needs = claim.quota_needs(new, old)
+    state = _room(s, inst.project_id, inst.project.name, needs, only=inst.host_id)[inst.host_id]
     own = [c.core for c in inst.cores]
     request = claim.request(new, inst.network.name)
     placement = claim.place_resize(state, old, own, request)
     if placement.host is None:
         raise NoValidHost(
-            f"flavor {flavor.name} does not fit on {row.name}, where {inst.name} runs: "
+            f"flavor {flavor.name} does not fit on {state.name}, where {inst.name} runs: "
             + placement.explain(request).split(": ", 1)[1]
             + "; moving it to another host needs migration, which is not available yet",
             rejected=placement.rejected,
@@ -274,7 +276,7 @@ def resize(
     inst.task_state = task.value
     _log(s, inst.id, request_id, "resize", who.name, note)
     hosts.bump(s, inst.host_id)
-    return to_model(inst), row.name
+    return to_model(inst), state.name
 
 
 def _limits(flavor: m.Flavor, image: m.Image) -> dict[str, Any]:

@@ -16,15 +16,16 @@ from dockyard.errors import Forbidden, NotFound
 
 def usage(s: Session, project_id: str) -> dict[str, int]:
     live = (m.Instance.project_id == project_id, m.Instance.deleted_at.is_(None))
-    count, vcpus, memory = s.execute(
-        select(func.count(), func.sum(m.Instance.vcpus), func.sum(m.Instance.memory_mb)).where(
-            *live
-        )
+    # one statement for the instances' figures: it runs in every claim, under the lock
+    count, vcpus, memory, dedicated, ips = s.execute(
+        select(
+            func.count(),
+            func.sum(m.Instance.vcpus),
+            func.sum(m.Instance.memory_mb),
+            func.sum(m.Instance.vcpus).filter(m.Instance.dedicated.is_(True)),
+            func.count(m.Instance.ip),  # counts the addresses that are not NULL
+        ).where(*live)
     ).one()
-    dedicated = s.scalar(
-        select(func.sum(m.Instance.vcpus)).where(*live, m.Instance.dedicated.is_(True))
-    )
-    ips = s.scalar(select(func.count()).where(*live, m.Instance.ip.is_not(None)))
     volumes, volume_gb = s.execute(
         select(func.count(), func.sum(volume_gb_of(m.Volume.size_mb))).where(
             m.Volume.project_id == project_id
