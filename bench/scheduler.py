@@ -283,17 +283,29 @@ def profile_claim(pg_url: str | None, n_claims: int, n_hosts: int = 1, top: int 
         cloud = Cloud(db, Path(state), n_hosts)
         with cloud.client:
             timed(cloud.via_db, 5, cloud)
-            statements: list[str] = []
-            event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+            statements: list[tuple[str, float]] = []
+            started: list[float] = []
+            event.listen(db.engine, "before_cursor_execute", lambda *a: started.append(_now()))
+            event.listen(
+                db.engine,
+                "after_cursor_execute",
+                lambda *a: statements.append((a[2], _now() - started.pop())),
+            )
             prof = cProfile.Profile()
             prof.enable()
             for _ in range(n_claims):
                 cloud.via_db()
             prof.disable()
     pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
-    print(f"{len(statements) / n_claims:.1f} SQL statements per claim; the first claim's:")
-    for sql in statements[: len(statements) // n_claims]:
-        print("  " + " ".join(sql.split())[:150])
+    per_claim = len(statements) // n_claims
+    print(f"{per_claim} SQL statements per claim; mean ms of each (under the profiler):")
+    for i in range(per_claim):
+        ms = statistics.mean(t for _, t in statements[i::per_claim]) * 1e3
+        print(f"  {ms:7.2f}  " + " ".join(statements[i][0].split())[:110])
+
+
+def _now() -> float:
+    return time.perf_counter()
 
 
 def main() -> None:

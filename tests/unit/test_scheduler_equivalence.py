@@ -138,6 +138,7 @@ def test_placement_host_cores_and_rejections_match_the_host_at_a_time_pipeline(
 
 @given(host_states(), REQUESTS)
 def test_each_filter_passes_a_host_exactly_when_its_keep_keeps_it(h, req):
+    assert h.free_cores == _free(h) and h.free_core_count == len(_free(h))
     for flt in DEFAULT_FILTERS:
         assert flt.passes(h, req) == bool(flt.keep([h], req))  # type: ignore[attr-defined]
 
@@ -162,5 +163,8 @@ def test_derived_figures_follow_the_fields_of_each_copy():
     assert (h.free_cores, h.shared_capacity, h.free_memory_mb) == ([0, 1, 2, 3], 8.0, 4096)
     h2 = dataclasses.replace(h, pinned=frozenset({1}), memory_mb_used=1000)
     assert (h2.free_cores, h2.shared_capacity, h2.free_memory_mb) == ([0, 2, 3], 6.0, 3096)
+    assert [h.free_core_count, h2.free_core_count] == [4, 3]
+    h3 = dataclasses.replace(h, cores=2, pinned=frozenset({1, 5}), reserved=frozenset({0, 7}))
+    assert (h3.free_cores, h3.free_core_count) == ([], 0)  # cores beyond the host count for none
     h2.free_cores.append(9)  # a caller's copy: the host's own figures do not change
     assert h2.free_cores == [0, 2, 3]
