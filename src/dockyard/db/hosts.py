@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from dockyard import model
@@ -16,6 +17,7 @@ from dockyard.errors import Forbidden, NotFound
 from dockyard.scheduler.state import HostState
 
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+T = TypeVar("T")
 
 
 def register(s: Session, req: model.HostRegister) -> model.Host:
@@ -149,12 +151,13 @@ _STATE_COLUMNS = (
     m.Host.cores,
     m.Host.memory_mb,
     m.Host.disk_gb,
-    m.Host.networks,
     m.Host.cpu_allocation_ratio,
     m.Host.ram_allocation_ratio,
-    m.Host.reserved_cores,
     m.Host.reserved_memory_mb,
     m.Host.root_disk_quota,
+    # as text, parsed once per distinct value below: most hosts share theirs
+    cast(m.Host.networks, Text).label("networks"),
+    cast(m.Host.reserved_cores, Text).label("reserved_cores"),
 )
 
 
@@ -165,7 +168,27 @@ def claim_view(s: Session, only: str | None = None) -> dict[str, HostState]:
     if only:
         q = q.where(m.Host.id == only)
     usage, pins, at = _usage(s), _pinned(s), m.now()
-    return {r.id: _state(r, usage, pins, at) for r in s.execute(q)}
+    parsed = _Parsed()
+    return {
+        r.id: _state(
+            r, usage, pins, at, parsed(r.networks, tuple), parsed(r.reserved_cores, frozenset)
+        )
+        for r in s.execute(q)
+    }
+
+
+class _Parsed:
+    """JSON text to an immutable value, each distinct text parsed once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, Any], Any] = {}
+
+    def __call__(self, raw: str, kind: Callable[[Any], T]) -> T:
+        key = (raw, kind)
+        if key not in self._seen:
+            self._seen[key] = kind(json.loads(raw))
+        value: T = self._seen[key]
+        return value
 
 
 def _pinned(s: Session) -> dict[str, set[int]]:
@@ -180,8 +203,11 @@ def _state(
     usage: dict[str, tuple[float, int, int]],
     pins: Mapping[str, Iterable[int]],
     at: datetime,
+    networks: tuple[str, ...] | None = None,
+    reserved: frozenset[int] | None = None,
 ) -> HostState:
-    """A host's row (an ORM row or a row of _STATE_COLUMNS) as the scheduler sees it."""
+    """A host's row (an ORM row, or a row of _STATE_COLUMNS with its JSON columns
+    already parsed into ``networks`` and ``reserved``) as the scheduler sees it."""
     vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
     return HostState(
         name=r.name,
@@ -191,14 +217,14 @@ def _state(
         cores=r.cores,
         memory_mb=r.memory_mb,
         disk_gb=r.disk_gb,
-        networks=tuple(r.networks),
+        networks=tuple(r.networks) if networks is None else networks,
         vcpus_used=vcpus,
         memory_mb_used=mem,
         disk_gb_used=disk,
         pinned=frozenset(pins.get(r.id, ())),
         cpu_allocation_ratio=r.cpu_allocation_ratio,
         ram_allocation_ratio=r.ram_allocation_ratio,
-        reserved=frozenset(r.reserved_cores),
+        reserved=frozenset(r.reserved_cores) if reserved is None else reserved,
         reserved_memory_mb=r.reserved_memory_mb,
         root_disk_quota=r.root_disk_quota,
     )

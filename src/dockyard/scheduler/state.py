@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 
 HINTS = {"RootDiskFilter": "root disk size not enforceable: needs overlay2 on XFS with pquota"}
 
@@ -29,34 +28,29 @@ class HostState:
     reserved_memory_mb: int = 0
     root_disk_quota: bool = False
 
-    # Derived figures are cached on first use: the fields are frozen, and the filters
-    # read them for every host on every placement (bench/scheduler.py).
-    @cached_property
-    def memory_capacity_mb(self) -> float:
-        return (self.memory_mb - self.reserved_memory_mb) * self.ram_allocation_ratio
+    # Derived figures, computed once per state (the fields are frozen): the filters
+    # read them for every host on every claim (bench/scheduler.py).
+    memory_capacity_mb: float = field(init=False, repr=False, compare=False)
+    free_memory_mb: float = field(init=False, repr=False, compare=False)
+    free_core_count: int = field(init=False, repr=False, compare=False)  # len(free_cores)
+    shared_capacity: float = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def free_memory_mb(self) -> float:
-        return self.memory_capacity_mb - self.memory_mb_used
+    def __post_init__(self) -> None:
+        capacity = (self.memory_mb - self.reserved_memory_mb) * self.ram_allocation_ratio
+        taken = sum(1 for c in self.pinned | self.reserved if 0 <= c < self.cores)
+        derived = {
+            "memory_capacity_mb": capacity,
+            "free_memory_mb": capacity - self.memory_mb_used,
+            "free_core_count": self.cores - taken,
+            "shared_capacity": (self.cores - taken) * self.cpu_allocation_ratio,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def free_cores(self) -> list[int]:
         """Cores neither pinned nor reserved: the shared pool, and what can be pinned."""
-        return list(self._free_cores)
-
-    @cached_property
-    def free_core_count(self) -> int:
-        """``len(free_cores)``, without listing them: every claim asks it of every host."""
-        return self.cores - sum(1 for c in self.pinned | self.reserved if 0 <= c < self.cores)
-
-    @cached_property
-    def _free_cores(self) -> tuple[int, ...]:
-        taken = self.pinned | self.reserved
-        return tuple(c for c in range(self.cores) if c not in taken)
-
-    @cached_property
-    def shared_capacity(self) -> float:
-        return self.free_core_count * self.cpu_allocation_ratio
+        return [c for c in range(self.cores) if c not in self.pinned and c not in self.reserved]
 
 
 @dataclass(frozen=True)
