@@ -230,16 +230,23 @@ class Cloud:
         with self.db.session() as s:
             instances.create(s, self.admin, req, uuid.uuid4().hex)
 
+    def rows_view(self) -> None:
+        """The hosts as Host rows (what a claim read until claim_view)."""
+        with self.db.session(write=False) as s:
+            hosts.scheduler_view(s)
+
+    def claim_view(self) -> None:
+        with self.db.session(write=False) as s:
+            hosts.claim_view(s)
+
     def floor(self) -> None:
         self.client.get("/v1/flavors", headers=self.headers).raise_for_status()
 
 
-def timed(fn: Callable[[], None], n: int, cloud: Cloud, every: int = 50) -> list[float]:
-    """Seconds for each of ``n`` calls; heartbeats in between are not counted."""
+def timed(fn: Callable[[], None], n: int) -> list[float]:
+    """Seconds for each of ``n`` calls."""
     out = []
-    for i in range(n):
-        if i % every == 0:
-            cloud.heartbeat()
+    for _ in range(n):
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
@@ -250,13 +257,22 @@ def claim_rates(pg_url: str | None, n_hosts: int, n_claims: int) -> dict[str, li
     with database(pg_url) as db, tempfile.TemporaryDirectory() as state:
         cloud = Cloud(db, Path(state), n_hosts)
         with cloud.client:
-            for fn in (cloud.via_api, cloud.via_db, cloud.floor):
-                timed(fn, 5, cloud)  # warm-up: imports, prepared paths, the pool
-            return {
-                "api": timed(cloud.via_api, n_claims, cloud),
-                "db": timed(cloud.via_db, n_claims, cloud),
-                "floor": timed(cloud.floor, n_claims, cloud),
+            fns = {
+                "api": cloud.via_api,
+                "db": cloud.via_db,
+                "floor": cloud.floor,
+                "rows": cloud.rows_view,
+                "view": cloud.claim_view,
             }
+            cloud.heartbeat()
+            for fn in fns.values():
+                timed(fn, 5)  # warm-up: imports, prepared paths, the pool
+            out: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(max(1, n_claims // 10)):  # interleaved: noise falls on all alike
+                cloud.heartbeat()  # not timed
+                for key, fn in fns.items():
+                    out[key] += timed(fn, 10)
+            return out
 
 
 def report_claims(pg_url: str | None, host_counts: Sequence[int], n_claims: int) -> None:
@@ -265,6 +281,7 @@ def report_claims(pg_url: str | None, host_counts: Sequence[int], n_claims: int)
     print(
         f"  {'hosts':>6} {'API claims/s':>13} {'ms median':>10} {'p90':>7}"
         f" {'db claims/s':>12} {'ms median':>10} {'GET floor ms':>13} {'API vs 10':>10}"
+        f" {'view: rows ms':>14} {'columns ms':>11}"
     )
     first: float | None = None
     for n in host_counts:
@@ -276,6 +293,8 @@ def report_claims(pg_url: str | None, host_counts: Sequence[int], n_claims: int)
             f" {_pct(t['api'], 0.9) * 1e3:>7.2f} {db_rate:>12.1f}"
             f" {statistics.median(t['db']) * 1e3:>10.2f}"
             f" {statistics.median(t['floor']) * 1e3:>13.2f} {first / api_rate:>9.2f}x"
+            f" {statistics.median(t['rows']) * 1e3:>14.2f}"
+            f" {statistics.median(t['view']) * 1e3:>11.2f}"
         )
 
 
@@ -286,7 +305,8 @@ def profile_claim(pg_url: str | None, n_claims: int, n_hosts: int = 1, top: int 
     with database(pg_url) as db, tempfile.TemporaryDirectory() as state:
         cloud = Cloud(db, Path(state), n_hosts)
         with cloud.client:
-            timed(cloud.via_db, 5, cloud)
+            cloud.heartbeat()
+            timed(cloud.via_db, 5)
             statements: list[tuple[str, float]] = []
             started: list[float] = []
             event.listen(db.engine, "before_cursor_execute", lambda *a: started.append(_now()))
