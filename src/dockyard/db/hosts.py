@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -163,18 +163,36 @@ _STATE_COLUMNS = (
 
 def claim_view(s: Session, only: str | None = None) -> dict[str, HostState]:
     """As ``scheduler_view``, keyed by host id, without loading Host rows: a claim
-    reads every host, so it reads only the columns the scheduler needs."""
+    reads every host, so it reads only the columns the scheduler needs, by position."""
     q = select(*_STATE_COLUMNS).order_by(m.Host.name)
     if only:
         q = q.where(m.Host.id == only)
-    usage, pins, at = _usage(s), _pinned(s), m.now()
-    parsed = _Parsed()
-    return {
-        r.id: _state(
-            r, usage, pins, at, parsed(r.networks, tuple), parsed(r.reserved_cores, frozenset)
+    usage, pins, at, parsed = _usage(s), _pinned(s), m.now(), _Parsed()
+    out = {}
+    for row in s.execute(q).tuples():
+        host_id, name, heartbeat, enabled, zone, cores, memory_mb, disk_gb = row[:8]
+        cpu_ratio, ram_ratio, reserved_mb, root_quota, networks, reserved = row[8:]
+        vcpus, mem, disk = usage.get(host_id, (0.0, 0, 0))
+        out[host_id] = HostState(
+            name=name,
+            up=_fresh(heartbeat, at),
+            enabled=enabled,
+            availability_zone=zone,
+            cores=cores,
+            memory_mb=memory_mb,
+            disk_gb=disk_gb,
+            networks=parsed(networks, tuple),
+            vcpus_used=vcpus,
+            memory_mb_used=mem,
+            disk_gb_used=disk,
+            pinned=frozenset(pins.get(host_id, ())),
+            cpu_allocation_ratio=cpu_ratio,
+            ram_allocation_ratio=ram_ratio,
+            reserved=parsed(reserved, frozenset),
+            reserved_memory_mb=reserved_mb,
+            root_disk_quota=root_quota,
         )
-        for r in s.execute(q)
-    }
+    return out
 
 
 class _Parsed:
@@ -199,15 +217,11 @@ def _pinned(s: Session) -> dict[str, set[int]]:
 
 
 def _state(
-    r: Any,
+    r: m.Host,
     usage: dict[str, tuple[float, int, int]],
-    pins: Mapping[str, Iterable[int]],
+    pins: dict[str, dict[int, str]],
     at: datetime,
-    networks: tuple[str, ...] | None = None,
-    reserved: frozenset[int] | None = None,
 ) -> HostState:
-    """A host's row (an ORM row, or a row of _STATE_COLUMNS with its JSON columns
-    already parsed into ``networks`` and ``reserved``) as the scheduler sees it."""
     vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
     return HostState(
         name=r.name,
@@ -217,14 +231,14 @@ def _state(
         cores=r.cores,
         memory_mb=r.memory_mb,
         disk_gb=r.disk_gb,
-        networks=tuple(r.networks) if networks is None else networks,
+        networks=tuple(r.networks),
         vcpus_used=vcpus,
         memory_mb_used=mem,
         disk_gb_used=disk,
-        pinned=frozenset(pins.get(r.id, ())),
+        pinned=frozenset(pins.get(r.id, {})),
         cpu_allocation_ratio=r.cpu_allocation_ratio,
         ram_allocation_ratio=r.ram_allocation_ratio,
-        reserved=frozenset(r.reserved_cores) if reserved is None else reserved,
+        reserved=frozenset(r.reserved_cores),
         reserved_memory_mb=r.reserved_memory_mb,
         root_disk_quota=r.root_disk_quota,
     )
