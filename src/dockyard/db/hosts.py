@@ -169,7 +169,7 @@ def claim_view(s: Session, only: str | None = None) -> dict[str, HostState]:
         q = q.where(m.Host.id == only)
     usage, pins, at, parsed = _usage(s), _pinned(s), m.now(), _Parsed()
     out = {}
-    for row in s.execute(q).tuples():
+    for row in s.execute(q):
         host_id, name, heartbeat, enabled, zone, cores, memory_mb, disk_gb = row[:8]
         cpu_ratio, ram_ratio, reserved_mb, root_quota, networks, reserved = row[8:]
         vcpus, mem, disk = usage.get(host_id, (0.0, 0, 0))
