@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from dockyard.scheduler.filters import DEFAULT_FILTERS
 from dockyard.scheduler.select import select
-from dockyard.scheduler.state import HostState, Placement, Request
-from dockyard.scheduler.weighers import RamWeigher
+from dockyard.scheduler.state import GroupSpec, HostState, Placement, Request
+from dockyard.scheduler.weighers import GROUP_WEIGHERS, RamWeigher, Weigher
 
 
 def _free(h: HostState) -> list[int]:
@@ -30,9 +30,7 @@ def _free_mem(h: HostState) -> float:
 
 def _dedicated_fits(h: HostState, r: Request) -> bool:
     remaining = len(_free(h)) - r.vcpus
-    return remaining >= 0 and remaining >= math.ceil(
-        h.vcpus_used / h.cpu_allocation_ratio - 1e-9
-    )
+    return remaining >= 0 and remaining >= math.ceil(h.vcpus_used / h.cpu_allocation_ratio - 1e-9)
 
 
 REFERENCE_FILTERS = [
@@ -46,11 +44,27 @@ REFERENCE_FILTERS = [
         "NetworkFilter",
         lambda h, r: r.network is None or "*" in h.networks or r.network in h.networks,
     ),
+    (
+        "ServerGroupAntiAffinityFilter",
+        lambda h, r: (
+            r.group is None or r.group.policy != "anti-affinity" or h.name not in r.group.hosts
+        ),
+    ),
+    (
+        "ServerGroupAffinityFilter",
+        lambda h, r: (
+            r.group is None
+            or r.group.policy != "affinity"
+            or not r.group.hosts
+            or h.name in r.group.hosts
+        ),
+    ),
     ("RamFilter", lambda h, r: _free_mem(h) >= r.memory_mb),
     (
         "CoreFilter",
-        lambda h, r: r.dedicated
-        or h.vcpus_used + r.vcpus <= len(_free(h)) * h.cpu_allocation_ratio + 1e-9,
+        lambda h, r: (
+            r.dedicated or h.vcpus_used + r.vcpus <= len(_free(h)) * h.cpu_allocation_ratio + 1e-9
+        ),
     ),
     ("DedicatedCoreFilter", lambda h, r: not r.dedicated or _dedicated_fits(h, r)),
     ("RootDiskFilter", lambda h, r: r.disk_gb == 0 or h.root_disk_quota),
@@ -58,7 +72,7 @@ REFERENCE_FILTERS = [
 ]
 
 
-def reference(hosts: list[HostState], req: Request, multipliers: list[float]) -> Placement:
+def reference(hosts: list[HostState], req: Request, weighers: list[Weigher]) -> Placement:
     placement = Placement(host=None, considered=len(hosts))
     survivors = list(hosts)
     for name, test in REFERENCE_FILTERS:
@@ -68,9 +82,7 @@ def reference(hosts: list[HostState], req: Request, multipliers: list[float]) ->
         survivors = kept
     if not survivors:
         return placement
-    best = min(
-        survivors, key=lambda h: (-sum(mu * _free_mem(h) for mu in multipliers), h.name)
-    )
+    best = min(survivors, key=lambda h: (-sum(w.weigh(h, req) for w in weighers), h.name))
     placement.host = best
     if req.dedicated:
         placement.cores = _free(best)[: req.vcpus]
@@ -116,6 +128,17 @@ REQUESTS = st.builds(
     network=st.sampled_from([None, "net"]),
     volume_host=st.sampled_from([None, None, None, "a"]),
     volume_gb=st.sampled_from([0, 0, 3]),
+    group=st.one_of(
+        st.none(),
+        st.builds(
+            GroupSpec,
+            name=st.just("web"),
+            policy=st.sampled_from(
+                ["anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity"]
+            ),
+            members=st.dictionaries(NAMES, st.integers(0, 2), max_size=3),
+        ),
+    ),
 )
 MULTIPLIERS = st.lists(st.sampled_from([1.0, -1.0, 0.0, 2.0]), min_size=0, max_size=2)
 
@@ -125,8 +148,9 @@ MULTIPLIERS = st.lists(st.sampled_from([1.0, -1.0, 0.0, 2.0]), min_size=0, max_s
 def test_placement_host_cores_and_rejections_match_the_host_at_a_time_pipeline(
     hosts, req, multipliers
 ):
-    got = select(hosts, req, weighers=[RamWeigher(mu) for mu in multipliers])
-    want = reference(hosts, req, multipliers)
+    weighers = [*(RamWeigher(mu) for mu in multipliers), *GROUP_WEIGHERS]
+    got = select(hosts, req, weighers=weighers)
+    want = reference(hosts, req, weighers)
     survivors = len(hosts) - sum(want.rejected.values())
     event(f"survivors: {min(survivors, 3)}{'+' if survivors >= 3 else ''}")
     for name in want.rejected:
@@ -139,6 +163,7 @@ def test_placement_host_cores_and_rejections_match_the_host_at_a_time_pipeline(
 @given(host_states(), REQUESTS)
 def test_each_filter_passes_a_host_exactly_when_its_keep_keeps_it(h, req):
     assert h.free_cores == _free(h) and h.free_core_count == len(_free(h))
+    assert h.free_memory_mb == _free_mem(h)
     for flt in DEFAULT_FILTERS:
         assert flt.passes(h, req) == bool(flt.keep([h], req))  # type: ignore[attr-defined]
 

@@ -145,27 +145,31 @@ class DiskFilter(_ByList):
         return [h for h in hosts if h.disk_gb_used + need <= h.disk_gb]
 
 
-class ServerGroupAntiAffinityFilter:
+class ServerGroupAntiAffinityFilter(_ByList):
     """Anti-affinity: no two members of the instance's server group on one host."""
 
     name = "ServerGroupAntiAffinityFilter"  # its hint counts the hosts taken: state.hint
 
-    def passes(self, host: HostState, req: Request) -> bool:
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
         group = req.group
-        return group is None or group.policy != "anti-affinity" or host.name not in group.hosts
+        if group is None or group.policy != "anti-affinity":
+            return list(hosts)
+        taken = group.hosts
+        return [h for h in hosts if h.name not in taken]
 
 
-class ServerGroupAffinityFilter:
+class ServerGroupAffinityFilter(_ByList):
     """Affinity: every member of the instance's server group on one host (the first
     member goes wherever the other filters allow)."""
 
     name = "ServerGroupAffinityFilter"  # its hint names the members' host: state.hint
 
-    def passes(self, host: HostState, req: Request) -> bool:
+    def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
         group = req.group
-        if group is None or group.policy != "affinity" or not group.hosts:
-            return True
-        return host.name in group.hosts
+        where = group.hosts if group is not None and group.policy == "affinity" else None
+        if not where:
+            return list(hosts)
+        return [h for h in hosts if h.name in where]
 
 
 DEFAULT_FILTERS: tuple[Filter, ...] = (
