@@ -1,8 +1,9 @@
 """The scheduler at many hosts: the pure placement, and the real claim path.
 
-1. ``pure``: ``scheduler.claim.place_new`` over ``--hosts`` host states (1,000),
-   ``--placements`` times (10,000); each placement consumes the chosen host's
-   memory, shared vCPUs or pinned cores and disk, as the claim does. Target:
+1. ``pure``: ``scheduler.claim.place_new``, with the filters and weighers of a
+   create, over ``--hosts`` host states (1,000), ``--placements`` times
+   (10,000); each placement consumes the chosen host's memory, shared vCPUs
+   or pinned cores and disk, as the claim does. Target:
    all placements in under 10 s. Prints the total, the per-placement median
    and p90, and the ratio to the target.
 2. ``claim``: ``POST /v1/instances`` through the FastAPI app in this process
@@ -47,8 +48,10 @@ from dockyard.db import hosts, identity, instances
 from dockyard.db.session import Database
 from dockyard.scheduler import claim
 from dockyard.scheduler.state import HostState, Placement, Request
+from dockyard.scheduler.weighers import GROUP_WEIGHERS, RamWeigher
 
 TARGET_S = 10.0
+WEIGHERS = (RamWeigher(), *GROUP_WEIGHERS)  # what db.instances.create weighs with
 
 
 # -- baselines -------------------------------------------------------------------------
@@ -130,7 +133,7 @@ def run_pure(n_hosts: int, n_placements: int, seed: int = 1) -> tuple[list[float
     for req in reqs:
         cpu -= time.process_time()
         start = time.perf_counter()
-        placement = claim.place_new(hosts, req)
+        placement = claim.place_new(hosts, req, weighers=WEIGHERS)
         times.append(time.perf_counter() - start)
         cpu += time.process_time()
         if placement.host is None:
