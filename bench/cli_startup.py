@@ -132,12 +132,9 @@ def main() -> None:
         "dockyard server show web1": [cli, "server", "show", "web1"],
         "dockyard flavor list": [cli, "flavor", "list"],
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp,
-        server(Path(tmp)) as (
-            url,
-            admin,
-        ),
+    with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp, server(Path(tmp)) as (
+        url,
+        admin,
     ):
         populate(url, admin)
         env = {**os.environ, "DOCKYARD_URL": url, "DOCKYARD_TOKEN": admin}
