@@ -96,7 +96,9 @@ def ensure_server_cert(directory: Path, names: list[str]) -> ServerTls:
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "dockyard")])
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "dockyard")]
+    )
     cert = (
         _builder(subject, ca_cert.subject, key.public_key(), SERVER_DAYS)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

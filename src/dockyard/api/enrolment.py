@@ -16,7 +16,7 @@ from dockyard import pki
 from dockyard.api.deps import Admin, Db, Key, Watch
 from dockyard.db import enrolment
 from dockyard.errors import NotFound
-from dockyard.model.enrolment import JoinRequest, JoinTokenCreate, JoinTokenCreated, Joined
+from dockyard.model.enrolment import Joined, JoinRequest, JoinTokenCreate, JoinTokenCreated
 
 router = APIRouter(tags=["enrolment"])
 

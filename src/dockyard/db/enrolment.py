@@ -1,8 +1,8 @@
 """Enrolment: hosts joining with a one-time token, and leaving (``host remove``).
 
-    admin: POST /join-tokens ──► issue_join_token   (hash stored, expires, unused)
-    host:  POST /join {token} ──► trade_join_token   (used once) ──► agent token
-    admin: DELETE /hosts/NAME ──► remove_host        (refused while anything lives there)
+admin: POST /join-tokens ──► issue_join_token   (hash stored, expires, unused)
+host:  POST /join {token} ──► trade_join_token   (used once) ──► agent token
+admin: DELETE /hosts/NAME ──► remove_host        (refused while anything lives there)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from dockyard.db import models as m
 from dockyard.db.identity import hash_token, issue_agent_token, new_token
 from dockyard.errors import Conflict, Forbidden, NotFound, Unauthorized
-from dockyard.model.enrolment import JoinTokenCreate, JoinTokenCreated, Joined
+from dockyard.model.enrolment import Joined, JoinTokenCreate, JoinTokenCreated
 
 ASK_AGAIN = "ask an admin for a new token with `dockyard host add {host}`"
 
@@ -62,13 +62,16 @@ def trade_join_token(s: Session, token: str) -> Joined:
         )
     at = m.now()
     if row.expires_at <= at:
-        raise Unauthorized(f"the join token expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC; {ask}")
+        raise Unauthorized(
+            f"the join token expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC; {ask}"
+        )
     won = s.execute(
         update(m.JoinToken)
         .where(m.JoinToken.id == row.id, m.JoinToken.used_at.is_(None))
         .values(used_at=at)
-    ).rowcount
-    if not won:
+        .returning(m.JoinToken.id)
+    ).first()
+    if won is None:
         raise Forbidden(f"this join token was just used by another join; {ask}")
     agent = issue_agent_token(s, row.host_name)
     _set_zone(s, row.host_name, row.availability_zone)
