@@ -42,10 +42,12 @@ class Response:
 
 
 class Api:
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, ca: str | None = None
+    ) -> None:
         url = url or os.environ.get("DOCKYARD_URL")
         token = token or os.environ.get("DOCKYARD_TOKEN")
-        self._ca = os.environ.get("DOCKYARD_CA") or None
+        self._ca = ca or os.environ.get("DOCKYARD_CA") or None
         if not url or not token:
             raise CliError(
                 "set DOCKYARD_URL and DOCKYARD_TOKEN (`source STATE_DIR/admin.env` after "
