@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,15 +51,19 @@ class ServerProcess:
 
 
 @contextmanager
-def server(state_dir: Path, db_url: str, *args: str) -> Iterator[ServerProcess]:
+def server(
+    state_dir: Path, db_url: str, *args: str, ca: Path | None = None
+) -> Iterator[ServerProcess]:
+    """``ca``: the server serves https (pass --tls-cert/--tls-key in ``args``) and is
+    waited for with its certificate verified against this CA."""
     port = free_port()
     log = (state_dir / "server.log").open("wb")
     cmd = [sys.executable, "-m", "dockyard.api.server", "--state-dir", str(state_dir)]
     cmd += ["--db", db_url, "--listen", f"127.0.0.1:{port}", "--log-level", "warning", *args]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_up(proc, url, state_dir)
+        url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
+        _wait_up(proc, url, state_dir, ca)
         admin = (state_dir / "admin.token").read_text().strip()
         yield ServerProcess(proc, url, admin)
     finally:
@@ -68,13 +73,16 @@ def server(state_dir: Path, db_url: str, *args: str) -> Iterator[ServerProcess]:
         log.close()
 
 
-def _wait_up(proc: subprocess.Popen[bytes], url: str, state_dir: Path) -> None:
+def _wait_up(
+    proc: subprocess.Popen[bytes], url: str, state_dir: Path, ca: Path | None = None
+) -> None:
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError((state_dir / "server.log").read_text())
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
