@@ -60,7 +60,9 @@ class Api:
         except ValueError:
             port = 0
         if parts.scheme not in ("http", "https") or not parts.hostname or not port:
-            raise CliError(f"DOCKYARD_URL must look like https://HOST:PORT, not {url!r}")
+            raise CliError(
+                f"DOCKYARD_URL must look like http://HOST:PORT or https://HOST:PORT, not {url!r}"
+            )
         self._host, self._port = parts.hostname, port
         self._tls = parts.scheme == "https"
         self._netloc, self._prefix = parts.netloc, parts.path + "/v1"
