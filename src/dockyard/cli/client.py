@@ -65,6 +65,8 @@ class Api:
             )
         self._host, self._port = parts.hostname, port
         self._tls = parts.scheme == "https"
+        if self._tls and self._ca and not os.path.isfile(self._ca):
+            raise CliError(f"DOCKYARD_CA {self._ca}: no such file; `source STATE_DIR/admin.env`")
         self._netloc, self._prefix = parts.netloc, parts.path + "/v1"
         self._token = token
 
