@@ -12,23 +12,21 @@ from dockyard import pki
 from dockyard.api.app import create_app
 from dockyard.api.server import init
 from dockyard.db import models as m
-from dockyard.db.session import Database
 from tests.api.conftest import Cloud
 
 HOST = {"cores": 4, "memory_mb": 8192, "disk_gb": 100}
 
 
 @pytest.fixture
-def tls_cloud(tmp_path):
-    """A cloud whose server has a CA (GET /v1/ca, the pin in join tokens)."""
+def tls_cloud(tmp_path, backend_db):
+    """A cloud whose server has a CA (GET /v1/ca, the pin in join tokens), on SQLite
+    and on PostgreSQL."""
     ca, _ = pki.ensure_ca(tmp_path / "tls")
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
-    token = init(db)
-    with TestClient(create_app(db, tmp_path, ca_file=ca)) as client:
+    token = init(backend_db)
+    with TestClient(create_app(backend_db, tmp_path, ca_file=ca)) as client:
         c = Cloud(client, token)
-        c.db, c.ca = db, ca
+        c.db, c.ca = backend_db, ca
         yield c
-    db.engine.dispose()
 
 
 def _join(cloud, token):
