@@ -37,8 +37,8 @@ def dockerd():
 class Up:
     """A `dockyard up` in the foreground, as a user runs it, and its CLI."""
 
-    def __init__(self, state: Path, docker_host: str) -> None:
-        self.state, self.port = state, free_port()
+    def __init__(self, state: Path, docker_host: str, address: str = "127.0.0.1") -> None:
+        self.state, self.port, self.address = state, free_port(), address
         self.env = {**os.environ, "DOCKER_HOST": docker_host}
         self.proc: subprocess.Popen[str] | None = None
 
@@ -52,7 +52,7 @@ class Up:
                 "--state-dir",
                 str(self.state),
                 "--listen",
-                f"127.0.0.1:{self.port}",
+                f"{self.address}:{self.port}",
                 "--host-name",
                 "uptest",
                 "--demo-bridge",
@@ -129,3 +129,73 @@ def test_up_then_create_gives_a_reachable_instance(dockerd):
     finally:
         assert up.stop() == 0
     assert not list((up.state / "agent" / "instances").iterdir())
+
+
+@pytest.fixture
+def switch_address():
+    """An address beyond loopback for the server (on a bridge of our own, no ports)."""
+    link, address = f"dyt-j{TAG}", f"{DEMO_NET}.1"
+    run("ip", "link", "add", link, "type", "bridge")
+    try:
+        run("ip", "addr", "add", f"{address}/32", "dev", link)
+        run("ip", "link", "set", link, "up")
+        yield address
+    finally:
+        run("ip", "link", "del", link, check=False)
+
+
+def test_up_beyond_loopback_serves_https_that_the_cli_verifies_and_a_host_joins(
+    dockerd, switch_address
+):
+    from dockyard import pki
+    from dockyard.compute import join
+
+    up = Up(dockerd.root / "state", dockerd.url, address=switch_address)
+    up.start()
+    try:
+        creds = up.credentials()
+        assert creds["DOCKYARD_URL"] == f"https://{switch_address}:{up.port}"
+        assert creds["DOCKYARD_CA"] == str(up.state / "tls" / "ca.pem")
+        for key in ("ca.key", "server.key"):
+            assert stat.S_IMODE((up.state / "tls" / key).stat().st_mode) == 0o600
+        # this host's own agent reached its server over https, verified
+        wait_for(lambda: "uptest" in up.cli("host", "list").stdout, 30, "the host to register")
+        r = up.cli("host", "add", "h2", "--az", "az2")
+        assert r.returncode == 0, r.stderr
+        words = next(line for line in r.stdout.splitlines() if "scripts/setup" in line).split()
+        flags = dict(zip(words[1::2], words[2::2], strict=False))
+        assert flags["--ca-hash"] == pki.ca_hash((up.state / "tls" / "ca.pem").read_bytes())
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dockyard.compute.cli",
+                "--join",
+                flags["--join"],
+                "--token",
+                flags["--token"],
+                "--ca-hash",
+                flags["--ca-hash"],
+                "--state-dir",
+                str(up.state / "h2"),
+                "--docker-host",
+                dockerd.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(up.state / "h2.log").open("wb"),
+        )
+        try:
+            wait_for(lambda: "az2" in up.cli("host", "list").stdout, 30, "h2 to join and register")
+            assert join.saved(up.state / "h2").host == "h2"
+        finally:
+            stop_pid(agent, signal.SIGTERM)
+        r = subprocess.run(
+            [sys.executable, "-m", "dockyard.cli.main", "host", "list"],
+            capture_output=True,
+            text=True,
+            env={**up.env, **up.credentials(), "DOCKYARD_CA": str(dockerd.root / "none.pem")},
+            timeout=60,
+        )
+        assert r.returncode == 1 and "DOCKYARD_CA" in r.stderr and "no such file" in r.stderr
+    finally:
+        assert up.stop() == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
-from dockyard.api import catalog, errors, groups, hosts, identity, instances, volumes
+from dockyard.api import catalog, enrolment, errors, groups, hosts, identity, instances, volumes
 from dockyard.api.limits import BodyLimit
 from dockyard.api.watch import HostWatch
 from dockyard.db import notify
@@ -27,12 +27,14 @@ def create_app(
     max_body: int = 2 * MB,
     max_upload: int = 20 * GB,
     watch_reread: float = 1.0,
+    ca_file: Path | None = None,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
     bodies and ``max_upload`` image uploads, in bytes, before authentication.
     Long polls re-read the database every ``watch_reread`` seconds besides being
-    woken by changes made through this server or (PostgreSQL) any other."""
+    woken by changes made through this server or (PostgreSQL) any other.
+    ``ca_file``: the CA certificate joining hosts fetch and pin (GET /v1/ca)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
 
     @asynccontextmanager
@@ -53,6 +55,7 @@ def create_app(
     app.state.ram_weight = 1.0 if placement == "spread" else -1.0
     app.state.image_dir = state_dir / "images"
     app.state.max_upload_bytes = max_upload
+    app.state.ca_file = ca_file
     errors.install(app)
 
     @app.middleware("http")
@@ -68,7 +71,7 @@ def create_app(
     # added last, so it runs first: a body too large is refused before anything reads it
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
-    for module in (identity, hosts, catalog, instances, volumes, groups):
+    for module in (identity, hosts, enrolment, catalog, instances, volumes, groups):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 
     @app.get("/healthz", tags=["health"])

@@ -95,8 +95,21 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds between long polls' re-reads of the database, besides being woken "
         "by changes (default 1; several servers on PostgreSQL wake each other at once)",
     )
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        help="the CA certificate that signed --tls-cert; joining hosts fetch and pin it",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    for flag in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            p.error(f"--{flag.replace('_', '-')} {path}: no such file")
     if not 0.05 <= args.watch_reread <= 60:
         p.error("--watch-reread: give 0.05 to 60 seconds")
     if not 1 <= args.max_connections <= 100_000:
@@ -120,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             max_body=int(args.max_body_mb * MB),
             max_upload=int(args.max_upload_gb * GB),
             watch_reread=args.watch_reread,
+            ca_file=args.tls_ca,
         ),
         host=host or "127.0.0.1",
         port=int(port),
@@ -127,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         timeout_graceful_shutdown=3,
         limit_concurrency=args.max_connections,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import units
+from dockyard.cli import enrolment
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit, table
 
@@ -347,6 +348,7 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p = ho.add_parser("token", help="issue an agent token for a host")
     p.add_argument("name")
     p.set_defaults(run=host_token)
+    enrolment.add_host_verbs(ho, fmt)
 
     pr = sub.add_parser("project", help="projects").add_subparsers(dest="verb", required=True)
     p = pr.add_parser("create", parents=[fmt])

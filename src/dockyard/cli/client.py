@@ -3,7 +3,9 @@
 Standard library only, because the CLI's start-up time is its latency: httpx
 (and the TLS context it builds for every client) took longer to import and
 set up than the whole command may take. :func:`_exchange` is the one place
-that speaks HTTP/1.1 on a socket; https (TLS) is added there.
+that speaks HTTP/1.1 on a socket, and the one that speaks TLS: for an https
+URL it imports ``ssl`` (only then: ~10 ms) and verifies the server's
+certificate against DOCKYARD_CA, or the system's store when that is unset.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ class Response:
 
 
 class Api:
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, ca: str | None = None
+    ) -> None:
         url = url or os.environ.get("DOCKYARD_URL")
         token = token or os.environ.get("DOCKYARD_TOKEN")
+        self._ca = ca or os.environ.get("DOCKYARD_CA") or None
         if not url or not token:
             raise CliError(
                 "set DOCKYARD_URL and DOCKYARD_TOKEN (`source STATE_DIR/admin.env` after "
@@ -51,12 +56,17 @@ class Api:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         try:
-            port = parts.port or 80
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
         except ValueError:
             port = 0
-        if parts.scheme != "http" or not parts.hostname or not port:
-            raise CliError(f"DOCKYARD_URL must look like http://HOST:PORT, not {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+            raise CliError(
+                f"DOCKYARD_URL must look like http://HOST:PORT or https://HOST:PORT, not {url!r}"
+            )
         self._host, self._port = parts.hostname, port
+        self._tls = parts.scheme == "https"
+        if self._tls and self._ca and not os.path.isfile(self._ca):
+            raise CliError(f"DOCKYARD_CA {self._ca}: no such file; `source STATE_DIR/admin.env`")
         self._netloc, self._prefix = parts.netloc, parts.path + "/v1"
         self._token = token
 
@@ -132,10 +142,25 @@ class Api:
             head["content-type"] = "application/json"
         head.update(headers or {})
         target = quote(self._prefix + path, safe=_PATH_SAFE)
+        tls = _Tls(self._ca) if self._tls else None
         try:
-            return _exchange((self._host, self._port), method, target, head, body, timeout)
+            return _exchange((self._host, self._port), method, target, head, body, timeout, tls)
         except (OSError, ValueError) as exc:
+            if type(exc).__name__ == "SSLCertVerificationError":
+                trust = f"DOCKYARD_CA ({self._ca})" if self._ca else "the system's CA store"
+                raise CliError(
+                    f"the server at {self.url} is not who it claims: its certificate is not "
+                    f"trusted by {trust} ({getattr(exc, 'verify_message', exc)}); check "
+                    "DOCKYARD_URL and DOCKYARD_CA (`source STATE_DIR/admin.env`)"
+                ) from exc
             raise CliError(f"cannot reach the server at {self.url}: {exc}") from exc
+
+
+class _Tls:
+    """Verify the server against ``ca`` (a PEM file), or the system's store."""
+
+    def __init__(self, ca: str | None) -> None:
+        self.ca = ca
 
 
 def _exchange(
@@ -145,12 +170,24 @@ def _exchange(
     head: dict[str, str],
     body: bytes | BinaryIO,
     timeout: float,
+    tls: _Tls | None = None,
 ) -> Response:
-    """One request on a new connection, the whole answer read (``connection: close``)."""
+    """One request on a new connection, the whole answer read (``connection: close``);
+    over TLS when ``tls`` is given, the server's certificate and name verified."""
     size = len(body) if isinstance(body, bytes) else os.fstat(body.fileno()).st_size
     head["content-length"] = str(size)
     lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items()), "", ""]
-    with socket.create_connection(address, timeout=timeout) as sock:
+    sock = socket.create_connection(address, timeout=timeout)
+    if tls is not None:
+        import ssl  # only for https: the CLI's start-up on plain http does not pay for it
+
+        context = ssl.create_default_context(cafile=tls.ca)
+        try:
+            sock = context.wrap_socket(sock, server_hostname=address[0])
+        except BaseException:
+            sock.close()
+            raise
+    with sock:
         sock.sendall("\r\n".join(lines).encode("latin-1"))
         if isinstance(body, bytes):
             sock.sendall(body)

@@ -34,6 +34,11 @@ def parser(argv: list[str]) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run an all-in-one cloud on this host (foreground)")
     up.add_argument("--state-dir", default="/var/lib/dockyard")
     up.add_argument("--listen", default="127.0.0.1:8787", help="HOST:PORT of the API")
+    up.add_argument(
+        "--tls-name",
+        action="append",
+        help="another DNS name or IP for the server's certificate (repeatable)",
+    )
     up.add_argument("--host-name", default=None, help="name of this host (default hostname)")
     up.add_argument("--no-demo", action="store_true", help="skip the demo network/flavor/image")
     up.add_argument("--demo-bridge", default="dyk-demo", help="bridge of the demo network")

@@ -4,8 +4,12 @@
                └──► dockyard-agent   (this host, dockerd from DOCKER_HOST)
 
 First run: creates the admin user (STATE_DIR/admin.env, mode 0600), an agent
-token for this host, and the demo network, flavor and image. Ctrl-C stops
-both children; instances keep running and are reconciled on the next `up`.
+token for this host, the cloud's CA (STATE_DIR/tls/ca.pem, key 0600) and the
+demo network, flavor and image. Listening beyond loopback, the API is served
+over HTTPS with a certificate from that CA for the server's addresses, and
+admin.env names the CA (DOCKYARD_CA) so the CLI verifies it; on loopback it
+stays plain HTTP (the all-in-one). Ctrl-C stops both children; instances keep
+running and are reconciled on the next `up`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import ipaddress
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from dockyard import pki
 from dockyard.api.server import default_db_url, init, prepare_state_dir
 from dockyard.cli.client import Api, CliError
 from dockyard.db import identity
@@ -39,8 +45,11 @@ def up(a: argparse.Namespace) -> int:
     demo = None if a.no_demo else _demo_network(a.demo_cidr)
     prepare_state_dir(state)
     _check_docker()
-    url = f"http://{a.listen}"
-    admin_token, agent_token_file = _credentials(state, a.host_name or socket.gethostname(), url)
+    url, ca_file, tls = _tls(state, a.listen, list(getattr(a, "tls_name", None) or []))
+    ca = None if tls is None else str(tls.ca)  # what clients verify with
+    admin_token, agent_token_file = _credentials(
+        state, a.host_name or socket.gethostname(), url, ca
+    )
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -58,11 +67,14 @@ def up(a: argparse.Namespace) -> int:
                 str(state),
                 "--listen",
                 a.listen,
+                "--tls-ca",
+                str(ca_file),
+                *(["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else []),
                 log=state / "server.log",
             )
         )
-        _wait_ready(url, children[0])
-        api = Api(url, admin_token)
+        _wait_ready(url, children[0], ca)
+        api = Api(url, admin_token, ca=ca)
         if demo is not None:
             _demo(api, a.demo_bridge, demo)
         children.append(
@@ -76,6 +88,7 @@ def up(a: argparse.Namespace) -> int:
                 str(state / "agent"),
                 "--host-name",
                 a.host_name or socket.gethostname(),
+                *(["--ca-file", ca] if ca else []),
                 log=state / "agent.log",
             )
         )
@@ -105,19 +118,48 @@ def _check_docker() -> None:
         ) from exc
 
 
-def _credentials(state: Path, host: str, url: str) -> tuple[str, Path]:
+def _tls(state: Path, listen: str, extra: list[str]) -> tuple[str, Path, pki.ServerTls | None]:
+    """The API's URL, the CA (made once), and a server certificate for the
+    addresses the server listens on when that is beyond loopback (else None)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    ca, _ = pki.ensure_ca(state / "tls")
+    if _loopback(host):
+        return f"http://{listen}", ca, None
+    addresses = _local_addresses() if host in ("", "0.0.0.0", "::") else [host]
+    names = [*addresses, *extra, socket.gethostname(), "localhost", "127.0.0.1"]
+    tls = pki.ensure_server_cert(state / "tls", list(dict.fromkeys(names)))
+    shown = addresses[0] if addresses else "127.0.0.1"
+    return f"https://{'[' + shown + ']' if ':' in shown else shown}:{port}", ca, tls
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_addresses() -> list[str]:
+    """This machine's IPv4 addresses beyond loopback, for the wildcard listener."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True)
+    found = [line.split()[3].split("/")[0] for line in out.stdout.splitlines() if " inet " in line]
+    return [a for a in found if not ipaddress.ip_address(a).is_loopback]
+
+
+def _credentials(state: Path, host: str, url: str, ca: str | None) -> tuple[str, Path]:
     db = Database(default_db_url(state))
     token = init(db)
     env = state / "admin.env"
-    if token:
-        _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n")
-    elif not env.exists():
+    if not token and not env.exists():
         raise CliError(
             f"{state} has a database but no admin.env; restore it or use a new --state-dir"
         )
-    else:
-        token = _read_env(env)["DOCKYARD_TOKEN"]
-        _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n")
+    token = token or _read_env(env)["DOCKYARD_TOKEN"]
+    trust = f"export DOCKYARD_CA={ca}\n" if ca else ""
+    _secret(env, f"export DOCKYARD_URL={url}\nexport DOCKYARD_TOKEN={token}\n{trust}")
     agent_file = state / "agent.token"
     if not agent_file.exists():
         with db.session() as s:
@@ -148,13 +190,16 @@ def _spawn(module: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_ready(
+    url: str, server: subprocess.Popen[bytes], ca: str | None, timeout: float = 30
+) -> None:
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise CliError("the server exited at start; see server.log in the state dir")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass

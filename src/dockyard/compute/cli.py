@@ -9,6 +9,8 @@ into the Agent (compute/agent.py): the Docker driver, the host plumber, the
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -19,6 +21,7 @@ import pydantic
 
 from dockyard import logs, model
 from dockyard.compute import agent as agent_module
+from dockyard.compute import join
 from dockyard.compute.agent import Agent, AgentConfig
 from dockyard.compute.client import ServerClient
 from dockyard.compute.monitor import CgroupMeter
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     _check_host_flags(p, cfg, *_host_capacity())
     if args.uplink and not Path("/sys/class/net", args.uplink).exists():
         p.error(f"--uplink {args.uplink}: no such interface on this host (see `ip link`)")
-    agent = _wire(cfg, args.docker_host, args.uplink)
+    cfg, ca_file = _enrol(p, args, cfg)
+    agent = _wire(cfg, args.docker_host, args.uplink, ca_file)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()
@@ -69,11 +73,19 @@ def _parser() -> argparse.ArgumentParser:
         description=agent_module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--server", default=os.environ.get("DOCKYARD_URL", "http://127.0.0.1:8787"))
-    p.add_argument("--token-file", type=Path, required=True, help="this host's agent token")
-    p.add_argument("--host-name", default=socket.gethostname())
+    p.add_argument(
+        "--server",
+        default=os.environ.get("DOCKYARD_URL"),
+        help="the server's URL (default: the joined server's, else http://127.0.0.1:8787)",
+    )
+    p.add_argument("--token-file", type=Path, help="this host's agent token (if it did not join)")
+    p.add_argument("--ca-file", type=Path, help="verify the https server against this CA")
+    p.add_argument("--join", metavar="URL", help="join the cloud at URL (as `host add` printed)")
+    p.add_argument("--token", help="the one-time join token, with --join")
+    p.add_argument("--ca-hash", help="sha256:<hex> the server's CA must have, with --join")
+    p.add_argument("--host-name", help="default: the joined name, else this machine's hostname")
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard-agent"))
-    p.add_argument("--availability-zone", default="nova")
+    p.add_argument("--availability-zone", help="default: the zone the join token names, or nova")
     p.add_argument(
         "--network",
         action="append",
@@ -122,11 +134,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(
-        server=args.server,
-        token=args.token_file.read_text().strip(),
-        host=args.host_name,
+        server=args.server or "http://127.0.0.1:8787",
+        token=args.token_file.read_text().strip() if args.token_file else "",
+        host=args.host_name or socket.gethostname(),
         state_dir=args.state_dir,
-        availability_zone=args.availability_zone,
+        availability_zone=args.availability_zone or "nova",
         networks=args.networks or ["*"],
         bridge_nf=args.bridge_nf,
         labels=_labels(p, args.label),
@@ -137,7 +149,41 @@ def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig
     )
 
 
-def _wire(cfg: AgentConfig, docker_host: str | None, uplink: str | None = None) -> Agent:
+def _enrol(
+    p: argparse.ArgumentParser, args: argparse.Namespace, cfg: AgentConfig
+) -> tuple[AgentConfig, Path | None]:
+    """The config with this host's credential: joined now (--join), joined before
+    (the state dir's enrolment), or given (--token-file); and the CA to verify with."""
+    if args.join and not (args.token and args.ca_hash):
+        p.error("--join needs --token and --ca-hash, as `dockyard host add` printed them")
+    known = join.saved(args.state_dir)
+    if args.token_file is not None:
+        return cfg, args.ca_file
+    if known is None and not args.join:
+        p.error("give --token-file, or join: --join URL --token T --ca-hash sha256:...")
+    if known is None:
+        try:
+            known = join.join(args.join, args.token, args.ca_hash, args.state_dir)
+        except join.JoinError as exc:
+            raise SystemExit(f"dockyard-agent: {exc}") from exc
+        logging.getLogger(__name__).info("joined %s as host %s", known.server, known.host)
+    if args.host_name and args.host_name != known.host:
+        p.error(f"--host-name {args.host_name}: this host joined as {known.host!r}")
+    return dataclasses.replace(
+        cfg,
+        server=args.server or known.server,
+        token=known.token,
+        host=known.host,
+        availability_zone=args.availability_zone or known.availability_zone,
+    ), args.ca_file or known.ca_file
+
+
+def _wire(
+    cfg: AgentConfig,
+    docker_host: str | None,
+    uplink: str | None = None,
+    ca_file: Path | None = None,
+) -> Agent:
     """The agent with the real parts of this host."""
     from dockyard.compute.drivers.docker import DockerDriver  # the docker SDK: not for --help
 
@@ -145,7 +191,7 @@ def _wire(cfg: AgentConfig, docker_host: str | None, uplink: str | None = None) 
     return Agent(
         cfg,
         DockerDriver(cfg.host, docker_host),
-        ServerClient(cfg.server, cfg.token, cfg.host),
+        ServerClient(cfg.server, cfg.token, cfg.host, ca_file),
         plumber=HostPlumber(uplink),
         views=views,
         meter=CgroupMeter(views),

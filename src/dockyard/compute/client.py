@@ -4,6 +4,7 @@ server's /v1/agent endpoints (``ServerClient``) and an in-memory ``FakeServer``.
 from __future__ import annotations
 
 import hashlib
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,12 +47,18 @@ class Server(Protocol):
 
 
 class ServerClient:
-    def __init__(self, url: str, token: str, host: str) -> None:
+    """``ca_file``: verify an https server against this CA (default: the system's)."""
+
+    def __init__(self, url: str, token: str, host: str, ca_file: Path | None = None) -> None:
         self.host = host
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(ca_file))
         self._http = httpx.Client(
             base_url=url.rstrip("/") + "/v1",
             headers={"authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(10.0, read=70.0),
+            verify=verify,
         )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -68,6 +68,22 @@ class Token(Base):
     user: Mapped[User | None] = relationship(lazy="joined")
 
 
+class JoinToken(Base):
+    """A one-time token a new host trades for its agent token (``dockyard host add``).
+
+    Only the SHA-256 is stored; ``used_at`` is set by the one trade that wins.
+    """
+
+    __tablename__ = "join_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    host_name: Mapped[str] = mapped_column(String(63))
+    availability_zone: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Host(Base):
     __tablename__ = "hosts"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -73,9 +74,11 @@ def engine(sock: Path | str, method: str, path: str, **kw: Any) -> httpx.Respons
         return c.request(method, f"http://docker{path}", **kw)
 
 
-def healthy(url: str) -> bool:
+def healthy(url: str, ca: Path | None = None) -> bool:
+    """The server at ``url`` answers /healthz (over https verified against ``ca``)."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
     try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -190,20 +193,23 @@ class ServerProcess:
 
 
 @contextmanager
-def server(state_dir: Path, db_url: str, *args: str) -> Iterator[ServerProcess]:
+def server(
+    state_dir: Path, db_url: str, *args: str, ca: Path | None = None
+) -> Iterator[ServerProcess]:
     """A real dockyard-server on ``db_url`` (its log in state_dir/server.log), killed
-    afterwards."""
+    afterwards. ``ca``: it serves https (give --tls-cert/--tls-key in ``args``) and is
+    waited for with its certificate verified against this CA."""
     port = free_port()
     log = (state_dir / "server.log").open("wb")
     cmd = server_cmd(state_dir, f"127.0.0.1:{port}", "--db", db_url, *args)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
 
         def up() -> bool:
             if proc.poll() is not None:
                 raise LabError((state_dir / "server.log").read_text())
-            return healthy(url)
+            return healthy(url, ca)
 
         wait_for(up, 30, "the server to come up")
         yield ServerProcess(proc, url, (state_dir / "admin.token").read_text().strip())

@@ -1,0 +1,176 @@
+"""The cloud's certificate authority: its key pair, the server's certificate, the
+CA's pin.
+
+    dockyard up ──► ensure_ca(tls/)          ca.pem, ca.key (0600)
+               └──► ensure_server_cert(...)  server.pem, server.key (0600), for its addresses
+    dockyard host add ──► ca_hash(ca.pem)    "sha256:<hex>" printed in the join command
+    dockyard-agent --join ──► check_ca(pem, pin)   before it trusts anything the server says
+
+The pin is the SHA-256 of the CA certificate's SubjectPublicKeyInfo (DER), as
+``kubeadm join --discovery-token-ca-cert-hash`` has it, so it survives the CA
+being re-issued with the same key. Only this module imports ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+CA_DAYS, SERVER_DAYS = 3650, 825
+
+
+class PinMismatch(ValueError):
+    """The CA the server sent is not the one the join command names."""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """Where ``dockyard-server`` finds its TLS files."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def ca_hash(pem: bytes) -> str:
+    """``sha256:<hex>`` of the certificate's SubjectPublicKeyInfo DER."""
+    cert = x509.load_pem_x509_certificate(pem)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def check_ca(pem: bytes, pin: str) -> None:
+    """Raise PinMismatch unless ``pem`` is one CA certificate whose pin is ``pin``."""
+    try:
+        got = ca_hash(pem)
+    except ValueError as exc:
+        raise PinMismatch(f"the server's CA is not a PEM certificate: {exc}") from exc
+    if got != pin.strip().lower():
+        raise PinMismatch(
+            f"the server's CA has hash {got}, not {pin}: this is not the server the join "
+            "command was made for (or the hash was mistyped); nothing was saved. Check the "
+            "URL, or ask an admin for the command again (`dockyard host add NAME`)"
+        )
+
+
+def ensure_ca(directory: Path, name: str = "Dockyard CA") -> tuple[Path, Path]:
+    """ca.pem and ca.key in ``directory`` (0700, key 0600); kept when they exist."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        _builder(subject, subject, key.public_key(), CA_DAYS)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_secret(key_path, _key_pem(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def ensure_server_cert(directory: Path, names: list[str]) -> ServerTls:
+    """server.pem/server.key signed by the CA in ``directory`` for ``names`` (DNS
+    names and IP addresses); issued again when the names changed."""
+    ca_path, ca_key_path = ensure_ca(directory)
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    wanted = _alt_names(names)
+    if cert_path.exists() and key_path.exists() and _names_of(cert_path.read_bytes()) == wanted:
+        return ServerTls(ca_path, cert_path, key_path)
+    ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "dockyard")]
+    )
+    cert = (
+        _builder(subject, ca_cert.subject, key.public_key(), SERVER_DAYS)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sorted(wanted, key=str)), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_secret(key_path, _key_pem(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return ServerTls(ca_path, cert_path, key_path)
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey, days: int
+) -> x509.CertificateBuilder:
+    start = datetime.now(UTC) - timedelta(minutes=5)  # a host whose clock is a bit behind
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
+    )
+
+
+def _usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _alt_names(names: list[str]) -> set[x509.GeneralName]:
+    out: set[x509.GeneralName] = set()
+    for name in names:
+        try:
+            out.add(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            out.add(x509.DNSName(name))
+    return out
+
+
+def _names_of(pem: bytes) -> set[x509.GeneralName]:
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return set()
+    return set(ext.value)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Written 0600 from the first byte (never readable by others, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)

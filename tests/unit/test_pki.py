@@ -1,0 +1,72 @@
+"""The CA, the server certificate and the CA's pin (what `host add` prints and a
+joining agent checks)."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import subprocess
+
+import pytest
+
+from dockyard import pki
+
+
+def _openssl_pin(pem_path) -> str:
+    """The pin as kubeadm's documentation computes it, with openssl."""
+    pub = subprocess.run(
+        ["openssl", "x509", "-pubkey", "-noout", "-in", str(pem_path)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, check=True, capture_output=True
+    ).stdout
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def test_the_pin_is_the_sha256_of_the_cas_subject_public_key_info(tmp_path):
+    ca, key = pki.ensure_ca(tmp_path / "tls")
+    assert pki.ca_hash(ca.read_bytes()) == _openssl_pin(ca)
+    pki.check_ca(ca.read_bytes(), _openssl_pin(ca).upper().replace("SHA256:", "sha256:"))
+
+
+def test_a_ca_that_is_not_pinned_is_refused_saying_what_to_do(tmp_path):
+    ours, _ = pki.ensure_ca(tmp_path / "ours")
+    theirs, _ = pki.ensure_ca(tmp_path / "theirs")
+    with pytest.raises(pki.PinMismatch, match="nothing was saved.*dockyard host add"):
+        pki.check_ca(theirs.read_bytes(), pki.ca_hash(ours.read_bytes()))
+    with pytest.raises(pki.PinMismatch, match="not a PEM certificate"):
+        pki.check_ca(b"<html>hello</html>", pki.ca_hash(ours.read_bytes()))
+
+
+def test_keys_are_0600_and_the_ca_is_made_once(tmp_path):
+    ca, key = pki.ensure_ca(tmp_path / "tls")
+    tls = pki.ensure_server_cert(tmp_path / "tls", ["127.0.0.1", "cloud.example"])
+    assert (tmp_path / "tls").stat().st_mode & 0o777 == 0o700
+    assert key.stat().st_mode & 0o777 == 0o600 and tls.key.stat().st_mode & 0o777 == 0o600
+    pin = pki.ca_hash(ca.read_bytes())
+    pki.ensure_ca(tmp_path / "tls")
+    assert pki.ca_hash(ca.read_bytes()) == pin
+
+
+def test_the_server_certificate_verifies_against_the_ca_for_its_names_only(tmp_path):
+    tls = pki.ensure_server_cert(tmp_path / "tls", ["127.0.0.1", "cloud.example"])
+    first = tls.cert.read_bytes()
+    assert pki.ensure_server_cert(tmp_path / "tls", ["127.0.0.1", "cloud.example"]) == tls
+    assert tls.cert.read_bytes() == first  # same names: kept
+    out = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tls.ca), "-verify_ip", "127.0.0.1", str(tls.cert)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tls.ca), "-verify_ip", "10.0.0.1", str(tls.cert)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    pki.ensure_server_cert(tmp_path / "tls", ["10.0.0.1"])
+    assert tls.cert.read_bytes() != first  # new names: issued again
+    ssl.create_default_context(cafile=str(tls.ca)).load_cert_chain(tls.cert, tls.key)
