@@ -5,10 +5,12 @@ and the last test checks that nothing of it is left."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.lab.conftest import LabRun, _can_run
@@ -57,6 +59,22 @@ def test_status_lists_every_host_up_with_its_zone_and_daemons(lab: LabRun) -> No
         assert h["dockerd_alive"] and h["agent_alive"] and h["agent_pid"]
         assert h["mgmt_ip"].startswith("198.19.")
     assert {h["name"] for h in lab.cli_json("host", "list")} == {"lab1", "lab2"}
+
+
+def test_lab_hosts_joined_over_tls_like_real_hosts(lab: LabRun) -> None:
+    """Each host's agent verified the server's CA against the pin, traded its one-time
+    join token for its own credential and keeps it; the token cannot be used again."""
+    assert lab.env["DOCKYARD_URL"].startswith("https://") and lab.env["DOCKYARD_CA"]
+    ca = Path(lab.env["DOCKYARD_CA"]).read_bytes()
+    for host in lab.record()["hosts"]:
+        agent = Path(host["dir"]) / "agent"
+        assert (agent / "ca.pem").read_bytes() == ca
+        assert (agent / "agent.token").stat().st_mode & 0o077 == 0
+        spent = host["extra"]["join"]["token"]
+        verify = ssl.create_default_context(cafile=lab.env["DOCKYARD_CA"])
+        url = f"{lab.env['DOCKYARD_URL']}/v1/join"
+        r = httpx.post(url, json={"token": spent}, verify=verify)
+        assert r.status_code == 403 and "host add" in r.json()["detail"], r.text
 
 
 def test_instances_on_two_hosts_share_one_network(lab: LabRun) -> None:

@@ -51,13 +51,23 @@ def dockerd_cmd(
     return (["nsenter", f"--net=/run/netns/{netns}"] if netns else []) + cmd
 
 
-def agent_cmd(
-    url: str, token_file: Path, host_name: str, state_dir: Path, *args: str
-) -> list[str]:
+def agent_cmd(url: str, token_file: Path, host_name: str, state_dir: Path, *args: str) -> list[str]:
+    """An agent with a token an admin issued for it (`dockyard host token NAME`)."""
     return [
         sys.executable, "-m", "dockyard.compute.cli", "--server", url,
         "--token-file", str(token_file), "--host-name", host_name,
         "--state-dir", str(state_dir), *args,
+    ]  # fmt: skip
+
+
+def joining_agent_cmd(
+    url: str, token: str, ca_hash: str, host_name: str, state_dir: Path, *args: str
+) -> list[str]:
+    """An agent that joins as `dockyard host add` prints it; once joined, its state dir
+    holds its own credential and the same command starts from that."""
+    return [
+        sys.executable, "-m", "dockyard.compute.cli", "--join", url, "--token", token,
+        "--ca-hash", ca_hash, "--host-name", host_name, "--state-dir", str(state_dir), *args,
     ]  # fmt: skip
 
 
@@ -99,15 +109,11 @@ class Dockerd:
     def command(self) -> list[str]:
         data = self.root / "data"
         pidfile = self.root / "dockerd.pid"
-        return dockerd_cmd(
-            data, self.exec_root, self.sock, self.cgroup_parent, pidfile, self.netns
-        )
+        return dockerd_cmd(data, self.exec_root, self.sock, self.cgroup_parent, pidfile, self.netns)
 
     def start(self) -> None:
         log = (self.root / "dockerd.log").open("ab")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, start_new_session=True
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
         wait_for(self.ping, 60, f"dockerd to answer (see {self.root}/dockerd.log)", 0.2)
 
     def ping(self) -> bool:

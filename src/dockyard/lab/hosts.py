@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from dockyard.lab import wiring
-from dockyard.lab.daemons import agent_cmd, dockerd_cmd, engine
+from dockyard.lab.daemons import dockerd_cmd, engine, joining_agent_cmd
 from dockyard.lab.procs import (
     LabError,
     alive,
@@ -62,10 +62,6 @@ class LabHost:
     @property
     def docker_host(self) -> str:
         return f"unix://{self.sock}"
-
-    @property
-    def token_file(self) -> Path:
-        return Path(self.dir) / "agent.token"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +109,7 @@ class LabHost:
 
     # --- agent
 
-    def start_agent(self, url: str) -> None:
+    def start_agent(self) -> None:
         if alive(self.agent_pid, self.dir):
             return
         root = Path(self.dir)
@@ -123,9 +119,10 @@ class LabHost:
         if str(volumes) not in _mount_points():
             run("mount", "--bind", str(volumes), str(volumes))
             run("mount", "--make-shared", str(volumes))
-        agent = agent_cmd(
-            url, self.token_file, self.name, root / "agent",
-            "--availability-zone", self.az, "--uplink", wiring.UPLINK,
+        joining = self.extra["join"]  # Lab.join: the token `dockyard host add` gives
+        agent = joining_agent_cmd(
+            joining["url"], joining["token"], joining["ca_hash"], self.name, root / "agent",
+            "--uplink", wiring.UPLINK,
         )  # fmt: skip
         cmd = [
             "nsenter", f"--net=/run/netns/{self.netns}",

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from dockyard import pki
 from dockyard.lab import wiring
 from dockyard.lab.daemons import healthy, server_cmd
 from dockyard.lab.hosts import LabHost
@@ -64,8 +66,11 @@ class Lab:
         if alive(self.data.get("server_pid"), str(self.dir / "server")):
             return
         log = (self.dir / "server.log").open("ab")
+        tls = self.tls()
         proc = subprocess.Popen(
-            server_cmd(self.dir / "server", f"{self.data['switch_ip']}:{self.data['port']}"),
+            server_cmd(self.dir / "server", f"{self.data['switch_ip']}:{self.data['port']}",
+                       "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+                       "--tls-ca", str(tls.ca)),
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         self.data["server_pid"] = proc.pid
@@ -74,20 +79,33 @@ class Lab:
         self.data["admin_token"] = (self.dir / "server" / "admin.token").read_text().strip()
         _secret(
             self.dir / "admin.env",
-            f"export DOCKYARD_URL={self.url}\nexport DOCKYARD_TOKEN={self.data['admin_token']}\n",
+            f"export DOCKYARD_URL={self.url}\nexport DOCKYARD_TOKEN={self.data['admin_token']}\n"
+            f"export DOCKYARD_CA={self.ca}\n",
         )
         self.save()
 
     def _healthy(self) -> bool:
         if not alive(self.data.get("server_pid"), str(self.dir / "server")):
             raise LabError(f"the server exited at start; see {self.dir}/server.log")
-        return healthy(self.url)
+        return healthy(self.url, self.ca)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "tls" / "ca.pem"
+
+    def tls(self) -> pki.ServerTls:
+        """The lab's CA (made once) and the server's certificate for the switch address,
+        as `dockyard up` makes them for a server that listens beyond loopback."""
+        pki.ensure_ca(self.dir / "tls")
+        return pki.ensure_server_cert(self.dir / "tls", [self.data["switch_ip"], "127.0.0.1"])
 
     def api(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         headers = {"authorization": f"Bearer {self.data['admin_token']}", **kw.pop("headers", {})}
+        verify = ssl.create_default_context(cafile=str(self.ca))
         r = httpx.request(
-            method, f"{self.url}/v1{path}", json=body, timeout=60, headers=headers, **kw
-        )
+            method, f"{self.url}/v1{path}", json=body, timeout=60, headers=headers,
+            verify=verify, **kw,
+        )  # fmt: skip
         if r.status_code >= 300:
             raise LabError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
@@ -98,17 +116,17 @@ class Lab:
         return {
             h["name"]
             for h in self.api("GET", "/hosts")
-            if h["state"] == "up"
-            and (since is None or _after(h.get("last_heartbeat"), since))
+            if h["state"] == "up" and (since is None or _after(h.get("last_heartbeat"), since))
         }
 
     # --- joining
 
     def join(self, host: LabHost) -> None:
-        """The host's credential, through the path real hosts take (today `dockyard host
-        token NAME`, an admin call; the TLS join goes here when it lands)."""
-        token = self.api("POST", "/agent-tokens", {"host": host.name})["token"]
-        _secret(host.token_file, token + "\n")
+        """The path real hosts take: an admin's one-time join token (`dockyard host add
+        NAME --az AZ`) and the CA's pin, with which the host's agent verifies the server,
+        trades the token for its own credential and keeps it (later starts use that)."""
+        out = self.api("POST", "/join-tokens", {"host": host.name, "availability_zone": host.az})
+        host.extra["join"] = {"url": self.url, "token": out["token"], "ca_hash": out["ca_hash"]}
 
 
 def up(state_dir: Path, hosts: int, azs: list[str], demo: bool = True) -> Lab:
@@ -144,7 +162,7 @@ def _up(state_dir: Path, hosts: int, azs: list[str], demo: bool) -> Lab:
     data = {"tag": tag, **wiring.names(tag), "mgmt_cidr": str(mgmt), "net_cidr": str(inst)}
     lab = Lab(state_dir, {**data, "switch_ip": str(mgmt[1]), "hosts": []})
     lab.data["port"] = free_port()
-    lab.data["url"] = f"http://{mgmt[1]}:{lab.data['port']}"
+    lab.data["url"] = f"https://{mgmt[1]}:{lab.data['port']}"
     lab.save()
     wiring.make_switch(lab.data["switch"], f"{mgmt[1]}/{mgmt.prefixlen}")
     lab.start_server()
@@ -174,7 +192,7 @@ def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
     host.start_dockerd()
     lab.save()
     lab.join(host)
-    host.start_agent(lab.url)
+    host.start_agent()
     lab.save()
 
 
@@ -270,7 +288,7 @@ def host_start(state_dir: Path, name: str) -> None:
     host.start_dockerd()
     lab.save()
     started = datetime.now(UTC)
-    host.start_agent(lab.url)
+    host.start_agent()
     lab.save()
     wait_for(lambda: name in lab.hosts_up(since=started), 60, f"{name}'s agent to report")
 

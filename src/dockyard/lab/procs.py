@@ -91,9 +91,7 @@ def stop_pid(pid: int | None, marker: str, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def stop_proc(
-    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20
-) -> None:
+def stop_proc(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
     """After: the child ``proc`` has exited. ``sig``, then SIGKILL after ``timeout`` s."""
     if proc.poll() is not None:
         return

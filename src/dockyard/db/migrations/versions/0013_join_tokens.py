@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "0013"
-down_revision = "0011"  # the head in main when this landed (the lead re-chains)
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
