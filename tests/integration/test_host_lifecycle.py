@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from dockyard import __version__
+from dockyard.lab.daemons import healthy, server_cmd
 from tests.integration.cluster import stop_pid, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -23,13 +23,11 @@ def quick(cluster):
     assert cluster.server_proc is not None
     stop_pid(cluster.server_proc)
     log = (cluster.root / "server.log").open("ab")
-    cluster.server_proc = subprocess.Popen(
-        [sys.executable, "-m", "dockyard.api.server", "--state-dir", str(cluster.root / "server"),
-         "--listen", f"127.0.0.1:{cluster.port}", "--log-level", "warning",
-         "--host-down-after", DOWN_AFTER],
-        stdout=log, stderr=log, start_new_session=True,
-    )  # fmt: skip
-    wait_for(cluster._healthy, 30, "the server to answer again")
+    cmd = server_cmd(
+        cluster.root / "server", f"127.0.0.1:{cluster.port}", "--host-down-after", DOWN_AFTER
+    )
+    cluster.server_proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    wait_for(lambda: healthy(cluster.url), 30, "the server to answer again")
     wait_for(cluster.host_up, 30, "the agent to beat again")
     return cluster
 
