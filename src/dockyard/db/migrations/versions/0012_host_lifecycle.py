@@ -1,7 +1,7 @@
 """host lifecycle: why an admin disabled a host, and the agent's version
 
 Revision ID: 0012
-Revises: 0011
+Revises: 0013
 Create Date: 2026-11-26 04:20:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "0012"
-down_revision = "0011"  # the lead re-chains: written against 0010_api, 0011 landed first
+down_revision = "0013"  # the head in main when rebased (0011 then 0013 landed first); the lead re-chains
 branch_labels = None
 depends_on = None
 
