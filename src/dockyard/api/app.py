@@ -11,7 +11,17 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
-from dockyard.api import catalog, enrolment, errors, groups, hosts, identity, instances, volumes
+from dockyard.api import (
+    catalog,
+    enrolment,
+    errors,
+    groups,
+    hosts,
+    identity,
+    instances,
+    lifecycle,
+    volumes,
+)
 from dockyard.api.limits import BodyLimit
 from dockyard.api.watch import HostWatch
 from dockyard.db import notify
@@ -71,7 +81,7 @@ def create_app(
     # added last, so it runs first: a body too large is refused before anything reads it
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
-    for module in (identity, hosts, enrolment, catalog, instances, volumes, groups):
+    for module in (identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 
     @app.get("/healthz", tags=["health"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -12,7 +13,7 @@ import uvicorn
 from dockyard import logs
 from dockyard.api.app import GB, MB, create_app
 from dockyard.db import identity
-from dockyard.db.session import Database
+from dockyard.db.session import HOST_DOWN_AFTER, Database
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -102,6 +103,14 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="the CA certificate that signed --tls-cert; joining hosts fetch and pin it",
     )
+    p.add_argument(
+        "--host-down-after",
+        type=float,
+        default=HOST_DOWN_AFTER.total_seconds(),
+        metavar="SECONDS",
+        help="a host that sent no heartbeat for this long is down: no new instances, its "
+        "instances' power state unknown (default %(default)g; agents beat every 10 s)",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -114,10 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--watch-reread: give 0.05 to 60 seconds")
     if not 1 <= args.max_connections <= 100_000:
         p.error("--max-connections: give 1 to 100000")
+    if not 0.1 <= args.host_down_after <= 86_400:
+        p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
     logs.configure(args.log_level)
     os.umask(0o077)  # what the server writes (database, images, token) is its own
     prepare_state_dir(args.state_dir, args.db)
-    db = Database(args.db or default_db_url(args.state_dir))
+    db = Database(
+        args.db or default_db_url(args.state_dir),
+        host_down_after=timedelta(seconds=args.host_down_after),
+    )
     token = init(db)
     if token:
         path = args.state_dir / "admin.token"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import units
-from dockyard.cli import enrolment
+from dockyard.cli import enrolment, lifecycle
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit, table
 
@@ -41,7 +41,7 @@ IMAGE_COLUMNS = [
 HOST_COLUMNS = [
     ("NAME", lambda h: h["name"]),
     ("AZ", lambda h: h["availability_zone"]),
-    ("STATE", lambda h: h["state"]),
+    ("STATE", lambda h: h["state"] if h["enabled"] else f"{h['state']}, disabled"),
     ("ENABLED", lambda h: h["enabled"]),
     ("VCPUS(used/cores)", lambda h: f"{h['vcpus_used']:g}/{h['cores']}"),
     ("MEMORY_MB(used/total)", lambda h: f"{h['memory_mb_used']}/{h['memory_mb']}"),
@@ -239,6 +239,7 @@ def host_show(api: Api, a: argparse.Namespace) -> None:
     if a.format == "json":
         emit(h, a.format, [])
         return
+    h["state"] = lifecycle.host_state(h)
     resources, pinned = h.pop("resources"), h.pop("pinned_cores")
     emit(h, a.format, [])
     print()
@@ -349,6 +350,7 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p.add_argument("name")
     p.set_defaults(run=host_token)
     enrolment.add_host_verbs(ho, fmt)
+    lifecycle.add_host_parsers(ho, fmt)
 
     pr = sub.add_parser("project", help="projects").add_subparsers(dest="verb", required=True)
     p = pr.add_parser("create", parents=[fmt])

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dockyard.cli import lifecycle
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
@@ -25,7 +26,7 @@ SERVER_COLUMNS = [
     ("AZ", lambda s: s["availability_zone"]),
     ("HOST", lambda s: s["host"]),
     ("TASK", lambda s: s["task_state"]),
-    ("POWER", lambda s: s["power_state"]),
+    ("POWER", lifecycle.power),
 ]
 ACTION_COLUMNS = [
     ("ACTION", lambda a: a["action"]),
@@ -194,7 +195,13 @@ def action(verb: str) -> Any:
             server = api.post(f"/instances/{a.name}/resize", {"flavor": a.flavor})
         else:
             server = api.post(f"/instances/{a.name}/{verb}")
-        if a.wait:
+        if server["power_state"] == "unknown" and server["host"]:
+            # nothing to wait for: the host's agent carries it out when it is back
+            print(
+                f"{verb} of {a.name} recorded ({server['status']}); its host "
+                f"{server['host']} is down: it is carried out when the host returns"
+            )
+        elif a.wait:
             after = wait(api, server["id"], a.name, a.timeout, gone_ok=verb == "delete")
             if after is not None:
                 emit(after, a.format, SERVER_COLUMNS)
@@ -250,3 +257,4 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
         if verb == "resize":
             p.add_argument("--flavor", required=True, help="the new flavor (live, same host)")
         p.set_defaults(run=action(verb))
+    lifecycle.add_server_parsers(srv, fmt)

@@ -23,7 +23,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard import model
+from dockyard import __version__, model
 from dockyard.compute.client import Server
 from dockyard.compute.driver import ComputeDriver, Observed
 from dockyard.compute.monitor import LimitMonitor, Meter
@@ -142,6 +142,7 @@ class Agent:
                 memory_mb=info.memory_mb,
                 disk_gb=info.disk_gb,
                 docker_version=info.runtime_version,
+                agent_version=__version__,
                 labels={**self.labels, "dockyard.storage": info.storage},
                 reserved_cores=self.cfg.reserved_cores,
                 reserved_memory_mb=self.cfg.reserved_memory_mb,

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Text, cast, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from dockyard import model
 from dockyard.db import models as m
+from dockyard.db.session import HOST_DOWN_AFTER
 from dockyard.errors import Forbidden, NotFound
 from dockyard.scheduler.state import HostState
 
-HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 T = TypeVar("T")
 
 
@@ -32,7 +32,7 @@ def register(s: Session, req: model.HostRegister) -> model.Host:
         s.add(row)
     row.cores, row.memory_mb, row.disk_gb = req.cores, req.memory_mb, req.disk_gb
     row.labels, row.networks = dict(req.labels), list(req.networks)
-    row.docker_version = req.docker_version
+    row.docker_version, row.agent_version = req.docker_version, req.agent_version
     row.reserved_cores, row.reserved_memory_mb = (
         sorted(set(req.reserved_cores)),
         req.reserved_memory_mb,
@@ -77,8 +77,18 @@ def update_host(s: Session, name: str, req: model.HostUpdate) -> model.Host:
     row = by_name(s, name)
     if req.enabled is not None:
         row.enabled = req.enabled
+        row.disabled_reason = None  # a reason is given through POST /hosts/NAME/disable
     if req.availability_zone is not None:
         row.availability_zone = req.availability_zone
+    s.flush()
+    return list_hosts(s, only=row.id)[0]
+
+
+def set_enabled(s: Session, name: str, reason: str | None) -> model.Host:
+    """Disable the host with ``reason`` (no new instances; its own keep running), or
+    enable it with ``reason`` None. Either is idempotent; a new reason replaces the old."""
+    row = by_name(s, name)
+    row.enabled, row.disabled_reason = reason is None, reason
     s.flush()
     return list_hosts(s, only=row.id)[0]
 
@@ -88,12 +98,21 @@ def check_agent(host_name: str | None, name: str) -> None:
         raise Forbidden(f"this agent token belongs to host {host_name!r}, not {name!r}")
 
 
+def down_after(s: Session | None) -> timedelta:
+    """How long a host may miss heartbeats before it counts as down (the server's
+    ``--host-down-after``, carried by the session; see db/session.py)."""
+    value = s.info.get("host_down_after") if s is not None else None
+    return value if isinstance(value, timedelta) else HOST_DOWN_AFTER
+
+
 def is_up(row: m.Host, at: datetime | None = None) -> bool:
-    return _fresh(row.last_heartbeat, at or m.now())
+    """A heartbeat arrived within the server's down-after period. Computed on every
+    read, so nothing has to run for a silent host to be seen as down."""
+    return _fresh(row.last_heartbeat, at or m.now(), down_after(object_session(row)))
 
 
-def _fresh(last_heartbeat: datetime | None, at: datetime) -> bool:
-    return last_heartbeat is not None and at - last_heartbeat < HEARTBEAT_TIMEOUT
+def _fresh(last_heartbeat: datetime | None, at: datetime, limit: timedelta) -> bool:
+    return last_heartbeat is not None and at - last_heartbeat < limit
 
 
 def _usage(s: Session) -> dict[str, tuple[float, int, int]]:
@@ -158,6 +177,7 @@ _STATE_COLUMNS = (
     # as text, parsed once per distinct value below: most hosts share theirs
     cast(m.Host.networks, Text).label("networks"),
     cast(m.Host.reserved_cores, Text).label("reserved_cores"),
+    m.Host.disabled_reason,
 )
 
 
@@ -168,14 +188,15 @@ def claim_view(s: Session, only: str | None = None) -> dict[str, HostState]:
     if only:
         q = q.where(m.Host.id == only)
     usage, pins, at, parsed = _usage(s), _pinned(s), m.now(), _Parsed()
-    out = {}
+    limit, out = down_after(s), {}
     for row in s.execute(q):
         host_id, name, heartbeat, enabled, zone, cores, memory_mb, disk_gb = row[:8]
-        cpu_ratio, ram_ratio, reserved_mb, root_quota, networks, reserved = row[8:]
+        cpu_ratio, ram_ratio, reserved_mb, root_quota, networks, reserved, reason = row[8:]
         vcpus, mem, disk = usage.get(host_id, (0.0, 0, 0))
         out[host_id] = HostState(
             name=name,
-            up=_fresh(heartbeat, at),
+            up=_fresh(heartbeat, at, limit),
+            disabled_reason=reason,
             enabled=enabled,
             availability_zone=zone,
             cores=cores,
@@ -225,7 +246,8 @@ def _state(
     vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
     return HostState(
         name=r.name,
-        up=_fresh(r.last_heartbeat, at),
+        up=is_up(r, at),
+        disabled_reason=r.disabled_reason,
         enabled=r.enabled,
         availability_zone=r.availability_zone,
         cores=r.cores,
@@ -277,11 +299,13 @@ def _host_model(r: m.Host, st: HostState, pinned: dict[int, str]) -> model.Host:
         availability_zone=r.availability_zone,
         state="up" if st.up else "down",
         enabled=r.enabled,
+        disabled_reason=r.disabled_reason,
         cores=r.cores,
         memory_mb=r.memory_mb,
         disk_gb=r.disk_gb,
         labels=r.labels,
         docker_version=r.docker_version,
+        agent_version=r.agent_version,
         networks=r.networks,
         vcpus_used=st.vcpus_used + len(pinned),
         memory_mb_used=st.memory_mb_used,

@@ -415,7 +415,7 @@ def to_model(r: m.Instance) -> model.Instance:
         status=states.status(vm, task),
         vm_state=vm,
         task_state=task,
-        power_state=PowerState(r.power_state),
+        power_state=_power_seen(r),
         host=r.host.name if r.host else None,
         availability_zone=r.availability_zone,
         group=r.server_group.name if r.server_group else None,
@@ -434,6 +434,14 @@ def to_model(r: m.Instance) -> model.Instance:
         created_at=r.created_at,
         updated_at=r.updated_at,
     )
+
+
+def _power_seen(r: m.Instance) -> PowerState:
+    """What users see: the last power state the agent reported, or unknown while its
+    host is down (computed when read; the stored state is what the host last said)."""
+    if r.host is not None and not hosts.is_up(r.host):
+        return PowerState.unknown
+    return PowerState(r.power_state)
 
 
 def desired_for_host(s: Session, host_name: str) -> model.DesiredState:

@@ -90,12 +90,14 @@ class Host(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     availability_zone: Mapped[str] = mapped_column(String(63), default="nova")
     enabled: Mapped[bool] = mapped_column(default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255), default=None)
     cores: Mapped[int]
     memory_mb: Mapped[int]
     disk_gb: Mapped[int]
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     networks: Mapped[list[Any]] = mapped_column(default=list)
     docker_version: Mapped[str] = mapped_column(String(64), default="")
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
     cpu_allocation_ratio: Mapped[float] = mapped_column(default=16.0)
     ram_allocation_ratio: Mapped[float] = mapped_column(default=1.0)
     reserved_cores: Mapped[list[Any]] = mapped_column(default=list)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ class DatabaseBusy(DockyardError):
 
 
 _HERE = Path(__file__).parent
+HOST_DOWN_AFTER = timedelta(seconds=30)  # three missed heartbeats of an agent (every 10 s)
 T = TypeVar("T")
 
 
@@ -81,10 +83,15 @@ class Database:
     A deferred transaction that reads and then writes fails at once with
     "database is locked" in WAL mode when another writer got in between.
     PostgreSQL ignores the option; claims lock host rows there instead.
+
+    ``host_down_after`` is how long a host may miss heartbeats before what is read
+    through these sessions calls it down (``dockyard-server --host-down-after``);
+    every session carries it in ``Session.info`` for db/hosts.py to read.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, host_down_after: timedelta = HOST_DOWN_AFTER) -> None:
         self.url = url
+        self.host_down_after = host_down_after
         self.engine = make_engine(url)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
@@ -131,10 +138,12 @@ class Database:
             # SQLite's busy handler sleeps and polls (up to 100 ms a try); queueing the
             # writers of this process on a lock wakes the next one as soon as it is free
             with self._write_lock, self._writes.begin() as s:
+                s.info["host_down_after"] = self.host_down_after
                 yield s
             return
         factory = self._writes if write else self._reads
         with factory.begin() as s:
+            s.info["host_down_after"] = self.host_down_after
             yield s
 
     def retry(self, fn: Callable[[], T], attempts: int = 8) -> T:

@@ -171,5 +171,6 @@ class PowerState(StrEnum):
     running = "running"
     shutdown = "shutdown"
     crashed = "crashed"
+    unknown = "unknown"  # its host is down: computed when read, never stored
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     Field,
     model_validator,
 )
@@ -34,6 +36,7 @@ class HostRegister(Schema):
     disk_gb: int = Field(ge=0, le=MAX_HOST_DISK_GB)
     labels: dict[str, str] = Field(default={}, max_length=64)
     docker_version: str = Field(default="", max_length=64)
+    agent_version: str = Field(default="", max_length=64, description="dockyard-agent's")
     networks: list[str] = Field(
         default=["*"],
         max_length=1024,
@@ -69,6 +72,25 @@ class Resource(Schema):
     free: float
 
 
+def _reason(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError("give a reason others can read, e.g. 'maintenance: disk swap'")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError("write the reason on one line, without control characters")
+    return text
+
+
+MAX_REASON = 255
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_reason)]
+
+
+class HostDisable(Schema):
+    """Take a host out of scheduling; its instances keep running."""
+
+    reason: Reason = Field(description="why, shown in `host show` and in refusals")
+
+
 class HostUpdate(Schema):
     enabled: bool | None = None
     availability_zone: Name | None = None
@@ -80,11 +102,13 @@ class Host(Schema):
     availability_zone: str
     state: str = Field(description="up when a heartbeat arrived recently, else down")
     enabled: bool
+    disabled_reason: str | None = Field(default=None, description="why an admin disabled it")
     cores: int
     memory_mb: int
     disk_gb: int
     labels: dict[str, str]
     docker_version: str
+    agent_version: str = ""
     networks: list[str]
     vcpus_used: float = 0
     memory_mb_used: int = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -183,6 +183,12 @@ class InstanceWatched(Schema):
 
 class ResizeRequest(Schema):
     flavor: str = Field(max_length=63)
+
+
+class ResetState(Schema):
+    """An admin's way out of a stuck task: clear task_state, set vm_state."""
+
+    vm_state: Literal["active", "error"] = "active"
 
 
 class InstanceAction(Schema):

@@ -49,6 +49,14 @@ class ComputeFilter(_ByList):
     def keep(self, hosts: Sequence[HostState], req: Request) -> list[HostState]:
         return [h for h in hosts if h.up and h.enabled]
 
+    def why(self, host: HostState) -> str:
+        """What a user reads about one rejected host (Placement.reasons)."""
+        if not host.enabled:
+            return f"disabled: {host.name}" + (
+                f" ({host.disabled_reason})" if host.disabled_reason else ""
+            )
+        return f"down: {host.name} (no recent heartbeat)"
+
 
 class VolumeFilter(_ByList):
     """The instance's named volumes have their data on this host (or nowhere yet)."""

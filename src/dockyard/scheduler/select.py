@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dockyard.scheduler.filters import DEFAULT_FILTERS, Filter, keep
-from dockyard.scheduler.state import HostState, Placement, Request
+from dockyard.scheduler.state import REASONS_SHOWN, HostState, Placement, Request
 from dockyard.scheduler.weighers import RamWeigher, Weigher
 
 
@@ -22,6 +22,9 @@ def select(
         kept = keep(flt, survivors, req)
         if len(kept) < len(survivors):
             placement.rejected[flt.name] = len(survivors) - len(kept)
+            if hasattr(flt, "why"):
+                kept_ids = {id(h) for h in kept}
+                _record_why(placement, flt, [h for h in survivors if id(h) not in kept_ids])
         survivors = kept
     if not survivors:
         return placement
@@ -45,6 +48,13 @@ def _heaviest(hosts: Sequence[HostState], req: Request, weighers: Sequence[Weigh
 
 def _name(host: HostState) -> str:
     return host.name
+
+
+def _record_why(placement: Placement, flt: Filter, rejected: list[HostState]) -> None:
+    """A filter that can say why per host (``why(host)``) names the first few it rejected."""
+    why = getattr(flt, "why", None)
+    if why is not None:
+        placement.named[flt.name] = [str(why(h)) for h in rejected[:REASONS_SHOWN]]
 
 
 def pick_cores(host: HostState, count: int) -> list[int]:

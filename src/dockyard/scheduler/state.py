@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+REASONS_SHOWN = 5  # hosts named per filter in a refusal; the count says how many in all
 HINTS = {"RootDiskFilter": "root disk size not enforceable: needs overlay2 on XFS with pquota"}
 
 
@@ -27,6 +28,7 @@ class HostState:
     reserved: frozenset[int] = frozenset()  # cores kept for the host itself
     reserved_memory_mb: int = 0
     root_disk_quota: bool = False
+    disabled_reason: str | None = None  # what the admin said when disabling it
 
     # Derived figures, computed once per state (the fields are frozen): the filters
     # read them for every host on every claim (bench/scheduler.py).
@@ -106,6 +108,8 @@ class Placement:
     host: HostState | None
     cores: list[int] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
+    # per filter that can tell, why the first few of its rejected hosts failed it
+    named: dict[str, list[str]] = field(default_factory=dict)
     considered: int = 0
 
     def explain(self, request: Request) -> str:
@@ -115,7 +119,7 @@ class Placement:
             return f"no host can take {what}: no hosts are registered; start a dockyard-agent"
         parts = [
             f"{name} rejected {n} of {self.considered}"
-            + (f" ({why})" if (why := hint(name, request)) else "")
+            + (f" ({why})" if (why := self._why(name, n, request)) else "")
             for name, n in self.rejected.items()
         ]
         return f"no host can take {what}: " + ", ".join(parts)
@@ -124,6 +128,13 @@ class Placement:
         """Each rejecting filter's count and hint as data: {filter: "2 of 3 hosts: why"}."""
         return {
             name: f"{n} of {self.considered} hosts"
-            + (f": {why}" if (why := hint(name, request)) else "")
+            + (f": {why}" if (why := self._why(name, n, request)) else "")
             for name, n in self.rejected.items()
         }
+
+    def _why(self, name: str, count: int, request: Request) -> str | None:
+        named = self.named.get(name)
+        if not named:
+            return hint(name, request)
+        more = count - len(named)
+        return "; ".join(named) + (f"; and {more} more" if more > 0 else "")
