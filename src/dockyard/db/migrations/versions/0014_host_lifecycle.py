@@ -1,6 +1,6 @@
 """host lifecycle: why an admin disabled a host, and the agent's version
 
-Revision ID: 0012
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-11-26 04:20:00
 """
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0012"
-down_revision = "0013"  # the head in main when rebased (0011 then 0013 landed first); the lead re-chains
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
