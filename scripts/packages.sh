@@ -14,6 +14,7 @@ DOCKYARD_DEBS=(
   e2fsprogs        # named volumes: mkfs.ext4 on each volume's image file
   file
   mmdebstrap       # `dockyard image build-base`: Debian machine-container images
+  docker-registry  # Docker Distribution: the registry images are pushed to and pulled from by digest
   python3-venv     # the virtual environment Dockyard runs from
 )
 # only the tests and bench/ use these: ssh into instances, lxcfs to compare /proc views,

@@ -1,0 +1,38 @@
+"""A real Docker Distribution (Debian's docker-registry) per test, on loopback."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.images import distribution
+from tests.registry.util import free_port
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[distribution.RegistryConfig]:
+    if shutil.which(distribution.PROGRAM) is None:
+        pytest.fail("docker-registry is not installed; apt-get install docker-registry")
+    cfg = distribution.RegistryConfig(tmp_path / "primary", f"127.0.0.1:{free_port()}")
+    distribution.start(cfg)
+    try:
+        yield cfg
+    finally:
+        distribution.stop(cfg)
+
+
+@pytest.fixture
+def cache(
+    tmp_path: Path, primary: distribution.RegistryConfig
+) -> Iterator[distribution.RegistryConfig]:
+    cfg = distribution.RegistryConfig(
+        tmp_path / "cache", f"127.0.0.1:{free_port()}", proxy_url=primary.url
+    )
+    distribution.start(cfg)
+    try:
+        yield cfg
+    finally:
+        distribution.stop(cfg)
