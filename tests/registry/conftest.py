@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from dockyard.api.app import create_app
+from dockyard.api.registry import RegistrySettings
+from dockyard.api.server import init
+from dockyard.db.session import Database
 from dockyard.images import distribution
+from tests.api.conftest import Cloud
 from tests.registry.util import free_port
 
 
@@ -36,3 +42,14 @@ def cache(
         yield cfg
     finally:
         distribution.stop(cfg)
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, primary: distribution.RegistryConfig) -> Iterator[Cloud]:
+    """The API with ``primary`` as its registry (beside it: image delete collects garbage)."""
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    token = init(db)
+    settings = RegistrySettings(primary.url, primary.root)
+    with TestClient(create_app(db, tmp_path, registry=settings)) as client:
+        yield Cloud(client, token)
+    db.engine.dispose()

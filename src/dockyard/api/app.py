@@ -22,7 +22,9 @@ from dockyard.api import (
     lifecycle,
     volumes,
 )
+from dockyard.api import registry as registries
 from dockyard.api.limits import BodyLimit
+from dockyard.api.registry import RegistrySettings
 from dockyard.api.watch import HostWatch
 from dockyard.db import notify
 from dockyard.db.session import Database
@@ -38,6 +40,7 @@ def create_app(
     max_upload: int = 20 * GB,
     watch_reread: float = 1.0,
     ca_file: Path | None = None,
+    registry: RegistrySettings | None = None,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -66,6 +69,7 @@ def create_app(
     app.state.image_dir = state_dir / "images"
     app.state.max_upload_bytes = max_upload
     app.state.ca_file = ca_file
+    app.state.registry = registry  # None: images travel as tarballs through this server
     errors.install(app)
 
     @app.middleware("http")
@@ -81,7 +85,9 @@ def create_app(
     # added last, so it runs first: a body too large is refused before anything reads it
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
-    for module in (identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle):
+    for module in (
+        identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries
+    ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 
     @app.get("/healthz", tags=["health"])

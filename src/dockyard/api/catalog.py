@@ -13,12 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from dockyard import model
+from dockyard.api import registry
 from dockyard.api.deps import Admin, Db, Key, principal
 from dockyard.api.limits import TooLarge
 from dockyard.db import catalog
@@ -109,11 +110,14 @@ def show_image(key: Key, db: Db) -> model.Image:
 
 
 @router.delete("/images/{key}", status_code=204, tags=["images"])
-def delete_image(key: Key, request: Request, db: Db, _: Admin) -> None:
-    """Refused (409) while a live instance uses it; the tarball goes after the commit."""
+def delete_image(key: Key, request: Request, tasks: BackgroundTasks, db: Db, _: Admin) -> None:
+    """Refused (409) while a live instance uses it; the tarball, or the registry's
+    manifest (its blobs at the next garbage collection), goes after the commit."""
     with db.session() as s:
-        image_id = catalog.delete_image(s, key)
-    _prune(db, _image_dir(request), image_id)
+        image = catalog.show_image(s, key)
+        catalog.delete_image(s, key)
+    _prune(db, _image_dir(request), image.id)
+    registry.forget(registry.settings(request), image, tasks)
 
 
 @router.put("/images/{key}/file", tags=["images"], openapi_extra=_UPLOAD_BODY)
@@ -132,6 +136,9 @@ async def upload_image(key: Key, request: Request, db: Db, _: Admin) -> model.Im
         digest, size = await _receive(request, tmp)
         if size == 0:
             raise Conflict("the upload was empty; send the rootfs tarball as the request body")
+        primary = registry.settings(request)
+        if primary is not None:  # hosts pull it from the registry, by digest
+            return await run_in_threadpool(registry.push, primary, db, image_id, tmp, digest, size)
         return await run_in_threadpool(_install, db, root, image_id, tmp, digest, size)
     except ClientDisconnect as exc:  # nobody reads the answer; no traceback in the log
         log.info("an upload of image %s stopped: the client went away", image_id)

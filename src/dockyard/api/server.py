@@ -12,6 +12,7 @@ import uvicorn
 
 from dockyard import logs
 from dockyard.api.app import GB, MB, create_app
+from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity
 from dockyard.db.session import HOST_DOWN_AFTER, Database
 
@@ -111,6 +112,18 @@ def main(argv: list[str] | None = None) -> None:
         help="a host that sent no heartbeat for this long is down: no new instances, its "
         "instances' power state unknown (default %(default)g; agents beat every 10 s)",
     )
+    p.add_argument(
+        "--registry",
+        metavar="URL",
+        help="the primary registry (http(s)://HOST:PORT): image uploads are pushed there and "
+        "hosts pull them by digest; without it images travel through this server",
+    )
+    p.add_argument(
+        "--registry-root",
+        type=Path,
+        help="the directory of that registry when it runs beside the server (dockyard up): "
+        "image delete then garbage-collects its blobs",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -148,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             max_upload=int(args.max_upload_gb * GB),
             watch_reread=args.watch_reread,
             ca_file=args.tls_ca,
+            registry=RegistrySettings(args.registry, args.registry_root) if args.registry else None,
         ),
         host=host or "127.0.0.1",
         port=int(port),

@@ -34,9 +34,10 @@ FLAVOR_COLUMNS = [
 IMAGE_COLUMNS = [
     ("NAME", lambda i: i["name"]),
     ("SOURCE", lambda i: i["source"]),
-    ("REF", lambda i: i["ref"]),
+    ("REPOSITORY:TAG", lambda i: i["ref"]),
     ("STATUS", lambda i: i["status"]),
     ("SIZE_MB", lambda i: f"{i['size'] / 2**20:.1f}" if i["size"] else "-"),
+    ("DIGEST", lambda i: i.get("digest") or "-"),
 ]
 HOST_COLUMNS = [
     ("NAME", lambda h: h["name"]),
@@ -194,9 +195,7 @@ def image_build_base(a: argparse.Namespace) -> None:
     emit(image, a.format, IMAGE_COLUMNS)
 
 
-QUOTA_FLAGS = (
-    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb"
-)
+QUOTA_FLAGS = ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb")
 
 
 def quota_show(api: Api, a: argparse.Namespace) -> None:
@@ -220,8 +219,7 @@ def quota_set(api: Api, a: argparse.Namespace) -> None:
             body[resource] = None if value == "unlimited" else _count(resource, value)
     if not body:
         raise CliError(
-            "give at least one of "
-            + " ".join(f"--{r.replace('_', '-')}" for r in QUOTA_FLAGS)
+            "give at least one of " + " ".join(f"--{r.replace('_', '-')}" for r in QUOTA_FLAGS)
         )
     api.call("PATCH", f"/projects/{a.project}/quota", json=body)
     a.format = "table"

@@ -22,6 +22,7 @@ NOUNS = {
     "user": ("identity", "users"),
     "volume": ("volumes", "named volumes"),
     "lab": ("lab", "a cloud of several hosts on this machine"),
+    "registry": ("registry", "the image registry and each AZ's cache"),
 }
 
 

@@ -333,4 +333,3 @@ def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
     if state is None or state.volumes is None:
         return None
     return [v.id for v in state.volumes]
-

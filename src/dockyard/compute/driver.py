@@ -8,7 +8,7 @@ later may help (runtime restarting), ``PermanentError`` when it will not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
@@ -88,11 +88,17 @@ class ComputeDriver(Protocol):
         ...
 
     def ensure_image(
-        self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
+        self,
+        ref: str,
+        fetch_rootfs: Callable[[Path], None] | None,
+        command: list[str] | None,
+        pulls: Sequence[str] = (),
     ) -> None:
-        """After: ``ref`` exists locally. With ``fetch_rootfs`` the driver may call it
-        to download a rootfs tarball into the given path and import it as ``ref``;
-        without it a missing image is a PermanentError."""
+        """After: ``ref`` exists locally. With ``pulls`` (``HOST:PORT/REPO@sha256:...``,
+        tried in order) the driver pulls the image by digest and names it ``ref``; all
+        of them failing is a TemporaryError. Else with ``fetch_rootfs`` the driver may
+        call it to download a rootfs tarball into the given path and import it as
+        ``ref``; without either a missing image is a PermanentError."""
         ...
 
     def create(self, spec: ContainerSpec) -> Observed:

@@ -190,13 +190,17 @@ class Worker:
 
     def _ensure_image(self, want: DesiredInstance) -> None:
         fetch = None
-        if want.image_source == ImageSource.rootfs:
+        # an image in the registry is pulled by digest, never fetched through the server
+        if want.image_source == ImageSource.rootfs and not want.image_pulls:
 
             def fetch(dest: Path) -> None:
                 # checked before the driver imports it: a damaged tarball never runs
                 self.client.download_image(want.image_id, dest, want.image_sha256)
 
-        self.driver.ensure_image(want.image_ref, fetch, want.command)
+        if want.image_pulls:
+            self.driver.ensure_image(want.image_ref, None, want.command, want.image_pulls)
+        else:
+            self.driver.ensure_image(want.image_ref, fetch, want.command)
 
     def _write_files(self, want: DesiredInstance) -> dict[str, Path]:
         """/etc/hosts and friends, and the view directory with root's ssh keys."""

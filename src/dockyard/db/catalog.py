@@ -139,14 +139,23 @@ def image_model(row: m.Image) -> model.Image:
     return model.Image.model_validate(row)
 
 
-def image_uploaded(s: Session, image_id: str, sha256: str, size: int) -> model.Image:
-    """Mark a rootfs image active with its tarball's hash; the row stays locked till commit."""
+def image_uploaded(
+    s: Session,
+    image_id: str,
+    sha256: str,
+    size: int,
+    digest: str | None = None,
+    registry: str | None = None,
+) -> model.Image:
+    """Mark a rootfs image active with its tarball's hash (and, pushed to ``registry``,
+    its manifest's digest); the row stays locked till commit."""
     row = s.scalar(select(m.Image).where(m.Image.id == image_id).with_for_update())
     if row is None:
         raise NotFound("the image was deleted during the upload; create it again")
     if row.source != model.ImageSource.rootfs.value:
         raise Conflict(f"image {row.name!r} comes from docker ({row.ref}); it takes no upload")
     row.sha256, row.size, row.status = sha256, size, "active"
+    row.digest, row.registry_url = digest, registry
     return image_model(row)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model, states
-from dockyard.db import catalog, groups, hosts, lookup, quotas, volumes
+from dockyard.db import catalog, groups, hosts, lookup, quotas, registries, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Gone, NotFound, NoValidHost
@@ -450,11 +450,12 @@ def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
         select(m.Instance).where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
     ).unique()
     pool = hosts.shared_pool(s, host.id)
-    return model.DesiredState(
+    state = model.DesiredState(
         generation=host.generation,
         instances=[_desired(r, pool) for r in rows],
         volumes=volumes.for_host(s, host.id),
     )
+    return registries.with_pulls(s, host.availability_zone, state)
 
 
 def _public(mount: dict[str, Any]) -> model.VolumeSpec:

@@ -134,6 +134,20 @@ class Image(Base):
     key_processes: Mapped[list[Any]] = mapped_column(default=list)
     procview: Mapped[bool] = mapped_column(default=True)  # and the flavor's: both must say yes
     created_at: Mapped[datetime] = mapped_column(default=now)
+    # pushed to the primary registry at `registry_url` as `ref`'s repository: hosts
+    # pull REGISTRY/REPO@digest (their AZ's cache first); NULL: served as a tarball
+    digest: Mapped[str | None] = mapped_column(String(71), default=None)
+    registry_url: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class Registry(Base):
+    """A pull-through cache of the primary registry serving one availability zone."""
+
+    __tablename__ = "registries"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    availability_zone: Mapped[str] = mapped_column(String(63), unique=True)
+    url: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=now)
 
 
 class Network(Base):

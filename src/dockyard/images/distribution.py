@@ -70,6 +70,22 @@ def render_config(cfg: RegistryConfig) -> str:
     return json.dumps(body, indent=2) + "\n"
 
 
+def load(root: Path) -> RegistryConfig:
+    """The configuration ``render_config`` wrote under ``root``."""
+    try:
+        body = json.loads((root / "config.yml").read_text())
+    except (OSError, ValueError) as exc:
+        raise Conflict(f"no Dockyard registry configuration in {root}: {exc}") from exc
+    tls = body["http"].get("tls") or {}
+    return RegistryConfig(
+        root=root,
+        addr=body["http"]["addr"],
+        proxy_url=(body.get("proxy") or {}).get("remoteurl"),
+        tls_cert=Path(tls["certificate"]) if tls else None,
+        tls_key=Path(tls["key"]) if tls else None,
+    )
+
+
 def start(cfg: RegistryConfig, timeout: float = 15.0) -> int:
     """After: the registry answers ``GET /v2/`` at ``cfg.url``; its PID is returned.
     One already running from ``cfg.root`` is kept."""

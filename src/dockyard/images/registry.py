@@ -258,6 +258,8 @@ class Registry:
             r = self._http.request(method, url, **kw)
         except httpx.HTTPError as exc:
             raise TemporaryError(f"registry {self.url} is unreachable: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise PermanentError(f"registry {self.url}: not a usable URL: {exc}") from exc
         if r.status_code in ok:
             return r
         text = "" if method == "HEAD" else r.text[:300]

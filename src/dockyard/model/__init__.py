@@ -10,6 +10,7 @@ the agent and the CLI never disagree. No I/O here. One module per noun:
     instances  instances, volumes, actions, events, the watch
     groups     server groups (placement policies)
     agent      desired state and reports between the server and an agent
+    registry   the primary registry, AZ caches, what a registry holds
 
 Everything is importable from ``dockyard.model`` itself.
 """
@@ -97,6 +98,7 @@ from dockyard.model.instances import (
     VolumeCreate,
     VolumeSpec,
 )
+from dockyard.model.registry import Registry, RegistryCreate, RegistryImage, RegistryImages
 
 __all__ = [
     "SSH_KEY_TYPES",
@@ -172,4 +174,8 @@ __all__ = [
     "DesiredInstance",
     "DesiredState",
     "InstanceReport",
+    "Registry",
+    "RegistryCreate",
+    "RegistryImage",
+    "RegistryImages",
 ]

@@ -35,6 +35,11 @@ class DesiredInstance(Schema):
     image_source: ImageSource
     image_sha256: str | None
     command: list[str] | None
+    image_pulls: list[str] = Field(
+        default=[],
+        description="HOST:PORT/REPO@sha256:... to pull the image from, in order (the "
+        "host's AZ cache, then the primary); empty: fetch the rootfs from the server",
+    )
     ssh_keys: list[str] = []
     vcpus: int
     memory_mb: int

@@ -116,6 +116,12 @@ class Image(Schema):
     key_processes: list[str] = []
     procview: bool = True
     created_at: datetime | None = None
+    digest: str | None = Field(
+        default=None, description="the manifest's digest in the registry; hosts pull by it"
+    )
+    registry_url: str | None = Field(
+        default=None, description="the primary registry it was pushed to"
+    )
 
 
 # --- networks -----------------------------------------------------------------
@@ -174,5 +180,3 @@ class Network(Schema):
     uplink: str | None
     mtu: int
     subnets: list[Subnet]
-
-

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from threading import Event
 from typing import Any
@@ -84,7 +84,11 @@ class DockerDriver:
     # --- images
 
     def ensure_image(
-        self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
+        self,
+        ref: str,
+        fetch_rootfs: Callable[[Path], None] | None,
+        command: list[str] | None,
+        pulls: Sequence[str] = (),
     ) -> None:
         if ref in self._images:
             return
@@ -92,12 +96,15 @@ class DockerDriver:
             lock = self._image_locks.setdefault(ref, threading.Lock())
         with lock:
             if not self._has_image(ref):
-                if fetch_rootfs is None:
+                if pulls:
+                    self._pull(ref, pulls)
+                elif fetch_rootfs is not None:
+                    self._import(ref, fetch_rootfs, command)
+                else:
                     raise PermanentError(
                         f"image {ref} is not on this host's dockerd; load it there or import "
                         "the image with --rootfs so hosts can fetch it"
                     )
-                self._import(ref, fetch_rootfs, command)
             self._images.add(ref)
 
     def _has_image(self, ref: str) -> bool:
@@ -108,6 +115,28 @@ class DockerDriver:
             return False
         except (_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
+
+    def _pull(self, ref: str, pulls: Sequence[str]) -> None:
+        """Pull by digest from the first source that has it; name the result ``ref``."""
+        failures = []
+        for source in pulls:
+            try:
+                self.api.pull(source)  # REPO@sha256:...: the daemon checks the digest
+                if self._has_image(source):
+                    repo, _, tag = ref.rpartition(":")
+                    self.api.tag(source, repo, tag)
+                    log.info("pulled image %s as %s", source, ref)
+                    return
+                failures.append(f"{source}: not there after the pull")
+            except docker.errors.APIError as exc:
+                failures.append(f"{source}: {exc.explanation or exc}")
+            except _CONN as exc:
+                raise _down(exc) from exc
+        raise TemporaryError(
+            f"could not pull image {ref} ({'; '.join(failures)}); a registry over plain HTTP "
+            "needs dockerd's --insecure-registry HOST:PORT, one over TLS its CA in "
+            "/etc/docker/certs.d/HOST:PORT/ca.crt"
+        )
 
     def _import(self, ref: str, fetch: Callable[[Path], None], command: list[str] | None) -> None:
         repo, _, tag = ref.rpartition(":")

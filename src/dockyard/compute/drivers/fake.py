@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from threading import Event
@@ -29,6 +29,7 @@ class FakeDriver:
         self.host = host
         self._info = HostInfo(cores=cores, memory_mb=memory_mb, disk_gb=100, runtime_version="fake")
         self.images: set[str] = set()
+        self.pulled: list[str] = []  # the first source of each pull, in order
         self.containers: dict[str, _Container] = {}
         self.calls: list[str] = []
         self._faults: dict[str, DockyardError] = {}
@@ -51,10 +52,18 @@ class FakeDriver:
         return self._info
 
     def ensure_image(
-        self, ref: str, fetch_rootfs: Callable[[Path], None] | None, command: list[str] | None
+        self,
+        ref: str,
+        fetch_rootfs: Callable[[Path], None] | None,
+        command: list[str] | None,
+        pulls: Sequence[str] = (),
     ) -> None:
         self._enter("ensure_image")
         if ref in self.images:
+            return
+        if pulls:
+            self.pulled.append(pulls[0])
+            self.images.add(ref)
             return
         if fetch_rootfs is None:
             raise PermanentError(f"image {ref} is not on this host")

@@ -1,0 +1,164 @@
+"""Registries: the primary (``dockyard-server --registry URL``) and a cache per AZ.
+
+    image import --rootfs  -> PUT /v1/images/{key}/file -> the server pushes the
+                              tarball to the primary as REPO:TAG, records its digest
+    host in AZ a           -> pulls CACHE(a)/REPO@DIGEST, else PRIMARY/REPO@DIGEST
+    image delete           -> DELETE the manifest, then (with --registry-root, the
+                              registry beside the server) garbage-collect its blobs
+
+The server pushes, not the CLI: it is the one that records the digest, so a
+digest in the database always names a manifest that reached the registry; the
+CLI stays a thin client without registry credentials; and a server without a
+registry keeps serving tarballs to agents as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from dockyard import model
+from dockyard.api.deps import Admin, Db, principal
+from dockyard.db import catalog, registries
+from dockyard.db.session import Database
+from dockyard.errors import Conflict, DockyardError, NotFound, PermanentError, TemporaryError
+from dockyard.images import distribution
+from dockyard.images.registry import Registry
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["registries"])
+_GC_LOCK = threading.Lock()
+
+
+class RegistryUnavailable(DockyardError):
+    status = 503
+    title = "Registry unavailable"
+
+
+@contextmanager
+def _talking(url: str, primary: RegistrySettings | None) -> Iterator[Registry]:
+    """A client of ``url``; its failures as the API's: unreachable 503, refused 409."""
+    try:
+        with Registry(url, verify=primary.ca if primary and primary.ca else True) as reg:
+            yield reg
+    except TemporaryError as exc:
+        raise RegistryUnavailable(f"{exc.detail}; check that it runs, then retry") from exc
+    except PermanentError as exc:
+        raise Conflict(exc.detail) from exc
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    url: str  # the primary: images are pushed here
+    root: Path | None = None  # its directory (distribution.RegistryConfig) for garbage collection
+    ca: str | None = None  # a CA bundle to verify an https registry with
+
+
+def settings(request: Request) -> RegistrySettings | None:
+    found: RegistrySettings | None = getattr(request.app.state, "registry", None)
+    return found
+
+
+Settings = Annotated[RegistrySettings | None, Depends(settings)]
+
+
+@router.get("/registries", dependencies=[Depends(principal)])
+def list_registries(db: Db, primary: Settings) -> list[model.Registry]:
+    with db.session(write=False) as s:
+        caches = registries.listed(s)
+    if primary is None:
+        return caches
+    return [model.Registry(availability_zone=None, url=primary.url, primary=True), *caches]
+
+
+@router.post("/registries", status_code=201)
+def add_registry(body: model.RegistryCreate, db: Db, _: Admin) -> model.Registry:
+    with db.session() as s:
+        return registries.add(s, body)
+
+
+@router.delete("/registries/{az}", status_code=204)
+def remove_registry(az: str, db: Db, _: Admin) -> None:
+    with db.session() as s:
+        registries.remove(s, az)
+
+
+@router.get("/registries/images")
+def registry_images(
+    db: Db, primary: Settings, _: Admin, az: Annotated[str | None, Query(max_length=63)] = None
+) -> model.RegistryImages:
+    """What the primary (or ``az``'s cache: only what its hosts pulled) holds."""
+    with db.session(write=False) as s:
+        url = registries.url_for(s, az) if az else (primary.url if primary else None)
+        names = {(registries.repository(i.ref), i.digest): i.name for i in catalog.list_images(s)}
+    if url is None:
+        where = f"availability zone {az!r} has no registry" if az else "no registry"
+        raise NotFound(f"{where}; start the server with --registry or `dockyard registry add`")
+    with _talking(url, primary) as reg:
+        tagged = reg.images()
+    return model.RegistryImages(
+        registry=url,
+        images=[
+            model.RegistryImage(
+                repository=t.repository,
+                tag=t.tag,
+                digest=t.digest,
+                size=t.size,
+                pushed=t.pushed,
+                image=names.get((t.repository, t.digest)),
+            )
+            for t in tagged
+        ],
+    )
+
+
+# --- called by the images' handlers (api/catalog.py)
+
+
+def push(
+    primary: RegistrySettings, db: Database, image_id: str, tar: Path, sha256: str, size: int
+) -> model.Image:
+    """Push an uploaded rootfs to the primary, then record its digest (never before:
+    a digest in the database names a manifest the registry has)."""
+    with db.session(write=False) as s:
+        image = catalog.show_image(s, image_id)
+    repo, _, tag = image.ref.rpartition(":")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with _talking(primary.url, primary) as reg:
+        pushed = reg.push_rootfs(repo, tag, tar, image.command, created)
+    with db.session() as s:
+        return catalog.image_uploaded(s, image_id, sha256, size, pushed.digest, primary.url)
+
+
+def forget(primary: RegistrySettings | None, image: model.Image, tasks: BackgroundTasks) -> None:
+    """After an image's row is deleted: its manifest goes, and its blobs with the next
+    garbage collection (scheduled after the answer when the registry is beside us)."""
+    if not image.digest or not image.registry_url:
+        return
+    try:
+        with _talking(image.registry_url, primary) as reg:
+            reg.delete(registries.repository(image.ref), image.digest)
+    except DockyardError as exc:  # the row is gone already; the blobs wait for a later GC
+        log.warning("image %s: its manifest stays in %s: %s", image.name, image.registry_url, exc)
+        return
+    if primary and primary.root and image.registry_url == primary.url:
+        tasks.add_task(run_in_threadpool, collect_garbage, primary.root)
+
+
+def collect_garbage(root: Path) -> None:
+    """Distribution collects only while nothing writes: stop, collect, start (one at a time)."""
+    cfg = distribution.load(root)
+    with _GC_LOCK:
+        try:
+            distribution.garbage_collect(cfg)
+        except (Conflict, OSError) as exc:
+            log.warning("registry garbage collection failed: %s", exc)
