@@ -115,14 +115,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--registry",
         metavar="URL",
-        help="the primary registry (http(s)://HOST:PORT): image uploads are pushed there and "
-        "hosts pull them by digest; without it images travel through this server",
+        default=os.environ.get("DOCKYARD_REGISTRY"),
+        help="the primary registry (http(s)://HOST:PORT; default $DOCKYARD_REGISTRY): image "
+        "uploads are pushed there and hosts pull them by digest; without it images travel "
+        "through this server",
     )
     p.add_argument(
         "--registry-root",
         type=Path,
-        help="the directory of that registry when it runs beside the server (dockyard up): "
-        "image delete then garbage-collects its blobs",
+        default=os.environ.get("DOCKYARD_REGISTRY_ROOT"),
+        help="the directory of that registry when it runs beside the server (dockyard up; "
+        "default $DOCKYARD_REGISTRY_ROOT): image delete then garbage-collects its blobs",
     )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
