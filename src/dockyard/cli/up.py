@@ -1,6 +1,7 @@
 """``dockyard up``: an all-in-one cloud on this host, in the foreground.
 
-    dockyard up ──► dockyard-server  (SQLite in STATE_DIR, API on --listen)
+    dockyard up ──► docker-registry  (STATE_DIR/registry, cli/local_registry.py)
+               ├──► dockyard-server  (SQLite in STATE_DIR, API on --listen)
                └──► dockyard-agent   (this host, dockerd from DOCKER_HOST)
 
 First run: creates the admin user (STATE_DIR/admin.env, mode 0600), an agent
@@ -30,6 +31,7 @@ import httpx
 
 from dockyard import pki
 from dockyard.api.server import default_db_url, init, prepare_state_dir
+from dockyard.cli import local_registry
 from dockyard.cli.client import Api, CliError
 from dockyard.db import identity
 from dockyard.db.session import Database
@@ -60,6 +62,7 @@ def up(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        registry_args = local_registry.start(state, a.listen)  # stopped at exit
         children.append(
             _spawn(
                 "dockyard.api.server",
@@ -70,6 +73,7 @@ def up(a: argparse.Namespace) -> int:
                 "--tls-ca",
                 str(ca_file),
                 *(["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else []),
+                *registry_args,
                 log=state / "server.log",
             )
         )
