@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from dockyard import pki
+from dockyard.lab import registry as lab_registry
 from dockyard.lab import wiring
 from dockyard.lab.daemons import healthy, server_cmd
 from dockyard.lab.hosts import LabHost
@@ -70,7 +71,7 @@ class Lab:
         proc = subprocess.Popen(
             server_cmd(self.dir / "server", f"{self.data['switch_ip']}:{self.data['port']}",
                        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
-                       "--tls-ca", str(tls.ca)),
+                       "--tls-ca", str(tls.ca), *lab_registry.server_args(self.data)),
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         self.data["server_pid"] = proc.pid
@@ -165,7 +166,9 @@ def _up(state_dir: Path, hosts: int, azs: list[str], demo: bool) -> Lab:
     lab.data["url"] = f"https://{mgmt[1]}:{lab.data['port']}"
     lab.save()
     wiring.make_switch(lab.data["switch"], f"{mgmt[1]}/{mgmt.prefixlen}")
+    lab_registry.start(lab, azs)
     lab.start_server()
+    lab_registry.register_caches(lab)
     for i in range(1, hosts + 1):
         _add_host(lab, i, azs[(i - 1) % len(azs)], mgmt)
     wait_for(lambda: {h.name for h in lab.hosts} <= lab.hosts_up(), 60, "every host to be up")
@@ -185,6 +188,7 @@ def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
         uplink_if=n["uplink_if"],
     )  # fmt: skip
     Path(host.dir).mkdir(parents=True, exist_ok=True)
+    host.extra["insecure_registries"] = lab_registry.insecure(lab.data)
     lab.hosts.append(host)
     lab.save()
     wiring.make_host(lab.data["switch"], host.netns, host.mgmt_if, host.uplink_if,
@@ -237,6 +241,7 @@ def down(state_dir: Path) -> list[str]:
     for host in lab.hosts:
         left += host.remove()
     stop_pid(lab.data.get("server_pid"), str(lab.dir / "server"))
+    lab_registry.stop(lab.dir, lab.data)
     wiring.remove_netns(lab.data["probe_ns"], lab.data["probe_if"])
     wiring.remove_switch(lab.data["switch"])
     unmount_under(lab.dir)
