@@ -6,7 +6,7 @@ import pytest
 
 from dockyard.compute.reconcile import Step
 from dockyard.errors import PermanentError, TemporaryError
-from dockyard.model import Limits, PowerState, TaskState
+from dockyard.model import ImageSource, Limits, PowerState, TaskState
 from dockyard.network.plumbing import host_ifname, ifb_ifname
 from tests.unit.fakehost import FakeHost, instance, new_id
 
@@ -148,3 +148,17 @@ def test_destroy_leaves_nothing_and_is_idempotent(host):
     assert host.driver.containers == {}
     assert host.plumber.links() == set()
     assert host.files_left(iid) == []
+
+
+def test_an_image_in_the_registry_is_pulled_by_digest_not_fetched_from_the_server(host):
+    iid = new_id()
+    digest = "sha256:" + "a" * 64
+    pulls = [f"198.18.0.1:5001/dockyard/web@{digest}", f"198.18.0.1:5000/dockyard/web@{digest}"]
+    want = instance(iid).model_copy(
+        update={"image_ref": "dockyard/web:1a2b3c4d", "image_source": ImageSource.rootfs,
+                "image_pulls": pulls}
+    )  # fmt: skip
+    host.worker().run(Step.spawn, want)  # the fake server has no rootfs: a fetch would fail
+
+    assert host.driver.inspect(iid).running
+    assert host.driver.pulled == [pulls[0]]  # the AZ's cache first
