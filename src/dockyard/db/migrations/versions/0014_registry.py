@@ -1,7 +1,7 @@
 """images pushed to a registry (digest, registry URL); a pull-through cache per AZ
 
 Revision ID: 0014
-Revises: 0010_api
+Revises: 0013
 Create Date: 2026-11-26 04:45:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "0014"
-down_revision = "0010_api"
+down_revision = "0013"  # the head in main when rebased (0013)
 branch_labels = None
 depends_on = None
 
