@@ -195,7 +195,9 @@ def image_build_base(a: argparse.Namespace) -> None:
     emit(image, a.format, IMAGE_COLUMNS)
 
 
-QUOTA_FLAGS = ("instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb")
+QUOTA_FLAGS = (
+    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb"
+)
 
 
 def quota_show(api: Api, a: argparse.Namespace) -> None:
@@ -219,7 +221,8 @@ def quota_set(api: Api, a: argparse.Namespace) -> None:
             body[resource] = None if value == "unlimited" else _count(resource, value)
     if not body:
         raise CliError(
-            "give at least one of " + " ".join(f"--{r.replace('_', '-')}" for r in QUOTA_FLAGS)
+            "give at least one of "
+            + " ".join(f"--{r.replace('_', '-')}" for r in QUOTA_FLAGS)
         )
     api.call("PATCH", f"/projects/{a.project}/quota", json=body)
     a.format = "table"

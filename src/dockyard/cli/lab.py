@@ -46,8 +46,8 @@ def lab_up(a: argparse.Namespace) -> None:
     print(f"""Lab is up: {len(built.hosts)} hosts ({where}).
   API:          {built.url}/v1
   credentials:  source {d}/admin.env
-  network:      lab ({built.data["net_cidr"]}) on every host's uplink0; probe: \
-nsenter --net=/run/netns/{built.data["probe_ns"]} ping IP
+  network:      lab ({built.data['net_cidr']}) on every host's uplink0; probe: \
+nsenter --net=/run/netns/{built.data['probe_ns']} ping IP
   try:          dockyard server create web1 --image demo --flavor small --network lab --wait
   a host:       DOCKER_HOST={first.docker_host} docker ps   (logs in {first.dir})
   status:       dockyard lab status --state-dir {d}

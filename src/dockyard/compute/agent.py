@@ -333,3 +333,4 @@ def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
     if state is None or state.volumes is None:
         return None
     return [v.id for v in state.volumes]
+

@@ -129,3 +129,5 @@ class AvailabilityZone(Schema):
     name: str
     hosts: int
     hosts_up: int
+
+

@@ -108,3 +108,5 @@ class TokenInfo(Schema):
 
 class AgentTokenCreate(Schema):
     host: Name
+
+

@@ -217,3 +217,5 @@ class InstanceDetail(Instance):
     """``server show``: the instance with its recent events, newest first."""
 
     events: list[InstanceEvent] = []
+
+

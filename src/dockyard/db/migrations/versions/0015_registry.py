@@ -1,7 +1,7 @@
 """images pushed to a registry (digest, registry URL); a pull-through cache per AZ
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-11-26 04:45:00
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0014"
-down_revision = "0013"  # the head in main when rebased (0013)
+revision = "0015"
+down_revision = "0014"  # the head in main when rebased (0014_host_lifecycle)
 branch_labels = None
 depends_on = None
 
