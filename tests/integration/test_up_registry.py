@@ -19,10 +19,12 @@ def test_up_pushes_the_demo_image_and_the_agent_pulls_it_by_digest(dockerd) -> N
     cfg = distribution.load(up.state / "registry")
     try:
         assert cfg.addr == f"127.0.0.1:{up.port + 1}"
-        demo = json.loads(up.cli("image", "show", "demo", "-f", "json").stdout)
+        shown = up.cli("image", "show", "demo", "-f", "json")
+        assert shown.returncode == 0, shown.stderr
+        demo = json.loads(shown.stdout)
         assert demo["digest"].startswith("sha256:") and demo["registry_url"] == cfg.url
-        held = up.cli("registry", "images").stdout
-        assert demo["digest"] in held and "demo" in held
+        held = up.cli("registry", "images")
+        assert demo["digest"] in held.stdout and "demo" in held.stdout, held.stderr
         wait_for(lambda: "uptest" in up.cli("host", "list").stdout, 30, "the host to register")
         args = ("--image", "demo", "--flavor", "small", "--network", "demo", "--wait")
         r = up.cli("server", "create", "reg1", *args, "-f", "json")
@@ -32,7 +34,7 @@ def test_up_pushes_the_demo_image_and_the_agent_pulls_it_by_digest(dockerd) -> N
         client = docker.DockerClient(base_url=dockerd.url)
         repo = demo["ref"].rpartition(":")[0]
         pulled = client.images.get(demo["ref"]).attrs["RepoDigests"]
-        assert f"{cfg.addr}/{repo}@{demo['digest']}" in pulled
+        assert f"{cfg.addr}/{repo}@{demo['digest']}" in pulled, pulled
         assert up.cli("server", "delete", "reg1", "--wait").returncode == 0
     finally:
         assert up.stop() == 0
