@@ -17,6 +17,7 @@ one restart; lost packets x 100 ms is the outage the instance's neighbours saw.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -102,7 +103,8 @@ def main() -> None:
                   f"  ~{med * PING_INTERVAL:4.1f} s of outage;"
                   f" the restart took {statistics.median(took[case]):.1f} s")  # fmt: skip
     finally:
-        labs.down(state)
+        labs.down(state)  # keeps only the logs
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
