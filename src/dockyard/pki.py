@@ -2,7 +2,9 @@
 CA's pin.
 
     dockyard up ──► ensure_ca(tls/)          ca.pem, ca.key (0600)
-               └──► ensure_server_cert(...)  server.pem, server.key (0600), for its addresses
+               ├──► ensure_server_cert(...)  server.pem, server.key (0600), for its addresses
+               └──► ensure_server_cert(..., stem="registry")  registry.pem/.key (the lab's
+                                                  registries; `up`'s stays plain HTTP on loopback)
     dockyard host add ──► ca_hash(ca.pem)    "sha256:<hex>" printed in the join command
     dockyard-agent --join ──► check_ca(pem, pin)   before it trusts anything the server says
 
@@ -84,11 +86,12 @@ def ensure_ca(directory: Path, name: str = "Dockyard CA") -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def ensure_server_cert(directory: Path, names: list[str]) -> ServerTls:
-    """server.pem/server.key signed by the CA in ``directory`` for ``names`` (DNS
-    names and IP addresses); issued again when the names changed."""
+def ensure_server_cert(directory: Path, names: list[str], stem: str = "server") -> ServerTls:
+    """STEM.pem/STEM.key signed by the CA in ``directory`` for ``names`` (DNS names
+    and IP addresses); issued again when the names changed. ``stem``: one certificate
+    per service ("server" for the API, "registry" for the registries)."""
     ca_path, ca_key_path = ensure_ca(directory)
-    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     wanted = _alt_names(names)
     if cert_path.exists() and key_path.exists() and _names_of(cert_path.read_bytes()) == wanted:
         return ServerTls(ca_path, cert_path, key_path)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from dockyard.images import distribution
-from dockyard.images.registry import Registry
+import docker.errors
+import httpx
+import pytest
+
+from dockyard.images import distribution, logins
 from tests.integration.cluster import Cluster, wait_for
 
 # the fixtures, imported for pytest to find
-from tests.integration.registry_fixtures import az_cache, primary, registry_cluster  # noqa: F401
+from tests.integration.registry_fixtures import (  # noqa: F401
+    az_cache,
+    client,
+    primary,
+    registry_cluster,
+)
 
 
 def _active(c: Cluster, name: str) -> dict:
@@ -57,7 +65,7 @@ def test_a_host_pulls_through_its_az_cache_and_falls_back_to_the_primary(
         image = c.api("GET", "/images/cached")
         repo = image["ref"].rpartition(":")[0]
         assert f"{cache.addr}/{repo}@{image['digest']}" in _repo_digests(c, inst["id"])
-        with Registry(cache.url) as reg:
+        with client(cache) as reg:
             assert repo in reg.repositories()  # the cache holds what its AZ pulled
     finally:
         distribution.stop(cache)
@@ -80,5 +88,28 @@ def test_deleting_an_image_in_use_is_refused_and_its_manifest_stays(
     done = c.cli("image", "delete", "demo", check=False)
     assert done.returncode == 1
     repo, _, tag = image["ref"].rpartition(":")
-    with Registry(primary.url) as reg:
+    with client(primary) as reg:
         assert reg.manifest_digest(repo, tag) == image["digest"]
+
+
+def test_dockerd_pulls_by_digest_only_with_the_hosts_login(
+    registry_cluster: Cluster,  # noqa: F811
+    primary: distribution.RegistryConfig,  # noqa: F811
+) -> None:
+    c = registry_cluster
+    assert c.docker is not None and primary.logins is not None
+    assert primary.url.startswith("https://")
+    c.cli("image", "import", "guarded", "--rootfs", str(c.root / "demo.tar"))
+    image = c.api("GET", "/images/guarded")
+    source = f"{primary.addr}/{image['ref'].rpartition(':')[0]}@{image['digest']}"
+    anonymous = httpx.get(f"{primary.url}/v2/_catalog", verify=False)  # noqa: S501
+    assert anonymous.status_code == 401
+    with pytest.raises(docker.errors.APIError, match="(?i)unauthorized|no basic auth"):
+        c.docker.api.pull(source)
+    hosts = logins.read(primary.logins).hosts
+    auth = {"username": hosts.username, "password": hosts.password}
+    try:
+        c.docker.api.pull(source, auth_config=auth)
+        assert source in c.docker.images.get(source).attrs["RepoDigests"]
+    finally:
+        c.docker.images.remove(source, force=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from dockyard.images import distribution
@@ -25,6 +26,14 @@ def test_up_pushes_the_demo_image_and_the_agent_pulls_it_by_digest(dockerd) -> N
         assert demo["digest"].startswith("sha256:") and demo["registry_url"] == cfg.url
         held = up.cli("registry", "images")
         assert demo["digest"] in held.stdout and "demo" in held.stdout, held.stderr
+        # plain HTTP on loopback, but no anonymous pulls or pushes
+        assert cfg.url.startswith("http://127.0.0.1:") and cfg.logins is not None
+        assert httpx.get(f"{cfg.url}/v2/_catalog").status_code == 401
+        login = up.cli("registry", "login")
+        assert login.returncode == 0, login.stderr
+        assert login.stdout.splitlines()[-1] == (
+            f"docker login {cfg.addr} --username dockyard --password-stdin"
+        )
         wait_for(lambda: "uptest" in up.cli("host", "list").stdout, 30, "the host to register")
         args = ("--image", "demo", "--flavor", "small", "--network", "demo", "--wait")
         r = up.cli("server", "create", "reg1", *args, "-f", "json")

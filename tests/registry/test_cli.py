@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dockyard.images import distribution
+from dockyard import pki
+from dockyard.images import distribution, logins
 from tests.api.server_process import server
 from tests.registry.util import rootfs
 
@@ -47,3 +48,26 @@ def test_import_list_registry_images_and_delete(
         assert bad.returncode == 1 and "url" in bad.stderr
         assert run("image", "delete", "web").returncode == 0
         assert digest not in run("registry", "images").stdout
+
+
+def test_registry_login_prints_the_login_and_a_docker_login_that_reads_stdin(
+    secured: tuple[distribution.RegistryConfig, pki.ServerTls], tmp_path: Path
+) -> None:
+    cfg, tls = secured
+    assert cfg.logins is not None
+    state = tmp_path / "state"
+    state.mkdir()
+    args = ("--registry", cfg.url, "--registry-logins", str(cfg.logins))
+    args += ("--registry-ca", str(tls.ca))
+    with server(state, f"sqlite:///{state}/d.db", *args) as srv:
+        done = _cli(srv.url, srv.admin, "registry", "login")
+        assert done.returncode == 0, done.stderr
+        password = logins.read(cfg.logins).server.password
+        assert f"password: {password}" in done.stdout
+        command = done.stdout.splitlines()[-1]
+        assert command == (f"docker login {cfg.addr} --username {logins.SERVER} --password-stdin")
+        assert password not in command  # ps would show it
+        tar = rootfs(tmp_path / "r.tar")
+        pushed = _cli(srv.url, srv.admin, "image", "import", "web", "--rootfs", str(tar))
+        assert pushed.returncode == 0, pushed.stderr  # the server pushes with its login, over TLS
+    assert password not in (state / "server.log").read_text()

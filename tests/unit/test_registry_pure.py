@@ -8,7 +8,9 @@ import json
 import tarfile
 from pathlib import Path
 
-from dockyard.images import distribution, registry
+import pytest
+
+from dockyard.images import distribution, logins, registry
 from dockyard.images.registry import Blob
 
 
@@ -84,3 +86,63 @@ def test_config_renders_storage_delete_proxy_and_tls(tmp_path: Path) -> None:
     assert body["proxy"] == {"remoteurl": "http://198.18.0.1:5000"}
     assert body["http"]["tls"] == {"certificate": str(tmp_path / "c"), "key": str(tmp_path / "k")}
     assert cache.url == "https://198.18.0.1:5001"
+
+
+def test_config_with_logins_requires_htpasswd_and_a_cache_logs_in_as_the_hosts(
+    tmp_path: Path,
+) -> None:
+    found = logins.ensure(tmp_path / "logins.json")
+    assert (tmp_path / "logins.json").stat().st_mode & 0o777 == 0o600
+    assert logins.ensure(tmp_path / "logins.json") == found  # made once
+    primary = distribution.RegistryConfig(
+        tmp_path / "p", "198.18.0.1:5000", logins=tmp_path / "logins.json"
+    )
+    body = json.loads(distribution.render_config(primary))
+    assert body["auth"]["htpasswd"]["path"] == str(tmp_path / "p" / "htpasswd")
+    assert "proxy" not in body
+    cache = distribution.RegistryConfig(
+        tmp_path / "c",
+        "198.18.0.1:5001",
+        proxy_url="https://198.18.0.1:5000",
+        logins=tmp_path / "logins.json",
+        upstream_ca=tmp_path / "ca.pem",
+    )
+    proxy = json.loads(distribution.render_config(cache))["proxy"]
+    assert proxy == {
+        "remoteurl": "https://198.18.0.1:5000",
+        "username": logins.HOSTS,
+        "password": found.hosts.password,
+    }
+
+
+def test_htpasswd_entries_are_bcrypt_and_accept_only_the_right_password(tmp_path: Path) -> None:
+    found = logins.ensure(tmp_path / "logins.json")
+    text = logins.htpasswd(found)
+    assert [line.split(":", 1)[0] for line in text.splitlines()] == [logins.SERVER, logins.HOSTS]
+    assert all(line.split(":", 1)[1].startswith("$2") for line in text.splitlines())
+    assert logins.check(text, found.server) and logins.check(text, found.hosts)
+    assert not logins.check(text, logins.Login(logins.SERVER, found.hosts.password))
+    assert found.server.password not in repr(found)  # never in a log line
+
+
+def test_load_gives_back_what_start_wrote(tmp_path: Path) -> None:
+    logins.ensure(tmp_path / "logins.json")
+    cfg = distribution.RegistryConfig(
+        tmp_path / "c",
+        "198.18.0.1:5001",
+        proxy_url="https://198.18.0.1:5000",
+        tls_cert=tmp_path / "cert.pem",
+        tls_key=tmp_path / "key.pem",
+        logins=tmp_path / "logins.json",
+        upstream_ca=tmp_path / "ca.pem",
+    )
+    distribution.write_files(cfg)
+    assert distribution.load(cfg.root) == cfg
+    for name in ("config.yml", "htpasswd", "dockyard.json"):
+        assert (cfg.root / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_damaged_logins_file_says_which_file(tmp_path: Path) -> None:
+    (tmp_path / "logins.json").write_text("{}")
+    with pytest.raises(ValueError, match="logins.json: not a registry logins file"):
+        logins.read(tmp_path / "logins.json")

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
+from dockyard.api import registry
 from dockyard.api.deps import Admin, Agent, Db, Key, User, Watch
+from dockyard.api.registry import RegistrySettings
 from dockyard.db import hosts, instances
 from dockyard.db.session import Database
 
@@ -59,6 +61,7 @@ async def desired(
     who: Agent,
     db: Db,
     watch: Watch,
+    primary: registry.Settings,
     since: Annotated[
         int, Query(ge=-1, le=2**62, description="generation the agent already has")
     ] = -1,
@@ -69,7 +72,7 @@ async def desired(
     remaining = wait
     while True:
         fut = watch.register(name)
-        state = await run_in_threadpool(_desired, db, name)
+        state = await run_in_threadpool(_desired, db, name, primary)
         if state.generation != since or remaining <= 0:
             watch.cancel(name, fut)
             return state
@@ -78,9 +81,14 @@ async def desired(
         remaining -= step
 
 
-def _desired(db: Database, name: str) -> model.DesiredState:
+def _desired(db: Database, name: str, primary: RegistrySettings | None) -> model.DesiredState:
     with db.session(write=False) as s:
-        return instances.desired_for_host(s, name)
+        state = instances.desired_for_host(s, name)
+    login = primary.pull_login() if primary else None
+    for inst in state.instances:
+        if inst.image_pulls and login is not None:
+            inst.image_pull_login = login  # the caches take the same logins as the primary
+    return state
 
 
 @router.post("/agent/instances/{instance_id}/events", status_code=204, tags=["agent"])

@@ -6,6 +6,11 @@
     image delete           -> DELETE the manifest, then (with --registry-root, the
                               registry beside the server) garbage-collect its blobs
 
+The server logs in as ``dockyard`` (images/logins.py: ``--registry-logins FILE``)
+and verifies an https registry against ``--registry-ca`` (default the API's
+``--tls-ca``: the cloud's CA). Agents get the hosts' login with each desired
+instance that pulls; admins get the server's from ``GET /v1/registries/login``.
+
 The server pushes, not the CLI: it is the one that records the digest, so a
 digest in the database always names a manifest that reached the registry; the
 CLI stays a thin client without registry credentials; and a server without a
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +38,7 @@ from dockyard.db import catalog, registries
 from dockyard.db.session import Database
 from dockyard.errors import Conflict, DockyardError, NotFound, PermanentError, TemporaryError
 from dockyard.images import distribution
+from dockyard.images.logins import Logins
 from dockyard.images.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -47,8 +54,10 @@ class RegistryUnavailable(DockyardError):
 @contextmanager
 def _talking(url: str, primary: RegistrySettings | None) -> Iterator[Registry]:
     """A client of ``url``; its failures as the API's: unreachable 503, refused 409."""
+    verify = primary.ca if primary and primary.ca else True
+    auth = primary.logins.server if primary and primary.logins else None
     try:
-        with Registry(url, verify=primary.ca if primary and primary.ca else True) as reg:
+        with Registry(url, (auth.username, auth.password) if auth else None, verify) as reg:
             yield reg
     except TemporaryError as exc:
         raise RegistryUnavailable(f"{exc.detail}; check that it runs, then retry") from exc
@@ -61,6 +70,14 @@ class RegistrySettings:
     url: str  # the primary: images are pushed here
     root: Path | None = None  # its directory (distribution.RegistryConfig) for garbage collection
     ca: str | None = None  # a CA bundle to verify an https registry with
+    logins: Logins | None = None  # the registries require logins (the primary and caches alike)
+
+    def pull_login(self) -> model.RegistryLogin | None:
+        """What agents pull with: the hosts' login."""
+        if self.logins is None:
+            return None
+        hosts = self.logins.hosts
+        return model.RegistryLogin(username=hosts.username, password=hosts.password)
 
 
 def settings(request: Request) -> RegistrySettings | None:
@@ -78,6 +95,22 @@ def list_registries(db: Db, primary: Settings) -> list[model.Registry]:
     if primary is None:
         return caches
     return [model.Registry(availability_zone=None, url=primary.url, primary=True), *caches]
+
+
+@router.get("/registries/login")
+def registry_login(primary: Settings, _: Admin) -> model.RegistryLogin:
+    """The server's login to the primary, for an admin's ``docker login`` (push, pull,
+    delete: the registry's htpasswd does not tell them apart, so members get none)."""
+    if primary is None:
+        raise NotFound("this cloud has no registry; start the server with --registry")
+    if primary.logins is None:
+        raise NotFound(
+            f"the registry {primary.url} takes no login (the server has no --registry-logins)"
+        )
+    server = primary.logins.server
+    return model.RegistryLogin(
+        registry=urlsplit(primary.url).netloc, username=server.username, password=server.password
+    )
 
 
 @router.post("/registries", status_code=201)

@@ -15,6 +15,7 @@ from dockyard.api.app import GB, MB, create_app
 from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity
 from dockyard.db.session import HOST_DOWN_AFTER, Database
+from dockyard.images import logins
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -127,11 +128,27 @@ def main(argv: list[str] | None = None) -> None:
         help="the directory of that registry when it runs beside the server (dockyard up; "
         "default $DOCKYARD_REGISTRY_ROOT): image delete then garbage-collects its blobs",
     )
+    p.add_argument(
+        "--registry-logins",
+        type=Path,
+        default=os.environ.get("DOCKYARD_REGISTRY_LOGINS"),
+        metavar="FILE",
+        help="the registries' logins (JSON, 0600, made by `dockyard up` and the lab; default "
+        "$DOCKYARD_REGISTRY_LOGINS): the server pushes with one, agents pull with the other",
+    )
+    p.add_argument(
+        "--registry-ca",
+        type=Path,
+        default=os.environ.get("DOCKYARD_REGISTRY_CA"),
+        metavar="FILE",
+        help="the CA an https registry's certificate is from (default $DOCKYARD_REGISTRY_CA, "
+        "else --tls-ca)",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
-    for flag in ("tls_cert", "tls_key", "tls_ca"):
+    for flag in ("tls_cert", "tls_key", "tls_ca", "registry_logins", "registry_ca"):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             p.error(f"--{flag.replace('_', '-')} {path}: no such file")
@@ -164,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             max_upload=int(args.max_upload_gb * GB),
             watch_reread=args.watch_reread,
             ca_file=args.tls_ca,
-            registry=RegistrySettings(args.registry, args.registry_root) if args.registry else None,
+            registry=_registry(args) if args.registry else None,
         ),
         host=host or "127.0.0.1",
         port=int(port),
@@ -174,6 +191,17 @@ def main(argv: list[str] | None = None) -> None:
         limit_concurrency=args.max_connections,
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,
+    )
+
+
+def _registry(args: argparse.Namespace) -> RegistrySettings:
+    ca = args.registry_ca or args.tls_ca
+    try:
+        found = logins.read(args.registry_logins) if args.registry_logins else None
+    except ValueError as exc:
+        raise SystemExit(f"error: --registry-logins: {exc}") from exc
+    return RegistrySettings(
+        args.registry, args.registry_root, str(ca) if ca else None, logins=found
     )
 
 

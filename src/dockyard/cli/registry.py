@@ -40,6 +40,21 @@ def images(api: Api, a: argparse.Namespace) -> None:
     emit(held if a.format == "json" else held["images"], a.format, IMAGE_COLUMNS)
 
 
+def login(api: Api, a: argparse.Namespace) -> None:
+    """The registry's login for `docker login` (admins: any login may push and delete)."""
+    found = api.get("/registries/login")
+    if a.format == "json":
+        emit(found, a.format, [])
+        return
+    registry, user = found["registry"], found["username"]
+    print(f"registry: {registry}\nusername: {user}\npassword: {found['password']}")
+    print(
+        "# docker login reads the password from stdin (a password on a command line "
+        "shows in ps):\n"
+        f"docker login {registry} --username {user} --password-stdin"
+    )
+
+
 def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     reg = sub.add_parser("registry", help="the image registry and each AZ's cache")
     verbs = reg.add_subparsers(dest="verb", required=True)
@@ -63,3 +78,9 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--az", help="that AZ's cache (only what its hosts pulled); default the primary")
     p.set_defaults(run=images)
+    p = verbs.add_parser(
+        "login",
+        parents=[fmt],
+        help="the registry's login and the `docker login` command to use it (admins)",
+    )
+    p.set_defaults(run=login)

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.uplink and not Path("/sys/class/net", args.uplink).exists():
         p.error(f"--uplink {args.uplink}: no such interface on this host (see `ip link`)")
     cfg, ca_file = _enrol(p, args, cfg)
-    agent = _wire(cfg, args.docker_host, args.uplink, ca_file)
+    registry_ca = ca_file if args.trust_registries else None
+    agent = _wire(cfg, args.docker_host, args.uplink, ca_file, registry_ca)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--token-file", type=Path, help="this host's agent token (if it did not join)")
     p.add_argument("--ca-file", type=Path, help="verify the https server against this CA")
+    p.add_argument(
+        "--trust-registries",
+        action="store_true",
+        help="before a pull, put the cloud's CA in /etc/docker/certs.d/HOST:PORT/ca.crt for "
+        "the registry (where none is) so this dockerd verifies it (scripts/setup --join)",
+    )
     p.add_argument("--join", metavar="URL", help="join the cloud at URL (as `host add` printed)")
     p.add_argument("--token", help="the one-time join token, with --join")
     p.add_argument("--ca-hash", help="sha256:<hex> the server's CA must have, with --join")
@@ -183,6 +190,7 @@ def _wire(
     docker_host: str | None,
     uplink: str | None = None,
     ca_file: Path | None = None,
+    registry_ca: Path | None = None,
 ) -> Agent:
     """The agent with the real parts of this host."""
     from dockyard.compute.drivers.docker import DockerDriver  # the docker SDK: not for --help
@@ -190,7 +198,7 @@ def _wire(
     views = ProcView()
     return Agent(
         cfg,
-        DockerDriver(cfg.host, docker_host),
+        DockerDriver(cfg.host, docker_host, registry_ca=registry_ca),
         ServerClient(cfg.server, cfg.token, cfg.host, ca_file),
         plumber=HostPlumber(uplink),
         views=views,

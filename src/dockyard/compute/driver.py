@@ -14,7 +14,7 @@ from pathlib import Path
 from threading import Event
 from typing import Protocol
 
-from dockyard.model import Limits
+from dockyard.model import Limits, RegistryLogin
 
 LABEL = "dockyard.instance"
 HOST_LABEL = "dockyard.host"  # an agent manages only its own host's containers
@@ -93,9 +93,11 @@ class ComputeDriver(Protocol):
         fetch_rootfs: Callable[[Path], None] | None,
         command: list[str] | None,
         pulls: Sequence[str] = (),
+        login: RegistryLogin | None = None,
     ) -> None:
         """After: ``ref`` exists locally. With ``pulls`` (``HOST:PORT/REPO@sha256:...``,
-        tried in order) the driver pulls the image by digest and names it ``ref``; all
+        tried in order, with ``login`` when the registries require one) the driver
+        pulls the image by digest and names it ``ref``; all
         of them failing is a TemporaryError. Else with ``fetch_rootfs`` the driver may
         call it to download a rootfs tarball into the given path and import it as
         ``ref``; without either a missing image is a PermanentError."""

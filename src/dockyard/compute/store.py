@@ -36,7 +36,9 @@ class Record:
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)  # ``mode`` from the first byte
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 
@@ -49,7 +51,8 @@ class Store:
         self._counters: dict[str, dict[str, Any]] = {}  # id -> counters.json as last written
 
     def save_desired(self, state: DesiredState) -> None:
-        _write(self.root / "desired.json", state.model_dump_json())
+        # 0600: it holds the registry login the server hands the host
+        _write(self.root / "desired.json", state.model_dump_json(), 0o600)
 
     def load_desired(self) -> DesiredState | None:
         path = self.root / "desired.json"

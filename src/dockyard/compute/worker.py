@@ -198,7 +198,9 @@ class Worker:
                 self.client.download_image(want.image_id, dest, want.image_sha256)
 
         if want.image_pulls:
-            self.driver.ensure_image(want.image_ref, None, want.command, want.image_pulls)
+            self.driver.ensure_image(
+                want.image_ref, None, want.command, want.image_pulls, want.image_pull_login
+            )
         else:
             self.driver.ensure_image(want.image_ref, fetch, want.command)
 

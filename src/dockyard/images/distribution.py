@@ -1,9 +1,12 @@
 """A Docker Distribution process (Debian's ``docker-registry``) of Dockyard's own.
 
-    DIR/config.yml   rendered by ``render_config`` (JSON, which is YAML too)
-    DIR/data/        storage.filesystem.rootdirectory
-    DIR/registry.pid the PID of ``docker-registry serve DIR/config.yml``
-    DIR/registry.log its output
+    DIR/config.yml    rendered by ``render_config`` (JSON, which is YAML too; 0600:
+                      a cache's holds the login it uses towards its primary)
+    DIR/htpasswd      bcrypt entries of the logins (images/logins.py), when it has any
+    DIR/dockyard.json where the logins and the primary's CA are (for ``load``)
+    DIR/data/         storage.filesystem.rootdirectory
+    DIR/registry.pid  the PID of ``docker-registry serve DIR/config.yml``
+    DIR/registry.log  its output
 
 The primary registry (``dockyard up``, the lab) stores what ``image import``
 pushes; an AZ's registry runs the same program with ``proxy.remoteurl`` set to
@@ -12,6 +15,13 @@ delete`` remove manifests; ``garbage_collect`` then reclaims their blobs, which
 Distribution allows only while nothing writes: it stops the registry, collects
 and starts it again (a few hundred milliseconds of refused pulls, retried by
 agents).
+
+TLS: ``tls_cert``/``tls_key`` (a certificate from the cloud's CA, dockyard.pki). A
+cache whose primary speaks TLS verifies it with ``upstream_ca``: Distribution is a
+Go program, and Go's crypto/x509 reads the roots from ``SSL_CERT_FILE``, so the
+cache runs with SSL_CERT_FILE=``upstream_ca``. Logins: with ``logins`` every
+request needs one (``auth.htpasswd``, 401 otherwise), and a cache logs in to its
+primary as the hosts (``proxy.username``/``proxy.password``).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict
+from dockyard.images import logins as registry_logins
 
 PROGRAM = "docker-registry"
 
@@ -39,6 +50,8 @@ class RegistryConfig:
     proxy_url: str | None = None  # pull-through cache of this registry
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    logins: Path | None = None  # logins.json (images/logins.py): required logins
+    upstream_ca: Path | None = None  # a cache: the CA its https primary's certificate is from
 
     @property
     def config_path(self) -> Path:
@@ -65,15 +78,26 @@ def render_config(cfg: RegistryConfig) -> str:
         },
         "http": http,
     }
+    if cfg.logins:
+        body["auth"] = {"htpasswd": {"realm": "dockyard-registry", "path": str(htpasswd_path(cfg))}}
     if cfg.proxy_url:
         body["proxy"] = {"remoteurl": cfg.proxy_url}
+        if cfg.logins:  # the primary has the same logins (one logins.json per cloud)
+            hosts = registry_logins.read(cfg.logins).hosts
+            body["proxy"] |= {"username": hosts.username, "password": hosts.password}
     return json.dumps(body, indent=2) + "\n"
 
 
+def htpasswd_path(cfg: RegistryConfig) -> Path:
+    return cfg.root / "htpasswd"
+
+
 def load(root: Path) -> RegistryConfig:
-    """The configuration ``render_config`` wrote under ``root``."""
+    """The configuration ``start`` wrote under ``root``."""
     try:
         body = json.loads((root / "config.yml").read_text())
+        sidecar = root / "dockyard.json"  # absent: written before logins existed
+        extra = json.loads(sidecar.read_text()) if sidecar.exists() else {}
     except (OSError, ValueError) as exc:
         raise Conflict(f"no Dockyard registry configuration in {root}: {exc}") from exc
     tls = body["http"].get("tls") or {}
@@ -83,7 +107,22 @@ def load(root: Path) -> RegistryConfig:
         proxy_url=(body.get("proxy") or {}).get("remoteurl"),
         tls_cert=Path(tls["certificate"]) if tls else None,
         tls_key=Path(tls["key"]) if tls else None,
+        logins=Path(extra["logins"]) if extra.get("logins") else None,
+        upstream_ca=Path(extra["upstream_ca"]) if extra.get("upstream_ca") else None,
     )
+
+
+def write_files(cfg: RegistryConfig) -> None:
+    """config.yml, htpasswd (a fresh salt each start) and dockyard.json, all 0600."""
+    cfg.root.mkdir(parents=True, exist_ok=True)
+    (cfg.root / "data").mkdir(exist_ok=True)
+    if cfg.logins:
+        logins = registry_logins.read(cfg.logins)
+        registry_logins.write_secret(htpasswd_path(cfg), registry_logins.htpasswd(logins))
+    registry_logins.write_secret(cfg.config_path, render_config(cfg))
+    paths = {"logins": cfg.logins, "upstream_ca": cfg.upstream_ca}
+    extra = {k: str(v) if v else None for k, v in paths.items()}
+    registry_logins.write_secret(cfg.root / "dockyard.json", json.dumps(extra) + "\n")
 
 
 def start(cfg: RegistryConfig, timeout: float = 15.0) -> int:
@@ -92,9 +131,13 @@ def start(cfg: RegistryConfig, timeout: float = 15.0) -> int:
     running = pid(cfg)
     if running is not None:
         return running
-    cfg.root.mkdir(parents=True, exist_ok=True)
-    (cfg.root / "data").mkdir(exist_ok=True)
-    cfg.config_path.write_text(render_config(cfg))
+    try:
+        write_files(cfg)
+    except ValueError as exc:  # a damaged logins file
+        raise Conflict(str(exc)) from exc
+    env = dict(os.environ)
+    if cfg.upstream_ca:  # Go's crypto/x509 takes its roots from SSL_CERT_FILE
+        env["SSL_CERT_FILE"] = str(cfg.upstream_ca)
     with (cfg.root / "registry.log").open("ab") as log:
         proc = subprocess.Popen(
             [PROGRAM, "serve", str(cfg.config_path)],
@@ -102,6 +145,7 @@ def start(cfg: RegistryConfig, timeout: float = 15.0) -> int:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
     (cfg.root / "registry.pid").write_text(f"{proc.pid}\n")
     _wait_ready(cfg, proc, timeout)

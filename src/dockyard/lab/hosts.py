@@ -78,8 +78,6 @@ class LabHost:
             root / "docker", self.exec_root, self.sock, self.cgroup_parent,
             root / "dockerd.pid", netns=self.netns, live_restore=live_restore,
         )  # fmt: skip
-        for registry in self.extra.get("insecure_registries", []):  # lab/registry.py: plain HTTP
-            cmd += ["--insecure-registry", registry]
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         self.dockerd_pid = proc.pid
         wait_for(self._docker_answers, 60, f"the dockerd of {self.name} (see {root}/dockerd.log)")

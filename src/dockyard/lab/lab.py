@@ -188,7 +188,6 @@ def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
         uplink_if=n["uplink_if"],
     )  # fmt: skip
     Path(host.dir).mkdir(parents=True, exist_ok=True)
-    host.extra["insecure_registries"] = lab_registry.insecure(lab.data)
     lab.hosts.append(host)
     lab.save()
     wiring.make_host(lab.data["switch"], host.netns, host.mgmt_if, host.uplink_if,

@@ -6,64 +6,93 @@
 
 Everything lives under DIR/registry/ (one Distribution directory each, see
 images/distribution.py); ``lab.json`` names them under ``registries`` before
-they start, so ``lab down`` stops a half-built lab's registries too. They
-speak plain HTTP on the lab's management subnet, so each host's dockerd gets
-``--insecure-registry`` for each of them (``LabHost.extra``).
+they start, so ``lab down`` stops a half-built lab's registries too.
+
+They speak TLS with one certificate from the lab's CA (DIR/tls/registry.pem, for
+the switch address) and require a login (DIR/registry/logins.json, shared by all:
+the server pushes as ``dockyard``, agents and the caches pull as
+``dockyard-hosts``). A cache verifies its primary with the CA (SSL_CERT_FILE).
+Every lab dockerd trusts the CA for each registry address through
+/etc/docker/certs.d/HOST:PORT/ca.crt, which dockerd reads at each pull; the lab
+writes those at ``lab up`` and removes at ``lab down`` only the ones it made
+(``certs_d`` in lab.json).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from dockyard import pki
 from dockyard.errors import DockyardError
-from dockyard.images import distribution
+from dockyard.images import distribution, logins
 from dockyard.lab.procs import LabError, free_port
 
 if TYPE_CHECKING:
     from dockyard.lab.lab import Lab
 
+CERTS_D = Path("/etc/docker/certs.d")  # where dockerd looks for a registry's CA
+
 
 def start(lab: Lab, azs: list[str]) -> None:
-    """After: the primary and one cache per AZ answer; lab.json names them."""
+    """After: the primary and one cache per AZ answer over TLS; lab.json names them."""
     ip = lab.data["switch_ip"]
     root = lab.dir / "registry"
-    primary = distribution.RegistryConfig(root / "primary", f"{ip}:{free_port(ip)}")
+    tls = pki.ensure_server_cert(lab.dir / "tls", [ip], stem="registry")
+    logins_file = root / "logins.json"
+    logins.ensure(logins_file)
+    common = {"tls_cert": tls.cert, "tls_key": tls.key, "logins": logins_file}
+    primary = distribution.RegistryConfig(root / "primary", f"{ip}:{free_port(ip)}", **common)
     caches = {
         az: distribution.RegistryConfig(
-            root / f"az-{az}", f"{ip}:{free_port(ip)}", proxy_url=primary.url
+            root / f"az-{az}",
+            f"{ip}:{free_port(ip)}",
+            proxy_url=primary.url,
+            upstream_ca=tls.ca,
+            **common,
         )
         for az in sorted(set(azs))
     }
     lab.data["registries"] = {
         "primary": {"root": str(primary.root), "url": primary.url},
         "caches": {az: {"root": str(c.root), "url": c.url} for az, c in caches.items()},
+        "logins": str(logins_file),
+        "certs_d": [],
     }
     lab.save()
     for cfg in [primary, *caches.values()]:
+        _trust(lab, cfg.addr, tls.ca)
         try:
             distribution.start(cfg)
         except DockyardError as exc:
             raise LabError(f"the registry at {cfg.url}: {exc.detail}") from exc
 
 
-def server_args(data: dict[str, object]) -> list[str]:
-    """``dockyard-server`` options naming the primary (none when the lab has no registry)."""
+def _trust(lab: Lab, addr: str, ca: Path) -> None:
+    """/etc/docker/certs.d/ADDR/ca.crt: every dockerd on this machine trusts the lab's
+    CA for ``addr``. Recorded before it is written, so `lab down` finds it."""
+    where = CERTS_D / addr
+    if where.exists():
+        raise LabError(f"{where} exists already (another lab's?); remove it or pick a port")
+    lab.data["registries"]["certs_d"].append(str(where))
+    lab.save()
+    where.mkdir(parents=True)
+    shutil.copyfile(ca, where / "ca.crt")
+
+
+def server_args(data: dict[str, Any]) -> list[str]:
+    """``dockyard-server`` options naming the primary and the logins (none when the lab
+    has no registry); the server verifies it with its --tls-ca, the lab's CA."""
     regs = data.get("registries")
     if not isinstance(regs, dict):
         return []
     primary = regs["primary"]
-    return ["--registry", primary["url"], "--registry-root", primary["root"]]
-
-
-def insecure(data: dict[str, object]) -> list[str]:
-    """HOST:PORT of every lab registry, for each lab dockerd's --insecure-registry."""
-    regs = data.get("registries")
-    if not isinstance(regs, dict):
-        return []
-    urls = [regs["primary"]["url"], *(c["url"] for c in regs["caches"].values())]
-    return [u.split("://", 1)[1] for u in urls]
+    return [
+        "--registry", primary["url"], "--registry-root", primary["root"],
+        "--registry-logins", regs["logins"],
+    ]  # fmt: skip
 
 
 def register_caches(lab: Lab) -> None:
@@ -72,14 +101,22 @@ def register_caches(lab: Lab) -> None:
         lab.api("POST", "/registries", {"availability_zone": az, "url": cache["url"]})
 
 
-def stop(lab_dir: Path, data: dict[str, object]) -> None:
-    """After: no lab registry runs and their data is gone (their logs stay)."""
+def stop(lab_dir: Path, data: dict[str, Any]) -> None:
+    """After: no lab registry runs, their data and logins are gone (their logs stay), and
+    the certs.d directories the lab made are removed."""
     regs = data.get("registries")
     if not isinstance(regs, dict):
         return
+    for made in regs.get("certs_d", []):
+        (Path(made) / "ca.crt").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: someone else put a file there
+            Path(made).rmdir()
     for reg in [regs["primary"], *regs["caches"].values()]:
         root = Path(reg["root"])
         if (root / "config.yml").exists():
             distribution.stop(distribution.load(root))
         shutil.rmtree(root / "data", ignore_errors=True)
-        (root / "config.yml").unlink(missing_ok=True)
+        for secret in ("config.yml", "htpasswd", "dockyard.json"):
+            (root / secret).unlink(missing_ok=True)
+    if regs.get("logins"):
+        Path(regs["logins"]).unlink(missing_ok=True)

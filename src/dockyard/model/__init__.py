@@ -98,7 +98,13 @@ from dockyard.model.instances import (
     VolumeCreate,
     VolumeSpec,
 )
-from dockyard.model.registry import Registry, RegistryCreate, RegistryImage, RegistryImages
+from dockyard.model.registry import (
+    Registry,
+    RegistryCreate,
+    RegistryImage,
+    RegistryImages,
+    RegistryLogin,
+)
 
 __all__ = [
     "SSH_KEY_TYPES",
@@ -178,4 +184,5 @@ __all__ = [
     "RegistryCreate",
     "RegistryImage",
     "RegistryImages",
+    "RegistryLogin",
 ]

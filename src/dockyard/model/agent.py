@@ -9,6 +9,7 @@ from pydantic import (
 from dockyard.model.base import PowerState, Schema, TaskState
 from dockyard.model.catalog import ImageSource, Limits
 from dockyard.model.instances import HostVolume, VolumeAttachment
+from dockyard.model.registry import RegistryLogin
 
 # --- agent <-> server ---------------------------------------------------------
 
@@ -39,6 +40,9 @@ class DesiredInstance(Schema):
         default=[],
         description="HOST:PORT/REPO@sha256:... to pull the image from, in order (the "
         "host's AZ cache, then the primary); empty: fetch the rootfs from the server",
+    )
+    image_pull_login: RegistryLogin | None = Field(
+        default=None, description="the login for image_pulls (the registries require one)"
     )
     ssh_keys: list[str] = []
     vcpus: int

@@ -47,3 +47,13 @@ class RegistryImage(Schema):
 class RegistryImages(Schema):
     registry: str
     images: list[RegistryImage]
+
+
+class RegistryLogin(Schema):
+    """A registry login: the hosts' (in each desired instance, to pull) or the admins'
+    (``dockyard registry login``, for ``docker login``). Any login may push: the
+    registry's htpasswd checks who, not what."""
+
+    registry: str | None = Field(default=None, description="HOST:PORT it is for (None: any)")
+    username: str
+    password: str = Field(repr=False)

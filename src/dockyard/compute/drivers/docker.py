@@ -36,7 +36,9 @@ from dockyard.compute.driver import (
     container_name,
 )
 from dockyard.errors import PermanentError, TemporaryError
-from dockyard.model import Limits
+from dockyard.model import Limits, RegistryLogin
+
+CERTS_D = Path("/etc/docker/certs.d")  # where dockerd finds each registry's CA
 
 log = logging.getLogger(__name__)
 CFS_PERIOD = 100_000  # µs
@@ -49,9 +51,16 @@ def _down(exc: Exception) -> TemporaryError:
 
 class DockerDriver:
     def __init__(
-        self, host: str, base_url: str | None = None, data_root: str | None = None
+        self,
+        host: str,
+        base_url: str | None = None,
+        data_root: str | None = None,
+        registry_ca: Path | None = None,
     ) -> None:
+        """``registry_ca``: before pulling from HOST:PORT, make sure this (local) dockerd
+        trusts that CA there (/etc/docker/certs.d/HOST:PORT/ca.crt, see trust_registry)."""
         self.host = host
+        self._registry_ca = registry_ca
         self._labels = [LABEL, f"{HOST_LABEL}={host}"]
         url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.client = docker.DockerClient(base_url=url, timeout=120, max_pool_size=32)
@@ -89,6 +98,7 @@ class DockerDriver:
         fetch_rootfs: Callable[[Path], None] | None,
         command: list[str] | None,
         pulls: Sequence[str] = (),
+        login: RegistryLogin | None = None,
     ) -> None:
         if ref in self._images:
             return
@@ -97,7 +107,7 @@ class DockerDriver:
         with lock:
             if not self._has_image(ref):
                 if pulls:
-                    self._pull(ref, pulls)
+                    self._pull(ref, pulls, login)
                 elif fetch_rootfs is not None:
                     self._import(ref, fetch_rootfs, command)
                 else:
@@ -116,12 +126,17 @@ class DockerDriver:
         except (_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
 
-    def _pull(self, ref: str, pulls: Sequence[str]) -> None:
-        """Pull by digest from the first source that has it; name the result ``ref``."""
+    def _pull(self, ref: str, pulls: Sequence[str], login: RegistryLogin | None) -> None:
+        """Pull by digest from the first source that has it; name the result ``ref``.
+        The login travels in the X-Registry-Auth header, never on a command line."""
+        auth = {"username": login.username, "password": login.password} if login else None
         failures = []
         for source in pulls:
+            if self._registry_ca is not None:
+                trust_registry(CERTS_D, self._registry_ca, source)
             try:
-                self.api.pull(source)  # REPO@sha256:...: the daemon checks the digest
+                # REPO@sha256:...: the daemon checks the digest
+                self.api.pull(source, auth_config=auth)
                 if self._has_image(source):
                     repo, _, tag = ref.rpartition(":")
                     self.api.tag(source, repo, tag)
@@ -450,3 +465,22 @@ def _observed(attrs: dict[str, Any]) -> Observed:
         oom_killed=bool(st.get("OOMKilled")),
         writable_dir=str(((attrs.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir", "")),
     )
+
+
+def trust_registry(certs_d: Path, ca: Path, source: str) -> None:
+    """After: ``certs_d/HOST:PORT/ca.crt`` exists for the registry of ``source``
+    (``HOST:PORT/REPO@sha256:...``); dockerd reads it at each pull, so no restart. One
+    already there (written by an operator, or the lab) is kept as it is."""
+    target = certs_d / source.split("/", 1)[0] / "ca.crt"
+    if target.exists():
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name("ca.crt.part")
+        shutil.copyfile(ca, partial)
+        os.replace(partial, target)  # a pull never reads half a certificate
+    except OSError as exc:
+        raise PermanentError(
+            f"cannot write {target} for dockerd to trust the registry: {exc}; run the agent "
+            "as root, or put the cloud's CA there yourself"
+        ) from exc

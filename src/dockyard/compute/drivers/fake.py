@@ -16,6 +16,7 @@ from threading import Event
 
 from dockyard.compute.driver import ContainerSpec, HostInfo, Observed
 from dockyard.errors import DockyardError, PermanentError
+from dockyard.model import RegistryLogin
 
 
 @dataclass
@@ -30,6 +31,7 @@ class FakeDriver:
         self._info = HostInfo(cores=cores, memory_mb=memory_mb, disk_gb=100, runtime_version="fake")
         self.images: set[str] = set()
         self.pulled: list[str] = []  # the first source of each pull, in order
+        self.pull_logins: list[RegistryLogin | None] = []  # the login of each pull
         self.containers: dict[str, _Container] = {}
         self.calls: list[str] = []
         self._faults: dict[str, DockyardError] = {}
@@ -57,12 +59,14 @@ class FakeDriver:
         fetch_rootfs: Callable[[Path], None] | None,
         command: list[str] | None,
         pulls: Sequence[str] = (),
+        login: RegistryLogin | None = None,
     ) -> None:
         self._enter("ensure_image")
         if ref in self.images:
             return
         if pulls:
             self.pulled.append(pulls[0])
+            self.pull_logins.append(login)
             self.images.add(ref)
             return
         if fetch_rootfs is None:
