@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,15 +44,20 @@ def start(lab: Lab, azs: list[str]) -> None:
     tls = pki.ensure_server_cert(lab.dir / "tls", [ip], stem="registry")
     logins_file = root / "logins.json"
     logins.ensure(logins_file)
-    common = {"tls_cert": tls.cert, "tls_key": tls.key, "logins": logins_file}
-    primary = distribution.RegistryConfig(root / "primary", f"{ip}:{free_port(ip)}", **common)
-    caches = {
-        az: distribution.RegistryConfig(
-            root / f"az-{az}",
-            f"{ip}:{free_port(ip)}",
+    primary = distribution.RegistryConfig(
+        root / "primary",
+        f"{ip}:{free_port(ip)}",
+        tls_cert=tls.cert,
+        tls_key=tls.key,
+        logins=logins_file,
+    )
+    caches = {  # the same certificate and logins; the CA to verify the primary with
+        az: replace(
+            primary,
+            root=root / f"az-{az}",
+            addr=f"{ip}:{free_port(ip)}",
             proxy_url=primary.url,
             upstream_ca=tls.ca,
-            **common,
         )
         for az in sorted(set(azs))
     }
