@@ -79,10 +79,12 @@ def test_a_cache_of_a_tls_primary_verifies_it_with_the_ca_and_logs_in(
         r = httpx.get(f"{cache.url}/v2/x/web/manifests/{pushed.digest}", verify=str(tls.ca))
         assert r.status_code == 401
         with Registry(cache.url, auth=_login(primary, "hosts"), verify=str(tls.ca)) as host:
-            assert host.manifest_digest("x/web", pushed.digest) == pushed.digest
-            assert "x/web" in host.repositories()  # fetched from the primary over TLS
+            held = host.describe("x/web", pushed.digest)  # GET: fetched from the primary
+            assert held is not None and held.digest == pushed.digest
+            assert "x/web" in host.repositories()  # and kept
     finally:
         distribution.stop(cache)
+    assert (cache.root / "registry.log").stat().st_mode & 0o777 == 0o600  # it names the login
 
 
 @pytest.fixture

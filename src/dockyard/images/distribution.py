@@ -6,7 +6,7 @@
     DIR/dockyard.json where the logins and the primary's CA are (for ``load``)
     DIR/data/         storage.filesystem.rootdirectory
     DIR/registry.pid  the PID of ``docker-registry serve DIR/config.yml``
-    DIR/registry.log  its output
+    DIR/registry.log  its output (0600: a cache's names its upstream URL, login included)
 
 The primary registry (``dockyard up``, the lab) stores what ``image import``
 pushes; an AZ's registry runs the same program with ``proxy.remoteurl`` set to
@@ -21,7 +21,7 @@ cache whose primary speaks TLS verifies it with ``upstream_ca``: Distribution is
 Go program, and Go's crypto/x509 reads the roots from ``SSL_CERT_FILE``, so the
 cache runs with SSL_CERT_FILE=``upstream_ca``. Logins: with ``logins`` every
 request needs one (``auth.htpasswd``, 401 otherwise), and a cache logs in to its
-primary as the hosts (``proxy.username``/``proxy.password``).
+primary as the hosts (the login in ``proxy.remoteurl``: see ``_upstream``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from dockyard.errors import Conflict
 from dockyard.images import logins as registry_logins
@@ -81,11 +82,23 @@ def render_config(cfg: RegistryConfig) -> str:
     if cfg.logins:
         body["auth"] = {"htpasswd": {"realm": "dockyard-registry", "path": str(htpasswd_path(cfg))}}
     if cfg.proxy_url:
-        body["proxy"] = {"remoteurl": cfg.proxy_url}
-        if cfg.logins:  # the primary has the same logins (one logins.json per cloud)
-            hosts = registry_logins.read(cfg.logins).hosts
-            body["proxy"] |= {"username": hosts.username, "password": hosts.password}
+        body["proxy"] = {"remoteurl": _upstream(cfg.proxy_url, cfg.logins)}
     return json.dumps(body, indent=2) + "\n"
+
+
+def _upstream(url: str, logins: Path | None) -> str:
+    """The primary's URL as a cache reaches it: with the hosts' login in it.
+
+    Distribution 2.8's proxy.username/password answer only a bearer-token challenge
+    (the credentials are keyed by the token realm), not htpasswd's Basic one. A
+    login in the URL works: Go's HTTP client sends it as Basic auth, so the
+    primary never challenges and the proxy's authorizer has nothing to answer."""
+    if logins is None:
+        return url
+    hosts = registry_logins.read(logins).hosts
+    parts = urlsplit(url)
+    netloc = f"{quote(hosts.username, safe='')}:{quote(hosts.password, safe='')}@{parts.netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def htpasswd_path(cfg: RegistryConfig) -> Path:
@@ -104,12 +117,19 @@ def load(root: Path) -> RegistryConfig:
     return RegistryConfig(
         root=root,
         addr=body["http"]["addr"],
-        proxy_url=(body.get("proxy") or {}).get("remoteurl"),
+        proxy_url=_without_login((body.get("proxy") or {}).get("remoteurl")),
         tls_cert=Path(tls["certificate"]) if tls else None,
         tls_key=Path(tls["key"]) if tls else None,
         logins=Path(extra["logins"]) if extra.get("logins") else None,
         upstream_ca=Path(extra["upstream_ca"]) if extra.get("upstream_ca") else None,
     )
+
+
+def _without_login(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def write_files(cfg: RegistryConfig) -> None:
@@ -138,7 +158,10 @@ def start(cfg: RegistryConfig, timeout: float = 15.0) -> int:
     env = dict(os.environ)
     if cfg.upstream_ca:  # Go's crypto/x509 takes its roots from SSL_CERT_FILE
         env["SSL_CERT_FILE"] = str(cfg.upstream_ca)
-    with (cfg.root / "registry.log").open("ab") as log:
+    # 0600: a cache logs its upstream URL, login included, at start
+    fd = os.open(cfg.root / "registry.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(cfg.root / "registry.log", 0o600)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             [PROGRAM, "serve", str(cfg.config_path)],
             stdout=log,
