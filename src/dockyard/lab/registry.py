@@ -82,7 +82,8 @@ def _trust(lab: Lab, addr: str, ca: Path) -> None:
     where = CERTS_D / addr
     if where.exists():
         raise LabError(f"{where} exists already (another lab's?); remove it or pick a port")
-    lab.data["registries"]["certs_d"].append(str(where))
+    made = lab.data["registries"]["certs_d"]
+    made += [str(d) for d in (CERTS_D, where) if not d.exists()]  # /etc/docker/certs.d too
     lab.save()
     where.mkdir(parents=True)
     shutil.copyfile(ca, where / "ca.crt")
@@ -113,7 +114,7 @@ def stop(lab_dir: Path, data: dict[str, Any]) -> None:
     regs = data.get("registries")
     if not isinstance(regs, dict):
         return
-    for made in regs.get("certs_d", []):
+    for made in reversed(regs.get("certs_d", [])):  # the registries' dirs, then certs.d
         (Path(made) / "ca.crt").unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: someone else put a file there
             Path(made).rmdir()
