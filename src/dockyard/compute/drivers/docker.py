@@ -150,7 +150,9 @@ class DockerDriver:
         raise TemporaryError(
             f"could not pull image {ref} ({'; '.join(failures)}); a registry over plain HTTP "
             "needs dockerd's --insecure-registry HOST:PORT, one over TLS its CA in "
-            "/etc/docker/certs.d/HOST:PORT/ca.crt"
+            "/etc/docker/certs.d/HOST:PORT/ca.crt (the agent's --trust-registries puts it "
+            "there), and \"no basic auth credentials\" means the server was started "
+            "without --registry-logins"
         )
 
     def _import(self, ref: str, fetch: Callable[[Path], None], command: list[str] | None) -> None:
