@@ -74,8 +74,8 @@ class ServerClient:
         return r
 
     def register(self, req: model.HostRegister) -> model.Host:
-        return model.Host.model_validate(
-            self._call("POST", "/agent/hosts", json=req.model_dump()).json()
+        return model.from_newer(
+            model.Host, self._call("POST", "/agent/hosts", json=req.model_dump()).json()
         )
 
     def heartbeat(self) -> int:
@@ -85,7 +85,7 @@ class ServerClient:
         r = self._call(
             "GET", f"/agent/hosts/{self.host}/desired", params={"since": since, "wait": wait}
         )
-        return model.DesiredState.model_validate(r.json())
+        return model.from_newer(model.DesiredState, r.json())  # the server may be newer
 
     def report(self, instance_id: str, rep: model.InstanceReport) -> None:
         """Tell the server; an instance it no longer places here is not an error."""

@@ -37,6 +37,7 @@ from dockyard.model.base import (
     TaskState,
     VmState,
     check_scalars,
+    from_newer,
 )
 from dockyard.model.catalog import (
     Flavor,
@@ -118,6 +119,7 @@ __all__ = [
     "MAX_TEXT",
     "check_scalars",
     "Schema",
+    "from_newer",
     "Role",
     "VmState",
     "TaskState",

@@ -7,10 +7,11 @@ import base64
 import binascii
 import math
 import re
+import typing
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -126,6 +127,9 @@ def _printable(key: Any) -> str:
     return str(key).encode("utf-8", "backslashreplace").decode()[:40]
 
 
+SchemaT = TypeVar("SchemaT", bound="Schema")
+
+
 class Schema(BaseModel):
     """Base of every wire model: unknown fields refused, every scalar bounded,
     datetimes sent in UTC with an offset (SQLite hands them back naive)."""
@@ -174,3 +178,37 @@ class PowerState(StrEnum):
     unknown = "unknown"  # its host is down: computed when read, never stored
 
 
+def from_newer(model: type[SchemaT], data: Any) -> SchemaT:
+    """``model`` from what a possibly newer peer sent: fields this version does not know
+    are dropped (at every depth) before validation, everything known is checked as
+    usual. Agents read the server's words this way, so a server upgraded before its
+    agents does not stop them (a user's request, on the other hand, is refused when
+    it holds an unknown field)."""
+    return model.model_validate(_known(model, data))
+
+
+def _known(model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if key in data:
+            out[key] = _known_value(field.annotation, data[key])
+    return out
+
+
+def _known_value(annotation: Any, value: Any) -> Any:
+    """Recurse into nested models: ``M``, ``M | None``, ``list[M]``, ``dict[str, M]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _known(annotation, value)
+    args = typing.get_args(annotation)
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple) and models and isinstance(value, list):
+        return [_known(models[0], v) for v in value]
+    if origin is dict and models and isinstance(value, dict):
+        return {k: _known(models[0], v) for k, v in value.items()}
+    if models and isinstance(value, dict):  # an optional or union of one model
+        return _known(models[0], value)
+    return value

@@ -129,5 +129,3 @@ class AvailabilityZone(Schema):
     name: str
     hosts: int
     hosts_up: int
-
-

@@ -108,5 +108,3 @@ class TokenInfo(Schema):
 
 class AgentTokenCreate(Schema):
     host: Name
-
-

@@ -217,5 +217,3 @@ class InstanceDetail(Instance):
     """``server show``: the instance with its recent events, newest first."""
 
     events: list[InstanceEvent] = []
-
-
