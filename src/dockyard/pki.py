@@ -52,9 +52,18 @@ def ca_hash(pem: bytes) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
-def check_ca(pem: bytes, pin: str) -> None:
-    """Raise PinMismatch unless ``pem`` is one CA certificate whose pin is ``pin``."""
+def check_ca(pem: bytes, pin: str) -> bytes:
+    """The one CA certificate in ``pem`` (PEM), if its pin is ``pin``; else PinMismatch.
+
+    A bundle is refused: a client trusts every certificate it is given, so a
+    man in the middle could add its own CA behind the pinned (public) one."""
+    if pem.count(b"-----BEGIN CERTIFICATE-----") != 1:
+        raise PinMismatch(
+            "the server sent several certificates (or none) as its CA; a join trusts exactly "
+            "one, the pinned one: nothing was saved. Check the URL"
+        )
     try:
+        cert = x509.load_pem_x509_certificate(pem)
         got = ca_hash(pem)
     except ValueError as exc:
         raise PinMismatch(f"the server's CA is not a PEM certificate: {exc}") from exc
@@ -64,6 +73,13 @@ def check_ca(pem: bytes, pin: str) -> None:
             "command was made for (or the hash was mistyped); nothing was saved. Check the "
             "URL, or ask an admin for the command again (`dockyard host add NAME`)"
         )
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise PinMismatch("the pinned certificate is not a CA certificate: nothing was saved")
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def ensure_ca(directory: Path, name: str = "Dockyard CA") -> tuple[Path, Path]:

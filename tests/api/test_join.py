@@ -130,3 +130,17 @@ def test_host_remove_revokes_the_hosts_credential(cloud):
     assert cloud.call("POST", "/agent/hosts/h1/heartbeat", agent).status_code == 401
     assert _join(cloud, made["token"]).status_code == 401  # its unused join token is gone too
     assert cloud.call("DELETE", "/hosts/h1").status_code == 404
+
+
+def test_a_rejoined_host_keeps_only_its_new_credential(tls_cloud):
+    """A reinstalled host, or one whose credential leaked, joins again: the old agent
+    token stops working at once."""
+    first = _join(tls_cloud, tls_cloud.ok("POST", "/join-tokens", json={"host": "h2"})["token"])
+    old = first.json()["token"]
+    tls_cloud.ok("POST", "/agent/hosts", old, json={"name": "h2", **HOST})
+    again = _join(tls_cloud, tls_cloud.ok("POST", "/join-tokens", json={"host": "h2"})["token"])
+    new = again.json()["token"]
+    assert (
+        tls_cloud.call("POST", "/agent/hosts", old, json={"name": "h2", **HOST}).status_code == 401
+    )
+    tls_cloud.ok("POST", "/agent/hosts", new, json={"name": "h2", **HOST})

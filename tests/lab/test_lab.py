@@ -75,6 +75,8 @@ def test_lab_hosts_joined_over_tls_like_real_hosts(lab: LabRun) -> None:
         url = f"{lab.env['DOCKYARD_URL']}/v1/join"
         r = httpx.post(url, json={"token": spent}, verify=verify)
         assert r.status_code == 403 and "host add" in r.json()["detail"], r.text
+    for secret in ("lab.json", "admin.env"):  # both hold the admin's token
+        assert (lab.state / secret).stat().st_mode & 0o077 == 0, secret
 
 
 def test_instances_on_two_hosts_share_one_network(lab: LabRun) -> None:

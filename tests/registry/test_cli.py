@@ -40,12 +40,14 @@ def test_import_list_registry_images_and_delete(
         held = run("registry", "images")
         assert held.returncode == 0, held.stderr
         assert "REPOSITORY" in held.stdout and "PUSHED" in held.stdout and digest in held.stdout
-        added = run("registry", "add", "--az", "az1", "http://198.18.7.1:5000")
+        added = run("registry", "add", "--az", "az1", "https://198.18.7.1:5000")
         assert added.returncode == 0, added.stderr
         regs = run("registry", "list").stdout
         assert "primary" in regs and "az1" in regs and "pull-through cache" in regs
         bad = run("registry", "add", "--az", "az2", "ftp://x")
         assert bad.returncode == 1 and "url" in bad.stderr
+        plain = run("registry", "add", "--az", "az2", "http://198.18.7.2:5000")
+        assert plain.returncode == 1 and "plain http only on loopback" in plain.stderr
         assert run("image", "delete", "web").returncode == 0
         assert digest not in run("registry", "images").stdout
 

@@ -36,8 +36,26 @@ def test_a_ca_that_is_not_pinned_is_refused_saying_what_to_do(tmp_path):
     theirs, _ = pki.ensure_ca(tmp_path / "theirs")
     with pytest.raises(pki.PinMismatch, match="nothing was saved.*dockyard host add"):
         pki.check_ca(theirs.read_bytes(), pki.ca_hash(ours.read_bytes()))
-    with pytest.raises(pki.PinMismatch, match="not a PEM certificate"):
+    with pytest.raises(pki.PinMismatch, match=r"several certificates \(or none\)"):
         pki.check_ca(b"<html>hello</html>", pki.ca_hash(ours.read_bytes()))
+
+
+def test_a_bundle_behind_the_pinned_ca_is_refused(tmp_path):
+    """The CA is public (GET /v1/ca): a man in the middle could send it with his own
+    CA after it; trusting the bundle would trust his."""
+    ours, _ = pki.ensure_ca(tmp_path / "ours", "Dockyard CA")
+    evil, _ = pki.ensure_ca(tmp_path / "evil", "Evil CA")
+    bundle = ours.read_bytes() + evil.read_bytes()
+    with pytest.raises(pki.PinMismatch, match="several certificates"):
+        pki.check_ca(bundle, pki.ca_hash(ours.read_bytes()))
+    assert pki.check_ca(ours.read_bytes(), pki.ca_hash(ours.read_bytes())) == ours.read_bytes()
+
+
+def test_a_pinned_certificate_that_is_no_ca_is_refused(tmp_path):
+    pki.ensure_ca(tmp_path / "tls")
+    server = pki.ensure_server_cert(tmp_path / "tls", ["127.0.0.1"]).cert.read_bytes()
+    with pytest.raises(pki.PinMismatch, match="not a CA certificate"):
+        pki.check_ca(server, pki.ca_hash(server))
 
 
 def test_keys_are_0600_and_the_ca_is_made_once(tmp_path):

@@ -14,6 +14,7 @@ from tests.unit.fakehost import instance, new_id
 def _from_a_newer_server() -> dict:
     state = model.DesiredState(generation=7, instances=[instance(new_id())]).model_dump(mode="json")
     state["rollout_hint"] = "canary"  # top level
+    state["volumes"] = [{"id": "v1", "size_mb": 1024, "thin": True}]  # list[M] | None
     inst = state["instances"][0]
     inst["image_pull_mirror"] = "az9"  # an instance
     inst["net"]["vlan"] = 42  # a nested model
@@ -27,6 +28,7 @@ def test_the_agent_reads_a_newer_servers_desired_state():
     assert state.generation == 7
     assert state.instances[0].net.ip == data["instances"][0]["net"]["ip"]
     assert state.instances[0].limits == model.Limits()
+    assert [v.id for v in state.volumes or []] == ["v1"]
 
 
 def test_what_it_knows_is_still_checked():

@@ -55,7 +55,18 @@ class RegistryUnavailable(DockyardError):
 def _talking(url: str, primary: RegistrySettings | None) -> Iterator[Registry]:
     """A client of ``url``; its failures as the API's: unreachable 503, refused 409."""
     verify = primary.ca if primary and primary.ca else True
-    auth = primary.logins.server if primary and primary.logins else None
+    logins = primary.logins if primary else None
+    # the server's login (push, delete) goes to the primary only; an AZ's cache, at an
+    # address an admin typed, is read with the hosts' (pull) login
+    auth = (
+        None
+        if logins is None
+        else (
+            logins.server
+            if primary and url.rstrip("/") == primary.url.rstrip("/")
+            else logins.hosts
+        )
+    )
     try:
         with Registry(url, (auth.username, auth.password) if auth else None, verify) as reg:
             yield reg

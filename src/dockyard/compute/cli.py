@@ -88,7 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "the registry (where none is) so this dockerd verifies it (scripts/setup --join)",
     )
     p.add_argument("--join", metavar="URL", help="join the cloud at URL (as `host add` printed)")
-    p.add_argument("--token", help="the one-time join token, with --join")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("DOCKYARD_JOIN_TOKEN") or None,
+        help="the one-time join token, with --join (default: $DOCKYARD_JOIN_TOKEN, which "
+        "keeps it off the command line other users can read)",
+    )
     p.add_argument("--ca-hash", help="sha256:<hex> the server's CA must have, with --join")
     p.add_argument("--host-name", help="default: the joined name, else this machine's hostname")
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard-agent"))

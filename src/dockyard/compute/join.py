@@ -52,7 +52,7 @@ def join(url: str, token: str, ca_hash: str, state_dir: Path, timeout: float = 3
         raise JoinError(f"--ca-hash {ca_hash!r}: write sha256:<hex>, as `host add` printed it")
     ca = _fetch_ca(url, timeout)
     try:
-        pki.check_ca(ca, ca_hash)
+        ca = pki.check_ca(ca, ca_hash)  # that one certificate, nothing else it came with
     except pki.PinMismatch as exc:
         raise JoinError(str(exc)) from exc
     context = ssl.create_default_context(cadata=ca.decode())

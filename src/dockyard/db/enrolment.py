@@ -73,6 +73,10 @@ def trade_join_token(s: Session, token: str) -> Joined:
     ).first()
     if won is None:
         raise Forbidden(f"this join token was just used by another join; {ask}")
+    # a host being removed meanwhile waits for this, or this for it (row lock)
+    s.scalar(select(m.Host).where(m.Host.name == row.host_name).with_for_update())
+    # a re-joined host (reinstalled, or its credential leaked) keeps only the new one
+    s.execute(delete(m.Token).where(m.Token.host_name == row.host_name))
     agent = issue_agent_token(s, row.host_name)
     _set_zone(s, row.host_name, row.availability_zone)
     return Joined(host=row.host_name, availability_zone=row.availability_zone, token=agent)

@@ -108,7 +108,9 @@ class Database:
         import psycopg  # a SQLite server never loads it
 
         url = self.engine.url.set(drivername="postgresql")
-        return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        return psycopg.connect(
+            url.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
+        )  # a PostgreSQL that does not answer must not hold requests for long
 
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:

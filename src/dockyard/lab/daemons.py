@@ -61,12 +61,13 @@ def agent_cmd(url: str, token_file: Path, host_name: str, state_dir: Path, *args
 
 
 def joining_agent_cmd(
-    url: str, token: str, ca_hash: str, host_name: str, state_dir: Path, *args: str
+    url: str, ca_hash: str, host_name: str, state_dir: Path, *args: str
 ) -> list[str]:
-    """An agent that joins as `dockyard host add` prints it; once joined, its state dir
-    holds its own credential and the same command starts from that."""
+    """An agent that joins as `dockyard host add` prints it, its one-time token in the
+    environment (DOCKYARD_JOIN_TOKEN, not on the command line); once joined, its
+    state dir holds its own credential and the same command starts from that."""
     return [
-        sys.executable, "-m", "dockyard.compute.cli", "--join", url, "--token", token,
+        sys.executable, "-m", "dockyard.compute.cli", "--join", url,
         "--ca-hash", ca_hash, "--host-name", host_name, "--state-dir", str(state_dir), *args,
     ]  # fmt: skip
 

@@ -121,7 +121,7 @@ class LabHost:
             run("mount", "--make-shared", str(volumes))
         joining = self.extra["join"]  # Lab.join: the token `dockyard host add` gives
         agent = joining_agent_cmd(
-            joining["url"], joining["token"], joining["ca_hash"], self.name, root / "agent",
+            joining["url"], joining["ca_hash"], self.name, root / "agent",
             "--uplink", wiring.UPLINK,
         )  # fmt: skip
         cmd = [
@@ -130,7 +130,8 @@ class LabHost:
             "sh", "-c", _AGENT_MOUNTS, str(moved), *agent,
         ]  # fmt: skip
         log = (root / "agent.log").open("ab")
-        env = {**os.environ, "DOCKER_HOST": self.docker_host}
+        env = {**os.environ, "DOCKER_HOST": self.docker_host,
+               "DOCKYARD_JOIN_TOKEN": joining["token"]}  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=env)
         self.agent_pid = proc.pid
 

@@ -47,8 +47,8 @@ class Lab:
 
     def save(self) -> None:
         self.data["hosts"] = [h.to_json() for h in self.hosts]
-        tmp = self.dir / "lab.json.tmp"
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        tmp = self.dir / "lab.json.tmp"  # 0600: it holds the admin's token
+        _secret(tmp, json.dumps(self.data, indent=2) + "\n")
         tmp.replace(self.dir / "lab.json")
 
     @property

@@ -199,16 +199,29 @@ def _known(model: type[BaseModel], data: Any) -> Any:
 
 
 def _known_value(annotation: Any, value: Any) -> Any:
-    """Recurse into nested models: ``M``, ``M | None``, ``list[M]``, ``dict[str, M]``."""
+    """Recurse into nested models: ``M``, ``list[M]``, ``dict[str, M]``, and any of
+    those inside a union (``M | None``, ``list[M] | None``)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _known(annotation, value)
-    args = typing.get_args(annotation)
-    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-    origin = typing.get_origin(annotation)
-    if origin in (list, tuple) and models and isinstance(value, list):
-        return [_known(models[0], v) for v in value]
-    if origin is dict and models and isinstance(value, dict):
-        return {k: _known(models[0], v) for k, v in value.items()}
-    if models and isinstance(value, dict):  # an optional or union of one model
-        return _known(models[0], value)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple) and args and isinstance(value, list):
+        return [_known_value(args[0], v) for v in value]
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: _known_value(args[1], v) for k, v in value.items()}
+    if args and origin not in (list, tuple, dict):  # a union, Annotated, ...
+        for arg in args:
+            if _fits(arg, value):
+                return _known_value(arg, value)
     return value
+
+
+def _fits(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` has the shape of ``annotation`` (enough to pick a union's arm)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return isinstance(value, dict)
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    return False

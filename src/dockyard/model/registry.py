@@ -24,6 +24,12 @@ class RegistryCreate(Schema):
             urlsplit(url).port  # noqa: B018 - raises on a port out of range
         except ValueError as exc:
             raise ValueError(f"{url!r}: give a port from 1 to 65535") from exc
+        host = (urlsplit(url).hostname or "").lower()
+        if url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError(
+                f"{url!r}: plain http only on loopback (hosts send their pull login to it); "
+                "give its https:// URL (a certificate from the cloud's CA)"
+            )
         return url.rstrip("/")
 
 
