@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -235,6 +236,7 @@ def _wait_ready(cfg: RegistryConfig, proc: subprocess.Popen[bytes], timeout: flo
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (cfg.root / "registry.log").read_text(errors="replace")[-600:]
+            tail = re.sub(r"//[^/@\s]+@", "//***@", tail)  # a cache logs its upstream's login
             raise Conflict(f"{PROGRAM} exited ({proc.returncode}) at start:\n{tail}")
         try:
             urllib.request.urlopen(f"http://{cfg.addr}/v2/", timeout=1).close()  # noqa: S310
