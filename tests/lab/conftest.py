@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,17 @@ class LabRun:
             self.env[key] = value
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LabRun]:
+@contextmanager
+def running_lab(*up_args: str) -> Iterator[LabRun]:
+    """A lab made by `dockyard lab up ARGS`, logged in; taken down afterwards (its logs
+    copied to DOCKYARD_KEEP_LOGS when set)."""
     reason = _can_run()
     if reason:
         pytest.skip(reason)
     state = Path(tempfile.mkdtemp(prefix="dyl-test-"))
     run = LabRun(state)
     try:
-        run.lab("up", "--hosts", "2", "--azs", "az1,az2")
+        run.lab("up", *up_args)
         run.login()
         yield run
     finally:
@@ -72,3 +75,9 @@ def lab() -> Iterator[LabRun]:
         if keep:
             shutil.copytree(state, Path(keep) / state.name, dirs_exist_ok=True)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabRun]:
+    with running_lab("--hosts", "2", "--azs", "az1,az2") as run:
+        yield run

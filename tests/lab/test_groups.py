@@ -12,23 +12,15 @@ import pytest
 
 from dockyard.lab import lab as labs
 from dockyard.lab.procs import run, wait_for
-from tests.lab.conftest import LabRun, _can_run
+from tests.lab.conftest import LabRun, running_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def three_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    reason = _can_run()
-    if reason:
-        pytest.skip(reason)
-    run = LabRun(tmp_path_factory.mktemp("groups"))
-    try:
-        run.lab("up", "--hosts", "3")
-        run.login()
+def three_hosts() -> Iterator[LabRun]:
+    with running_lab("--hosts", "3") as run:
         yield run
-    finally:
-        run.lab("down", check=False)
 
 
 def test_twenty_concurrent_creates_into_an_anti_affinity_group_run_three(

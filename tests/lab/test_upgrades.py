@@ -14,23 +14,15 @@ import pytest
 from dockyard.lab import lab as labs
 from dockyard.lab.outage import pinged_during
 from dockyard.lab.procs import wait_for
-from tests.lab.conftest import LabRun, _can_run
+from tests.lab.conftest import LabRun, running_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    reason = _can_run()
-    if reason:
-        pytest.skip(reason)
-    run = LabRun(tmp_path_factory.mktemp("upgrades"))
-    try:
-        run.lab("up", "--hosts", "1")
-        run.login()
+def one_host() -> Iterator[LabRun]:
+    with running_lab("--hosts", "1") as run:
         yield run
-    finally:
-        run.lab("down", check=False)
 
 
 @pytest.fixture(scope="module")
