@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from dockyard import pki
 from dockyard.images import distribution, logins
 from dockyard.images.registry import Registry
 from tests.integration.cluster import Cluster, free_port
 from tests.integration.conftest import running_cluster
+from tests.registry.util import secured_registry
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +29,10 @@ def primary() -> Iterator[distribution.RegistryConfig]:
     if shutil.which(distribution.PROGRAM) is None:
         pytest.fail("docker-registry is not installed; apt-get install docker-registry")
     root = Path(tempfile.mkdtemp(prefix="dyk-registry-"))
-    tls = pki.ensure_server_cert(root / "tls", ["127.0.0.1"], stem="registry")
-    logins.ensure(root / "logins.json")
-    cfg = distribution.RegistryConfig(
-        root / "primary",
-        f"127.0.0.1:{free_port()}",
-        tls_cert=tls.cert,
-        tls_key=tls.key,
-        logins=root / "logins.json",
-    )
-    distribution.start(cfg)
     try:
-        yield cfg
+        with secured_registry(root) as (cfg, _):
+            yield cfg
     finally:
-        distribution.stop(cfg)
         shutil.rmtree(root, ignore_errors=True)
 
 

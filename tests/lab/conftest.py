@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from dockyard.lab.procs import dockyard
 
 
 def _can_run() -> str | None:
@@ -33,13 +34,7 @@ class LabRun:
         self.env = dict(os.environ)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [sys.executable, "-m", "dockyard.cli.main", *args],
-            capture_output=True, text=True, env=self.env, timeout=300,
-        )  # fmt: skip
-        if check and r.returncode != 0:
-            raise AssertionError(f"dockyard {' '.join(args)} failed: {r.stderr}")
-        return r
+        return dockyard(*args, env=self.env, check=check)
 
     def lab(self, verb: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cli("lab", verb, *args, "--state-dir", str(self.state), check=check)

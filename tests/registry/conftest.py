@@ -14,9 +14,9 @@ from dockyard.api.app import create_app
 from dockyard.api.registry import RegistrySettings
 from dockyard.api.server import init
 from dockyard.db.session import Database
-from dockyard.images import distribution, logins
+from dockyard.images import distribution
 from tests.api.conftest import Cloud
-from tests.registry.util import free_port
+from tests.registry.util import free_port, secured_registry
 
 
 @pytest.fixture
@@ -59,17 +59,5 @@ def cloud(tmp_path: Path, primary: distribution.RegistryConfig) -> Iterator[Clou
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[tuple[distribution.RegistryConfig, pki.ServerTls]]:
     """A primary on loopback over TLS (certificate from a CA made here) with logins."""
-    tls = pki.ensure_server_cert(tmp_path / "tls", ["127.0.0.1"], stem="registry")
-    logins.ensure(tmp_path / "logins.json")
-    cfg = distribution.RegistryConfig(
-        tmp_path / "primary",
-        f"127.0.0.1:{free_port()}",
-        tls_cert=tls.cert,
-        tls_key=tls.key,
-        logins=tmp_path / "logins.json",
-    )
-    distribution.start(cfg)
-    try:
-        yield cfg, tls
-    finally:
-        distribution.stop(cfg)
+    with secured_registry(tmp_path) as made:
+        yield made

@@ -57,7 +57,7 @@ def init(db: Database) -> str | None:
         return identity.bootstrap(s)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dockyard-server", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/dockyard"))
     p.add_argument(
@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> None:
         "else --tls-ca)",
     )
     p.add_argument("--log-level", default="info")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = _parser()
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")

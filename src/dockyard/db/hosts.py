@@ -157,8 +157,9 @@ def scheduler_view(s: Session, only: str | None = None) -> list[tuple[m.Host, Ho
     q = select(m.Host).order_by(m.Host.name)
     if only:
         q = q.where(m.Host.id == only)
-    usage, pins, at = _usage(s), _pins(s), m.now()
-    return [(r, _state(r, usage, pins, at)) for r in s.scalars(q)]
+    states = claim_view(s, only)  # one builder of host states, the one claims use
+    # a host registered between the two reads (PostgreSQL, read committed) waits a turn
+    return [(r, states[r.id]) for r in s.scalars(q) if r.id in states]
 
 
 _STATE_COLUMNS = (
@@ -235,35 +236,6 @@ def _pinned(s: Session) -> dict[str, set[int]]:
     for host_id, core in s.execute(select(m.CoreClaim.host_id, m.CoreClaim.core)):
         pinned[host_id].add(core)
     return pinned
-
-
-def _state(
-    r: m.Host,
-    usage: dict[str, tuple[float, int, int]],
-    pins: dict[str, dict[int, str]],
-    at: datetime,
-) -> HostState:
-    vcpus, mem, disk = usage.get(r.id, (0.0, 0, 0))
-    return HostState(
-        name=r.name,
-        up=is_up(r, at),
-        disabled_reason=r.disabled_reason,
-        enabled=r.enabled,
-        availability_zone=r.availability_zone,
-        cores=r.cores,
-        memory_mb=r.memory_mb,
-        disk_gb=r.disk_gb,
-        networks=tuple(r.networks),
-        vcpus_used=vcpus,
-        memory_mb_used=mem,
-        disk_gb_used=disk,
-        pinned=frozenset(pins.get(r.id, {})),
-        cpu_allocation_ratio=r.cpu_allocation_ratio,
-        ram_allocation_ratio=r.ram_allocation_ratio,
-        reserved=frozenset(r.reserved_cores),
-        reserved_memory_mb=r.reserved_memory_mb,
-        root_disk_quota=r.root_disk_quota,
-    )
 
 
 def shared_pool(s: Session, host_id: str) -> list[int]:

@@ -20,7 +20,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 
 from dockyard.lab.daemons import Dockerd, agent_cmd, healthy, server_cmd
-from dockyard.lab.procs import LabError, free_port, run, stop_proc, wait_for
+from dockyard.lab.procs import LabError, dockyard, free_port, run, stop_proc, wait_for
 
 HOST = "itest"
 
@@ -170,13 +169,7 @@ class OneHost:
         return r.json() if r.content else None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [sys.executable, "-m", "dockyard.cli.main", *args],
-            capture_output=True, text=True, env=self.env, timeout=180,
-        )  # fmt: skip
-        if check and r.returncode != 0:
-            raise LabError(f"dockyard {' '.join(args)} failed: {r.stderr}")
-        return r
+        return dockyard(*args, env=self.env, check=check, timeout=180)
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-f", "json").stdout)

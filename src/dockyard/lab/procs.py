@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -169,3 +170,17 @@ def mounts_under(path: Path) -> list[str]:
 def unmount_under(path: Path) -> None:
     for point in sorted(mounts_under(path), key=len, reverse=True):
         run("umount", "-l", point, check=False)
+
+
+def dockyard(
+    *args: str, env: dict[str, str], check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`dockyard ARGS` as a user types it (this interpreter's CLI, the given environment);
+    LabError when it fails and ``check``."""
+    r = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.main", *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )  # fmt: skip
+    if check and r.returncode != 0:
+        raise LabError(f"dockyard {' '.join(args)} failed: {r.stderr}")
+    return r

@@ -24,15 +24,23 @@ import contextlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dockyard import pki
 from dockyard.errors import DockyardError
 from dockyard.images import distribution, logins
 from dockyard.lab.procs import LabError, free_port
 
-if TYPE_CHECKING:
-    from dockyard.lab.lab import Lab
+
+class Lab(Protocol):
+    """What the registries need of a lab (lab.Lab), without importing it back."""
+
+    dir: Path
+    data: dict[str, Any]
+
+    def save(self) -> None: ...
+
+    def api(self, method: str, path: str, body: Any = None, **kw: Any) -> Any: ...
 
 CERTS_D = Path("/etc/docker/certs.d")  # where dockerd looks for a registry's CA
 
