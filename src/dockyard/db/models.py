@@ -138,6 +138,10 @@ class Image(Base):
     # pull REGISTRY/REPO@digest (their AZ's cache first); NULL: served as a tarball
     digest: Mapped[str | None] = mapped_column(String(71), default=None)
     registry_url: Mapped[str | None] = mapped_column(String(255), default=None)
+    # a snapshot: the instance it was committed from (evacuation rebuilds from the
+    # latest one) and how many layers it has (flattened before Docker's 127)
+    snapshot_of: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    layers: Mapped[int | None] = mapped_column(default=None)
 
 
 class Registry(Base):
@@ -302,3 +306,41 @@ class InstanceAction(Base):
     finish_time: Mapped[datetime | None] = mapped_column(default=None)
     result: Mapped[str | None] = mapped_column(String(16), default=None)
     message: Mapped[str | None] = mapped_column(String(1024), default=None)
+
+
+class Migration(Base):
+    """One move of an instance to another host: a cold migration or an evacuation.
+
+    The instance keeps its id, IP, MAC and hostname. ``status`` walks
+    queued -> snapshotting -> starting -> finished, or ends in error (the instance
+    is back on the source, ``reason`` says why). ``source_state`` says what became of
+    the source's container and data: kept (until the target answers, or fenced
+    after an evacuation), removed, or released (recovered and let go by an admin).
+    """
+
+    __tablename__ = "migrations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # migration | evacuation
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    source_host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    target_host_id: Mapped[str | None] = mapped_column(
+        ForeignKey("hosts.id"), default=None, index=True
+    )
+    # the source's pinned cores, given back if the move fails
+    source_cores: Mapped[list[Any]] = mapped_column(default=list)
+    source_state: Mapped[str] = mapped_column(String(16), default="kept")
+    snapshot_digest: Mapped[str | None] = mapped_column(String(71), default=None)
+    volumes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # id -> VolumeCopy
+    seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)  # stop, commit, push, ...
+    reason: Mapped[str | None] = mapped_column(String(1024), default=None)
+    user_name: Mapped[str | None] = mapped_column(String(63), default=None)
+    started_at: Mapped[datetime] = mapped_column(default=now)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)  # source stopped
+    resumed_at: Mapped[datetime | None] = mapped_column(default=None)  # running again
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    instance: Mapped[Instance] = relationship(lazy="joined")
+    source_host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[source_host_id])
+    target_host: Mapped[Host | None] = relationship(
+        lazy="joined", foreign_keys=[target_host_id]
+    )

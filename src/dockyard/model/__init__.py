@@ -20,6 +20,9 @@ from dockyard.model.agent import (
     DesiredState,
     InstanceReport,
     NetSpec,
+    SnapshotDone,
+    SnapshotOrder,
+    VolumeCopy,
 )
 from dockyard.model.base import (
     BIG,
@@ -179,6 +182,9 @@ __all__ = [
     "ServerGroupCreate",
     "ServerGroup",
     "NetSpec",
+    "SnapshotDone",
+    "SnapshotOrder",
+    "VolumeCopy",
     "DesiredInstance",
     "DesiredState",
     "InstanceReport",

@@ -27,6 +27,57 @@ class NetSpec(Schema):
     dns: list[str]
 
 
+class VolumeCopy(Schema):
+    """A named volume's data as pushed to the registry for a move: one gzip tar layer of
+    the files under the volume's data directory (owners, modes, links kept)."""
+
+    pull: str = Field(
+        max_length=512, description="HOST:PORT/REPO@sha256:... of the manifest, by digest"
+    )
+    checksum: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="sha256 over the tree (path, type, mode, owner, size, content of "
+        "every entry, sorted by path): the target recomputes it after restoring",
+    )
+
+
+class SnapshotOrder(Schema):
+    """Commit the instance's root filesystem and push it to the primary registry: a
+    snapshot, or the first half of a migration (``volumes``: push their data too).
+
+    Carried out once per ``id``: the agent remembers the ids it finished and reports
+    the same result again instead of committing twice."""
+
+    id: str = Field(max_length=36, description="the snapshot's or migration's id")
+    push_ref: str = Field(max_length=512, description="HOST:PORT/REPO:TAG to push to")
+    login: RegistryLogin | None = None
+    consistent: bool = Field(
+        default=False,
+        description="stop first, commit, then start again if the instance's power says "
+        "running (a migration's source says stopped: it stays stopped)",
+    )
+    flatten_at: int = Field(
+        default=100,
+        ge=2,
+        le=125,
+        description="an image with this many layers or more is flattened (export + "
+        "import into one layer) before the push: Docker refuses more than 127",
+    )
+    volumes: bool = Field(default=False, description="also push each named volume's data")
+
+
+class SnapshotDone(Schema):
+    id: str = Field(max_length=36, description="the order's id")
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="the pushed manifest's")
+    layers: int = Field(ge=1, le=127)
+    flattened: bool = False
+    size: int = Field(default=0, ge=0, description="bytes pushed (compressed layers)")
+    volumes: dict[str, VolumeCopy] = Field(default={}, description="volume id -> its data")
+    seconds: dict[str, float] = Field(
+        default={}, description="where the time went: stop, commit, flatten, push, volumes"
+    )
+
+
 class DesiredInstance(Schema):
     id: str
     name: str
@@ -54,7 +105,19 @@ class DesiredInstance(Schema):
     limits: Limits = Limits()
     volumes: list[VolumeAttachment]
     net: NetSpec
-    power: str = Field(description="running, stopped, or deleted")
+    power: str = Field(
+        description="running, stopped, deleted, or fenced: the instance was evacuated "
+        "and lives elsewhere now; stop its container and unplug it, keep the container, "
+        "its writable layer and its volumes (for recovery), never start it"
+    )
+    snapshot: SnapshotOrder | None = Field(
+        default=None, description="commit and push the root fs (once per order id)"
+    )
+    volume_sources: dict[str, VolumeCopy] = Field(
+        default={},
+        description="volume id -> data to restore before its first attach on this host "
+        "(a migration's target): pulled, unpacked into the new volume, checksum verified",
+    )
     task_state: TaskState | None
     power_state: PowerState
     reboot_seq: int
@@ -79,3 +142,9 @@ class InstanceReport(Schema):
     )
     error: str | None = Field(default=None, max_length=512)
     gone: bool = Field(default=False, description="the container and its plumbing are removed")
+    snapshot: SnapshotDone | None = Field(
+        default=None, description="the snapshot order this report finishes (its error: error)"
+    )
+    fenced: bool = Field(
+        default=False, description="power fenced carried out: stopped, unplugged, data kept"
+    )

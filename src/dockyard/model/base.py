@@ -168,6 +168,8 @@ class TaskState(StrEnum):
     rebooting = "rebooting"
     deleting = "deleting"
     resizing = "resizing"
+    snapshotting = "snapshotting"  # the agent commits and pushes the root fs (and volumes)
+    migrating = "migrating"  # moving to another host (cold migration or evacuation)
 
 
 class PowerState(StrEnum):
