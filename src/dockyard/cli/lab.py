@@ -40,7 +40,11 @@ def lab_up(a: argparse.Namespace) -> None:
     azs = [z for z in a.azs.split(",") if z]
     if not azs:
         raise CliError("--azs: give one or more zone names, e.g. az1,az2")
-    built = lab.up(Path(a.state_dir), a.hosts, azs, demo=not a.no_demo)
+    if a.host_down_after is not None and not 0.1 <= a.host_down_after <= 86_400:
+        raise CliError("--host-down-after: give 0.1 to 86400 seconds")
+    built = lab.up(
+        Path(a.state_dir), a.hosts, azs, demo=not a.no_demo, host_down_after=a.host_down_after
+    )
     d, first = built.dir, built.hosts[0]
     where = ", ".join(f"{h.name}/{h.az}" for h in built.hosts)
     print(f"""Lab is up: {len(built.hosts)} hosts ({where}).
@@ -91,6 +95,12 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p.add_argument("--hosts", type=int, default=3)
     p.add_argument("--azs", default="az1", help="zones, round-robin over hosts (az1,az2)")
     p.add_argument("--no-demo", action="store_true", help="skip the flavor small, image demo")
+    p.add_argument(
+        "--host-down-after",
+        type=float,
+        metavar="SECONDS",
+        help="the server's --host-down-after (default 30): how soon a stopped host is down",
+    )
     p.set_defaults(run=_lab(lab_up), offline=True)
     p = verbs.add_parser("status", parents=[state, fmt], help="the lab's hosts")
     p.set_defaults(run=_lab(lab_status), offline=True)

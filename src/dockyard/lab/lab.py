@@ -71,7 +71,8 @@ class Lab:
         proc = subprocess.Popen(
             server_cmd(self.dir / "server", f"{self.data['switch_ip']}:{self.data['port']}",
                        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
-                       "--tls-ca", str(tls.ca), *lab_registry.server_args(self.data)),
+                       "--tls-ca", str(tls.ca), *lab_registry.server_args(self.data),
+                       *self._down_after()),
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         self.data["server_pid"] = proc.pid
@@ -84,6 +85,10 @@ class Lab:
             f"export DOCKYARD_CA={self.ca}\n",
         )
         self.save()
+
+    def _down_after(self) -> list[str]:
+        after = self.data.get("host_down_after")
+        return [] if after is None else ["--host-down-after", str(after)]
 
     def _healthy(self) -> bool:
         if not alive(self.data.get("server_pid"), str(self.dir / "server")):
@@ -130,12 +135,18 @@ class Lab:
         host.extra["join"] = {"url": self.url, "token": out["token"], "ca_hash": out["ca_hash"]}
 
 
-def up(state_dir: Path, hosts: int, azs: list[str], demo: bool = True) -> Lab:
+def up(
+    state_dir: Path,
+    hosts: int,
+    azs: list[str],
+    demo: bool = True,
+    host_down_after: float | None = None,
+) -> Lab:
     """Build the lab; returns when every host is up. On a failure, what was made is
     removed again (the logs stay under ``state_dir``) and the error says where to look."""
     state_dir = state_dir.resolve()
     try:
-        return _up(state_dir, hosts, azs, demo)
+        return _up(state_dir, hosts, azs, demo, host_down_after)
     except BaseException as exc:
         if (state_dir / "lab.json").exists() and not isinstance(exc, _Refused):
             down(state_dir)
@@ -150,7 +161,9 @@ class _Refused(LabError):
     """Refused before anything was made (the state dir may hold someone's lab)."""
 
 
-def _up(state_dir: Path, hosts: int, azs: list[str], demo: bool) -> Lab:
+def _up(
+    state_dir: Path, hosts: int, azs: list[str], demo: bool, host_down_after: float | None
+) -> Lab:
     if not 1 <= hosts <= 50:
         raise _Refused(f"--hosts {hosts}: give 1 to 50")
     if os.geteuid() != 0:
@@ -164,6 +177,8 @@ def _up(state_dir: Path, hosts: int, azs: list[str], demo: bool) -> Lab:
     lab = Lab(state_dir, {**data, "switch_ip": str(mgmt[1]), "hosts": []})
     lab.data["port"] = free_port()
     lab.data["url"] = f"https://{mgmt[1]}:{lab.data['port']}"
+    if host_down_after is not None:
+        lab.data["host_down_after"] = host_down_after
     lab.save()
     wiring.make_switch(lab.data["switch"], f"{mgmt[1]}/{mgmt.prefixlen}")
     lab_registry.start(lab, azs)
