@@ -23,11 +23,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 CA_DAYS, SERVER_DAYS = 3650, 825
+RENEW_DAYS = 30  # a server certificate this close to its end is issued again at start
 
 
 class PinMismatch(ValueError):
@@ -104,14 +106,15 @@ def ensure_ca(directory: Path, name: str = "Dockyard CA") -> tuple[Path, Path]:
 
 def ensure_server_cert(directory: Path, names: list[str], stem: str = "server") -> ServerTls:
     """STEM.pem/STEM.key signed by the CA in ``directory`` for ``names`` (DNS names
-    and IP addresses); issued again when the names changed. ``stem``: one certificate
-    per service ("server" for the API, "registry" for the registries)."""
+    and IP addresses); issued again when the names changed, when it ends within
+    RENEW_DAYS, or when another CA signed it (the CA was made anew). ``stem``: one
+    certificate per service ("server" for the API, "registry" for the registries)."""
     ca_path, ca_key_path = ensure_ca(directory)
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     wanted = _alt_names(names)
-    if cert_path.exists() and key_path.exists() and _names_of(cert_path.read_bytes()) == wanted:
-        return ServerTls(ca_path, cert_path, key_path)
     ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    if cert_path.exists() and key_path.exists() and _still_good(cert_path, ca_cert, wanted):
+        return ServerTls(ca_path, cert_path, key_path)
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -168,6 +171,21 @@ def _alt_names(names: list[str]) -> set[x509.GeneralName]:
         except ValueError:
             out.add(x509.DNSName(name))
     return out
+
+
+def _still_good(
+    cert_path: Path, ca_cert: x509.Certificate, wanted: set[x509.GeneralName]
+) -> bool:
+    """The certificate names ``wanted``, is not near its end and ``ca_cert`` signed it."""
+    pem = cert_path.read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    if cert.not_valid_after_utc - datetime.now(UTC) < timedelta(days=RENEW_DAYS):
+        return False
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return _names_of(pem) == wanted
 
 
 def _names_of(pem: bytes) -> set[x509.GeneralName]:

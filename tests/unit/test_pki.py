@@ -88,3 +88,26 @@ def test_the_server_certificate_verifies_against_the_ca_for_its_names_only(tmp_p
     pki.ensure_server_cert(tmp_path / "tls", ["10.0.0.1"])
     assert tls.cert.read_bytes() != first  # new names: issued again
     ssl.create_default_context(cafile=str(tls.ca)).load_cert_chain(tls.cert, tls.key)
+
+
+def test_a_certificate_near_its_end_is_issued_again(tmp_path, monkeypatch):
+    names = ["127.0.0.1"]
+    tls = pki.ensure_server_cert(tmp_path / "tls", names)
+    first = tls.cert.read_bytes()
+    monkeypatch.setattr(pki, "RENEW_DAYS", pki.SERVER_DAYS + 1)  # as if it ended soon
+    pki.ensure_server_cert(tmp_path / "tls", names)
+    assert tls.cert.read_bytes() != first
+
+
+def test_a_certificate_of_an_earlier_ca_is_issued_again_by_the_new_one(tmp_path):
+    names = ["127.0.0.1"]
+    tls = pki.ensure_server_cert(tmp_path / "tls", names)
+    tls.ca.unlink()  # the admin made the CA anew (its key too)
+    (tmp_path / "tls" / "ca.key").unlink()
+    again = pki.ensure_server_cert(tmp_path / "tls", names)
+    out = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(again.ca), str(again.cert)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
