@@ -4,6 +4,7 @@ reachable on the lab network, and 17 refusals that name the policy."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -56,3 +57,23 @@ def test_twenty_concurrent_creates_into_an_anti_affinity_group_run_three(
         assert '"ACTIVE"' in r.stdout
         ping = ["nsenter", f"--net=/run/netns/{probe}", "ping", "-c", "2", "-W", "1", inst["ip"]]
         assert run(*ping, check=False).returncode == 0, inst["ip"]
+
+
+def test_a_soft_anti_affinity_group_with_more_members_than_hosts_spreads_them(
+    three_hosts: LabRun,
+) -> None:
+    """Seven members on three hosts: every one placed and running (a soft policy never
+    refuses), spread as far as it goes: 3, 2, 2."""
+    three_hosts.cli("server-group", "create", "cache", "--policy", "soft-anti-affinity")
+    placed = [
+        three_hosts.cli_json(
+            "server", "create", f"cache{i}", "--image", "demo", "--flavor", "small",
+            "--network", "lab", "--group", "cache", "--wait",
+        )  # fmt: skip
+        for i in range(7)
+    ]
+    assert [p["status"] for p in placed] == ["ACTIVE"] * 7
+    per_host = Counter(p["host"] for p in placed)
+    assert set(per_host) == {"lab1", "lab2", "lab3"} and sorted(per_host.values()) == [2, 2, 3]
+    members = three_hosts.cli_json("server-group", "show", "cache")["members"]
+    assert len(members) == 7
