@@ -3,8 +3,8 @@ CA's pin.
 
     dockyard up ──► ensure_ca(tls/)          ca.pem, ca.key (0600)
                ├──► ensure_server_cert(...)  server.pem, server.key (0600), for its addresses
-               └──► ensure_server_cert(..., stem="registry")  registry.pem/.key (the lab's
-                                                  registries; `up`'s stays plain HTTP on loopback)
+               └──► ensure_server_cert(..., stem="registry")  registry.pem/.key (the
+                                                  registries of `up` and of the lab)
     dockyard host add ──► ca_hash(ca.pem)    "sha256:<hex>" printed in the join command
     dockyard-agent --join ──► check_ca(pem, pin)   before it trusts anything the server says
 

@@ -37,8 +37,10 @@ def dockerd():
 class Up:
     """A `dockyard up` in the foreground, as a user runs it, and its CLI."""
 
-    def __init__(self, state: Path, docker_host: str, address: str = "127.0.0.1") -> None:
-        self.state, self.port, self.address = state, free_port(), address
+    def __init__(
+        self, state: Path, docker_host: str, address: str = "127.0.0.1", *extra: str
+    ) -> None:
+        self.state, self.port, self.address, self.extra = state, free_port(), address, extra
         self.env = {**os.environ, "DOCKER_HOST": docker_host}
         self.proc: subprocess.Popen[str] | None = None
 
@@ -59,6 +61,7 @@ class Up:
                 DEMO_BRIDGE,
                 "--demo-cidr",
                 f"{DEMO_NET}.0/24",
+                *self.extra,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -44,6 +44,12 @@ def parser(argv: list[str]) -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="skip the demo network/flavor/image")
     up.add_argument("--demo-bridge", default="dyk-demo", help="bridge of the demo network")
     up.add_argument("--demo-cidr", default="198.18.0.0/24", help="subnet of the demo network")
+    up.add_argument(
+        "--registry-http",
+        action="store_true",
+        help="run the registry on 127.0.0.1 over plain HTTP (the older all-in-one) instead "
+        "of over TLS from the cloud's CA on the API's address",
+    )
     up.set_defaults(run=None, offline=True)
     # the top level has no option that takes a value, so the first word is the noun
     wanted = NOUNS.get(next((w for w in argv if not w.startswith("-")), ""), ("", ""))[0]

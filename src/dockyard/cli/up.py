@@ -62,7 +62,10 @@ def up(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        registry_args = local_registry.start(state, a.listen)  # stopped at exit
+        host, _, port = a.listen.rpartition(":")
+        shown, names = _names(host.strip("[]"), list(getattr(a, "tls_name", None) or []))
+        registry = local_registry.where(state, shown, int(port) + 1, names, a.registry_http)
+        registry_args = local_registry.start(registry)  # stopped at exit
         children.append(
             _spawn(
                 "dockyard.api.server",
@@ -92,7 +95,10 @@ def up(a: argparse.Namespace) -> int:
                 str(state / "agent"),
                 "--host-name",
                 a.host_name or socket.gethostname(),
-                *(["--ca-file", ca] if ca else []),
+                # the CA verifies the API (https) and the registry: dockerd trusts it there
+                # through /etc/docker/certs.d (--trust-registries)
+                *(["--ca-file", str(ca_file)] if ca or not a.registry_http else []),
+                *([] if a.registry_http else ["--trust-registries"]),
                 log=state / "agent.log",
             )
         )
@@ -126,15 +132,26 @@ def _tls(state: Path, listen: str, extra: list[str]) -> tuple[str, Path, pki.Ser
     """The API's URL, the CA (made once), and a server certificate for the
     addresses the server listens on when that is beyond loopback (else None)."""
     host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
     ca, _ = pki.ensure_ca(state / "tls")
-    if _loopback(host):
+    shown, names = _names(host.strip("[]"), extra)
+    if _loopback(host.strip("[]")):
         return f"http://{listen}", ca, None
+    tls = pki.ensure_server_cert(state / "tls", names)
+    return f"https://{_bracketed(shown)}:{port}", ca, tls
+
+
+def _names(host: str, extra: list[str]) -> tuple[str, list[str]]:
+    """The address clients are told (the first of this machine's when listening on all)
+    and every name a certificate of this server needs."""
+    if _loopback(host):
+        return "127.0.0.1", list(dict.fromkeys([*extra, "127.0.0.1", "localhost"]))
     addresses = _local_addresses() if host in ("", "0.0.0.0", "::") else [host]
     names = [*addresses, *extra, socket.gethostname(), "localhost", "127.0.0.1"]
-    tls = pki.ensure_server_cert(state / "tls", list(dict.fromkeys(names)))
-    shown = addresses[0] if addresses else "127.0.0.1"
-    return f"https://{'[' + shown + ']' if ':' in shown else shown}:{port}", ca, tls
+    return (addresses[0] if addresses else "127.0.0.1"), list(dict.fromkeys(names))
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _loopback(host: str) -> bool:
