@@ -28,6 +28,7 @@ from dockyard.compute.monitor import CgroupMeter
 from dockyard.compute.plumber import HostPlumber
 from dockyard.compute.procfs import ProcView
 from dockyard.compute.volumes import LoopVolumes
+from dockyard.network import plumbing
 
 
 def _cores(p: argparse.ArgumentParser, text: str) -> list[int]:
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     _check_host_flags(p, cfg, *_host_capacity())
     if args.uplink and not Path("/sys/class/net", args.uplink).exists():
         p.error(f"--uplink {args.uplink}: no such interface on this host (see `ip link`)")
+    if args.uplink and plumbing.uplink_problem(args.uplink):
+        p.error(f"--uplink {args.uplink}: {plumbing.uplink_problem(args.uplink)}")
     cfg, ca_file = _enrol(p, args, cfg)
     registry_ca = ca_file if args.trust_registries else None
     agent = _wire(cfg, args.docker_host, args.uplink, ca_file, registry_ca)
@@ -181,12 +184,20 @@ def _enrol(
         logging.getLogger(__name__).info("joined %s as host %s", known.server, known.host)
     if args.host_name and args.host_name != known.host:
         p.error(f"--host-name {args.host_name}: this host joined as {known.host!r}")
+    if args.availability_zone and args.availability_zone != known.availability_zone:
+        p.error(
+            f"--availability-zone {args.availability_zone}: this host joined zone "
+            f"{known.availability_zone!r}, the one its join token names (the join is kept "
+            f"in {args.state_dir}); drop the flag, or "
+            f"have an admin move it (`dockyard host add {known.host} --az "
+            f"{args.availability_zone}`, then join again with that token)"
+        )
     return dataclasses.replace(
         cfg,
         server=args.server or known.server,
         token=known.token,
         host=known.host,
-        availability_zone=args.availability_zone or known.availability_zone,
+        availability_zone=known.availability_zone,
     ), args.ca_file or known.ca_file
 
 

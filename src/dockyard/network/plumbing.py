@@ -127,7 +127,33 @@ def _enslave(bridge: str, uplink: str) -> None:
             f"uplink {uplink} already carries bridge {master.resolve().name}; an untagged "
             f"uplink carries one network: give network {bridge}'s bridge another --uplink"
         )
+    problem = uplink_problem(uplink)
+    if problem:
+        raise PermanentError(f"bridge {bridge}: {problem}")
     _ip("link", "set", uplink, "master", bridge, "up")
+
+
+def uplink_problem(uplink: str) -> str | None:
+    """Why ``uplink`` must not be enslaved to a bridge, or None: a NIC that carries an
+    address of this host (eth0 with the host's IP) would lose it to the bridge, and the
+    host its connection (the address does not move to the bridge by itself)."""
+    try:
+        found = json.loads(_ip("-j", "addr", "show", "dev", uplink) or "[]")
+    except (TemporaryError, ValueError):
+        return None  # no such link: the caller says so
+    held = [
+        f"{a['local']}/{a['prefixlen']}"
+        for link in found
+        for a in link.get("addr_info", [])
+        if a.get("local") and not str(a["local"]).lower().startswith("fe80:")
+    ]
+    if not held:
+        return None
+    return (
+        f"uplink {uplink} carries this host's address {', '.join(held)}: enslaving it to a "
+        "bridge would cut the host off. Give a NIC without an address (a second NIC, or "
+        "move the address to the bridge yourself first)"
+    )
 
 
 def prepare(instance_id: str, net: NetSpec) -> None:
