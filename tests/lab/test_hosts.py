@@ -1,7 +1,8 @@
 """Host lifecycle on real lab hosts (issue 10 items 2 and 6): joins the server refuses
 (the real `dockyard-agent --join` against the lab's HTTPS server), a disabled host
 that new instances avoid, and a delete asked for while a host's agent is down that the
-returning agent carries out. One lab of two hosts in two zones (conftest's ``lab``)."""
+returning agent carries out. One lab of two hosts in two zones, whose server calls a
+host down 12 s after its agent last spoke (agents beat every 10 s)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,16 @@ import pytest
 
 from dockyard.lab.daemons import joining_agent_cmd
 from dockyard.lab.procs import wait_for
-from tests.lab.conftest import LabRun
+from tests.lab.conftest import LabRun, running_lab
 from tests.lab.test_lab import create, docker_on, probe_ping, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabRun]:
+    with running_lab("--hosts", "2", "--azs", "az1,az2", "--host-down-after", "12") as run:
+        yield run
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +147,10 @@ def test_a_delete_while_the_agent_is_down_is_carried_out_when_it_returns(lab: La
     assert ports, "the instance has no port on lab2"
     assert _files_of(lab, "lab2", doomed["id"]), "nothing of the instance under lab2's dir"
     lab.lab("host", "stop", "lab2")  # the agent only: dockerd and the instance run on
-    said = lab.cli("server", "delete", "doomed").stdout
-    assert "DELETING" in said, said
+    wait_for(lambda: lab.cli_json("host", "show", "lab2")["state"] == "down", 30, "lab2 down")
+    assert lab.cli_json("server", "show", "doomed")["power_state"] == "unknown"
+    said = lab.cli("server", "delete", "doomed", "--wait").stdout  # answers, waits not
+    assert "recorded (DELETING)" in said and "host lab2 is down" in said, said
     assert lab.cli_json("server", "show", "doomed")["status"] == "DELETING"
     time.sleep(2)  # nobody on lab2 to carry it out yet
     assert docker_on(lab, "lab2", "ps", "-q", "--filter", f"name=dy-{doomed['id']}").stdout
