@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -73,6 +74,8 @@ class Up:
     def stop(self) -> int:
         assert self.proc is not None
         stop_pid(self.proc, signal.SIGTERM)
+        # the agent trusted the registry (TLS from this cloud's CA) for dockerd there
+        shutil.rmtree(Path("/etc/docker/certs.d") / f"{self.address}:{self.port + 1}", True)
         return self.proc.returncode
 
     def _line(self, text: str) -> bool:
