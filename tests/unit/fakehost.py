@@ -20,6 +20,7 @@ from dockyard.compute.monitor import FakeMeter
 from dockyard.compute.plumber import FakePlumber
 from dockyard.compute.procfs import FakeViews
 from dockyard.compute.store import Store
+from dockyard.compute.transfer import FakeTransfer
 from dockyard.compute.volumes import FakeVolumes
 from dockyard.compute.worker import Worker
 from dockyard.model import (
@@ -62,6 +63,7 @@ class FakeHost:
     views: FakeViews = field(default_factory=FakeViews)
     meter: FakeMeter = field(default_factory=FakeMeter)
     volumes: FakeVolumes = field(default_factory=FakeVolumes)
+    transfer: FakeTransfer = field(default_factory=FakeTransfer)
     server: FakeServer = field(default_factory=lambda: FakeServer("h1"))
     clock: Clock = field(default_factory=Clock)
 
@@ -81,6 +83,7 @@ class FakeHost:
             views=self.views,
             meter=self.meter,
             volumes=self.volumes,
+            transfer=self.transfer,
         )
 
     def agent(self) -> Agent:
@@ -93,6 +96,7 @@ class FakeHost:
             views=self.views,
             meter=self.meter,
             volumes=self.volumes,
+            transfer=self.transfer,
             pool=InlineExecutor(),
             clock=self.clock,
         )

@@ -9,7 +9,8 @@ Threads:
     workers    one step per instance at a time (ThreadPoolExecutor)
 
 The host comes in through protocols (docs/architecture.md, "The agent's
-seams"): ComputeDriver, Plumber, ViewWriter, Meter, VolumeStore and Server.
+seams"): ComputeDriver, Plumber, ViewWriter, Meter, VolumeStore, Transfer (volume
+data on the move) and Server.
 The command line that wires the real ones is compute/cli.py.
 """
 
@@ -31,6 +32,7 @@ from dockyard.compute.plumber import Plumber
 from dockyard.compute.procfs import ViewWriter
 from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
+from dockyard.compute.transfer import RegistryTransfer, Transfer
 from dockyard.compute.volumes import VolumeStore
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
@@ -39,6 +41,8 @@ log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
 GUARD_SECONDS = 1.0  # ports' anti-spoofing rules are checked at most this often
 MAX_TEMPORARY_FAILURES = 5
+# steps done once per generation: the next pass waits for the server's next word
+_SETTLING = (Step.spawn, Step.destroy, Step.report, Step.snapshot, Step.fence)
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Agent:
         views: ViewWriter,
         meter: Meter,
         volumes: VolumeStore,
+        transfer: Transfer | None = None,
         pool: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -79,7 +84,14 @@ class Agent:
         self.store = Store(cfg.state_dir)
         self._observed: list[Observed] = []  # the last reconcile pass's view of dockerd
         self.worker = Worker(
-            driver, client, self.store, plumber=plumber, views=views, meter=meter, volumes=volumes
+            driver,
+            client,
+            self.store,
+            plumber=plumber,
+            views=views,
+            meter=meter,
+            volumes=volumes,
+            transfer=transfer or RegistryTransfer(),
         )
         self.monitor = LimitMonitor(self.store, client, views, meter)
         self._clock = clock
@@ -288,7 +300,7 @@ class Agent:
             self.worker.run(step, want)
             log.info("%s %s done in %.3fs", step.value, want.name, self._clock() - started)
             self._failures.pop(iid, None)
-            if step in (Step.spawn, Step.destroy, Step.report) or want.task_state is not None:
+            if step in _SETTLING or want.task_state is not None:
                 self._settled[iid] = gen
         except TemporaryError as exc:
             self._backoff(iid, step, want, exc)
@@ -313,7 +325,7 @@ class Agent:
         n = self._failures.get(iid, 0) + 1
         self._failures[iid] = n
         log.warning("%s of %s failed (%d): %s", step.value, want.name, n, exc.detail)
-        if n >= MAX_TEMPORARY_FAILURES and step == Step.spawn:
+        if n >= MAX_TEMPORARY_FAILURES and step in (Step.spawn, Step.snapshot):
             self._failures.pop(iid, None)
             try:
                 self.worker.run_failed(step, want, f"gave up after {n} tries: {exc.detail}")
@@ -333,4 +345,3 @@ def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
     if state is None or state.volumes is None:
         return None
     return [v.id for v in state.volumes]
-

@@ -27,6 +27,7 @@ from dockyard.compute.client import ServerClient
 from dockyard.compute.monitor import CgroupMeter
 from dockyard.compute.plumber import HostPlumber
 from dockyard.compute.procfs import ProcView
+from dockyard.compute.transfer import RegistryTransfer
 from dockyard.compute.volumes import LoopVolumes
 from dockyard.network import plumbing
 
@@ -220,6 +221,8 @@ def _wire(
         views=views,
         meter=CgroupMeter(views),
         volumes=LoopVolumes(cfg.state_dir / "volumes"),
+        # volume data goes to the registries over https, verified by the cloud's CA
+        transfer=RegistryTransfer(str(ca_file) if ca_file else True),
     )
 
 

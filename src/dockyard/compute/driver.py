@@ -144,3 +144,35 @@ class ComputeDriver(Protocol):
         restarted while nobody listened) is unknown, so the caller looks afresh.
         Raises TemporaryError when the stream breaks (runtime restarting)."""
         ...
+
+    # --- snapshots (compute/snapshots.py)
+
+    def commit(self, instance_id: str, ref: str) -> int:
+        """After: the local image ``ref`` (``REPO:TAG``) holds the container's root
+        filesystem (its image's layers plus one of what it wrote) and the config it runs
+        with (command, environment); returns the image's number of layers. Running
+        containers are paused for the commit. ``ref`` already there: replaced. No
+        container: PermanentError."""
+        ...
+
+    def flatten(self, ref: str) -> int:
+        """After: ``ref`` names a one-layer image of the same filesystem and the same
+        config (Cmd, Entrypoint, Env, WorkingDir, User, Labels); the many-layer image it
+        named is removed. Returns 1. Already one layer: no-op. No ``ref``: PermanentError."""
+        ...
+
+    def push(self, ref: str, login: RegistryLogin | None = None) -> str:
+        """After: the registry of ``ref`` (``HOST:PORT/REPO:TAG``) holds the local image
+        ``ref``; returns the manifest's digest (``sha256:...``). Already pushed: the same
+        digest, nothing sent again. A registry unreachable is a TemporaryError, a refusal
+        (login, quota) a PermanentError."""
+        ...
+
+    def remove_image(self, ref: str) -> None:
+        """After: no local image named ``ref`` (layers other images use are kept).
+        Already gone: no-op."""
+        ...
+
+    def layers(self, ref: str) -> int:
+        """The number of layers of the local image ``ref``; no such image: PermanentError."""
+        ...

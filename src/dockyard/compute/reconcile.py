@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from dockyard.compute.driver import ContainerSpec, Observed, resources_key
 from dockyard.compute.store import Record
-from dockyard.model import DesiredInstance, PowerState
+from dockyard.model import DesiredInstance, PowerState, TaskState
 from dockyard.network.plumbing import (
     HOST_PREFIX,
     IFB_PREFIX,
@@ -38,6 +38,8 @@ class Step(StrEnum):
     update = "update"  # limits changed (resize): apply them live
     stop = "stop"
     destroy = "destroy"  # delete requested: container, veth, files
+    snapshot = "snapshot"  # an order not carried out yet (or to report again): snapshots.py
+    fence = "fence"  # evacuated, lives elsewhere: stop, unplug, keep the data, report once
     report = "report"  # nothing to do on the host; the server's view is stale
 
 
@@ -63,6 +65,14 @@ def step_for(
     """What one instance needs, or None when host and server agree."""
     if want.power == "deleted":
         return Step.destroy
+    if want.power == "fenced":
+        running = obs is not None and obs.running
+        return Step.fence if running or host_ifname(want.id) in links or not rec.fenced else None
+    if want.snapshot is not None and (
+        want.snapshot.id != rec.snapshot_done
+        or want.task_state in (TaskState.snapshotting, TaskState.migrating)
+    ):
+        return Step.snapshot
     if want.power == "stopped":
         if obs is not None and obs.running:
             return Step.stop
@@ -125,7 +135,7 @@ def plan(
             out.steps[iid] = step
     known = set(observed) | set(records) | set(known_files)
     out.orphans = known - set(desired)
-    running = [i for i, w in desired.items() if w.power == "running"]
+    running = [i for i, w in desired.items() if w.power == "running"]  # fenced: unplugged
     wanted_links = {f(i) for i in running for f in (host_ifname, peer_ifname, ifb_ifname)}
     # only links of instances this agent knows: another agent sharing the network
     # namespace (or a test's own veths) owns the rest, and they are not ours to delete

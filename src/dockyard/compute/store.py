@@ -6,6 +6,9 @@
       instances/<id>/hosts      managed /etc/hosts, bind-mounted into the container
       instances/<id>/resolv.conf
       instances/<id>/counters.json  OOM/pids/throttle counters last reported
+      instances/<id>/snapshot.json  the report of the last snapshot order carried out
+      restoring/<volume id>     a volume being filled from a move's copy (a crash
+                                half-way: the volume is made again)
 
 With these the agent brings instances back after its own restart, a
 container restart or a dockerd restart, without asking the server.
@@ -21,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.model import DesiredInstance, DesiredState
+from dockyard.model import DesiredInstance, DesiredState, InstanceReport
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Record:
     reboot_seq: int = 0
     applied: str = ""  # driver.resources_key of the limits in force
     applied_for: str = ""  # ... for this container start (cgroup-only limits reset on restart)
+    snapshot_done: str = ""  # the last snapshot order carried out (its report: snapshot.json)
+    fenced: bool = False  # power fenced carried out and reported
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -120,6 +125,29 @@ class Store:
             saved = {"started_at": started_at, "counters": counters}
             _write(d / "counters.json", json.dumps(saved))
             self._counters[instance_id] = saved
+
+    def save_snapshot(self, instance_id: str, order_id: str, report: InstanceReport) -> None:
+        """Remember how order ``order_id`` ended, so it is reported again, never redone."""
+        d = self.files_dir(instance_id)
+        d.mkdir(exist_ok=True)
+        body = {"order": order_id, "report": report.model_dump(mode="json")}
+        _write(d / "snapshot.json", json.dumps(body))
+
+    def snapshot(self, instance_id: str, order_id: str) -> InstanceReport | None:
+        """The report of order ``order_id`` if this host finished it, else None."""
+        try:
+            body = json.loads((self.files_dir(instance_id) / "snapshot.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if body.get("order") != order_id:
+            return None
+        return InstanceReport.model_validate(body["report"])
+
+    def restoring(self, volume_id: str) -> Path:
+        """The marker of a volume being filled from a copy (exists only meanwhile)."""
+        d = self.root / "restoring"
+        d.mkdir(exist_ok=True)
+        return d / volume_id
 
     def forget(self, instance_id: str) -> None:
         """After: nothing of the instance is left on disk."""

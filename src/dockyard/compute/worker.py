@@ -16,7 +16,9 @@ from dockyard.compute.monitor import Meter
 from dockyard.compute.plumber import Plumber
 from dockyard.compute.procfs import ViewWriter
 from dockyard.compute.reconcile import Step, power_of, spec_of
+from dockyard.compute.snapshots import Snapshotter
 from dockyard.compute.store import Record, Store
+from dockyard.compute.transfer import Transfer
 from dockyard.compute.volumes import VolumeStore, sweep
 from dockyard.errors import DockyardError, PermanentError
 from dockyard.model import (
@@ -26,6 +28,7 @@ from dockyard.model import (
     PowerState,
     TaskState,
     VolumeAttachment,
+    VolumeCopy,
 )
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,12 @@ class Worker:
         views: ViewWriter,
         meter: Meter,
         volumes: VolumeStore,
+        transfer: Transfer,
     ) -> None:
         self.driver, self.client, self.store = driver, client, store
         self.plumber, self.views, self.meter, self.volumes = plumber, views, meter, volumes
+        self.transfer = transfer
+        self.snapshots = Snapshotter(driver, volumes, transfer)
 
     def run(self, step: Step, want: DesiredInstance) -> None:
         """Do ``step``. A PermanentError is reported to the user; others propagate."""
@@ -82,7 +88,9 @@ class Worker:
             time.sleep(_PAUSE_AFTER_CREATE)
         self._start(want, obs)
 
-    def _start(self, want: DesiredInstance, obs: Observed | None = None) -> None:
+    def _start(
+        self, want: DesiredInstance, obs: Observed | None = None, *, report: bool = True
+    ) -> None:
         if obs is None or not obs.running:
             self._write_files(want)  # they may have been lost with the disk
             if (
@@ -92,9 +100,9 @@ class Worker:
                 self._prepare_procview(want)
             self._attach_volumes(want)  # gone after a reboot: the mount, the loop device
             obs = self._start_and_prepare(want)
-            self._plumb(want, obs, prepared=True)
+            self._plumb(want, obs, prepared=True, report=report)
         else:
-            self._plumb(want, obs)
+            self._plumb(want, obs, report=report)
 
     def _start_and_prepare(self, want: DesiredInstance) -> Observed:
         """dockerd's start and the network's part that needs no running container (the
@@ -106,7 +114,12 @@ class Worker:
         return obs
 
     def _plumb(
-        self, want: DesiredInstance, obs: Observed | None = None, *, prepared: bool = False
+        self,
+        want: DesiredInstance,
+        obs: Observed | None = None,
+        *,
+        prepared: bool = False,
+        report: bool = True,
     ) -> None:
         obs = obs or self.driver.inspect(want.id)
         if obs is None or not obs.running:
@@ -119,8 +132,10 @@ class Worker:
             self.driver.update_resources(spec)  # cgroup-only limits reset with a restart
         rec.plumbed_for, rec.host_if = obs.started_at, host_if
         rec.applied, rec.applied_for = resources_key(spec), obs.started_at
+        rec.fenced = False  # running here again: a later fence is reported anew
         self.store.save(rec)
-        self._report(want, obs)
+        if report:
+            self._report(want, obs)
 
     def _update(self, want: DesiredInstance) -> None:
         """New limits on the running instance (a resize), without a restart."""
@@ -150,9 +165,39 @@ class Worker:
         self._plumb(want, obs)
 
     def _stop(self, want: DesiredInstance) -> None:
+        self._halt(want)
+        self._report(want, self.driver.inspect(want.id))
+
+    def _snapshot(self, want: DesiredInstance) -> None:
+        """Carry out the snapshot order once; a finished one is reported again as it was."""
+        order = want.snapshot
+        assert order is not None
+        done = self.store.snapshot(want.id, order.id)
+        if done is None:
+            done = self.snapshots.take(
+                want, stop=lambda: self._halt(want), start=lambda: self._start(want, report=False)
+            )
+            self.store.save_snapshot(want.id, order.id, done)
+            rec = self.store.record(want.id)
+            rec.snapshot_done = order.id
+            self.store.save(rec)
+        self.client.report(want.id, done)
+
+    def _halt(self, want: DesiredInstance) -> None:
         self.driver.stop(want.id)
         self.plumber.unplumb(want.id)
-        self._report(want, self.driver.inspect(want.id))
+
+    def _fence(self, want: DesiredInstance) -> None:
+        """Evacuated: it lives on another host now. Stopped and unplugged here, never
+        started; the container, its writable layer and its volumes stay for recovery
+        until the server drops it (then the orphan clean-up removes them)."""
+        self._halt(want)
+        rec = self.store.record(want.id)
+        if not rec.fenced:
+            power = power_of(self.driver.inspect(want.id))
+            self.client.report(want.id, InstanceReport(power_state=power, fenced=True))
+            rec.fenced = True
+            self.store.save(rec)
 
     def _destroy(self, want: DesiredInstance) -> None:
         self.destroy(want.id)
@@ -184,9 +229,13 @@ class Worker:
             self.destroy(want.id)  # a failed spawn leaves nothing behind
         obs = self.driver.inspect(want.id)
         task = want.task_state or (TaskState.spawning if step == Step.spawn else None)
-        self.client.report(
-            want.id, InstanceReport(power_state=power_of(obs), task_done=task, error=message)
-        )
+        report = InstanceReport(power_state=power_of(obs), task_done=task, error=message[:512])
+        if step == Step.snapshot and want.snapshot is not None:  # the order ended: not redone
+            self.store.save_snapshot(want.id, want.snapshot.id, report)
+            rec = self.store.record(want.id)
+            rec.snapshot_done = want.snapshot.id
+            self.store.save(rec)
+        self.client.report(want.id, report)
 
     def _ensure_image(self, want: DesiredInstance) -> None:
         fetch = None
@@ -235,8 +284,33 @@ class Worker:
 
     def _attach_volumes(self, want: DesiredInstance) -> None:
         for v in want.volumes:
-            if v.volume_id is not None:
+            if v.volume_id is None:
+                continue
+            source = want.volume_sources.get(v.volume_id)
+            fresh = v.volume_id not in self.volumes.present()
+            if source is not None and (fresh or self.store.restoring(v.volume_id).exists()):
+                self._restore_volume(want, v.volume_id, v.size_mb or 0, source)
+            else:
                 self.volumes.attach(v.volume_id, v.size_mb or 0)
+
+    def _restore_volume(
+        self, want: DesiredInstance, volume_id: str, size_mb: int, source: VolumeCopy
+    ) -> None:
+        """A move's target: the volume made afresh and filled from its copy before its
+        first attach here. The marker makes a crash half-way start over; a copy that does
+        not check out leaves no volume behind (and the spawn fails)."""
+        marker = self.store.restoring(volume_id)
+        marker.touch()
+        self.volumes.remove(volume_id)  # what a crash half-way left, if anything
+        try:
+            data = Path(self.volumes.attach(volume_id, size_mb))
+            self.transfer.restore_volume(source, data, want.image_pull_login)
+        except BaseException:
+            self.volumes.remove(volume_id)
+            marker.unlink(missing_ok=True)
+            raise
+        marker.unlink()
+        log.info("volume %s restored from %s", volume_id, source.pull)
 
     def sweep_volumes(
         self, desired: dict[str, DesiredInstance] | None, listed: list[str] | None

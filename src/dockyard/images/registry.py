@@ -201,6 +201,39 @@ class Registry:
         )
         return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
 
+    def fetch_layer(self, repository: str, digest: str, dest: Path) -> None:
+        """Download the one layer of the manifest ``digest`` into ``dest`` (as stored,
+        gzipped). After: ``dest`` holds exactly the blob the manifest names (its sha256
+        checked), else PermanentError and no ``dest``."""
+        r = self._call(
+            "GET", f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_V2}
+        )
+        if sha256_digest(r.content) != digest:
+            raise PermanentError(f"registry {self.url}: manifest {digest} does not match itself")
+        layers = r.json().get("layers") or []
+        if len(layers) != 1:
+            raise PermanentError(f"{repository}@{digest} has {len(layers)} layers, not one")
+        want = layers[0]["digest"]
+        if self._download(f"/v2/{repository}/blobs/{want}", dest) != want:
+            dest.unlink(missing_ok=True)
+            raise PermanentError(f"registry {self.url}: blob {want} arrived damaged")
+
+    def _download(self, url: str, dest: Path) -> str:
+        """GET ``url`` into ``dest``; the sha256 digest of what came."""
+        got = hashlib.sha256()
+        try:
+            with self._http.stream("GET", url) as body:
+                if body.status_code != 200:
+                    raise PermanentError(f"registry {self.url}: GET {url} -> {body.status_code}")
+                with dest.open("wb") as f:
+                    for chunk in body.iter_bytes(CHUNK):
+                        got.update(chunk)
+                        f.write(chunk)
+        except httpx.HTTPError as exc:
+            dest.unlink(missing_ok=True)
+            raise TemporaryError(f"registry {self.url} is unreachable: {exc}") from exc
+        return "sha256:" + got.hexdigest()
+
     def repositories(self) -> list[str]:
         """Every repository, following the catalog's pages (Distribution serves 1000 at most)."""
         out: list[str] = []

@@ -35,7 +35,7 @@ from dockyard.compute.driver import (
     Observed,
     container_name,
 )
-from dockyard.errors import PermanentError, TemporaryError
+from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model import Limits, RegistryLogin
 
 CERTS_D = Path("/etc/docker/certs.d")  # where dockerd finds each registry's CA
@@ -151,7 +151,7 @@ class DockerDriver:
             f"could not pull image {ref} ({'; '.join(failures)}); a registry over plain HTTP "
             "needs dockerd's --insecure-registry HOST:PORT, one over TLS its CA in "
             "/etc/docker/certs.d/HOST:PORT/ca.crt (the agent's --trust-registries puts it "
-            "there), and \"no basic auth credentials\" means the server was started "
+            'there), and "no basic auth credentials" means the server was started '
             "without --registry-logins"
         )
 
@@ -168,6 +168,89 @@ class DockerDriver:
             except docker.errors.APIError as exc:
                 raise PermanentError(f"dockerd refused the rootfs of {ref}: {exc}") from exc
         log.info("imported image %s", ref)
+
+    # --- snapshots
+
+    def commit(self, instance_id: str, ref: str) -> int:
+        repo, _, tag = ref.rpartition(":")
+        try:
+            self.api.commit(container_name(instance_id), repository=repo, tag=tag, pause=True)
+        except docker.errors.NotFound as exc:
+            raise PermanentError(f"no container for instance {instance_id}") from exc
+        except docker.errors.APIError as exc:
+            raise _refused("commit", exc) from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
+        return self.layers(ref)
+
+    def flatten(self, ref: str) -> int:
+        """A container made (never started) from ``ref`` is exported and its tar streamed
+        into an import with the image's config: one layer, the same files."""
+        old = self._image(ref)
+        if len(old["RootFS"]["Layers"]) == 1:
+            return 1
+        repo, _, tag = ref.rpartition(":")
+        name = f"dy-flatten-{os.urandom(6).hex()}"
+        try:
+            self.api.create_container(ref, name=name, command=["/flatten"], network_disabled=True)
+            stream = self.api.export(name)
+            self.api.import_image_from_data(stream, repo, tag, _changes(old["Config"] or {}))
+            self.api.remove_image(old["Id"], force=True)
+        except docker.errors.APIError as exc:
+            raise _refused("flatten", exc) from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
+        finally:
+            self._remove_quietly(name)
+        return self.layers(ref)
+
+    def push(self, ref: str, login: RegistryLogin | None = None) -> str:
+        if self._registry_ca is not None:
+            trust_registry(CERTS_D, self._registry_ca, ref)
+        repo, _, tag = ref.rpartition(":")
+        auth = {"username": login.username, "password": login.password} if login else None
+        digest = None
+        try:
+            for line in self.api.push(repo, tag, stream=True, decode=True, auth_config=auth):
+                if "error" in line:
+                    raise _push_failed(ref, str(line["error"]))
+                digest = (line.get("aux") or {}).get("Digest") or digest
+        except docker.errors.APIError as exc:
+            raise _push_failed(ref, str(exc.explanation or exc)) from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
+        if digest is None:
+            raise TemporaryError(f"dockerd pushed {ref} but named no digest; will retry")
+        log.info("pushed %s as %s", ref, digest)
+        return str(digest)
+
+    def remove_image(self, ref: str) -> None:
+        self._images.discard(ref)
+        try:
+            self.api.remove_image(ref)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            raise TemporaryError(f"dockerd could not remove image {ref}: {exc}") from exc
+        except _CONN as exc:
+            raise _down(exc) from exc
+
+    def layers(self, ref: str) -> int:
+        return len(self._image(ref)["RootFS"]["Layers"])
+
+    def _image(self, ref: str) -> dict[str, Any]:
+        try:
+            return dict(self.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+        except docker.errors.ImageNotFound as exc:
+            raise PermanentError(f"no image {ref} on this host") from exc
+        except (_CONN, docker.errors.APIError) as exc:
+            raise _down(exc) from exc
+
+    def _remove_quietly(self, name: str) -> None:
+        try:
+            self.api.remove_container(name, force=True, v=True)
+        except (_CONN, docker.errors.APIError):
+            log.warning("could not remove the flattening container %s", name)
 
     # --- containers
 
@@ -404,6 +487,37 @@ class DockerDriver:
             except (_CONN, docker.errors.APIError) as exc:
                 raise _down(exc) from exc
         return self._data_root
+
+
+def _refused(what: str, exc: docker.errors.APIError) -> DockyardError:
+    if exc.status_code and exc.status_code >= 500:
+        return TemporaryError(f"dockerd could not {what} the image: {exc}")
+    return PermanentError(f"dockerd refused to {what} the image: {exc.explanation}")
+
+
+def _push_failed(ref: str, message: str) -> DockyardError:
+    """Refusals (a login, a name) stay refused; the rest (a registry away) may pass later."""
+    lowered = message.lower()
+    if any(w in lowered for w in ("denied", "unauthorized", "authentication", "invalid")):
+        return PermanentError(f"the registry refused the push of {ref}: {message}")
+    return TemporaryError(f"could not push {ref}: {message}")
+
+
+def _changes(config: dict[str, Any]) -> list[str]:
+    """Dockerfile instructions that give an imported image ``config`` (what commit kept)."""
+    out = [
+        f"ENV {k}={json.dumps(v, ensure_ascii=False)}"
+        for k, _, v in (e.partition("=") for e in config.get("Env") or [])
+    ]
+    for key, word in (("Cmd", "CMD"), ("Entrypoint", "ENTRYPOINT")):
+        if config.get(key):
+            out.append(f"{word} {json.dumps(config[key])}")
+    for key, word in (("WorkingDir", "WORKDIR"), ("User", "USER"), ("StopSignal", "STOPSIGNAL")):
+        if config.get(key):
+            out.append(f"{word} {config[key]}")
+    labels = (config.get("Labels") or {}).items()
+    out += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels]
+    return out
 
 
 def _prjquota(path: str) -> bool:

@@ -6,6 +6,7 @@ makes the next call of a method raise the given error.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import queue
 import threading
@@ -30,6 +31,8 @@ class FakeDriver:
         self.host = host
         self._info = HostInfo(cores=cores, memory_mb=memory_mb, disk_gb=100, runtime_version="fake")
         self.images: set[str] = set()
+        self.layer_counts: dict[str, int] = {}  # image ref -> layers (1 when not set)
+        self.registry: dict[str, str] = {}  # pushed ref -> digest
         self.pulled: list[str] = []  # the first source of each pull, in order
         self.pull_logins: list[RegistryLogin | None] = []  # the login of each pull
         self.containers: dict[str, _Container] = {}
@@ -129,6 +132,40 @@ class FakeDriver:
     def list(self) -> list[Observed]:
         self._enter("list")
         return [c.obs for c in list(self.containers.values())]
+
+    def commit(self, instance_id: str, ref: str) -> int:
+        self._enter("commit")
+        c = self.containers.get(instance_id)
+        if c is None:
+            raise PermanentError(f"no container for instance {instance_id}")
+        self.images.add(ref)
+        self.layer_counts[ref] = self.layer_counts.get(c.spec.image_ref, 1) + 1
+        return self.layer_counts[ref]
+
+    def flatten(self, ref: str) -> int:
+        self._enter("flatten")
+        if ref not in self.images:
+            raise PermanentError(f"no image {ref} on this host")
+        self.layer_counts[ref] = 1
+        return 1
+
+    def push(self, ref: str, login: RegistryLogin | None = None) -> str:
+        self._enter("push")
+        if ref not in self.images:
+            raise PermanentError(f"no image {ref} on this host")
+        digest = "sha256:" + hashlib.sha256(f"{ref}|{self.layers(ref)}".encode()).hexdigest()
+        self.registry[ref] = digest
+        return digest
+
+    def remove_image(self, ref: str) -> None:
+        self._enter("remove_image")
+        self.images.discard(ref)
+        self.layer_counts.pop(ref, None)
+
+    def layers(self, ref: str) -> int:
+        if ref not in self.images:
+            raise PermanentError(f"no image {ref} on this host")
+        return self.layer_counts.get(ref, 1)
 
     def events(self, stop: Event) -> Iterator[str]:
         yield ""  # subscribed

@@ -1,0 +1,182 @@
+"""Named volumes' data on the move: one tar layer in the registry, checked by a tree sum.
+
+    source host                                   target host
+    volume's data dir ──tree_checksum──┐          VolumeCopy(pull, checksum)
+          └──pack (tar)──gzip──push────┴─► registry ──fetch_layer──► unpack ──┐
+                                             REPO-volumes/<volume id>@sha256  │
+                                                   tree_checksum == checksum ◄┘
+                                                   else PermanentError
+
+The checksum is a sha256 over every entry under the data directory, sorted by
+path: its path, type, mode, owner, size and content (a link: its target). The
+target computes it again over what it unpacked, so owners, modes, links and
+bytes are all proven to have arrived. Unpacking refuses members that would
+land outside the volume (absolute names, ``..``, a path through a symlink).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from dockyard.errors import PermanentError
+from dockyard.images.registry import CHUNK, Registry
+from dockyard.model import RegistryLogin, VolumeCopy
+
+
+class Transfer(Protocol):
+    def push_volume(
+        self, data_dir: Path, repository_ref: str, tag: str, login: RegistryLogin | None
+    ) -> VolumeCopy:
+        """Before: ``data_dir`` holds the volume's files and nothing writes to them. After:
+        ``repository_ref`` (``HOST:PORT/REPO``) holds a one-layer image of them tagged
+        ``tag``; the copy names it by digest, with the tree's checksum. Pushed already:
+        the same digest, nothing sent again."""
+        ...
+
+    def restore_volume(self, copy: VolumeCopy, data_dir: Path, login: RegistryLogin | None) -> None:
+        """Before: ``data_dir`` is a fresh volume's empty data directory. After: it holds
+        the copy's files with their owners, modes and links, and their checksum is the
+        copy's; else PermanentError, with ``data_dir`` holding part of it (the caller
+        removes the volume). A registry away is a TemporaryError."""
+        ...
+
+
+def tree_checksum(root: Path) -> str:
+    """``sha256:...`` over (path, type, mode, owner, size, content) of every entry."""
+    total = hashlib.sha256()
+    for rel in _entries(root):
+        total.update(_line(root, rel))
+    return "sha256:" + total.hexdigest()
+
+
+def _entries(root: Path) -> list[str]:
+    out = ["."]
+    for top, dirs, files in os.walk(root):  # symlinks to directories are not followed
+        base = os.path.relpath(top, root)
+        out += [os.path.normpath(os.path.join(base, n)) for n in dirs + files]
+    return sorted(out)
+
+
+def _line(root: Path, rel: str) -> bytes:
+    path = root / rel
+    st = os.lstat(path)
+    kind, size, content = "o", 0, str(st.st_rdev)
+    if stat.S_ISDIR(st.st_mode):
+        kind, content = "d", ""
+    elif stat.S_ISLNK(st.st_mode):
+        kind, content = "l", os.readlink(path)
+    elif stat.S_ISREG(st.st_mode):
+        kind, size, content = "f", st.st_size, _file_sha256(path)
+    mode = stat.S_IMODE(st.st_mode) if kind != "l" else 0o777
+    fields = (rel, kind, f"{mode:o}", str(st.st_uid), str(st.st_gid), str(size), content)
+    return ("\0".join(fields) + "\n").encode("utf-8", "surrogateescape")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pack(root: Path, dest: Path) -> None:
+    """A tar of everything under ``root`` (numeric owners, modes, links, hard links)."""
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in _entries(root):
+            tar.add(root / rel, arcname=rel, recursive=False)
+
+
+def unpack(archive: Path, root: Path) -> None:
+    """Everything in ``archive`` into ``root``, owners and modes as they were."""
+
+    def inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        name = PurePosixPath(member.name)
+        target = PurePosixPath(member.linkname) if member.islnk() else PurePosixPath(".")
+        for p in (name, target):
+            if p.is_absolute() or ".." in p.parts:
+                raise PermanentError(f"the volume copy holds {member.name!r}: outside the volume")
+        for p in (name, target):
+            parent = os.path.realpath(os.path.join(dest, os.path.dirname(p)))
+            if parent != dest and not parent.startswith(dest + "/"):
+                raise PermanentError(f"the volume copy goes through a link at {member.name!r}")
+        return member
+
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(os.path.realpath(root), numeric_owner=True, filter=inside)
+
+
+def _split(ref: str) -> tuple[str, str]:
+    """``HOST:PORT/REPO[@sha256:...]`` -> (``HOST:PORT``, ``REPO[@...]``)."""
+    host, _, rest = ref.partition("/")
+    if not rest:
+        raise PermanentError(f"{ref!r} names no repository (HOST:PORT/REPO)")
+    return host, rest
+
+
+class RegistryTransfer:
+    """The real one: HTTPS to the registries (``verify``: the cloud's CA, or True)."""
+
+    def __init__(self, verify: bool | str = True) -> None:
+        self.verify = verify
+
+    def _registry(self, host: str, login: RegistryLogin | None) -> Registry:
+        auth = (login.username, login.password) if login else None
+        return Registry(f"https://{host}", auth=auth, verify=self.verify, timeout=300)
+
+    def push_volume(
+        self, data_dir: Path, repository_ref: str, tag: str, login: RegistryLogin | None
+    ) -> VolumeCopy:
+        host, repository = _split(repository_ref)
+        checksum = tree_checksum(data_dir)
+        with tempfile.TemporaryDirectory(prefix="dockyard-volume-") as tmp:
+            archive = Path(tmp) / "volume.tar"
+            pack(data_dir, archive)
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with self._registry(host, login) as reg:
+                pushed = reg.push_rootfs(repository, tag, archive, None, created)
+        return VolumeCopy(pull=f"{host}/{repository}@{pushed.digest}", checksum=checksum)
+
+    def restore_volume(self, copy: VolumeCopy, data_dir: Path, login: RegistryLogin | None) -> None:
+        host, rest = _split(copy.pull)
+        repository, _, digest = rest.partition("@")
+        with tempfile.TemporaryDirectory(prefix="dockyard-volume-") as tmp:
+            archive = Path(tmp) / "volume.tar.gz"
+            with self._registry(host, login) as reg:
+                reg.fetch_layer(repository, digest, archive)
+            unpack(archive, data_dir)
+        got = tree_checksum(data_dir)
+        if got != copy.checksum:
+            raise PermanentError(
+                f"the volume's data from {copy.pull} does not match its checksum "
+                f"({got} != {copy.checksum}): refused; migrate again"
+            )
+
+
+class FakeTransfer:
+    """In memory, for unit tests: ``bad`` makes restores of those pulls mismatch."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, VolumeCopy] = {}  # data dir -> its copy
+        self.restored: list[tuple[str, str]] = []  # (pull, data dir)
+        self.bad: set[str] = set()
+
+    def push_volume(
+        self, data_dir: Path, repository_ref: str, tag: str, login: RegistryLogin | None
+    ) -> VolumeCopy:
+        digest = hashlib.sha256(f"{data_dir}|{tag}".encode()).hexdigest()
+        copy = VolumeCopy(pull=f"{repository_ref}@sha256:{digest}", checksum=f"sha256:{digest}")
+        self.pushed[str(data_dir)] = copy
+        return copy
+
+    def restore_volume(self, copy: VolumeCopy, data_dir: Path, login: RegistryLogin | None) -> None:
+        self.restored.append((copy.pull, str(data_dir)))
+        if copy.pull in self.bad:
+            raise PermanentError(f"the volume's data from {copy.pull} does not match")
