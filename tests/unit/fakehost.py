@@ -29,7 +29,10 @@ from dockyard.model import (
     Limits,
     NetSpec,
     PowerState,
+    SnapshotOrder,
     TaskState,
+    VolumeAttachment,
+    VolumeCopy,
 )
 
 IMAGE = "busybox:fake"
@@ -120,6 +123,9 @@ def instance(
     memory_mb: int = 64,
     limits: Limits | None = None,
     last_octet: int = 5,
+    volumes: list[VolumeAttachment] | None = None,
+    snapshot: SnapshotOrder | None = None,
+    volume_sources: dict[str, VolumeCopy] | None = None,
 ) -> DesiredInstance:
     net = NetSpec(
         bridge="dyt-unit",
@@ -146,7 +152,9 @@ def instance(
         cpuset=[],
         pids_limit=100,
         limits=limits or Limits(),
-        volumes=[],
+        volumes=volumes or [],
+        snapshot=snapshot,
+        volume_sources=volume_sources or {},
         net=net,
         power=power,
         task_state=task,

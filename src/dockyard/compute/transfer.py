@@ -21,13 +21,14 @@ import os
 import stat
 import tarfile
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from dockyard.errors import PermanentError
 from dockyard.images.registry import CHUNK, Registry
 from dockyard.model import RegistryLogin, VolumeCopy
+
+_CREATED = "1970-01-01T00:00:00Z"
 
 
 class Transfer(Protocol):
@@ -139,9 +140,8 @@ class RegistryTransfer:
         with tempfile.TemporaryDirectory(prefix="dockyard-volume-") as tmp:
             archive = Path(tmp) / "volume.tar"
             pack(data_dir, archive)
-            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            with self._registry(host, login) as reg:
-                pushed = reg.push_rootfs(repository, tag, archive, None, created)
+            with self._registry(host, login) as reg:  # a fixed time: same data, same digest
+                pushed = reg.push_rootfs(repository, tag, archive, None, _CREATED)
         return VolumeCopy(pull=f"{host}/{repository}@{pushed.digest}", checksum=checksum)
 
     def restore_volume(self, copy: VolumeCopy, data_dir: Path, login: RegistryLogin | None) -> None:
