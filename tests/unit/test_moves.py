@@ -273,3 +273,38 @@ def test_a_fenced_instance_the_server_drops_is_removed_as_an_orphan(host):
     _pass(agent, host)
 
     assert host.driver.inspect(iid) is None and host.files_left(iid) == []
+
+
+# --- a host back from the dead
+
+
+def test_a_host_away_longer_than_the_server_waits_starts_nothing_from_its_cache(host):
+    """The server may have evacuated its instances meanwhile: until it answers, the
+    cached "running" is not believed; its answer (fenced) is."""
+    iid = new_id()
+    host.server.publish(instance(iid))
+    _pass(host.agent(), host)
+    host.driver.stop(iid)  # the host died: its containers stopped, its veths gone
+    host.plumber.unplumb(iid)
+    contact = host.state_dir / "contact"
+    contact.write_text(f"{float(contact.read_text()) - 3600}\n")  # an hour ago
+
+    back = host.agent()
+    back.reconcile_once()
+    assert not host.driver.inspect(iid).running and host.plumber.links() == set()
+
+    host.server.publish(instance(iid, power="fenced", task=None))
+    _pass(back, host)
+    assert not host.driver.inspect(iid).running
+    assert host.server.reports_of(iid)[-1].fenced
+
+
+def test_an_agent_restarted_soon_after_its_last_answer_works_from_its_cache(host):
+    iid = new_id()
+    host.server.publish(instance(iid))
+    _pass(host.agent(), host)
+    host.driver.stop(iid)
+
+    host.agent().reconcile_once()  # the server is unreachable, but was there just now
+
+    assert host.driver.inspect(iid).running

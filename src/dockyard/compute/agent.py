@@ -41,6 +41,11 @@ log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
 GUARD_SECONDS = 1.0  # ports' anti-spoofing rules are checked at most this often
 MAX_TEMPORARY_FAILURES = 5
+# The server declares a host down after 30 s without a heartbeat (db/session.py's
+# HOST_DOWN_AFTER, its --host-down-after) and may then evacuate its instances: an agent
+# away longer must not start anything from its cached desired state, which may name
+# instances that now run elsewhere (fenced), before the server has answered again.
+CACHE_TRUSTED_FOR = 30.0
 # steps done once per generation: the next pass waits for the server's next word
 _SETTLING = (Step.spawn, Step.destroy, Step.report, Step.snapshot, Step.fence)
 
@@ -60,6 +65,7 @@ class AgentConfig:
     cpu_allocation_ratio: float = 16.0
     ram_allocation_ratio: float = 1.0
     workers: int = 16
+    cache_trusted_for: float = CACHE_TRUSTED_FOR  # seconds since the server's last answer
 
 
 class Agent:
@@ -79,6 +85,7 @@ class Agent:
         transfer: Transfer | None = None,
         pool: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.cfg, self.driver, self.client, self.plumber = cfg, driver, client, plumber
         self.store = Store(cfg.state_dir)
@@ -94,8 +101,8 @@ class Agent:
             transfer=transfer or RegistryTransfer(),
         )
         self.monitor = LimitMonitor(self.store, client, views, meter)
-        self._clock = clock
-        cached = self.store.load_desired()
+        self._clock, self._wall = clock, wall
+        cached = self._trusted_cache()
         self.desired = {i.id: i for i in cached.instances} if cached else None
         self.generation = cached.generation if cached else -1
         self.host_volumes = _volume_ids(cached)  # the server's list of this host's volumes
@@ -108,6 +115,22 @@ class Agent:
         self._lock = threading.Lock()
         self.labels = dict(cfg.labels)
         self._pool = pool or ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
+
+    def _trusted_cache(self) -> model.DesiredState | None:
+        """The cached desired state, if the server answered recently enough that it
+        cannot have evacuated this host's instances meanwhile (CACHE_TRUSTED_FOR)."""
+        cached = self.store.load_desired()
+        heard = self.store.last_contact()
+        if cached is None or (
+            heard is not None and self._wall() - heard <= self.cfg.cache_trusted_for
+        ):
+            return cached
+        log.warning(
+            "the server last answered %s; its cached desired state may name instances "
+            "evacuated meanwhile: nothing is started or removed until it answers",
+            "never" if heard is None else f"{self._wall() - heard:.0f}s ago",
+        )
+        return None
 
     # --- lifecycle
 
@@ -181,6 +204,7 @@ class Agent:
 
     def receive(self, state: model.DesiredState) -> None:
         """Take the server's desired state: cached on disk, the next pass works on it."""
+        self.store.heard_from_server(self._wall())
         if state.generation == self.generation:
             return
         self.store.save_desired(state)
@@ -194,6 +218,7 @@ class Agent:
         while not self.stop_event.wait(RESYNC_SECONDS):
             try:
                 self.client.heartbeat()
+                self.store.heard_from_server(self._wall())
             except PermanentError as exc:
                 if exc.extra.get("status") == 404:
                     self._retry_forever(self.register)

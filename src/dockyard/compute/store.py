@@ -2,6 +2,7 @@
 
     STATE_DIR/
       desired.json              last desired state from the server (works offline)
+      contact                   when the server last answered (wall clock, seconds)
       instances/<id>.json       Record: start time plumbed for, host veth, reboot seq
       instances/<id>/hosts      managed /etc/hosts, bind-mounted into the container
       instances/<id>/resolv.conf
@@ -64,6 +65,16 @@ class Store:
         if not path.exists():
             return None
         return DesiredState.model_validate_json(path.read_text())
+
+    def heard_from_server(self, now: float) -> None:
+        _write(self.root / "contact", f"{now:.3f}\n")
+
+    def last_contact(self) -> float | None:
+        """When the server last answered (``heard_from_server``); None if never."""
+        try:
+            return float((self.root / "contact").read_text())
+        except (OSError, ValueError):
+            return None
 
     def records(self) -> dict[str, Record]:
         out = {}
