@@ -64,7 +64,7 @@ def test_a_snapshot_of_a_running_instance_leaves_it_running_and_reports_the_dige
         None,
     )
     assert rep.snapshot.id == "s1" and rep.snapshot.digest == host.driver.registry[REF]
-    assert (rep.snapshot.layers, rep.snapshot.flattened) == (2, False)
+    assert (rep.snapshot.layers, rep.snapshot.flattened, rep.snapshot.size) == (2, False, 1234)
     assert {"commit", "push"} <= set(rep.snapshot.seconds)
     assert REF not in host.driver.images  # nothing of the snapshot left on the host
 

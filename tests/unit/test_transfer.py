@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from dockyard.compute.transfer import pack, tree_checksum, unpack
+from dockyard.compute.transfer import RegistryTransfer, pack, tree_checksum, unpack
 from dockyard.errors import PermanentError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners need root")
@@ -100,3 +100,12 @@ def test_unpacking_refuses_members_that_land_outside_the_volume(tmp_path, member
     with pytest.raises(PermanentError, match="outside the volume|through a link"):
         unpack(_tar_with(tmp_path, *members), dest)
     assert not (tmp_path / "escaped").exists()
+
+
+def test_a_registry_is_trusted_as_dockerd_trusts_it(tmp_path):
+    (tmp_path / "reg.example:5000").mkdir()
+    (tmp_path / "reg.example:5000" / "ca.crt").write_text("x")
+    t = RegistryTransfer(verify="/cloud/ca.pem", certs_d=tmp_path)
+    assert t._verify("reg.example:5000") == str(tmp_path / "reg.example:5000" / "ca.crt")
+    assert t._verify("127.0.0.1:5000") is False and t._verify("[::1]:5000") is False
+    assert t._verify("198.18.0.1:5000") == "/cloud/ca.pem"

@@ -30,7 +30,7 @@ from dockyard.compute.driver import ComputeDriver
 from dockyard.compute.reconcile import power_of
 from dockyard.compute.transfer import Transfer
 from dockyard.compute.volumes import VolumeStore
-from dockyard.errors import PermanentError
+from dockyard.errors import DockyardError, PermanentError
 from dockyard.model import DesiredInstance, InstanceReport, SnapshotDone, SnapshotOrder, VolumeCopy
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,28 @@ class Snapshotter:
                 digest = self.driver.push(order.push_ref, order.login)
         finally:
             self._remove_image(order.push_ref)
+        size = self._stored_size(f"{split_ref(order.push_ref)[0]}@{digest}", order)
         copies = {}
         if order.volumes:
             with self._timed(seconds, "volumes"):
                 copies = self._push_volumes(want, order)
         log.info("snapshot %s of %s: %s, %d layers", order.id, want.name, digest, layers)
         return SnapshotDone(
-            id=order.id, digest=digest, layers=layers, flattened=flattened, volumes=copies
+            id=order.id,
+            digest=digest,
+            layers=layers,
+            flattened=flattened,
+            size=size,
+            volumes=copies,
         )
+
+    def _stored_size(self, pull: str, order: SnapshotOrder) -> int:
+        """For the report only: a registry that will not say is no failure."""
+        try:
+            return self.transfer.stored_size(pull, order.login)
+        except DockyardError as exc:
+            log.info("could not learn the stored size of %s: %s", pull, exc.detail)
+            return 0
 
     def _push_volumes(self, want: DesiredInstance, order: SnapshotOrder) -> dict[str, VolumeCopy]:
         out = {}

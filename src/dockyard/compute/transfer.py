@@ -17,6 +17,7 @@ land outside the volume (absolute names, ``..``, a path through a symlink).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import stat
 import tarfile
@@ -29,6 +30,7 @@ from dockyard.images.registry import CHUNK, Registry
 from dockyard.model import RegistryLogin, VolumeCopy
 
 _CREATED = "1970-01-01T00:00:00Z"
+CERTS_D = Path("/etc/docker/certs.d")  # where dockerd (and so this) finds each registry's CA
 
 
 class Transfer(Protocol):
@@ -46,6 +48,11 @@ class Transfer(Protocol):
         the copy's files with their owners, modes and links, and their checksum is the
         copy's; else PermanentError, with ``data_dir`` holding part of it (the caller
         removes the volume). A registry away is a TemporaryError."""
+        ...
+
+    def stored_size(self, pull: str, login: RegistryLogin | None) -> int:
+        """Bytes the registry stores for the image ``HOST:PORT/REPO@sha256:...`` (config
+        and compressed layers); 0 when it has no such manifest."""
         ...
 
 
@@ -123,14 +130,35 @@ def _split(ref: str) -> tuple[str, str]:
 
 
 class RegistryTransfer:
-    """The real one: HTTPS to the registries (``verify``: the cloud's CA, or True)."""
+    """The real one: HTTPS to the registries, trusting what this host's dockerd trusts
+    for pulls: ``certs_d/HOST:PORT/ca.crt`` when there is one, no verification on
+    loopback (dockerd's own default for 127.0.0.0/8), else ``verify`` (the cloud's CA)."""
 
-    def __init__(self, verify: bool | str = True) -> None:
-        self.verify = verify
+    def __init__(self, verify: bool | str = True, certs_d: Path = CERTS_D) -> None:
+        self.verify, self.certs_d = verify, certs_d
 
     def _registry(self, host: str, login: RegistryLogin | None) -> Registry:
         auth = (login.username, login.password) if login else None
-        return Registry(f"https://{host}", auth=auth, verify=self.verify, timeout=300)
+        return Registry(f"https://{host}", auth=auth, verify=self._verify(host), timeout=300)
+
+    def _verify(self, host: str) -> bool | str:
+        ca = self.certs_d / host / "ca.crt"
+        if ca.exists():
+            return str(ca)
+        name = host.rpartition(":")[0].strip("[]") if ":" in host else host
+        try:
+            if ipaddress.ip_address(name).is_loopback:
+                return False
+        except ValueError:
+            pass
+        return self.verify
+
+    def stored_size(self, pull: str, login: RegistryLogin | None) -> int:
+        host, rest = _split(pull)
+        repository, _, digest = rest.partition("@")
+        with self._registry(host, login) as reg:
+            found = reg.describe(repository, digest)
+        return found.size if found else 0
 
     def push_volume(
         self, data_dir: Path, repository_ref: str, tag: str, login: RegistryLogin | None
@@ -180,3 +208,6 @@ class FakeTransfer:
         self.restored.append((copy.pull, str(data_dir)))
         if copy.pull in self.bad:
             raise PermanentError(f"the volume's data from {copy.pull} does not match")
+
+    def stored_size(self, pull: str, login: RegistryLogin | None) -> int:
+        return 1234
