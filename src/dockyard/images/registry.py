@@ -98,14 +98,15 @@ def pull_ref(url: str, repository: str, digest: str) -> str:
     return f"{urlsplit(url).netloc}/{repository}@{digest}"
 
 
-def compress_layer(rootfs: Path, dest: Path) -> tuple[Blob, str]:
+def compress_layer(rootfs: Path, dest: Path, level: int = 6) -> tuple[Blob, str]:
     """Gzip ``rootfs`` into ``dest``; the layer blob and the diff_id (sha256 of the tar).
 
     gzip's header carries no name and no time, so one tar always gives one digest
-    and a second push finds the blob already there."""
+    and a second push finds the blob already there. ``level`` 0 stores without
+    compressing (still gzip, as pulls expect)."""
     plain = hashlib.sha256()
     with rootfs.open("rb") as src, dest.open("wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level) as gz:
             while chunk := src.read(CHUNK):
                 plain.update(chunk)
                 gz.write(chunk)
@@ -142,12 +143,19 @@ class Registry:
     # --- pushing
 
     def push_rootfs(
-        self, repository: str, tag: str, rootfs: Path, cmd: list[str] | None, created: str
+        self,
+        repository: str,
+        tag: str,
+        rootfs: Path,
+        cmd: list[str] | None,
+        created: str,
+        level: int = 6,
     ) -> Pushed:
-        """After: ``REPO:TAG`` names a one-layer image of ``rootfs``; its digest returned."""
+        """After: ``REPO:TAG`` names a one-layer image of ``rootfs`` (gzip ``level``);
+        its digest returned."""
         with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
             gz = Path(tmp) / "layer.tar.gz"
-            layer, diff_id = compress_layer(rootfs, gz)
+            layer, diff_id = compress_layer(rootfs, gz, level)
             self._push_blob_file(repository, layer, gz)
         config = image_config(diff_id, cmd, created, architecture())
         config_blob = Blob(sha256_digest(config), len(config))

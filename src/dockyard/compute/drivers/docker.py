@@ -10,6 +10,7 @@ whenever the event stream breaks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -201,7 +202,8 @@ class DockerDriver:
         except _CONN as exc:
             raise _down(exc) from exc
         finally:
-            self._remove_quietly(name)
+            with contextlib.suppress(_CONN, docker.errors.APIError):
+                self.api.remove_container(name, force=True, v=True)
         return self.layers(ref)
 
     def push(self, ref: str, login: RegistryLogin | None = None) -> str:
@@ -245,12 +247,6 @@ class DockerDriver:
             raise PermanentError(f"no image {ref} on this host") from exc
         except (_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
-
-    def _remove_quietly(self, name: str) -> None:
-        try:
-            self.api.remove_container(name, force=True, v=True)
-        except (_CONN, docker.errors.APIError):
-            log.warning("could not remove the flattening container %s", name)
 
     # --- containers
 
