@@ -45,6 +45,7 @@ MAX_TEMPORARY_FAILURES = 5
 # HOST_DOWN_AFTER, its --host-down-after) and may then evacuate its instances: an agent
 # away longer must not start anything from its cached desired state, which may name
 # instances that now run elsewhere (fenced), before the server has answered again.
+# dockyard-agent --host-down-after sets it to match a server started with another value.
 CACHE_TRUSTED_FOR = 30.0
 # steps done once per generation: the next pass waits for the server's next word
 _SETTLING = (Step.spawn, Step.destroy, Step.report, Step.snapshot, Step.fence)

@@ -22,7 +22,7 @@ import pydantic
 from dockyard import logs, model
 from dockyard.compute import agent as agent_module
 from dockyard.compute import join
-from dockyard.compute.agent import Agent, AgentConfig
+from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
 from dockyard.compute.client import ServerClient
 from dockyard.compute.monitor import CgroupMeter
 from dockyard.compute.plumber import HostPlumber
@@ -144,11 +144,22 @@ def _parser() -> argparse.ArgumentParser:
         "(DOCKER-USER or FORWARD) in case br_netfilter sends it there; leave: add no rule "
         "(docs/architecture.md)",
     )
+    p.add_argument(
+        "--host-down-after",
+        type=float,
+        default=CACHE_TRUSTED_FOR,
+        metavar="SECONDS",
+        help="the server's --host-down-after (default 30): an agent that has not heard "
+        "from the server for longer starts nothing from its cached desired state until "
+        "the server answers (its instances may have been evacuated meanwhile)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
 
 def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig:
+    if not 0.1 <= args.host_down_after <= 86_400:
+        p.error("--host-down-after: give 0.1 to 86400 seconds, as the server's")
     return AgentConfig(
         server=args.server or "http://127.0.0.1:8787",
         token=args.token_file.read_text().strip() if args.token_file else "",
@@ -162,6 +173,7 @@ def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig
         reserved_memory_mb=args.reserved_memory_mb,
         cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio,
+        cache_trusted_for=args.host_down_after,
     )
 
 
