@@ -172,12 +172,14 @@ def test_a_bad_push_ref_is_refused_before_anything_is_made(host):
 
 
 def test_the_plan_asks_for_a_snapshot_until_the_order_is_done_and_reported():
-    want = instance(new_id(), task=TaskState.snapshotting, snapshot=_order())
+    want = instance(new_id(), power="stopped", task=TaskState.migrating, snapshot=_order())
     assert step_for(want, None, Record(want.id), set()) == Step.snapshot
     done = Record(want.id, snapshot_done="s1")
     assert step_for(want, None, done, set()) == Step.snapshot  # to report it again
-    settled = want.model_copy(update={"task_state": None, "power": "stopped"})
+    settled = want.model_copy(update={"task_state": None})
     assert step_for(settled, None, done, set()) is None
+    rolled_back = want.model_copy(update={"power": "running"})
+    assert step_for(rolled_back, None, done, set()) == Step.spawn  # not its report again
 
 
 # --- volume data on a move's target

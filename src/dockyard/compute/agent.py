@@ -32,7 +32,7 @@ from dockyard.compute.plumber import Plumber
 from dockyard.compute.procfs import ViewWriter
 from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Store
-from dockyard.compute.transfer import RegistryTransfer, Transfer
+from dockyard.compute.transfer import Transfer
 from dockyard.compute.volumes import VolumeStore
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
@@ -99,7 +99,7 @@ class Agent:
             views=views,
             meter=meter,
             volumes=volumes,
-            transfer=transfer or RegistryTransfer(),
+            transfer=transfer,
         )
         self.monitor = LimitMonitor(self.store, client, views, meter)
         self._clock, self._wall = clock, wall

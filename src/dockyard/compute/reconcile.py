@@ -68,11 +68,23 @@ def step_for(
     if want.power == "fenced":
         running = obs is not None and obs.running
         return Step.fence if running or host_ifname(want.id) in links or not rec.fenced else None
-    if want.snapshot is not None and (
-        want.snapshot.id != rec.snapshot_done
-        or want.task_state in (TaskState.snapshotting, TaskState.migrating)
-    ):
+    if want.snapshot is not None and want.snapshot.id != rec.snapshot_done:
         return Step.snapshot
+    step = _power_step(want, obs, rec, links)
+    # an order done here whose task still waits: its report again (lost with a crash),
+    # unless the host needs more (a migration rolled back: start it again)
+    if step in (None, Step.report) and want.snapshot is not None and _waits(want):
+        return Step.snapshot
+    return step
+
+
+def _waits(want: DesiredInstance) -> bool:
+    return want.task_state in (TaskState.snapshotting, TaskState.migrating)
+
+
+def _power_step(
+    want: DesiredInstance, obs: Observed | None, rec: Record, links: Set[str]
+) -> Step | None:
     if want.power == "stopped":
         if obs is not None and obs.running:
             return Step.stop

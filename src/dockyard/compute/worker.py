@@ -18,7 +18,7 @@ from dockyard.compute.procfs import ViewWriter
 from dockyard.compute.reconcile import Step, power_of, spec_of
 from dockyard.compute.snapshots import Snapshotter
 from dockyard.compute.store import Record, Store
-from dockyard.compute.transfer import Transfer
+from dockyard.compute.transfer import RegistryTransfer, Transfer
 from dockyard.compute.volumes import VolumeStore, sweep
 from dockyard.errors import DockyardError, PermanentError
 from dockyard.model import (
@@ -51,12 +51,12 @@ class Worker:
         views: ViewWriter,
         meter: Meter,
         volumes: VolumeStore,
-        transfer: Transfer,
+        transfer: Transfer | None = None,
     ) -> None:
         self.driver, self.client, self.store = driver, client, store
         self.plumber, self.views, self.meter, self.volumes = plumber, views, meter, volumes
-        self.transfer = transfer
-        self.snapshots = Snapshotter(driver, volumes, transfer)
+        self.transfer = transfer or RegistryTransfer()
+        self.snapshots = Snapshotter(driver, volumes, self.transfer)
 
     def run(self, step: Step, want: DesiredInstance) -> None:
         """Do ``step``. A PermanentError is reported to the user; others propagate."""
