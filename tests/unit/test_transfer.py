@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from dockyard.compute.transfer import RegistryTransfer, pack, tree_checksum, unpack
+from dockyard.compute.transfer import RegistryTransfer, gzip_level, pack, tree_checksum, unpack
 from dockyard.errors import PermanentError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners need root")
@@ -109,3 +109,10 @@ def test_a_registry_is_trusted_as_dockerd_trusts_it(tmp_path):
     assert t._verify("reg.example:5000") == str(tmp_path / "reg.example:5000" / "ca.crt")
     assert t._verify("127.0.0.1:5000") is False and t._verify("[::1]:5000") is False
     assert t._verify("198.18.0.1:5000") == "/cloud/ca.pem"
+
+
+def test_data_that_does_not_compress_is_stored_and_the_rest_compressed_fast(tmp_path):
+    noise, zeros = tmp_path / "noise", tmp_path / "zeros"
+    noise.write_bytes(os.urandom(4 << 20))
+    zeros.write_bytes(bytes(4 << 20))
+    assert (gzip_level(noise), gzip_level(zeros)) == (0, 1)
