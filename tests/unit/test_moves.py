@@ -160,9 +160,10 @@ def test_a_registry_away_is_retried_with_the_instance_running_then_given_up(host
     assert REF not in host.driver.images
 
 
-def test_a_bad_push_ref_is_refused_before_anything_is_made(host):
+@pytest.mark.parametrize("ref", ["registry:5000/x", f"registry:5000/x@sha256:{'a' * 64}"])
+def test_a_bad_push_ref_is_refused_before_anything_is_made(host, ref):
     iid = new_id()
-    want = _running(host, iid, snapshot=SnapshotOrder(id="s1", push_ref="registry:5000/x"))
+    want = _running(host, iid, snapshot=SnapshotOrder(id="s1", push_ref=ref))
 
     host.worker().run(Step.snapshot, want)
 

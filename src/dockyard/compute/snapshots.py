@@ -40,7 +40,7 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 def split_ref(ref: str) -> tuple[str, str]:
     """``HOST:PORT/REPO:TAG`` -> (``HOST:PORT/REPO``, ``TAG``); PermanentError without a tag."""
     repository, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag or not _TAG.match(tag):
+    if not sep or "/" in tag or "@" in repository or not _TAG.match(tag):
         raise PermanentError(f"push_ref {ref!r} names no tag: give HOST:PORT/REPO:TAG")
     return repository, tag
 
