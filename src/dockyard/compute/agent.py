@@ -103,10 +103,7 @@ class Agent:
         )
         self.monitor = LimitMonitor(self.store, client, views, meter)
         self._clock, self._wall = clock, wall
-        cached = self._trusted_cache()
-        self.desired = {i.id: i for i in cached.instances} if cached else None
-        self.generation = cached.generation if cached else -1
-        self.host_volumes = _volume_ids(cached)  # the server's list of this host's volumes
+        self.desired, self.generation, self.host_volumes = _unpack(self._trusted_cache())
         self.stop_event, self.wake = threading.Event(), threading.Event()
         self._busy: set[str] = set()
         self._failures: dict[str, int] = {}
@@ -364,6 +361,15 @@ class Agent:
         with self._lock:
             self._busy.discard(iid)
         self.wake.set()
+
+
+def _unpack(
+    state: model.DesiredState | None,
+) -> tuple[dict[str, model.DesiredInstance] | None, int, list[str] | None]:
+    """Desired instances by id, the generation, the server's list of this host's volumes."""
+    if state is None:
+        return None, -1, None
+    return {i.id: i for i in state.instances}, state.generation, _volume_ids(state)
 
 
 def _volume_ids(state: model.DesiredState | None) -> list[str] | None:
