@@ -189,3 +189,50 @@ def test_a_push_with_a_wrong_login_is_refused(driver, sdk, registry):
     with pytest.raises(PermanentError, match="refused"):
         driver.push(ref, RegistryLogin(username="dockyard-hosts", password="wrong"))
     driver.remove_image(ref)
+
+
+def test_a_worker_moves_an_instance_root_fs_by_snapshot_order_and_digest(
+    dockerd, registry, sdk, tmp_path
+):
+    """The agent's half of a cold migration on real Docker: the source worker stops,
+    commits and pushes once per order; a target worker spawns from the digest with the
+    file the instance wrote. Network, views and volumes are fakes (tested elsewhere)."""
+    from dockyard.compute.drivers.docker import DockerDriver
+    from dockyard.compute.reconcile import Step
+    from dockyard.model import Limits, PowerState, SnapshotOrder, TaskState
+    from tests.unit.fakehost import FakeHost, instance
+
+    cfg, login = registry
+    source, target = FakeHost(tmp_path / "a"), FakeHost(tmp_path / "b")
+    source.driver = target.driver = DockerDriver("h1", dockerd.url)
+    source.driver.ensure_image(IMAGE, lambda dest: rootfs.build(dest), ["/sbin/init"])
+    iid = str(uuid.uuid4())
+    want = instance(iid, limits=Limits(procview=False)).model_copy(
+        update={"image_ref": IMAGE, "command": ["/sbin/init"]}
+    )
+    source.worker().run(Step.spawn, want)
+    sdk.containers.get(container_name(iid)).exec_run(["sh", "-c", "echo moved > /root/f"])
+    order = SnapshotOrder(id="m1", push_ref=_ref(cfg, "m1"), login=login, consistent=True)
+    leaving = want.model_copy(
+        update={"power": "stopped", "task_state": TaskState.migrating, "snapshot": order}
+    )
+    try:
+        source.worker().run(Step.snapshot, leaving)
+        source.worker().run(Step.snapshot, leaving)  # again: reported, not redone
+        first, again = source.server.reports_of(iid)[-2:]
+        assert first == again and first.error is None and first.power_state == PowerState.shutdown
+        assert {"stop", "commit", "push"} <= set(first.snapshot.seconds)
+        assert not source.driver.inspect(iid).running
+        source.driver.destroy(iid)  # the target must not find the source's container
+        pulls = [f"{cfg.addr}/snapshots/chain@{first.snapshot.digest}"]
+        arriving = want.model_copy(
+            update={
+                "image_ref": "dockyard-test/arrived:m1",
+                "image_pulls": pulls,
+                "image_pull_login": login,
+            }
+        )
+        target.worker().run(Step.spawn, arriving)
+        assert target.driver.inspect(iid).running and _cat(sdk, iid, "/root/f") == "moved"
+    finally:
+        source.driver.destroy(iid)
