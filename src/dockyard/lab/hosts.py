@@ -122,7 +122,7 @@ class LabHost:
         joining = self.extra["join"]  # Lab.join: the token `dockyard host add` gives
         agent = joining_agent_cmd(
             joining["url"], joining["ca_hash"], self.name, root / "agent",
-            "--uplink", wiring.UPLINK,
+            "--uplink", wiring.UPLINK, *self._down_after(),
         )  # fmt: skip
         cmd = [
             "nsenter", f"--net=/run/netns/{self.netns}",
@@ -134,6 +134,12 @@ class LabHost:
                "DOCKYARD_JOIN_TOKEN": joining["token"]}  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=env)
         self.agent_pid = proc.pid
+
+    def _down_after(self) -> list[str]:
+        """The server's --host-down-after: past it without an answer, the agent starts
+        nothing from its cache (instances may have been evacuated meanwhile)."""
+        after = self.extra.get("host_down_after")
+        return [] if after is None else ["--host-down-after", str(after)]
 
     def stop_agent(self) -> None:
         stop_pid(self.agent_pid, self.dir)

@@ -202,6 +202,8 @@ def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
         cgroup_parent=f"dyl{tag}h{i}", netns=n["netns"], mgmt_if=n["mgmt_if"],
         uplink_if=n["uplink_if"],
     )  # fmt: skip
+    if lab.data.get("host_down_after") is not None:
+        host.extra["host_down_after"] = lab.data["host_down_after"]
     Path(host.dir).mkdir(parents=True, exist_ok=True)
     lab.hosts.append(host)
     lab.save()
