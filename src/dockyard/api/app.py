@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -20,6 +21,7 @@ from dockyard.api import (
     identity,
     instances,
     lifecycle,
+    moves,
     volumes,
 )
 from dockyard.api import registry as registries
@@ -41,19 +43,27 @@ def create_app(
     watch_reread: float = 1.0,
     ca_file: Path | None = None,
     registry: RegistrySettings | None = None,
+    migration_timeout: float = 120.0,
+    migration_check_every: float = 2.0,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
     bodies and ``max_upload`` image uploads, in bytes, before authentication.
     Long polls re-read the database every ``watch_reread`` seconds besides being
     woken by changes made through this server or (PostgreSQL) any other.
-    ``ca_file``: the CA certificate joining hosts fetch and pin (GET /v1/ca)."""
+    ``ca_file``: the CA certificate joining hosts fetch and pin (GET /v1/ca).
+    A migration that makes no progress for ``migration_timeout`` seconds is rolled
+    back (checked every ``migration_check_every``; api/moves.py)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
+    timeout = timedelta(seconds=migration_timeout)
+    checker = moves.MoveChecker(db, watch, timeout, migration_check_every)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watch.start(asyncio.get_running_loop())
+        checker.start()
         yield
+        checker.stop()
         watch.stop()
         db.engine.dispose()
 
@@ -70,6 +80,8 @@ def create_app(
     app.state.max_upload_bytes = max_upload
     app.state.ca_file = ca_file
     app.state.registry = registry  # None: images travel as tarballs through this server
+    app.state.migration_timeout = timeout
+    app.state.move_checker = checker
     errors.install(app)
 
     @app.middleware("http")
@@ -86,7 +98,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
     for module in (
-        identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries
+        identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries,
+        moves,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
 from dockyard.api import registry
 from dockyard.api.deps import Admin, Agent, Db, Key, User, Watch
 from dockyard.api.registry import RegistrySettings
-from dockyard.db import hosts, instances
+from dockyard.db import hosts, instances, move_steps
 from dockyard.db.session import Database
 
 router = APIRouter(tags=["hosts"])
@@ -83,11 +83,13 @@ async def desired(
 
 def _desired(db: Database, name: str, primary: RegistrySettings | None) -> model.DesiredState:
     with db.session(write=False) as s:
-        state = instances.desired_for_host(s, name)
+        state = move_steps.desired(s, name, instances.desired_for_host(s, name))
     login = primary.pull_login() if primary else None
     for inst in state.instances:
         if inst.image_pulls and login is not None:
             inst.image_pull_login = login  # the caches take the same logins as the primary
+        if inst.snapshot is not None:
+            inst.snapshot.login = login  # any registry login may push
     return state
 
 
@@ -99,9 +101,18 @@ def events(instance_id: Key, body: list[model.InstanceEvent], db: Db, who: Agent
 
 
 @router.put("/agent/instances/{instance_id}/state", status_code=204, tags=["agent"])
-def report(instance_id: Key, body: model.InstanceReport, db: Db, who: Agent, watch: Watch) -> None:
+def report(
+    instance_id: Key, body: model.InstanceReport, request: Request, db: Db, who: Agent, watch: Watch
+) -> None:
     assert who.host_name is not None
     with db.session() as s:
-        instances.report(s, who.host_name, instance_id, body)
+        # a snapshot's or a migration's report goes to db/move_steps.py
+        woken = move_steps.on_report(
+            s, who.host_name, instance_id, body, request.app.state.migration_timeout
+        )
+        if woken is None:
+            instances.report(s, who.host_name, instance_id, body)
+    for host in woken or []:
+        watch.notify(host)
     watch.notify(who.host_name)
     watch.instances.notify(instance_id)  # users waiting on it (`--wait`)

@@ -144,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the CA an https registry's certificate is from (default $DOCKYARD_REGISTRY_CA, "
         "else --tls-ca)",
     )
+    p.add_argument(
+        "--migration-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a cold migration whose snapshot, or whose start on the target, takes longer "
+        "is rolled back: the instance runs on its source again (default %(default)g)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--watch-reread: give 0.05 to 60 seconds")
     if not 1 <= args.max_connections <= 100_000:
         p.error("--max-connections: give 1 to 100000")
+    if not 1 <= args.migration_timeout <= 86_400:
+        p.error("--migration-timeout: give 1 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
     logs.configure(args.log_level)
@@ -187,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             watch_reread=args.watch_reread,
             ca_file=args.tls_ca,
             registry=_registry(args) if args.registry else None,
+            migration_timeout=args.migration_timeout,
         ),
         host=host or "127.0.0.1",
         port=int(port),

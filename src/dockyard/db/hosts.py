@@ -15,6 +15,7 @@ from dockyard import model
 from dockyard.db import models as m
 from dockyard.db.session import HOST_DOWN_AFTER
 from dockyard.errors import Forbidden, NotFound
+from dockyard.migration.cold import IN_FLIGHT
 from dockyard.scheduler.state import HostState
 
 T = TypeVar("T")
@@ -134,6 +135,33 @@ def _usage(s: Session) -> dict[str, tuple[float, int, int]]:
     for h, gb in s.execute(volumes.group_by(m.Volume.host_id)):
         vcpus, mem, disk = out.get(str(h), (0.0, 0, 0))
         out[str(h)] = (vcpus, mem, disk + int(gb or 0))
+    for h, (vcpus, mem, disk) in _in_flight(s).items():
+        was = out.get(h, (0.0, 0, 0))
+        out[h] = (was[0] + vcpus, was[1] + mem, was[2] + disk)
+    return out
+
+
+_MOVING = sorted(s.value for s in IN_FLIGHT)
+
+
+def _in_flight(s: Session) -> dict[str, tuple[float, int, int]]:
+    """What in-flight cold migrations take on the host their instance is not on right now
+    (the target before the move, the source, which holds its copy, after it): shared
+    vCPUs, memory and disk (named volumes included), by host id. Pinned cores are
+    CoreClaim rows on both hosts already."""
+    out: dict[str, tuple[float, int, int]] = {}
+    q = select(m.Migration).where(
+        m.Migration.kind == "migration", m.Migration.status.in_(_MOVING)
+    )
+    for mig in s.scalars(q).unique():
+        inst = mig.instance
+        other = mig.target_host_id if inst.host_id == mig.source_host_id else mig.source_host_id
+        if other is None:
+            continue
+        gb = sum((int(v.get("size_mb") or 0) + 1023) // 1024 for v in inst.volumes)
+        vcpus, mem, disk = out.get(other, (0.0, 0, 0))
+        shared = 0 if inst.dedicated else inst.vcpus
+        out[other] = (vcpus + shared, mem + inst.memory_mb, disk + inst.disk_gb + gb)
     return out
 
 

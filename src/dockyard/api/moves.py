@@ -1,0 +1,185 @@
+"""Snapshots, cold migrations and drains; the checker that enforces their deadlines.
+
+    POST /v1/instances/{key}/snapshot   member  202 the new image (queued)
+    POST /v1/instances/{key}/migrate    admin   202 the migration; live: 501
+    POST /v1/hosts/{name}/drain         admin   202 migrations + what fits nowhere
+    GET  /v1/migrations[?instance=&host=]       admin: all; members: their project's
+    GET  /v1/migrations/{id}
+
+The work happens in db/snapshots.py, db/moves.py and db/move_steps.py; the
+state machine is migration/cold.py. ``MoveChecker`` runs in the server process
+(one server at a time, under the "migrations" lease): it rolls back migrations
+whose deadline passed or whose target host went down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from dockyard import model
+from dockyard.api import registry
+from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
+from dockyard.api.watch import HostWatch
+from dockyard.db import move_steps, moves, snapshots
+from dockyard.db.lease import Lease
+from dockyard.db.session import Database
+from dockyard.errors import Conflict, DockyardError
+from dockyard.model.moves import DrainResult, MigrateRequest, Migration, SnapshotCreate
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["migrations"])
+
+CRIU_REFUSAL = (
+    "live migration needs CRIU, and CRIU does not work on this kernel: Debian 12's criu "
+    '3.17 fails `criu check` ("vdso: Failed to fill self vdso symtable") and '
+    "bookworm-backports has no newer one; migrate without --live (cold: the instance "
+    "stops, moves with its IP, MAC, hostname and data, and starts on the target)"
+)
+
+
+class NotImplementedHere(DockyardError):
+    status = 501
+    title = "Not implemented"
+
+
+def _registry_url(primary: registry.RegistrySettings | None, what: str) -> str:
+    if primary is None:
+        raise Conflict(
+            f"{what} needs a registry to push to; start the server with --registry "
+            "(`dockyard up` and the lab do)"
+        )
+    return primary.url
+
+
+@router.post("/instances/{key}/snapshot", status_code=202)
+def snapshot(
+    key: Key,
+    body: SnapshotCreate,
+    who: Member,
+    db: Db,
+    watch: Watch,
+    rid: RequestId,
+    primary: registry.Settings,
+) -> model.Image:
+    """Commit the instance's root fs and push it as a new image (queued until then)."""
+    url = _registry_url(primary, "a snapshot")
+    with db.session() as s:
+        image, host, instance_id = snapshots.create(s, who, key, body, url, rid)
+    _wake(watch, [host] if host else [], instance_id)
+    return image
+
+
+@router.post("/instances/{key}/migrate", status_code=202)
+def migrate(
+    key: Key,
+    body: MigrateRequest,
+    request: Request,
+    who: Admin,
+    db: Db,
+    watch: Watch,
+    rid: RequestId,
+    primary: registry.Settings,
+) -> Migration:
+    """Cold migration: stop, snapshot, push; start on the target with the same identity."""
+    if body.live:
+        raise NotImplementedHere(CRIU_REFUSAL)
+    url = _registry_url(primary, "a migration")
+
+    def claim() -> tuple[Migration, list[str]]:
+        with db.session() as s:
+            return moves.start(s, who, key, body.host, rid, url, request.app.state.ram_weight)
+
+    mig, wake = db.retry(claim)
+    _wake(watch, wake, mig.instance.id)
+    return mig
+
+
+@router.post("/hosts/{name}/drain", status_code=202)
+def drain(
+    name: Key,
+    request: Request,
+    who: Admin,
+    db: Db,
+    watch: Watch,
+    rid: RequestId,
+    primary: registry.Settings,
+) -> DrainResult:
+    """Disable the host ("draining") and migrate each of its instances away."""
+    url = _registry_url(primary, "a drain")
+
+    def claim() -> tuple[DrainResult, list[str]]:
+        with db.session() as s:
+            return moves.drain(s, who, name, rid, url, request.app.state.ram_weight)
+
+    result, wake = db.retry(claim)
+    for host in wake:
+        watch.notify(host)
+    for mig in result.migrations:
+        watch.instances.notify(mig.instance.id)
+    return result
+
+
+@router.get("/migrations")
+def list_migrations(
+    db: Db,
+    who: User,
+    instance: Annotated[str | None, Query(max_length=63, description="name or id")] = None,
+    host: Annotated[str | None, Query(max_length=63, description="source or target")] = None,
+) -> list[Migration]:
+    with db.session(write=False) as s:
+        return moves.list_migrations(s, who, instance, host)
+
+
+@router.get("/migrations/{migration_id}")
+def show_migration(migration_id: Key, db: Db, who: User) -> Migration:
+    with db.session(write=False) as s:
+        return moves.show(s, who, migration_id)
+
+
+def _wake(watch: HostWatch, hosts: list[str], instance_id: str) -> None:
+    for host in hosts:
+        watch.notify(host)
+    watch.instances.notify(instance_id)
+
+
+class MoveChecker:
+    """Every ``interval`` seconds, while this server holds the "migrations" lease:
+    roll back migrations past ``timeout`` or whose target is down (db/move_steps.py)."""
+
+    def __init__(
+        self, db: Database, watch: HostWatch, timeout: timedelta, interval: float = 2.0
+    ) -> None:
+        self.db, self.watch, self.timeout, self.interval = db, watch, timeout, interval
+        self._stop = threading.Event()
+        self._lease = Lease(db, "migrations")
+        self._thread = threading.Thread(target=self._run, name="move-checker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._lease.release()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # a pass that failed is retried on the next tick
+                log.exception("migration checker pass failed")
+
+    def check(self) -> list[str]:
+        """One pass; returns the hosts it woke."""
+        if not self._lease.held():
+            return []
+        with self.db.session() as s:
+            wake = move_steps.enforce(s, self.timeout)
+        for host in wake:
+            self.watch.notify(host)
+        return wake

@@ -1,0 +1,1 @@
+"""Moving instances between hosts: the cold migration's state machine (pure)."""
