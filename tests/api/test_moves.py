@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -41,8 +42,11 @@ class Moves(Cloud):
         return self.ok("GET", f"/migrations/{mig_id}")
 
 
-def _cloud(tmp_path, timeout=120.0, every=2.0):
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+def _cloud(tmp_path, timeout=120.0, every=2.0, down_after=None):
+    db = Database(
+        f"sqlite:///{tmp_path}/dockyard.db",
+        **({"host_down_after": down_after} if down_after else {}),
+    )
     token = init(db)
     app = create_app(
         db,
@@ -318,6 +322,60 @@ def test_a_migration_past_its_deadline_is_rolled_back_by_the_checker(tmp_path):
         cloud.report(inst["id"], _other(inst["host"]), power_state="running")
         assert cloud.ok("GET", "/instances/web")["host"] == inst["host"]
     db.engine.dispose()
+
+
+def test_a_target_host_that_goes_down_mid_move_gets_nothing_and_the_source_runs_it(tmp_path):
+    db, app, token = _cloud(tmp_path, every=0.1, down_after=timedelta(seconds=1.5))
+    with TestClient(app) as client:
+        cloud = Moves(client, token)
+        cloud.catalog()
+        cloud.agents = {h: cloud.register(h) for h in ("h1", "h2")}
+        inst = cloud.running("web")
+        source, target = inst["host"], _other(inst["host"])
+        mig = cloud.ok("POST", "/instances/web/migrate", json={})
+        _snapshot_done(cloud, inst, mig["id"], source)
+        deadline = time.monotonic() + 10
+        while cloud.migration(mig["id"])["status"] == "starting":  # only the source beats
+            cloud.ok("POST", f"/agent/hosts/{source}/heartbeat", cloud.agents[source])
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        failed = cloud.migration(mig["id"])
+        assert failed["status"] == "error" and f"target host {target} is down" in failed["reason"]
+        back = cloud.ok("GET", "/instances/web")
+        assert back["host"] == source and back["task_state"] is None
+        assert cloud.desired(source)[0][inst["id"]]["power"] == "running"
+        assert inst["id"] not in cloud.desired(target)[0]  # its agent removes what it made
+    db.engine.dispose()
+
+
+def test_a_named_volume_moves_with_its_instance_checksummed(moves):
+    moves.ok("POST", "/volumes", json={"name": "data", "size_mb": 1024})
+    inst = moves.running("db", volumes=[{"volume": "data", "path": "/data"}])
+    source, target = inst["host"], _other(inst["host"])
+    mig = moves.ok("POST", "/instances/db/migrate", json={})
+    assert moves.desired(source)[0][inst["id"]]["snapshot"]["volumes"] is True
+    vol_id = moves.ok("GET", "/volumes/data")["id"]
+    copy = {
+        "pull": f"198.18.0.2:5000/dockyard/volumes@{DIGEST}",
+        "checksum": "sha256:" + "cd" * 32,
+    }
+    _snapshot_done(moves, inst, mig["id"], source, volumes={vol_id: copy})
+    want, state = moves.desired(target)
+    assert want[inst["id"]]["volume_sources"] == {vol_id: copy}
+    assert vol_id in {v["id"] for v in state["volumes"]}  # its data is to live here
+    assert vol_id in {v["id"] for v in moves.desired(source)[1]["volumes"]}  # and stays there
+    moves.report(inst["id"], target, power_state="running", task_done="migrating")
+    assert moves.ok("GET", "/volumes/data")["host"] == target
+    assert vol_id not in {v["id"] for v in moves.desired(source)[1]["volumes"]}
+    assert moves.desired(target)[0][inst["id"]]["volume_sources"] == {}
+
+
+def test_a_volume_shared_with_another_instance_does_not_move(moves):
+    moves.ok("POST", "/volumes", json={"name": "data", "size_mb": 64})
+    moves.running("a", volumes=[{"volume": "data", "path": "/data"}])
+    moves.running("b", volumes=[{"volume": "data", "path": "/data"}])
+    r = moves.call("POST", "/instances/a/migrate", json={})
+    assert r.status_code == 409 and "also mounted by b" in r.json()["detail"]
 
 
 def test_members_see_only_their_projects_migrations(moves):
