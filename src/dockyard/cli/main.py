@@ -23,6 +23,7 @@ NOUNS = {
     "volume": ("volumes", "named volumes"),
     "lab": ("lab", "a cloud of several hosts on this machine"),
     "registry": ("registry", "the image registry and each AZ's cache"),
+    "migration": ("moves", "instance migrations: where from, where to, downtime"),
 }
 
 
