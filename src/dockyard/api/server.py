@@ -147,10 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--migration-timeout",
         type=float,
-        default=120.0,
+        default=float(os.environ.get("DOCKYARD_MIGRATION_TIMEOUT") or 120),
         metavar="SECONDS",
         help="a cold migration whose snapshot, or whose start on the target, takes longer "
-        "is rolled back: the instance runs on its source again (default %(default)g)",
+        "is rolled back: the instance runs on its source again (default "
+        "$DOCKYARD_MIGRATION_TIMEOUT, else 120)",
     )
     p.add_argument("--log-level", default="info")
     return p
