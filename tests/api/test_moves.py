@@ -42,8 +42,8 @@ class Moves(Cloud):
         return self.ok("GET", f"/migrations/{mig_id}")
 
 
-def _cloud(tmp_path, timeout=120.0, every=2.0, down_after=None):
-    db = Database(
+def _cloud(tmp_path, timeout=120.0, every=2.0, down_after=None, db=None):
+    db = db or Database(
         f"sqlite:///{tmp_path}/dockyard.db",
         **({"host_down_after": down_after} if down_after else {}),
     )
@@ -283,7 +283,16 @@ def test_the_scheduler_counts_a_moving_instance_on_both_hosts(moves):
     assert moves.create("b", flavor="big").status_code == 202
 
 
-def test_two_migrates_of_one_instance_at_once_one_wins(moves):
+def test_two_migrates_of_one_instance_at_once_one_wins(tmp_path, backend_db):
+    _, app, token = _cloud(tmp_path, db=backend_db)
+    with TestClient(app) as client:
+        moves = Moves(client, token)
+        moves.catalog()
+        moves.agents = {h: moves.register(h) for h in ("h1", "h2")}
+        _race(moves)
+
+
+def _race(moves):
     moves.running("web")
     answers: list[int] = []
 

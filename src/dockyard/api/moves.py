@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from dockyard import model
-from dockyard.api import registry
+from dockyard.api import errors, registry
 from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
 from dockyard.api.watch import HostWatch
 from dockyard.db import move_steps, moves, snapshots
@@ -74,7 +74,12 @@ def snapshot(
     return image
 
 
-@router.post("/instances/{key}/migrate", status_code=202)
+_LIVE_REFUSED: dict[int | str, dict[str, Any]] = {
+    501: {**errors.RESPONSES[409], "description": "live migration: CRIU does not work here"}
+}
+
+
+@router.post("/instances/{key}/migrate", status_code=202, responses=_LIVE_REFUSED)
 def migrate(
     key: Key,
     body: MigrateRequest,
@@ -157,14 +162,18 @@ class MoveChecker:
         self.db, self.watch, self.timeout, self.interval = db, watch, timeout, interval
         self._stop = threading.Event()
         self._lease = Lease(db, "migrations")
-        self._thread = threading.Thread(target=self._run, name="move-checker", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread (again, after a stop: an app's lifespan may run twice)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="move-checker", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self._lease.release()
 
     def _run(self) -> None:
