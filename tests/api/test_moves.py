@@ -422,3 +422,38 @@ def test_drain_disables_the_host_and_migrates_what_fits_listing_the_rest(moves):
     for mig in result["migrations"]:
         assert mig["target"] == _other(host) and mig["status"] == "snapshotting"
     assert moves.ok("GET", "/instances/a")["task_state"] is None
+
+
+# --- resize --allow-migrate
+
+
+def test_a_resize_that_no_longer_fits_migrates_when_allowed_and_resizes_on_the_target(moves):
+    moves.ok("POST", "/flavors", json={"name": "big", "vcpus": 2, "memory_mb": 5000})
+    inst = moves.running("web")
+    source, target = inst["host"], _other(inst["host"])
+    moves.running("filler", flavor="big", availability_zone="nova")  # now one host is full
+    filler_host = moves.ok("GET", "/instances/filler")["host"]
+    if filler_host != source:  # make the source the full one
+        source, target = target, source
+        mig = moves.ok("POST", "/instances/web/migrate", json={"host": source})
+        _snapshot_done(moves, inst, mig["id"], target)
+        moves.report(inst["id"], source, power_state="running", task_done="migrating")
+    r = moves.call("POST", "/instances/web/resize", json={"flavor": "big"})
+    assert r.status_code == 409 and "--allow-migrate" in r.json()["detail"]
+    member = _member(moves)
+    r = moves.call(
+        "POST", "/instances/web/resize", member, json={"flavor": "big", "allow_migrate": True}
+    )
+    assert r.status_code == 403
+    r = moves.call("POST", "/instances/web/resize", json={"flavor": "big", "allow_migrate": True})
+    assert r.status_code == 202, r.text
+    assert r.json()["task_state"] == "migrating" and r.json()["flavor"] == "small"
+    mig = moves.ok("GET", "/migrations", params={"instance": "web"})[-1]
+    assert (mig["source"], mig["target"], mig["status"]) == (source, target, "snapshotting")
+    assert moves.ok("GET", f"/hosts/{target}")["memory_mb_used"] == 5000  # claimed as big
+    _snapshot_done(moves, inst, mig["id"], source)
+    moves.report(inst["id"], target, power_state="running", task_done="migrating")
+    after = moves.ok("GET", "/instances/web")
+    assert (after["host"], after["flavor"], after["memory_mb"]) == (target, "big", 5000)
+    assert after["task_state"] is None and after["ip"] == inst["ip"]
+    assert moves.desired(target)[0][inst["id"]]["memory_mb"] == 5000

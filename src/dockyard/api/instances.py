@@ -10,11 +10,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
+from dockyard.api import moves
 from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
 from dockyard.db import instances
 from dockyard.db.identity import Principal
 from dockyard.db.session import Database
+from dockyard.errors import Forbidden, NoValidHost
 
 router = APIRouter(tags=["instances"])
 
@@ -123,15 +125,29 @@ def reboot(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model
 
 @router.post("/instances/{key}/resize", status_code=202)
 def resize(
-    key: Key, body: model.ResizeRequest, who: Member, db: Db, watch: Watch, rid: RequestId
+    key: Key,
+    body: model.ResizeRequest,
+    request: Request,
+    who: Member,
+    db: Db,
+    watch: Watch,
+    rid: RequestId,
 ) -> model.Instance:
-    """Change the flavor of a running instance in place, without a restart."""
+    """Change the flavor of a running instance in place, without a restart; with
+    ``allow_migrate`` (admins), by a cold migration when it no longer fits its host."""
+    if body.allow_migrate and not who.is_admin:
+        raise Forbidden("only admins may move instances (--allow-migrate); ask the platform team")
 
     def claim() -> tuple[model.Instance, str | None]:
         with db.session() as s:
             return instances.resize(s, who, key, body.flavor, rid)
 
-    inst, host = db.retry(claim)
+    try:
+        inst, host = db.retry(claim)
+    except NoValidHost:
+        if not body.allow_migrate:
+            raise
+        return moves.resize_by_migration(request, key, body.flavor, who, db, watch, rid)
     watch.notify(host)
     watch.instances.notify(inst.id)
     return inst

@@ -25,7 +25,8 @@ from dockyard import model
 from dockyard.api import errors, registry
 from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
 from dockyard.api.watch import HostWatch
-from dockyard.db import move_steps, moves, snapshots
+from dockyard.db import instances, move_steps, moves, snapshots
+from dockyard.db.identity import Principal
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 from dockyard.errors import Conflict, DockyardError
@@ -102,6 +103,30 @@ def migrate(
     mig, wake = db.retry(claim)
     _wake(watch, wake, mig.instance.id)
     return mig
+
+
+def resize_by_migration(
+    request: Request,
+    key: str,
+    flavor: str,
+    who: Principal,
+    db: Database,
+    watch: HostWatch,
+    rid: str,
+) -> model.Instance:
+    """``resize --allow-migrate`` when the flavor does not fit where the instance runs:
+    a migration to a host claimed for ``flavor``, which it takes there."""
+    url = _registry_url(request.app.state.registry, "resize --allow-migrate")
+    weigh = request.app.state.ram_weight
+
+    def claim() -> tuple[Migration, list[str]]:
+        with db.session() as s:
+            return moves.start(s, who, key, None, rid, url, weigh, flavor_key=flavor)
+
+    mig, wake = db.retry(claim)
+    _wake(watch, wake, mig.instance.id)
+    with db.session(write=False) as s:
+        return instances.to_model(instances.get(s, who, mig.instance.id))
 
 
 @router.post("/hosts/{name}/drain", status_code=202)

@@ -192,7 +192,8 @@ def action(verb: str) -> Any:
         if verb == "delete":
             server = api.delete(f"/instances/{a.name}")
         elif verb == "resize":
-            server = api.post(f"/instances/{a.name}/resize", {"flavor": a.flavor})
+            body = {"flavor": a.flavor, **({"allow_migrate": True} if a.allow_migrate else {})}
+            server = api.post(f"/instances/{a.name}/resize", body)
         else:
             server = api.post(f"/instances/{a.name}/{verb}")
         if server["power_state"] == "unknown" and server["host"]:
@@ -256,6 +257,11 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
         p.add_argument("name")
         if verb == "resize":
             p.add_argument("--flavor", required=True, help="the new flavor (live, same host)")
+            p.add_argument(
+                "--allow-migrate",
+                action="store_true",
+                help="admins: if it no longer fits its host, cold-migrate it where it fits",
+            )
         p.set_defaults(run=action(verb))
     lifecycle.add_server_parsers(srv, fmt)
     moves.add_server_parsers(srv, fmt)

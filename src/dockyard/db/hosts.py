@@ -160,8 +160,10 @@ def _in_flight(s: Session) -> dict[str, tuple[float, int, int]]:
             continue
         gb = sum((int(v.get("size_mb") or 0) + 1023) // 1024 for v in inst.volumes)
         vcpus, mem, disk = out.get(other, (0.0, 0, 0))
-        shared = 0 if inst.dedicated else inst.vcpus
-        out[other] = (vcpus + shared, mem + inst.memory_mb, disk + inst.disk_gb + gb)
+        # a resize by migration claimed its new flavor on the target
+        shape = mig.flavor if mig.flavor and other == mig.target_host_id else inst
+        shared = 0 if shape.dedicated else shape.vcpus
+        out[other] = (vcpus + shared, mem + shape.memory_mb, disk + shape.disk_gb + gb)
     return out
 
 

@@ -265,7 +265,7 @@ def resize(
         raise NoValidHost(
             f"flavor {flavor.name} does not fit on {state.name}, where {inst.name} runs: "
             + placement.explain(request).split(": ", 1)[1]
-            + "; moving it to another host needs migration, which is not available yet",
+            + "; an admin can move it to a host where it fits: resize --allow-migrate",
             rejected=placement.rejected,
         )
     note = f"{inst.flavor.name} -> {flavor.name}"

@@ -339,6 +339,10 @@ class Migration(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(default=None)  # source stopped
     resumed_at: Mapped[datetime | None] = mapped_column(default=None)  # running again
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # a resize that needed the move (resize --allow-migrate): the flavor the instance
+    # takes once it runs on the target; the target was chosen and claimed for it
+    flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id"), default=None)
+    flavor: Mapped[Flavor | None] = relationship(lazy="joined")
     instance: Mapped[Instance] = relationship(lazy="joined")
     source_host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[source_host_id])
     target_host: Mapped[Host | None] = relationship(

@@ -142,8 +142,23 @@ def _finish(s: Session, mig: m.Migration, inst: m.Instance) -> None:
         row = s.get(m.Volume, vol_id)
         if row is not None:
             row.host_id = mig.target_host_id
+    if mig.flavor is not None:
+        _take_flavor(s, inst, mig.flavor)
     inst.task_state, inst.vm_state, inst.fault = None, VmState.active.value, None
     instances._close(s, inst.id, moves.ACTION, None)
+
+
+def _take_flavor(s: Session, inst: m.Instance, flavor: m.Flavor) -> None:
+    """The resize the move was for, on the target that was claimed for it: the agent
+    applies the new limits live (as after a resize in place)."""
+    cores = s.scalars(
+        select(m.CoreClaim.core).where(
+            m.CoreClaim.instance_id == inst.id, m.CoreClaim.host_id == inst.host_id
+        )
+    ).all()
+    figures = {f: getattr(flavor, f) for f in instances._FIGURES if f != "flavor_id"}
+    figures["limits"] = instances._limits(flavor, inst.image)
+    instances._set_figures(s, inst, {**figures, "flavor_id": flavor.id}, sorted(cores))
 
 
 def _roll_back(s: Session, mig: m.Migration, inst: m.Instance, why: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dockyard.db import groups, hosts, instances, quotas, snapshots, volumes
+from dockyard.db import catalog, groups, hosts, instances, quotas, snapshots, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound, NoValidHost
@@ -43,15 +43,24 @@ def start(
     request_id: str,
     registry_url: str,
     weigh_multiplier: float = 1.0,
+    flavor_key: str | None = None,
 ) -> tuple[Migration, list[str]]:
     """Claim a target and begin; returns the record and the hosts to wake. Runs in a
     writing session: the hosts are locked before the instance is read, so a second
-    migrate of the same instance waits, then finds it migrating (409)."""
+    migrate of the same instance waits, then finds it migrating (409). With
+    ``flavor_key`` (a resize that does not fit where it runs) the target is chosen and
+    claimed for that flavor, which the instance takes once it runs there."""
     hosts.lock_for_claim(s)
     inst = instances.get(s, who, key)
     _check_movable(s, inst)
-    host_id, cores = _place(s, inst, target, weigh_multiplier)
-    return _begin(s, who, inst, host_id, cores, request_id, registry_url)
+    flavor = catalog.flavor(s, flavor_key) if flavor_key else None
+    shape = instances.shape_of(flavor or inst)
+    if flavor is not None:
+        needs = claim.quota_needs(shape, instances.shape_of(inst))
+        quotas.check(s, inst.project_id, inst.project.name, needs)
+    host_id, cores = _place(s, inst, target, weigh_multiplier, shape)
+    mig, wake = _begin(s, who, inst, host_id, cores, request_id, registry_url, flavor)
+    return mig, wake
 
 
 def _check_movable(s: Session, inst: m.Instance) -> None:
@@ -81,7 +90,7 @@ def _volume_ids(inst: m.Instance) -> list[str]:
 
 
 def _place(
-    s: Session, inst: m.Instance, target: str | None, weigh_multiplier: float
+    s: Session, inst: m.Instance, target: str | None, weigh_multiplier: float, shape: claim.Shape
 ) -> tuple[str, list[int]]:
     """The target host's id and, for a pinned instance, its cores there."""
     view = hosts.claim_view(s)
@@ -94,7 +103,7 @@ def _place(
             )
         candidates = {row.id: view[row.id]}
     request = claim.request(
-        instances.shape_of(inst),
+        shape,
         inst.network.name,
         inst.availability_zone,
         volume_gb=sum(quotas.volume_gb_of(int(v.get("size_mb") or 0)) for v in _named(inst)),
@@ -141,6 +150,7 @@ def _begin(
     cores: list[int],
     request_id: str,
     registry_url: str,
+    flavor: m.Flavor | None = None,
 ) -> tuple[Migration, list[str]]:
     assert inst.host_id is not None and inst.host is not None
     row = m.Migration(
@@ -151,6 +161,7 @@ def _begin(
         target_host_id=target_id,
         source_cores=[c.core for c in inst.cores if c.host_id == inst.host_id],
         user_name=who.name,
+        flavor_id=flavor.id if flavor else None,
     )
     s.add(row)
     s.flush()
@@ -162,6 +173,8 @@ def _begin(
     target = s.get(m.Host, target_id)
     assert target is not None
     note = f"{inst.host.name} -> {target.name} (migration {row.id})"
+    if flavor is not None:
+        note += f", then resize {inst.flavor.name} -> {flavor.name}"
     instances._log(s, inst.id, request_id, ACTION, who.name, note)
     hosts.bump(s, inst.host_id)
     s.flush()
@@ -186,7 +199,7 @@ def drain(
     for inst in list(rows):
         try:
             _check_movable(s, inst)
-            target, cores = _place(s, inst, None, weigh)
+            target, cores = _place(s, inst, None, weigh, instances.shape_of(inst))
         except DockyardError as exc:
             reasons = exc.extra.get("reasons", {}) if isinstance(exc, NoValidHost) else {}
             unplaced.append(Unplaced(instance=_ident(inst), reason=exc.detail, reasons=reasons))

@@ -183,6 +183,11 @@ class InstanceWatched(Schema):
 
 class ResizeRequest(Schema):
     flavor: str = Field(max_length=63)
+    allow_migrate: bool = Field(
+        default=False,
+        description="admins: when the flavor no longer fits the host, cold-migrate to a "
+        "host where it fits and resize there (the instance stops for the move)",
+    )
 
 
 class ResetState(Schema):
