@@ -387,6 +387,23 @@ def test_a_volume_shared_with_another_instance_does_not_move(moves):
     assert r.status_code == 409 and "also mounted by b" in r.json()["detail"]
 
 
+def test_deleting_an_instance_mid_move_ends_the_migration_and_frees_both_hosts(moves):
+    inst = moves.running("web", flavor="pinned")
+    source, target = inst["host"], _other(inst["host"])
+    mig = moves.ok("POST", "/instances/web/migrate", json={})
+    _snapshot_done(moves, inst, mig["id"], source)  # the instance belongs to the target now
+    moves.ok("DELETE", "/instances/web")
+    assert moves.desired(target)[0][inst["id"]]["power"] == "deleted"
+    r = moves.report(inst["id"], target, power_state="nostate", gone=True)
+    assert r.status_code == 204
+    ended = moves.migration(mig["id"])
+    assert ended["status"] == "error" and "abandoned" in ended["reason"]
+    assert moves.call("GET", "/instances/web").status_code == 404
+    for host in (source, target):
+        assert inst["id"] not in moves.desired(host)[0]
+        assert moves.ok("GET", f"/hosts/{host}")["pinned_cores"] == {}
+
+
 def test_members_see_only_their_projects_migrations(moves):
     tok = _member(moves)
     moves.running("mine", token=tok)

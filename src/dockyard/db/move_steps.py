@@ -50,6 +50,9 @@ def on_report(
     mig = moves.in_flight(s, instance_id)
     if mig is None:
         return None
+    if not _moving(mig):
+        _abandon(s, mig)
+        return None  # a delete (or an admin's reset-state) took over: instances.report
     source, target = mig.source_host.name, mig.target_host.name if mig.target_host else None
     if host_name == source:
         event = _source_event(mig, inst, rep)
@@ -60,6 +63,28 @@ def on_report(
     if event is None:
         return []
     return apply(s, mig, event, timeout, rep.error or "")
+
+
+def _moving(mig: m.Migration) -> bool:
+    return mig.instance.task_state == TaskState.migrating.value
+
+
+def _abandon(s: Session, mig: m.Migration) -> None:
+    """The instance was deleted (or reset by an admin) during the move: the migration
+    ends, and the host it is not on gives back its claim; the instance stays where
+    its host says, for that task to finish."""
+    inst = mig.instance
+    mig.status, mig.finished_at = Status.error.value, m.now()
+    mig.reason = (
+        f"abandoned: the instance became {inst.task_state or inst.vm_state} during the move"
+    )
+    for host_id in (mig.source_host_id, mig.target_host_id):
+        if host_id is not None and host_id != inst.host_id:
+            _drop_cores(s, inst.id, host_id)
+            hosts.bump(s, host_id)  # its desired state no longer holds the instance
+    image = s.get(m.Image, mig.id)
+    if image is not None and image.status == "queued":
+        s.delete(image)
 
 
 def _on(inst: m.Instance, host_name: str) -> bool:
@@ -187,11 +212,15 @@ def _drop_cores(s: Session, instance_id: str, host_id: str) -> None:
 
 def enforce(s: Session, timeout: timedelta = DEFAULT_TIMEOUT) -> list[str]:
     """The checker's pass: deadlines and hosts gone down; returns the hosts to wake."""
-    now, wake = m.now(), set()
+    now, wake = m.now(), set[str]()
     q = select(m.Migration).where(
         m.Migration.kind == moves.KIND, m.Migration.status.in_([v.value for v in cold.IN_FLIGHT])
     )
     for mig in list(s.scalars(q).unique()):
+        if not _moving(mig):
+            _abandon(s, mig)
+            wake.update(h.name for h in (mig.source_host, mig.target_host) if h is not None)
+            continue
         status = Status(mig.status)
         event = cold.check(
             status,
@@ -223,6 +252,8 @@ def desired(s: Session, host_name: str, state: model.DesiredState) -> model.Desi
         (m.Migration.source_host_id == host.id) | (m.Migration.target_host_id == host.id),
     )
     for mig in s.scalars(q).unique():
+        if not _moving(mig):
+            continue  # deleted during the move: the checker ends it
         if mig.source_host_id == host.id:
             _as_source(s, mig, state, wanted)
         else:
