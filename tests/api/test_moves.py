@@ -134,6 +134,16 @@ def test_a_failed_snapshot_marks_the_image_error_and_leaves_the_instance_running
     assert "snapshot failed: push: 500" in server["fault"]
 
 
+def test_a_snapshot_whose_image_was_deleted_meanwhile_still_ends_its_task(moves):
+    inst = moves.running("web")
+    image = moves.ok("POST", "/instances/web/snapshot", json={"image": "gone"})
+    moves.ok("DELETE", "/images/gone")
+    done = {"id": image["id"], "digest": DIGEST, "layers": 4}
+    moves.report(inst["id"], inst["host"], power_state="running", snapshot=done)
+    server = moves.ok("GET", "/instances/web")
+    assert server["task_state"] is None and "image was deleted" in server["fault"]
+
+
 def test_snapshot_refusals_name_what_to_change(moves, tmp_path):
     moves.running("web")
     r = moves.call("POST", "/instances/web/snapshot", json={"image": "img"})

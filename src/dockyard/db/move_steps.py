@@ -54,15 +54,22 @@ def on_report(
         _abandon(s, mig)
         return None  # a delete (or an admin's reset-state) took over: instances.report
     source, target = mig.source_host.name, mig.target_host.name if mig.target_host else None
+    detail = rep.error or ""
     if host_name == source:
         event = _source_event(mig, inst, rep)
+        image = s.get(m.Image, mig.id)
+        if event == Event.snapshot_done and rep.snapshot is not None:
+            if image is None:  # an admin deleted the queued image: nothing to start from
+                event, detail = Event.snapshot_failed, "its image was deleted meanwhile"
+            else:
+                snapshots.activate(image, rep.snapshot)
     elif host_name == target:
         event = _target_event(mig, inst, rep)
     else:
         return None
     if event is None:
         return []
-    return apply(s, mig, event, timeout, rep.error or "")
+    return apply(s, mig, event, timeout, detail)
 
 
 def _moving(mig: m.Migration) -> bool:
@@ -144,8 +151,7 @@ def _move(s: Session, mig: m.Migration, inst: m.Instance) -> None:
     """The instance belongs to the target now (same IP, MAC, hostname, id); it starts
     there from the snapshot, which becomes its image."""
     image = s.get(m.Image, mig.id)
-    if image is not None and mig.snapshot_digest:
-        image.status, image.digest = "active", mig.snapshot_digest
+    if image is not None and image.status == "active":
         inst.image_id = image.id
     inst.host_id = mig.target_host_id
     inst.power_state = PowerState.nostate.value

@@ -115,24 +115,26 @@ def activate(row: m.Image, done: model.SnapshotDone) -> None:
 
 
 def on_report(s: Session, inst: m.Instance, rep: model.InstanceReport) -> None:
-    """A report for a snapshotting instance: the result ends the task, anything else
-    only updates the power state (a consistent snapshot stops and starts it)."""
+    """A report for a snapshotting instance: the result (or an error) ends the task,
+    anything else only updates the power state (a consistent snapshot stops and
+    starts it)."""
     inst.power_state = rep.power_state.value
-    order = order_for(s, inst)
     if rep.snapshot is None and not rep.error:
         return
-    row = s.get(m.Image, order.id) if order else None
-    if rep.snapshot is not None and row is not None and rep.snapshot.id == row.id:
-        activate(row, rep.snapshot)
-        inst.fault = None
-        instances._close(s, inst.id, ACTION, None)
-    elif rep.error:
-        if row is not None:
-            row.status = "error"
-        inst.fault = f"snapshot failed: {rep.error}"
-        instances._close(s, inst.id, ACTION, rep.error)
+    if rep.snapshot is not None:
+        row = s.get(m.Image, rep.snapshot.id)
+        if row is not None and row.snapshot_of == inst.id:
+            activate(row, rep.snapshot)
+            error = None
+        else:
+            error = "pushed, but its image was deleted meanwhile"
     else:
-        return  # a result for an order that is no longer current
+        error = rep.error
+        order = order_for(s, inst)
+        if order is not None and (row := s.get(m.Image, order.id)) is not None:
+            row.status = "error"
+    inst.fault = f"snapshot failed: {error}" if error else None
+    instances._close(s, inst.id, ACTION, error)
     inst.task_state = None
     hosts.bump(s, inst.host_id)
 
