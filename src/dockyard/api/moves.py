@@ -30,7 +30,7 @@ from dockyard.db.identity import Principal
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 from dockyard.errors import Conflict, DockyardError
-from dockyard.model.moves import DrainResult, MigrateRequest, Migration, SnapshotCreate
+from dockyard.model.migrations import DrainResult, MigrateRequest, Migration, SnapshotCreate
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["migrations"])

@@ -25,7 +25,7 @@ from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound, NoValidHost
 from dockyard.migration.cold import IN_FLIGHT, Status, downtime
 from dockyard.model import TaskState, VmState
-from dockyard.model.moves import DrainResult, Migration, MigrationInstance, Unplaced
+from dockyard.model.migrations import DrainResult, Migration, MigrationInstance, Unplaced
 from dockyard.scheduler import claim
 from dockyard.scheduler.state import GroupSpec
 from dockyard.scheduler.weighers import GROUP_WEIGHERS, RamWeigher

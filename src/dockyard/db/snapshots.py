@@ -25,7 +25,7 @@ from dockyard.db.identity import Principal
 from dockyard.errors import Conflict
 from dockyard.model import TaskState, VmState
 from dockyard.model.agent import SnapshotOrder
-from dockyard.model.moves import SnapshotCreate
+from dockyard.model.migrations import SnapshotCreate
 
 ACTION = "snapshot"
 
