@@ -59,14 +59,14 @@ def _cloud(tmp_path, timeout=120.0, every=2.0, down_after=None, db=None):
 
 
 @pytest.fixture
-def moves(tmp_path):
-    db, app, token = _cloud(tmp_path)
+def moves(tmp_path, backend_db):
+    """Two hosts in one zone on SQLite and (with DOCKYARD_TEST_PG_URL) PostgreSQL."""
+    _, app, token = _cloud(tmp_path, db=backend_db)
     with TestClient(app) as client:
         cloud = Moves(client, token)
         cloud.catalog()
         cloud.agents = {h: cloud.register(h) for h in ("h1", "h2")}
         yield cloud
-    db.engine.dispose()
 
 
 def _member(cloud, name="alice", role="member"):
