@@ -7,6 +7,7 @@ on a trial merge of the `migrate` and `agent` branches, 55 s with the lab).
 
     migrate web --host lab2: same id (container dy-<id>), IP, MAC and hostname after;
         a file written in its root fs is there; lab1 holds no container of it
+    snapshot a running instance, create another from it: the file is in the copy
     migrate with lab2's agent stopped: rolled back (the deadline, DOCKYARD_MIGRATION_TIMEOUT
         here 20 s): running on lab1 again with its file; once lab2's agent is back,
         nothing of it is left there
@@ -94,6 +95,21 @@ def test_a_running_instance_moves_with_its_identity_and_root_fs(one_zone: LabRun
     wait_for(lambda: f"dy-{inst['id']}" not in _containers(lab, "lab1"), 60, "lab1 to let go")
     listed = lab.cli_json("migration", "list", "--server", "mover")
     assert [m["status"] for m in listed][-1] == "finished"
+
+
+def test_a_snapshot_is_an_image_new_instances_start_from(one_zone: LabRun) -> None:
+    lab = one_zone
+    inst = _create(lab, "origin")
+    _exec(lab, "lab1", inst, "echo in-the-snapshot > /root/note")
+    image = lab.cli_json("server", "snapshot", "origin", "--image", "origin-snap", "--wait")
+    assert image["status"] == "active" and image["digest"].startswith("sha256:")
+    assert lab.cli_json("server", "show", "origin")["status"] == "ACTIVE"  # not stopped
+    copy = lab.cli_json(
+        "server", "create", "copy", "--image", "origin-snap", "--flavor", "small",
+        "--network", "lab", "--wait",
+    )  # fmt: skip
+    assert copy["status"] == "ACTIVE" and copy["ip"] != inst["ip"]
+    assert _exec(lab, copy["host"], copy, "cat /root/note").strip() == "in-the-snapshot"
 
 
 def test_a_target_whose_agent_is_stopped_gets_nothing_and_the_source_runs_it(
