@@ -1,9 +1,7 @@
 """Cold migration between two lab hosts in one zone (issue 11 item 2), end to end.
 
-WAITING FOR THE AGENT SIDE: these tests need agents that carry out snapshot orders
-and restore from a snapshot's digest (the `agent` branch of issue 11). Until that
-is merged they skip, saying so; after the merge they run as they are (both passed
-on a trial merge of the `migrate` and `agent` branches, 55 s with the lab).
+Needs agents that carry out snapshot orders and restore from a snapshot's digest
+(issue 11's agent side, on main now); on a tree without it they skip, saying so.
 
     migrate web --host lab2: same id (container dy-<id>), IP, MAC and hostname after;
         a file written in its root fs is there; lab1 holds no container of it
