@@ -24,6 +24,14 @@ from dockyard.model.agent import (
     SnapshotOrder,
     VolumeCopy,
 )
+from dockyard.model.moves import (
+    Evacuation,
+    EvacuationResult,
+    Recovery,
+    RecoveryCreate,
+    RecoveryOrder,
+    Unplaced,
+)
 from dockyard.model.base import (
     BIG,
     MAX_DISK_GB,
@@ -183,6 +191,12 @@ __all__ = [
     "ServerGroup",
     "NetSpec",
     "SnapshotDone",
+    "Evacuation",
+    "EvacuationResult",
+    "Recovery",
+    "RecoveryCreate",
+    "RecoveryOrder",
+    "Unplaced",
     "SnapshotOrder",
     "VolumeCopy",
     "DesiredInstance",
