@@ -15,11 +15,13 @@ from dockyard.api import (
     catalog,
     enrolment,
     errors,
+    evacuation,
     groups,
     hosts,
     identity,
     instances,
     lifecycle,
+    recovery,
     volumes,
 )
 from dockyard.api import registry as registries
@@ -86,7 +88,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
     for module in (
-        identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries
+        identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries,
+        evacuation, recovery,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -24,14 +24,6 @@ from dockyard.model.agent import (
     SnapshotOrder,
     VolumeCopy,
 )
-from dockyard.model.moves import (
-    Evacuation,
-    EvacuationResult,
-    Recovery,
-    RecoveryCreate,
-    RecoveryOrder,
-    Unplaced,
-)
 from dockyard.model.base import (
     BIG,
     MAX_DISK_GB,
@@ -109,6 +101,15 @@ from dockyard.model.instances import (
     VolumeAttachment,
     VolumeCreate,
     VolumeSpec,
+)
+from dockyard.model.moves import (
+    Evacuation,
+    EvacuationResult,
+    Recovery,
+    RecoveryCreate,
+    RecoveryFailure,
+    RecoveryOrder,
+    Unplaced,
 )
 from dockyard.model.registry import (
     Registry,
@@ -195,6 +196,7 @@ __all__ = [
     "EvacuationResult",
     "Recovery",
     "RecoveryCreate",
+    "RecoveryFailure",
     "RecoveryOrder",
     "Unplaced",
     "SnapshotOrder",

@@ -80,3 +80,7 @@ class RecoveryOrder(Schema):
         default={}, description="mount target in the instance -> named volume id"
     )
     max_bytes: int = Field(default=RECOVERY_MAX_BYTES, ge=1, le=1 << 40)
+
+
+class RecoveryFailure(Schema):
+    error: str = Field(max_length=1024)
