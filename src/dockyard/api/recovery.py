@@ -6,14 +6,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from dockyard import model
 from dockyard.api.deps import Admin, Agent, Db, Key, Watch
 from dockyard.api.limits import TooLarge
-from dockyard.db import recoveries
+from dockyard.db import hosts, recoveries
+from dockyard.db.session import Database
 from dockyard.errors import BadRequest
 from dockyard.model.moves import RECOVERY_MAX_BYTES
 
@@ -49,6 +50,37 @@ def download(recovery_id: Key, db: Db, _: Admin) -> Response:
     return Response(data, media_type="application/x-tar", headers={"x-dockyard-sha256": digest})
 
 
+@router.get("/agent/hosts/{name}/recoveries", tags=["agent"])
+async def orders(
+    name: Key,
+    who: Agent,
+    db: Db,
+    watch: Watch,
+    since: Annotated[
+        int, Query(ge=-1, le=2**62, description="generation the agent already has")
+    ] = -1,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
+) -> model.RecoveryOrders:
+    """Long poll, as the desired state's: the host's queued recovery orders. Apart from
+    the desired state so an agent whose dockerd is gone still gets them."""
+    hosts.check_agent(who.host_name, name)
+    remaining = wait
+    while True:
+        fut = watch.register(name)
+        state = await run_in_threadpool(_orders, db, name)
+        if state.generation != since or remaining <= 0:
+            watch.cancel(name, fut)
+            return state
+        step = min(watch.reread, remaining)
+        await watch.wait(name, fut, step)
+        remaining -= step
+
+
+def _orders(db: Database, name: str) -> model.RecoveryOrders:
+    with db.session(write=False) as s:
+        return recoveries.orders_for_host(s, name)
+
+
 @router.put("/agent/recoveries/{recovery_id}/data", status_code=204, tags=["agent"])
 async def upload(
     recovery_id: Key,
@@ -75,7 +107,7 @@ async def upload(
     watch.notify(who.host_name)
 
 
-def _store(db: Db, host: str, recovery_id: str, data: bytes, sha256: str) -> None:
+def _store(db: Database, host: str, recovery_id: str, data: bytes, sha256: str) -> None:
     with db.session() as s:
         recoveries.store(s, host, recovery_id, data, sha256)
 

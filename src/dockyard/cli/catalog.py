@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import units
-from dockyard.cli import enrolment, lifecycle
+from dockyard.cli import enrolment, evacuation, lifecycle
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit, table
 
@@ -352,6 +352,7 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p.set_defaults(run=host_token)
     enrolment.add_host_verbs(ho, fmt)
     lifecycle.add_host_parsers(ho, fmt)
+    evacuation.add_host_verbs(ho, fmt)
 
     pr = sub.add_parser("project", help="projects").add_subparsers(dest="verb", required=True)
     p = pr.add_parser("create", parents=[fmt])

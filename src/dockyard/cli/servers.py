@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dockyard.cli import lifecycle
+from dockyard.cli import lifecycle, recovery
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
@@ -258,3 +258,4 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
             p.add_argument("--flavor", required=True, help="the new flavor (live, same host)")
         p.set_defaults(run=action(verb))
     lifecycle.add_server_parsers(srv, fmt)
+    recovery.add_server_verbs(srv, fmt)

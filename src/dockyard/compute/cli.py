@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,27 @@ def main(argv: list[str] | None = None) -> None:
     agent = _wire(cfg, args.docker_host, args.uplink, ca_file, registry_ca)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    _start_recovery(agent)
     agent.run()
+
+
+def _start_recovery(agent: Agent) -> None:
+    """Offline data recovery (compute/recovery.py) beside the agent's loops, on its own
+    long poll: it must work while dockerd, and so the reconcile loop, is down."""
+    from dockyard.compute.recovery import Recoverer
+
+    docker_root = getattr(agent.driver, "data_root", None)
+    assert callable(docker_root) and isinstance(agent.client, ServerClient)
+    recoverer = Recoverer(
+        agent.client,
+        agent.cfg.state_dir,
+        agent.cfg.host,
+        LoopVolumes(agent.cfg.state_dir / "volumes"),
+        docker_root,
+    )
+    threading.Thread(
+        target=recoverer.run, args=(agent.stop_event,), daemon=True, name="recovery"
+    ).start()
 
 
 def _parser() -> argparse.ArgumentParser:

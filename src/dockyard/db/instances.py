@@ -16,7 +16,6 @@ from dockyard.db import (
     hosts,
     lookup,
     quotas,
-    recoveries,
     registries,
     volumes,
 )
@@ -471,7 +470,6 @@ def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
         generation=host.generation,
         instances=[_desired(r, pool) for r in rows] + fenced,
         volumes=listed + [v for v in kept if v.id not in {x.id for x in listed}],
-        recoveries=recoveries.orders_for_host(s, host.id),
     )
     return registries.with_pulls(s, host.availability_zone, state)
 

@@ -76,14 +76,15 @@ def _check_host(s: Session, inst: m.Instance, host: m.Host) -> None:
         )
 
 
-def orders_for_host(s: Session, host_id: str) -> list[model.RecoveryOrder]:
-    """The queued recoveries the host's agent must carry out."""
+def orders_for_host(s: Session, host_name: str) -> model.RecoveryOrders:
+    """The queued recoveries the host's agent must carry out, at its generation."""
+    host = hosts.by_name(s, host_name)
     rows = s.scalars(
         select(m.Recovery)
-        .where(m.Recovery.host_id == host_id, m.Recovery.status == "queued")
+        .where(m.Recovery.host_id == host.id, m.Recovery.status == "queued")
         .order_by(m.Recovery.created_at)
     ).unique()
-    return [
+    orders = [
         model.RecoveryOrder(
             id=r.id,
             instance_id=r.instance_id,
@@ -93,6 +94,7 @@ def orders_for_host(s: Session, host_id: str) -> list[model.RecoveryOrder]:
         )
         for r in rows
     ]
+    return model.RecoveryOrders(generation=host.generation, orders=orders)
 
 
 def _queued(s: Session, host_name: str, recovery_id: str) -> m.Recovery:

@@ -109,6 +109,7 @@ from dockyard.model.moves import (
     RecoveryCreate,
     RecoveryFailure,
     RecoveryOrder,
+    RecoveryOrders,
     Unplaced,
 )
 from dockyard.model.registry import (
@@ -198,6 +199,7 @@ __all__ = [
     "RecoveryCreate",
     "RecoveryFailure",
     "RecoveryOrder",
+    "RecoveryOrders",
     "Unplaced",
     "SnapshotOrder",
     "VolumeCopy",

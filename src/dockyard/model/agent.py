@@ -9,7 +9,6 @@ from pydantic import (
 from dockyard.model.base import PowerState, Schema, TaskState
 from dockyard.model.catalog import ImageSource, Limits
 from dockyard.model.instances import HostVolume, VolumeAttachment
-from dockyard.model.moves import RecoveryOrder
 from dockyard.model.registry import RegistryLogin
 
 # --- agent <-> server ---------------------------------------------------------
@@ -131,9 +130,6 @@ class DesiredState(Schema):
         default=None,
         description="every volume whose data lives on the host; the agent removes the "
         "data of others nothing uses (None: the server did not say, remove nothing)",
-    )
-    recoveries: list[RecoveryOrder] = Field(
-        default=[], description="files to read off this host's disk and upload (recovery)"
     )
 
 

@@ -84,3 +84,10 @@ class RecoveryOrder(Schema):
 
 class RecoveryFailure(Schema):
     error: str = Field(max_length=1024)
+
+
+class RecoveryOrders(Schema):
+    """A host's queued recovery orders, at its generation (the agent long-polls)."""
+
+    generation: int
+    orders: list[RecoveryOrder]
