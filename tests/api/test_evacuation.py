@@ -41,7 +41,9 @@ def _running(cloud, token, name, **kw):
     r = cloud.create(name, **kw)
     assert r.status_code == 202, r.text
     iid = r.json()["id"]
-    assert _report(cloud, token, iid, power_state="running", task_done="spawning").status_code == 204
+    assert (
+        _report(cloud, token, iid, power_state="running", task_done="spawning").status_code == 204
+    )
     return r.json()
 
 
