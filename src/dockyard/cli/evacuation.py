@@ -4,6 +4,7 @@ elsewhere, follow them, and let go of the data the dead host kept."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from dockyard.cli.client import Api, CliError
@@ -80,7 +81,7 @@ def _wait(api: Api, host: str, ids: set[str], timeout: float) -> list[Any]:
         for e in rows:
             if seen.get(e["id"]) != e["status"]:
                 seen[e["id"]] = e["status"]
-                print(f"{e['instance']} -> {e['target']}: {e['status']}", flush=True)
+                print(f"{e['instance']} -> {e['target']}: {e['status']}", file=sys.stderr)
         if all(e["status"] in DONE for e in rows):
             return rows
         if time.monotonic() > deadline:

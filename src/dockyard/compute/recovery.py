@@ -204,9 +204,9 @@ class Recoverer:
         self._done: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
-        self.data_root()  # learn it while dockerd still answers
         generation = -1
         while not stop.is_set():
+            self.data_root()  # learn it while dockerd answers, for when it will not
             try:
                 orders = self.server.recoveries(since=generation, wait=25)
             except DockyardError as exc:
@@ -263,8 +263,9 @@ class Recoverer:
         cache = self.work / "docker-root"
         try:
             root = self._docker_root()
-            self.work.mkdir(parents=True, exist_ok=True)
-            cache.write_text(root)
+            if not cache.is_file() or cache.read_text() != root:
+                self.work.mkdir(parents=True, exist_ok=True)
+                cache.write_text(root)
             return Path(root)
         except DockyardError:
             try:
