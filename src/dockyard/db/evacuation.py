@@ -108,53 +108,59 @@ def _rebuild(
     vols: list[m.Volume],
     request_id: str,
 ) -> m.Migration:
-    old_cores = [c.core for c in inst.cores]
+    """Record the evacuation, then point the instance (cores, volumes, image, states)
+    at the target, where its agent spawns it."""
     snap = latest_snapshot(s, inst.id)
     image = snap or inst.image
     target = s.get(m.Host, target_id)
     assert target is not None
-    note = _note(
-        inst, dead, target, image, snap is not None, [v for v in vols if v.host_id == dead.id]
-    )
+    emptied = [v for v in vols if v.host_id == dead.id]
+    note = _note(inst, dead, target, image, snap is not None, emptied)[:1024]
     row = m.Migration(
         instance_id=inst.id,
         kind=fencing.KIND,
         status="starting",
         source_host_id=dead.id,
         target_host_id=target_id,
-        source_cores=old_cores,
+        source_cores=[c.core for c in inst.cores],
         source_state="kept",
         snapshot_digest=snap.digest if snap else None,
         volumes={v.id: {"name": v.name, "data": f"kept on {dead.name}"} for v in vols},
         user_name=who.name,
         rebuilt_from=image.id,
         source_image_id=inst.image_id,
-        note=note[:1024],
+        note=note,
     )
     s.add(row)
+    action = m.InstanceAction(
+        instance_id=inst.id, request_id=request_id, action="evacuate", user_name=who.name
+    )
+    s.add(action)
+    action.message = note
+    _repoint(s, inst, target_id, placement.cores, emptied, image)
+    return row
+
+
+def _repoint(
+    s: Session,
+    inst: m.Instance,
+    target_id: str,
+    cores: list[int],
+    emptied: list[m.Volume],
+    image: m.Image,
+) -> None:
     s.execute(delete(m.CoreClaim).where(m.CoreClaim.instance_id == inst.id))
     s.flush()
-    for core in placement.cores:
+    for core in cores:
         s.add(m.CoreClaim(host_id=target_id, core=core, instance_id=inst.id))
-    for vol in vols:
-        if vol.host_id == dead.id:
-            vol.host_id = target_id  # an empty volume there; the data stays on the dead host
+    for vol in emptied:
+        vol.host_id = target_id  # an empty volume there; the data stays on the dead host
     inst.host_id, inst.image_id, inst.fault = target_id, image.id, None
     inst.vm_state, inst.task_state = VmState.building.value, TaskState.spawning.value
     inst.power_state = PowerState.nostate.value
-    s.add(
-        m.InstanceAction(
-            instance_id=inst.id,
-            request_id=request_id,
-            action="evacuate",
-            user_name=who.name,
-            message=note[:1024],
-        )
-    )
     hosts.bump(s, target_id)
     s.flush()
     s.expire(inst, ["cores", "host", "image"])
-    return row
 
 
 def _note(
