@@ -19,20 +19,20 @@ def _orders(cloud, token, host="h1", **params):
     return cloud.ok("GET", f"/agent/hosts/{host}/recoveries", token, params=params)
 
 
-def test_recovery_is_asked_of_a_host_that_holds_the_data_and_nothing_writes(quick):  # noqa: F811
-    quick.catalog()
-    t1 = quick.register("h1")
-    quick.register("h2", memory_mb=4096)
-    _running(quick, t1, "web")
+def test_recovery_is_asked_of_a_host_that_holds_the_data_and_nothing_writes(cloud):
+    cloud.catalog()
+    t1 = cloud.register("h1")
+    cloud.register("h2", memory_mb=4096)
+    _running(cloud, t1, "web")
     body = {"host": "h1", "path": "/root/notes.txt"}
-    r = quick.call("POST", "/instances/web/recoveries", json=body)
+    r = cloud.call("POST", "/instances/web/recoveries", json=body)
     assert r.status_code == 409 and "stop it first" in r.json()["detail"]
-    r = quick.call("POST", "/instances/web/recoveries", json={"host": "h2", "path": "/root"})
+    r = cloud.call("POST", "/instances/web/recoveries", json={"host": "h2", "path": "/root"})
     assert r.status_code == 409 and "holds no data of web" in r.json()["detail"]
-    r = quick.call("POST", "/instances/web/recoveries", json={"host": "h1", "path": "/a/../b"})
+    r = cloud.call("POST", "/instances/web/recoveries", json={"host": "h1", "path": "/a/../b"})
     assert r.status_code in (400, 422), r.text
-    member = _user(quick, "al", "member")
-    r = quick.call("POST", "/instances/web/recoveries", member, json=body)
+    member = _user(cloud, "al", "member")
+    r = cloud.call("POST", "/instances/web/recoveries", member, json=body)
     assert r.status_code == 403  # only admins read instances' disks
 
 
@@ -66,17 +66,17 @@ def test_the_order_travels_to_the_agent_and_the_tar_back_to_the_admin(quick):  #
     assert quick.call("GET", f"/recoveries/{rec['id']}", t2).status_code == 403
 
 
-def test_the_agents_refusal_reaches_the_admin(quick):  # noqa: F811
-    quick.catalog()
-    t1 = quick.register("h1")
-    inst = _running(quick, t1, "web")
-    quick.ok("POST", "/instances/web/stop")
-    _report(quick, t1, inst["id"], power_state="shutdown", task_done="powering-off")
-    assert quick.ok("GET", "/instances/web")["status"] == "SHUTOFF"
-    rec = quick.ok("POST", "/instances/web/recoveries", json={"host": "h1", "path": "/etc/x"})
+def test_the_agents_refusal_reaches_the_admin(cloud):
+    cloud.catalog()
+    t1 = cloud.register("h1")
+    inst = _running(cloud, t1, "web")
+    cloud.ok("POST", "/instances/web/stop")
+    _report(cloud, t1, inst["id"], power_state="shutdown", task_done="powering-off")
+    assert cloud.ok("GET", "/instances/web")["status"] == "SHUTOFF"
+    rec = cloud.ok("POST", "/instances/web/recoveries", json={"host": "h1", "path": "/etc/x"})
     why = "/etc/x is a symbolic link: recovery does not follow links"
-    quick.ok("POST", f"/agent/recoveries/{rec['id']}/failure", t1, json={"error": why})
-    failed = quick.ok("GET", f"/recoveries/{rec['id']}")
+    cloud.ok("POST", f"/agent/recoveries/{rec['id']}/failure", t1, json={"error": why})
+    failed = cloud.ok("GET", f"/recoveries/{rec['id']}")
     assert (failed["status"], failed["error"]) == ("error", why)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def two_hosts() -> Iterator[LabRun]:
-    with running_lab("--hosts", "2") as lab:
+    # down 15 s after the last heartbeat (agents beat every 10 s), not the default 30
+    with running_lab("--hosts", "2", "--host-down-after", "15") as lab:
         yield lab
 
 
@@ -77,7 +79,9 @@ def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
     refused = lab.cli("host", "evacuate", src, check=False)
     assert refused.returncode == 1 and "is up" in refused.stderr
     _die(lab, src, box)
+    started = time.monotonic()
     done = lab.cli_json("host", "evacuate", src, "--wait")
+    print(f"evacuate --wait: {time.monotonic() - started:.1f} s to ACTIVE on {dst}")
     assert done["unplaced"] == [], done
     [ev] = done["evacuations"]
     assert (ev["target"], ev["status"], ev["source_state"]) == (dst, "finished", "kept")
@@ -96,6 +100,8 @@ def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
     state.save()
     with tempfile.TemporaryDirectory(prefix="dy-recovered-") as got:
         for path in ("/root/work/secret.bin", "/data/vol.bin"):
+            started = time.monotonic()
             lab.cli("server", "recover", "pet", "--host", src, "--path", path, "--to", got)
+            print(f"recover {path}: {time.monotonic() - started:.1f} s")
             data = (Path(got) / Path(path).name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == sums[Path(path).name], path
