@@ -16,12 +16,14 @@ from dockyard.api import (
     catalog,
     enrolment,
     errors,
+    evacuation,
     groups,
     hosts,
     identity,
     instances,
     lifecycle,
     moves,
+    recovery,
     volumes,
 )
 from dockyard.api import registry as registries
@@ -100,6 +102,7 @@ def create_app(
     for module in (
         identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries,
         moves,
+        evacuation, recovery,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

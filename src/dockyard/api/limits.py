@@ -23,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dockyard.errors import DockyardError
 
 PROBLEM = "application/problem+json"
-UPLOAD_PATH = re.compile(r"^/v1/images/[^/]+/file$")
+# streamed to their handlers, which count (an image upload; a recovery's tar)
+UPLOAD_PATH = re.compile(r"^/v1/(images/[^/]+/file|agent/recoveries/[^/]+/data)$")
 
 
 class TooLarge(DockyardError):

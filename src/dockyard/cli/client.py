@@ -98,6 +98,13 @@ class Api:
                 "PUT", path, content=f, headers={"content-type": "application/octet-stream"}
             )
 
+    def fetch(self, path: str) -> bytes:
+        """GET a download's raw bytes."""
+        r = self._request("GET", path, None, None, None, timeout=300)
+        if r.status_code >= 400:
+            raise CliError(_problem(r))
+        return r.content
+
     def find(self, path: str) -> Any:
         """GET, or None when the resource does not exist (404)."""
         r = self._request("GET", path, None, None, None)

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dockyard.cli import lifecycle, moves
+from dockyard.cli import lifecycle, moves, recovery
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
@@ -265,3 +265,4 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
         p.set_defaults(run=action(verb))
     lifecycle.add_server_parsers(srv, fmt)
     moves.add_server_parsers(srv, fmt)
+    recovery.add_server_verbs(srv, fmt)

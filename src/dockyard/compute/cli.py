@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,10 @@ from dockyard.compute.plumber import HostPlumber
 from dockyard.compute.procfs import ProcView
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.compute.volumes import LoopVolumes
+from dockyard.errors import TemporaryError
 from dockyard.network import plumbing
+
+log = logging.getLogger("dockyard.agent")
 
 
 def _cores(p: argparse.ArgumentParser, text: str) -> list[int]:
@@ -66,10 +71,54 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--uplink {args.uplink}: {plumbing.uplink_problem(args.uplink)}")
     cfg, ca_file = _enrol(p, args, cfg)
     registry_ca = ca_file if args.trust_registries else None
-    agent = _wire(cfg, args.docker_host, args.uplink, ca_file, registry_ca)
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    agent.run()
+    stopping, wired = threading.Event(), list[Agent]()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+        for agent in wired:
+            agent.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _start_recovery(cfg, ca_file, stopping, lambda: wired[0] if wired else None)
+    while not stopping.is_set():
+        try:
+            wired.append(_wire(cfg, args.docker_host, args.uplink, ca_file, registry_ca))
+            break
+        except Exception as exc:  # the docker SDK's errors: only the Docker driver imports it
+            log.warning("cannot start (%s); only offline recovery runs; retrying in 10 s", exc)
+            stopping.wait(10)
+    if wired and not stopping.is_set():
+        wired[0].run()
+
+
+def _start_recovery(
+    cfg: AgentConfig,
+    ca_file: Path | None,
+    stopping: threading.Event,
+    agent: Callable[[], Agent | None],
+) -> None:
+    """Offline data recovery (compute/recovery.py) on its own thread and long poll,
+    from before the agent is wired: it must work while dockerd does not answer (the
+    Docker client cannot even be made then), and it sends no heartbeat, so a host
+    whose dockerd will not start stays down for the scheduler."""
+    from dockyard.compute.recovery import Recoverer
+
+    def docker_root() -> str:
+        found = agent()
+        data_root = getattr(found.driver, "data_root", None) if found else None
+        if data_root is None:
+            raise TemporaryError("dockerd has not answered since the agent started")
+        return str(data_root())
+
+    recoverer = Recoverer(
+        ServerClient(cfg.server, cfg.token, cfg.host, ca_file),
+        cfg.state_dir,
+        cfg.host,
+        LoopVolumes(cfg.state_dir / "volumes"),
+        docker_root,
+    )
+    threading.Thread(target=recoverer.run, args=(stopping,), daemon=True, name="recovery").start()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -138,6 +138,27 @@ class ServerClient:
                 "create the instance again"
             )
 
+    # --- recovery (compute/recovery.py's RecoveryServer)
+
+    def recoveries(self, since: int, wait: float) -> model.RecoveryOrders:
+        r = self._call(
+            "GET", f"/agent/hosts/{self.host}/recoveries", params={"since": since, "wait": wait}
+        )
+        return model.from_newer(model.RecoveryOrders, r.json())
+
+    def upload_recovery(self, order_id: str, tar: Path, sha256: str) -> None:
+        with tar.open("rb") as f:
+            self._call(
+                "PUT",
+                f"/agent/recoveries/{order_id}/data",
+                content=f,
+                headers={"x-dockyard-sha256": sha256, "content-type": "application/x-tar"},
+                timeout=httpx.Timeout(10.0, read=300.0, write=300.0),
+            )
+
+    def fail_recovery(self, order_id: str, error: str) -> None:
+        self._call("POST", f"/agent/recoveries/{order_id}/failure", json={"error": error})
+
     def close(self) -> None:
         self._http.close()
 

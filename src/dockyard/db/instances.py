@@ -9,7 +9,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model, states
-from dockyard.db import catalog, groups, hosts, lookup, quotas, registries, volumes
+from dockyard.db import (
+    catalog,
+    fencing,
+    groups,
+    hosts,
+    lookup,
+    quotas,
+    registries,
+    volumes,
+)
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, Gone, NotFound, NoValidHost
@@ -213,6 +222,9 @@ def act(
 
 
 def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceReport) -> None:
+    if rep.fenced:  # from the host an evacuation left: the instance lives elsewhere now
+        fencing.fenced_report(s, host_name, instance_id)
+        return
     inst = s.get(m.Instance, instance_id)
     if inst is None or inst.host is None or inst.host.name != host_name:
         raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
@@ -224,6 +236,8 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
         _close(s, inst.id, ACTION_OF_TASK[out.finished], out.error)
     if out.vm_state == VmState.deleted:
         _finish_delete(s, inst)
+    elif fencing.rebuilt(s, inst, out):  # an evacuation's rebuild: it keeps its IP either way
+        pass
     elif out.error and out.finished == TaskState.spawning:
         inst.fault = f"spawn on {host_name} failed: {out.error} (its IP {inst.ip} was released)"
         _release(s, inst)
@@ -450,10 +464,12 @@ def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
         select(m.Instance).where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
     ).unique()
     pool = hosts.shared_pool(s, host.id)
+    fenced, kept = fencing.fenced_for_host(s, host, lambda r: _desired(r, pool))
+    listed = volumes.for_host(s, host.id)
     state = model.DesiredState(
         generation=host.generation,
-        instances=[_desired(r, pool) for r in rows],
-        volumes=volumes.for_host(s, host.id),
+        instances=[_desired(r, pool) for r in rows] + fenced,
+        volumes=listed + [v for v in kept if v.id not in {x.id for x in listed}],
     )
     return registries.with_pulls(s, host.availability_zone, state)
 

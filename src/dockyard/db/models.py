@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 
 def new_id() -> str:
@@ -343,8 +343,36 @@ class Migration(Base):
     # takes once it runs on the target; the target was chosen and claimed for it
     flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id"), default=None)
     flavor: Mapped[Flavor | None] = relationship(lazy="joined")
+    # evacuation (0018): the image it was rebuilt from and the one it ran on the dead host,
+    # what the rebuild loses (for users), and when the dead host's agent fenced it
+    rebuilt_from: Mapped[str | None] = mapped_column(String(36), default=None)
+    source_image_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    note: Mapped[str | None] = mapped_column(String(1024), default=None)
+    fenced_at: Mapped[datetime | None] = mapped_column(default=None)
     instance: Mapped[Instance] = relationship(lazy="joined")
     source_host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[source_host_id])
     target_host: Mapped[Host | None] = relationship(
         lazy="joined", foreign_keys=[target_host_id]
     )
+
+
+class Recovery(Base):
+    """Files read off a host's disk for an instance (its writable layer, its named
+    volumes) by that host's agent, even with dockerd down: queued -> done | error.
+    ``data`` is the tar the agent uploaded, kept until the recovery row is deleted."""
+
+    __tablename__ = "recoveries"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    size: Mapped[int | None] = mapped_column(default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    error: Mapped[str | None] = mapped_column(String(1024), default=None)
+    user_name: Mapped[str | None] = mapped_column(String(63), default=None)
+    data: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, default=None))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    instance: Mapped[Instance] = relationship(lazy="joined")
+    host: Mapped[Host] = relationship(lazy="joined")

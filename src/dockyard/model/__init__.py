@@ -102,6 +102,16 @@ from dockyard.model.instances import (
     VolumeCreate,
     VolumeSpec,
 )
+from dockyard.model.moves import (
+    Evacuation,
+    EvacuationResult,
+    Recovery,
+    RecoveryCreate,
+    RecoveryFailure,
+    RecoveryOrder,
+    RecoveryOrders,
+    Unplaced,
+)
 from dockyard.model.registry import (
     Registry,
     RegistryCreate,
@@ -183,6 +193,14 @@ __all__ = [
     "ServerGroup",
     "NetSpec",
     "SnapshotDone",
+    "Evacuation",
+    "EvacuationResult",
+    "Recovery",
+    "RecoveryCreate",
+    "RecoveryFailure",
+    "RecoveryOrder",
+    "RecoveryOrders",
+    "Unplaced",
     "SnapshotOrder",
     "VolumeCopy",
     "DesiredInstance",

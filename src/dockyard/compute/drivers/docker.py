@@ -476,6 +476,11 @@ class DockerDriver:
         devices = sorted({d for d in map(block_device, paths) if not _is_loop(d)})
         return {k: [{"Path": d, "Rate": v} for d in devices] for k, v in wanted.items()}
 
+    def data_root(self) -> str:
+        """dockerd's data root (offline recovery reads containers' layers under it).
+        Raises TemporaryError while dockerd does not answer and it was never learnt."""
+        return self._root_dir()
+
     def _root_dir(self) -> str:
         if self._data_root is None:
             try:

@@ -1,0 +1,90 @@
+"""``dockyard server recover``: copy files out of an instance's writable layer or named
+volumes on a host, read off that host's disk by its agent (dockerd may be down)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from dockyard.cli.client import Api, CliError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def add_server_verbs(srv: Any, fmt: argparse.ArgumentParser) -> None:
+    p = srv.add_parser(
+        "recover",
+        parents=[fmt],
+        help="admins: copy files out of a stopped, dead-host or evacuated instance's disk",
+    )
+    p.add_argument("name")
+    p.add_argument("--host", required=True, help="the host whose disk holds the data")
+    p.add_argument("--path", required=True, help="absolute path inside the instance")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", type=Path, metavar="LOCAL_DIR", help="unpack here")
+    where.add_argument("--into", metavar="INSTANCE:PATH", help="(not available yet)")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(run=recover)
+
+
+def recover(api: Api, a: argparse.Namespace) -> None:
+    if a.into:
+        raise CliError(
+            "--into is not available yet: recover with --to LOCAL_DIR, then copy the files "
+            "into the instance (scp)"
+        )
+    body = {"host": a.host, "path": a.path}
+    rec = api.post(f"/instances/{a.name}/recoveries", body)
+    rec = _wait(api, rec, a.timeout)
+    data = api.fetch(f"/recoveries/{rec['id']}/data")
+    import hashlib  # here, not at start-up: every `server` command loads this module
+
+    if hashlib.sha256(data).hexdigest() != rec["sha256"]:
+        raise CliError("the download does not match the sha256 the agent sent; run it again")
+    names = unpack(data, a.to)
+    if a.format == "json":
+        import json
+
+        print(json.dumps({**rec, "files": names}, indent=2))
+        return
+    print(
+        f"recovered {a.path} from {a.host} into {a.to} ({rec['size']} bytes of tar, "
+        f"sha256 {rec['sha256'][:16]}...): {len(names)} entries"
+    )
+
+
+def _wait(api: Api, rec: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while rec["status"] == "queued":
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"{rec['host']}'s agent has not read it after {timeout:.0f}s: is the agent "
+                f"running? (recovery {rec['id']}, `dockyard host show {rec['host']}`)"
+            )
+        time.sleep(0.5)
+        rec = api.get(f"/recoveries/{rec['id']}")
+    if rec["status"] != "done":
+        raise CliError(f"{rec['host']} could not recover {rec['path']}: {rec['error']}")
+    return rec
+
+
+def unpack(data: bytes, dest: Path) -> list[str]:
+    """Unpack under ``dest`` (made if missing) with tarfile's data filter: nothing lands
+    outside it; an entry that already exists there is refused, never overwritten."""
+    import io
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        clash = next((m.name for m in members if (dest / m.name).exists() and not m.isdir()), None)
+        if clash is not None:
+            raise CliError(f"{dest / clash} already exists; recover into an empty directory")
+        try:
+            tar.extractall(dest, members=members, filter="data")
+        except tarfile.FilterError as exc:
+            raise CliError(f"refused an entry of the recovered tar: {exc}") from exc
+    return [m.name for m in members]

@@ -1,0 +1,107 @@
+"""Evacuation of a dead lab host (issue 11 item 4) and recovery from its disk (item 5):
+the instance comes back on the other host with its IP, MAC and hostname, answering
+pings; what it had written is then recovered byte for byte from the dead host, whose
+agent is back but whose dockerd is gone for good."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.lab import lab as labs
+from dockyard.lab.procs import run, wait_for
+from tests.lab.conftest import LabRun, running_lab
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def two_hosts() -> Iterator[LabRun]:
+    # down 15 s after the last heartbeat (agents beat every 10 s), not the default 30
+    with running_lab("--hosts", "2", "--host-down-after", "15") as lab:
+        yield lab
+
+
+def _docker(lab: LabRun, host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    sock = next(h for h in lab.record()["hosts"] if h["name"] == host)["exec_root"] + ".sock"
+    return subprocess.run(
+        ["docker", "-H", f"unix://{sock}", *args], capture_output=True, text=True, check=False
+    )
+
+
+def _die(lab: LabRun, host: str, container: str) -> None:
+    """The host dies: its agent and dockerd stop, its instance with them."""
+    state = labs.Lab.load(lab.state)
+    state.host(host).stop_agent()
+    assert _docker(lab, host, "stop", "-t", "1", container).returncode == 0
+    state.host(host).stop_dockerd()
+    state.save()
+
+    def down() -> bool:
+        return bool(lab.cli_json("host", "show", host)["state"] == "down")
+
+    wait_for(down, 90, f"{host} to be seen down")
+
+
+def _ping(lab: LabRun, ip: str) -> bool:
+    ns = lab.record()["probe_ns"]
+    cmd = ("nsenter", f"--net=/run/netns/{ns}", "ping", "-c", "2", "-W", "1", ip)
+    return run(*cmd, check=False).returncode == 0
+
+
+def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
+    two_hosts: LabRun,
+) -> None:
+    lab = two_hosts
+    lab.cli("volume", "create", "keep", "--size", "64MB")
+    before = lab.cli_json(
+        "server", "create", "pet", "--image", "demo", "--flavor", "small", "--network", "lab",
+        "--volume", "keep:/data", "--wait",
+    )  # fmt: skip
+    src = before["host"]
+    dst = next(h for h in ("lab1", "lab2") if h != src)
+    box = f"dy-{before['id']}"
+    write = (
+        "mkdir -p /root/work && dd if=/dev/urandom of=/root/work/secret.bin bs=1024 count=500 "
+        "2>/dev/null && dd if=/dev/urandom of=/data/vol.bin bs=1024 count=200 2>/dev/null && "
+        "sync && sha256sum /root/work/secret.bin /data/vol.bin"
+    )
+    out = _docker(lab, src, "exec", box, "sh", "-c", write).stdout
+    sums = {Path(p).name: d for d, p in (line.split() for line in out.splitlines())}
+    assert len(sums) == 2, out
+
+    refused = lab.cli("host", "evacuate", src, check=False)
+    assert refused.returncode == 1 and "is up" in refused.stderr
+    _die(lab, src, box)
+    started = time.monotonic()
+    done = lab.cli_json("host", "evacuate", src, "--wait")
+    print(f"evacuate --wait: {time.monotonic() - started:.1f} s to ACTIVE on {dst}")
+    assert done["unplaced"] == [], done
+    [ev] = done["evacuations"]
+    assert (ev["target"], ev["status"], ev["source_state"]) == (dst, "finished", "kept")
+    assert "lost unless recovered" in ev["note"]
+
+    after = lab.cli_json("server", "show", "pet")
+    same = ("id", "ip", "mac", "hostname")
+    assert {k: after[k] for k in same} == {k: before[k] for k in same}
+    assert (after["host"], after["status"]) == (dst, "ACTIVE")
+    wait_for(lambda: _ping(lab, after["ip"]), 30, f"pet to answer on {after['ip']}")
+    gone = _docker(lab, dst, "exec", box, "ls", "/root/work/secret.bin")
+    assert gone.returncode != 0  # rebuilt from its image: that write is on the dead host
+
+    state = labs.Lab.load(lab.state)
+    state.host(src).start_agent()  # the agent returns; its dockerd does not
+    state.save()
+    with tempfile.TemporaryDirectory(prefix="dy-recovered-") as got:
+        for path in ("/root/work/secret.bin", "/data/vol.bin"):
+            started = time.monotonic()
+            lab.cli("server", "recover", "pet", "--host", src, "--path", path, "--to", got)
+            print(f"recover {path}: {time.monotonic() - started:.1f} s")
+            data = (Path(got) / Path(path).name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == sums[Path(path).name], path
