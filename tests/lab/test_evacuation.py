@@ -16,6 +16,7 @@ import pytest
 
 from dockyard.lab import lab as labs
 from dockyard.lab.procs import run, wait_for
+from dockyard.network.plumbing import host_ifname
 from tests.lab.conftest import LabRun, running_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -105,3 +106,59 @@ def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
             print(f"recover {path}: {time.monotonic() - started:.1f} s")
             data = (Path(got) / Path(path).name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == sums[Path(path).name], path
+
+
+def _running(lab: LabRun, host: str, container: str) -> bool:
+    out = _docker(lab, host, "inspect", "-f", "{{.State.Running}}", container)
+    return out.returncode == 0 and out.stdout.strip() == "true"
+
+
+def test_a_dead_host_that_returns_whole_is_fenced_and_lets_go_when_released(
+    two_hosts: LabRun,
+) -> None:
+    """Fencing (item 4): the evacuated host comes back with its dockerd and agent; its
+    agent stops and unplugs what now lives elsewhere, keeps it, never starts it, and
+    reports it; the IP answers from the new host only; release removes the old copy."""
+    lab = two_hosts
+    state = labs.Lab.load(lab.state)
+    for h in state.hosts:  # the previous test may have left a host without its dockerd
+        h.start_dockerd()
+        h.start_agent()
+    state.save()
+    wait_for(lambda: state.hosts_up() == {"lab1", "lab2"}, 60, "both hosts up")
+    lab.cli("host", "disable", "lab2", "--reason", "test: place on lab1")
+    try:
+        inst = lab.cli_json(
+            "server", "create", "fenced", "--image", "demo", "--flavor", "small",
+            "--network", "lab", "--wait",
+        )  # fmt: skip
+    finally:
+        lab.cli("host", "enable", "lab2")
+    box = f"dy-{inst['id']}"
+    assert inst["host"] == "lab1"
+    _die(lab, "lab1", box)
+    [ev] = lab.cli_json("host", "evacuate", "lab1", "--wait")["evacuations"]
+    assert ev["status"] == "finished" and ev["target"] == "lab2", ev
+
+    state = labs.Lab.load(lab.state)
+    state.host("lab1").start_dockerd()  # the host returns whole
+    state.host("lab1").start_agent()
+    state.save()
+
+    def fenced() -> bool:
+        rows = lab.cli_json("host", "evacuations", "lab1")
+        return any(r["id"] == ev["id"] and r["fenced"] for r in rows)
+
+    wait_for(fenced, 90, "lab1's agent to report the instance fenced")
+    assert _docker(lab, "lab1", "inspect", box).returncode == 0  # kept for recovery
+    assert not _running(lab, "lab1", box)
+    host_if = host_ifname(inst["id"])
+    links = run("ip", "-n", state.host("lab1").netns, "-o", "link", "show", check=False).stdout
+    assert host_if not in links  # unplugged
+    assert _running(lab, "lab2", box) and _ping(lab, inst["ip"])
+    time.sleep(12)  # more than one agent pass: it stays stopped
+    assert not _running(lab, "lab1", box)
+
+    lab.cli("host", "release", ev["id"])
+    wait_for(lambda: _docker(lab, "lab1", "inspect", box).returncode != 0, 60, "lab1 to let go")
+    assert _running(lab, "lab2", box)

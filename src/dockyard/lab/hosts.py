@@ -151,6 +151,9 @@ class LabHost:
         """After: none of this host's processes, mounts, cgroups, links or namespace.
         Returns what could not be removed."""
         self.stop_agent()
+        # an agent of this host whose PID lab.json missed (started by hand or by a test
+        # that did not save the lab): its command line names this host's state dir
+        kill_marked(str(Path(self.dir) / "agent"))
         self.remove_containers()
         self.stop_dockerd()
         kill_marked(self.exec_root)  # containerd shims a stopped dockerd left
