@@ -116,3 +116,28 @@ def test_data_that_does_not_compress_is_stored_and_the_rest_compressed_fast(tmp_
     noise.write_bytes(os.urandom(4 << 20))
     zeros.write_bytes(bytes(4 << 20))
     assert (gzip_level(noise), gzip_level(zeros)) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # a symlink, then a file of the same name: written through the link
+        [_member("f", tarfile.SYMTYPE, link="OUTSIDE"), _member("f", data=b"pwned")],
+        # a hard link to a symlink: the link's target file, wherever it is
+        [_member("s", tarfile.SYMTYPE, link="OUTSIDE"), _member("h", tarfile.LNKTYPE, link="s")],
+    ],
+)
+def test_unpacking_never_writes_through_a_symlink_of_its_own(tmp_path, members):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"kept")
+    members = [
+        (info, data)
+        if info.linkname != "OUTSIDE"
+        else _member(info.name, tarfile.SYMTYPE, link=str(victim))
+        for info, data in members
+    ]
+    dest = tmp_path / "vol"
+    dest.mkdir()
+    with pytest.raises(PermanentError, match="twice|hard-links"):
+        unpack(_tar_with(tmp_path, *members), dest)
+    assert victim.read_bytes() == b"kept"

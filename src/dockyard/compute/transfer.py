@@ -108,7 +108,14 @@ def pack(root: Path, dest: Path) -> None:
 
 
 def unpack(archive: Path, root: Path) -> None:
-    """Everything in ``archive`` into ``root``, owners and modes as they were."""
+    """Everything in ``archive`` into ``root``, owners and modes as they were.
+
+    Nothing is written outside ``root``: no absolute or ``..`` name, no entry reached
+    through a link, no entry twice (a second one would be written through the first,
+    a symlink to anywhere), no hard link to a symlink. Symlinks themselves are kept
+    as they are (a volume may hold absolute ones) and never followed here."""
+    seen: set[str] = set()
+    symlinks: set[str] = set()
 
     def inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
         name = PurePosixPath(member.name)
@@ -120,6 +127,14 @@ def unpack(archive: Path, root: Path) -> None:
             parent = os.path.realpath(os.path.join(dest, os.path.dirname(p)))
             if parent != dest and not parent.startswith(dest + "/"):
                 raise PermanentError(f"the volume copy goes through a link at {member.name!r}")
+        key = str(name)
+        if key in seen or os.path.islink(os.path.join(dest, key)):
+            raise PermanentError(f"the volume copy holds {member.name!r} twice")
+        if member.islnk() and str(target) in symlinks:
+            raise PermanentError(f"the volume copy hard-links {member.name!r} to a symlink")
+        seen.add(key)
+        if member.issym():
+            symlinks.add(key)
         return member
 
     with tarfile.open(archive, "r:*") as tar:
