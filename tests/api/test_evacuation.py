@@ -166,3 +166,39 @@ def test_a_failed_rebuild_keeps_the_ip_and_says_how_to_retry(quick):
     assert (after["status"], after["ip"], after["host"]) == ("ERROR", inst["ip"], "h2")
     assert "dockyard server start web" in after["fault"]
     assert quick.ok("GET", "/hosts/h1/evacuations")[0]["status"] == "error"
+
+
+def test_an_instance_is_not_moved_back_onto_the_host_that_keeps_its_old_copy(tmp_path):
+    """The dead host keeps the evacuated instance's old container and volumes (fenced);
+    migrating the instance back there would start that old copy, so it is refused until
+    an admin releases it, and the scheduler skips that host meanwhile."""
+    from dockyard.api.registry import RegistrySettings
+
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=DOWN_AFTER))
+    token = init(db)
+    app = create_app(db, tmp_path, registry=RegistrySettings("127.0.0.1:5999"))
+    with TestClient(app) as client:
+        cloud = Cloud(client, token)
+        cloud.catalog()
+        t1 = cloud.register("h1")
+        t2 = cloud.register("h2", memory_mb=4096)
+        iid = _running(cloud, t1, "web")["id"]
+        _kill(cloud, "h1", ("h2", t2))
+        [ev] = cloud.ok("POST", "/hosts/h1/evacuate")["evacuations"]
+        assert (
+            _report(cloud, t2, iid, power_state="running", task_done="spawning").status_code == 204
+        )
+        cloud.ok("POST", "/agent/hosts/h1/heartbeat", t1)  # h1 is back, keeping the copy
+
+        refused = cloud.call("POST", f"/instances/{iid}/migrate", json={"host": "h1"})
+        assert refused.status_code == 409, refused.text
+        assert f"dockyard host release {ev['id']}" in refused.json()["detail"]
+        nowhere = cloud.call("POST", f"/instances/{iid}/migrate", json={})
+        assert nowhere.status_code == 409  # h1 is the only other host
+        assert cloud.ok("GET", f"/instances/{iid}")["host"] == "h2"
+
+        cloud.ok("POST", f"/migrations/{ev['id']}/release")
+        moved = cloud.call("POST", f"/instances/{iid}/migrate", json={"host": "h1"})
+        assert moved.status_code == 202, moved.text
+        assert cloud.ok("GET", f"/instances/{iid}")["task_state"] == "migrating"
+    db.engine.dispose()

@@ -81,6 +81,8 @@ def _move(
     """Claim a new host for ``inst`` and point it there; the reason if none fits."""
     view = hosts.claim_view(s)
     view.pop(dead.id, None)
+    for kept in fencing.keeping(s, inst.id):  # an old copy there would start instead
+        view.pop(kept, None)
     vols = _volumes(s, inst)
     request = claim.request(
         instances.shape_of(inst),

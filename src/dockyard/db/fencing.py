@@ -55,6 +55,30 @@ def fenced_rows(s: Session, host: m.Host) -> list[m.Migration]:
     return list(out.values())
 
 
+def keeping(s: Session, instance_id: str) -> dict[str, m.Migration]:
+    """Host id -> the evacuation whose copy of the instance that host still keeps.
+
+    The instance must not be placed there again until an admin releases it: its
+    agent would find the old, stopped container and its volumes and start those,
+    and the newer data would be removed with the copy it left behind."""
+    rows = s.scalars(
+        select(m.Migration).where(
+            m.Migration.kind == KIND,
+            m.Migration.instance_id == instance_id,
+            m.Migration.source_state == "kept",
+        )
+    ).unique()
+    return {r.source_host_id: r for r in rows}
+
+
+def kept_copy_refusal(inst_name: str, host_name: str, row: m.Migration) -> str:
+    return (
+        f"{host_name} still keeps the copy of {inst_name} its evacuation left (evacuation "
+        f"{row.id}); recover what you need from it, then `dockyard host release {row.id}`, "
+        "or pick another host"
+    )
+
+
 def fenced_for_host(
     s: Session, host: m.Host, desired: Callable[[m.Instance], model.DesiredInstance]
 ) -> tuple[list[model.DesiredInstance], list[model.HostVolume]]:

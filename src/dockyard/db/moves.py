@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dockyard.db import catalog, groups, hosts, instances, quotas, snapshots, volumes
+from dockyard.db import catalog, fencing, groups, hosts, instances, quotas, snapshots, volumes
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound, NoValidHost
@@ -94,13 +94,16 @@ def _place(
 ) -> tuple[str, list[int]]:
     """The target host's id and, for a pinned instance, its cores there."""
     view = hosts.claim_view(s)
-    candidates = {h: st for h, st in view.items() if h != inst.host_id}
+    kept = fencing.keeping(s, inst.id)  # an old copy there would start instead
+    candidates = {h: st for h, st in view.items() if h != inst.host_id and h not in kept}
     if target is not None:
         row = hosts.by_name(s, target)
         if row.id == inst.host_id:
             raise Conflict(
                 f"{inst.name} already runs on {target}; name another host, or leave --host out"
             )
+        if row.id in kept:
+            raise Conflict(fencing.kept_copy_refusal(inst.name, target, kept[row.id]))
         candidates = {row.id: view[row.id]}
     request = claim.request(
         shape,
