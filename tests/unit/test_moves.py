@@ -311,3 +311,25 @@ def test_an_agent_restarted_soon_after_its_last_answer_works_from_its_cache(host
     host.agent().reconcile_once()  # the server is unreachable, but was there just now
 
     assert host.driver.inspect(iid).running
+
+
+def test_a_running_agent_cut_off_from_the_server_starts_nothing_until_it_answers(host):
+    """A partition, not a restart: the agent keeps running, its instance's container
+    dies; past the server's host-down time it may have been evacuated, so the agent
+    does not start it from what it last heard; once the server answers, it does."""
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    _pass(agent, host)
+    host.server.publish(instance(iid, task=None))  # the server's last word: it runs
+    agent.receive(host.server.state)
+    contact = host.state_dir / "contact"
+    contact.write_text(f"{float(contact.read_text()) - 3600}\n")  # an hour without answer
+    host.driver.stop(iid)  # meanwhile its container died
+
+    agent.reconcile_once()
+    assert not host.driver.inspect(iid).running
+
+    host.server.publish(instance(iid, task=None))  # the server answers again
+    _pass(agent, host)
+    assert host.driver.inspect(iid).running

@@ -48,6 +48,7 @@ MAX_TEMPORARY_FAILURES = 5
 # dockyard-agent --host-down-after sets it to match a server started with another value.
 CACHE_TRUSTED_FOR = 30.0
 # steps done once per generation: the next pass waits for the server's next word
+_STARTS = (Step.spawn, Step.start, Step.reboot)  # what puts an instance's IP on the wire
 _SETTLING = (Step.spawn, Step.destroy, Step.report, Step.snapshot, Step.fence)
 
 
@@ -110,6 +111,7 @@ class Agent:
         self._not_before: dict[str, float] = {}
         self._settled: dict[str, int] = {}
         self._guarded_at = float("-inf")
+        self._was_cut_off = False
         self._lock = threading.Lock()
         self.labels = dict(cfg.labels)
         self._pool = pool or ThreadPoolExecutor(cfg.workers, thread_name_prefix="step")
@@ -268,9 +270,10 @@ class Agent:
         links = self.plumber.links()
         p = plan(desired, observed, self.store.records(), links, self.store.known_ids())
         now = self._clock()
+        cut_off = self._cut_off()
         for iid, step in p.steps.items():
             # done and reported at this generation: wait for the server's next word
-            if self._settled.get(iid) == generation:
+            if self._settled.get(iid) == generation or (cut_off and step in _STARTS):
                 continue
             if self._claim(iid, now):
                 assert desired is not None
@@ -289,6 +292,21 @@ class Agent:
             self._guard_ports(desired)
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
+
+    def _cut_off(self) -> bool:
+        """The server has not answered for longer than it waits before calling this host
+        down: it may have evacuated this host's instances meanwhile, so nothing is
+        started until it answers again (what runs keeps running)."""
+        heard = self.store.last_contact()
+        cut_off = heard is not None and self._wall() - heard > self.cfg.cache_trusted_for
+        if cut_off and not self._was_cut_off:
+            log.warning(
+                "no answer from the server for %.0fs: starting nothing until it answers "
+                "(it may have evacuated this host)",
+                self._wall() - (heard or 0.0),
+            )
+        self._was_cut_off = cut_off
+        return cut_off
 
     def _guard_ports(self, desired: dict[str, model.DesiredInstance] | None) -> None:
         """Put back the anti-spoofing rules of running instances that lost them (an

@@ -46,9 +46,10 @@ def evacuate(
     if hosts.is_up(dead):
         raise Conflict(
             f"host {host_name} is up (it sent a heartbeat less than the server's "
-            "--host-down-after ago); evacuate only a dead host: stop its agent or power it "
-            "off and wait until `dockyard host show` says down, or move instances off a "
-            "live host with migration"
+            "--host-down-after ago); evacuate only a dead host: power it off (or stop its "
+            "dockerd and its agent) and wait until `dockyard host show` says down, or move "
+            "instances off a live host with migration. An instance still running there "
+            "would answer on its IP from two hosts"
         )
     hosts.lock_for_claim(s)
     rows = s.scalars(
