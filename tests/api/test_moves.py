@@ -484,3 +484,30 @@ def test_a_resize_that_no_longer_fits_migrates_when_allowed_and_resizes_on_the_t
     assert (after["host"], after["flavor"], after["memory_mb"]) == (target, "big", 5000)
     assert after["task_state"] is None and after["ip"] == inst["ip"]
     assert moves.desired(target)[0][inst["id"]]["memory_mb"] == 5000
+
+
+def test_a_snapshot_and_a_migrate_of_one_instance_at_once_one_wins(tmp_path, backend_db):
+    _, app, token = _cloud(tmp_path, db=backend_db)
+    with TestClient(app) as client:
+        moves = Moves(client, token)
+        moves.catalog()
+        moves.agents = {h: moves.register(h) for h in ("h1", "h2")}
+        moves.running("web")
+        answers: dict[str, int] = {}
+        calls = {
+            "migrate": ("/instances/web/migrate", {}),
+            "snapshot": ("/instances/web/snapshot", {"image": "web-snap"}),
+        }
+
+        def go(what: str) -> None:
+            path, body = calls[what]
+            answers[what] = moves.call("POST", path, json=body).status_code
+
+        threads = [threading.Thread(target=go, args=(w,)) for w in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers.values()) == [202, 409], answers
+        task = moves.ok("GET", "/instances/web")["task_state"]
+        assert task == ("migrating" if answers["migrate"] == 202 else "snapshotting")

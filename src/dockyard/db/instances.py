@@ -206,7 +206,11 @@ def list_instances(s: Session, who: Principal) -> list[model.Instance]:
 def act(
     s: Session, who: Principal, key: str, action: str, request_id: str
 ) -> tuple[model.Instance, str | None]:
-    """Start, stop, reboot or delete. Returns the instance and the host to wake."""
+    """Start, stop, reboot or delete. Returns the instance and the host to wake.
+
+    Under the claim lock, as migrations, snapshots and evacuations are: on PostgreSQL
+    two tasks begun at once on one instance would otherwise both pass the check."""
+    hosts.lock_for_claim(s)
     inst = get(s, who, key)
     task = states.begin(action, VmState(inst.vm_state), _task(inst))
     _log(s, inst.id, request_id, action, who.name)
@@ -262,6 +266,7 @@ def resize(
     as a create. When the new flavor does not fit there the answer is 409:
     moving it elsewhere needs migration. Runs in a writing session.
     """
+    hosts.lock_for_claim(s)  # before the task check, as every task's begin
     inst = get(s, who, key)
     flavor = catalog.flavor(s, flavor_key)
     if flavor.id == inst.flavor_id:

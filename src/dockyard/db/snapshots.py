@@ -35,6 +35,7 @@ def create(
 ) -> tuple[model.Image, str | None, str]:
     """Record the image (queued) and the order; returns it, the host to wake and the
     instance's id."""
+    hosts.lock_for_claim(s)  # as a migrate does: one of them finds the other's task
     inst = instances.get(s, who, key)
     if inst.task_state is not None or inst.vm_state not in (VmState.active, VmState.stopped):
         raise Conflict(
