@@ -202,3 +202,35 @@ def test_an_instance_is_not_moved_back_onto_the_host_that_keeps_its_old_copy(tmp
         assert moved.status_code == 202, moved.text
         assert cloud.ok("GET", f"/instances/{iid}")["task_state"] == "migrating"
     db.engine.dispose()
+
+
+def test_evacuating_a_host_settles_the_migrations_in_flight_from_it_first(tmp_path):
+    """web was migrating away from h1 (its source stopping and pushing) when h1 died:
+    the evacuation ends that migration as the checker would (source down) and then
+    rebuilds web elsewhere; one task, one record in flight, claims on one host."""
+    from dockyard.api.registry import RegistrySettings
+
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=DOWN_AFTER))
+    token = init(db)
+    app = create_app(db, tmp_path, registry=RegistrySettings("127.0.0.1:5999"))
+    with TestClient(app) as client:
+        cloud = Cloud(client, token)
+        cloud.catalog()
+        t1 = cloud.register("h1")
+        t2 = cloud.register("h2", memory_mb=4096)
+        iid = _running(cloud, t1, "web")["id"]
+        mig = cloud.ok("POST", f"/instances/{iid}/migrate", json={"host": "h2"})
+        assert mig["status"] == "snapshotting"
+        _kill(cloud, "h1", ("h2", t2))
+
+        out = cloud.ok("POST", "/hosts/h1/evacuate")
+        [ev] = out["evacuations"]
+        assert (ev["source"], ev["target"], ev["status"]) == ("h1", "h2", "starting")
+        ended = cloud.ok("GET", f"/migrations/{mig['id']}")
+        assert ended["status"] == "error" and "down" in ended["reason"], ended
+        inst = cloud.ok("GET", f"/instances/{iid}")
+        assert (inst["host"], inst["task_state"]) == ("h2", "spawning")
+        in_flight = [m for m in cloud.ok("GET", "/migrations", params={"instance": iid})
+                     if m["status"] not in ("finished", "error")]  # fmt: skip
+        assert len(in_flight) == 1  # the evacuation only
+    db.engine.dispose()

@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import fencing, groups, hosts, instances
+from dockyard.db import fencing, groups, hosts, instances, move_steps
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict
@@ -52,6 +52,7 @@ def evacuate(
             "would answer on its IP from two hosts"
         )
     hosts.lock_for_claim(s)
+    settled = move_steps.settle(s, dead)  # migrations from or to it end first
     rows = s.scalars(
         select(m.Instance)
         .where(m.Instance.host_id == dead.id, m.Instance.deleted_at.is_(None))
@@ -59,7 +60,7 @@ def evacuate(
     ).unique()
     done: list[model.Evacuation] = []
     unplaced: list[model.Unplaced] = []
-    wake = {dead.name}
+    wake = {dead.name, *settled}
     for inst in list(rows):
         if inst.task_state == TaskState.deleting.value:
             why = f"being deleted; {host_name} finishes that when it returns"

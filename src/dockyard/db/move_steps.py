@@ -241,6 +241,26 @@ def enforce(s: Session, timeout: timedelta = DEFAULT_TIMEOUT) -> list[str]:
     return sorted(wake)
 
 
+def settle(s: Session, dead: m.Host) -> list[str]:
+    """End now, as the checker would, the migrations in flight from or to ``dead`` (an
+    evacuation settles them first: then each instance is where its host says, and is
+    rebuilt from there or not at all). Returns the hosts to wake."""
+    q = select(m.Migration).where(
+        m.Migration.kind == moves.KIND,
+        m.Migration.status.in_([v.value for v in cold.IN_FLIGHT]),
+        (m.Migration.source_host_id == dead.id) | (m.Migration.target_host_id == dead.id),
+    )
+    wake: set[str] = set()
+    for mig in list(s.scalars(q).unique()):
+        if not _moving(mig):
+            _abandon(s, mig)
+            continue
+        down = Event.source_down if mig.source_host_id == dead.id else Event.target_down
+        wake.update(apply(s, mig, down, DEFAULT_TIMEOUT))
+    s.flush()
+    return sorted(wake)
+
+
 # --- the hosts' desired states
 
 
