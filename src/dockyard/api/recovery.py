@@ -93,6 +93,9 @@ async def upload(
     """The agent's tar of a recovery order, at most RECOVERY_MAX_BYTES."""
     if not SHA256.match(sha256):
         raise BadRequest("x-dockyard-sha256 must be the tar's sha256, 64 hex digits")
+    assert who.host_name is not None
+    # whose order it is, before reading up to RECOVERY_MAX_BYTES of it
+    await run_in_threadpool(_expected, db, who.host_name, recovery_id)
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
@@ -105,6 +108,11 @@ async def upload(
     assert who.host_name is not None
     await run_in_threadpool(_store, db, who.host_name, recovery_id, b"".join(chunks), sha256)
     watch.notify(who.host_name)
+
+
+def _expected(db: Database, host: str, recovery_id: str) -> None:
+    with db.session(write=False) as s:
+        recoveries.expected(s, host, recovery_id)
 
 
 def _store(db: Database, host: str, recovery_id: str, data: bytes, sha256: str) -> None:

@@ -104,6 +104,11 @@ def _queued(s: Session, host_name: str, recovery_id: str) -> m.Recovery:
     return row
 
 
+def expected(s: Session, host_name: str, recovery_id: str) -> None:
+    """Raise unless ``recovery_id`` is an order of this host's (its upload may follow)."""
+    _queued(s, host_name, recovery_id)
+
+
 def store(s: Session, host_name: str, recovery_id: str, data: bytes, sha256: str) -> None:
     """The agent's tar: checked against the sha256 it sent, kept for the admin."""
     row = _queued(s, host_name, recovery_id)
