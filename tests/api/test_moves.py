@@ -511,3 +511,34 @@ def test_a_snapshot_and_a_migrate_of_one_instance_at_once_one_wins(tmp_path, bac
         assert sorted(answers.values()) == [202, 409], answers
         task = moves.ok("GET", "/instances/web")["task_state"]
         assert task == ("migrating" if answers["migrate"] == 202 else "snapshotting")
+
+
+def test_a_drain_moves_a_few_at_a_time_and_the_rest_wait_running(tmp_path):
+    """Three instances on h1, AT_ONCE (2) migrate at once; the third stays queued,
+    still running on h1 with no snapshot order, until one of the first two ends."""
+    _, app, token = _cloud(tmp_path, every=0.1)
+    with TestClient(app) as client:
+        moves = Moves(client, token)
+        moves.catalog()
+        moves.agents = {"h1": moves.register("h1")}
+        made = [moves.running(f"d{i}") for i in range(3)]
+        moves.agents["h2"] = moves.register("h2")
+        result = moves.ok("POST", "/hosts/h1/drain")
+        status = {m["instance"]["name"]: m["status"] for m in result["migrations"]}
+        assert status == {"d0": "snapshotting", "d1": "snapshotting", "d2": "queued"}
+        wanted, _ = moves.desired("h1")
+        d2 = wanted[made[2]["id"]]
+        assert (d2["power"], d2["snapshot"]) == ("running", None)
+        assert wanted[made[0]["id"]]["power"] == "stopped"
+
+        first = next(m for m in result["migrations"] if m["instance"]["name"] == "d0")
+        _snapshot_done(moves, made[0], first["id"], "h1")
+        moves.report(made[0]["id"], "h2", power_state="running", task_done="spawning")
+        assert moves.migration(first["id"])["status"] == "finished"
+        third = next(m for m in result["migrations"] if m["instance"]["name"] == "d2")
+        deadline = time.monotonic() + 10
+        while moves.migration(third["id"])["status"] == "queued":
+            assert time.monotonic() < deadline, "the queued migration never got its turn"
+            time.sleep(0.1)
+        wanted, _ = moves.desired("h1")
+        assert wanted[made[2]["id"]]["snapshot"]["id"] == third["id"]

@@ -100,3 +100,23 @@ def test_reasons_say_which_host_and_what():
     why = cold.reason(Event.target_failed, "h1", "h2", MINUTE, "pull: denied")
     assert why == "h2 could not start it: pull: denied"
     assert "60 s" in cold.reason(Event.timed_out, "h1", "h2", MINUTE)
+
+
+def test_the_start_phase_counts_from_the_handover_not_from_the_stop():
+    """A 100 s push must not eat the target's time: starting's clock begins when the
+    snapshot was reported (stop + commit + push + volumes), not when the source stopped."""
+    t0 = datetime(2026, 1, 1)
+    stopped = t0 + timedelta(seconds=5)
+    seconds = {"stop": 1.0, "commit": 2.0, "push": 100.0, "volumes": 8.0}
+    since = cold.since(cold.Status.starting, t0, stopped, seconds)
+    assert since == stopped + timedelta(seconds=110)
+    now = since + timedelta(seconds=60)
+    assert cold.check(cold.Status.starting, since, now, timedelta(seconds=120), True, True) is None
+
+
+def test_a_queued_migration_waits_without_deadline_and_begins_on_its_turn():
+    long_ago = datetime(2026, 1, 1)
+    later = long_ago + timedelta(days=1)
+    assert cold.check(cold.Status.queued, long_ago, later, timedelta(seconds=1), True, True) is None
+    move = cold.step(cold.Status.queued, cold.Event.turn)
+    assert (move.status, move.act) == (cold.Status.snapshotting, cold.Act.begin)

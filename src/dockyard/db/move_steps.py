@@ -16,6 +16,7 @@ not expect changes nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import delete, select
@@ -134,7 +135,9 @@ def apply(
         return []
     inst = mig.instance
     mig.status = move.status.value
-    if move.act == Act.move:
+    if move.act == Act.begin:
+        mig.started_at = m.now()  # the snapshot phase's clock
+    elif move.act == Act.move:
         _move(s, mig, inst)
     elif move.act == Act.finish:
         _finish(s, mig, inst)
@@ -230,7 +233,7 @@ def enforce(s: Session, timeout: timedelta = DEFAULT_TIMEOUT) -> list[str]:
         status = Status(mig.status)
         event = cold.check(
             status,
-            cold.since(status, mig.started_at, mig.stopped_at),
+            cold.since(status, mig.started_at, mig.stopped_at, mig.seconds),
             now,
             timeout,
             hosts.is_up(mig.source_host),
@@ -238,7 +241,25 @@ def enforce(s: Session, timeout: timedelta = DEFAULT_TIMEOUT) -> list[str]:
         )
         if event is not None:
             wake.update(apply(s, mig, event, timeout))
+    wake.update(_take_turns(s, timeout))
     return sorted(wake)
+
+
+def _take_turns(s: Session, timeout: timedelta) -> list[str]:
+    """Queued migrations begin, oldest first, while their source host moves fewer
+    than moves.AT_ONCE instances (a drain queues the rest)."""
+    q = select(m.Migration).where(
+        m.Migration.kind == moves.KIND,
+        m.Migration.status.in_([v.value for v in cold.IN_FLIGHT]),
+    )
+    rows = sorted(s.scalars(q).unique(), key=lambda r: r.started_at)
+    busy = Counter(r.source_host_id for r in rows if r.status != Status.queued.value)
+    wake: list[str] = []
+    for mig in rows:
+        if mig.status == Status.queued.value and busy[mig.source_host_id] < moves.AT_ONCE:
+            busy[mig.source_host_id] += 1
+            wake += apply(s, mig, Event.turn, timeout)
+    return wake
 
 
 def settle(s: Session, dead: m.Host) -> list[str]:
@@ -305,6 +326,8 @@ def _as_source(
     """Stopped, with the snapshot order; after the move, held stopped (its container
     and data stay until the target runs the instance)."""
     inst = mig.instance
+    if mig.status == Status.queued.value:
+        return  # waiting for its turn: it runs as before
     want = wanted.get(inst.id)
     if want is None:  # moved: the target has it, this host keeps a stopped copy
         want = instances._desired(inst, hosts.shared_pool(s, mig.source_host_id))

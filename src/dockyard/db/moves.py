@@ -31,6 +31,7 @@ from dockyard.scheduler.state import GroupSpec
 from dockyard.scheduler.weighers import GROUP_WEIGHERS, RamWeigher
 
 ACTION = "migrate"
+AT_ONCE = 2  # migrations one host's drain runs at a time; the rest wait, queued
 KIND = "migration"  # the table also holds evacuations (their own module's)
 _LIVE = [s.value for s in IN_FLIGHT]
 
@@ -154,12 +155,13 @@ def _begin(
     request_id: str,
     registry_url: str,
     flavor: m.Flavor | None = None,
+    queued: bool = False,
 ) -> tuple[Migration, list[str]]:
     assert inst.host_id is not None and inst.host is not None
     row = m.Migration(
         instance_id=inst.id,
         kind=KIND,
-        status=Status.snapshotting.value,
+        status=(Status.queued if queued else Status.snapshotting).value,
         source_host_id=inst.host_id,
         target_host_id=target_id,
         source_cores=[c.core for c in inst.cores if c.host_id == inst.host_id],
@@ -198,7 +200,9 @@ def drain(
         .where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
         .order_by(m.Instance.created_at)
     ).unique()
-    started, unplaced, wake = [], [], {name}
+    started: list[Migration] = []
+    unplaced: list[Unplaced] = []
+    wake = {name}
     for inst in list(rows):
         try:
             _check_movable(s, inst)
@@ -207,7 +211,8 @@ def drain(
             reasons = exc.extra.get("reasons", {}) if isinstance(exc, NoValidHost) else {}
             unplaced.append(Unplaced(instance=_ident(inst), reason=exc.detail, reasons=reasons))
             continue
-        mig, hosts_ = _begin(s, who, inst, target, cores, request_id, registry_url)
+        later = len(started) >= AT_ONCE  # queued: the checker begins it in its turn
+        mig, hosts_ = _begin(s, who, inst, target, cores, request_id, registry_url, queued=later)
         started.append(mig)
         wake.update(hosts_)
     return DrainResult(host=name, migrations=started, unplaced=unplaced), sorted(wake)

@@ -1,6 +1,6 @@
 """A cold migration's state machine: pure, the database applies what it decides.
 
-    queued ─► snapshotting ──snapshot_done──► starting ──target_active──► finished
+    queued ──turn──► snapshotting ──snapshot_done──► starting ──target_active──► finished
                   │                              │
                   └──snapshot_failed, timed_out, └──target_failed, timed_out,
                      source_down, target_down       target_down
@@ -40,10 +40,12 @@ class Event(StrEnum):
     timed_out = "timed_out"
     source_down = "source_down"
     target_down = "target_down"
+    turn = "turn"  # a queued migration's turn came (a drain moves a few at a time)
 
 
 class Act(StrEnum):
     nothing = "nothing"  # a stale event: leave everything as it is
+    begin = "begin"  # the source gets its snapshot order; the phase clock starts
     move = "move"  # the instance (host, cores, image) goes to the target; the source holds
     finish = "finish"  # the source lets go: its copy, claim and volume data go
     roll_back = "roll_back"  # the target lets go; the instance runs on the source again
@@ -65,6 +67,7 @@ _TABLE: dict[tuple[Status, Event], Transition] = {
     },
     **{(Status.starting, e): _FAIL for e in (Event.target_failed, Event.timed_out)},
     (Status.starting, Event.target_down): _FAIL,
+    (Status.queued, Event.turn): Transition(Status.snapshotting, Act.begin),
     (Status.queued, Event.target_down): _FAIL,
     (Status.queued, Event.source_down): _FAIL,
 }
@@ -77,12 +80,19 @@ def step(status: Status, event: Event) -> Transition:
     return _TABLE.get((status, event), Transition(status, Act.nothing))
 
 
-def since(status: Status, started_at: datetime, stopped_at: datetime | None) -> datetime:
-    """When the current phase's clock started: snapshotting counts from the request,
-    starting from the moment the source stopped, so ``timeout`` also bounds the
-    time the instance is down before it runs again (on the target or the source)."""
+def since(
+    status: Status,
+    started_at: datetime,
+    stopped_at: datetime | None,
+    seconds: dict[str, float] | None = None,
+) -> datetime:
+    """When the current phase's clock started: snapshotting counts from its start
+    (the request, or a queued migration's turn), starting from the handover to the
+    target (the snapshot's report: the source's stop plus what the agent says its
+    commit, push and volume copy took), so a slow push does not eat the target's
+    time and each phase gets the whole ``timeout``."""
     if status == Status.starting and stopped_at is not None:
-        return stopped_at
+        return stopped_at + timedelta(seconds=_after_stop(seconds or {}))
     return started_at
 
 
@@ -101,6 +111,8 @@ def check(
         return Event.target_down
     if not source_up and status != Status.starting:
         return Event.source_down
+    if status == Status.queued:
+        return None  # waiting for its turn has no deadline
     if now - phase_since > timeout:
         return Event.timed_out
     return None
@@ -122,8 +134,11 @@ def reason(event: Event, source: str, target: str, timeout: timedelta, detail: s
 def stopped_at(reported_at: datetime, seconds: dict[str, float]) -> datetime:
     """When the source stopped the instance: the snapshot's report came after its
     commit, flatten, push and volume copy, whose durations the agent reports."""
-    after_stop = sum(v for k, v in seconds.items() if k != "stop" and v > 0)
-    return reported_at - timedelta(seconds=after_stop)
+    return reported_at - timedelta(seconds=_after_stop(seconds))
+
+
+def _after_stop(seconds: dict[str, float]) -> float:
+    return sum(v for k, v in seconds.items() if k != "stop" and v > 0)
 
 
 def downtime(stopped: datetime | None, resumed: datetime | None) -> float | None:
