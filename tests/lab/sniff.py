@@ -3,7 +3,7 @@
 An instance keeps its MAC when it moves (the MAC derives from the IP), so only the
 switch port a frame arrives on tells the hosts apart. One AF_PACKET socket per
 host's uplink port (root namespace) notes when a frame *from* the address (ARP
-sender or IPv4 source) passes.
+sender or IPv4 source) comes in from that host.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ def heard_from(ip: str, ports: list[str]) -> Iterator[dict[str, list[float]]]:
             s.settimeout(0.2)
             while not stop.is_set():
                 try:
-                    frame = s.recv(2048)
+                    frame, (_, _, kind, *_) = s.recvfrom(2048)
                 except TimeoutError:
                     continue
-                if _sender(frame) == want:
+                # only what the host sent into the switch: the switch also floods the
+                # other host's broadcasts (its gratuitous ARP) out through this port
+                if kind != socket.PACKET_OUTGOING and _sender(frame) == want:
                     heard[port].append(time.monotonic())
 
     threads = [threading.Thread(target=listen, args=(p,), daemon=True) for p in ports]
