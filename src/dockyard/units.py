@@ -1,8 +1,8 @@
-"""Human units for limits: sizes like 10MB and rates like 50mbit.
+"""Human units: sizes like 10MB, rates like 50mbit, durations like 6h.
 
 Sizes follow docker's reading (``10MB`` = 10 MiB = 10 * 1024 * 1024 bytes);
 network rates follow tc's (``50mbit`` = 50,000,000 bit/s). A bare number is
-bytes (sizes) or kbit/s (rates).
+bytes (sizes), kbit/s (rates) or seconds (durations).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _SIZE = {
     "gib": 2**30,
 }
 _RATE = {"": 1, "kbit": 1, "mbit": 1000, "gbit": 1000 * 1000}
+_DURATION = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -42,6 +43,23 @@ def parse_rate_kbit(text: str) -> int:
     if factor is None:
         raise ValueError(f"unknown rate unit {unit!r} in {text!r}; use kbit, mbit or gbit")
     return int(value * factor)
+
+
+def parse_duration(text: str) -> int:
+    """Whole seconds in ``text`` (``6h``, ``90m``, ``1d``, ``30s``, ``3600``)."""
+    value, unit = _split(text, "duration", "6h, 90m, 1d or 3600 (seconds)")
+    factor = _DURATION.get(unit.lower())
+    if factor is None:
+        raise ValueError(f"unknown duration unit {unit!r} in {text!r}; use s, m, h, d or w")
+    return round(value * factor)
+
+
+def format_duration(seconds: int) -> str:
+    """The largest unit that divides ``seconds`` exactly: 21600 -> 6h, 5400 -> 90m."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _split(text: str, what: str, examples: str) -> tuple[float, str]:

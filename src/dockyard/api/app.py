@@ -47,6 +47,7 @@ def create_app(
     registry: RegistrySettings | None = None,
     migration_timeout: float = 120.0,
     migration_check_every: float = 2.0,
+    snapshot_min_every: int = 900,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -55,10 +56,12 @@ def create_app(
     woken by changes made through this server or (PostgreSQL) any other.
     ``ca_file``: the CA certificate joining hosts fetch and pin (GET /v1/ca).
     A migration that makes no progress for ``migration_timeout`` seconds is rolled
-    back (checked every ``migration_check_every``; api/moves.py)."""
+    back (checked every ``migration_check_every``; api/moves.py), and periodic
+    snapshots are taken then; members may not ask for one more often than every
+    ``snapshot_min_every`` seconds (db/schedules.py)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
-    checker = moves.MoveChecker(db, watch, timeout, migration_check_every)
+    checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +87,7 @@ def create_app(
     app.state.registry = registry  # None: images travel as tarballs through this server
     app.state.migration_timeout = timeout
     app.state.move_checker = checker
+    app.state.snapshot_min_every = snapshot_min_every
     errors.install(app)
 
     @app.middleware("http")

@@ -13,7 +13,7 @@ from dockyard import model
 from dockyard.api import moves
 from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
-from dockyard.db import instances
+from dockyard.db import instances, schedules
 from dockyard.db.identity import Principal
 from dockyard.db.session import Database
 from dockyard.errors import Forbidden, NoValidHost
@@ -27,6 +27,7 @@ def create_instance(
 ) -> model.Instance:
     """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
     refuse_host_paths(who, body.volumes)
+    schedules.check_every(body.snapshot_every, request.app.state.snapshot_min_every)
 
     def claim() -> tuple[model.Instance, str]:
         with db.session() as s:
@@ -49,6 +50,25 @@ def show_instance(key: Key, db: Db, who: User) -> model.InstanceDetail:
     """The instance and its recent events (OOM kills, pids limit hits, throttling)."""
     with db.session(write=False) as s:
         return instances.detail(s, instances.get(s, who, key))
+
+
+@router.patch("/instances/{key}")
+def update_instance(
+    key: Key,
+    body: model.InstanceUpdate,
+    request: Request,
+    who: Member,
+    db: Db,
+    watch: Watch,
+    rid: RequestId,
+) -> model.Instance:
+    """Change its periodic snapshots: ``snapshot_every`` seconds (null: off) and
+    ``snapshot_keep``; the server's checker takes and prunes them (db/schedules.py)."""
+    floor = request.app.state.snapshot_min_every
+    with db.session() as s:
+        inst = schedules.update(s, who, key, body, floor, rid)
+    watch.instances.notify(inst.id)
+    return inst
 
 
 @router.get("/instances/{key}/watch")

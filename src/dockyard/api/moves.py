@@ -9,14 +9,15 @@
 The work happens in db/snapshots.py, db/moves.py and db/move_steps.py; the
 state machine is migration/cold.py. ``MoveChecker`` runs in the server process
 (one server at a time, under the "migrations" lease): it rolls back migrations
-whose deadline passed or whose target host went down.
+whose deadline passed or whose target host went down, and takes and prunes the
+periodic snapshots of instances on a schedule (db/schedules.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -25,7 +26,7 @@ from dockyard import model
 from dockyard.api import errors, registry
 from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
 from dockyard.api.watch import HostWatch
-from dockyard.db import instances, move_steps, moves, snapshots
+from dockyard.db import instances, move_steps, moves, schedules, snapshots
 from dockyard.db.identity import Principal
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
@@ -179,12 +180,19 @@ def _wake(watch: HostWatch, hosts: list[str], instance_id: str) -> None:
 
 class MoveChecker:
     """Every ``interval`` seconds, while this server holds the "migrations" lease:
-    roll back migrations past ``timeout`` or whose target is down (db/move_steps.py)."""
+    roll back migrations past ``timeout`` or whose target is down (db/move_steps.py);
+    with a registry, order due periodic snapshots and prune old ones (db/schedules.py)."""
 
     def __init__(
-        self, db: Database, watch: HostWatch, timeout: timedelta, interval: float = 2.0
+        self,
+        db: Database,
+        watch: HostWatch,
+        timeout: timedelta,
+        interval: float = 2.0,
+        primary: registry.RegistrySettings | None = None,
     ) -> None:
         self.db, self.watch, self.timeout, self.interval = db, watch, timeout, interval
+        self.primary = primary
         self._stop = threading.Event()
         self._lease = Lease(db, "migrations")
         self._thread: threading.Thread | None = None
@@ -208,12 +216,25 @@ class MoveChecker:
             except Exception:  # a pass that failed is retried on the next tick
                 log.exception("migration checker pass failed")
 
-    def check(self) -> list[str]:
-        """One pass; returns the hosts it woke."""
+    def check(self, now: datetime | None = None) -> list[str]:
+        """One pass (``now``: the schedules' clock, naive UTC); returns the hosts it woke."""
         if not self._lease.held():
             return []
         with self.db.session() as s:
             wake = move_steps.enforce(s, self.timeout)
         for host in wake:
             self.watch.notify(host)
-        return wake
+        return wake + self.snapshot_schedules(now or datetime.now(UTC).replace(tzinfo=None))
+
+    def snapshot_schedules(self, now: datetime) -> list[str]:
+        """Order the due periodic snapshots, prune the old ones: rows first, their
+        manifests once that committed (as `image delete`)."""
+        if self.primary is None:  # snapshots need a registry to push to
+            return []
+        with self.db.session() as s:
+            ordered = schedules.due(s, now, self.primary.url)
+            gone = schedules.prune(s)
+        for host, instance_id in ordered:
+            _wake(self.watch, [host], instance_id)
+        registry.forget_all(self.primary, gone)
+        return [host for host, _ in ordered]

@@ -186,16 +186,30 @@ def push(
 def forget(primary: RegistrySettings | None, image: model.Image, tasks: BackgroundTasks) -> None:
     """After an image's row is deleted: its manifest goes, and its blobs with the next
     garbage collection (scheduled after the answer when the registry is beside us)."""
+    if _delete_manifest(primary, image) and primary and primary.root:
+        tasks.add_task(run_in_threadpool, collect_garbage, primary.root)
+
+
+def forget_all(primary: RegistrySettings | None, images: list[model.Image]) -> None:
+    """``forget`` for a pass of a background thread: each manifest, then one
+    garbage collection (now, in this thread)."""
+    collect = [_delete_manifest(primary, image) for image in images]
+    if any(collect) and primary and primary.root:
+        collect_garbage(primary.root)
+
+
+def _delete_manifest(primary: RegistrySettings | None, image: model.Image) -> bool:
+    """Delete the image's manifest; True when it was in the primary (whose blobs a
+    garbage collection then frees). A failure is logged: the row is gone already."""
     if not image.digest or not image.registry_url:
-        return
+        return False
     try:
         with _talking(image.registry_url, primary) as reg:
             reg.delete(registries.repository(image.ref), image.digest)
-    except DockyardError as exc:  # the row is gone already; the blobs wait for a later GC
+    except DockyardError as exc:  # the blobs wait for a later GC
         log.warning("image %s: its manifest stays in %s: %s", image.name, image.registry_url, exc)
-        return
-    if primary and primary.root and image.registry_url == primary.url:
-        tasks.add_task(run_in_threadpool, collect_garbage, primary.root)
+        return False
+    return primary is not None and image.registry_url == primary.url
 
 
 def collect_garbage(root: Path) -> None:

@@ -153,6 +153,14 @@ def _parser() -> argparse.ArgumentParser:
         "is rolled back: the instance runs on its source again (default "
         "$DOCKYARD_MIGRATION_TIMEOUT, else 120)",
     )
+    p.add_argument(
+        "--snapshot-min-every",
+        type=int,
+        default=int(os.environ.get("DOCKYARD_SNAPSHOT_MIN_EVERY") or 900),
+        metavar="SECONDS",
+        help="the shortest period of periodic snapshots members may ask for (default "
+        "$DOCKYARD_SNAPSHOT_MIN_EVERY, else 900: 15 minutes; tests set less)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -172,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--max-connections: give 1 to 100000")
     if not 1 <= args.migration_timeout <= 86_400:
         p.error("--migration-timeout: give 1 to 86400 seconds")
+    if not 60 <= args.snapshot_min_every <= 86_400:
+        p.error("--snapshot-min-every: give 60 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
     logs.configure(args.log_level)
@@ -199,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             ca_file=args.tls_ca,
             registry=_registry(args) if args.registry else None,
             migration_timeout=args.migration_timeout,
+            snapshot_min_every=args.snapshot_min_every,
         ),
         host=host or "127.0.0.1",
         port=int(port),

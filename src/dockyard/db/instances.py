@@ -101,6 +101,8 @@ def create(
         volumes=volumes.attachments(req.volumes, vols),
         ssh_keys=list(req.ssh_keys),
         key_processes=list(image.key_processes),
+        snapshot_every=req.snapshot_every,
+        snapshot_keep=req.snapshot_keep,
         vm_state=VmState.building.value,
         task_state=TaskState.spawning.value,
     )
@@ -450,6 +452,9 @@ def to_model(r: m.Instance) -> model.Instance:
         ssh_keys=r.ssh_keys,
         key_processes=r.key_processes,
         fault=r.fault,
+        snapshot_every=r.snapshot_every,
+        snapshot_keep=r.snapshot_keep,
+        last_snapshot_at=r.snapshot_last_at,
         created_at=r.created_at,
         updated_at=r.updated_at,
     )

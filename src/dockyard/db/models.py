@@ -142,6 +142,9 @@ class Image(Base):
     # latest one) and how many layers it has (flattened before Docker's 127)
     snapshot_of: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     layers: Mapped[int | None] = mapped_column(default=None)
+    # taken by the instance's schedule (db/schedules.py): counted and pruned beyond its
+    # snapshot_keep; a manual snapshot (False) is neither
+    periodic: Mapped[bool] = mapped_column(default=False)
 
 
 class Registry(Base):
@@ -251,6 +254,10 @@ class Instance(Base):
     # while a resize is in flight: the flavor figures and cores to restore if it fails
     old_flavor: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     fault: Mapped[str | None] = mapped_column(String(1024), default=None)
+    # periodic snapshots (db/schedules.py): every N seconds, keeping the last K
+    snapshot_every: Mapped[int | None] = mapped_column(default=None)
+    snapshot_keep: Mapped[int] = mapped_column(default=3)
+    snapshot_last_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)

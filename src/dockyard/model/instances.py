@@ -116,6 +116,24 @@ class HostVolume(Schema):
     size_mb: int
 
 
+SNAPSHOT_EVERY_MIN = 60  # the floor of any cloud; the server's own is higher (15 min)
+SNAPSHOT_EVERY_MAX = 366 * 86400
+SNAPSHOT_KEEP_MAX = 100
+SnapshotEvery = Annotated[
+    int,
+    Field(
+        ge=SNAPSHOT_EVERY_MIN,
+        le=SNAPSHOT_EVERY_MAX,
+        description="seconds between periodic snapshots (at least the server's "
+        "--snapshot-min-every, 15 minutes unless set)",
+    ),
+]
+SnapshotKeep = Annotated[
+    int,
+    Field(ge=1, le=SNAPSHOT_KEEP_MAX, description="periodic snapshots kept; older ones go"),
+]
+
+
 class InstanceCreate(Schema):
     name: Name
     image: str = Field(max_length=63)
@@ -130,6 +148,8 @@ class InstanceCreate(Schema):
     ssh_keys: list[SshKey] = Field(
         default=[], max_length=32, description="OpenSSH public keys that may log in as root"
     )
+    snapshot_every: SnapshotEvery | None = None
+    snapshot_keep: SnapshotKeep = 3
 
     @model_validator(mode="after")
     def _one_mount_per_path(self) -> InstanceCreate:
@@ -137,6 +157,22 @@ class InstanceCreate(Schema):
         twice = sorted({p for p in paths if paths.count(p) > 1})
         if twice:
             raise ValueError(f"two volumes mount at {', '.join(twice)}; give each its own path")
+        return self
+
+
+class InstanceUpdate(Schema):
+    """PATCH /instances/KEY: only the fields sent change; ``snapshot_every`` null
+    turns periodic snapshots off (the ones taken stay, as images)."""
+
+    snapshot_every: SnapshotEvery | None = None
+    snapshot_keep: SnapshotKeep | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> InstanceUpdate:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change; send snapshot_every and/or snapshot_keep")
+        if "snapshot_keep" in self.model_fields_set and self.snapshot_keep is None:
+            raise ValueError("snapshot_keep cannot be null; give 1 to 100")
         return self
 
 
@@ -167,6 +203,11 @@ class Instance(Schema):
         description="what supervisord runs in it (from the image): monitoring watches these",
     )
     fault: str | None = Field(description="why the instance is in ERROR, and what to do")
+    snapshot_every: int | None = Field(default=None, description="seconds; None: no schedule")
+    snapshot_keep: int = 3
+    last_snapshot_at: datetime | None = Field(
+        default=None, description="when the last periodic snapshot was ordered"
+    )
     created_at: datetime
     updated_at: datetime
 
