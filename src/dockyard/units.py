@@ -50,7 +50,9 @@ def parse_duration(text: str) -> int:
     value, unit = _split(text, "duration", "6h, 90m, 1d or 3600 (seconds)")
     factor = _DURATION.get(unit.lower())
     if factor is None:
-        raise ValueError(f"unknown duration unit {unit!r} in {text!r}; use s, m, h, d or w")
+        raise ValueError(
+            f"unknown duration unit {unit!r} in {text!r}; use s, m, h, d or w, like 6h"
+        )
     return round(value * factor)
 
 

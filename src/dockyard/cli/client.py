@@ -89,6 +89,9 @@ class Api:
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, json=body)
 
+    def patch(self, path: str, body: Any) -> Any:
+        return self.call("PATCH", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
 

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dockyard import units
 from dockyard.cli import lifecycle, moves, recovery
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
@@ -46,12 +47,49 @@ def show(api: Api, a: argparse.Namespace) -> None:
         emit(server, a.format, SERVER_COLUMNS)
         return
     events = server.pop("events", [])
+    schedule = _schedule(server)
     emit(server, a.format, SERVER_COLUMNS)
+    print(f"{'snapshots':<18}{schedule}")
     print("events" + ("" if events else "             -"))
     now = datetime.now(UTC).replace(tzinfo=None)
     for ev in events:
         ago = _ago(now - datetime.fromisoformat(ev["time"]).replace(tzinfo=None))
         print(f"  {ev['time'][:19]}  ({ago} ago)  {ev['kind']}: {ev['message']}")
+
+
+def _schedule(server: dict[str, Any]) -> str:
+    """The periodic snapshots, in words (its three fields taken out of ``server``)."""
+    every, keep = server.pop("snapshot_every", None), server.pop("snapshot_keep", None)
+    last = server.pop("last_snapshot_at", None)
+    if not every:
+        return "-" if not last else f"off (last periodic {last[:19]})"
+    text = f"every {units.format_duration(every)}, keep the last {keep}, "
+    if not last:
+        return text + "none taken yet"
+    ago = _ago(datetime.now(UTC).replace(tzinfo=None) - datetime.fromisoformat(last[:19]))
+    return text + f"last {last[:19]} ({ago} ago)"
+
+
+def _period(text: str, flag: str = "--snapshot-every") -> int | None:
+    """Seconds from ``6h``, ``90m``, ``1d``; None for ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return units.parse_duration(text)
+    except ValueError as exc:
+        raise CliError(f"{flag} {text!r}: {exc} (or off)") from exc
+
+
+def update(api: Api, a: argparse.Namespace) -> None:
+    """``server update NAME --snapshot-every D|off [--snapshot-keep K]``."""
+    body: dict[str, Any] = {}
+    if a.snapshot_every is not None:
+        body["snapshot_every"] = _period(a.snapshot_every)
+    if a.snapshot_keep is not None:
+        body["snapshot_keep"] = a.snapshot_keep
+    if not body:
+        raise CliError("nothing to change; give --snapshot-every D|off and/or --snapshot-keep K")
+    emit(api.patch(f"/instances/{a.name}", body), a.format, SERVER_COLUMNS)
 
 
 def _ago(delta: timedelta) -> str:
@@ -74,6 +112,12 @@ def create(api: Api, a: argparse.Namespace) -> None:
         "group": a.group,
         "ssh_keys": _ssh_keys(a.ssh_key),
     }
+    if a.snapshot_every is not None:
+        body["snapshot_every"] = _period(a.snapshot_every)
+    if a.snapshot_keep is not None:
+        if body.get("snapshot_every") is None:
+            raise CliError("--snapshot-keep goes with --snapshot-every D (say how often)")
+        body["snapshot_keep"] = a.snapshot_keep
     server = api.post("/instances", body)
     if a.wait:
         server = wait(api, server["id"], a.name, timeout=a.timeout)
@@ -241,7 +285,12 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="OpenSSH public key file whose keys may log in as root (repeatable)",
     )
+    _schedule_flags(p)
     p.set_defaults(run=create)
+    p = srv.add_parser("update", parents=[fmt], help="change its periodic snapshots")
+    p.add_argument("name")
+    _schedule_flags(p)
+    p.set_defaults(run=update)
     p = srv.add_parser("list", parents=[fmt])
     p.set_defaults(run=lambda api, a: emit(api.get("/instances"), a.format, SERVER_COLUMNS))
     p = srv.add_parser("show", parents=[fmt], help="the instance and its recent events")
@@ -266,3 +315,15 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     lifecycle.add_server_parsers(srv, fmt)
     moves.add_server_parsers(srv, fmt)
     recovery.add_server_verbs(srv, fmt)
+
+
+def _schedule_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--snapshot-every",
+        metavar="D",
+        help="take a snapshot every D (6h, 90m, 1d; off: stop); evacuation rebuilds from "
+        "the newest (at least 15m unless the server allows less)",
+    )
+    p.add_argument(
+        "--snapshot-keep", type=int, metavar="K", help="periodic snapshots kept (1-100, default 3)"
+    )
