@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -178,6 +179,9 @@ def _wake(watch: HostWatch, hosts: list[str], instance_id: str) -> None:
     watch.instances.notify(instance_id)
 
 
+SCHEDULES_EVERY = 30.0  # seconds between passes over the snapshot schedules (15 min floor)
+
+
 class MoveChecker:
     """Every ``interval`` seconds, while this server holds the "migrations" lease:
     roll back migrations past ``timeout`` or whose target is down (db/move_steps.py);
@@ -193,6 +197,7 @@ class MoveChecker:
     ) -> None:
         self.db, self.watch, self.timeout, self.interval = db, watch, timeout, interval
         self.primary = primary
+        self._scheduled = -SCHEDULES_EVERY  # monotonic time of the last schedules pass
         self._stop = threading.Event()
         self._lease = Lease(db, "migrations")
         self._thread: threading.Thread | None = None
@@ -224,6 +229,9 @@ class MoveChecker:
             wake = move_steps.enforce(s, self.timeout)
         for host in wake:
             self.watch.notify(host)
+        if now is None and time.monotonic() - self._scheduled < SCHEDULES_EVERY:
+            return wake
+        self._scheduled = time.monotonic()
         return wake + self.snapshot_schedules(now or datetime.now(UTC).replace(tzinfo=None))
 
     def snapshot_schedules(self, now: datetime) -> list[str]:
