@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 
+from dockyard.db import models as m
+from dockyard.db import recoveries
 from tests.api.test_evacuation import _kill, _report, _running, quick  # noqa: F401
 from tests.api.test_roles import _user
 
@@ -64,6 +66,14 @@ def test_the_order_travels_to_the_agent_and_the_tar_back_to_the_admin(quick):  #
     # another host's agent cannot upload or read it
     assert _put(quick, t2, rec["id"], b"x", "0" * 64).status_code == 404
     assert quick.call("GET", f"/recoveries/{rec['id']}", t2).status_code == 403
+
+    # a day later its files are dropped from the database; the record says so
+    with quick.db.session() as s:
+        assert recoveries.expire(s, m.now() + recoveries.KEPT_FOR / 2) == 0
+        assert recoveries.expire(s, m.now() + recoveries.KEPT_FOR * 1.1) == 1
+    assert quick.ok("GET", f"/recoveries/{rec['id']}")["status"] == "expired"
+    r = quick.call("GET", f"/recoveries/{rec['id']}/data")
+    assert r.status_code == 409 and "ask for it again" in r.json()["detail"]
 
 
 def test_the_agents_refusal_reaches_the_admin(cloud):

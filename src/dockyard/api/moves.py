@@ -27,7 +27,7 @@ from dockyard import model
 from dockyard.api import errors, registry
 from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
 from dockyard.api.watch import HostWatch
-from dockyard.db import instances, move_steps, moves, schedules, snapshots
+from dockyard.db import instances, move_steps, moves, recoveries, schedules, snapshots
 from dockyard.db.identity import Principal
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
@@ -232,7 +232,10 @@ class MoveChecker:
         if now is None and time.monotonic() - self._scheduled < SCHEDULES_EVERY:
             return wake
         self._scheduled = time.monotonic()
-        return wake + self.snapshot_schedules(now or datetime.now(UTC).replace(tzinfo=None))
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        with self.db.session() as s:
+            recoveries.expire(s, now)
+        return wake + self.snapshot_schedules(now)
 
     def snapshot_schedules(self, now: datetime) -> list[str]:
         """Order the due periodic snapshots, prune the old ones: rows first, their

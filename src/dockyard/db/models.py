@@ -365,8 +365,9 @@ class Migration(Base):
 
 class Recovery(Base):
     """Files read off a host's disk for an instance (its writable layer, its named
-    volumes) by that host's agent, even with dockerd down: queued -> done | error.
-    ``data`` is the tar the agent uploaded, kept until the recovery row is deleted."""
+    volumes) by that host's agent, even with dockerd down: queued -> done | error,
+    done -> expired. ``data`` is the tar the agent uploaded, dropped a day after
+    (db/recoveries.py KEPT_FOR)."""
 
     __tablename__ = "recoveries"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +28,8 @@ from dockyard.db.identity import Principal
 from dockyard.errors import BadRequest, Conflict, NotFound
 from dockyard.model import VmState
 from dockyard.model.moves import RECOVERY_MAX_BYTES
+
+KEPT_FOR = timedelta(hours=24)  # a recovery's files stay this long for the admin to fetch
 
 
 def create(
@@ -140,9 +143,28 @@ def data(s: Session, recovery_id: str) -> tuple[bytes, str]:
     row = s.get(m.Recovery, recovery_id)
     if row is None:
         raise NotFound(f"no recovery {recovery_id}")
+    if row.status == "expired":
+        raise Conflict(
+            f"recovery {recovery_id} was dropped {KEPT_FOR} after it was done; "
+            "ask for it again (`dockyard server recover`)"
+        )
     if row.status != "done" or row.data is None or row.sha256 is None:
         raise Conflict(f"recovery {recovery_id} is {row.status}; wait until it is done")
     return row.data, row.sha256
+
+
+def expire(s: Session, now: datetime) -> int:
+    """Drop the files of recoveries done more than KEPT_FOR ago (up to 128 MiB each in
+    the database); their rows stay, saying expired. Returns how many."""
+    rows = s.scalars(
+        select(m.Recovery).where(
+            m.Recovery.status == "done", m.Recovery.finished_at < now - KEPT_FOR
+        )
+    ).unique()
+    count = 0
+    for row in rows:
+        row.data, row.status, count = None, "expired", count + 1
+    return count
 
 
 def to_model(row: m.Recovery) -> model.Recovery:

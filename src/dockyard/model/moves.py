@@ -61,7 +61,10 @@ class Recovery(Schema):
     instance: str
     host: str
     path: str
-    status: str = Field(description="queued (the host's agent reads it), done, or error")
+    status: str = Field(
+        description="queued (the host's agent reads it), done, error, or expired (its "
+        "files dropped a day after it was done)"
+    )
     size: int | None = None
     sha256: str | None = None
     error: str | None = None
