@@ -123,7 +123,7 @@ def _public_name_check(s: Session, name: str) -> None:
     row = s.scalar(select(m.Image).where(m.Image.name == name).limit(1))
     if row is None:
         return
-    owner = f" (a snapshot of project {row.project.name}, id {row.id})" if row.project else ""
+    owner = f" (a snapshot of project {row.owner.name}, id {row.id})" if row.owner else ""
     raise Conflict(f"image {name!r} already exists{owner}; choose another name or delete it first")
 
 
@@ -136,7 +136,7 @@ def private_name_check(s: Session, project_id: str, name: str) -> None:
     if public is None:
         return
     whose = "a public image" if public else "an image of this project"
-    raise Conflict(f"{whose} is named {name!r}; choose another name for the snapshot")
+    raise Conflict(f"{whose} named {name!r} already exists; choose another name for the snapshot")
 
 
 def create_image(s: Session, req: model.ImageCreate) -> model.Image:
@@ -182,7 +182,7 @@ def image(s: Session, key: str, who: Principal | None) -> m.Image:
         return (exact or rows)[0]
     if not rows:
         raise NotFound(f"image {key!r} does not exist; see `dockyard image list`")
-    which = "; ".join(f"{r.id} ({r.project.name if r.project else 'public'})" for r in rows)
+    which = "; ".join(f"{r.id} ({r.owner.name if r.owner else 'public'})" for r in rows)
     raise Conflict(f"several images are named {key!r}: {which}; give the id instead")
 
 
@@ -196,7 +196,7 @@ def image_model(row: m.Image, migration: bool | None = None) -> model.Image:
             migration = s is not None and bool(_migration_ids(s, [row.id]))
         kind = model.ImageKind.migration if migration else model.ImageKind.snapshot
     out = model.Image.model_validate(row)
-    out.project, out.kind = (row.project.name if row.project else None), kind
+    out.project, out.kind = (row.owner.name if row.owner else None), kind
     return out
 
 

@@ -144,7 +144,7 @@ class Image(Base):
     project_id: Mapped[str | None] = mapped_column(
         ForeignKey("projects.id"), default=None, index=True
     )
-    project: Mapped[Project | None] = relationship()
+    owner: Mapped[Project | None] = relationship()  # the wire form calls it project
     source: Mapped[str] = mapped_column(String(16))
     ref: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="queued")
