@@ -11,8 +11,11 @@ from sqlalchemy import text
 
 from dockyard.db.session import Database, alembic_config
 from tests.api.test_moves import DIGEST, PROBLEM, Moves, _cloud
+from tests.api import test_moves_cli
+from tests.api.test_moves_cli import FakeAgents
 
 PUBLIC = {"project": None, "kind": "public"}
+served = test_moves_cli.served  # a real server and fake agents, for the CLI
 
 
 @pytest.fixture
@@ -212,3 +215,36 @@ def _insert(c, table, **values):
             values[col] = 0 if "INT" in kind or "BOOL" in kind else "x"
     cols = ", ".join(values)
     c.execute(text(f"INSERT INTO {table} ({cols}) VALUES (:{', :'.join(values)})"), values)
+
+
+def test_the_cli_lists_owners_hides_migration_images_and_sets_the_snapshot_quota(
+    served, capsys
+):
+    from dockyard.cli.main import main
+
+    url, tokens = served
+    agents = FakeAgents(url, tokens)
+    agents.start()
+    try:
+        main(["quota", "set", "admin", "--snapshots", "1"])
+        assert "snapshots" in capsys.readouterr().out
+        main(["server", "snapshot", "web", "--image", "golden", "--wait"])
+        main(["server", "migrate", "db", "--wait"])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as refused:
+            main(["server", "snapshot", "web", "--image", "again"])
+    finally:
+        agents.done.set()
+        agents.join()
+    assert refused.value.code != 0
+    assert "quota set admin --snapshots" in capsys.readouterr().err
+    main(["image", "list"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][:3] == ["NAME", "OWNER", "SOURCE"]
+    assert {r[0]: r[1] for r in rows[1:]} == {"golden": "admin", "img": "public"}
+    main(["image", "list", "--migrations"])
+    out = capsys.readouterr().out
+    assert "db-migration-" in out and "admin (migration)" in out
+    main(["quota", "show"])
+    quota = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert quota["snapshots"] == ["1", "1"]
