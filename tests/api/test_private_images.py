@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from dockyard.db.session import Database, alembic_config
-from tests.api.test_moves import DIGEST, PROBLEM, Moves, _cloud
 from tests.api import test_moves_cli
+from tests.api.test_moves import DIGEST, PROBLEM, Moves, _cloud
 from tests.api.test_moves_cli import FakeAgents
 
 PUBLIC = {"project": None, "kind": "public"}
