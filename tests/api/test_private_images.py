@@ -176,6 +176,9 @@ def test_a_migration_image_is_the_projects_listed_only_when_asked_and_not_counte
     assert image["name"] not in _names(two, two.bob, "?migrations=true")
     _absent(two.call("GET", f"/images/{mig['id']}", two.bob), mig["id"])
     assert two.ok("GET", "/quota", two.alice)["resources"]["snapshots"]["used"] == 0
+    r = two.call("DELETE", f"/images/{mig['id']}", two.alice)
+    assert r.status_code == 409 and "delete it once the migration has ended" in r.text
+    assert two.migration(mig["id"])["status"] == "snapshotting"
     # once moved, the instance runs from it and its owner can still show it by name
     done = {"id": mig["id"], "digest": DIGEST, "layers": 3}
     two.report(inst["id"], inst["host"], power_state="shutdown", snapshot=done)

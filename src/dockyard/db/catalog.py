@@ -267,8 +267,21 @@ def delete_image(s: Session, key: str, who: Principal | None = None) -> str:
             f"image {row.name!r} is public; only admins delete public images "
             "(members delete their project's snapshots)"
         )
+    if who is not None and not who.is_admin:
+        _not_moving(s, row)
     _delete(s, row, m.Instance.image_id, "image")
     return row.id
+
+
+def _not_moving(s: Session, row: m.Image) -> None:
+    """A member may not pull the image from under its migration (admins may: the
+    migration then rolls back)."""
+    mig = s.get(m.Migration, row.id)
+    if mig is not None and mig.finished_at is None:
+        raise Conflict(
+            f"image {row.name!r} carries migration {mig.id} of its instance, still "
+            f"{mig.status}; delete it once the migration has ended"
+        )
 
 
 # --- networks
