@@ -1,5 +1,8 @@
 """Flavors, images and networks: readable by everyone, written by admins.
 
+Images are the exception: a project's snapshots are its own. Members see and boot
+public images and their project's, and delete their project's (db/catalog.py).
+
 Every handler opens its own session and returns wire models built inside it, so
 the commit runs before the answer; files move only after the commit.
 """
@@ -11,24 +14,26 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from dockyard import model
 from dockyard.api import registry
-from dockyard.api.deps import Admin, Db, Key, principal
+from dockyard.api.deps import Admin, Db, Key, Member, principal
 from dockyard.api.limits import TooLarge
 from dockyard.db import catalog
+from dockyard.db.identity import Principal
 from dockyard.db.session import Database
 from dockyard.errors import BadRequest, Conflict
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 _READ = [Depends(principal)]
+Reader = Annotated[Principal, Depends(principal)]  # users and agents (who see every image)
 _TARBALL: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}
 }
@@ -97,25 +102,32 @@ def create_image(body: model.ImageCreate, db: Db, _: Admin) -> model.Image:
         return catalog.create_image(s, body)
 
 
-@router.get("/images", tags=["images"], dependencies=_READ)
-def list_images(db: Db) -> list[model.Image]:
+@router.get("/images", tags=["images"])
+def list_images(
+    db: Db, who: Reader, migrations: Annotated[bool, Query()] = False
+) -> list[model.Image]:
+    """Public images and your project's snapshots (admins: every project's); the
+    images cold migrations made (kind=migration) only with ``migrations=true``."""
     with db.session(write=False) as s:
-        return catalog.list_images(s)
+        return catalog.list_for(s, who, migrations)
 
 
-@router.get("/images/{key}", tags=["images"], dependencies=_READ)
-def show_image(key: Key, db: Db) -> model.Image:
+@router.get("/images/{key}", tags=["images"])
+def show_image(key: Key, db: Db, who: Reader) -> model.Image:
+    """Another project's image is absent (404), as if it did not exist."""
     with db.session(write=False) as s:
-        return catalog.show_image(s, key)
+        return catalog.show_for(s, who, key)
 
 
 @router.delete("/images/{key}", status_code=204, tags=["images"])
-def delete_image(key: Key, request: Request, tasks: BackgroundTasks, db: Db, _: Admin) -> None:
-    """Refused (409) while a live instance uses it; the tarball, or the registry's
-    manifest (its blobs at the next garbage collection), goes after the commit."""
+def delete_image(key: Key, request: Request, tasks: BackgroundTasks, db: Db, who: Member) -> None:
+    """Admins delete any image, members their project's snapshots (403 for a public
+    one, 404 for another project's). Refused (409) while a live instance uses it;
+    the tarball, or the registry's manifest (its blobs at the next garbage
+    collection), goes after the commit."""
     with db.session() as s:
-        image = catalog.show_image(s, key)
-        catalog.delete_image(s, key)
+        image = catalog.show_for(s, who, key)
+        catalog.delete_image(s, image.id, who)
     _prune(db, _image_dir(request), image.id)
     registry.forget(registry.settings(request), image, tasks)
 
@@ -200,14 +212,13 @@ def _prune(db: Database, root: Path, image_id: str) -> None:
 @router.get(
     "/images/{key}/file",
     tags=["images"],
-    dependencies=_READ,
     response_model=None,
     responses=_TARBALL,
     response_class=FileResponse,
 )
-def download_image(key: Key, request: Request, db: Db) -> Response:
+def download_image(key: Key, request: Request, db: Db, who: Reader) -> Response:
     with db.session(write=False) as s:
-        image = catalog.show_image(s, key)
+        image = catalog.show_for(s, who, key)
     path = _tarball(_image_dir(request), image.id, image.sha256 or "")
     if image.status != "active" or not path.exists():
         raise Conflict(f"image {image.name!r} has no rootfs uploaded; upload it first")

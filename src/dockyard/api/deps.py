@@ -68,7 +68,7 @@ def member(request: Request, who: Annotated[Principal, Depends(user)]) -> Princi
     return who
 
 
-_NOUNS = (("/volumes", "volumes"), ("/server-groups", "server groups"))
+_NOUNS = (("/volumes", "volumes"), ("/server-groups", "server groups"), ("/images", "images"))
 _VERBS = {"start": "start", "stop": "stop", "reboot": "reboot", "resize": "resize"}
 
 

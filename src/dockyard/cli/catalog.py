@@ -33,6 +33,7 @@ FLAVOR_COLUMNS = [
 ]
 IMAGE_COLUMNS = [
     ("NAME", lambda i: i["name"]),
+    ("OWNER", lambda i: _owner(i)),
     ("SOURCE", lambda i: i["source"]),
     ("REPOSITORY:TAG", lambda i: i["ref"]),
     ("STATUS", lambda i: i["status"]),
@@ -196,8 +197,22 @@ def image_build_base(a: argparse.Namespace) -> None:
 
 
 QUOTA_FLAGS = (
-    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb"
+    "instances", "vcpus", "memory_mb", "dedicated_cores", "ips", "volumes", "volume_gb",
+    "snapshots",
 )
+
+
+def _owner(i: dict[str, Any]) -> str:
+    """public, or the project whose snapshot (or migration image) it is."""
+    project = i.get("project")
+    if not project:
+        return "public"
+    return f"{project} (migration)" if i.get("kind") == "migration" else project
+
+
+def image_list(api: Api, a: argparse.Namespace) -> None:
+    path = "/images?migrations=true" if a.migrations else "/images"
+    emit(api.get(path), a.format, IMAGE_COLUMNS)
 
 
 def quota_show(api: Api, a: argparse.Namespace) -> None:
@@ -340,7 +355,12 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     p = im.add_parser("build-demo", help="write a busybox rootfs tarball")
     p.add_argument("--output", default="demo-rootfs.tar")
     p.set_defaults(run=image_build_demo, offline=True)
-    _crud(im, "image", "/images", IMAGE_COLUMNS, fmt, show=True)
+    p = im.add_parser("list", parents=[fmt], help="public images and your project's snapshots")
+    p.add_argument(
+        "--migrations", action="store_true", help="also the images cold migrations made"
+    )
+    p.set_defaults(run=image_list)
+    _crud(im, "image", "/images", IMAGE_COLUMNS, fmt, show=True, listing=False)
 
     ho = sub.add_parser("host", help="compute hosts").add_subparsers(dest="verb", required=True)
     _crud(ho, "host", "/hosts", HOST_COLUMNS, fmt, show=False, delete=False)
@@ -388,9 +408,11 @@ def _crud(
     fmt: argparse.ArgumentParser,
     show: bool,
     delete: bool = True,
+    listing: bool = True,
 ) -> None:
-    p = sub.add_parser("list", parents=[fmt])
-    p.set_defaults(run=lambda api, a: emit(api.get(path), a.format, columns))
+    if listing:
+        p = sub.add_parser("list", parents=[fmt])
+        p.set_defaults(run=lambda api, a: emit(api.get(path), a.format, columns))
     if show:
         p = sub.add_parser("show", parents=[fmt])
         p.add_argument("name")

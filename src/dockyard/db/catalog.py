@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, object_session
 
 from dockyard import model
 from dockyard.db import models as m
-from dockyard.errors import Conflict, NotFound
+from dockyard.db.identity import Principal
+from dockyard.errors import Conflict, Forbidden, NotFound
 from dockyard.network import hostname, ipam
 
 
@@ -81,10 +82,6 @@ def show_flavor(s: Session, key: str) -> model.Flavor:
     return model.Flavor.model_validate(flavor(s, key))
 
 
-def show_image(s: Session, key: str) -> model.Image:
-    return image_model(image(s, key))
-
-
 def flavor(s: Session, key: str) -> m.Flavor:
     return _find(s, m.Flavor, key, "flavor")  # type: ignore[no-any-return]
 
@@ -100,10 +97,50 @@ def delete_flavor(s: Session, key: str) -> None:
 
 
 # --- images
+#
+# Public images (project_id NULL) are the admins' catalogue; a project's own images
+# are its snapshots and migration images. A member sees public images and its
+# project's (others' are absent: 404, so names do not leak); admins and agents see
+# all. Names are unique among public images and within a project, and a project's
+# never equals a public one, so a member's name lookup is unambiguous; an admin's
+# may match several projects' images and then asks for the id.
+
+
+def _visible(who: Principal | None) -> ColumnElement[bool] | None:
+    """What ``who`` may see of images (None: everything)."""
+    if who is None or who.is_admin or who.role == "agent":
+        return None
+    return or_(m.Image.project_id.is_(None), m.Image.project_id == who.project_id)
+
+
+def _migration_ids(s: Session, ids: list[str]) -> set[str]:
+    """Of ``ids``, those of migration images (an image a migration made has its id)."""
+    return set(s.scalars(select(m.Migration.id).where(m.Migration.id.in_(ids)))) if ids else set()
+
+
+def _public_name_check(s: Session, name: str) -> None:
+    """An admin's new public image: no image at all may have its name yet."""
+    row = s.scalar(select(m.Image).where(m.Image.name == name).limit(1))
+    if row is None:
+        return
+    owner = f" (a snapshot of project {row.owner.name}, id {row.id})" if row.owner else ""
+    raise Conflict(f"image {name!r} already exists{owner}; choose another name or delete it first")
+
+
+def private_name_check(s: Session, project_id: str, name: str) -> None:
+    """A project's new image: not a public name, nor one the project already has.
+
+    Other projects' names are not looked at, so this says nothing about them."""
+    scope = or_(m.Image.project_id.is_(None), m.Image.project_id == project_id)
+    public = s.scalar(select(m.Image.project_id.is_(None)).where(scope, m.Image.name == name))
+    if public is None:
+        return
+    whose = "a public image" if public else "an image of this project"
+    raise Conflict(f"{whose} named {name!r} already exists; choose another name for the snapshot")
 
 
 def create_image(s: Session, req: model.ImageCreate) -> model.Image:
-    _unique(s, m.Image, req.name, "image")
+    _public_name_check(s, req.name)
     if req.source == model.ImageSource.docker:
         row = m.Image(
             name=req.name,
@@ -131,12 +168,45 @@ def create_image(s: Session, req: model.ImageCreate) -> model.Image:
     return image_model(row)
 
 
-def image(s: Session, key: str) -> m.Image:
-    return _find(s, m.Image, key, "image")  # type: ignore[no-any-return]
+def image(s: Session, key: str, who: Principal | None) -> m.Image:
+    """The image named or numbered ``key`` among those ``who`` sees (None: all, for
+    the server's own use). An id wins over a name; a name several projects use is
+    refused with their ids (only admins can see more than one)."""
+    q = select(m.Image).where((m.Image.name == key) | (m.Image.id == key))
+    visible = _visible(who)
+    if visible is not None:
+        q = q.where(visible)
+    rows = list(s.scalars(q.order_by(m.Image.created_at).limit(20)))
+    exact = [r for r in rows if r.id == key]
+    if exact or len(rows) == 1:
+        return (exact or rows)[0]
+    if not rows:
+        raise NotFound(f"image {key!r} does not exist; see `dockyard image list`")
+    which = "; ".join(f"{r.id} ({r.owner.name if r.owner else 'public'})" for r in rows)
+    raise Conflict(f"several images are named {key!r}: {which}; give the id instead")
 
 
-def image_model(row: m.Image) -> model.Image:
-    return model.Image.model_validate(row)
+def image_model(row: m.Image, migration: bool | None = None) -> model.Image:
+    """The wire form; ``migration`` (whether a migration made it) is looked up if None."""
+    if row.project_id is None:
+        kind = model.ImageKind.public
+    else:
+        if migration is None:
+            s = object_session(row)
+            migration = s is not None and bool(_migration_ids(s, [row.id]))
+        kind = model.ImageKind.migration if migration else model.ImageKind.snapshot
+    out = model.Image.model_validate(row)
+    out.project, out.kind = (row.owner.name if row.owner else None), kind
+    return out
+
+
+def show_image(s: Session, key: str) -> model.Image:
+    """Any image (the server's own use); handlers use ``show_for``."""
+    return image_model(image(s, key, None))
+
+
+def show_for(s: Session, who: Principal, key: str) -> model.Image:
+    return image_model(image(s, key, who))
 
 
 def image_uploaded(
@@ -167,14 +237,51 @@ def locked_sha256(s: Session, image_id: str) -> str | None:
 
 
 def list_images(s: Session) -> list[model.Image]:
-    return [image_model(r) for r in s.scalars(select(m.Image).order_by(m.Image.name))]
+    """Every image, whoever owns it (the server's own use); handlers use ``list_for``."""
+    return _models(s, list(s.scalars(select(m.Image).order_by(m.Image.name))))
 
 
-def delete_image(s: Session, key: str) -> str:
-    """Delete the image's record and return its id; the caller removes its file after the commit."""
-    row = image(s, key)
+def list_for(s: Session, who: Principal, migrations: bool = False) -> list[model.Image]:
+    """What ``who`` sees: public images and its project's (admins: every project's);
+    migration images only with ``migrations``."""
+    q = select(m.Image).order_by(m.Image.name, m.Image.created_at)
+    visible = _visible(who)
+    if visible is not None:
+        q = q.where(visible)
+    out = _models(s, list(s.scalars(q)))
+    return [i for i in out if migrations or i.kind != model.ImageKind.migration]
+
+
+def _models(s: Session, rows: list[m.Image]) -> list[model.Image]:
+    made = _migration_ids(s, [r.id for r in rows if r.project_id is not None])
+    return [image_model(r, r.id in made) for r in rows]
+
+
+def delete_image(s: Session, key: str, who: Principal | None = None) -> str:
+    """Delete the image's record and return its id; the caller removes its file after
+    the commit. A member deletes its project's images only (public ones are the
+    admins'); ``who`` None: the server's own use."""
+    row = image(s, key, who)
+    if who is not None and not who.is_admin and row.project_id is None:
+        raise Forbidden(
+            f"image {row.name!r} is public; only admins delete public images "
+            "(members delete their project's snapshots)"
+        )
+    if who is not None and not who.is_admin:
+        _not_moving(s, row)
     _delete(s, row, m.Instance.image_id, "image")
     return row.id
+
+
+def _not_moving(s: Session, row: m.Image) -> None:
+    """A member may not pull the image from under its migration (admins may: the
+    migration then rolls back)."""
+    mig = s.get(m.Migration, row.id)
+    if mig is not None and mig.finished_at is None:
+        raise Conflict(
+            f"image {row.name!r} carries migration {mig.id} of its instance, still "
+            f"{mig.status}; delete it once the migration has ended"
+        )
 
 
 # --- networks

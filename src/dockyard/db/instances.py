@@ -54,7 +54,7 @@ def create(
     (host, core) are the backstop.
     """
     assert who.project_id is not None
-    flavor, image = catalog.flavor(s, req.flavor), catalog.image(s, req.image)
+    flavor, image = catalog.flavor(s, req.flavor), catalog.image(s, req.image, who)
     network = catalog.network(s, req.network)
     if image.status != "active":
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 
@@ -40,6 +40,7 @@ class Quota(Base):
     ips: Mapped[int | None] = mapped_column(default=None)
     volumes: Mapped[int | None] = mapped_column(default=None)
     volume_gb: Mapped[int | None] = mapped_column(default=None)
+    snapshots: Mapped[int | None] = mapped_column(default=None)  # images a project keeps
 
 
 class User(Base):
@@ -121,9 +122,29 @@ class Flavor(Base):
 
 
 class Image(Base):
+    """A public image (``project_id`` NULL: the admins' catalogue) or a project's own
+    (its snapshots and migration images). Names: unique among public images (the
+    partial index) and within a project (the constraint); a project's name never
+    equals a public one (checked in db/catalog.py), so a member's lookup by name
+    is unambiguous."""
+
     __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_images_project_name"),
+        Index(
+            "uq_images_public_name",
+            "name",
+            unique=True,
+            sqlite_where=text("project_id IS NULL"),
+            postgresql_where=text("project_id IS NULL"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id"), default=None, index=True
+    )
+    owner: Mapped[Project | None] = relationship()  # the wire form calls it project
     source: Mapped[str] = mapped_column(String(16))
     ref: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="queued")

@@ -39,7 +39,18 @@ def usage(s: Session, project_id: str) -> dict[str, int]:
         "ips": int(ips or 0),
         "volumes": int(volumes or 0),
         "volume_gb": int(volume_gb or 0),
+        "snapshots": snapshot_count(s, project_id),
     }
+
+
+def snapshot_count(s: Session, project_id: str) -> int:
+    """The project's snapshot images (queued, active or failed), migration images aside
+    (a migration's image has the migration's id)."""
+    by_migration = select(m.Migration.id).where(m.Migration.id == m.Image.id).exists()
+    q = select(func.count()).where(
+        m.Image.project_id == project_id, m.Image.snapshot_of.is_not(None), ~by_migration
+    )
+    return int(s.scalar(q) or 0)
 
 
 def volume_gb_of(size_mb: Any) -> Any:
@@ -55,6 +66,12 @@ def limits(s: Session, project_id: str) -> model.Quota:
     return model.Quota(**{r: getattr(row, r) for r in model.QUOTA_RESOURCES})
 
 
+_HINTS = {
+    "snapshots": "delete snapshots you no longer need (`dockyard image list`, "
+    "`dockyard image delete NAME`) or ",
+}
+
+
 def check(s: Session, project_id: str, project: str, needs: dict[str, int]) -> None:
     """Raise Forbidden naming the first quota that ``needs`` would exceed."""
     quota = limits(s, project_id)
@@ -64,7 +81,8 @@ def check(s: Session, project_id: str, project: str, needs: dict[str, int]) -> N
         if limit is not None and extra > 0 and used[resource] + extra > limit:
             raise Forbidden(
                 f"quota exceeded for project {project}: {resource} limit {limit}, in use "
-                f"{used[resource]}, this request needs {extra} more; ask an admin to raise it "
+                f"{used[resource]}, this request needs {extra} more; {_HINTS.get(resource, '')}"
+                "ask an admin to raise it "
                 f"(`dockyard quota set {project} --{resource.replace('_', '-')} N`)",
                 quota=resource,
                 limit=limit,

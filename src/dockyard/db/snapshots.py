@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import catalog, hosts, instances
+from dockyard.db import catalog, hosts, instances, quotas
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict
@@ -42,6 +42,7 @@ def create(
             f"cannot snapshot {inst.name} while it is {inst.task_state or inst.vm_state}; "
             "it must be ACTIVE or SHUTOFF with no task running"
         )
+    _check_quota(s, inst.project_id)
     row = new_image(s, inst, req.image, registry_url)
     inst.task_state = TaskState.snapshotting.value
     note = f"image {req.image}" + (" (consistent)" if req.consistent else "")
@@ -54,12 +55,12 @@ def create(
 def new_image(
     s: Session, inst: m.Instance, name: str, registry_url: str, image_id: str | None = None
 ) -> m.Image:
-    """A queued image of ``inst``'s root fs, to be pushed to the primary registry."""
-    taken = s.scalar(select(m.Image.id).where(m.Image.name == name))
-    if taken is not None:
-        raise Conflict(f"an image named {name!r} already exists; choose another name")
+    """A queued image of ``inst``'s root fs, to be pushed to the primary registry; it
+    belongs to the instance's project (db/catalog.py: who sees it, name rules)."""
+    catalog.private_name_check(s, inst.project_id, name)
     row = m.Image(
         name=name,
+        project_id=inst.project_id,
         source=model.ImageSource.docker.value,  # pulled by digest; never takes an upload
         ref="",
         status="queued",
@@ -75,6 +76,14 @@ def new_image(
     s.flush()
     row.ref = f"dockyard/{name.lower()}:{row.id[:8]}"
     return row
+
+
+def _check_quota(s: Session, project_id: str) -> None:
+    """Refuse a snapshot past the project's ``snapshots`` quota. The project's row is
+    locked first (PostgreSQL; SQLite's writer holds the database), so two concurrent
+    snapshots cannot both squeeze under it."""
+    project = s.scalar(select(m.Project).where(m.Project.id == project_id).with_for_update())
+    quotas.check(s, project_id, project.name if project else project_id, {"snapshots": 1})
 
 
 def push_ref(row: m.Image) -> str:

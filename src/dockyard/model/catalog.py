@@ -78,6 +78,12 @@ class ImageSource(StrEnum):
     docker = "docker"
 
 
+class ImageKind(StrEnum):
+    public = "public"
+    snapshot = "snapshot"
+    migration = "migration"
+
+
 class ImageCreate(Schema):
     name: Name
     source: ImageSource
@@ -121,6 +127,14 @@ class Image(Schema):
     )
     registry_url: str | None = Field(
         default=None, description="the primary registry it was pushed to"
+    )
+    project: str | None = Field(
+        default=None, description="the project it belongs to (a snapshot); null: public"
+    )
+    kind: ImageKind = Field(
+        default=ImageKind.public,
+        description="public (the admins' catalogue), snapshot (a project's own), or "
+        "migration (made by a cold migration; listed only with ?migrations=true)",
     )
 
 

@@ -71,6 +71,7 @@ QUOTA_RESOURCES = (
     "ips",
     "volumes",
     "volume_gb",
+    "snapshots",
 )
 
 
@@ -85,6 +86,9 @@ class Quota(Schema):
     volumes: int | None = Field(default=None, ge=0, le=BIG, description="named volumes")
     volume_gb: int | None = Field(
         default=None, ge=0, le=BIG, description="sum of volume sizes, GiB"
+    )
+    snapshots: int | None = Field(
+        default=None, ge=0, le=BIG, description="snapshot images the project keeps"
     )
 
 
