@@ -6,7 +6,7 @@ Existing snapshot images (``snapshot_of`` set) move into their instance's projec
 until now any tenant could list and boot them.
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-11-26 08:40:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = "0020"
-down_revision = "0018"  # re-chained at merge: 0019 lands beside it
+down_revision = "0019"  # re-chained at merge: 0019 (snapshot schedules) came first
 branch_labels = None
 depends_on = None
 
