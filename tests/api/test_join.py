@@ -125,11 +125,42 @@ def test_host_remove_revokes_the_hosts_credential(cloud):
     report = {"power_state": "shutdown", "task_done": "deleting", "gone": True}
     cloud.ok("PUT", f"/agent/instances/{server['id']}/state", agent, json=report)
     r = cloud.call("DELETE", "/hosts/h1")
-    assert r.status_code == 204, r.text
+    assert r.status_code == 200, r.text
+    gone = r.json()
+    assert (gone["registered"], gone["agent_tokens_revoked"], gone["join_tokens_revoked"]) == (
+        True,
+        1,
+        1,
+    )
+    assert gone["detail"] == "removed host h1; revoked 1 agent token and 1 unused join token"
     assert cloud.ok("GET", "/hosts") == []
     assert cloud.call("POST", "/agent/hosts/h1/heartbeat", agent).status_code == 401
     assert _join(cloud, made["token"]).status_code == 401  # its unused join token is gone too
     assert cloud.call("DELETE", "/hosts/h1").status_code == 404
+
+
+def test_host_remove_revokes_the_token_of_a_host_that_joined_but_never_registered(tls_cloud):
+    """Its agent token exists and no host row does: remove finds and revokes it, says
+    so, and answers 404 only once neither a host nor a credential is left."""
+    made = tls_cloud.ok("POST", "/join-tokens", json={"host": "h2"})
+    agent = _join(tls_cloud, made["token"]).json()["token"]
+    assert tls_cloud.ok("GET", "/hosts") == []
+    r = tls_cloud.call("DELETE", "/hosts/h2")
+    assert r.status_code == 200, r.text
+    gone = r.json()
+    assert (gone["registered"], gone["agent_tokens_revoked"]) == (False, 1)
+    assert gone["detail"] == (
+        "host h2 joined but never registered: no host to remove; revoked 1 agent token"
+    )
+    body = {"name": "h2", "availability_zone": "nova", **HOST}
+    assert tls_cloud.call("POST", "/agent/hosts", agent, json=body).status_code == 401
+    r = tls_cloud.call("DELETE", "/hosts/h2")
+    assert r.status_code == 404 and "holds no credential" in r.json()["detail"]
+    # a host that never joined: its join token is the credential
+    pending = tls_cloud.ok("POST", "/join-tokens", json={"host": "h3"})
+    gone = tls_cloud.ok("DELETE", "/hosts/h3")
+    assert gone["detail"] == "host h3 never joined: no host to remove; revoked 1 unused join token"
+    assert _join(tls_cloud, pending["token"]).status_code == 401
 
 
 def test_a_rejoined_host_keeps_only_its_new_credential(tls_cloud):

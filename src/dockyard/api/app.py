@@ -30,7 +30,7 @@ from dockyard.api import registry as registries
 from dockyard.api.limits import BodyLimit
 from dockyard.api.registry import RegistrySettings
 from dockyard.api.watch import HostWatch
-from dockyard.db import notify
+from dockyard.db import notify, registry_gc
 from dockyard.db.session import Database
 
 MB, GB = 1 << 20, 1 << 30
@@ -48,6 +48,7 @@ def create_app(
     migration_timeout: float = 120.0,
     migration_check_every: float = 2.0,
     snapshot_min_every: int = 900,
+    registry_gc_every: float = 5.0,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -58,16 +59,27 @@ def create_app(
     A migration that makes no progress for ``migration_timeout`` seconds is rolled
     back (checked every ``migration_check_every``; api/moves.py), and periodic
     snapshots are taken then; members may not ask for one more often than every
-    ``snapshot_min_every`` seconds (db/schedules.py)."""
+    ``snapshot_min_every`` seconds (db/schedules.py). A registry beside the server
+    (``registry.root``) is garbage-collected after image deletes, once no push is in
+    flight (retried every ``registry_gc_every`` seconds; api/registry.py)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
     checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
+    collector = (
+        registries.GarbageCollector(db, watch, registry, registry_gc_every)
+        if registry and registry.root
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watch.start(asyncio.get_running_loop())
         checker.start()
+        if collector:
+            collector.start()
         yield
+        if collector:
+            collector.stop()
         checker.stop()
         watch.stop()
         db.engine.dispose()
@@ -88,6 +100,14 @@ def create_app(
     app.state.migration_timeout = timeout
     app.state.move_checker = checker
     app.state.snapshot_min_every = snapshot_min_every
+    app.state.registry_gc = collector
+    app.state.registry_gate = (
+        collector.gate
+        if collector
+        else registry_gc.PushGate(db, registry.url)
+        if registry
+        else None
+    )
     errors.install(app)
 
     @app.middleware("http")
@@ -104,9 +124,18 @@ def create_app(
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
     for module in (
-        identity, hosts, enrolment, catalog, instances, volumes, groups, lifecycle, registries,
+        identity,
+        hosts,
+        enrolment,
+        catalog,
+        instances,
+        volumes,
+        groups,
+        lifecycle,
+        registries,
         moves,
-        evacuation, recovery,
+        evacuation,
+        recovery,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -120,7 +120,7 @@ def show_image(key: Key, db: Db, who: Reader) -> model.Image:
 
 
 @router.delete("/images/{key}", status_code=204, tags=["images"])
-def delete_image(key: Key, request: Request, tasks: BackgroundTasks, db: Db, who: Member) -> None:
+def delete_image(key: Key, request: Request, db: Db, who: Member) -> None:
     """Admins delete any image, members their project's snapshots (403 for a public
     one, 404 for another project's). Refused (409) while a live instance uses it;
     the tarball, or the registry's manifest (its blobs at the next garbage
@@ -129,7 +129,7 @@ def delete_image(key: Key, request: Request, tasks: BackgroundTasks, db: Db, who
         image = catalog.show_for(s, who, key)
         catalog.delete_image(s, image.id, who)
     _prune(db, _image_dir(request), image.id)
-    registry.forget(registry.settings(request), image, tasks)
+    registry.forget(request, image)
 
 
 @router.put("/images/{key}/file", tags=["images"], openapi_extra=_UPLOAD_BODY)
@@ -150,7 +150,9 @@ async def upload_image(key: Key, request: Request, db: Db, _: Admin) -> model.Im
             raise Conflict("the upload was empty; send the rootfs tarball as the request body")
         primary = registry.settings(request)
         if primary is not None:  # hosts pull it from the registry, by digest
-            return await run_in_threadpool(registry.push, primary, db, image_id, tmp, digest, size)
+            gate = registry.gate(request)
+            upload = (tmp, digest, size)
+            return await run_in_threadpool(registry.push, primary, gate, db, image_id, upload)
         return await run_in_threadpool(_install, db, root, image_id, tmp, digest, size)
     except ClientDisconnect as exc:  # nobody reads the answer; no traceback in the log
         log.info("an upload of image %s stopped: the client went away", image_id)

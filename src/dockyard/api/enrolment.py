@@ -16,7 +16,13 @@ from dockyard import pki
 from dockyard.api.deps import Admin, Db, Key, Watch
 from dockyard.db import enrolment
 from dockyard.errors import NotFound
-from dockyard.model.enrolment import Joined, JoinRequest, JoinTokenCreate, JoinTokenCreated
+from dockyard.model.enrolment import (
+    HostRemoved,
+    Joined,
+    JoinRequest,
+    JoinTokenCreate,
+    JoinTokenCreated,
+)
 
 router = APIRouter(tags=["enrolment"])
 
@@ -60,9 +66,12 @@ def ca(request: Request) -> Response:
     return Response(path.read_bytes(), media_type="application/x-pem-file")
 
 
-@router.delete("/hosts/{name}", status_code=204)
-def remove_host(name: Key, db: Db, watch: Watch, _: Admin) -> None:
-    """Refused (409, naming them) while instances or volumes live on the host."""
+@router.delete("/hosts/{name}")
+def remove_host(name: Key, db: Db, watch: Watch, _: Admin) -> HostRemoved:
+    """Refused (409, naming them) while instances or volumes live on the host. A host
+    that joined but never registered has only its agent token: it is revoked (404
+    when there is neither host nor credential)."""
     with db.session() as s:
-        enrolment.remove_host(s, name)
+        removed = enrolment.remove_host(s, name)
     watch.notify(name)  # its agent's long poll ends, and its next call is refused
+    return removed

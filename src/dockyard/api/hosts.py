@@ -11,7 +11,7 @@ from dockyard import model
 from dockyard.api import registry
 from dockyard.api.deps import Admin, Agent, Db, Key, User, Watch
 from dockyard.api.registry import RegistrySettings
-from dockyard.db import hosts, instances, move_steps
+from dockyard.db import hosts, instances, move_steps, registry_gc
 from dockyard.db.session import Database
 
 router = APIRouter(tags=["hosts"])
@@ -84,6 +84,7 @@ async def desired(
 def _desired(db: Database, name: str, primary: RegistrySettings | None) -> model.DesiredState:
     with db.session(write=False) as s:
         state = move_steps.desired(s, name, instances.desired_for_host(s, name))
+        state = registry_gc.withhold(s, state)  # no push ordered during a registry GC
     login = primary.pull_login() if primary else None
     for inst in state.instances:
         if inst.image_pulls and login is not None:

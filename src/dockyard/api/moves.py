@@ -247,5 +247,5 @@ class MoveChecker:
             gone = schedules.prune(s)
         for host, instance_id in ordered:
             _wake(self.watch, [host], instance_id)
-        registry.forget_all(self.primary, gone)
+        registry.forget_all(self.primary, self.db, gone)
         return [host for host, _ in ordered]

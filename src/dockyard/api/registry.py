@@ -5,6 +5,7 @@
     host in AZ a           -> pulls CACHE(a)/REPO@DIGEST, else PRIMARY/REPO@DIGEST
     image delete           -> DELETE the manifest, then (with --registry-root, the
                               registry beside the server) garbage-collect its blobs
+                              once no push is in flight (GarbageCollector)
 
 The server logs in as ``dockyard`` (images/logins.py: ``--registry-logins FILE``)
 and verifies an https registry against ``--registry-ca`` (default the API's
@@ -29,12 +30,13 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Request
 
 from dockyard import model
 from dockyard.api.deps import Admin, Db, principal
-from dockyard.db import catalog, registries
+from dockyard.api.watch import HostWatch
+from dockyard.db import catalog, registries, registry_gc
+from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 from dockyard.errors import Conflict, DockyardError, NotFound, PermanentError, TemporaryError
 from dockyard.images import distribution
@@ -43,7 +45,6 @@ from dockyard.images.registry import Registry
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["registries"])
-_GC_LOCK = threading.Lock()
 
 
 class RegistryUnavailable(DockyardError):
@@ -103,9 +104,13 @@ Settings = Annotated[RegistrySettings | None, Depends(settings)]
 def list_registries(db: Db, primary: Settings) -> list[model.Registry]:
     with db.session(write=False) as s:
         caches = registries.listed(s)
+        gc = registry_gc.describe(s, primary.url) if primary else None
+    if gc and primary and primary.root is None and gc.startswith("waiting"):
+        gc += " (collected by a server started with --registry-root)"
     if primary is None:
         return caches
-    return [model.Registry(availability_zone=None, url=primary.url, primary=True), *caches]
+    first = model.Registry(availability_zone=None, url=primary.url, primary=True)
+    return [first.model_copy(update={"garbage_collection": gc}), *caches]
 
 
 @router.get("/registries/login")
@@ -169,33 +174,51 @@ def registry_images(
 
 
 def push(
-    primary: RegistrySettings, db: Database, image_id: str, tar: Path, sha256: str, size: int
+    primary: RegistrySettings,
+    gate: registry_gc.PushGate,
+    db: Database,
+    image_id: str,
+    upload: tuple[Path, str, int],
 ) -> model.Image:
-    """Push an uploaded rootfs to the primary, then record its digest (never before:
-    a digest in the database names a manifest the registry has)."""
+    """Push an uploaded rootfs (file, sha256, size) to the primary, then record its
+    digest (never before: a digest in the database names a manifest the registry
+    has). The push holds the gate: it waits while a garbage collection runs."""
+    tar, sha256, size = upload
     with db.session(write=False) as s:
         image = catalog.show_image(s, image_id)
     repo, _, tag = image.ref.rpartition(":")
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with _talking(primary.url, primary) as reg:
+    with gate.pushing(), _talking(primary.url, primary) as reg:
         pushed = reg.push_rootfs(repo, tag, tar, image.command, created)
     with db.session() as s:
         return catalog.image_uploaded(s, image_id, sha256, size, pushed.digest, primary.url)
 
 
-def forget(primary: RegistrySettings | None, image: model.Image, tasks: BackgroundTasks) -> None:
+def gate(request: Request) -> registry_gc.PushGate:
+    found: registry_gc.PushGate = request.app.state.registry_gate
+    return found
+
+
+def forget(request: Request, image: model.Image) -> None:
     """After an image's row is deleted: its manifest goes, and its blobs with the next
-    garbage collection (scheduled after the answer when the registry is beside us)."""
-    if _delete_manifest(primary, image) and primary and primary.root:
-        tasks.add_task(run_in_threadpool, collect_garbage, primary.root)
+    garbage collection (requested here, run by the collector beside the registry)."""
+    db: Database = request.app.state.db
+    if forget_all(settings(request), db, [image]):
+        collector: GarbageCollector | None = getattr(request.app.state, "registry_gc", None)
+        if collector is not None:
+            collector.wake()
 
 
-def forget_all(primary: RegistrySettings | None, images: list[model.Image]) -> None:
-    """``forget`` for a pass of a background thread: each manifest, then one
-    garbage collection (now, in this thread)."""
+def forget_all(primary: RegistrySettings | None, db: Database, images: list[model.Image]) -> bool:
+    """Each image's manifest goes; a garbage collection of the primary is requested
+    (any server records it; the one beside the registry collects, when no push is in
+    flight: db/registry_gc.py). True when one was requested."""
     collect = [_delete_manifest(primary, image) for image in images]
-    if any(collect) and primary and primary.root:
-        collect_garbage(primary.root)
+    if not any(collect) or primary is None:
+        return False
+    with db.session() as s:
+        registry_gc.request(s, primary.url)
+    return True
 
 
 def _delete_manifest(primary: RegistrySettings | None, image: model.Image) -> bool:
@@ -212,11 +235,97 @@ def _delete_manifest(primary: RegistrySettings | None, image: model.Image) -> bo
     return primary is not None and image.registry_url == primary.url
 
 
-def collect_garbage(root: Path) -> None:
-    """Distribution collects only while nothing writes: stop, collect, start (one at a time)."""
-    cfg = distribution.load(root)
-    with _GC_LOCK:
-        try:
-            distribution.garbage_collect(cfg)
-        except (Conflict, OSError) as exc:
-            log.warning("registry garbage collection failed: %s", exc)
+class GarbageCollector:
+    """Collects the primary's garbage when asked, never while a push is in flight
+    (db/registry_gc.py has the rule): a second after it is asked (so a burst of
+    deletes costs one stop of the registry), then every ``interval`` seconds while
+    a request waits, and only while this server holds the "registry-gc" lease."""
+
+    def __init__(
+        self, db: Database, watch: HostWatch, primary: RegistrySettings, interval: float = 5.0
+    ) -> None:
+        assert primary.root is not None
+        self.db, self.watch, self.root, self.interval = db, watch, primary.root, interval
+        self.url, self.gate = primary.url, registry_gc.PushGate(db, primary.url)
+        self._lease = Lease(db, "registry-gc")
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fresh = True  # a new holder of the lease closes windows a dead one left
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="registry-gc", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._lease.release()
+
+    def request(self) -> None:
+        """Record that a collection is wanted and run it soon."""
+        with self.db.session() as s:
+            registry_gc.request(s, self.url)
+        self.wake()
+
+    def wake(self) -> None:
+        """A request was recorded: collect soon rather than at the next tick."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._wake.wait(self.interval):  # asked: let a burst of deletes gather
+                self._stop.wait(min(1.0, self.interval))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.collect()
+            except Exception:  # a pass that failed is retried on the next tick
+                log.exception("registry garbage collection pass failed")
+
+    def collect(self) -> str:
+        """One pass; says what it did (collected, postponed and why, or nothing)."""
+        if not self._lease.held():
+            self._fresh = True
+            return "another server collects"
+        with self.db.session() as s:
+            if self._fresh:
+                registry_gc.close_stale(s)
+                self._fresh = False
+        with self.db.session() as s:  # the window opens (commits) before the check
+            since = registry_gc.open_window(s, self.url)
+        if since is None:
+            return "nothing to collect"
+        with self.db.session() as s:
+            busy = registry_gc.pushes(s)
+        if busy:
+            return self._postpone(", ".join(busy[:5]) + (" ..." if len(busy) > 5 else ""))
+        with self.gate.collecting() as free:
+            if not free:
+                return self._postpone("an image import (pushed by a server)")
+            failed = _collect(self.root)
+        with self.db.session() as s:
+            woken = registry_gc.finish(s, self.url, since)
+        for host in woken:
+            self.watch.notify(host)
+        return f"failed: {failed}" if failed else "collected"
+
+    def _postpone(self, why: str) -> str:
+        with self.db.session() as s:
+            registry_gc.postpone(s, self.url, why)
+        log.info("registry garbage collection postponed until %s ends", why)
+        return f"postponed: {why}"
+
+
+def _collect(root: Path) -> str | None:
+    """Distribution collects only while nothing writes: stop, collect, start. A
+    failure is logged and given up (the next image delete asks again)."""
+    try:
+        distribution.garbage_collect(distribution.load(root))
+    except (Conflict, OSError) as exc:
+        log.warning("registry garbage collection failed: %s", exc)
+        return str(exc)
+    return None

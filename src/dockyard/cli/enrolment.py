@@ -36,8 +36,8 @@ def join_command(url: str, token: str, ca_hash: str | None) -> str:
 
 
 def host_remove(api: Api, a: argparse.Namespace) -> None:
-    api.delete(f"/hosts/{a.name}")
-    print(f"removed host {a.name}; its agent token is revoked")
+    removed = api.delete(f"/hosts/{a.name}")
+    print(removed["detail"])
 
 
 def add_host_verbs(ho: Any, fmt: argparse.ArgumentParser) -> None:

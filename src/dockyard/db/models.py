@@ -178,6 +178,19 @@ class Registry(Base):
     created_at: Mapped[datetime] = mapped_column(default=now)
 
 
+class RegistryGc(Base):
+    """The primary registry's garbage collection (db/registry_gc.py): ``requested_at``
+    a collection waits (for pushes in flight to end), ``running_since`` one runs and no
+    push is ordered meanwhile, ``postponed`` why the last attempt waited."""
+
+    __tablename__ = "registry_gc"
+    url: Mapped[str] = mapped_column(String(255), primary_key=True)
+    requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    running_since: Mapped[datetime | None] = mapped_column(default=None)
+    postponed: Mapped[str | None] = mapped_column(String(1024), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Network(Base):
     __tablename__ = "networks"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

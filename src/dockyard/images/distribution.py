@@ -14,7 +14,7 @@ the primary, a pull-through cache. ``storage.delete.enabled`` lets ``image
 delete`` remove manifests; ``garbage_collect`` then reclaims their blobs, which
 Distribution allows only while nothing writes: it stops the registry, collects
 and starts it again (a few hundred milliseconds of refused pulls, retried by
-agents).
+agents). The server calls it only while no push is in flight (db/registry_gc.py).
 
 TLS: ``tls_cert``/``tls_key`` (a certificate from the cloud's CA, dockyard.pki). A
 cache whose primary speaks TLS verifies it with ``upstream_ca``: Distribution is a

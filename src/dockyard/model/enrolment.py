@@ -42,3 +42,14 @@ class Joined(Schema):
     host: str
     availability_zone: str
     token: str
+
+
+class HostRemoved(Schema):
+    """What ``host remove`` did: a host removed, or (for one that joined but never
+    registered, or never joined) only its credentials revoked."""
+
+    host: str
+    registered: bool = Field(description="False: there was no host row, only credentials")
+    agent_tokens_revoked: int
+    join_tokens_revoked: int = Field(description="unused join tokens for this name")
+    detail: str

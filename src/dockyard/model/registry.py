@@ -37,6 +37,11 @@ class Registry(Schema):
     availability_zone: str | None = Field(description="None: the primary, which images go to")
     url: str
     primary: bool = False
+    garbage_collection: str | None = Field(
+        default=None,
+        description="the primary beside the server: a collection waiting (and for which "
+        "pushes), running, or when the last one ended",
+    )
 
 
 class RegistryImage(Schema):
