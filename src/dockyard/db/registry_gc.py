@@ -7,6 +7,7 @@ Pushes come from agents (snapshot and migration orders) and from servers
 (image imports), so a collection waits for both:
 
     image delete  ─► request(url)           requested_at = now (committed with the answer)
+    periodic snapshots pruned ─► the same (api/moves.py's checker)
     the collector (api/registry.py, under the "registry-gc" lease), every few seconds:
         open_window(url)   running_since = now, committed: the window opens first
         pushes(s)          snapshot orders out, migrations and evacuations in flight
