@@ -147,8 +147,13 @@ def bench_evacuate(state: Path, lab: labs.Lab) -> tuple[float, float]:
     wait_for(lambda: source not in lab.hosts_up(), 120, f"{source} to be called down")
     down_s = time.monotonic() - stopped
     started = time.monotonic()
-    lab.api("POST", f"/hosts/{source}/evacuate")
-    wait_for(lambda: active_on(lab, "evacuee", target), 300, "evacuee on the other host")
+    out = lab.api("POST", f"/hosts/{source}/evacuate")
+    if out["unplaced"]:
+        raise labs.LabError(f"evacuate placed nothing: {out['unplaced']}")
+    try:
+        wait_for(lambda: active_on(lab, "evacuee", target), 120, "evacuee on the other host")
+    except labs.LabError as exc:
+        raise labs.LabError(f"{exc}: {lab.api('GET', '/instances/evacuee')}") from exc
     wait_for(lambda: answers(probe_ns, inst["ip"]), 60, "evacuee to answer")
     took = time.monotonic() - started
     labs.host_start(state, source)
@@ -173,7 +178,7 @@ def main() -> None:
     p.add_argument("--drain", type=int, default=10, help="instances on the drained host")
     args = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="dyk-migration-"))
-    lab = labs.up(state, 2, ["az1"])
+    lab = labs.up(state, 2, ["az1"], host_down_after=15)  # agents beat every 10 s
     try:
         rows = bench_migrate(lab, args.rounds, args.mb)
         drain_s = bench_drain(lab, args.drain)
