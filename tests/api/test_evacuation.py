@@ -168,69 +168,66 @@ def test_a_failed_rebuild_keeps_the_ip_and_says_how_to_retry(quick):
     assert quick.ok("GET", "/hosts/h1/evacuations")[0]["status"] == "error"
 
 
-def test_an_instance_is_not_moved_back_onto_the_host_that_keeps_its_old_copy(tmp_path):
+@pytest.fixture
+def migrating(tmp_path):
+    """As ``quick``, with a (never contacted) registry: migrations need one."""
+    from dockyard.api.registry import RegistrySettings
+
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=DOWN_AFTER))
+    token = init(db)
+    app = create_app(db, tmp_path, registry=RegistrySettings("127.0.0.1:5999"))
+    with TestClient(app) as client:
+        cloud = Cloud(client, token)
+        cloud.catalog()
+        yield cloud
+    db.engine.dispose()
+
+
+def test_an_instance_is_not_moved_back_onto_the_host_that_keeps_its_old_copy(migrating):
     """The dead host keeps the evacuated instance's old container and volumes (fenced);
     migrating the instance back there would start that old copy, so it is refused until
     an admin releases it, and the scheduler skips that host meanwhile."""
-    from dockyard.api.registry import RegistrySettings
+    cloud = migrating
+    t1 = cloud.register("h1")
+    t2 = cloud.register("h2", memory_mb=4096)
+    iid = _running(cloud, t1, "web")["id"]
+    _kill(cloud, "h1", ("h2", t2))
+    [ev] = cloud.ok("POST", "/hosts/h1/evacuate")["evacuations"]
+    assert _report(cloud, t2, iid, power_state="running", task_done="spawning").status_code == 204
+    cloud.ok("POST", "/agent/hosts/h1/heartbeat", t1)  # h1 is back, keeping the copy
 
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=DOWN_AFTER))
-    token = init(db)
-    app = create_app(db, tmp_path, registry=RegistrySettings("127.0.0.1:5999"))
-    with TestClient(app) as client:
-        cloud = Cloud(client, token)
-        cloud.catalog()
-        t1 = cloud.register("h1")
-        t2 = cloud.register("h2", memory_mb=4096)
-        iid = _running(cloud, t1, "web")["id"]
-        _kill(cloud, "h1", ("h2", t2))
-        [ev] = cloud.ok("POST", "/hosts/h1/evacuate")["evacuations"]
-        assert (
-            _report(cloud, t2, iid, power_state="running", task_done="spawning").status_code == 204
-        )
-        cloud.ok("POST", "/agent/hosts/h1/heartbeat", t1)  # h1 is back, keeping the copy
+    refused = cloud.call("POST", f"/instances/{iid}/migrate", json={"host": "h1"})
+    assert refused.status_code == 409, refused.text
+    assert f"dockyard host release {ev['id']}" in refused.json()["detail"]
+    nowhere = cloud.call("POST", f"/instances/{iid}/migrate", json={})
+    assert nowhere.status_code == 409  # h1 is the only other host
+    assert cloud.ok("GET", f"/instances/{iid}")["host"] == "h2"
 
-        refused = cloud.call("POST", f"/instances/{iid}/migrate", json={"host": "h1"})
-        assert refused.status_code == 409, refused.text
-        assert f"dockyard host release {ev['id']}" in refused.json()["detail"]
-        nowhere = cloud.call("POST", f"/instances/{iid}/migrate", json={})
-        assert nowhere.status_code == 409  # h1 is the only other host
-        assert cloud.ok("GET", f"/instances/{iid}")["host"] == "h2"
-
-        cloud.ok("POST", f"/migrations/{ev['id']}/release")
-        moved = cloud.call("POST", f"/instances/{iid}/migrate", json={"host": "h1"})
-        assert moved.status_code == 202, moved.text
-        assert cloud.ok("GET", f"/instances/{iid}")["task_state"] == "migrating"
-    db.engine.dispose()
+    cloud.ok("POST", f"/migrations/{ev['id']}/release")
+    moved = cloud.call("POST", f"/instances/{iid}/migrate", json={"host": "h1"})
+    assert moved.status_code == 202, moved.text
+    assert cloud.ok("GET", f"/instances/{iid}")["task_state"] == "migrating"
 
 
-def test_evacuating_a_host_settles_the_migrations_in_flight_from_it_first(tmp_path):
+def test_evacuating_a_host_settles_the_migrations_in_flight_from_it_first(migrating):
     """web was migrating away from h1 (its source stopping and pushing) when h1 died:
     the evacuation ends that migration as the checker would (source down) and then
     rebuilds web elsewhere; one task, one record in flight, claims on one host."""
-    from dockyard.api.registry import RegistrySettings
+    cloud = migrating
+    t1 = cloud.register("h1")
+    t2 = cloud.register("h2", memory_mb=4096)
+    iid = _running(cloud, t1, "web")["id"]
+    mig = cloud.ok("POST", f"/instances/{iid}/migrate", json={"host": "h2"})
+    assert mig["status"] == "snapshotting"
+    _kill(cloud, "h1", ("h2", t2))
 
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=DOWN_AFTER))
-    token = init(db)
-    app = create_app(db, tmp_path, registry=RegistrySettings("127.0.0.1:5999"))
-    with TestClient(app) as client:
-        cloud = Cloud(client, token)
-        cloud.catalog()
-        t1 = cloud.register("h1")
-        t2 = cloud.register("h2", memory_mb=4096)
-        iid = _running(cloud, t1, "web")["id"]
-        mig = cloud.ok("POST", f"/instances/{iid}/migrate", json={"host": "h2"})
-        assert mig["status"] == "snapshotting"
-        _kill(cloud, "h1", ("h2", t2))
-
-        out = cloud.ok("POST", "/hosts/h1/evacuate")
-        [ev] = out["evacuations"]
-        assert (ev["source"], ev["target"], ev["status"]) == ("h1", "h2", "starting")
-        ended = cloud.ok("GET", f"/migrations/{mig['id']}")
-        assert ended["status"] == "error" and "down" in ended["reason"], ended
-        inst = cloud.ok("GET", f"/instances/{iid}")
-        assert (inst["host"], inst["task_state"]) == ("h2", "spawning")
-        in_flight = [m for m in cloud.ok("GET", "/migrations", params={"instance": iid})
-                     if m["status"] not in ("finished", "error")]  # fmt: skip
-        assert len(in_flight) == 1  # the evacuation only
-    db.engine.dispose()
+    out = cloud.ok("POST", "/hosts/h1/evacuate")
+    [ev] = out["evacuations"]
+    assert (ev["source"], ev["target"], ev["status"]) == ("h1", "h2", "starting")
+    ended = cloud.ok("GET", f"/migrations/{mig['id']}")
+    assert ended["status"] == "error" and "down" in ended["reason"], ended
+    inst = cloud.ok("GET", f"/instances/{iid}")
+    assert (inst["host"], inst["task_state"]) == ("h2", "spawning")
+    in_flight = [m for m in cloud.ok("GET", "/migrations", params={"instance": iid})
+                 if m["status"] not in ("finished", "error")]  # fmt: skip
+    assert len(in_flight) == 1  # the evacuation only
