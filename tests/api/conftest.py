@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from dockyard.api.app import create_app
 from dockyard.api.server import init
@@ -78,8 +80,17 @@ def _database(tmp_path, backend):
     url = PG_URL.rsplit("/", 1)[0] + "/" + name
 
     def drop():
-        with admin.connect() as c:
-            c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        # a server thread (a checker, a lease) may still be closing its connection; FORCE
+        # cannot end a session of another role (autovacuum's), so try again a few times
+        for attempt in range(20):
+            try:
+                with admin.connect() as c:
+                    c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+                break
+            except DBAPIError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
         admin.dispose()
 
     return Database(url), drop
