@@ -6,7 +6,6 @@ agent is back but whose dockerd is gone for good."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dockyard.lab import lab as labs
 from dockyard.lab.procs import run, wait_for
 from dockyard.network.plumbing import host_ifname
 from tests.lab.conftest import LabRun, running_lab
+from tests.lab.test_lab import docker_on
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -29,18 +29,11 @@ def two_hosts() -> Iterator[LabRun]:
         yield lab
 
 
-def _docker(lab: LabRun, host: str, *args: str) -> subprocess.CompletedProcess[str]:
-    sock = next(h for h in lab.record()["hosts"] if h["name"] == host)["exec_root"] + ".sock"
-    return subprocess.run(
-        ["docker", "-H", f"unix://{sock}", *args], capture_output=True, text=True, check=False
-    )
-
-
 def _die(lab: LabRun, host: str, container: str) -> None:
     """The host dies: its agent and dockerd stop, its instance with them."""
     state = labs.Lab.load(lab.state)
     state.host(host).stop_agent()
-    assert _docker(lab, host, "stop", "-t", "1", container).returncode == 0
+    assert docker_on(lab, host, "stop", "-t", "1", container).returncode == 0
     state.host(host).stop_dockerd()
     state.save()
 
@@ -73,7 +66,7 @@ def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
         "2>/dev/null && dd if=/dev/urandom of=/data/vol.bin bs=1024 count=200 2>/dev/null && "
         "sync && sha256sum /root/work/secret.bin /data/vol.bin"
     )
-    out = _docker(lab, src, "exec", box, "sh", "-c", write).stdout
+    out = docker_on(lab, src, "exec", box, "sh", "-c", write).stdout
     sums = {Path(p).name: d for d, p in (line.split() for line in out.splitlines())}
     assert len(sums) == 2, out
 
@@ -93,7 +86,7 @@ def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
     assert {k: after[k] for k in same} == {k: before[k] for k in same}
     assert (after["host"], after["status"]) == (dst, "ACTIVE")
     wait_for(lambda: _ping(lab, after["ip"]), 30, f"pet to answer on {after['ip']}")
-    gone = _docker(lab, dst, "exec", box, "ls", "/root/work/secret.bin")
+    gone = docker_on(lab, dst, "exec", box, "ls", "/root/work/secret.bin")
     assert gone.returncode != 0  # rebuilt from its image: that write is on the dead host
 
     state = labs.Lab.load(lab.state)
@@ -109,7 +102,7 @@ def test_a_dead_hosts_instance_is_rebuilt_elsewhere_and_its_data_recovered(
 
 
 def _running(lab: LabRun, host: str, container: str) -> bool:
-    out = _docker(lab, host, "inspect", "-f", "{{.State.Running}}", container)
+    out = docker_on(lab, host, "inspect", "-f", "{{.State.Running}}", container)
     return out.returncode == 0 and out.stdout.strip() == "true"
 
 
@@ -150,7 +143,7 @@ def test_a_dead_host_that_returns_whole_is_fenced_and_lets_go_when_released(
         return any(r["id"] == ev["id"] and r["fenced"] for r in rows)
 
     wait_for(fenced, 90, "lab1's agent to report the instance fenced")
-    assert _docker(lab, "lab1", "inspect", box).returncode == 0  # kept for recovery
+    assert docker_on(lab, "lab1", "inspect", box).returncode == 0  # kept for recovery
     assert not _running(lab, "lab1", box)
     host_if = host_ifname(inst["id"])
     links = run("ip", "-n", state.host("lab1").netns, "-o", "link", "show", check=False).stdout
@@ -160,5 +153,5 @@ def test_a_dead_host_that_returns_whole_is_fenced_and_lets_go_when_released(
     assert not _running(lab, "lab1", box)
 
     lab.cli("host", "release", ev["id"])
-    wait_for(lambda: _docker(lab, "lab1", "inspect", box).returncode != 0, 60, "lab1 to let go")
+    wait_for(lambda: docker_on(lab, "lab1", "inspect", box).returncode != 0, 60, "lab1 to let go")
     assert _running(lab, "lab2", box)

@@ -5,7 +5,6 @@ its host's dockerd has been stopped for good, read off the disk by the host's ag
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from dockyard.lab import lab as labs
 from tests.lab.conftest import LabRun, running_lab
+from tests.lab.test_lab import docker_on
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -25,9 +25,9 @@ def one_host() -> Iterator[LabRun]:
 
 
 def _exec(lab: LabRun, host: str, container: str, script: str) -> str:
-    sock = next(h for h in lab.record()["hosts"] if h["name"] == host)["exec_root"] + ".sock"
-    cmd = ["docker", "-H", f"unix://{sock}", "exec", container, "sh", "-c", script]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = docker_on(lab, host, "exec", container, "sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def test_files_are_recovered_byte_for_byte_from_a_host_whose_dockerd_is_gone(
