@@ -24,6 +24,7 @@ from dockyard.api import (
     lifecycle,
     moves,
     recovery,
+    stats,
     volumes,
 )
 from dockyard.api import registry as registries
@@ -49,6 +50,7 @@ def create_app(
     migration_check_every: float = 2.0,
     snapshot_min_every: int = 900,
     registry_gc_every: float = 5.0,
+    prometheus_url: str | None = None,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -61,7 +63,9 @@ def create_app(
     snapshots are taken then; members may not ask for one more often than every
     ``snapshot_min_every`` seconds (db/schedules.py). A registry beside the server
     (``registry.root``) is garbage-collected after image deletes, once no push is in
-    flight (retried every ``registry_gc_every`` seconds; api/registry.py)."""
+    flight (retried every ``registry_gc_every`` seconds; api/registry.py).
+    ``prometheus_url``: the Prometheus that scrapes this cloud, asked for the pictures
+    of ``server stats`` and ``host stats`` (api/stats.py)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
     checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
@@ -101,6 +105,7 @@ def create_app(
     app.state.move_checker = checker
     app.state.snapshot_min_every = snapshot_min_every
     app.state.registry_gc = collector
+    app.state.prometheus_url = prometheus_url
     app.state.registry_gate = (
         collector.gate
         if collector
@@ -136,6 +141,7 @@ def create_app(
         moves,
         evacuation,
         recovery,
+        stats,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

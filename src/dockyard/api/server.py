@@ -161,6 +161,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the shortest period of periodic snapshots members may ask for (default "
         "$DOCKYARD_SNAPSHOT_MIN_EVERY, else 900: 15 minutes; tests set less)",
     )
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("PROMETHEUS_URL") or None,
+        metavar="URL",
+        help="the Prometheus that scrapes this cloud, for `server stats` and `host stats` "
+        "(default $PROMETHEUS_URL)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             registry=_registry(args) if args.registry else None,
             migration_timeout=args.migration_timeout,
             snapshot_min_every=args.snapshot_min_every,
+            prometheus_url=args.prometheus_url,
         ),
         host=host or "127.0.0.1",
         port=int(port),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dockyard import units
-from dockyard.cli import lifecycle, moves, recovery
+from dockyard.cli import lifecycle, moves, recovery, stats
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
@@ -315,6 +315,7 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     lifecycle.add_server_parsers(srv, fmt)
     moves.add_server_parsers(srv, fmt)
     recovery.add_server_verbs(srv, fmt)
+    stats.add_server_verbs(srv, fmt)
 
 
 def _schedule_flags(p: argparse.ArgumentParser) -> None:

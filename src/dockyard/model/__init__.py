@@ -11,6 +11,7 @@ the agent and the CLI never disagree. No I/O here. One module per noun:
     groups     server groups (placement policies)
     agent      desired state and reports between the server and an agent
     registry   the primary registry, AZ caches, what a registry holds
+    stats      pictures over time of an instance or a host (from Prometheus)
 
 Everything is importable from ``dockyard.model`` itself.
 """
@@ -121,6 +122,7 @@ from dockyard.model.registry import (
     RegistryImages,
     RegistryLogin,
 )
+from dockyard.model.stats import Series, Stats
 
 __all__ = [
     "SSH_KEY_TYPES",
@@ -215,4 +217,6 @@ __all__ = [
     "RegistryImage",
     "RegistryImages",
     "RegistryLogin",
+    "Series",
+    "Stats",
 ]
