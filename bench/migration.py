@@ -15,6 +15,7 @@ A two-host lab (``dockyard lab up``). Three measurements:
   one of them is ACTIVE on the other host.
 
     sudo .venv/bin/python -m bench.migration [--rounds 3] [--mb 100] [--drain 10]
+                                             [--only migrate]
 """
 
 from __future__ import annotations
@@ -176,16 +177,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--mb", type=int, default=100, help="MB written to the root fs and a volume")
     p.add_argument("--drain", type=int, default=10, help="instances on the drained host")
+    p.add_argument("--only", choices=["migrate"], help="skip the drain and the evacuation")
     args = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="dyk-migration-"))
     lab = labs.up(state, 2, ["az1"], host_down_after=15)  # agents beat every 10 s
     try:
         rows = bench_migrate(lab, args.rounds, args.mb)
-        drain_s = bench_drain(lab, args.drain)
-        down_s, evac_s = bench_evacuate(state, lab)
         print(f"\n{args.mb} MB in the root fs + {args.mb} MB in a volume, ping every "
               f"{PING_INTERVAL * 1000:.0f} ms, {args.rounds} migrations (median):")  # fmt: skip
         print("  migrate: " + _row(_median(rows)))
+        if args.only == "migrate":
+            return
+        drain_s = bench_drain(lab, args.drain)
+        down_s, evac_s = bench_evacuate(state, lab)
         print(f"  drain of {args.drain} instances: {drain_s:.1f} s")
         print(f"  evacuate: {evac_s:.1f} s from evacuate to answering on the other host "
               f"(the server called the dead host down {down_s:.1f} s after it died)")  # fmt: skip
