@@ -236,3 +236,63 @@ def test_a_worker_moves_an_instance_root_fs_by_snapshot_order_and_digest(
         assert target.driver.inspect(iid).running and _cat(sdk, iid, "/root/f") == "moved"
     finally:
         source.driver.destroy(iid)
+
+
+def test_a_migration_pushes_the_upper_dir_as_one_layer_and_the_target_runs_it(
+    dockerd, registry, sdk, tmp_path
+):
+    """The migration path without a docker commit: the stopped container's overlay upper
+    directory goes up as one layer on the instance's image (already in the registry);
+    the target pulls it by digest and sees the files written, and not those removed
+    (whiteouts) or hidden by a directory made again (opaque)."""
+    from dockyard.compute.drivers.docker import DockerDriver
+    from dockyard.compute.reconcile import Step
+    from dockyard.compute.transfer import RegistryTransfer
+    from dockyard.model import Limits, SnapshotOrder, TaskState
+    from tests.unit.fakehost import FakeHost, instance
+
+    cfg, login = registry
+    source, target = FakeHost(tmp_path / "a"), FakeHost(tmp_path / "b")
+    source.driver = target.driver = DockerDriver("h1", dockerd.url)
+    source.transfer = RegistryTransfer()  # loopback: unverified, as dockerd does
+    source.driver.ensure_image(IMAGE, lambda dest: rootfs.build(dest), ["/sbin/init"])
+    sdk.images.get(IMAGE).tag(f"{cfg.addr}/snapshots/base", "1")
+    base = f"{cfg.addr}/snapshots/base@{source.driver.push(f'{cfg.addr}/snapshots/base:1', login)}"
+    iid = str(uuid.uuid4())
+    want = instance(iid, limits=Limits(procview=False)).model_copy(
+        update={"image_ref": IMAGE, "command": ["/sbin/init"]}
+    )
+    source.worker().run(Step.spawn, want)
+    script = (
+        "echo moved > /root/f && ln /root/f /root/g && rm /etc/group "
+        "&& rm -rf /var && mkdir -p /var/new && echo n > /var/new/n && chmod 4711 /root/f"
+    )
+    assert sdk.containers.get(container_name(iid)).exec_run(["sh", "-c", script]).exit_code == 0
+    push_ref = _ref(cfg, "layered")
+    order = SnapshotOrder(
+        id="m2", push_ref=push_ref, login=login, consistent=True, layer_on=base
+    )
+    leaving = want.model_copy(
+        update={"power": "stopped", "task_state": TaskState.migrating, "snapshot": order}
+    )
+    try:
+        source.worker().run(Step.snapshot, leaving)
+        [done] = source.server.reports_of(iid)[-1:]
+        assert done.error is None and done.snapshot.layers == 2
+        assert "commit" not in done.snapshot.seconds
+        assert not [i for i in sdk.images.list() if push_ref in i.tags]  # nothing kept here
+        source.driver.destroy(iid)
+        pulls = [f"{cfg.addr}/snapshots/chain@{done.snapshot.digest}"]
+        arriving = want.model_copy(
+            update={"image_ref": "dockyard-test/arrived:m2", "image_pulls": pulls,
+                    "image_pull_login": login}  # fmt: skip
+        )
+        target.worker().run(Step.spawn, arriving)
+        assert target.driver.inspect(iid).running
+        assert _cat(sdk, iid, "/root/f") == "moved" and _cat(sdk, iid, "/var/new/n") == "n"
+        assert _cat(sdk, iid, "/etc/group") == "<exit 1>"
+        ls = sdk.containers.get(container_name(iid)).exec_run(["ls", "-ln", "/root/f", "/var"])
+        out = ls.output.decode()
+        assert "-rws--x--x    2 0" in out and "log" not in out, out
+    finally:
+        source.driver.destroy(iid)

@@ -104,12 +104,13 @@ def test_reasons_say_which_host_and_what():
 
 def test_the_start_phase_counts_from_the_handover_not_from_the_stop():
     """A 100 s push must not eat the target's time: starting's clock begins when the
-    snapshot was reported (stop + commit + push + volumes), not when the source stopped."""
+    snapshot was reported (the stop, then commit + push beside the volumes' copy), not
+    when the source stopped."""
     t0 = datetime(2026, 1, 1)
     stopped = t0 + timedelta(seconds=5)
     seconds = {"stop": 1.0, "commit": 2.0, "push": 100.0, "volumes": 8.0}
     since = cold.since(cold.Status.starting, t0, stopped, seconds)
-    assert since == stopped + timedelta(seconds=110)
+    assert since == stopped + timedelta(seconds=102)
     now = since + timedelta(seconds=60)
     assert cold.check(cold.Status.starting, since, now, timedelta(seconds=120), True, True) is None
 
@@ -120,3 +121,9 @@ def test_a_queued_migration_waits_without_deadline_and_begins_on_its_turn():
     assert cold.check(cold.Status.queued, long_ago, later, timedelta(seconds=1), True, True) is None
     move = cold.step(cold.Status.queued, cold.Event.turn)
     assert (move.status, move.act) == (cold.Status.snapshotting, cold.Act.begin)
+
+
+def test_the_volumes_copy_runs_beside_the_root_filesystem_so_the_longer_one_counts():
+    assert cold.after_stop({"stop": 1.0, "commit": 0.5, "push": 2.0, "volumes": 4.0}) == 4.0
+    assert cold.after_stop({"stop": 1.0, "commit": 0.5, "flatten": 3.0, "push": 2.0}) == 5.5
+    assert cold.after_stop({"push": 2.0, "volumes": 1.0, "start": 0.5}) == 2.5

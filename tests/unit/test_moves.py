@@ -3,6 +3,8 @@ volume data restored on a move's target, and the fenced power of an evacuated in
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dockyard.compute.agent import MAX_TEMPORARY_FAILURES
@@ -102,6 +104,63 @@ def test_a_migration_source_stays_stopped_and_unplugged_and_pushes_its_volumes(h
         f"198.18.0.1:5000/snapshots/vm5-volumes/{VOL}@"
     )
     assert "volumes" in rep.snapshot.seconds and "start" not in rep.snapshot.seconds
+
+
+BASE = f"198.18.0.1:5000/demo@sha256:{'c' * 64}"
+
+
+def _with_upper(host, iid, path):
+    """The fake container's overlay upper directory is ``path`` (made)."""
+    path.mkdir()
+    c = host.driver.containers[iid]
+    c.obs = dataclasses.replace(c.obs, writable_dir=str(path))
+
+
+def test_a_migration_source_pushes_its_upper_dir_as_a_layer_on_its_image_not_a_commit(
+    host, tmp_path
+):
+    iid = new_id()
+    order = _order(consistent=True, volumes=True, layer_on=BASE)
+    want = _running(
+        host, iid, power="stopped", task=TaskState.migrating, snapshot=order, volumes=[_volume()]
+    )
+    _with_upper(host, iid, tmp_path / "upper")
+
+    host.worker().run(Step.snapshot, want)
+
+    assert "commit" not in host.driver.calls and "push" not in host.driver.calls
+    assert host.transfer.layered == [(str(tmp_path / "upper"), BASE, REF)]
+    [rep] = host.server.reports_of(iid)
+    assert rep.error is None and rep.snapshot.layers == 2 and not rep.snapshot.flattened
+    assert {"stop", "push", "volumes"} <= set(rep.snapshot.seconds)
+    assert "commit" not in rep.snapshot.seconds
+    assert VOL in rep.snapshot.volumes  # the volume went beside the root fs
+
+
+def test_a_migration_source_without_an_upper_dir_commits_as_before(host):
+    iid = new_id()
+    order = _order(consistent=True, layer_on=BASE)
+    want = _running(host, iid, power="stopped", task=TaskState.migrating, snapshot=order)
+
+    host.worker().run(Step.snapshot, want)
+
+    assert host.transfer.layered == [] and "commit" in host.driver.calls
+    [rep] = host.server.reports_of(iid)
+    assert rep.snapshot.digest == host.driver.registry[REF]
+
+
+def test_a_layer_that_reaches_the_threshold_is_committed_and_flattened_instead(host, tmp_path):
+    iid = new_id()
+    order = _order(consistent=True, layer_on=BASE, flatten_at=2)
+    want = _running(host, iid, power="stopped", task=TaskState.migrating, snapshot=order)
+    _with_upper(host, iid, tmp_path / "upper")
+
+    host.worker().run(Step.snapshot, want)
+
+    assert len(host.transfer.layered) == 1 and "flatten" in host.driver.calls
+    [rep] = host.server.reports_of(iid)
+    assert (rep.snapshot.layers, rep.snapshot.flattened) == (1, True)
+    assert rep.snapshot.digest == host.driver.registry[REF]
 
 
 def test_an_image_at_the_threshold_is_flattened_to_one_layer(host):

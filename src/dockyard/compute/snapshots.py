@@ -6,7 +6,10 @@ push them to the registry, once per order id.
         commit    driver.commit(instance, push_ref)         -> layers
         flatten   layers >= flatten_at: driver.flatten      -> 1 layer
         push      driver.push(push_ref, login)              -> manifest digest
+          or, a migration's order (layer_on: the image in the registry):
+        push      transfer.push_layer(upper dir, layer_on)  -> manifest digest, layers
         volumes   transfer.push_volume per named volume     -> VolumeCopy
+                  (beside commit/flatten/push, in a thread of its own)
         start     again, if it was stopped here and power says running
     ─► InstanceReport(snapshot=SnapshotDone(..., seconds={stop, commit, ...}))
 
@@ -23,6 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,7 +94,44 @@ class Snapshotter:
     def _commit_and_push(
         self, want: DesiredInstance, order: SnapshotOrder, seconds: dict[str, float]
     ) -> SnapshotDone:
+        """The root filesystem and the volumes' data go to the registry at the same
+        time (each is timed on its own: "commit"+"flatten"+"push" beside "volumes")."""
         split_ref(order.push_ref)  # a bad ref is refused before anything is made
+        with ThreadPoolExecutor(1, thread_name_prefix="volumes") as pool:
+            volumes = pool.submit(self._timed_volumes, want, order, seconds)
+            try:
+                digest, layers, flattened = self._push_rootfs(want, order, seconds)
+            finally:
+                copies = volumes.result()
+        size = self._stored_size(f"{split_ref(order.push_ref)[0]}@{digest}", order)
+        log.info("snapshot %s of %s: %s, %d layers", order.id, want.name, digest, layers)
+        return SnapshotDone(
+            id=order.id,
+            digest=digest,
+            layers=layers,
+            flattened=flattened,
+            size=size,
+            volumes=copies,
+        )
+
+    def _push_rootfs(
+        self, want: DesiredInstance, order: SnapshotOrder, seconds: dict[str, float]
+    ) -> tuple[str, int, bool]:
+        """(digest, layers, flattened): the upper directory as one layer on the image
+        (a migration's order, when the container's upper directory is readable here),
+        else a docker commit, flattened past ``flatten_at`` layers, and a push."""
+        upper = self._upper_dir(want.id) if order.layer_on else None
+        if upper is not None and order.layer_on is not None:
+            try:
+                with self._timed(seconds, "push"):
+                    digest, layers = self.transfer.push_layer(
+                        upper, order.layer_on, order.push_ref, order.login
+                    )
+                if layers < order.flatten_at:
+                    return digest, layers, False
+                log.info("%s has %d layers: committed and flattened instead", want.name, layers)
+            except PermanentError as exc:
+                log.warning("layer push of %s refused (%s): committing", want.name, exc.detail)
         try:
             with self._timed(seconds, "commit"):
                 layers = self.driver.commit(want.id, order.push_ref)
@@ -102,20 +143,20 @@ class Snapshotter:
                 digest = self.driver.push(order.push_ref, order.login)
         finally:
             self._remove_image(order.push_ref)
-        size = self._stored_size(f"{split_ref(order.push_ref)[0]}@{digest}", order)
-        copies = {}
-        if order.volumes:
-            with self._timed(seconds, "volumes"):
-                copies = self._push_volumes(want, order)
-        log.info("snapshot %s of %s: %s, %d layers", order.id, want.name, digest, layers)
-        return SnapshotDone(
-            id=order.id,
-            digest=digest,
-            layers=layers,
-            flattened=flattened,
-            size=size,
-            volumes=copies,
-        )
+        return digest, layers, flattened
+
+    def _upper_dir(self, instance_id: str) -> Path | None:
+        obs = self.driver.inspect(instance_id)
+        found = Path(obs.writable_dir) if obs is not None and obs.writable_dir else None
+        return found if found is not None and found.is_dir() else None
+
+    def _timed_volumes(
+        self, want: DesiredInstance, order: SnapshotOrder, seconds: dict[str, float]
+    ) -> dict[str, VolumeCopy]:
+        if not order.volumes:
+            return {}
+        with self._timed(seconds, "volumes"):
+            return self._push_volumes(want, order)
 
     def _stored_size(self, pull: str, order: SnapshotOrder) -> int:
         """For the report only: a registry that will not say is no failure."""

@@ -23,6 +23,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -53,6 +54,16 @@ class Transfer(Protocol):
         the copy's files with their owners, modes and links, and their checksum is the
         copy's; else PermanentError, with ``data_dir`` holding part of it (the caller
         removes the volume). A registry away is a TemporaryError."""
+        ...
+
+    def push_layer(
+        self, upper_dir: Path, base: str, push_ref: str, login: RegistryLogin | None
+    ) -> tuple[str, int]:
+        """Before: ``upper_dir`` is a stopped container's overlay upper directory over
+        the image ``base`` (``HOST:PORT/REPO@sha256:...``, on ``push_ref``'s registry).
+        After: ``push_ref`` (``HOST:PORT/REPO:TAG``) names ``base`` plus one layer of
+        what ``upper_dir`` holds (whiteouts as ``.wh.`` files): what a docker commit
+        and push give, without dockerd's gzip. Returns (digest, layers)."""
         ...
 
     def stored_size(self, pull: str, login: RegistryLogin | None) -> int:
@@ -141,6 +152,54 @@ def unpack(archive: Path, root: Path) -> None:
         tar.extractall(os.path.realpath(root), numeric_owner=True, filter=inside)
 
 
+_OPAQUE = "trusted.overlay.opaque"
+
+
+def pack_layer(upper: Path, dest: Path) -> None:
+    """A tar in image-layer format of an overlay upper directory: a whiteout (a 0:0
+    character device) becomes an empty ``.wh.NAME``, an opaque directory gets a
+    ``.wh..wh..opq`` inside, other extended attributes (file capabilities) travel as
+    SCHILY.xattr records; overlay's own ``trusted.*`` attributes stay behind."""
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in _entries(upper)[1:]:  # not "." itself: the layer has no root entry
+            path = upper / rel
+            st = os.lstat(path)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                tar.addfile(_marker(rel, ".wh." + os.path.basename(rel), st))
+                continue
+            info = tar.gettarinfo(str(path), arcname=rel)
+            info.pax_headers = _xattrs(path)
+            if info.isreg():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+            if info.isdir() and _getxattr(path, _OPAQUE) == b"y":
+                tar.addfile(_marker(rel, os.path.join(os.path.basename(rel), ".wh..wh..opq"), st))
+
+
+def _marker(rel: str, name: str, st: os.stat_result) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(os.path.normpath(os.path.join(os.path.dirname(rel), name)))
+    info.mtime, info.mode = int(st.st_mtime), 0o644
+    return info
+
+
+def _xattrs(path: Path) -> dict[str, str]:
+    out = {}
+    for name in os.listxattr(path, follow_symlinks=False):
+        if not name.startswith("trusted."):
+            value = _getxattr(path, name) or b""
+            out["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+    return out
+
+
+def _getxattr(path: Path, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
 def gzip_level(path: Path) -> int:
     """0 (store) for data that does not compress, else 1: judged on samples spread
     over the file, compressed at level 1."""
@@ -153,6 +212,10 @@ def gzip_level(path: Path) -> int:
             chunk = f.read(_SAMPLE)
             raw, packed = raw + len(chunk), packed + len(zlib.compress(chunk, 1))
     return 0 if packed > 0.9 * raw else 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -207,6 +270,23 @@ class RegistryTransfer:
                 pushed = reg.push_rootfs(repository, tag, archive, None, _CREATED, level)
         return VolumeCopy(pull=f"{host}/{repository}@{pushed.digest}", checksum=checksum)
 
+    def push_layer(
+        self, upper_dir: Path, base: str, push_ref: str, login: RegistryLogin | None
+    ) -> tuple[str, int]:
+        host, rest = _split(push_ref)
+        base_host, base_rest = _split(base)
+        if base_host != host:
+            raise PermanentError(f"{base} is not in the registry of {push_ref}")
+        repository, _, tag = rest.rpartition(":")
+        with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
+            archive = Path(tmp) / "layer.tar"
+            pack_layer(upper_dir, archive)
+            with self._registry(host, login) as reg:
+                level = gzip_level(archive)
+                pushed = reg.push_layer_on(base_rest, repository, tag, archive, _now(), level)
+                layers = reg.layer_count(f"{repository}@{pushed.digest}")
+        return pushed.digest, layers
+
     def restore_volume(self, copy: VolumeCopy, data_dir: Path, login: RegistryLogin | None) -> None:
         host, rest = _split(copy.pull)
         repository, _, digest = rest.partition("@")
@@ -230,6 +310,7 @@ class FakeTransfer:
         self.pushed: dict[str, VolumeCopy] = {}  # data dir -> its copy
         self.restored: list[tuple[str, str]] = []  # (pull, data dir)
         self.bad: set[str] = set()
+        self.layered: list[tuple[str, str, str]] = []  # (upper dir, base, push_ref)
 
     def push_volume(
         self, data_dir: Path, repository_ref: str, tag: str, login: RegistryLogin | None
@@ -243,6 +324,13 @@ class FakeTransfer:
         self.restored.append((copy.pull, str(data_dir)))
         if copy.pull in self.bad:
             raise PermanentError(f"the volume's data from {copy.pull} does not match")
+
+    def push_layer(
+        self, upper_dir: Path, base: str, push_ref: str, login: RegistryLogin | None
+    ) -> tuple[str, int]:
+        digest = hashlib.sha256(f"{upper_dir}|{base}|{push_ref}".encode()).hexdigest()
+        self.layered.append((str(upper_dir), base, push_ref))
+        return f"sha256:{digest}", 2
 
     def stored_size(self, pull: str, login: RegistryLogin | None) -> int:
         return 1234

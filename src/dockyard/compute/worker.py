@@ -67,11 +67,17 @@ class Worker:
             self._fail(step, want, exc.detail)
 
     def _spawn(self, want: DesiredInstance) -> None:
-        self._ensure_image(want)
-        files = self._write_files(want)
-        if want.limits.procview:
-            self._prepare_procview(want)
-        self._attach_volumes(want)
+        # the pull and a moved instance's volume restores both wait on the registry:
+        # side by side, not one after the other
+        with ThreadPoolExecutor(1, thread_name_prefix="pull") as pool:
+            pulled = pool.submit(self._ensure_image, want)
+            try:
+                files = self._write_files(want)
+                if want.limits.procview:
+                    self._prepare_procview(want)
+                self._attach_volumes(want)
+            finally:
+                pulled.result()
         spec = self._spec(want, files)
         obs = self.driver.create(spec)
         # created with its limits: they hold for the first start without an update, but

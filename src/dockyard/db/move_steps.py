@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import hosts, instances, moves, snapshots
+from dockyard.db import hosts, instances, moves, registries, snapshots
 from dockyard.db import models as m
 from dockyard.migration import cold
 from dockyard.migration.cold import Act, Event, Status
@@ -166,9 +166,7 @@ def _finish(s: Session, mig: m.Migration, inst: m.Instance) -> None:
     now = m.now()
     mig.resumed_at = mig.finished_at = now
     if mig.stopped_at is not None:
-        start = (now - mig.stopped_at).total_seconds() - sum(
-            v for k, v in (mig.seconds or {}).items() if k != "stop"
-        )
+        start = (now - mig.stopped_at).total_seconds() - cold.after_stop(mig.seconds or {})
         mig.seconds = {**(mig.seconds or {}), "start": round(max(0.0, start), 3)}
     mig.source_state = "removed"  # the source's desired drops it: its agent removes it all
     _drop_cores(s, inst.id, mig.source_host_id)
@@ -337,7 +335,18 @@ def _as_source(
     image = s.get(m.Image, mig.id)
     if mig.status == Status.snapshotting.value and image is not None:
         push = snapshots.push_ref(image)
-        want.snapshot = SnapshotOrder(id=mig.id, push_ref=push, consistent=True, volumes=True)
+        want.snapshot = SnapshotOrder(
+            id=mig.id, push_ref=push, consistent=True, volumes=True, layer_on=_base(inst, image)
+        )
+
+
+def _base(inst: m.Instance, snapshot: m.Image) -> str | None:
+    """The instance's image in the registry the snapshot goes to, if it is there: the
+    source pushes one layer on top of it instead of committing (compute/snapshots.py)."""
+    own = inst.image
+    if own is None or own.registry_url != snapshot.registry_url:
+        return None
+    return next(iter(registries.pulls(None, own)), None)
 
 
 def _as_target(

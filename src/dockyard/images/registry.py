@@ -171,6 +171,65 @@ class Registry:
         digest = r.headers.get("Docker-Content-Digest") or sha256_digest(body)
         return Pushed(repository, tag, digest, config_blob.size + layer.size)
 
+    def push_layer_on(
+        self, base: str, repository: str, tag: str, layer_tar: Path, created: str, level: int = 0
+    ) -> Pushed:
+        """After: ``REPO:TAG`` names the image ``base`` (``REPO@sha256:...`` in this
+        registry, schema2) with ``layer_tar`` (a layer in image format: ``.wh.``
+        whiteouts) on top; its digest returned. The base's layers are mounted from its
+        repository, never sent again; the new layer is gzipped at ``level``."""
+        base_repo, _, base_digest = base.partition("@")
+        r = self._call(
+            "GET", f"/v2/{base_repo}/manifests/{base_digest}", headers={"Accept": MANIFEST_V2}
+        )
+        body = r.json()
+        if body.get("mediaType") != MANIFEST_V2 or sha256_digest(r.content) != base_digest:
+            raise PermanentError(f"{base} is not a schema2 manifest of this registry")
+        config = self._call("GET", f"/v2/{base_repo}/blobs/{body['config']['digest']}").json()
+        for layer in body["layers"]:
+            self._mount(repository, layer["digest"], base_repo)
+        with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
+            gz = Path(tmp) / "layer.tar.gz"
+            blob, diff_id = compress_layer(layer_tar, gz, level)
+            self._push_blob_file(repository, blob, gz)
+        config["rootfs"]["diff_ids"].append(diff_id)
+        config["created"] = created
+        config.setdefault("history", []).append({"created": created, "created_by": "dockyard move"})
+        raw = json.dumps(config, sort_keys=True).encode()
+        config_blob = Blob(sha256_digest(raw), len(raw))
+        self._push_blob_bytes(repository, config_blob, raw)
+        body["config"] = {**body["config"], "size": config_blob.size, "digest": config_blob.digest}
+        body["layers"].append({"mediaType": LAYER_GZIP, "size": blob.size, "digest": blob.digest})
+        out = json.dumps(body, sort_keys=True).encode()
+        put = self._call(
+            "PUT",
+            f"/v2/{repository}/manifests/{tag}",
+            content=out,
+            headers={"Content-Type": MANIFEST_V2},
+            ok=(201,),
+        )
+        digest = put.headers.get("Docker-Content-Digest") or sha256_digest(out)
+        return Pushed(repository, tag, digest, config_blob.size + blob.size)
+
+    def layer_count(self, pull: str) -> int:
+        """How many layers the image ``REPO@sha256:...`` has in this registry."""
+        repo, _, digest = pull.partition("@")
+        r = self._call("GET", f"/v2/{repo}/manifests/{digest}", headers={"Accept": MANIFEST_V2})
+        return len(r.json().get("layers") or [])
+
+    def _mount(self, repository: str, digest: str, source: str) -> None:
+        """The blob ``digest`` of ``source`` also in ``repository``, without sending it."""
+        if repository == source or self.has_blob(repository, digest):
+            return
+        r = self._call(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}",
+            ok=(201, 202),
+        )
+        if r.status_code == 202:  # the registry would not mount it: no partial upload kept
+            self._call("DELETE", r.headers["Location"], ok=(204, 404))
+            raise TemporaryError(f"registry {self.url} would not mount {digest} from {source}")
+
     def has_blob(self, repository: str, digest: str) -> bool:
         r = self._call("HEAD", f"/v2/{repository}/blobs/{digest}", ok=(200, 404))
         return r.status_code == 200

@@ -92,7 +92,7 @@ def since(
     commit, push and volume copy took), so a slow push does not eat the target's
     time and each phase gets the whole ``timeout``."""
     if status == Status.starting and stopped_at is not None:
-        return stopped_at + timedelta(seconds=_after_stop(seconds or {}))
+        return stopped_at + timedelta(seconds=after_stop(seconds or {}))
     return started_at
 
 
@@ -134,11 +134,18 @@ def reason(event: Event, source: str, target: str, timeout: timedelta, detail: s
 def stopped_at(reported_at: datetime, seconds: dict[str, float]) -> datetime:
     """When the source stopped the instance: the snapshot's report came after its
     commit, flatten, push and volume copy, whose durations the agent reports."""
-    return reported_at - timedelta(seconds=_after_stop(seconds))
+    return reported_at - timedelta(seconds=after_stop(seconds))
 
 
-def _after_stop(seconds: dict[str, float]) -> float:
-    return sum(v for k, v in seconds.items() if k != "stop" and v > 0)
+ROOTFS = ("commit", "flatten", "push")  # one after the other, beside "volumes"
+
+
+def after_stop(seconds: dict[str, float]) -> float:
+    """The source's seconds from its stop to its report: the root filesystem's steps
+    and the volumes' copy run side by side, anything else after them."""
+    positive = {k: v for k, v in seconds.items() if v > 0 and k != "stop"}
+    rootfs = sum(positive.pop(k, 0.0) for k in ROOTFS)
+    return max(rootfs, positive.pop("volumes", 0.0)) + sum(positive.values())
 
 
 def downtime(stopped: datetime | None, resumed: datetime | None) -> float | None:

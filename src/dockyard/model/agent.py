@@ -64,6 +64,14 @@ class SnapshotOrder(Schema):
         "import into one layer) before the push: Docker refuses more than 127",
     )
     volumes: bool = Field(default=False, description="also push each named volume's data")
+    layer_on: str | None = Field(
+        default=None,
+        max_length=512,
+        description="a migration's: HOST:PORT/REPO@sha256:... of the instance's image in "
+        "push_ref's registry; the agent pushes that image plus one layer of the stopped "
+        "container's overlay upper directory (no docker commit, no dockerd gzip), or "
+        "commits as usual when it cannot",
+    )
 
 
 class SnapshotDone(Schema):
