@@ -34,7 +34,7 @@ from dockyard.model import RegistryLogin, VolumeCopy
 _CREATED = "1970-01-01T00:00:00Z"
 # gzip costs ~35 ms per MB of incompressible data on a host's CPU, several times what
 # the datacenter network needs to carry the MB as it is: data whose samples do not
-# shrink by a tenth is stored (level 0), the rest compressed fast (level 1)
+# shrink by a tenth goes as an uncompressed tar, the rest compressed fast (level 1)
 _SAMPLES, _SAMPLE = 8, 256 << 10
 CERTS_D = Path("/etc/docker/certs.d")  # where dockerd (and so this) finds each registry's CA
 
@@ -266,7 +266,7 @@ class RegistryTransfer:
             archive = Path(tmp) / "volume.tar"
             pack(data_dir, archive)
             with self._registry(host, login) as reg:  # a fixed time: same data, same digest
-                level = gzip_level(archive)
+                level = gzip_level(archive) or None  # incompressible: the tar as it is
                 pushed = reg.push_rootfs(repository, tag, archive, None, _CREATED, level)
         return VolumeCopy(pull=f"{host}/{repository}@{pushed.digest}", checksum=checksum)
 
@@ -281,9 +281,8 @@ class RegistryTransfer:
         with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
             archive = Path(tmp) / "layer.tar"
             pack_layer(upper_dir, archive)
-            with self._registry(host, login) as reg:
-                level = gzip_level(archive)
-                pushed = reg.push_layer_on(base_rest, repository, tag, archive, _now(), level)
+            with self._registry(host, login) as reg:  # uncompressed: no pass to gzip it
+                pushed = reg.push_layer_on(base_rest, repository, tag, archive, _now())
                 layers = reg.layer_count(f"{repository}@{pushed.digest}")
         return pushed.digest, layers
 

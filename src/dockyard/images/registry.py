@@ -33,6 +33,7 @@ from dockyard.errors import PermanentError, TemporaryError
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 CHUNK = 1 << 20
 
 
@@ -82,13 +83,13 @@ def image_config(diff_id: str, cmd: list[str] | None, created: str, arch: str) -
     return json.dumps(body, sort_keys=True).encode()
 
 
-def manifest(config: Blob, layer: Blob) -> bytes:
-    """A schema2 manifest of one config and one gzipped layer."""
+def manifest(config: Blob, layer: Blob, media: str = LAYER_GZIP) -> bytes:
+    """A schema2 manifest of one config and one layer (gzipped unless ``media`` says)."""
     body = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_V2,
         "config": {"mediaType": CONFIG_V1, "size": config.size, "digest": config.digest},
-        "layers": [{"mediaType": LAYER_GZIP, "size": layer.size, "digest": layer.digest}],
+        "layers": [{"mediaType": media, "size": layer.size, "digest": layer.digest}],
     }
     return json.dumps(body, sort_keys=True).encode()
 
@@ -96,6 +97,14 @@ def manifest(config: Blob, layer: Blob) -> bytes:
 def pull_ref(url: str, repository: str, digest: str) -> str:
     """What dockerd pulls: ``HOST:PORT/REPO@sha256:...`` for a registry at ``url``."""
     return f"{urlsplit(url).netloc}/{repository}@{digest}"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
 
 
 def compress_layer(rootfs: Path, dest: Path, level: int = 6) -> tuple[Blob, str]:
@@ -149,18 +158,21 @@ class Registry:
         rootfs: Path,
         cmd: list[str] | None,
         created: str,
-        level: int = 6,
+        level: int | None = 6,
     ) -> Pushed:
-        """After: ``REPO:TAG`` names a one-layer image of ``rootfs`` (gzip ``level``);
-        its digest returned."""
+        """After: ``REPO:TAG`` names a one-layer image of ``rootfs`` (gzip ``level``;
+        None: the tar as it is, an uncompressed layer); its digest returned."""
+        layer, media = Blob(file_digest(rootfs), rootfs.stat().st_size), LAYER_TAR
+        diff_id = layer.digest
         with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
-            gz = Path(tmp) / "layer.tar.gz"
-            layer, diff_id = compress_layer(rootfs, gz, level)
-            self._push_blob_file(repository, layer, gz)
+            if level is not None:
+                gz, media = Path(tmp) / "layer.tar.gz", LAYER_GZIP
+                layer, diff_id = compress_layer(rootfs, gz, level)
+            self._push_blob_file(repository, layer, rootfs if level is None else gz)
         config = image_config(diff_id, cmd, created, architecture())
         config_blob = Blob(sha256_digest(config), len(config))
         self._push_blob_bytes(repository, config_blob, config)
-        body = manifest(config_blob, layer)
+        body = manifest(config_blob, layer, media)
         r = self._call(
             "PUT",
             f"/v2/{repository}/manifests/{tag}",
@@ -172,12 +184,20 @@ class Registry:
         return Pushed(repository, tag, digest, config_blob.size + layer.size)
 
     def push_layer_on(
-        self, base: str, repository: str, tag: str, layer_tar: Path, created: str, level: int = 0
+        self,
+        base: str,
+        repository: str,
+        tag: str,
+        layer_tar: Path,
+        created: str,
+        level: int | None = None,
     ) -> Pushed:
         """After: ``REPO:TAG`` names the image ``base`` (``REPO@sha256:...`` in this
         registry, schema2) with ``layer_tar`` (a layer in image format: ``.wh.``
         whiteouts) on top; its digest returned. The base's layers are mounted from its
-        repository, never sent again; the new layer is gzipped at ``level``."""
+        repository, never sent again; the new layer goes as it is (an uncompressed
+        layer: one pass to hash it, none to pack it; dockerd pulls it as such), or
+        gzipped at ``level``."""
         base_repo, _, base_digest = base.partition("@")
         r = self._call(
             "GET", f"/v2/{base_repo}/manifests/{base_digest}", headers={"Accept": MANIFEST_V2}
@@ -188,10 +208,13 @@ class Registry:
         config = self._call("GET", f"/v2/{base_repo}/blobs/{body['config']['digest']}").json()
         for layer in body["layers"]:
             self._mount(repository, layer["digest"], base_repo)
+        blob, media = Blob(file_digest(layer_tar), layer_tar.stat().st_size), LAYER_TAR
+        diff_id = blob.digest
         with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
-            gz = Path(tmp) / "layer.tar.gz"
-            blob, diff_id = compress_layer(layer_tar, gz, level)
-            self._push_blob_file(repository, blob, gz)
+            if level is not None:
+                gz, media = Path(tmp) / "layer.tar.gz", LAYER_GZIP
+                blob, diff_id = compress_layer(layer_tar, gz, level)
+            self._push_blob_file(repository, blob, layer_tar if level is None else gz)
         config["rootfs"]["diff_ids"].append(diff_id)
         config["created"] = created
         config.setdefault("history", []).append({"created": created, "created_by": "dockyard move"})
@@ -199,7 +222,7 @@ class Registry:
         config_blob = Blob(sha256_digest(raw), len(raw))
         self._push_blob_bytes(repository, config_blob, raw)
         body["config"] = {**body["config"], "size": config_blob.size, "digest": config_blob.digest}
-        body["layers"].append({"mediaType": LAYER_GZIP, "size": blob.size, "digest": blob.digest})
+        body["layers"].append({"mediaType": media, "size": blob.size, "digest": blob.digest})
         out = json.dumps(body, sort_keys=True).encode()
         put = self._call(
             "PUT",
@@ -219,7 +242,7 @@ class Registry:
 
     def _mount(self, repository: str, digest: str, source: str) -> None:
         """The blob ``digest`` of ``source`` also in ``repository``, without sending it."""
-        if repository == source or self.has_blob(repository, digest):
+        if repository == source:
             return
         r = self._call(
             "POST",
