@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,37 @@ def test_a_copy_the_registry_does_not_have_is_refused(registry, hosts):
             missing, Path(target.attach(VOL, 16)), login
         )
 
+
+
+def test_an_overlay_upper_dir_packs_as_an_image_layer_with_its_whiteouts(tmp_path):
+    """What the layer path of a migration sends instead of a commit: deletions and
+    directories made again reach the target as Docker's .wh. markers, not as device
+    files or lost attributes."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (whiteout devices, trusted.* attributes)")
+    import tarfile
+
+    from dockyard.compute.transfer import pack_layer
+
+    upper = tmp_path / "upper"
+    (upper / "etc").mkdir(parents=True)
+    os.mknod(upper / "etc" / "group", 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # rm /etc/group
+    (upper / "var").mkdir()
+    os.setxattr(upper / "var", "trusted.overlay.opaque", b"y")  # rm -rf /var; mkdir /var
+    (upper / "var" / "n").write_text("n")
+    (upper / "root").mkdir()
+    (upper / "root" / "f").write_text("moved")
+    os.link(upper / "root" / "f", upper / "root" / "g")
+    layer = tmp_path / "layer.tar"
+
+    pack_layer(upper, layer)
+
+    with tarfile.open(layer) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {
+            "etc", "etc/.wh.group", "var", "var/.wh..wh..opq", "var/n", "root", "root/f",
+            "root/g",
+        }  # fmt: skip
+        assert members["etc/.wh.group"].isreg() and members["etc/.wh.group"].size == 0
+        assert members["root/g"].islnk() and members["root/g"].linkname == "root/f"
+        assert not any("trusted." in k for m in members.values() for k in m.pax_headers)
