@@ -135,3 +135,16 @@ def test_an_overlay_upper_dir_packs_as_an_image_layer_with_its_whiteouts(tmp_pat
         assert members["etc/.wh.group"].isreg() and members["etc/.wh.group"].size == 0
         assert members["root/g"].islnk() and members["root/g"].linkname == "root/f"
         assert not any("trusted." in k for m in members.values() for k in m.pax_headers)
+
+
+def test_an_upper_dir_that_keeps_data_in_a_lower_layer_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (trusted.* attributes)")
+    from dockyard.compute.transfer import pack_layer
+
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "big").write_bytes(b"")
+    os.setxattr(upper / "big", "trusted.overlay.metacopy", b"")  # its bytes are below
+    with pytest.raises(PermanentError, match="lower layer"):
+        pack_layer(upper, tmp_path / "layer.tar")

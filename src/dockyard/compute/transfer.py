@@ -153,13 +153,17 @@ def unpack(archive: Path, root: Path) -> None:
 
 
 _OPAQUE = "trusted.overlay.opaque"
+# overlay's metacopy and redirect_dir features leave entries whose data or name live in
+# a lower layer: such an upper dir is no layer on its own (the snapshot commits instead)
+_ELSEWHERE = ("trusted.overlay.metacopy", "trusted.overlay.redirect")
 
 
 def pack_layer(upper: Path, dest: Path) -> None:
     """A tar in image-layer format of an overlay upper directory: a whiteout (a 0:0
     character device) becomes an empty ``.wh.NAME``, an opaque directory gets a
     ``.wh..wh..opq`` inside, other extended attributes (file capabilities) travel as
-    SCHILY.xattr records; overlay's own ``trusted.*`` attributes stay behind."""
+    SCHILY.xattr records; overlay's own ``trusted.*`` attributes stay behind.
+    PermanentError for an entry overlay's metacopy or redirect_dir made."""
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
         for rel in _entries(upper)[1:]:  # not "." itself: the layer has no root entry
             path = upper / rel
@@ -169,6 +173,8 @@ def pack_layer(upper: Path, dest: Path) -> None:
                 continue
             info = tar.gettarinfo(str(path), arcname=rel)
             info.pax_headers = _xattrs(path)
+            if any(_getxattr(path, a) is not None for a in _ELSEWHERE):
+                raise PermanentError(f"{rel} keeps its data or name in a lower layer")
             if info.isreg():
                 with path.open("rb") as f:
                     tar.addfile(info, f)
