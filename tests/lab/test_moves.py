@@ -95,6 +95,8 @@ def test_a_running_instance_moves_with_its_identity_root_fs_and_volume(
     assert max(on1) < min(on2), f"{len([t for t in on1 if t >= min(on2)])} frames overlap"
     mig = json.loads(out.stdout)
     assert mig["status"] == "finished" and mig["downtime_s"] is not None, mig
+    # the root fs went as one layer of the upper dir on its image, beside the volume
+    assert "commit" not in mig["seconds"] and {"push", "volumes"} <= set(mig["seconds"]), mig
     after = lab.cli_json("server", "show", "mover")
     same = ("id", "ip", "mac", "hostname", "name")
     assert after["host"] == "lab2" and after["status"] == "ACTIVE"
