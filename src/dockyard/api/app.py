@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +14,8 @@ from fastapi import FastAPI, Request, Response
 
 from dockyard import __version__
 from dockyard.api import (
+    alertmanager,
+    alerts,
     catalog,
     enrolment,
     errors,
@@ -51,6 +54,7 @@ def create_app(
     snapshot_min_every: int = 900,
     registry_gc_every: float = 5.0,
     prometheus_url: str | None = None,
+    alertmanager_url: str | None = None,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -65,7 +69,9 @@ def create_app(
     (``registry.root``) is garbage-collected after image deletes, once no push is in
     flight (retried every ``registry_gc_every`` seconds; api/registry.py).
     ``prometheus_url``: the Prometheus that scrapes this cloud, asked for the pictures
-    of ``server stats`` and ``host stats`` (api/stats.py)."""
+    of ``server stats`` and ``host stats`` (api/stats.py).
+    ``alertmanager_url`` (default $ALERTMANAGER_URL) is where /v1/alerts and its
+    silences are proxied (api/alertmanager.py)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
     checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
@@ -106,6 +112,7 @@ def create_app(
     app.state.snapshot_min_every = snapshot_min_every
     app.state.registry_gc = collector
     app.state.prometheus_url = prometheus_url
+    app.state.alertmanager_url = alertmanager_url or os.environ.get("ALERTMANAGER_URL")
     app.state.registry_gate = (
         collector.gate
         if collector
@@ -142,6 +149,8 @@ def create_app(
         evacuation,
         recovery,
         stats,
+        alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
+        alertmanager,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -24,6 +24,7 @@ NOUNS = {
     "lab": ("lab", "a cloud of several hosts on this machine"),
     "registry": ("registry", "the image registry and each AZ's cache"),
     "migration": ("moves", "instance migrations: where from, where to, downtime"),
+    "alert": ("alerts", "alerts: receivers, routes, firing alerts, silences"),
 }
 
 

@@ -418,3 +418,31 @@ class Recovery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     instance: Mapped[Instance] = relationship(lazy="joined")
     host: Mapped[Host] = relationship(lazy="joined")
+
+
+class AlertReceiver(Base):
+    """Where alerts go (db/alerts.py): ``config`` holds ReceiverCreate's fields but the
+    name and kind, secrets included (rendered into Alertmanager's configuration);
+    ``adapter_token`` authenticates Alertmanager at this server's adapter."""
+
+    __tablename__ = "alert_receivers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    adapter_token: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class AlertRoute(Base):
+    """Which alerts go to which receiver, tried in ``position`` order (then age)."""
+
+    __tablename__ = "alert_routes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    receiver_id: Mapped[str] = mapped_column(ForeignKey("alert_receivers.id"))
+    severity: Mapped[str | None] = mapped_column(String(32), default=None)
+    project: Mapped[str | None] = mapped_column(String(63), default=None)
+    position: Mapped[int] = mapped_column(default=0)
+    continue_matching: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    receiver: Mapped[AlertReceiver] = relationship(lazy="joined")
