@@ -18,8 +18,8 @@ DOCKYARD_DEBS=(
   python3-venv     # the virtual environment Dockyard runs from
 )
 # only the tests and bench/ use these: ssh into instances, lxcfs to compare /proc views,
-# PostgreSQL for the database tests
-DOCKYARD_TEST_DEBS=(openssh-client lxcfs postgresql)
+# PostgreSQL for the database tests, Alertmanager (and amtool) for the alert delivery tests
+DOCKYARD_TEST_DEBS=(openssh-client lxcfs postgresql prometheus-alertmanager)
 
 # Install packages without letting their maintainer scripts start services (lxcfs,
 # PostgreSQL) behind our back: we start what we use and stop it again.

@@ -119,11 +119,8 @@ class ReceiverCreate(Schema):
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> ReceiverCreate:
-        given = {k for k in self.model_fields_set if getattr(self, k) is not None} - {
-            "name",
-            "kind",
-            "smtp_require_tls",
-        }
+        given = {k for k in self.model_fields_set if getattr(self, k) is not None}
+        given -= {"name", "kind", "smtp_require_tls", "adapter_token"}
         need = _FIELDS.get(self.kind, {"url"})
         allowed = need | (
             {"smtp_from", "smtp_auth_user", "smtp_auth_password"}
