@@ -4,6 +4,7 @@ WeCom, Feishu and SMS endpoints (local test ones); silences and acks hold."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +219,114 @@ def test_a_receiver_in_use_is_not_deleted_and_unknown_ones_are_named(stack: Stac
     assert r.status_code == 409 and "dockyard alert route delete" in r.json()["detail"]
     bad = stack.api.post("/alerts/routes", json={"receiver": "nobody"})
     assert bad.status_code == 404 and "dockyard alert receiver list" in bad.json()["detail"]
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    from dockyard.cli.main import main
+
+    main(list(argv))
+    return capsys.readouterr().out
+
+
+def test_the_cli_manages_receivers_routes_silences_and_acks(stack, monkeypatch, capsys, tmp_path):
+    from dockyard.cli.main import main
+
+    monkeypatch.setenv("DOCKYARD_URL", stack.url.removesuffix("/v1"))
+    monkeypatch.setenv("DOCKYARD_TOKEN", stack.admin)
+    (tmp_path / "pw").write_text("PWSECRET\n")
+    t = stack.target.url
+    _cli(capsys, "alert", "receiver", "add", "cli-ding", "--im", "dingtalk", f"{t}/ding?access_token=CLISECRET")
+    _cli(capsys, "alert", "receiver", "add", "cli-mail", "--email", "ops@example.com", "--smtp",
+         "127.0.0.1:25", "--smtp-auth-user", "am", "--smtp-auth-password-file", str(tmp_path / "pw"))  # fmt: skip
+    listed = _cli(capsys, "alert", "receiver", "list")
+    assert "cli-ding  dingtalk" in listed and "ops@example.com" in listed
+    assert "CLISECRET" not in listed and "PWSECRET" not in listed
+    assert "PWSECRET" not in _cli(capsys, "alert", "receiver", "list", "-f", "json")
+    with stack.db.session(write=False) as s:  # the password went in, read from its file
+        assert alerts.spec(s, "cli-mail").smtp_auth_password == "PWSECRET"
+
+    route = json.loads(_cli(capsys, "alert", "route", "add", "--receiver", "cli-ding", "--severity",
+                            "warning", "--continue", "-f", "json"))  # fmt: skip
+    assert route["continue_matching"] and route["severity"] == "warning"
+    assert route["id"] in _cli(capsys, "alert", "route", "list")
+    assert "test message sent to cli-ding" in _cli(capsys, "alert", "receiver", "test", "cli-ding")
+    _cli(capsys, "alert", "route", "delete", route["id"])
+    _cli(capsys, "alert", "receiver", "delete", "cli-ding")
+
+    stack.am.post(alert("CliAlert", host="h9"))
+    wait_for(lambda: "CliAlert" in _cli(capsys, "alert", "list"), 10, "the alert in the list")
+    rows = json.loads(_cli(capsys, "alert", "list", "-f", "json"))
+    fingerprint = next(a["fingerprint"] for a in rows if a["labels"]["alertname"] == "CliAlert")
+    sid = _cli(capsys, "alert", "silence", "create", "--match", "host=h9", "--match",
+               "alertname=~Cli.*", "--duration", "1h", "--comment", "deploying").strip()  # fmt: skip
+    silences = _cli(capsys, "alert", "silence", "list")
+    assert sid in silences and "host=h9,alertname=~Cli.*" in silences
+    assert f"{sid} expired" in _cli(capsys, "alert", "silence", "expire", sid)
+    out = _cli(capsys, "alert", "ack", fingerprint, "--comment", "looking")
+    assert f"alert {fingerprint} acknowledged" in out
+
+    with pytest.raises(SystemExit) as refused:
+        main(["alert", "receiver", "add", "bad", "--webhook", "ftp://x.example/"])
+    assert refused.value.code == 1
+    assert "only http:// and https:// URLs" in capsys.readouterr().err
+
+
+def test_alert_commands_start_fast():
+    from tests.unit.test_cli_main import HEAVY, loaded_after
+
+    for argv in (("alert", "list"), ("alert", "receiver", "list"), ("alert", "silence", "list")):
+        loaded = loaded_after(*argv)
+        assert not {m for m in loaded if m.startswith(HEAVY)}, argv
+        assert "dockyard.cli.alerts" in loaded
+
+
+def test_members_see_and_silence_their_own_project_only(stack: Stack):
+    stack.api.post("/projects", json={"name": "teamb"}).raise_for_status()
+    made = stack.api.post("/users", json={"name": "bob", "project": "teamb", "role": "member"})
+    bob = {"authorization": f"Bearer {made.json()['token']}"}
+    stack.am.post(alert("TeamB", host="h5", project="teamb"), alert("TeamC", host="h5", project="teamc"))
+    mine = wait_for(lambda: [a for a in httpx.get(f"{stack.url}/alerts", headers=bob).json()
+                             if a["labels"]["alertname"] == "TeamB"], 10)  # fmt: skip
+    seen = {a["labels"].get("project") for a in httpx.get(f"{stack.url}/alerts", headers=bob).json()}
+    assert seen == {"teamb"}
+    refused = httpx.post(f"{stack.url}/alerts/receivers", headers=bob,
+                         json={"name": "x", "kind": "webhook", "url": "http://x.example/"})  # fmt: skip
+    assert refused.status_code == 403
+    other = httpx.post(f"{stack.url}/alerts/silences", headers=bob, json={"comment": "no",
+                       "matchers": [{"name": "project", "value": "teamc"}]})  # fmt: skip
+    assert other.status_code == 403 and "teamb" in other.json()["detail"]
+    r = httpx.post(f"{stack.url}/alerts/silences", headers=bob, json={"comment": "ours",
+                   "matchers": [{"name": "host", "value": "h5"}]})  # fmt: skip
+    assert r.status_code == 201, r.text
+    silence = [s for s in stack.api.get("/alerts/silences").json() if s["id"] == r.json()["id"]][0]
+    assert {"name": "project", "value": "teamb", "isRegex": False, "isEqual": True} in silence["matchers"]
+    assert silence["createdBy"] == "bob"
+    states = {a["labels"]["alertname"]: a["status"]["state"] for a in stack.api.get("/alerts").json()}
+    assert states["TeamC"] == "active"  # the member's silence on host h5 spared project teamc
+    ack = httpx.post(f"{stack.url}/alerts/{mine[0]['fingerprint']}/ack", headers=bob)
+    assert ack.status_code == 201
+    theirs = next(a for a in stack.api.get("/alerts").json() if a["labels"]["alertname"] == "TeamC")
+    assert httpx.post(f"{stack.url}/alerts/{theirs['fingerprint']}/ack", headers=bob).status_code == 404
+
+
+def test_bad_input_gets_a_problem_that_says_what_to_change(stack: Stack):
+    r = stack.api.post("/alerts/receivers", json={"name": "s", "kind": "sms",
+                       "sms_template": "http://g.example/send?m={msg}"})  # fmt: skip
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "unknown field(s) msg" in r.text
+    r = stack.api.post("/alerts/routes", json={"receiver": "hook", "severity": 'x"} or {'})
+    assert r.status_code == 422
+    r = stack.api.post("/alerts/silences", json={"matchers": [], "comment": "c"})
+    assert r.status_code == 422
+
+
+def test_without_alertmanager_the_api_says_how_to_get_one(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.delenv("ALERTMANAGER_URL", raising=False)
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    admin = init(db)
+    with TestClient(create_app(db, tmp_path, alertmanager_url="")) as client:
+        r = client.get("/v1/alerts", headers={"authorization": f"Bearer {admin}"})
+    db.engine.dispose()
+    assert r.status_code == 503 and "ALERTMANAGER_URL" in r.json()["detail"]
