@@ -49,14 +49,22 @@ class Stack:
 def _receivers(t: str, smtp_port: int) -> list[dict[str, Any]]:
     return [
         {"name": "hook", "kind": "webhook", "url": f"{t}/hook"},
-        {"name": "mail", "kind": "email", "email_to": "oncall@example.com",
-         "smtp_smarthost": f"127.0.0.1:{smtp_port}", "smtp_require_tls": False},
+        {
+            "name": "mail",
+            "kind": "email",
+            "email_to": "oncall@example.com",
+            "smtp_smarthost": f"127.0.0.1:{smtp_port}",
+            "smtp_require_tls": False,
+        },
         {"name": "ding", "kind": "dingtalk", "url": f"{t}/ding/send?access_token=SECRET1"},
         {"name": "wx", "kind": "wecom", "url": f"{t}/wecom/send?key=SECRET2"},
         {"name": "fs", "kind": "feishu", "url": f"{t}/feishu/hook/SECRET3"},
-        {"name": "sms", "kind": "sms",
-         "sms_template": f"{t}/sms?to=13800000000&text={{text}}&level={{severity}}"},
-    ]  # fmt: skip
+        {
+            "name": "sms",
+            "kind": "sms",
+            "sms_template": f"{t}/sms?to=13800000000&text={{text}}&level={{severity}}",
+        },
+    ]
 
 
 def _setup(api: httpx.Client, target: Target, mail: Mailbox) -> None:
@@ -84,7 +92,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         with httpx.Client(base_url=url, headers={"authorization": f"Bearer {admin}"}) as api:
             _setup(api, target, mail)
             with db.session(write=False) as s:
-                rendered = render(alerts.specs(s), alerts.routes(s), adapter_url=f"{url}/alerts/adapter")
+                rendered = render(
+                    alerts.specs(s), alerts.routes(s), adapter_url=f"{url}/alerts/adapter"
+                )
             with alertmanager(tmp, am_port, alertmanager_config(rendered)) as am:
                 yield Stack(api, url, admin, db, am, target, mail)
     db.engine.dispose()
@@ -104,8 +114,13 @@ def _named(hits: list[Any], name: str) -> list[Any]:
 def test_an_alert_reaches_every_receiver_in_its_format(stack: Stack):
     stack.am.post(alert("HostDown", host="h1", project="shop"))
     t = stack.target
-    wait_for(lambda: all(_named(t.at(p), "HostDown") for p in ("/hook", "/ding", "/wecom",
-             "/feishu", "/sms")), 30, "every HTTP receiver")  # fmt: skip
+    wait_for(
+        lambda: all(
+            _named(t.at(p), "HostDown") for p in ("/hook", "/ding", "/wecom", "/feishu", "/sms")
+        ),
+        30,
+        "every HTTP receiver",
+    )
     mails = wait_for(lambda: [m for m in stack.mail.messages if "HostDown" in m["Subject"]], 30)
     assert mails[0]["To"] == "oncall@example.com"
 
@@ -115,7 +130,10 @@ def test_an_alert_reaches_every_receiver_in_its_format(stack: Stack):
     assert "access_token=SECRET1" in ding.path
     assert ding.json()["msgtype"] == "markdown"
     assert ding.json()["markdown"]["title"] == "[FIRING:1] HostDown"
-    assert "HostDown on h1 [severity=critical, project=shop, host=h1]" in ding.json()["markdown"]["text"]
+    assert (
+        "HostDown on h1 [severity=critical, project=shop, host=h1]"
+        in ding.json()["markdown"]["text"]
+    )
     wx = _named(t.at("/wecom"), "HostDown")[0].json()
     assert wx["msgtype"] == "markdown" and "HostDown on h1" in wx["markdown"]["content"]
     fs = _named(t.at("/feishu"), "HostDown")[0].json()
@@ -147,7 +165,9 @@ def test_a_silence_holds(stack: Stack):
     time.sleep(3)
     assert not _named(stack.target.hits, "Muted")
     assert not [m for m in stack.mail.messages if "Muted" in m["Subject"]]
-    states = {a["labels"]["alertname"]: a["status"]["state"] for a in stack.api.get("/alerts").json()}
+    states = {
+        a["labels"]["alertname"]: a["status"]["state"] for a in stack.api.get("/alerts").json()
+    }
     assert states["Muted"] == "suppressed" and states["Control"] == "active"
     listed = stack.api.get("/alerts/silences").json()
     mine = [s for s in listed if s["id"] == r.json()["id"]][0]
@@ -156,15 +176,26 @@ def test_a_silence_holds(stack: Stack):
 
 def test_ack_is_a_silence_of_the_alert_by_the_caller(stack: Stack):
     stack.am.post(alert("AckMe", host="h4"))
-    found = wait_for(lambda: [a for a in stack.api.get("/alerts").json()
-                              if a["labels"]["alertname"] == "AckMe"], 10)  # fmt: skip
+    found = wait_for(
+        lambda: [a for a in stack.api.get("/alerts").json() if a["labels"]["alertname"] == "AckMe"],
+        10,
+    )
     r = stack.api.post(f"/alerts/{found[0]['fingerprint']}/ack", json={"comment": "on it"})
     assert r.status_code == 201, r.text
     silence = [s for s in stack.api.get("/alerts/silences").json() if s["id"] == r.json()["id"]]
     assert silence[0]["comment"] == "ack: on it" and silence[0]["createdBy"] == "admin"
-    assert {"name": "host", "value": "h4", "isRegex": False, "isEqual": True} in silence[0]["matchers"]
-    wait_for(lambda: [a for a in stack.api.get("/alerts").json() if a["labels"]["alertname"]
-             == "AckMe" and a["status"]["state"] == "suppressed"], 10, "the ack")  # fmt: skip
+    assert {"name": "host", "value": "h4", "isRegex": False, "isEqual": True} in silence[0][
+        "matchers"
+    ]
+    wait_for(
+        lambda: [
+            a
+            for a in stack.api.get("/alerts").json()
+            if a["labels"]["alertname"] == "AckMe" and a["status"]["state"] == "suppressed"
+        ],
+        10,
+        "the ack",
+    )
     assert stack.api.delete(f"/alerts/silences/{r.json()['id']}").status_code == 204
     missing = stack.api.post("/alerts/0123456789abcdef/ack")
     assert missing.status_code == 404 and "dockyard alert list" in missing.json()["detail"]
@@ -175,7 +206,10 @@ def test_receiver_test_sends_a_test_message(stack: Stack):
         r = stack.api.post(f"/alerts/receivers/{name}/test")
         assert r.status_code == 200, r.text
     ding = _named(stack.target.at("/ding"), "DockyardTest")
-    assert ding and "a test message to receiver ding, sent by admin" in ding[0].json()["markdown"]["text"]
+    assert (
+        ding
+        and "a test message to receiver ding, sent by admin" in ding[0].json()["markdown"]["text"]
+    )
     assert _named(stack.target.at("/feishu"), "DockyardTest")
     assert _named(stack.target.at("/sms"), "DockyardTest")
     assert _named(stack.target.at("/hook"), "DockyardTest")[0].json()["receiver"] == "hook"
@@ -188,12 +222,17 @@ def test_adapter_retries_then_answers_502_and_checks_its_token(stack: Stack):
     with stack.db.session(write=False) as s:
         token = alerts.spec(s, "broken").adapter_token
     payload = {"status": "firing", "alerts": [alert("Broken")]}
-    wrong = httpx.post(f"{stack.url}/alerts/adapter/broken", json=payload,
-                       headers={"authorization": "Bearer nope"})  # fmt: skip
+    wrong = httpx.post(
+        f"{stack.url}/alerts/adapter/broken", json=payload, headers={"authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 401
     assert not stack.target.at("/fail")
-    r = httpx.post(f"{stack.url}/alerts/adapter/broken", json=payload, timeout=30,
-                   headers={"authorization": f"Bearer {token}"})  # fmt: skip
+    r = httpx.post(
+        f"{stack.url}/alerts/adapter/broken",
+        json=payload,
+        timeout=30,
+        headers={"authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 502, r.text
     assert "HTTP 500 (after 3 tries)" in r.json()["detail"]
     assert len(stack.target.at("/fail")) == 3
@@ -235,9 +274,31 @@ def test_the_cli_manages_receivers_routes_silences_and_acks(stack, monkeypatch, 
     monkeypatch.setenv("DOCKYARD_TOKEN", stack.admin)
     (tmp_path / "pw").write_text("PWSECRET\n")
     t = stack.target.url
-    _cli(capsys, "alert", "receiver", "add", "cli-ding", "--im", "dingtalk", f"{t}/ding?access_token=CLISECRET")
-    _cli(capsys, "alert", "receiver", "add", "cli-mail", "--email", "ops@example.com", "--smtp",
-         "127.0.0.1:25", "--smtp-auth-user", "am", "--smtp-auth-password-file", str(tmp_path / "pw"))  # fmt: skip
+    _cli(
+        capsys,
+        "alert",
+        "receiver",
+        "add",
+        "cli-ding",
+        "--im",
+        "dingtalk",
+        f"{t}/ding?access_token=CLISECRET",
+    )
+    _cli(
+        capsys,
+        "alert",
+        "receiver",
+        "add",
+        "cli-mail",
+        "--email",
+        "ops@example.com",
+        "--smtp",
+        "127.0.0.1:25",
+        "--smtp-auth-user",
+        "am",
+        "--smtp-auth-password-file",
+        str(tmp_path / "pw"),
+    )
     listed = _cli(capsys, "alert", "receiver", "list")
     assert "cli-ding  dingtalk" in listed and "ops@example.com" in listed
     assert "CLISECRET" not in listed and "PWSECRET" not in listed
@@ -245,8 +306,21 @@ def test_the_cli_manages_receivers_routes_silences_and_acks(stack, monkeypatch, 
     with stack.db.session(write=False) as s:  # the password went in, read from its file
         assert alerts.spec(s, "cli-mail").smtp_auth_password == "PWSECRET"
 
-    route = json.loads(_cli(capsys, "alert", "route", "add", "--receiver", "cli-ding", "--severity",
-                            "warning", "--continue", "-f", "json"))  # fmt: skip
+    route = json.loads(
+        _cli(
+            capsys,
+            "alert",
+            "route",
+            "add",
+            "--receiver",
+            "cli-ding",
+            "--severity",
+            "warning",
+            "--continue",
+            "-f",
+            "json",
+        )
+    )
     assert route["continue_matching"] and route["severity"] == "warning"
     assert route["id"] in _cli(capsys, "alert", "route", "list")
     assert "test message sent to cli-ding" in _cli(capsys, "alert", "receiver", "test", "cli-ding")
@@ -257,8 +331,20 @@ def test_the_cli_manages_receivers_routes_silences_and_acks(stack, monkeypatch, 
     wait_for(lambda: "CliAlert" in _cli(capsys, "alert", "list"), 10, "the alert in the list")
     rows = json.loads(_cli(capsys, "alert", "list", "-f", "json"))
     fingerprint = next(a["fingerprint"] for a in rows if a["labels"]["alertname"] == "CliAlert")
-    sid = _cli(capsys, "alert", "silence", "create", "--match", "host=h9", "--match",
-               "alertname=~Cli.*", "--duration", "1h", "--comment", "deploying").strip()  # fmt: skip
+    sid = _cli(
+        capsys,
+        "alert",
+        "silence",
+        "create",
+        "--match",
+        "host=h9",
+        "--match",
+        "alertname=~Cli.*",
+        "--duration",
+        "1h",
+        "--comment",
+        "deploying",
+    ).strip()
     silences = _cli(capsys, "alert", "silence", "list")
     assert sid in silences and "host=h9,alertname=~Cli.*" in silences
     assert f"{sid} expired" in _cli(capsys, "alert", "silence", "expire", sid)
@@ -284,34 +370,62 @@ def test_members_see_and_silence_their_own_project_only(stack: Stack):
     stack.api.post("/projects", json={"name": "teamb"}).raise_for_status()
     made = stack.api.post("/users", json={"name": "bob", "project": "teamb", "role": "member"})
     bob = {"authorization": f"Bearer {made.json()['token']}"}
-    stack.am.post(alert("TeamB", host="h5", project="teamb"), alert("TeamC", host="h5", project="teamc"))
-    mine = wait_for(lambda: [a for a in httpx.get(f"{stack.url}/alerts", headers=bob).json()
-                             if a["labels"]["alertname"] == "TeamB"], 10)  # fmt: skip
-    seen = {a["labels"].get("project") for a in httpx.get(f"{stack.url}/alerts", headers=bob).json()}
+    stack.am.post(
+        alert("TeamB", host="h5", project="teamb"), alert("TeamC", host="h5", project="teamc")
+    )
+    mine = wait_for(
+        lambda: [
+            a
+            for a in httpx.get(f"{stack.url}/alerts", headers=bob).json()
+            if a["labels"]["alertname"] == "TeamB"
+        ],
+        10,
+    )
+    seen = {
+        a["labels"].get("project") for a in httpx.get(f"{stack.url}/alerts", headers=bob).json()
+    }
     assert seen == {"teamb"}
-    refused = httpx.post(f"{stack.url}/alerts/receivers", headers=bob,
-                         json={"name": "x", "kind": "webhook", "url": "http://x.example/"})  # fmt: skip
+    refused = httpx.post(
+        f"{stack.url}/alerts/receivers",
+        headers=bob,
+        json={"name": "x", "kind": "webhook", "url": "http://x.example/"},
+    )
     assert refused.status_code == 403
-    other = httpx.post(f"{stack.url}/alerts/silences", headers=bob, json={"comment": "no",
-                       "matchers": [{"name": "project", "value": "teamc"}]})  # fmt: skip
+    other = httpx.post(
+        f"{stack.url}/alerts/silences",
+        headers=bob,
+        json={"comment": "no", "matchers": [{"name": "project", "value": "teamc"}]},
+    )
     assert other.status_code == 403 and "teamb" in other.json()["detail"]
-    r = httpx.post(f"{stack.url}/alerts/silences", headers=bob, json={"comment": "ours",
-                   "matchers": [{"name": "host", "value": "h5"}]})  # fmt: skip
+    r = httpx.post(
+        f"{stack.url}/alerts/silences",
+        headers=bob,
+        json={"comment": "ours", "matchers": [{"name": "host", "value": "h5"}]},
+    )
     assert r.status_code == 201, r.text
     silence = [s for s in stack.api.get("/alerts/silences").json() if s["id"] == r.json()["id"]][0]
-    assert {"name": "project", "value": "teamb", "isRegex": False, "isEqual": True} in silence["matchers"]
+    assert {"name": "project", "value": "teamb", "isRegex": False, "isEqual": True} in silence[
+        "matchers"
+    ]
     assert silence["createdBy"] == "bob"
-    states = {a["labels"]["alertname"]: a["status"]["state"] for a in stack.api.get("/alerts").json()}
+    states = {
+        a["labels"]["alertname"]: a["status"]["state"] for a in stack.api.get("/alerts").json()
+    }
     assert states["TeamC"] == "active"  # the member's silence on host h5 spared project teamc
     ack = httpx.post(f"{stack.url}/alerts/{mine[0]['fingerprint']}/ack", headers=bob)
     assert ack.status_code == 201
     theirs = next(a for a in stack.api.get("/alerts").json() if a["labels"]["alertname"] == "TeamC")
-    assert httpx.post(f"{stack.url}/alerts/{theirs['fingerprint']}/ack", headers=bob).status_code == 404
+    assert (
+        httpx.post(f"{stack.url}/alerts/{theirs['fingerprint']}/ack", headers=bob).status_code
+        == 404
+    )
 
 
 def test_bad_input_gets_a_problem_that_says_what_to_change(stack: Stack):
-    r = stack.api.post("/alerts/receivers", json={"name": "s", "kind": "sms",
-                       "sms_template": "http://g.example/send?m={msg}"})  # fmt: skip
+    r = stack.api.post(
+        "/alerts/receivers",
+        json={"name": "s", "kind": "sms", "sms_template": "http://g.example/send?m={msg}"},
+    )
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert "unknown field(s) msg" in r.text
     r = stack.api.post("/alerts/routes", json={"receiver": "hook", "severity": 'x"} or {'})

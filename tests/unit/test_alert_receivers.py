@@ -42,23 +42,51 @@ RECEIVERS = [
 ]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ROUTES = [
-    Route(id="r1", receiver="ding", severity="critical", project=None, position=0,
-          continue_matching=True, created_at=NOW),
-    Route(id="r2", receiver="mail", severity=None, project="shop", position=1,
-          continue_matching=False, created_at=NOW),
-    Route(id="r3", receiver="sms", severity="critical", project="shop", position=2,
-          continue_matching=False, created_at=NOW),
-]  # fmt: skip
+    Route(
+        id="r1",
+        receiver="ding",
+        severity="critical",
+        project=None,
+        position=0,
+        continue_matching=True,
+        created_at=NOW,
+    ),
+    Route(
+        id="r2",
+        receiver="mail",
+        severity=None,
+        project="shop",
+        position=1,
+        continue_matching=False,
+        created_at=NOW,
+    ),
+    Route(
+        id="r3",
+        receiver="sms",
+        severity="critical",
+        project="shop",
+        position=2,
+        continue_matching=False,
+        created_at=NOW,
+    ),
+]
 
 
 def test_rendered_config_passes_amtool_check_config(tmp_path):
     amtool = shutil.which("amtool")
     if amtool is None:
         pytest.skip("amtool is not installed (scripts/packages.sh's test packages)")
-    out = render(RECEIVERS, ROUTES, adapter_url="https://10.0.0.1:8787/v1/alerts/adapter",
-                 ca_file="/var/lib/dockyard/ca.pem")  # fmt: skip
-    config = {"global": {"resolve_timeout": "5m"}, "route": {**out["route"], "group_by": ["..."]},
-              "receivers": out["receivers"]}  # fmt: skip
+    out = render(
+        RECEIVERS,
+        ROUTES,
+        adapter_url="https://10.0.0.1:8787/v1/alerts/adapter",
+        ca_file="/var/lib/dockyard/ca.pem",
+    )
+    config = {
+        "global": {"resolve_timeout": "5m"},
+        "route": {**out["route"], "group_by": ["..."]},
+        "receivers": out["receivers"],
+    }
     path = tmp_path / "alertmanager.yml"
     path.write_text(json.dumps(config))  # JSON is YAML
     done = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
@@ -88,20 +116,26 @@ def test_routes_keep_their_order_and_matchers():
     assert route["routes"] == [
         {"receiver": "ding", "continue": True, "matchers": ['severity="critical"']},
         {"receiver": "mail", "continue": False, "matchers": ['project="shop"']},
-        {"receiver": "sms", "continue": False,
-         "matchers": ['severity="critical"', 'project="shop"']},
-    ]  # fmt: skip
+        {
+            "receiver": "sms",
+            "continue": False,
+            "matchers": ['severity="critical"', 'project="shop"'],
+        },
+    ]
 
 
 PAYLOAD = {
     "status": "firing",
     "commonLabels": {"alertname": "HostDown", "severity": "critical"},
     "alerts": [
-        {"status": "firing", "labels": {"alertname": "HostDown", "severity": "critical",
-         "host": f"h{i}"}, "annotations": {"summary": f"host h{i} is down"}}
+        {
+            "status": "firing",
+            "labels": {"alertname": "HostDown", "severity": "critical", "host": f"h{i}"},
+            "annotations": {"summary": f"host h{i} is down"},
+        }
         for i in range(2)
     ],
-}  # fmt: skip
+}
 
 
 def test_dingtalk_wecom_feishu_bodies():
@@ -118,12 +152,18 @@ def test_dingtalk_wecom_feishu_bodies():
     assert fs is not None and fs["msg_type"] == "post"
     post = fs["content"]["post"]["zh_cn"]
     assert post["title"] == "[FIRING:2] HostDown"
-    assert post["content"][1] == [{"tag": "text", "text": "host h1 is down [severity=critical, host=h1]"}]
+    assert post["content"][1] == [
+        {"tag": "text", "text": "host h1 is down [severity=critical, host=h1]"}
+    ]
 
 
 def test_sms_template_is_filled_url_encoded_and_cannot_change_the_host():
-    evil = {"status": "firing", "alerts": [{"labels": {"alertname": "X"},
-            "annotations": {"summary": "a&to=999#@evil.example/"}}]}  # fmt: skip
+    evil = {
+        "status": "firing",
+        "alerts": [
+            {"labels": {"alertname": "X"}, "annotations": {"summary": "a&to=999#@evil.example/"}}
+        ],
+    }
     out = adapter.outgoing(RECEIVERS[6], evil)
     parts = urlsplit(out.url)
     assert out.method == "GET" and parts.hostname == "sms.example"
@@ -139,16 +179,27 @@ def test_sms_template_is_filled_url_encoded_and_cannot_change_the_host():
         ({"kind": "webhook", "url": "http://x.example/h\nX-Evil: 1"}, "control character"),
         ({"kind": "webhook"}, "needs url"),
         ({"kind": "email", "email_to": "a@b.example"}, "needs smtp_smarthost"),
-        ({"kind": "email", "email_to": "a@b.example\r\nBcc: x@y", "smtp_smarthost": "h:25"},
-         "email_to"),
-        ({"kind": "email", "email_to": "a@b.example", "smtp_smarthost": "h:25",
-          "smtp_auth_user": "u"}, "together"),
+        (
+            {"kind": "email", "email_to": "a@b.example\r\nBcc: x@y", "smtp_smarthost": "h:25"},
+            "email_to",
+        ),
+        (
+            {
+                "kind": "email",
+                "email_to": "a@b.example",
+                "smtp_smarthost": "h:25",
+                "smtp_auth_user": "u",
+            },
+            "together",
+        ),
         ({"kind": "sms", "sms_template": "http://g.example/?m={message}"}, "unknown field"),
         ({"kind": "sms", "sms_template": "http://g.example/?m=hi"}, "put {text}"),
-        ({"kind": "dingtalk", "url": "http://d.example/", "email_to": "a@b.example"},
-         "takes no email_to"),
+        (
+            {"kind": "dingtalk", "url": "http://d.example/", "email_to": "a@b.example"},
+            "takes no email_to",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_receivers_are_refused_with_what_to_change(body, words):
     with pytest.raises(ValidationError) as refused:
         ReceiverCreate.model_validate({"name": "r", **body})
