@@ -87,15 +87,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     admin = init(db)
     assert admin is not None
     am_port = free_port()
-    app = create_app(db, tmp, alertmanager_url=f"http://127.0.0.1:{am_port}")
+    live: dict[str, Any] = {}
+
+    def config() -> dict[str, Any]:
+        with db.session(write=False) as s:
+            adapter_url = f"{live['url']}/alerts/adapter"
+            return alertmanager_config(
+                render(alerts.specs(s), alerts.routes(s), adapter_url=adapter_url)
+            )
+
+    def changed() -> None:  # what `dockyard up --monitoring` does: re-render, reload
+        if "am" in live:
+            live["am"].reload(config())
+
+    app = create_app(
+        db, tmp, alertmanager_url=f"http://127.0.0.1:{am_port}", alerts_changed=changed
+    )
     with http_target() as target, smtp_server() as mail, serving_app(app) as url:
+        live["url"] = url
         with httpx.Client(base_url=url, headers={"authorization": f"Bearer {admin}"}) as api:
             _setup(api, target, mail)
-            with db.session(write=False) as s:
-                rendered = render(
-                    alerts.specs(s), alerts.routes(s), adapter_url=f"{url}/alerts/adapter"
-                )
-            with alertmanager(tmp, am_port, alertmanager_config(rendered)) as am:
+            with alertmanager(tmp, am_port, config()) as am:
+                live["am"] = am
                 yield Stack(api, url, admin, db, am, target, mail)
     db.engine.dispose()
 
@@ -144,6 +157,18 @@ def test_an_alert_reaches_every_receiver_in_its_format(stack: Stack):
     assert sms.method == "GET" and query["to"] == ["13800000000"]
     assert query["text"][0].startswith("[FIRING:1] HostDown; HostDown on h1")
     assert query["level"] == ["critical"]
+
+
+def test_a_receiver_added_later_is_live_once_the_server_reloads(stack: Stack):
+    body = {"name": "late", "kind": "webhook", "url": f"{stack.target.url}/late"}
+    stack.api.post("/alerts/receivers", json=body).raise_for_status()
+    route = {"receiver": "late", "project": "newteam", "position": 0}
+    stack.api.post("/alerts/routes", json=route).raise_for_status()
+    stack.am.post(alert("LateThing", host="h6", project="newteam"))
+    hit = wait_for(lambda: _named(stack.target.at("/late"), "LateThing"), 30, "the new receiver")
+    assert hit[0].json()["receiver"] == "late"
+    time.sleep(2)
+    assert not _named(stack.target.at("/ding"), "LateThing")  # the first matching route won
 
 
 def test_routes_by_project(stack: Stack):

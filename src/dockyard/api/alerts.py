@@ -7,12 +7,14 @@ posts to for the targets it cannot reach itself.
 
 Receivers' secrets go in and never come out: listings show a URL's scheme and
 host only. Adding or deleting a receiver or route changes what
-monitor/receivers.render returns; whoever runs Alertmanager re-renders and reloads.
+monitor/receivers.render returns; ``create_app(alerts_changed=...)`` is called after
+each such change has committed, so whoever runs Alertmanager re-renders and reloads.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, Response
@@ -38,10 +40,12 @@ RouteId = Annotated[str, Path(min_length=1, max_length=36, pattern=r"^[0-9a-f-]+
 
 
 @router.post("/alerts/receivers", status_code=201)
-def add_receiver(body: ReceiverCreate, db: Db, who: Admin) -> Receiver:
+def add_receiver(body: ReceiverCreate, request: Request, db: Db, who: Admin) -> Receiver:
     """A place alerts can go; a route sends them there (POST /alerts/routes)."""
     with db.session() as s:
-        return alerts.add_receiver(s, body)
+        made = alerts.add_receiver(s, body)
+    _changed(request)
+    return made
 
 
 @router.get("/alerts/receivers")
@@ -51,10 +55,11 @@ def list_receivers(db: Db, who: Admin) -> list[Receiver]:
 
 
 @router.delete("/alerts/receivers/{key}", status_code=204)
-def delete_receiver(key: Key, db: Db, who: Admin) -> Response:
+def delete_receiver(key: Key, request: Request, db: Db, who: Admin) -> Response:
     """Refused (409, naming them) while routes send to it."""
     with db.session() as s:
         alerts.delete_receiver(s, key)
+    _changed(request)
     return Response(status_code=204)
 
 
@@ -73,11 +78,13 @@ async def test_receiver(key: Key, db: Db, who: Admin) -> dict[str, str]:
 
 
 @router.post("/alerts/routes", status_code=201)
-def add_route(body: RouteCreate, db: Db, who: Admin) -> Route:
+def add_route(body: RouteCreate, request: Request, db: Db, who: Admin) -> Route:
     """Alerts matching severity and project (both optional) go to the receiver;
     routes are tried in position order, the first match wins unless it continues."""
     with db.session() as s:
-        return alerts.add_route(s, body)
+        made = alerts.add_route(s, body)
+    _changed(request)
+    return made
 
 
 @router.get("/alerts/routes")
@@ -87,9 +94,10 @@ def list_routes(db: Db, who: Admin) -> list[Route]:
 
 
 @router.delete("/alerts/routes/{route_id}", status_code=204)
-def delete_route(route_id: RouteId, db: Db, who: Admin) -> Response:
+def delete_route(route_id: RouteId, request: Request, db: Db, who: Admin) -> Response:
     with db.session() as s:
         alerts.delete_route(s, route_id)
+    _changed(request)
     return Response(status_code=204)
 
 
@@ -110,6 +118,14 @@ async def adapt(
         )
     await delivery.deliver(adapter.outgoing(spec, payload))
     return {"receiver": spec.name, "status": "delivered"}
+
+
+def _changed(request: Request) -> None:
+    """After the change committed: whoever runs Alertmanager re-renders and reloads
+    (``create_app(alerts_changed=...)``; nothing when Dockyard does not run it)."""
+    hook: Callable[[], None] | None = request.app.state.alerts_changed
+    if hook is not None:
+        hook()
 
 
 def _spec(db: Database, key: str) -> ReceiverSpec:

@@ -55,6 +55,7 @@ def create_app(
     registry_gc_every: float = 5.0,
     prometheus_url: str | None = None,
     alertmanager_url: str | None = None,
+    alerts_changed: Callable[[], None] | None = None,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -71,7 +72,8 @@ def create_app(
     ``prometheus_url``: the Prometheus that scrapes this cloud, asked for the pictures
     of ``server stats`` and ``host stats`` (api/stats.py).
     ``alertmanager_url`` (default $ALERTMANAGER_URL) is where /v1/alerts and its
-    silences are proxied (api/alertmanager.py)."""
+    silences are proxied (api/alertmanager.py); ``alerts_changed`` is called after a
+    receiver or route changed (re-render Alertmanager's configuration and reload it)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
     checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
@@ -113,6 +115,7 @@ def create_app(
     app.state.registry_gc = collector
     app.state.prometheus_url = prometheus_url
     app.state.alertmanager_url = alertmanager_url or os.environ.get("ALERTMANAGER_URL")
+    app.state.alerts_changed = alerts_changed
     app.state.registry_gate = (
         collector.gate
         if collector
