@@ -63,7 +63,10 @@ def delete_receiver(key: Key, request: Request, db: Db, who: Admin) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/alerts/receivers/{key}/test")
+_FAILED = {502: {"description": "the target refused the message or could not be reached"}}
+
+
+@router.post("/alerts/receivers/{key}/test", responses=_FAILED)
 async def test_receiver(key: Key, db: Db, who: Admin) -> dict[str, str]:
     """Send a test message straight to the receiver's target (not through
     Alertmanager); 502 with the target's answer when it fails."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import ssl
 from email.message import EmailMessage
 from typing import Any
 
@@ -90,7 +91,7 @@ def send_email(spec: ReceiverSpec, subject: str, text: str, timeout: float = TIM
         with smtplib.SMTP(host.strip("[]"), int(port), timeout=timeout) as smtp:
             smtp.ehlo()
             if smtp.has_extn("starttls"):
-                smtp.starttls()
+                smtp.starttls(context=ssl.create_default_context())  # verified, as AM does
                 smtp.ehlo()
             elif spec.smtp_require_tls:
                 raise DeliveryFailed(
