@@ -168,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the Prometheus that scrapes this cloud, for `server stats` and `host stats` "
         "(default $PROMETHEUS_URL)",
     )
+    p.add_argument(
+        "--alertmanager-url",
+        default=os.environ.get("ALERTMANAGER_URL") or None,
+        metavar="URL",
+        help="the Alertmanager `dockyard alert list|silence|ack` reach through this server "
+        "(default $ALERTMANAGER_URL)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -218,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             migration_timeout=args.migration_timeout,
             snapshot_min_every=args.snapshot_min_every,
             prometheus_url=args.prometheus_url,
+            alertmanager_url=args.alertmanager_url,
         ),
         host=host or "127.0.0.1",
         port=int(port),
