@@ -63,7 +63,9 @@ def delete_receiver(key: Key, request: Request, db: Db, who: Admin) -> Response:
     return Response(status_code=204)
 
 
-_FAILED = {502: {"description": "the target refused the message or could not be reached"}}
+_FAILED: dict[int | str, dict[str, Any]] = {
+    502: {"description": "the target refused the message or could not be reached"}
+}
 
 
 @router.post("/alerts/receivers/{key}/test", responses=_FAILED)
