@@ -19,13 +19,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from dockyard.api.alertmanager_client import Alertmanager
 from dockyard.api.deps import Db, Member, User
 from dockyard.db import alerts
 from dockyard.db.identity import Principal
 from dockyard.db.session import Database
 from dockyard.errors import Forbidden, NotFound
 from dockyard.model.alerts import Ack, Matcher, SilenceCreate
-from dockyard.monitor.alertmanager import Alertmanager
 
 router = APIRouter(tags=["alerts"])
 AmId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z-]+$")]

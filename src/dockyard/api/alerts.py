@@ -2,7 +2,7 @@
 posts to for the targets it cannot reach itself.
 
     Alertmanager ── POST /v1/alerts/adapter/{receiver} (Bearer: the receiver's token)
-        └─ monitor/adapter.outgoing ─► monitor/delivery.deliver (3 tries) ─► robot / gateway
+        └─ monitor/adapter.outgoing ─► api/delivery.deliver (3 tries) ─► robot / gateway
            200 when delivered; 502 when not, and Alertmanager retries later
 
 Receivers' secrets go in and never come out: listings show a URL's scheme and
@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from dockyard.api import delivery
 from dockyard.api.deps import Admin, Db, Key
 from dockyard.db import alerts
 from dockyard.db.session import Database
@@ -33,7 +34,7 @@ from dockyard.model.alerts import (
     Route,
     RouteCreate,
 )
-from dockyard.monitor import adapter, delivery
+from dockyard.monitor import adapter
 
 router = APIRouter(tags=["alerts"])
 RouteId = Annotated[str, Path(min_length=1, max_length=36, pattern=r"^[0-9a-f-]+$")]

@@ -8,7 +8,7 @@
               slack     {"text"}                                 (test messages only)
               webhook   the payload as is                        (test messages only)
               sms       GET of the URL template, fields URL-encoded
-        └─ monitor/delivery.py sends it, with retries
+        └─ api/delivery.py sends it, with retries
 
 The payload comes from Alertmanager (authenticated by the receiver's token) but is
 read defensively: missing fields read as empty, every text is cut to a bound.
