@@ -1,6 +1,6 @@
 """alert receivers and routes: where Alertmanager delivers, and which alerts go where
 
-Revision ID: 0026
+Revision ID: 0022
 Revises: 0021
 Create Date: 2026-11-26 11:00:00
 """
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0026"
-down_revision = "0021"  # re-chained at merge
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
