@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from dockyard.model import DesiredInstance, Drift, HostCheck, InstanceDrift
 
 HOST_METRIC = "dockyard_host_drift"
+HOST_HELP = "1 per baseline item where the host differs from the cluster's (host check)"
 INSTANCE_METRIC = "dockyard_instance_drift"
+INSTANCE_HELP = "1 per item where the container differs from its desired spec"
 NOT_REPORTED = "(not reported)"
 SPEC = "desired spec"
 # items whose value Dockyard itself needs, whatever the other hosts say
