@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey
+from dockyard.errors import PermanentError
 from dockyard.model import HostCheck, InstanceDrift, Limits, TaskState, VolumeAttachment
 from dockyard.monitor.drift import (
     InstanceSeen,
@@ -319,3 +320,18 @@ def test_the_heartbeat_carries_the_hosts_baseline(tmp_path):
     assert status.baseline["network.dyt-unit.bridge"] == "up"
     assert status.baseline["agent.version"]
     assert status.baseline["sysctl.kernel.pid_max"].isdigit()  # this machine's, read
+
+
+def test_a_baseline_the_server_refuses_does_not_make_the_host_look_down(tmp_path):
+    host, agent, _ = _running(tmp_path)
+    beats = []
+
+    def refusing(status=None):
+        if status is not None:
+            raise PermanentError("server refused: baseline: bad key", status=422)
+        beats.append("bare")
+        return 0
+
+    host.server.heartbeat = refusing
+    agent.heartbeat()
+    assert beats == ["bare"]

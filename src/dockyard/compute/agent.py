@@ -207,7 +207,15 @@ class Agent:
         return model.HostStatus(baseline=baseline, instance_drift=self.drift.report())
 
     def heartbeat(self) -> None:
-        self.client.heartbeat(self.status())
+        """Alive, with the host's status. A status the server refuses (422: an item it
+        finds malformed) must not make the host look down: it beats without one."""
+        try:
+            self.client.heartbeat(self.status())
+        except PermanentError as exc:
+            if exc.extra.get("status") != 422:
+                raise
+            log.warning("the server refused this host's baseline: %s", exc.detail)
+            self.client.heartbeat()
         self.store.heard_from_server(self._wall())
 
     # --- background loops

@@ -86,7 +86,11 @@ def host_baseline(
     out["agent.version"] = __version__
     if "dockyard.bridge-nf" in labels:
         out["agent.bridge_nf"] = labels["dockyard.bridge-nf"]
-    return out
+    return {k: _printable(v)[:256] for k, v in out.items()}
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())
 
 
 class InstanceChecker:

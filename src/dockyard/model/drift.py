@@ -21,7 +21,7 @@ MAX_INSTANCES = 4096  # instances with drift in one heartbeat
 
 BaselineKey = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z][a-z0-9_.:/-]{0,127}$"),
+    StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:/@-]{0,127}$"),
     Field(description="an item's name, e.g. sysctl.kernel.pid_max"),
 ]
 BaselineValue = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]

@@ -26,6 +26,7 @@ HOST_HELP = "1 per baseline item where the host differs from the cluster's (host
 INSTANCE_METRIC = "dockyard_instance_drift"
 INSTANCE_HELP = "1 per item where the container differs from its desired spec"
 NOT_REPORTED = "(not reported)"
+MAX_TEXT = 512  # a Drift's value and expected value (many mounts are cut)
 SPEC = "desired spec"
 # items whose value Dockyard itself needs, whatever the other hosts say
 _REQUIRED_SUFFIX = {".bridge": "up", ".uplink": "enslaved"}
@@ -186,7 +187,11 @@ def instance_drift(want: DesiredInstance, seen: InstanceSeen) -> list[Drift]:
         wanted = {(v.path, v.read_only) for v in want.volumes}
         if set(seen.mounts) != wanted:
             found.append(("mounts", _mounts_text(seen.mounts), _mounts_text(wanted)))
-    return [Drift(item=i, value=v, expected=e, source=SPEC) for i, v, e in found if v != e]
+    return [
+        Drift(item=i, value=v[:MAX_TEXT], expected=e[:MAX_TEXT], source=SPEC)
+        for i, v, e in found
+        if v != e
+    ]
 
 
 # --- samples for /metrics
