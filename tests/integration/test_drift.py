@@ -5,6 +5,7 @@ declared baseline is listed by `dockyard host check`."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -60,15 +61,23 @@ def test_a_memory_limit_changed_behind_dockyards_back_is_drift(cluster):
     try:
         container = cluster.container(s["id"])
         # what the agent reads of the port from the real container: as plumbed
-        bridge, mac, ips = port_view(s["id"], container.attrs["State"]["Pid"])
+        pid = container.attrs["State"]["Pid"]
+        t0 = time.perf_counter()
+        bridge, mac, ips = port_view(s["id"], pid)
+        read_ms = (time.perf_counter() - t0) * 1000
         assert (bridge, ips) == (cluster.bridge, (s["ip"],)) and mac and len(mac) == 17
         container.update(mem_limit="64m", memswap_limit="64m")  # docker update, not Dockyard
+        changed = time.monotonic()
 
         def drifted():
             return cluster.cli_json("server", "show", "drifty")["drift"] or None
 
         # only the memory: port, MAC, IP, mounts and the other limits are as specified
         [d] = wait_for(drifted, 60, "the memory drift in `server show`", interval=1)
+        print(
+            f"\ndrift: shown {time.monotonic() - changed:.1f} s after `docker update`; "
+            f"reading the port (sysfs + FIB) took {read_ms:.2f} ms"
+        )
         assert (d["item"], d["value"], d["expected"]) == (
             "memory",
             str(64 * 2**20),
