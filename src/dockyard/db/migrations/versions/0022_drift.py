@@ -2,7 +2,7 @@
 cluster's declared baseline values
 
 Revision ID: 0022
-Revises: 0021
+Revises: 0026
 Create Date: 2026-11-26 11:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = "0022"
-down_revision = "0021"  # re-chained at merge
+down_revision = "0026"  # re-chained at merge: 0026 (alert receivers) landed first
 branch_labels = None
 depends_on = None
 
