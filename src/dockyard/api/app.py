@@ -17,6 +17,7 @@ from dockyard.api import (
     alertmanager,
     alerts,
     catalog,
+    drift,
     enrolment,
     errors,
     evacuation,
@@ -140,6 +141,7 @@ def create_app(
 
     for module in (
         identity,
+        drift,  # before hosts: /hosts/check is not a host called check
         hosts,
         enrolment,
         catalog,

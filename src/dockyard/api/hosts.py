@@ -11,7 +11,7 @@ from dockyard import model
 from dockyard.api import registry
 from dockyard.api.deps import Admin, Agent, Db, Key, User, Watch
 from dockyard.api.registry import RegistrySettings
-from dockyard.db import hosts, instances, move_steps, registry_gc
+from dockyard.db import drift, hosts, instances, move_steps, registry_gc
 from dockyard.db.session import Database
 
 router = APIRouter(tags=["hosts"])
@@ -49,10 +49,16 @@ def register(body: model.HostRegister, db: Db, who: Agent) -> model.Host:
 
 
 @router.post("/agent/hosts/{name}/heartbeat", tags=["agent"])
-def heartbeat(name: Key, db: Db, who: Agent) -> dict[str, int]:
+def heartbeat(
+    name: Key, db: Db, who: Agent, body: model.HostStatus | None = None
+) -> dict[str, int]:
+    """Alive; with a body (newer agents), the host's baseline and its instances' drift."""
     hosts.check_agent(who.host_name, name)
     with db.session() as s:
-        return {"generation": hosts.heartbeat(s, name)}
+        generation = hosts.heartbeat(s, name)
+        if body is not None:
+            drift.record(s, name, body)
+        return {"generation": generation}
 
 
 @router.get("/agent/hosts/{name}/desired", tags=["agent"])

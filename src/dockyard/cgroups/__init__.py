@@ -252,6 +252,11 @@ def cpu_cap(cg: Cgroup) -> float | None:
     return None if q == "max" else int(q) / int(p)
 
 
+def cpu_weight(cg: Cgroup) -> int:
+    """cpu.shares on v1, cpu.weight on v2 (what the CPU share of the container is)."""
+    return int(_read(cg.path("cpu", "cpu.shares" if cg.version == 1 else "cpu.weight")))
+
+
 def cpuset(cg: Cgroup) -> str:
     name = "cpuset.cpus" if cg.version == 1 else "cpuset.cpus.effective"
     return _read(cg.path("cpuset", name))

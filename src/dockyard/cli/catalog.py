@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import units
-from dockyard.cli import enrolment, evacuation, lifecycle, moves, stats
+from dockyard.cli import drift, enrolment, evacuation, lifecycle, moves, stats
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit, table
 
@@ -375,6 +375,7 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
     moves.add_host_parsers(ho, fmt)
     evacuation.add_host_verbs(ho, fmt)
     stats.add_host_verbs(ho, fmt)
+    drift.add_host_parsers(ho, fmt)
 
     pr = sub.add_parser("project", help="projects").add_subparsers(dest="verb", required=True)
     p = pr.add_parser("create", parents=[fmt])

@@ -47,9 +47,13 @@ def show(api: Api, a: argparse.Namespace) -> None:
         emit(server, a.format, SERVER_COLUMNS)
         return
     events = server.pop("events", [])
+    drift = server.pop("drift", [])
     schedule = _schedule(server)
     emit(server, a.format, SERVER_COLUMNS)
     print(f"{'snapshots':<18}{schedule}")
+    print("drift" + ("" if drift else "              - (the container matches its spec)"))
+    for d in drift:
+        print(f"  {d['item']}: {d['value']}, expected {d['expected']}")
     print("events" + ("" if events else "             -"))
     now = datetime.now(UTC).replace(tzinfo=None)
     for ev in events:

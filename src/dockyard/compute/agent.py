@@ -4,7 +4,8 @@ Threads:
     poll       long-polls the server for this host's desired state
     heartbeat  every 10 s; re-registers if the server forgot the host
     events     dockerd's container start/die events wake the reconciler
-    monitor    every second: /proc views and limit counters (compute/monitor.py)
+    monitor    every second: /proc views and limit counters (compute/monitor.py); every
+               10 s the instances' drift from their spec (compute/drift.py)
     main       reconcile pass on every wake-up, and every 10 s regardless
     workers    one step per instance at a time (ThreadPoolExecutor)
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from dockyard import __version__, model
 from dockyard.compute.client import Server
+from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey, InstanceChecker, host_baseline
 from dockyard.compute.driver import ComputeDriver, Observed
 from dockyard.compute.monitor import LimitMonitor, Meter
 from dockyard.compute.plumber import Plumber
@@ -88,6 +90,7 @@ class Agent:
         pool: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        survey: HostSurvey | None = None,
     ) -> None:
         self.cfg, self.driver, self.client, self.plumber = cfg, driver, client, plumber
         self.store = Store(cfg.state_dir)
@@ -103,6 +106,9 @@ class Agent:
             transfer=transfer,
         )
         self.monitor = LimitMonitor(self.store, client, views, meter)
+        self.survey = survey or HostSurvey()
+        self.drift = InstanceChecker(self.store, meter, plumber)
+        self._rounds = 0
         self._clock, self._wall = clock, wall
         self.desired, self.generation, self.host_volumes = _unpack(self._trusted_cache())
         self.stop_event, self.wake = threading.Event(), threading.Event()
@@ -188,6 +194,29 @@ class Agent:
             )
         )
         log.info("registered host %s (%d cores, %d MB)", self.cfg.host, info.cores, info.memory_mb)
+        try:
+            self.heartbeat()  # its baseline now, not 10 s later
+        except DockyardError as exc:
+            log.warning("could not report the host's baseline: %s", exc.detail)
+
+    def status(self) -> model.HostStatus:
+        """The heartbeat's body: the host's baseline and its instances' drift."""
+        desired, _ = self.snapshot()
+        wanted = list((desired or {}).values())
+        baseline = host_baseline(self.driver, self.plumber, self.survey, wanted, self.labels)
+        return model.HostStatus(baseline=baseline, instance_drift=self.drift.report())
+
+    def heartbeat(self) -> None:
+        """Alive, with the host's status. A status the server refuses (422: an item it
+        finds malformed) must not make the host look down: it beats without one."""
+        try:
+            self.client.heartbeat(self.status())
+        except PermanentError as exc:
+            if exc.extra.get("status") != 422:
+                raise
+            log.warning("the server refused this host's baseline: %s", exc.detail)
+            self.client.heartbeat()
+        self.store.heard_from_server(self._wall())
 
     # --- background loops
 
@@ -217,8 +246,7 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(RESYNC_SECONDS):
             try:
-                self.client.heartbeat()
-                self.store.heard_from_server(self._wall())
+                self.heartbeat()
             except PermanentError as exc:
                 if exc.extra.get("status") == 404:
                     self._retry_forever(self.register)
@@ -236,7 +264,16 @@ class Agent:
                 self.stop_event.wait(1)
 
     def _monitor_loop(self) -> None:
-        self.monitor.run(self.stop_event, self.running)
+        self.monitor.run(self.stop_event, self.running, self.after_monitor_round)
+
+    def after_monitor_round(self, pairs: list[tuple[model.DesiredInstance, Observed]]) -> None:
+        """Every DRIFT_ROUNDS rounds, check the instances no step is working on."""
+        self._rounds += 1
+        if self._rounds % DRIFT_ROUNDS:
+            return
+        with self._lock:
+            idle = [(want, obs) for want, obs in pairs if want.id not in self._busy]
+        self.drift.check(idle)
 
     def running(self) -> list[tuple[model.DesiredInstance, Observed]]:
         """Instances wanted here whose containers the last reconcile pass saw running:

@@ -23,8 +23,9 @@ class Server(Protocol):
         """After: the server knows this host with these figures. Already known: updated."""
         ...
 
-    def heartbeat(self) -> int:
-        """The host is alive; returns its generation. Unknown host: PermanentError 404."""
+    def heartbeat(self, status: model.HostStatus | None = None) -> int:
+        """The host is alive; returns its generation. Unknown host: PermanentError 404.
+        ``status``: its baseline and its instances' drift (consistency checks)."""
         ...
 
     def desired(self, since: int, wait: float) -> model.DesiredState:
@@ -78,8 +79,10 @@ class ServerClient:
             model.Host, self._call("POST", "/agent/hosts", json=req.model_dump()).json()
         )
 
-    def heartbeat(self) -> int:
-        return int(self._call("POST", f"/agent/hosts/{self.host}/heartbeat").json()["generation"])
+    def heartbeat(self, status: model.HostStatus | None = None) -> int:
+        body = status.model_dump(mode="json") if status is not None else None
+        r = self._call("POST", f"/agent/hosts/{self.host}/heartbeat", json=body)
+        return int(r.json()["generation"])
 
     def desired(self, since: int, wait: float) -> model.DesiredState:
         r = self._call(
@@ -173,6 +176,7 @@ class FakeServer:
         self.reports: list[tuple[str, model.InstanceReport]] = []
         self.events_of: dict[str, list[model.InstanceEvent]] = {}
         self.rootfs: dict[str, bytes] = {}  # image id -> tarball
+        self.statuses: list[model.HostStatus] = []  # heartbeats' bodies
 
     def publish(self, *instances: model.DesiredInstance) -> model.DesiredState:
         """A new generation with exactly these instances; the volume list is kept."""
@@ -202,7 +206,9 @@ class FakeServer:
             last_heartbeat=datetime.now(UTC),
         )
 
-    def heartbeat(self) -> int:
+    def heartbeat(self, status: model.HostStatus | None = None) -> int:
+        if status is not None:
+            self.statuses.append(status)
         return self.state.generation
 
     def desired(self, since: int, wait: float) -> model.DesiredState:

@@ -70,6 +70,8 @@ class Observed:
     exit_code: int = 0
     oom_killed: bool = False
     writable_dir: str = ""  # host directory of what it wrote to its root fs; "" if unknown
+    # (source, target, read only) of its bind mounts, as created (consistency checks)
+    mounts: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class HostInfo:
     runtime_version: str
     root_disk_quota: bool = False  # the storage driver can cap a container's root disk
     storage: str = ""  # e.g. "overlay2 on extfs", for the operator
+    # the runtime's part of the host's baseline (consistency checks, monitor/drift.py):
+    # dockerd.version, dockerd.storage_driver, dockerd.live_restore, dockerd.cgroup_driver...
+    facts: dict[str, str] = field(default_factory=dict)
 
 
 class ComputeDriver(Protocol):

@@ -29,6 +29,7 @@ from dockyard.compute.procfs import ProcView, ViewWriter
 from dockyard.compute.store import Store
 from dockyard.errors import DockyardError
 from dockyard.model import DesiredInstance, EventKind, InstanceEvent
+from dockyard.monitor.drift import InstanceSeen
 
 log = logging.getLogger("dockyard.agent")
 MONITOR_SECONDS = 1.0  # /proc views and limit counters
@@ -113,6 +114,11 @@ class Meter(Protocol):
         """The container's limit counters since it started. Container gone: OSError."""
         ...
 
+    def seen(self, instance_id: str, pid: int) -> InstanceSeen:
+        """The limits the kernel enforces on the container now (memory, CPU share, cap
+        and cpuset, pids), for consistency checks. Container gone: OSError."""
+        ...
+
 
 class CgroupMeter:
     """The real meter: the cgroup files, found through the view writer's cache."""
@@ -126,6 +132,19 @@ class CgroupMeter:
     def counters(self, instance_id: str, pid: int) -> Counters:
         return read(self.views.cgroup_of(instance_id, pid))
 
+    def seen(self, instance_id: str, pid: int) -> InstanceSeen:
+        cg = self.views.cgroup_of(instance_id, pid)
+        _, memory = cgroups.usage_and_limit(cg)
+        pids = cgroups.pids(cg).limit
+        return InstanceSeen(
+            cgroup_version=cg.version,
+            memory_bytes=-1 if memory is None else memory,
+            cpu_weight=cgroups.cpu_weight(cg),
+            cpu_cap=cgroups.cpu_cap(cg) or 0.0,
+            cpuset=cgroups.cpuset(cg),
+            pids_limit=-1 if pids is None else pids,
+        )
+
 
 class FakeMeter:
     """In memory: a test sets what each instance uses and counts."""
@@ -133,12 +152,16 @@ class FakeMeter:
     def __init__(self) -> None:
         self.used: dict[str, int] = {}  # instance id -> bytes
         self.counted: dict[str, Counters] = {}
+        self.enforced: dict[str, InstanceSeen] = {}  # nothing set: nothing judged
 
     def memory_used(self, instance_id: str, pid: int) -> int:
         return self.used.get(instance_id, 0)
 
     def counters(self, instance_id: str, pid: int) -> Counters:
         return self.counted.get(instance_id, Counters())
+
+    def seen(self, instance_id: str, pid: int) -> InstanceSeen:
+        return self.enforced.get(instance_id, InstanceSeen())
 
 
 class LimitMonitor:
@@ -149,12 +172,19 @@ class LimitMonitor:
         self._last_throttle: dict[str, float] = {}  # instance id -> monotonic time reported
 
     def run(
-        self, stop: Event, running: Callable[[], list[tuple[DesiredInstance, Observed]]]
+        self,
+        stop: Event,
+        running: Callable[[], list[tuple[DesiredInstance, Observed]]],
+        after: Callable[[list[tuple[DesiredInstance, Observed]]], None] | None = None,
     ) -> None:
-        """Until ``stop``: every MONITOR_SECONDS, ``check`` each of ``running()``."""
+        """Until ``stop``: every MONITOR_SECONDS, ``check`` each of ``running()``, then
+        hand the same list to ``after`` (the agent's consistency checks)."""
         while not stop.wait(MONITOR_SECONDS):
-            for want, obs in running():
+            pairs = running()
+            for want, obs in pairs:
                 self.check(want, obs)
+            if after is not None:
+                after(pairs)
 
     def check(self, want: DesiredInstance, obs: Observed) -> None:
         """One round for one running instance; a container gone meanwhile is skipped."""

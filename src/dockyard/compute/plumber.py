@@ -88,6 +88,18 @@ class Plumber(Protocol):
         the host. Returns (state for the host label ``dockyard.bridge-nf``, message)."""
         ...
 
+    def port(self, instance_id: str, pid: int) -> tuple[str, str | None, tuple[str, ...] | None]:
+        """The instance's port as it is, for consistency checks: (the bridge its host end
+        is on, "" when none; eth0's MAC inside, None when unreadable; its IPv4 addresses
+        inside, None when unreadable). Changes nothing; runs no process."""
+        ...
+
+    def bridges(self, nets: list[NetSpec]) -> dict[str, str]:
+        """The host's baseline items of ``nets``' bridges: ``network.BRIDGE.bridge`` (up,
+        down, absent) and ``network.BRIDGE.uplink`` (enslaved, absent, ...). Changes
+        nothing."""
+        ...
+
 
 class HostPlumber:
     """The real plumber: iproute2, tc, nft and iptables against this host's kernel.
@@ -138,6 +150,18 @@ class HostPlumber:
 
     def bridge_netfilter(self, policy: str) -> tuple[str, str]:
         return firewall.bridge_netfilter(policy)
+
+    def port(self, instance_id: str, pid: int) -> tuple[str, str | None, tuple[str, ...] | None]:
+        return plumbing.port_view(instance_id, pid)
+
+    def bridges(self, nets: list[NetSpec]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for net in map(self._net, nets):
+            try:
+                out.update(plumbing.bridge_state(net.bridge, net.uplink))
+            except (OSError, ValueError):
+                continue  # went away while read: the next heartbeat says
+        return out
 
 
 class FakePlumber:
@@ -234,6 +258,13 @@ class FakePlumber:
             return "off", "fake host: bridged traffic skips iptables"
         state = "on-allowed" if policy == "allow" else "on"
         return state, f"fake host: bridged traffic passes iptables ({state})"
+
+    def port(self, instance_id: str, pid: int) -> tuple[str, str | None, tuple[str, ...] | None]:
+        net = self.ports.get(host_ifname(instance_id))
+        return ("", None, None) if net is None else (net.bridge, net.mac, (net.ip,))
+
+    def bridges(self, nets: list[NetSpec]) -> dict[str, str]:
+        return {f"network.{net.bridge}.bridge": "up" for net in nets}
 
     def _delete(self, name: str) -> None:
         net = self.ports.pop(name, None)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from dockyard import model, states
 from dockyard.db import (
     catalog,
+    drift,
     fencing,
     groups,
     hosts,
@@ -423,7 +424,8 @@ def detail(s: Session, inst: m.Instance, limit: int = 20) -> model.InstanceDetai
         model.InstanceEvent(time=e.time, kind=model.EventKind(e.kind), message=e.message)
         for e in rows
     ]
-    return model.InstanceDetail(**to_model(inst).model_dump(), events=events)
+    found = drift.instance_drift(s, inst.host_id, inst.id)
+    return model.InstanceDetail(**to_model(inst).model_dump(), events=events, drift=found)
 
 
 def to_model(r: m.Instance) -> model.Instance:

@@ -107,6 +107,19 @@ class Host(Base):
     last_heartbeat: Mapped[datetime | None] = mapped_column(default=None)
     # bumped whenever an instance on this host changes; agents long-poll on it
     generation: Mapped[int] = mapped_column(default=0)
+    # consistency checks (db/drift.py): what the agent last reported, read only there
+    baseline: Mapped[dict[str, Any] | None] = mapped_column(default=None, deferred=True)
+    baseline_at: Mapped[datetime | None] = mapped_column(default=None)
+    instance_drift: Mapped[list[Any] | None] = mapped_column(default=None, deferred=True)
+
+
+class BaselineDeclared(Base):
+    """An item of the cluster's baseline an admin declared (``host baseline set``)."""
+
+    __tablename__ = "baseline_declared"
+    item: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(default=now)
 
 
 class Flavor(Base):

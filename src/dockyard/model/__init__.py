@@ -10,6 +10,7 @@ the agent and the CLI never disagree. No I/O here. One module per noun:
     instances  instances, volumes, actions, events, the watch
     groups     server groups (placement policies)
     agent      desired state and reports between the server and an agent
+    drift      consistency checks: hosts' baselines, instances' drift
     registry   the primary registry, AZ caches, what a registry holds
     stats      pictures over time of an instance or a host (from Prometheus)
 
@@ -56,6 +57,15 @@ from dockyard.model.catalog import (
     Pool,
     Subnet,
     SubnetCreate,
+)
+from dockyard.model.drift import (
+    Baseline,
+    BaselineDeclare,
+    BaselineItem,
+    Drift,
+    HostCheck,
+    HostStatus,
+    InstanceDrift,
 )
 from dockyard.model.groups import GroupPolicy, ServerGroup, ServerGroupCreate
 from dockyard.model.hosts import (
@@ -125,6 +135,13 @@ from dockyard.model.registry import (
 from dockyard.model.stats import Series, Stats
 
 __all__ = [
+    "Baseline",
+    "BaselineDeclare",
+    "BaselineItem",
+    "Drift",
+    "HostCheck",
+    "HostStatus",
+    "InstanceDrift",
     "SSH_KEY_TYPES",
     "SshKey",
     "ProcessName",

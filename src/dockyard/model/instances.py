@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from dockyard.model.base import Name, PowerState, Schema, SshKey, TaskState, VmState
+from dockyard.model.drift import Drift
 
 # --- instances ----------------------------------------------------------------
 
@@ -263,3 +264,7 @@ class InstanceDetail(Instance):
     """``server show``: the instance with its recent events, newest first."""
 
     events: list[InstanceEvent] = []
+    drift: list[Drift] = Field(
+        default=[], description="where its container differs from its spec, as its host "
+        "last reported (consistency checks)"
+    )

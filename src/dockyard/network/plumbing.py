@@ -326,3 +326,70 @@ def ensure_address(link: str, cidr: str) -> None:
     if any(a.get("local") == ip for entry in out for a in entry.get("addr_info", [])):
         return
     _ip("addr", "add", cidr, "dev", link)
+
+
+# --- what is (consistency checks): read from sysfs and /proc, no process per call
+
+
+def _master(name: str, sys_net: Path) -> str | None:
+    """The bridge ``name`` is enslaved to; "" when none; None when there is no ``name``."""
+    if not (sys_net / name).exists():
+        return None
+    master = sys_net / name / "master"
+    return master.resolve().name if master.exists() else ""
+
+
+def bridge_state(
+    bridge: str, uplink: str | None, sys_net: Path = Path("/sys/class/net")
+) -> dict[str, str]:
+    """``network.BRIDGE.bridge``: up, down or absent; with an uplink,
+    ``network.BRIDGE.uplink``: enslaved, absent, or what it is enslaved to instead."""
+    if not (sys_net / bridge).exists():
+        state = "absent"
+    else:
+        flags = int((sys_net / bridge / "flags").read_text(), 16)
+        state = "up" if flags & 0x1 else "down"
+    out = {f"network.{bridge}.bridge": state}
+    if uplink:
+        master = _master(uplink, sys_net)
+        out[f"network.{bridge}.uplink"] = (
+            "absent"
+            if master is None
+            else "enslaved"
+            if master == bridge
+            else f"on {master}"
+            if master
+            else "not enslaved"
+        )
+    return out
+
+
+def port_view(
+    instance_id: str, pid: int, proc: Path = Path("/proc"), sys_net: Path = Path("/sys/class/net")
+) -> tuple[str, str | None, tuple[str, ...] | None]:
+    """The instance's port as it is: (bridge of its host end, "" when there is no host
+    end or it is on no bridge; eth0's MAC inside, None when unreadable; the IPv4
+    addresses inside but loopback, None when unreadable). The MAC is read from the
+    container's own sysfs (mounted in its netns), the addresses from its netns's FIB."""
+    bridge = _master(host_ifname(instance_id), sys_net) or ""
+    try:
+        mac: str | None = (proc / str(pid) / "root/sys/class/net/eth0/address").read_text().strip()
+    except OSError:
+        mac = None
+    try:
+        ips: tuple[str, ...] | None = _local_ips((proc / str(pid) / "net/fib_trie").read_text())
+    except OSError:
+        ips = None
+    return bridge, mac, ips
+
+
+def _local_ips(fib_trie: str) -> tuple[str, ...]:
+    """The addresses marked ``/32 host LOCAL`` in /proc/net/fib_trie, but 127/8."""
+    found, last = set(), ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|--") or text.startswith("+--"):
+            last = text[3:].strip().split(" ")[0]
+        elif text.startswith("/32 host LOCAL") and last and not last.startswith("127."):
+            found.add(last)
+    return tuple(sorted(found))

@@ -89,6 +89,7 @@ class DockerDriver:
             runtime_version=str(info.get("ServerVersion", "")),
             root_disk_quota=driver == "overlay2" and backing == "xfs" and _prjquota(root),
             storage=f"{driver} on {backing}",
+            facts=_facts(info),
         )
 
     # --- images
@@ -570,6 +571,25 @@ def block_device(path: str) -> str:
     return f"/dev/{node.name}"
 
 
+def _facts(info: dict[str, Any]) -> dict[str, str]:
+    """What of ``docker info`` the host's baseline holds: the runtime's version and the
+    settings Dockyard relies on (lower case, as the other hosts report them)."""
+
+    def word(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    keys = {
+        "dockerd.version": "ServerVersion",
+        "dockerd.storage_driver": "Driver",
+        "dockerd.live_restore": "LiveRestoreEnabled",
+        "dockerd.cgroup_driver": "CgroupDriver",
+        "dockerd.ipv4_forwarding": "IPv4Forwarding",
+        "dockerd.bridge_nf_iptables": "BridgeNfIptables",
+        "dockerd.default_runtime": "DefaultRuntime",
+    }
+    return {k: word(info[v]) for k, v in keys.items() if v in info}
+
+
 def _observed(attrs: dict[str, Any]) -> Observed:
     st = attrs.get("State", {})
     labels = attrs.get("Config", {}).get("Labels") or {}
@@ -581,6 +601,10 @@ def _observed(attrs: dict[str, Any]) -> Observed:
         exit_code=int(st.get("ExitCode") or 0),
         oom_killed=bool(st.get("OOMKilled")),
         writable_dir=str(((attrs.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir", "")),
+        mounts=tuple(
+            (str(mt.get("Source", "")), str(mt.get("Destination", "")), not mt.get("RW", True))
+            for mt in attrs.get("Mounts") or []
+        ),
     )
 
 

@@ -29,7 +29,13 @@ class _Container:
 class FakeDriver:
     def __init__(self, host: str = "fake", cores: int = 4, memory_mb: int = 8192) -> None:
         self.host = host
-        self._info = HostInfo(cores=cores, memory_mb=memory_mb, disk_gb=100, runtime_version="fake")
+        self._info = HostInfo(
+            cores=cores,
+            memory_mb=memory_mb,
+            disk_gb=100,
+            runtime_version="fake",
+            facts={"dockerd.version": "fake", "dockerd.live_restore": "true"},
+        )
         self.images: set[str] = set()
         self.layer_counts: dict[str, int] = {}  # image ref -> layers (1 when not set)
         self.registry: dict[str, str] = {}  # pushed ref -> digest
@@ -83,7 +89,8 @@ class FakeDriver:
                 return self.containers[spec.instance_id].obs
             if spec.image_ref not in self.images:
                 raise PermanentError(f"image {spec.image_ref} is missing on this host")
-            obs = Observed(instance_id=spec.instance_id, running=False, pid=0, started_at="")
+            mounts = tuple((mt.source, mt.target, mt.read_only) for mt in spec.mounts)
+            obs = Observed(spec.instance_id, running=False, pid=0, started_at="", mounts=mounts)
             self.containers[spec.instance_id] = _Container(spec, obs)
             return obs
 
