@@ -1,8 +1,8 @@
 """consistency checks: each host's reported baseline and its instances' drift, and the
 cluster's declared baseline values
 
-Revision ID: 0022
-Revises: 0026
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-11-26 11:00:00
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0022"
-down_revision = "0026"  # re-chained at merge: 0026 (alert receivers) landed first
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
