@@ -97,7 +97,8 @@ def _expected(alert: str, host: str) -> dict[str, Any]:
 
 
 def test_tuning_lowers_a_threshold_and_shortens_for(tmp_path: Path) -> None:
-    """What the end-to-end tests do: tasks near pid_max at 0.005 % of it (pid_max is the whole machine's, not to be changed), within 10 s."""
+    """What the end-to-end tests do: tasks near pid_max at 0.005 % of it (pid_max is
+    the whole machine's, not to be changed), within 10 s."""
     tuning = rules.Tuning.from_json(
         {"DockyardHostTasksNearPidMax": {"threshold": 0.00005, "for": "10s"}}
     )

@@ -25,6 +25,7 @@ from dockyard.api import (
     identity,
     instances,
     lifecycle,
+    monitoring_config,
     moves,
     recovery,
     stats,
@@ -154,6 +155,7 @@ def create_app(
         stats,
         alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
         alertmanager,
+        monitoring_config,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

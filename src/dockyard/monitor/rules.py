@@ -91,7 +91,11 @@ def _for(name: str, value: Any) -> str | None:
 
 HOST_RULES = (
     Rule(
-        "DockyardServerDown", 'up{job="dockyard-server"} == 0', "2m", "critical", "cloud",
+        "DockyardServerDown",
+        'up{job="dockyard-server"} == 0',
+        "2m",
+        "critical",
+        "cloud",
         "The Dockyard server at {{ $labels.instance }} does not answer scrapes",
         "Prometheus cannot scrape the server: host-down and drift alerts are blind and no "
         "API call works. Check the dockyard-server process and its log (server.log in the "
@@ -100,7 +104,9 @@ HOST_RULES = (
     Rule(
         "DockyardHostDown",
         "dockyard_host_up == 0 unless on(host) dockyard_host_enabled == 0",
-        "1m", "critical", "host",
+        "1m",
+        "critical",
+        "host",
         "Host {{ $labels.host }} ({{ $labels.az }}) is down",
         "The server has had no heartbeat from {{ $labels.host }}: no instance is placed "
         "there and its instances' power state is unknown (their own alerts are inhibited). "
@@ -109,7 +115,11 @@ HOST_RULES = (
         outage=True,
     ),
     Rule(
-        "DockyardAgentDown", 'up{job="dockyard-agent"} == 0', "2m", "critical", "host",
+        "DockyardAgentDown",
+        'up{job="dockyard-agent"} == 0',
+        "2m",
+        "critical",
+        "host",
         "The agent on {{ $labels.host }} does not answer scrapes",
         "Prometheus cannot scrape {{ $labels.instance }}: the host's instances are not "
         "measured and not reconciled. Check dockyard-agent on {{ $labels.host }} (its log, "
@@ -117,7 +127,11 @@ HOST_RULES = (
         outage=True,
     ),
     Rule(
-        "DockyardDockerdDown", "dockyard_dockerd_up == 0", "1m", "critical", "host",
+        "DockyardDockerdDown",
+        "dockyard_dockerd_up == 0",
+        "1m",
+        "critical",
+        "host",
         "dockerd on {{ $labels.host }} does not answer",
         "The agent on {{ $labels.host }} cannot reach dockerd: no instance there can be "
         "started, stopped or created (running ones keep running with live-restore). "
@@ -126,18 +140,22 @@ HOST_RULES = (
     Rule(
         "DockyardHostTasksNearPidMax",
         "dockyard_host_tasks / (dockyard_host_pid_max > 0) > $THRESHOLD",
-        "5m", "critical", "host",
+        "5m",
+        "critical",
+        "host",
         "{{ $labels.host }}: tasks at {{ $value | humanizePercentage }} of kernel.pid_max",
         "When tasks reach kernel.pid_max nothing on the host can fork, dockerd and the "
         "agent included. Find the instance with the most pids "
-        "(topk(5, dockyard_instance_pids{host=\"{{ $labels.host }}\"})), lower its pids "
+        '(topk(5, dockyard_instance_pids{host="{{ $labels.host }}"})), lower its pids '
         "limit or stop it; raise kernel.pid_max only with care.",
         threshold=0.8,
     ),
     Rule(
         "DockyardConntrackNearFull",
         "dockyard_host_conntrack_entries / (dockyard_host_conntrack_max > 0) > $THRESHOLD",
-        "5m", "warning", "host",
+        "5m",
+        "warning",
+        "host",
         "{{ $labels.host }}: conntrack table at {{ $value | humanizePercentage }}",
         "A full nf_conntrack table drops new connections on the host. Find who opens them "
         "(`conntrack -L` on the host), or raise net.netfilter.nf_conntrack_max.",
@@ -146,7 +164,9 @@ HOST_RULES = (
     Rule(
         "DockyardKernelErrors",
         "increase(dockyard_host_kernel_events_total[15m]) > $THRESHOLD",
-        "1m", "warning", "host",
+        "1m",
+        "warning",
+        "host",
         "{{ $labels.host }}: kernel log reports {{ $labels.class }}",
         "The kernel log of {{ $labels.host }} has {{ $value }} new {{ $labels.class }} "
         "events in 15 minutes. Read `dmesg -T` on the host; hung tasks and I/O errors "
@@ -160,14 +180,20 @@ INSTANCE_RULES = (
     Rule(
         "DockyardInstanceNotRunning",
         "(dockyard_instance_should_run == 1) and on(instance_id) (dockyard_instance_running == 0)",
-        "3m", "critical", "instance",
+        "3m",
+        "critical",
+        "instance",
         "Instance {{ $labels.name }} ({{ $labels.project }}) is not running",
         "{{ $labels.name }} on {{ $labels.host }} should run but its container does not. "
         "Read its action log (`dockyard server show {{ $labels.name }}`) and the agent's "
         "log on the host; start it again with `dockyard server start {{ $labels.name }}`.",
     ),
     Rule(
-        "DockyardProcessDown", "dockyard_instance_process_up == 0", "2m", "critical", "instance",
+        "DockyardProcessDown",
+        "dockyard_instance_process_up == 0",
+        "2m",
+        "critical",
+        "instance",
         "{{ $labels.name }}: key process {{ $labels.process }} is down",
         "supervisord in {{ $labels.name }} ({{ $labels.project }}) does not have "
         "{{ $labels.process }} RUNNING. Look at the process's log inside the instance and "
@@ -176,7 +202,9 @@ INSTANCE_RULES = (
     Rule(
         "DockyardProcessFlapping",
         "increase(dockyard_instance_process_restarts_total[15m]) > $THRESHOLD",
-        "1m", "warning", "instance",
+        "1m",
+        "warning",
+        "instance",
         "{{ $labels.name }}: {{ $labels.process }} restarted {{ $value }} times in 15 min",
         "{{ $labels.process }} in {{ $labels.name }} keeps dying and being restarted by "
         "supervisord. Read its log inside the instance; look for OOM kills and pids at "
@@ -186,7 +214,9 @@ INSTANCE_RULES = (
     Rule(
         "DockyardInstanceOOMKill",
         "increase(dockyard_instance_oom_kills_total[10m]) > $THRESHOLD",
-        "1m", "warning", "instance",
+        "1m",
+        "warning",
+        "instance",
         "{{ $labels.name }}: the kernel OOM-killed a process",
         "A process in {{ $labels.name }} ({{ $labels.project }}) was killed for lack of "
         "memory at the instance's limit. Find which in the instance's logs; resize it to a "
@@ -196,7 +226,9 @@ INSTANCE_RULES = (
     Rule(
         "DockyardInstancePidsNearLimit",
         "dockyard_instance_pids / (dockyard_instance_pids_limit > 0) > $THRESHOLD",
-        "5m", "warning", "instance",
+        "5m",
+        "warning",
+        "instance",
         "{{ $labels.name }}: pids at {{ $value | humanizePercentage }} of its limit",
         "At its pids limit {{ $labels.name }} cannot fork (the limit protects the host). "
         "Look for a process leaking threads or children inside it; raise the limit with a "
@@ -207,7 +239,9 @@ INSTANCE_RULES = (
         "DockyardInstanceMemoryNearLimit",
         "dockyard_instance_memory_working_set_bytes / (dockyard_instance_memory_limit_bytes > 0)"
         " > $THRESHOLD",
-        "10m", "warning", "instance",
+        "10m",
+        "warning",
+        "instance",
         "{{ $labels.name }}: memory at {{ $value | humanizePercentage }} of its limit",
         "{{ $labels.name }} is close to its memory limit: next come OOM kills. Resize it "
         "to a larger flavor or find what grows inside it.",
@@ -217,7 +251,9 @@ INSTANCE_RULES = (
         "DockyardInstanceCPUThrottled",
         "rate(dockyard_instance_cpu_throttled_periods_total[5m])"
         " / (rate(dockyard_instance_cpu_periods_total[5m]) > 0) > $THRESHOLD",
-        "15m", "warning", "instance",
+        "15m",
+        "warning",
+        "instance",
         "{{ $labels.name }}: throttled in {{ $value | humanizePercentage }} of CPU periods",
         "{{ $labels.name }} keeps hitting its CPU quota, so its latency suffers. Resize it "
         "to more vCPUs, or find the busy process with `top` inside it.",
@@ -226,7 +262,9 @@ INSTANCE_RULES = (
     Rule(
         "DockyardInstanceLoadAboveCores",
         "dockyard_instance_load1 > dockyard_instance_cpu_limit_cores * $THRESHOLD",
-        "15m", "warning", "instance",
+        "15m",
+        "warning",
+        "instance",
         "{{ $labels.name }}: load {{ $value }} above its cores for 15 minutes",
         "More tasks want to run in {{ $labels.name }} than it has cores (its /proc view's "
         "load against its quota or cpuset). Resize it to more vCPUs or spread the work.",
@@ -236,14 +274,22 @@ INSTANCE_RULES = (
 
 DRIFT_RULES = (
     Rule(
-        "DockyardHostDrift", "dockyard_host_drift > 0", "10m", "warning", "host",
+        "DockyardHostDrift",
+        "dockyard_host_drift > 0",
+        "10m",
+        "warning",
+        "host",
         "{{ $labels.host }} differs from the cluster's baseline in {{ $labels.item }}",
         "{{ $labels.host }}'s {{ $labels.item }} is not the cluster's. See "
         "`dockyard host check {{ $labels.host }}` and bring the host back to the baseline "
         "(or change the declared baseline).",
     ),
     Rule(
-        "DockyardInstanceDrift", "dockyard_instance_drift > 0", "10m", "warning", "instance",
+        "DockyardInstanceDrift",
+        "dockyard_instance_drift > 0",
+        "10m",
+        "warning",
+        "instance",
         "{{ $labels.name }}'s container differs from its spec in {{ $labels.item }}",
         "The container of {{ $labels.name }} on {{ $labels.host }} does not match its "
         "desired {{ $labels.item }}. The agent should converge it; if it does not, read "
