@@ -25,6 +25,7 @@ NOUNS = {
     "registry": ("registry", "the image registry and each AZ's cache"),
     "migration": ("moves", "instance migrations: where from, where to, downtime"),
     "alert": ("alerts", "alerts: receivers, routes, firing alerts, silences"),
+    "monitoring": ("monitoring", "Prometheus and Alertmanager configuration for this cloud"),
 }
 
 
