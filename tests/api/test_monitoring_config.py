@@ -115,3 +115,45 @@ def test_cli_prints_the_files_a_users_prometheus_reads(tmp_path, monkeypatch, ca
         out = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")],
                              capture_output=True, text=True)  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_changed_rules_and_grouping_reach_running_daemons(tmp_path):
+    """sync() after a change: Prometheus evaluates the new threshold and Alertmanager
+    groups with the new wait, without a restart (POST /-/reload)."""
+    import shutil
+
+    import httpx
+    import pytest
+
+    from dockyard.lab import monitoring as lab_monitoring
+    from dockyard.lab.procs import free_port, stop_proc, wait_for
+
+    if not shutil.which("prometheus") or not shutil.which("prometheus-alertmanager"):
+        pytest.skip("needs prometheus and prometheus-alertmanager")
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    mon = lab_monitoring.Monitoring(tmp_path / "mon", free_port(), free_port())
+    lab_monitoring.write_setup(mon, "http://127.0.0.1:9", None, {})
+    lab_monitoring.write_token(mon, "t")
+    monitoring_config.sync(Setup.read(mon.setup_file), db)
+    procs = lab_monitoring.start(mon)
+    try:
+        tuned = {"grouping": {"group_wait": "7s"},
+                 "rules": {"DockyardHostTasksNearPidMax": {"threshold": 0.0001, "for": "9s"}}}
+        lab_monitoring.write_setup(mon, "http://127.0.0.1:9", None, tuned)  # fmt: skip
+        assert sorted(monitoring_config.sync(Setup.read(mon.setup_file), db)) == [
+            "alertmanager", "rules"
+        ]
+
+        def pid_rule() -> dict | None:
+            groups = httpx.get(f"{mon.prometheus_url}/api/v1/rules").json()["data"]["groups"]
+            rule = next(r for g in groups for r in g["rules"]
+                        if r["name"] == "DockyardHostTasksNearPidMax")  # fmt: skip
+            return rule if rule["duration"] == 9 else None
+
+        assert "> 0.0001" in wait_for(pid_rule, 10, "Prometheus to load the new rules")["query"]
+        status = httpx.get(f"{mon.alertmanager_url}/api/v2/status").json()
+        assert "group_wait: 7s" in status["config"]["original"]
+    finally:
+        for proc in procs.values():
+            stop_proc(proc)
+        db.engine.dispose()
