@@ -34,6 +34,11 @@ from dockyard.monitor.setup import Setup
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["monitoring"])
 
+
+class YamlResponse(PlainTextResponse):
+    media_type = "text/yaml"
+
+
 Kind = Literal["prometheus", "rules", "alertmanager"]
 FilePath = Annotated[str | None, Query(max_length=1024, pattern=r"^/[^\n\r]*$")]
 
@@ -62,7 +67,7 @@ def render(
 
 @router.get(
     "/monitoring/config/{kind}",
-    response_class=PlainTextResponse,
+    response_class=YamlResponse,
     summary="Prometheus, rule or Alertmanager configuration for this cloud (YAML)",
 )
 def get_config(
@@ -76,7 +81,7 @@ def get_config(
     alertmanager: Annotated[str, Query(max_length=255, pattern=r"^[^\s/]+:\d{1,5}$")] = (
         "localhost:9093"
     ),
-) -> PlainTextResponse:
+) -> YamlResponse:
     """Paths are where the user's Prometheus reads them; the server URL defaults to
     the one this request came in on, the thresholds to the managed setup's."""
     setup: Setup | None = getattr(request.app.state, "monitoring", None)
@@ -89,7 +94,7 @@ def get_config(
     )
     tuning, grouping = (setup.tuning, setup.grouping) if setup else (None, None)
     text = render(kind, scrape, request.app.state.db, tuning, grouping)
-    return PlainTextResponse(text, media_type="text/yaml")
+    return YamlResponse(text)
 
 
 def sync_app(state: Any) -> list[str]:
