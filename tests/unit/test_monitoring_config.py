@@ -135,6 +135,7 @@ def test_yaml_text_reads_back_as_written() -> None:
         "a": "null", "b": "yes", "c": "1m", "d": 'up{job="x"} == 0', "e": [], "f": {},
         "g": ["x", 'y="z"'], "h": [{"name": "n", "k": [{"deep": True}]}], "i": 0.5,
         "j": "{{ $labels.host }}: 90 %", "k": None, "l": "line\nbreak",
+        "m": "/\x8e\x12\u2028\U0010d8bb\U0001d24a é",  # controls YAML forbids raw
     }  # fmt: skip
     assert yaml.safe_load(yamltext.dump(doc)) == doc
     assert yaml.safe_load(yamltext.dump(rules.render())) == rules.render()

@@ -40,7 +40,7 @@ class YamlResponse(PlainTextResponse):
 
 
 Kind = Literal["prometheus", "rules", "alertmanager"]
-FilePath = Annotated[str | None, Query(max_length=1024, pattern=r"^/[^\n\r]*$")]
+FilePath = Annotated[str | None, Query(max_length=1024, pattern=r"^/[^\x00-\x1f\x7f]*$")]
 
 
 def receivers_and_routes(
@@ -68,6 +68,8 @@ def render(
 @router.get(
     "/monitoring/config/{kind}",
     response_class=YamlResponse,
+    # a YAML document whose top level is a mapping (what a YAML-reading client gets)
+    responses={200: {"content": {"text/yaml": {"schema": {"type": "object"}}}}},
     summary="Prometheus, rule or Alertmanager configuration for this cloud (YAML)",
 )
 def get_config(

@@ -32,7 +32,16 @@ def scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.match(text) and text.lower() not in _RESERVED:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return "".join(_escaped(c) for c in json.dumps(text, ensure_ascii=False))
+
+
+def _escaped(c: str) -> str:
+    """YAML allows no control character in a document, even quoted: escape those
+    JSON leaves as they are (C1 controls, separators), as YAML's \\x, \\u, \\U."""
+    if c.isprintable() or c == " ":
+        return c
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def _mapping(value: Mapping[str, Any], indent: int) -> list[str]:
