@@ -8,6 +8,7 @@ import json
 import yaml
 
 from dockyard.api import monitoring_config
+from dockyard.api.server import init
 from dockyard.db.session import Database
 from dockyard.monitor.setup import Setup
 
@@ -65,6 +66,7 @@ def test_only_admins_read_it(cloud):
 
 def test_sync_writes_changed_files_only(tmp_path):
     db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    init(db)
     setup_file = tmp_path / "mon" / "setup.json"
     setup_file.parent.mkdir()
     base = {"server_url": "http://127.0.0.1:8787", "prometheus_url": "http://127.0.0.1:1",
@@ -91,7 +93,6 @@ def test_cli_prints_the_files_a_users_prometheus_reads(tmp_path, monkeypatch, ca
     import pytest
 
     from dockyard.api.app import create_app
-    from dockyard.api.server import init
     from dockyard.cli.main import main
     from tests.api.servers import serving_app
 
@@ -131,6 +132,7 @@ def test_changed_rules_and_grouping_reach_running_daemons(tmp_path):
     if not shutil.which("prometheus") or not shutil.which("prometheus-alertmanager"):
         pytest.skip("needs prometheus and prometheus-alertmanager")
     db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    init(db)
     mon = lab_monitoring.Monitoring(tmp_path / "mon", free_port(), free_port())
     lab_monitoring.write_setup(mon, "http://127.0.0.1:9", None, {})
     lab_monitoring.write_token(mon, "t")
@@ -157,3 +159,24 @@ def test_changed_rules_and_grouping_reach_running_daemons(tmp_path):
         for proc in procs.values():
             stop_proc(proc)
         db.engine.dispose()
+
+
+def test_receivers_and_routes_from_the_database_join_the_inhibition(cloud, tmp_path):
+    """A receiver and a route added with `dockyard alert` appear in alertmanager.yml
+    beside the inhibition rules, and amtool accepts the whole."""
+    import shutil
+    import subprocess
+
+    cloud.ok("POST", "/alerts/receivers",
+             json={"name": "ops", "kind": "webhook", "url": "http://198.18.0.9/hook"})
+    cloud.ok("POST", "/alerts/routes", json={"receiver": "ops", "project": "p1", "position": 0})
+    text = cloud.call("GET", "/monitoring/config/alertmanager").text  # fmt: skip
+    doc = yaml.safe_load(text)
+    assert "ops" in {r["name"] for r in doc["receivers"]}
+    assert doc["route"]["routes"][0]["receiver"] == "ops"
+    assert len(doc["inhibit_rules"]) == 2
+    if shutil.which("amtool"):
+        (tmp_path / "am.yml").write_text(text)
+        out = subprocess.run(["amtool", "check-config", str(tmp_path / "am.yml")],
+                             capture_output=True, text=True)  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr

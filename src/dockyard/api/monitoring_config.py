@@ -9,9 +9,9 @@
         whenever what they say changes, then POST /-/reload to the Prometheus or
         Alertmanager whose file changed
 
-The seam for receivers and routes (kept in the database by `dockyard alert
-receiver ...`): :func:`receivers_and_routes`; whoever changes them calls
-:func:`sync_app` after the commit.
+Receivers and routes come from the database (`dockyard alert receiver|route`,
+:func:`receivers_and_routes`); after a change commits the server's ``alerts_changed``
+(api/server.py: sync, with a managed setup) re-renders and reloads.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from dockyard.api.deps import Admin
+from dockyard.db import alerts as alerts_db
 from dockyard.db.session import Database
-from dockyard.monitor import config, rules, yamltext
+from dockyard.monitor import config, receivers, rules, yamltext
 from dockyard.monitor.setup import Setup
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,16 @@ FilePath = Annotated[str | None, Query(max_length=1024, pattern=r"^/[^\x00-\x1f\
 
 
 def receivers_and_routes(
-    db: Database,
+    db: Database, server_url: str, ca_file: str | None
 ) -> tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]:
-    """Alertmanager receivers and child routes from the database (none yet)."""
-    return (), ()
+    """Alertmanager receivers and child routes from the database (`dockyard alert
+    receiver|route`, monitor/receivers.py); IM and SMS receivers post to this server's
+    adapter at ``server_url``."""
+    with db.session() as s:
+        specs, routes = alerts_db.specs(s), alerts_db.routes(s)
+    adapter_url = server_url.rstrip("/") + "/v1/alerts/adapter"
+    out = receivers.render(specs, routes, adapter_url=adapter_url, ca_file=ca_file)
+    return out["receivers"], out["route"].get("routes", [])
 
 
 def render(
@@ -61,8 +68,8 @@ def render(
         return yamltext.dump(config.prometheus(scrape))
     if kind == "rules":
         return yamltext.dump(rules.render(tuning))
-    receivers, routes = receivers_and_routes(db)
-    return yamltext.dump(config.alertmanager(receivers, routes, grouping))
+    found, routes = receivers_and_routes(db, scrape.server_url, scrape.ca_file)
+    return yamltext.dump(config.alertmanager(found, routes, grouping))
 
 
 @router.get(
