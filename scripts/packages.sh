@@ -16,6 +16,8 @@ DOCKYARD_DEBS=(
   mmdebstrap       # `dockyard image build-base`: Debian machine-container images
   docker-registry  # Docker Distribution: the registry images are pushed to and pulled from by digest
   python3-venv     # the virtual environment Dockyard runs from
+  prometheus       # `dockyard up --monitoring`: time series and alert rules (and promtool, the tests' rule checks)
+  prometheus-alertmanager  # `dockyard up --monitoring`: alert routing, inhibition (and amtool)
 )
 # only the tests and bench/ use these: ssh into instances, lxcfs to compare /proc views,
 # PostgreSQL for the database tests, Alertmanager (and amtool) for the alert delivery tests

@@ -26,6 +26,7 @@ from dockyard.api import (
     identity,
     instances,
     lifecycle,
+    monitoring_config,
     moves,
     recovery,
     stats,
@@ -156,6 +157,7 @@ def create_app(
         stats,
         alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
         alertmanager,
+        monitoring_config,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
 
 from dockyard import logs
+from dockyard.api import monitoring_config
 from dockyard.api.app import GB, MB, create_app
 from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity
 from dockyard.db.session import HOST_DOWN_AFTER, Database
 from dockyard.images import logins
+from dockyard.monitor.setup import Setup
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -175,6 +178,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the Alertmanager `dockyard alert list|silence|ack` reach through this server "
         "(default $ALERTMANAGER_URL)",
     )
+    p.add_argument(
+        "--monitoring-setup",
+        type=Path,
+        metavar="FILE",
+        help="the Prometheus and Alertmanager run beside this server (JSON, written by "
+        "`dockyard up --monitoring` and the lab; monitor/setup.py): the server writes "
+        "their configuration next to FILE and reloads them when it changes",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -198,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--snapshot-min-every: give 60 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
+    setup = _monitoring(p, args.monitoring_setup)
     logs.configure(args.log_level)
     os.umask(0o077)  # what the server writes (database, images, token) is its own
     prepare_state_dir(args.state_dir, args.db)
@@ -212,21 +224,26 @@ def main(argv: list[str] | None = None) -> None:
         path.write_text(token + "\n")
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
     host, _, port = args.listen.rpartition(":")
+    app = create_app(
+        db,
+        args.state_dir,
+        args.placement,
+        max_body=int(args.max_body_mb * MB),
+        max_upload=int(args.max_upload_gb * GB),
+        watch_reread=args.watch_reread,
+        ca_file=args.tls_ca,
+        registry=_registry(args) if args.registry else None,
+        migration_timeout=args.migration_timeout,
+        snapshot_min_every=args.snapshot_min_every,
+        prometheus_url=args.prometheus_url or (setup.prometheus_url if setup else None),
+        alertmanager_url=args.alertmanager_url or (setup.alertmanager_url if setup else None),
+        alerts_changed=_resync(setup, db),
+    )
+    app.state.monitoring = setup
+    if setup is not None:
+        monitoring_config.sync(setup, db)
     uvicorn.run(
-        create_app(
-            db,
-            args.state_dir,
-            args.placement,
-            max_body=int(args.max_body_mb * MB),
-            max_upload=int(args.max_upload_gb * GB),
-            watch_reread=args.watch_reread,
-            ca_file=args.tls_ca,
-            registry=_registry(args) if args.registry else None,
-            migration_timeout=args.migration_timeout,
-            snapshot_min_every=args.snapshot_min_every,
-            prometheus_url=args.prometheus_url,
-            alertmanager_url=args.alertmanager_url,
-        ),
+        app,
         host=host or "127.0.0.1",
         port=int(port),
         log_level=args.log_level,
@@ -236,6 +253,27 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,
     )
+
+
+def _resync(setup: Setup | None, db: Database) -> Callable[[], None] | None:
+    """After a receiver or route change: re-render and reload the managed Alertmanager."""
+    if setup is None:
+        return None
+    managed = setup
+
+    def resync() -> None:
+        monitoring_config.sync(managed, db)
+
+    return resync
+
+
+def _monitoring(p: argparse.ArgumentParser, path: Path | None) -> Setup | None:
+    if path is None:
+        return None
+    try:
+        return Setup.read(path)
+    except ValueError as exc:
+        p.error(f"--monitoring-setup {exc}")
 
 
 def _registry(args: argparse.Namespace) -> RegistrySettings:

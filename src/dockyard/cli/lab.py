@@ -42,14 +42,24 @@ def lab_up(a: argparse.Namespace) -> None:
         raise CliError("--azs: give one or more zone names, e.g. az1,az2")
     if a.host_down_after is not None and not 0.1 <= a.host_down_after <= 86_400:
         raise CliError("--host-down-after: give 0.1 to 86400 seconds")
+    monitoring = None
+    if a.monitoring or a.alert_tuning:
+        from dockyard.lab.monitoring import read_tuning
+
+        monitoring = read_tuning(Path(a.alert_tuning) if a.alert_tuning else None)
     built = lab.up(
-        Path(a.state_dir), a.hosts, azs, demo=not a.no_demo, host_down_after=a.host_down_after
-    )
+        Path(a.state_dir), a.hosts, azs, demo=not a.no_demo, host_down_after=a.host_down_after,
+        monitoring=monitoring,
+    )  # fmt: skip
     d, first = built.dir, built.hosts[0]
+    mon = built.monitoring
+    shown = "" if mon is None else f"""
+  monitoring:   source {d}/monitoring.env   (Prometheus {mon.prometheus_url}, \
+Alertmanager {mon.alertmanager_url})"""
     where = ", ".join(f"{h.name}/{h.az}" for h in built.hosts)
     print(f"""Lab is up: {len(built.hosts)} hosts ({where}).
   API:          {built.url}/v1
-  credentials:  source {d}/admin.env
+  credentials:  source {d}/admin.env{shown}
   network:      lab ({built.data['net_cidr']}) on every host's uplink0; probe: \
 nsenter --net=/run/netns/{built.data['probe_ns']} ping IP
   try:          dockyard server create web1 --image demo --flavor small --network lab --wait
@@ -100,6 +110,18 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
         type=float,
         metavar="SECONDS",
         help="the server's --host-down-after (default 30): how soon a stopped host is down",
+    )
+    p.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus and Alertmanager with Dockyard's configuration "
+        "(DIR/monitoring; their URLs in DIR/monitoring.env)",
+    )
+    p.add_argument(
+        "--alert-tuning",
+        metavar="FILE",
+        help='implies --monitoring; JSON: {"interval": "15s", "grouping": {"group_wait": '
+        '"30s"}, "rules": {"ALERT" or "*": {"threshold": N, "for": "5m"}}}',
     )
     p.set_defaults(run=_lab(lab_up), offline=True)
     p = verbs.add_parser("status", parents=[state, fmt], help="the lab's hosts")

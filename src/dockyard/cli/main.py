@@ -25,6 +25,7 @@ NOUNS = {
     "registry": ("registry", "the image registry and each AZ's cache"),
     "migration": ("moves", "instance migrations: where from, where to, downtime"),
     "alert": ("alerts", "alerts: receivers, routes, firing alerts, silences"),
+    "monitoring": ("monitoring", "Prometheus and Alertmanager configuration for this cloud"),
 }
 
 
@@ -51,6 +52,23 @@ def parser(argv: list[str]) -> argparse.ArgumentParser:
         action="store_true",
         help="run the registry on 127.0.0.1 over plain HTTP (the older all-in-one) instead "
         "of over TLS from the cloud's CA on the API's address",
+    )
+    up.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus and Alertmanager with Dockyard's configuration "
+        "(STATE_DIR/monitoring; their URLs in STATE_DIR/monitoring.env)",
+    )
+    up.add_argument(
+        "--monitoring-ports",
+        metavar="PROM,AM",
+        help="their ports on 127.0.0.1 (default: the API's port + 2 and + 3)",
+    )
+    up.add_argument(
+        "--alert-tuning",
+        metavar="FILE",
+        help='JSON: {"interval": "15s", "grouping": {"group_wait": "30s"}, '
+        '"rules": {"ALERT" or "*": {"threshold": N, "for": "5m"}}}',
     )
     up.set_defaults(run=None, offline=True)
     # the top level has no option that takes a value, so the first word is the noun

@@ -2,15 +2,17 @@
 
     dockyard up ──► docker-registry  (STATE_DIR/registry, cli/local_registry.py)
                ├──► dockyard-server  (SQLite in STATE_DIR, API on --listen)
-               └──► dockyard-agent   (this host, dockerd from DOCKER_HOST)
+               ├──► dockyard-agent   (this host, dockerd from DOCKER_HOST)
+               └──► --monitoring: prometheus, prometheus-alertmanager
+                                     (STATE_DIR/monitoring, lab/monitoring.py)
 
 First run: creates the admin user (STATE_DIR/admin.env, mode 0600), an agent
 token for this host, the cloud's CA (STATE_DIR/tls/ca.pem, key 0600) and the
 demo network, flavor and image. Listening beyond loopback, the API is served
 over HTTPS with a certificate from that CA for the server's addresses, and
 admin.env names the CA (DOCKYARD_CA) so the CLI verifies it; on loopback it
-stays plain HTTP (the all-in-one). Ctrl-C stops both children; instances keep
-running and are reconciled on the next `up`.
+stays plain HTTP (the all-in-one). Ctrl-C stops every child (by its PID);
+instances keep running and are reconciled on the next `up`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from dockyard.cli import local_registry
 from dockyard.cli.client import Api, CliError
 from dockyard.db import identity
 from dockyard.db.session import Database
+from dockyard.lab import monitoring as lab_monitoring
+from dockyard.lab.procs import LabError
 from dockyard.network import plumbing
 
 DEMO_BRIDGE, DEMO_CIDR = "dyk-demo", "198.18.0.0/24"
@@ -52,6 +56,7 @@ def up(a: argparse.Namespace) -> int:
     admin_token, agent_token_file = _credentials(
         state, a.host_name or socket.gethostname(), url, ca
     )
+    mon = _monitoring_setup(a, state, url, ca, admin_token)
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -77,6 +82,7 @@ def up(a: argparse.Namespace) -> int:
                 str(ca_file),
                 *(["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else []),
                 *registry_args,
+                *(["--monitoring-setup", str(mon.setup_file)] if mon else []),
                 log=state / "server.log",
             )
         )
@@ -102,7 +108,9 @@ def up(a: argparse.Namespace) -> int:
                 log=state / "agent.log",
             )
         )
-        _banner(url, state, None if demo is None else str(demo[10]))
+        if mon is not None:
+            children += _start_monitoring(state, mon)
+        _banner(url, state, None if demo is None else str(demo[10]), mon)
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
         dead = [c for c in children if c.poll() is not None]
@@ -113,6 +121,38 @@ def up(a: argparse.Namespace) -> int:
     finally:
         for child in reversed(children):
             _terminate(child)
+
+
+def _monitoring_setup(
+    a: argparse.Namespace, state: Path, url: str, ca: str | None, token: str
+) -> lab_monitoring.Monitoring | None:
+    """STATE_DIR/monitoring/setup.json and its scrape token, before the server starts
+    (it renders the daemons' files from them)."""
+    if not getattr(a, "monitoring", False):
+        return None
+    port = int(a.listen.rpartition(":")[2])
+    ports = a.monitoring_ports or f"{port + 2},{port + 3}"
+    try:
+        prom, am = (int(p) for p in ports.split(","))
+        lab_monitoring.check_installed()
+        mon = lab_monitoring.Monitoring(state / "monitoring", prom, am)
+        tuning = lab_monitoring.read_tuning(Path(a.alert_tuning) if a.alert_tuning else None)
+        lab_monitoring.write_setup(mon, url, ca, tuning)
+        lab_monitoring.write_token(mon, token)
+    except ValueError as exc:
+        raise CliError(f"--monitoring-ports {ports}: give two ports, e.g. 9090,9093") from exc
+    except LabError as exc:
+        raise CliError(str(exc)) from exc
+    return mon
+
+
+def _start_monitoring(state: Path, mon: lab_monitoring.Monitoring) -> list[subprocess.Popen[bytes]]:
+    try:
+        procs = list(lab_monitoring.start(mon).values())
+    except LabError as exc:
+        raise CliError(str(exc)) from exc
+    lab_monitoring.write_env(state, mon)
+    return procs
 
 
 def _check_docker() -> None:
@@ -277,7 +317,16 @@ def _demo_network(cidr: str) -> ipaddress.IPv4Network:
     return net
 
 
-def _banner(url: str, state: Path, first_ip: str | None) -> None:
+def _banner(
+    url: str, state: Path, first_ip: str | None, mon: lab_monitoring.Monitoring | None = None
+) -> None:
+    monitoring = (
+        f"""
+  monitoring:   source {state}/monitoring.env   (Prometheus {mon.prometheus_url}, \
+Alertmanager {mon.alertmanager_url})"""
+        if mon
+        else ""
+    )
     demo = f"""
   try:          dockyard server create web --image demo --flavor small --network demo --wait
                 ping {first_ip}"""
@@ -285,7 +334,7 @@ def _banner(url: str, state: Path, first_ip: str | None) -> None:
         f"""Dockyard is up.
   API:          {url}/v1   (OpenAPI: {url}/openapi.json)
   credentials:  source {state}/admin.env     (admin token, mode 0600)
-  logs:         {state}/server.log {state}/agent.log{demo if first_ip else ""}
+  logs:         {state}/server.log {state}/agent.log{monitoring}{demo if first_ip else ""}
 Ctrl-C stops the server and the agent; instances keep running.""",
         flush=True,
     )

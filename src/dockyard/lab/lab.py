@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from dockyard import pki
+from dockyard.lab import monitoring as lab_monitoring
 from dockyard.lab import registry as lab_registry
 from dockyard.lab import wiring
 from dockyard.lab.daemons import healthy, server_cmd
@@ -72,7 +73,7 @@ class Lab:
             server_cmd(self.dir / "server", f"{self.data['switch_ip']}:{self.data['port']}",
                        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
                        "--tls-ca", str(tls.ca), *lab_registry.server_args(self.data),
-                       *self._down_after()),
+                       *self._down_after(), *self._monitoring_args()),
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         self.data["server_pid"] = proc.pid
@@ -85,6 +86,19 @@ class Lab:
             f"export DOCKYARD_CA={self.ca}\n",
         )
         self.save()
+
+    @property
+    def monitoring(self) -> lab_monitoring.Monitoring | None:
+        m = self.data.get("monitoring")
+        if m is None:
+            return None
+        return lab_monitoring.Monitoring(
+            Path(m["dir"]), m["prometheus_port"], m["alertmanager_port"]
+        )
+
+    def _monitoring_args(self) -> list[str]:
+        mon = self.monitoring
+        return [] if mon is None else ["--monitoring-setup", str(mon.setup_file)]
 
     def _down_after(self) -> list[str]:
         after = self.data.get("host_down_after")
@@ -141,12 +155,15 @@ def up(
     azs: list[str],
     demo: bool = True,
     host_down_after: float | None = None,
+    monitoring: dict[str, Any] | None = None,
 ) -> Lab:
     """Build the lab; returns when every host is up. On a failure, what was made is
-    removed again (the logs stay under ``state_dir``) and the error says where to look."""
+    removed again (the logs stay under ``state_dir``) and the error says where to look.
+    ``monitoring``: also run Prometheus and Alertmanager (lab/monitoring.py), with this
+    tuning (``{}`` for the defaults)."""
     state_dir = state_dir.resolve()
     try:
-        return _up(state_dir, hosts, azs, demo, host_down_after)
+        return _up(state_dir, hosts, azs, demo, host_down_after, monitoring)
     except BaseException as exc:
         if (state_dir / "lab.json").exists() and not isinstance(exc, _Refused):
             down(state_dir)
@@ -162,10 +179,20 @@ class _Refused(LabError):
 
 
 def _up(
-    state_dir: Path, hosts: int, azs: list[str], demo: bool, host_down_after: float | None
+    state_dir: Path,
+    hosts: int,
+    azs: list[str],
+    demo: bool,
+    host_down_after: float | None,
+    monitoring: dict[str, Any] | None,
 ) -> Lab:
     if not 1 <= hosts <= 50:
         raise _Refused(f"--hosts {hosts}: give 1 to 50")
+    if monitoring is not None:
+        try:
+            lab_monitoring.check_installed()
+        except LabError as exc:
+            raise _Refused(str(exc)) from exc
     if os.geteuid() != 0:
         raise _Refused("dockyard lab up needs root: it makes namespaces, links and dockerds")
     if (state_dir / "lab.json").exists():
@@ -179,6 +206,8 @@ def _up(
     lab.data["url"] = f"https://{mgmt[1]}:{lab.data['port']}"
     if host_down_after is not None:
         lab.data["host_down_after"] = host_down_after
+    if monitoring is not None:
+        _monitoring_setup(lab, monitoring)
     lab.save()
     wiring.make_switch(lab.data["switch"], f"{mgmt[1]}/{mgmt.prefixlen}")
     lab_registry.start(lab, azs)
@@ -190,7 +219,29 @@ def _up(
     _network(lab, inst)
     if demo:
         _demo(lab)
+    _start_monitoring(lab)
     return lab
+
+
+def _monitoring_setup(lab: Lab, tuning: dict[str, Any]) -> None:
+    """DIR/monitoring/setup.json before the server starts: it renders the daemons'
+    files from it. Prometheus runs in the root namespace and reaches the server on the
+    switch and the agents on their management addresses."""
+    mon = lab_monitoring.Monitoring(lab.dir / "monitoring", free_port(), free_port())
+    lab_monitoring.write_setup(mon, lab.url, str(lab.ca), tuning)
+    lab.data["monitoring"] = {"dir": str(mon.dir), "prometheus_port": mon.prometheus_port,
+                              "alertmanager_port": mon.alertmanager_port, "pids": {}}  # fmt: skip
+
+
+def _start_monitoring(lab: Lab) -> None:
+    mon = lab.monitoring
+    if mon is None:
+        return
+    lab_monitoring.write_token(mon, lab.data["admin_token"])
+    procs = lab_monitoring.start(mon)
+    lab.data["monitoring"]["pids"] = {name: p.pid for name, p in procs.items()}
+    lab.save()
+    lab_monitoring.write_env(lab.dir, mon)
 
 
 def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
@@ -256,6 +307,9 @@ def down(state_dir: Path) -> list[str]:
     left: list[str] = []
     for host in lab.hosts:
         left += host.remove()
+    mon = lab.data.get("monitoring")
+    if mon:
+        lab_monitoring.stop(mon.get("pids", {}), Path(mon["dir"]))
     stop_pid(lab.data.get("server_pid"), str(lab.dir / "server"))
     lab_registry.stop(lab.dir, lab.data)
     wiring.remove_netns(lab.data["probe_ns"], lab.data["probe_if"])
@@ -269,12 +323,14 @@ def down(state_dir: Path) -> list[str]:
 def _keep_only_logs(state_dir: Path) -> None:
     """What the lab wrote under DIR goes (data roots, database, credentials); the logs
     stay for a post-mortem."""
-    for sub in [state_dir / "server", *(state_dir / "hosts").glob("*/*")]:
+    made = [state_dir / "server", *(state_dir / "hosts").glob("*/*")]
+    for sub in [*made, *(state_dir / "monitoring").glob("*")]:
         if sub.is_dir():
             shutil.rmtree(sub, ignore_errors=True)
         elif sub.suffix != ".log":
             sub.unlink(missing_ok=True)
     (state_dir / "admin.env").unlink(missing_ok=True)
+    (state_dir / "monitoring.env").unlink(missing_ok=True)
 
 
 def status(state_dir: Path) -> list[dict[str, Any]]:

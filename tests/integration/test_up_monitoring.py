@@ -1,0 +1,81 @@
+"""`dockyard up --monitoring`: Prometheus and Alertmanager start beside the cloud with
+Dockyard's rules loaded and the Alertmanager reachable from Prometheus; Ctrl-C stops them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.cluster import free_port, wait_for
+from tests.integration.test_up import Up, dockerd  # noqa: F401 (fixture)
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None or shutil.which("prometheus-alertmanager") is None,
+        reason="needs prometheus and prometheus-alertmanager (scripts/packages.sh)",
+    ),
+]
+
+
+def _env(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.removeprefix("export ").split("=", 1) for line in lines)
+
+
+def _get(url: str) -> Any:
+    r = httpx.get(url, timeout=5)
+    r.raise_for_status()
+    return r.json()["data"] if r.headers["content-type"].startswith("application/json") else r
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/healthy", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_up_monitoring_runs_prometheus_with_the_rules_and_the_alertmanager(
+    dockerd, tmp_path: Path  # noqa: F811
+) -> None:
+    tuning = tmp_path / "tuning.json"
+    tuning.write_text(json.dumps({"interval": "1s", "rules": {"*": {"for": "5s"}}}))
+    ports = f"{free_port()},{free_port()}"
+    up = Up(dockerd.root / "state", dockerd.url, "127.0.0.1", "--no-demo", "--monitoring",
+            "--monitoring-ports", ports, "--alert-tuning", str(tuning))  # fmt: skip
+    try:
+        up.start()
+    except AssertionError as exc:
+        logs = {p.name: p.read_text()[-2000:] for p in up.state.glob("**/*.log")}
+        raise AssertionError(f"{exc}; logs: {logs}") from exc
+    try:
+        env = _env(up.state / "monitoring.env")
+        prom, am = env["PROMETHEUS_URL"], env["ALERTMANAGER_URL"]
+        assert prom.endswith(ports.split(",")[0]) and am.endswith(ports.split(",")[1])
+        assert _answers(prom) and _answers(am)
+        groups = {g["name"]: g for g in _get(f"{prom}/api/v1/rules")["groups"]}
+        assert {"dockyard-hosts", "dockyard-instances", "dockyard-drift"} <= set(groups)
+        hosts = {r["name"]: r for r in groups["dockyard-hosts"]["rules"]}
+        assert hosts["DockyardHostDown"]["duration"] == 5  # the tuning's for: 5s
+        assert groups["dockyard-hosts"]["interval"] == 1
+
+        def alertmanagers() -> list[str]:
+            data = _get(f"{prom}/api/v1/alertmanagers")
+            return [a["url"] for a in data["activeAlertmanagers"]]
+
+        found = wait_for(alertmanagers, 30, "Prometheus to find the Alertmanager")
+        assert found == [f"{am}/api/v2/alerts"]
+        status = httpx.get(f"{am}/api/v2/status", timeout=5).json()
+        assert "DockyardHostDown" in status["config"]["original"]  # the inhibition rule
+        sd = _get(f"{prom}/api/v1/status/config")["yaml"]
+        assert f"{up.address}:{up.port}/v1/monitoring/targets" in sd
+    finally:
+        assert up.stop() == 0
+    assert not _answers(prom) and not _answers(am)  # stopped with `dockyard up`
