@@ -32,7 +32,10 @@ RECORDED = [
         "0x0:(READ) flags 0x0 phys_seg 1 prio class 0",
         "io_error",
     ),
-    ("3,7301,140000100,-;Buffer I/O error on dev sdb1, logical block 0, async page read", "io_error"),
+    (
+        "3,7301,140000100,-;Buffer I/O error on dev sdb1, logical block 0, async page read",
+        "io_error",
+    ),
     (
         "6,7400,150000000,-;python3[4242]: segfault at 0 ip 00007f0a1b2c3d4e sp "
         "00007ffd5e6f7a80 error 4 in libc.so.6[7f0a1b200000+155000]",

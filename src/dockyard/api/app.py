@@ -25,6 +25,7 @@ from dockyard.api import (
     identity,
     instances,
     lifecycle,
+    monitoring,
     moves,
     recovery,
     stats,
@@ -111,6 +112,7 @@ def create_app(
     app.state.registry = registry  # None: images travel as tarballs through this server
     app.state.migration_timeout = timeout
     app.state.move_checker = checker
+    app.state.monitoring_collectors = []  # prometheus-client collectors for /v1/monitoring/metrics
     app.state.snapshot_min_every = snapshot_min_every
     app.state.registry_gc = collector
     app.state.prometheus_url = prometheus_url
@@ -154,6 +156,7 @@ def create_app(
         stats,
         alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
         alertmanager,
+        monitoring,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -25,6 +25,7 @@ from typing import Protocol
 from dockyard import cgroups
 from dockyard.compute.client import Server
 from dockyard.compute.driver import Observed
+from dockyard.compute.metrics import Figures, read_figures
 from dockyard.compute.procfs import ProcView, ViewWriter
 from dockyard.compute.store import Store
 from dockyard.errors import DockyardError
@@ -113,6 +114,10 @@ class Meter(Protocol):
         """The container's limit counters since it started. Container gone: OSError."""
         ...
 
+    def figures(self, instance_id: str, pid: int) -> Figures:
+        """Everything /metrics says of the container's cgroup. Container gone: OSError."""
+        ...
+
 
 class CgroupMeter:
     """The real meter: the cgroup files, found through the view writer's cache."""
@@ -126,6 +131,9 @@ class CgroupMeter:
     def counters(self, instance_id: str, pid: int) -> Counters:
         return read(self.views.cgroup_of(instance_id, pid))
 
+    def figures(self, instance_id: str, pid: int) -> Figures:
+        return read_figures(self.views.cgroup_of(instance_id, pid))
+
 
 class FakeMeter:
     """In memory: a test sets what each instance uses and counts."""
@@ -133,12 +141,16 @@ class FakeMeter:
     def __init__(self) -> None:
         self.used: dict[str, int] = {}  # instance id -> bytes
         self.counted: dict[str, Counters] = {}
+        self.figured: dict[str, Figures] = {}
 
     def memory_used(self, instance_id: str, pid: int) -> int:
         return self.used.get(instance_id, 0)
 
     def counters(self, instance_id: str, pid: int) -> Counters:
         return self.counted.get(instance_id, Counters())
+
+    def figures(self, instance_id: str, pid: int) -> Figures:
+        return self.figured.get(instance_id, Figures())
 
 
 class LimitMonitor:
