@@ -35,6 +35,10 @@ def tls(cluster, tmp_path_factory):
     return ca
 
 
+def _trust(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
 def _token(cluster) -> str:
     return (cluster.root / "server" / "monitoring.token").read_text().strip()
 
@@ -55,7 +59,7 @@ def _scrape(cluster, ca: Path, series: str = "dockyard_agent_info") -> str:
 
     def scraped() -> str | None:
         try:
-            r = httpx.get(url, headers=headers, verify=ssl.create_default_context(cafile=ca), timeout=10)
+            r = httpx.get(url, headers=headers, verify=_trust(ca), timeout=10)
         except httpx.HTTPError:
             return None
         return r.text if r.status_code == 200 and series in r.text else None
@@ -81,9 +85,9 @@ def test_agent_metrics_need_the_token_and_pass_promtool(cluster, tls):
     target = _agent_target(cluster)
     assert target["labels"]["host"] == "itest" and target["labels"]["az"] == "nova"
     url = f"https://{target['targets'][0]}/metrics"
-    assert httpx.get(url, verify=ssl.create_default_context(cafile=tls), timeout=10).status_code == 401
+    assert httpx.get(url, verify=_trust(tls), timeout=10).status_code == 401
     bad = {"Authorization": "Bearer dy_not-the-token"}
-    assert httpx.get(url, headers=bad, verify=ssl.create_default_context(cafile=tls), timeout=10).status_code == 401
+    assert httpx.get(url, headers=bad, verify=_trust(tls), timeout=10).status_code == 401
 
     ours = {"instance_id": s["id"], "name": "metered", "project": "admin"}
     here = {"host": "itest", "az": "nova"}
