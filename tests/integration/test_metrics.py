@@ -31,7 +31,10 @@ def tls(cluster, tmp_path_factory):
     ca, _ = pki.ensure_ca(d)
     cert = pki.ensure_server_cert(d, ["127.0.0.1", "localhost"], stem="metrics")
     cluster.kill_agent(signal.SIGTERM)
-    cluster.start_agent(args=("--metrics-cert", str(cert.cert), "--metrics-key", str(cert.key)))
+    cluster.start_agent(
+        args=("--metrics-cert", str(cert.cert), "--metrics-key", str(cert.key)),
+        DOCKYARD_METRICS_SECONDS="1",  # sample every second here (5 s by default)
+    )
     return ca
 
 
@@ -107,6 +110,46 @@ def test_agent_metrics_need_the_token_and_pass_promtool(cluster, tls):
     )
     print(f"\n{len(body.splitlines())} lines scraped; promtool: {lint.stdout}{lint.stderr}")
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def _process(cluster, ca: Path, instance_id: str, name: str) -> dict[str, float]:
+    got = _samples(_scrape(cluster, ca))
+    return {
+        n: v
+        for (n, labels), v in got.items()
+        if n.startswith("dockyard_instance_process_")
+        and ("instance_id", instance_id) in labels
+        and ("process", name) in labels
+    }
+
+
+def test_a_killed_key_process_shows_down_then_restarted(cluster, tls, machine_image):
+    """supervisord's XML-RPC socket, reached through the container's root: the image's
+    program "web" is up, and after a kill supervisord's restart is counted."""
+    if cluster.api("GET", "/flavors/m256", check=False).get("status") == 404:
+        cluster.cli("flavor", "create", "m256", "--vcpus", "1", "--memory", "256")
+    s = cluster.create("keyed", "--timeout", "180", flavor="m256", image=machine_image)
+    up = "dockyard_instance_process_up"
+    restarts = "dockyard_instance_process_restarts_total"
+    first = wait_for(
+        lambda: (p := _process(cluster, tls, s["id"], "web")).get(up) == 1 and p,
+        60,
+        "web up in supervisord",
+        interval=0.5,
+    )
+    assert first[restarts] == 0
+    sshd = _process(cluster, tls, s["id"], "sshd")
+    assert sshd[up] == 1
+    # inflict the failure from outside, as a crash would: the agent only reads
+    cluster.container(s["id"]).exec_run(["pkill", "-f", "http.server"])
+    again = wait_for(
+        lambda: (p := _process(cluster, tls, s["id"], "web")).get(restarts, 0) >= 1 and p,
+        30,
+        "the restart of web counted",
+        interval=0.5,
+    )
+    print(f"\nweb after a kill: {again}")
+    cluster.cli("server", "delete", "keyed", "--wait")
 
 
 def test_prometheus_finds_and_scrapes_every_target_through_http_sd(cluster, tls, tmp_path):
