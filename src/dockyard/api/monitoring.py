@@ -8,6 +8,9 @@
                                   drift)                             admin or monitoring token
     POST /v1/monitoring/token     a new monitoring token, the old one revoked      admin
     GET  /v1/agent/monitoring     the tokens' SHA-256, for the agents' /metrics    agent
+    POST /v1/agent/hosts/{name}/metrics-certificate   a CSR in, the certificate of the
+                                  host's /metrics out (its name and the address it called
+                                  from), signed with the CA key beside --tls-ca    agent
 
 A Prometheus needs one ``http_sd_configs`` entry and the token (monitor/README.md).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -24,9 +28,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from dockyard.api.deps import Admin, Agent, Db, Monitoring
-from dockyard.db import monitoring
+from dockyard import model, pki
+from dockyard.api.deps import Admin, Agent, Db, Key, Monitoring
+from dockyard.db import hosts, monitoring
 from dockyard.db.monitoring import HostSeen
+from dockyard.errors import BadRequest, Conflict
 
 router = APIRouter(tags=["monitoring"])
 METRICS_PATH = "/v1/monitoring/metrics"
@@ -96,6 +102,28 @@ def rotate_token(db: Db, _: Admin) -> dict[str, str]:
     with db.session() as s:
         token = monitoring.rotate_token(s)
     return {"token": token}
+
+
+@router.post("/agent/hosts/{name}/metrics-certificate", tags=["agent"])
+def metrics_certificate(
+    name: Key, body: model.MetricsCsr, request: Request, db: Db, who: Agent
+) -> model.MetricsCert:
+    """The certificate of a host's /metrics, signed by the cloud's CA, for the host's name
+    and the address it called from (never names the request asks for)."""
+    hosts.check_agent(who.host_name, name)
+    ca: Path | None = request.app.state.ca_file
+    key = ca.with_name("ca.key") if ca is not None else None
+    if ca is None or key is None or not key.exists():
+        raise Conflict(
+            "this server holds no CA key (ca.key beside its --tls-ca) to sign with; give "
+            "dockyard-agent --metrics-cert and --metrics-key, or serve /metrics over http"
+        )
+    address = request.client.host if request.client else ""
+    try:
+        pem = pki.sign_host_cert(ca, key, body.csr.encode(), [name, address])
+    except pki.BadCsr as exc:
+        raise BadRequest(str(exc)) from exc
+    return model.MetricsCert(certificate=pem.decode(), address=address)
 
 
 @router.get("/agent/monitoring", tags=["agent"])

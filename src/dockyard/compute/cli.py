@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("cannot start (%s); only offline recovery runs; retrying in 10 s", exc)
             stopping.wait(10)
     if wired and not stopping.is_set():
-        _serve_metrics(p, args, wired[0])
+        _serve_metrics(p, args, wired[0], ca_file)
         wired[0].run()
 
 
@@ -313,13 +313,16 @@ def _wire(
     )
 
 
-def _serve_metrics(p: argparse.ArgumentParser, args: argparse.Namespace, agent: Agent) -> None:
+def _serve_metrics(
+    p: argparse.ArgumentParser, args: argparse.Namespace, agent: Agent, ca_file: Path | None
+) -> None:
     """/metrics (compute/exporter.py) and the kernel-log reader, on threads of their own."""
     if args.metrics_listen == "off":
         return
     addr, _, port = args.metrics_listen.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
         p.error(f"--metrics-listen {args.metrics_listen}: write [ADDR]:PORT, e.g. :9787")
+    seen_from = _signed_certificate(args, agent.cfg, ca_file)
     tls = _metrics_tls(p, args)
     kernel = KernelLog()
     agent.metrics = Endpoint(
@@ -350,17 +353,35 @@ def _serve_metrics(p: argparse.ArgumentParser, args: argparse.Namespace, agent: 
         agent.metrics = None
         return
     server.start()
-    here = args.metrics_address or addr or _address_towards(agent.cfg.server)
+    here = args.metrics_address or addr or seen_from or _address_towards(agent.cfg.server)
     endpoint.url = f"{server.scheme}://{_host_port(here, server.port)}/metrics"
     threading.Thread(target=kernel.run, args=(agent.stop_event,), daemon=True, name="kmsg").start()
     log.info("serving %s", endpoint.url)
 
 
+def _signed_certificate(
+    args: argparse.Namespace, cfg: AgentConfig, ca_file: Path | None
+) -> str | None:
+    """A joined host (the cloud's CA known, an https server) without a certificate for
+    its /metrics asks the server for one. Returns the address the server saw it call
+    from (the certificate's), or None when nothing was asked or it was refused."""
+    have = args.metrics_cert or (args.state_dir / join.METRICS_CERT).exists()
+    if have or ca_file is None or not cfg.server.startswith("https://"):
+        return None
+    try:
+        address = join.metrics_certificate(cfg.server, cfg.token, cfg.host, ca_file, args.state_dir)
+    except join.JoinError as exc:
+        log.warning("serving /metrics over http: %s", exc)
+        return None
+    log.info("the server signed this host's /metrics certificate for %s", address)
+    return address
+
+
 def _metrics_tls(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Path, Path] | None:
     if (args.metrics_cert is None) != (args.metrics_key is None):
         p.error("--metrics-cert and --metrics-key go together")
-    cert = args.metrics_cert or args.state_dir / "metrics.pem"
-    key = args.metrics_key or args.state_dir / "metrics.key"
+    cert = args.metrics_cert or args.state_dir / join.METRICS_CERT
+    key = args.metrics_key or args.state_dir / join.METRICS_KEY
     if cert.exists() and key.exists():
         return cert, key
     if args.metrics_cert is not None:

@@ -67,6 +67,8 @@ from dockyard.model.hosts import (
     HostDisable,
     HostRegister,
     HostUpdate,
+    MetricsCert,
+    MetricsCsr,
     Resource,
 )
 from dockyard.model.identity import (
@@ -161,6 +163,8 @@ __all__ = [
     "HostRegister",
     "Resource",
     "HostUpdate",
+    "MetricsCert",
+    "MetricsCsr",
     "HostDisable",
     "ResetState",
     "Host",
