@@ -8,7 +8,6 @@ dir, stopped by PID) finds both targets through one http_sd_configs entry.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import ssl
 import subprocess
@@ -19,7 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard import pki
-from tests.integration.cluster import free_port, stop_pid, wait_for
+from tests.integration.cluster import wait_for
+from tests.prometheus import prometheus
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -153,8 +153,6 @@ def test_a_killed_key_process_shows_down_then_restarted(cluster, tls, machine_im
 
 
 def test_prometheus_finds_and_scrapes_every_target_through_http_sd(cluster, tls, tmp_path):
-    if shutil.which("prometheus") is None:
-        pytest.skip("needs Debian's prometheus (scripts/packages.sh)")
     _scrape(cluster, tls)
     token_file = tmp_path / "token"
     token_file.write_text(_token(cluster) + "\n")
@@ -175,25 +173,11 @@ def test_prometheus_finds_and_scrapes_every_target_through_http_sd(cluster, tls,
             }
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
+    with prometheus(json.dumps(config), tmp_path / "prometheus") as url:  # JSON is YAML
 
         def all_up():
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5)
+                r = httpx.get(f"{url}/api/v1/targets", timeout=5)
                 active = r.json()["data"]["activeTargets"]
             except (httpx.HTTPError, ValueError):
                 return None  # not listening, or not ready yet
@@ -202,7 +186,7 @@ def test_prometheus_finds_and_scrapes_every_target_through_http_sd(cluster, tls,
 
         def last_seen():
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5)
+                r = httpx.get(f"{url}/api/v1/targets", timeout=5)
                 return json.dumps(r.json()["data"]["activeTargets"], indent=1)[:3000]
             except (httpx.HTTPError, ValueError) as exc:
                 return str(exc)
@@ -214,11 +198,9 @@ def test_prometheus_finds_and_scrapes_every_target_through_http_sd(cluster, tls,
             raise
         print(f"\nPrometheus targets: {jobs}")
         r = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/query",
+            f"{url}/api/v1/query",
             params={"query": 'dockyard_host_up{host="itest"}'},
             timeout=5,
         )
         result = r.json()["data"]["result"]
         assert result and result[0]["value"][1] == "1"
-    finally:
-        stop_pid(proc)

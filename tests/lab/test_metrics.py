@@ -5,9 +5,7 @@ both agents over HTTPS and the server, all up."""
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,9 @@ import httpx
 import pytest
 
 from dockyard.lab import lab as labs
-from dockyard.lab.procs import free_port, stop_proc, wait_for
+from dockyard.lab.procs import wait_for
 from tests.lab.conftest import LabRun, running_lab
+from tests.prometheus import prometheus
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -39,8 +38,6 @@ def _targets(lab: labs.Lab, token: str) -> list[dict]:
 
 
 def test_prometheus_scrapes_two_joined_hosts_over_https(two_hosts: LabRun, tmp_path: Path):
-    if shutil.which("prometheus") is None:
-        pytest.skip("needs Debian's prometheus (scripts/packages.sh)")
     lab = labs.Lab.load(two_hosts.state)
     token = (two_hosts.state / "server" / "monitoring.token").read_text().strip()
     agents = wait_for(
@@ -76,25 +73,11 @@ def test_prometheus_scrapes_two_joined_hosts_over_https(two_hosts: LabRun, tmp_p
             }
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
+    with prometheus(json.dumps(config), tmp_path / "prometheus") as url:  # JSON is YAML
 
         def health() -> dict[str, str] | None:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5)
+                r = httpx.get(f"{url}/api/v1/targets", timeout=5)
                 active = r.json()["data"]["activeTargets"]
             except (httpx.HTTPError, ValueError):
                 return None
@@ -102,5 +85,3 @@ def test_prometheus_scrapes_two_joined_hosts_over_https(two_hosts: LabRun, tmp_p
             return got if got == {"lab1": "up", "lab2": "up", "server": "up"} else None
 
         print(f"\nPrometheus targets: {wait_for(health, 90, 'all three targets up', 1)}")
-    finally:
-        stop_proc(proc)
