@@ -84,7 +84,11 @@ def _samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_agent_metrics_need_the_token_and_pass_promtool(cluster, tls):
     s = cluster.create("metered")
-    body = _scrape(cluster, tls, f'instance_id="{s["id"]}"')
+    running = (
+        'dockyard_instance_running{az="nova",host="itest",'
+        f'instance_id="{s["id"]}",name="metered",project="admin"}} 1.0'
+    )
+    body = _scrape(cluster, tls, running)  # within a sample of the container's start
     target = _agent_target(cluster)
     assert target["labels"]["host"] == "itest" and target["labels"]["az"] == "nova"
     url = f"https://{target['targets'][0]}/metrics"
