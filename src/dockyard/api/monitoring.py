@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -66,7 +67,7 @@ def _target(scheme: str, netloc: str, path: str, labels: dict[str, str]) -> dict
     }
 
 
-@router.get("/monitoring/metrics", response_class=Response)
+@router.get("/monitoring/metrics", response_class=PlainTextResponse)
 def metrics(request: Request, db: Db, _: Monitoring) -> Response:
     """What the server knows of each host: up (heartbeats) and enabled."""
     with db.session(write=False) as s:
