@@ -20,8 +20,9 @@ DOCKYARD_DEBS=(
   prometheus-alertmanager  # `dockyard up --monitoring`: alert routing, inhibition (and amtool)
 )
 # only the tests and bench/ use these: ssh into instances, lxcfs to compare /proc views,
-# PostgreSQL for the database tests, Alertmanager (and amtool) for the alert delivery tests
-DOCKYARD_TEST_DEBS=(openssh-client lxcfs postgresql prometheus-alertmanager)
+# PostgreSQL for the database tests, Alertmanager (and amtool) for the alert delivery tests,
+# prometheus (and its promtool) to scrape and lint /metrics
+DOCKYARD_TEST_DEBS=(openssh-client lxcfs postgresql prometheus-alertmanager prometheus)
 
 # Install packages without letting their maintainer scripts start services (lxcfs,
 # PostgreSQL) behind our back: we start what we use and stop it again.

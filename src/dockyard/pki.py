@@ -134,6 +134,50 @@ def ensure_server_cert(directory: Path, names: list[str], stem: str = "server") 
     return ServerTls(ca_path, cert_path, key_path)
 
 
+class BadCsr(ValueError):
+    """A certificate request that is not PEM, not signed by its own key, or not EC."""
+
+
+def host_key_and_csr(host: str) -> tuple[bytes, bytes]:
+    """A new key pair for a host's /metrics and a certificate request for it (PEM both)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def sign_host_cert(ca: Path, ca_key: Path, csr_pem: bytes, names: list[str]) -> bytes:
+    """A certificate (PEM) for the CSR's key, for ``names`` only (what the server decided,
+    never what the request asks for), signed by the CA; a bad CSR: BadCsr."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise BadCsr("the certificate request is not a PEM CSR") from exc
+    public = csr.public_key()
+    if not csr.is_signature_valid or not isinstance(public, ec.EllipticCurvePublicKey):
+        raise BadCsr("the certificate request must be an EC key's, signed by it")
+    ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (
+        _builder(subject, ca_cert.subject, public, SERVER_DAYS)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(sorted(_alt_names(names), key=str)), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """``data`` in ``path``, 0600 from the first byte."""
+    _write_secret(path, data)
+
+
 def _builder(
     subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey, days: int
 ) -> x509.CertificateBuilder:
@@ -173,9 +217,7 @@ def _alt_names(names: list[str]) -> set[x509.GeneralName]:
     return out
 
 
-def _still_good(
-    cert_path: Path, ca_cert: x509.Certificate, wanted: set[x509.GeneralName]
-) -> bool:
+def _still_good(cert_path: Path, ca_cert: x509.Certificate, wanted: set[x509.GeneralName]) -> bool:
     """The certificate names ``wanted``, is not near its end and ``ca_cert`` signed it."""
     pem = cert_path.read_bytes()
     cert = x509.load_pem_x509_certificate(pem)

@@ -26,6 +26,7 @@ from dockyard.api import (
     identity,
     instances,
     lifecycle,
+    monitoring,
     monitoring_config,
     moves,
     recovery,
@@ -113,6 +114,7 @@ def create_app(
     app.state.registry = registry  # None: images travel as tarballs through this server
     app.state.migration_timeout = timeout
     app.state.move_checker = checker
+    app.state.monitoring_collectors = []  # prometheus-client collectors for /v1/monitoring/metrics
     app.state.snapshot_min_every = snapshot_min_every
     app.state.registry_gc = collector
     app.state.prometheus_url = prometheus_url
@@ -158,6 +160,7 @@ def create_app(
         alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
         alertmanager,
         monitoring_config,
+        monitoring,
     ):
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 

@@ -31,7 +31,7 @@ def watch(request: Request) -> HostWatch:
     return w
 
 
-def principal(request: Request, db: Annotated[Database, Depends(database)]) -> Principal:
+def caller(request: Request, db: Annotated[Database, Depends(database)]) -> Principal:
     """The caller, looked up in the database on every request (one indexed query).
 
     No cache: a token revoked, expired or whose user was disabled is refused by
@@ -44,6 +44,13 @@ def principal(request: Request, db: Annotated[Database, Depends(database)]) -> P
         raise Unauthorized("send 'Authorization: Bearer <token>'; set DOCKYARD_TOKEN for the CLI")
     with db.session(write=False) as s:
         return authenticate(s, token)
+
+
+def principal(who: Annotated[Principal, Depends(caller)]) -> Principal:
+    """The caller, unless it is the monitoring token (which reads /v1/monitoring only)."""
+    if who.role == "monitoring":
+        raise Forbidden("the monitoring token may only read /v1/monitoring; use a user token")
+    return who
 
 
 def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -84,6 +91,16 @@ def agent(who: Annotated[Principal, Depends(principal)]) -> Principal:
     return who
 
 
+def monitoring(who: Annotated[Principal, Depends(caller)]) -> Principal:
+    """Prometheus (the monitoring token) or an admin."""
+    if who.role != "monitoring" and not who.is_admin:
+        raise Forbidden(
+            "only admins and the monitoring token may read /v1/monitoring; give Prometheus "
+            "the token in the server's state dir (monitoring.token)"
+        )
+    return who
+
+
 def request_id(request: Request) -> str:
     rid: str = request.state.request_id
     return rid
@@ -93,6 +110,7 @@ User = Annotated[Principal, Depends(user)]
 Member = Annotated[Principal, Depends(member)]
 Admin = Annotated[Principal, Depends(admin)]
 Agent = Annotated[Principal, Depends(agent)]
+Monitoring = Annotated[Principal, Depends(monitoring)]
 RequestId = Annotated[str, Depends(request_id)]
 Watch = Annotated[HostWatch, Depends(watch)]
 Db = Annotated[Database, Depends(database)]

@@ -15,7 +15,7 @@ from dockyard import logs
 from dockyard.api import monitoring_config
 from dockyard.api.app import GB, MB, create_app
 from dockyard.api.registry import RegistrySettings
-from dockyard.db import identity
+from dockyard.db import identity, monitoring
 from dockyard.db.session import HOST_DOWN_AFTER, Database
 from dockyard.images import logins
 from dockyard.monitor.setup import Setup
@@ -58,6 +58,18 @@ def init(db: Database) -> str | None:
     db.migrate()
     with db.session() as s:
         return identity.bootstrap(s)
+
+
+def _monitoring_token(db: Database, state_dir: Path) -> None:
+    """The cloud's monitoring token, made on the first start and kept in
+    STATE_DIR/monitoring.token (0600) for Prometheus (monitor/README.md)."""
+    with db.session() as s:
+        token = monitoring.ensure_token(s)
+    if token:
+        path = state_dir / "monitoring.token"
+        path.touch(mode=0o600)
+        path.write_text(token + "\n")
+        print(f"created the monitoring token; it is in {path}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         path.touch(mode=0o600)
         path.write_text(token + "\n")
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
+    _monitoring_token(db, args.state_dir)
     host, _, port = args.listen.rpartition(":")
     app = create_app(
         db,

@@ -243,6 +243,17 @@ def throttling(cg: Cgroup) -> tuple[int, int]:
     return stat.get("nr_throttled", 0), stat.get("throttled_usec", 0)
 
 
+def cfs_periods(cg: Cgroup) -> tuple[int, int, int]:
+    """(CFS periods, periods throttled, µs throttled): one read of cpu.stat."""
+    stat = _kv(cg.path("cpu", "cpu.stat"))
+    throttled = stat.get("throttled_time", 0) // 1000 if cg.version == 1 else None
+    return (
+        stat.get("nr_periods", 0),
+        stat.get("nr_throttled", 0),
+        stat.get("throttled_usec", 0) if throttled is None else throttled,
+    )
+
+
 def cpu_cap(cg: Cgroup) -> float | None:
     """The CFS cap in cores, None when uncapped."""
     if cg.version == 1:

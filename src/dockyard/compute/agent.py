@@ -6,6 +6,8 @@ Threads:
     events     dockerd's container start/die events wake the reconciler
     monitor    every second: /proc views and limit counters (compute/monitor.py); every
                10 s the instances' drift from their spec (compute/drift.py)
+    metrics    every 5 s: the figures /metrics serves (compute/metrics.py); the scrape
+               tokens are asked for at registration and with every heartbeat
     main       reconcile pass on every wake-up, and every 10 s regardless
     workers    one step per instance at a time (ThreadPoolExecutor)
 
@@ -29,6 +31,8 @@ from dockyard import __version__, model
 from dockyard.compute.client import Server
 from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey, InstanceChecker, host_baseline
 from dockyard.compute.driver import ComputeDriver, Observed
+from dockyard.compute.exporter import Endpoint
+from dockyard.compute.metrics import SAMPLE_SECONDS
 from dockyard.compute.monitor import LimitMonitor, Meter
 from dockyard.compute.plumber import Plumber
 from dockyard.compute.procfs import ViewWriter
@@ -87,6 +91,7 @@ class Agent:
         meter: Meter,
         volumes: VolumeStore,
         transfer: Transfer | None = None,
+        metrics: Endpoint | None = None,
         pool: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -109,6 +114,7 @@ class Agent:
         self.survey = survey or HostSurvey()
         self.drift = InstanceChecker(self.store, meter, plumber)
         self._rounds = 0
+        self.metrics = metrics
         self._clock, self._wall = clock, wall
         self.desired, self.generation, self.host_volumes = _unpack(self._trusted_cache())
         self.stop_event, self.wake = threading.Event(), threading.Event()
@@ -151,6 +157,7 @@ class Agent:
             self._heartbeat_loop,
             self._events_loop,
             self._monitor_loop,
+            self._metrics_loop,
         )
         for target in loops:
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
@@ -184,7 +191,7 @@ class Agent:
                 disk_gb=info.disk_gb,
                 docker_version=info.runtime_version,
                 agent_version=__version__,
-                labels={**self.labels, "dockyard.storage": info.storage},
+                labels={**self.labels, "dockyard.storage": info.storage, **self._metrics_label()},
                 reserved_cores=self.cfg.reserved_cores,
                 reserved_memory_mb=self.cfg.reserved_memory_mb,
                 cpu_allocation_ratio=self.cfg.cpu_allocation_ratio,
@@ -220,8 +227,12 @@ class Agent:
 
     # --- background loops
 
+    def _metrics_label(self) -> dict[str, str]:
+        return {"dockyard.metrics": self.metrics.url} if self.metrics else {}
+
     def _register_then_poll(self) -> None:
         self._retry_forever(self.register)
+        self._refresh_scrape_tokens()
         while not self.stop_event.is_set():
             try:
                 state = self.client.desired(since=self.generation, wait=25)
@@ -247,6 +258,7 @@ class Agent:
         while not self.stop_event.wait(RESYNC_SECONDS):
             try:
                 self.heartbeat()
+                self._refresh_scrape_tokens()
             except PermanentError as exc:
                 if exc.extra.get("status") == 404:
                     self._retry_forever(self.register)
@@ -274,6 +286,28 @@ class Agent:
         with self._lock:
             idle = [(want, obs) for want, obs in pairs if want.id not in self._busy]
         self.drift.check(idle)
+
+    def _metrics_loop(self) -> None:
+        """Sample what /metrics serves on a timer of its own: a scrape reads no file."""
+        if self.metrics is None:
+            return
+        while not self.stop_event.is_set():
+            desired, _ = self.snapshot()
+            try:
+                self.metrics.sampler.sample(desired, list(self._observed))
+            except Exception:
+                log.exception("sampling the metrics failed; trying again")
+            self.stop_event.wait(SAMPLE_SECONDS)
+
+    def _refresh_scrape_tokens(self) -> None:
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.set_hashes(self.client.monitoring())
+        except DockyardError as exc:
+            log.info("could not ask for the scrape tokens: %s", exc.detail)
+        except OSError as exc:
+            log.warning("could not keep the scrape tokens: %s", exc)
 
     def running(self) -> list[tuple[model.DesiredInstance, Observed]]:
         """Instances wanted here whose containers the last reconcile pass saw running:

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,13 @@ from dockyard.compute import agent as agent_module
 from dockyard.compute import join
 from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
 from dockyard.compute.client import ServerClient
+from dockyard.compute.exporter import Endpoint, Exporter, MetricsServer
+from dockyard.compute.kmsg import KernelLog
+from dockyard.compute.metrics import Allowance, Sampler
 from dockyard.compute.monitor import CgroupMeter
 from dockyard.compute.plumber import HostPlumber
 from dockyard.compute.procfs import ProcView
+from dockyard.compute.supervisor import SupervisorWatch
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.compute.volumes import LoopVolumes
 from dockyard.errors import TemporaryError
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("cannot start (%s); only offline recovery runs; retrying in 10 s", exc)
             stopping.wait(10)
     if wired and not stopping.is_set():
+        _serve_metrics(p, args, wired[0], ca_file)
         wired[0].run()
 
 
@@ -202,6 +208,26 @@ def _parser() -> argparse.ArgumentParser:
         "from the server for longer starts nothing from its cached desired state until "
         "the server answers (its instances may have been evacuated meanwhile)",
     )
+    p.add_argument(
+        "--metrics-listen",
+        default=":9787",
+        metavar="[ADDR]:PORT",
+        help="serve /metrics here (default :9787, every address; port 0: any free port); "
+        "'off': no /metrics",
+    )
+    p.add_argument(
+        "--metrics-address",
+        metavar="ADDR",
+        help="the address Prometheus scrapes, advertised to the server's service discovery "
+        "(default: the one this host reaches the server from)",
+    )
+    p.add_argument(
+        "--metrics-cert",
+        type=Path,
+        help="serve /metrics over HTTPS with this certificate (PEM; default: "
+        "STATE_DIR/metrics.pem if there, with metrics.key)",
+    )
+    p.add_argument("--metrics-key", type=Path, help="the --metrics-cert's private key (PEM)")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -285,6 +311,98 @@ def _wire(
         # volume data goes to the registries over https, verified by the cloud's CA
         transfer=RegistryTransfer(str(ca_file) if ca_file else True),
     )
+
+
+def _serve_metrics(
+    p: argparse.ArgumentParser, args: argparse.Namespace, agent: Agent, ca_file: Path | None
+) -> None:
+    """/metrics (compute/exporter.py) and the kernel-log reader, on threads of their own."""
+    if args.metrics_listen == "off":
+        return
+    addr, _, port = args.metrics_listen.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        p.error(f"--metrics-listen {args.metrics_listen}: write [ADDR]:PORT, e.g. :9787")
+    seen_from = _signed_certificate(args, agent.cfg, ca_file)
+    tls = _metrics_tls(p, args)
+    kernel = KernelLog()
+    agent.metrics = Endpoint(
+        Sampler(
+            agent.driver,
+            agent.worker.meter,
+            SupervisorWatch(),
+            agent.store.files_dir,
+            Allowance(
+                len(set(agent.cfg.reserved_cores)),
+                agent.cfg.reserved_memory_mb,
+                agent.cfg.cpu_allocation_ratio,
+                agent.cfg.ram_allocation_ratio,
+            ),
+        ),
+        url="",
+        state_file=args.state_dir / "monitoring.json",
+    )
+    endpoint = agent.metrics
+    endpoint.load()
+    exporter = Exporter(
+        agent.cfg.host, agent.cfg.availability_zone, lambda: endpoint.sampler.latest, kernel.counts
+    )
+    try:
+        server = MetricsServer((addr, int(port)), exporter, lambda: endpoint.tokens, tls)
+    except OSError as exc:
+        log.warning("cannot serve /metrics on %s (%s): no metrics", args.metrics_listen, exc)
+        agent.metrics = None
+        return
+    server.start()
+    here = args.metrics_address or addr or seen_from or _address_towards(agent.cfg.server)
+    endpoint.url = f"{server.scheme}://{_host_port(here, server.port)}/metrics"
+    threading.Thread(target=kernel.run, args=(agent.stop_event,), daemon=True, name="kmsg").start()
+    log.info("serving %s", endpoint.url)
+
+
+def _signed_certificate(
+    args: argparse.Namespace, cfg: AgentConfig, ca_file: Path | None
+) -> str | None:
+    """A joined host (the cloud's CA known, an https server) without a certificate for
+    its /metrics asks the server for one. Returns the address the server saw it call
+    from (the certificate's), or None when nothing was asked or it was refused."""
+    have = args.metrics_cert or (args.state_dir / join.METRICS_CERT).exists()
+    if have or ca_file is None or not cfg.server.startswith("https://"):
+        return None
+    try:
+        address = join.metrics_certificate(cfg.server, cfg.token, cfg.host, ca_file, args.state_dir)
+    except join.JoinError as exc:
+        log.warning("serving /metrics over http: %s", exc)
+        return None
+    log.info("the server signed this host's /metrics certificate for %s", address)
+    return address
+
+
+def _metrics_tls(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Path, Path] | None:
+    if (args.metrics_cert is None) != (args.metrics_key is None):
+        p.error("--metrics-cert and --metrics-key go together")
+    cert = args.metrics_cert or args.state_dir / join.METRICS_CERT
+    key = args.metrics_key or args.state_dir / join.METRICS_KEY
+    if cert.exists() and key.exists():
+        return cert, key
+    if args.metrics_cert is not None:
+        p.error(f"--metrics-cert {cert} or --metrics-key {key}: no such file")
+    return None
+
+
+def _address_towards(server: str) -> str:
+    """The local address this host reaches the server from (no packet is sent)."""
+    url = urllib.parse.urlsplit(server)
+    family = socket.AF_INET6 if ":" in (url.hostname or "") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((url.hostname or "127.0.0.1", url.port or 443))
+            return str(s.getsockname()[0])
+        except OSError:
+            return socket.gethostname()
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _check_host_flags(

@@ -41,6 +41,10 @@ class Server(Protocol):
         """Add to the instance's event log; an instance no longer placed here: no-op."""
         ...
 
+    def monitoring(self) -> list[str]:
+        """The SHA-256 (hex) of every monitoring token a scrape of /metrics may carry."""
+        ...
+
     def download_image(self, image_id: str, dest: Path, sha256: str | None = None) -> None:
         """After: ``dest`` holds the image's rootfs tarball, whose SHA-256 is ``sha256``.
         Damaged or missing: PermanentError and no ``dest``."""
@@ -89,6 +93,10 @@ class ServerClient:
             "GET", f"/agent/hosts/{self.host}/desired", params={"since": since, "wait": wait}
         )
         return model.from_newer(model.DesiredState, r.json())  # the server may be newer
+
+    def monitoring(self) -> list[str]:
+        body = self._call("GET", "/agent/monitoring").json()
+        return [str(h) for h in body.get("scrape_token_sha256", [])]
 
     def report(self, instance_id: str, rep: model.InstanceReport) -> None:
         """Tell the server; an instance it no longer places here is not an error."""
@@ -177,6 +185,7 @@ class FakeServer:
         self.events_of: dict[str, list[model.InstanceEvent]] = {}
         self.rootfs: dict[str, bytes] = {}  # image id -> tarball
         self.statuses: list[model.HostStatus] = []  # heartbeats' bodies
+        self.scrape_hashes: list[str] = []
 
     def publish(self, *instances: model.DesiredInstance) -> model.DesiredState:
         """A new generation with exactly these instances; the volume list is kept."""
@@ -210,6 +219,9 @@ class FakeServer:
         if status is not None:
             self.statuses.append(status)
         return self.state.generation
+
+    def monitoring(self) -> list[str]:
+        return list(self.scrape_hashes)
 
     def desired(self, since: int, wait: float) -> model.DesiredState:
         return self.state

@@ -7,6 +7,8 @@ for this host's own agent token, and keep both in the agent's state dir.
       3. POST URL/v1/join {token}        verified against that CA from here on
       4. save(state_dir)                 ca.pem, agent.token (0600), enrolment.json
     later starts: saved(state_dir)       the same credential, no token needed
+    metrics_certificate(...)             a CSR signed by the server: metrics.key (0600),
+                                         metrics.pem, for the host's /metrics (HTTPS)
 
 This is the one place that joins, so the lab and scripts/setup join as real
 hosts do (``join`` is called by compute/cli.py).
@@ -127,3 +129,34 @@ def _write_secret(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
+
+
+METRICS_CERT, METRICS_KEY = "metrics.pem", "metrics.key"
+
+
+def metrics_certificate(
+    server: str, token: str, host: str, ca_file: Path, state_dir: Path, timeout: float = 15
+) -> str:
+    """Ask the server to sign this host's /metrics certificate; after it, STATE_DIR holds
+    metrics.key (0600) and metrics.pem. Returns the address the server saw this host
+    call from (the certificate's IP: what Prometheus is to scrape). Refused or
+    unreachable: JoinError, nothing saved."""
+    key, csr = pki.host_key_and_csr(host)
+    context = ssl.create_default_context(cafile=str(ca_file))
+    url = f"{server.rstrip('/')}/v1/agent/hosts/{host}/metrics-certificate"
+    try:
+        r = httpx.post(
+            url,
+            json={"csr": csr.decode()},
+            headers={"Authorization": f"Bearer {token}"},
+            verify=context,
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise JoinError(f"cannot reach {server} for a /metrics certificate: {exc}") from exc
+    if r.status_code != 200:
+        raise JoinError(f"no /metrics certificate: {_detail(r)}", status=r.status_code)
+    body = r.json()
+    pki.write_secret(state_dir / METRICS_KEY, key)
+    (state_dir / METRICS_CERT).write_text(str(body["certificate"]))
+    return str(body["address"])

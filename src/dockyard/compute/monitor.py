@@ -25,6 +25,7 @@ from typing import Protocol
 from dockyard import cgroups
 from dockyard.compute.client import Server
 from dockyard.compute.driver import Observed
+from dockyard.compute.metrics import Figures, read_figures
 from dockyard.compute.procfs import ProcView, ViewWriter
 from dockyard.compute.store import Store
 from dockyard.errors import DockyardError
@@ -119,6 +120,10 @@ class Meter(Protocol):
         and cpuset, pids), for consistency checks. Container gone: OSError."""
         ...
 
+    def figures(self, instance_id: str, pid: int) -> Figures:
+        """Everything /metrics says of the container's cgroup. Container gone: OSError."""
+        ...
+
 
 class CgroupMeter:
     """The real meter: the cgroup files, found through the view writer's cache."""
@@ -145,6 +150,9 @@ class CgroupMeter:
             pids_limit=-1 if pids is None else pids,
         )
 
+    def figures(self, instance_id: str, pid: int) -> Figures:
+        return read_figures(self.views.cgroup_of(instance_id, pid))
+
 
 class FakeMeter:
     """In memory: a test sets what each instance uses and counts."""
@@ -153,6 +161,7 @@ class FakeMeter:
         self.used: dict[str, int] = {}  # instance id -> bytes
         self.counted: dict[str, Counters] = {}
         self.enforced: dict[str, InstanceSeen] = {}  # nothing set: nothing judged
+        self.figured: dict[str, Figures] = {}
 
     def memory_used(self, instance_id: str, pid: int) -> int:
         return self.used.get(instance_id, 0)
@@ -162,6 +171,9 @@ class FakeMeter:
 
     def seen(self, instance_id: str, pid: int) -> InstanceSeen:
         return self.enforced.get(instance_id, InstanceSeen())
+
+    def figures(self, instance_id: str, pid: int) -> Figures:
+        return self.figured.get(instance_id, Figures())
 
 
 class LimitMonitor:

@@ -192,7 +192,7 @@ class ProcView:
             swap_limit=swap_mb * 2**20,
             swap_used=mem.get("swap", 0),
         )
-        uptime = max(0.0, time.time() - _epoch(started_at))
+        uptime = max(0.0, time.time() - epoch(started_at))
         cpuset = render.expand(cgroups.cpuset(cg))
         cpus = render.visible_cpus(cpuset, cgroups.cpu_cap(cg))
         self._write(
@@ -330,7 +330,7 @@ def _state(proc: Path, tid: int) -> str:
     return text.rsplit(")", 1)[1].split()[0]
 
 
-def _epoch(started_at: str) -> float:
+def epoch(started_at: str) -> float:
     """Docker's StartedAt (RFC 3339 with nanoseconds) as epoch seconds."""
     head, _, frac = started_at.rstrip("Z").partition(".")
     base = datetime.fromisoformat(head + "+00:00").timestamp()

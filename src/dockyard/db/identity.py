@@ -21,7 +21,7 @@ class Principal:
     """Who is calling: a user in a project with a role, or an agent for a host."""
 
     name: str
-    role: str  # admin, member, reader, agent
+    role: str  # admin, member, reader, agent, monitoring (read-only: db/monitoring.py)
     project_id: str | None = None
     user_id: str | None = None
     host_name: str | None = None
@@ -34,6 +34,9 @@ class Principal:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+MONITORING = "@monitoring"  # the monitoring token's host_name: no host name starts with @
 
 
 def new_token() -> str:
@@ -55,6 +58,8 @@ def authenticate(s: Session, token: str) -> Principal:
             "`dockyard token create` using a token that still works, or ask an admin for one",
             expired_at=row.expires_at.isoformat() + "Z",
         )
+    if row.host_name == MONITORING:
+        return Principal(name="monitoring", role="monitoring", token_id=row.id)
     if row.host_name is not None:
         return Principal(
             name=f"agent:{row.host_name}", role="agent", host_name=row.host_name, token_id=row.id

@@ -518,6 +518,7 @@ def _desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
     return model.DesiredInstance(
         id=r.id,
         name=r.name,
+        project=r.project.name,
         hostname=r.hostname,
         image_id=r.image.id,
         image_ref=r.image.ref,

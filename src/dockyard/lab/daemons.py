@@ -52,11 +52,12 @@ def dockerd_cmd(
 
 
 def agent_cmd(url: str, token_file: Path, host_name: str, state_dir: Path, *args: str) -> list[str]:
-    """An agent with a token an admin issued for it (`dockyard host token NAME`)."""
+    """An agent with a token an admin issued for it (`dockyard host token NAME`); its
+    /metrics on a free loopback port (several one-host clouds share the host's network)."""
     return [
         sys.executable, "-m", "dockyard.compute.cli", "--server", url,
         "--token-file", str(token_file), "--host-name", host_name,
-        "--state-dir", str(state_dir), *args,
+        "--state-dir", str(state_dir), "--metrics-listen", "127.0.0.1:0", *args,
     ]  # fmt: skip
 
 

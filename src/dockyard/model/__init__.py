@@ -77,6 +77,8 @@ from dockyard.model.hosts import (
     HostDisable,
     HostRegister,
     HostUpdate,
+    MetricsCert,
+    MetricsCsr,
     Resource,
 )
 from dockyard.model.identity import (
@@ -178,6 +180,8 @@ __all__ = [
     "HostRegister",
     "Resource",
     "HostUpdate",
+    "MetricsCert",
+    "MetricsCsr",
     "HostDisable",
     "ResetState",
     "Host",

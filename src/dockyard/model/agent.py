@@ -89,6 +89,7 @@ class SnapshotDone(Schema):
 class DesiredInstance(Schema):
     id: str
     name: str
+    project: str = Field(default="", description="its project's name (a label of its metrics)")
     hostname: str
     image_id: str
     image_ref: str

@@ -91,6 +91,17 @@ class HostDisable(Schema):
     reason: Reason = Field(description="why, shown in `host show` and in refusals")
 
 
+class MetricsCsr(Schema):
+    """An agent asks for the certificate of its /metrics endpoint (PEM CSR)."""
+
+    csr: str = Field(max_length=8192)
+
+
+class MetricsCert(Schema):
+    certificate: str = Field(description="PEM, for the host's name and the address it called from")
+    address: str = Field(description="the address the server saw: what Prometheus scrapes")
+
+
 class HostUpdate(Schema):
     enabled: bool | None = None
     availability_zone: Name | None = None

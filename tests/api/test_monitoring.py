@@ -1,0 +1,62 @@
+"""Prometheus's side of the server: http_sd targets and host metrics, behind a read-only token."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _register(cloud, host, url, az="nova"):
+    labels = {"dockyard.metrics": url} if url else {}
+    cloud.register(host, availability_zone=az, labels=labels)
+
+
+def test_http_sd_lists_every_host_that_serves_metrics_and_the_server(cloud):
+    token = cloud.ok("POST", "/monitoring/token")["token"]
+    _register(cloud, "h1", "https://198.18.0.2:9787/metrics", az="az1")
+    _register(cloud, "h2", "http://198.18.0.3:9787/metrics")
+    _register(cloud, "h3", None)  # an agent without /metrics (older, or --metrics-listen off)
+    sd = cloud.ok("GET", "/monitoring/targets", token)
+    by_job = {}
+    for group in sd:
+        by_job.setdefault(group["labels"]["job"], []).append(group)
+    assert [g["labels"]["__metrics_path__"] for g in by_job["dockyard-server"]] == [
+        "/v1/monitoring/metrics"
+    ]
+    agents = {g["labels"]["host"]: g for g in by_job["dockyard-agent"]}
+    assert set(agents) == {"h1", "h2"}
+    assert agents["h1"]["targets"] == ["198.18.0.2:9787"]
+    assert agents["h1"]["labels"]["__scheme__"] == "https"
+    assert agents["h1"]["labels"]["az"] == "az1"
+    assert agents["h2"]["labels"]["__scheme__"] == "http"
+
+
+def test_host_up_and_enabled_are_served_to_the_monitoring_token(cloud):
+    token = cloud.ok("POST", "/monitoring/token")["token"]
+    _register(cloud, "h1", None)
+    cloud.ok("PATCH", "/hosts/h1", json={"enabled": False})
+    r = cloud.call("GET", "/monitoring/metrics", token)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    got = {
+        (s.name, s.labels["host"]): s.value
+        for f in text_string_to_metric_families(r.text)
+        for s in f.samples
+    }
+    assert got[("dockyard_host_up", "h1")] == 1
+    assert got[("dockyard_host_enabled", "h1")] == 0
+
+
+def test_the_monitoring_token_reads_monitoring_only_and_rotates(cloud):
+    old = cloud.ok("POST", "/monitoring/token")["token"]
+    agent = cloud.register("h1")
+    first = cloud.ok("GET", "/agent/monitoring", agent)["scrape_token_sha256"]
+    r = cloud.call("GET", "/hosts", old)
+    assert r.status_code == 403 and "monitoring" in r.json()["detail"]
+    assert cloud.call("GET", "/images", old).status_code == 403
+    assert cloud.call("POST", "/monitoring/token", old).status_code == 403
+    assert cloud.call("GET", "/monitoring/targets").status_code == 200  # the admin may
+    assert cloud.call("GET", "/monitoring/targets", agent).status_code == 403
+    new = cloud.ok("POST", "/monitoring/token")["token"]
+    assert cloud.call("GET", "/monitoring/targets", old).status_code == 401
+    assert cloud.call("GET", "/monitoring/targets", new).status_code == 200
+    second = cloud.ok("GET", "/agent/monitoring", agent)["scrape_token_sha256"]
+    assert len(first) == len(second) == 1 and first != second
