@@ -42,6 +42,9 @@ def test_the_odd_host_is_listed_with_the_majority_it_differs_from(cloud):
         }
     ]
     assert cloud.ok("GET", "/hosts/h3/check")["drift"] == checks["h3"]["drift"]
+    metrics = cloud.call("GET", "/monitoring/metrics").text  # what the drift alert reads
+    assert f'dockyard_host_drift{{az="nova",host="h3",item="{PID_MAX}"}} 1.0' in metrics
+    assert 'dockyard_host_drift{az="nova",host="h1"' not in metrics
 
 
 def test_a_declared_value_makes_every_host_that_differs_drift(cloud):

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.lab.procs import LabError
 from tests.integration.cluster import free_port, wait_for
 from tests.integration.test_up import Up, dockerd  # noqa: F401 (fixture)
 
@@ -40,6 +41,9 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/-/healthy", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+JOBS = {"dockyard-agent", "dockyard-server"}
 
 
 def test_up_monitoring_runs_prometheus_with_the_rules_and_the_alertmanager(
@@ -76,6 +80,22 @@ def test_up_monitoring_runs_prometheus_with_the_rules_and_the_alertmanager(
         assert "DockyardHostDown" in status["config"]["original"]  # the inhibition rule
         sd = _get(f"{prom}/api/v1/status/config")["yaml"]
         assert f"{up.address}:{up.port}/v1/monitoring/targets" in sd
+
+        seen: list[Any] = []
+
+        def every_target_up() -> dict[str, str] | None:
+            active = _get(f"{prom}/api/v1/targets")["activeTargets"]
+            seen[:] = [(t["labels"], t["health"], t["lastError"]) for t in active]
+            health = {t["labels"]["job"]: t["health"] for t in active}
+            return health if set(health) == JOBS and set(health.values()) == {"up"} else None
+
+        # the scrape credential is the monitoring token the server wrote for Prometheus
+        try:
+            wait_for(every_target_up, 60, "Prometheus to scrape the agent and the server")
+        except LabError as exc:
+            raise AssertionError(f"{exc}: {seen}") from exc
+        token = (up.state / "monitoring" / "scrape.token").read_text()
+        assert token == (up.state / "monitoring.token").read_text()
     finally:
         assert up.stop() == 0
     assert not _answers(prom) and not _answers(am)  # stopped with `dockyard up`

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey
 from dockyard.errors import PermanentError
 from dockyard.model import HostCheck, InstanceDrift, Limits, TaskState, VolumeAttachment
 from dockyard.monitor.drift import (
+    INSTANCE_HELP,
+    INSTANCE_METRIC,
     InstanceSeen,
     expected,
     host_drift,
@@ -18,6 +22,7 @@ from dockyard.monitor.drift import (
     majority,
     shares_to_weight,
 )
+from dockyard.monitor.samples import SampleCollector
 from dockyard.network.plumbing import _local_ips, bridge_state
 from tests.unit.fakehost import FakeHost, instance, new_id
 
@@ -295,10 +300,21 @@ def test_the_agent_reports_drift_seen_on_two_checks_in_a_row(tmp_path):
     _rounds(agent, 1)
     [found] = agent.status().instance_drift
     assert found.instance_id == iid and [d.item for d in found.items] == ["memory"]
+    text = _exposition(agent)
+    labels = f'instance_id="{iid}",item="memory",name="{want.name}",project=""'
+    assert f'dockyard_instance_drift{{az="nova",host="h1",{labels}}} 1.0' in text
 
     host.meter.enforced[iid] = _seen(want)  # put back
     _rounds(agent, 1)
     assert agent.status().instance_drift == []
+    assert "dockyard_instance_drift{" not in _exposition(agent)
+
+
+def _exposition(agent):
+    """What the agent's /metrics would serve of its drift (compute/cli.py wires it)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SampleCollector(agent.drift_samples, {INSTANCE_METRIC: INSTANCE_HELP}))
+    return generate_latest(registry).decode()
 
 
 def test_an_instance_with_a_task_on_its_way_is_not_judged(tmp_path):

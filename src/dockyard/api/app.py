@@ -114,10 +114,10 @@ def create_app(
     app.state.registry = registry  # None: images travel as tarballs through this server
     app.state.migration_timeout = timeout
     app.state.move_checker = checker
-    app.state.monitoring_collectors = []  # prometheus-client collectors for /v1/monitoring/metrics
     app.state.snapshot_min_every = snapshot_min_every
     app.state.registry_gc = collector
     app.state.prometheus_url = prometheus_url
+    app.state.monitoring_token_files = [state_dir / "monitoring.token"]
     app.state.alertmanager_url = alertmanager_url or os.environ.get("ALERTMANAGER_URL")
     app.state.alerts_changed = alerts_changed
     app.state.registry_gate = (

@@ -3,9 +3,9 @@
     GET  /v1/monitoring/targets   http_sd JSON: one target per host whose agent serves
                                   /metrics (job dockyard-agent, labels host, az) and this
                                   server (job dockyard-server)       admin or monitoring token
-    GET  /v1/monitoring/metrics   dockyard_host_up, dockyard_host_enabled (and the
-                                  collectors in app.state.monitoring_collectors: item 6's
-                                  drift)                             admin or monitoring token
+    GET  /v1/monitoring/metrics   dockyard_host_up, dockyard_host_enabled and
+                                  dockyard_host_drift (host check's drifting items)
+                                                                     admin or monitoring token
     POST /v1/monitoring/token     a new monitoring token, the old one revoked      admin
     GET  /v1/agent/monitoring     the tokens' SHA-256, for the agents' /metrics    agent
     POST /v1/agent/hosts/{name}/metrics-certificate   a CSR in, the certificate of the
@@ -17,6 +17,7 @@ A Prometheus needs one ``http_sd_configs`` entry and the token (monitor/README.m
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,9 +32,11 @@ from prometheus_client.registry import Collector
 
 from dockyard import model, pki
 from dockyard.api.deps import Admin, Agent, Db, Key, Monitoring
-from dockyard.db import hosts, monitoring
+from dockyard.db import drift, hosts, monitoring
 from dockyard.db.monitoring import HostSeen
 from dockyard.errors import BadRequest, Conflict
+from dockyard.monitor.drift import HOST_HELP, HOST_METRIC, host_drift_samples
+from dockyard.monitor.samples import SampleCollector
 
 router = APIRouter(tags=["monitoring"])
 METRICS_PATH = "/v1/monitoring/metrics"
@@ -68,14 +71,15 @@ def _target(scheme: str, netloc: str, path: str, labels: dict[str, str]) -> dict
 
 
 @router.get("/monitoring/metrics", response_class=PlainTextResponse)
-def metrics(request: Request, db: Db, _: Monitoring) -> Response:
-    """What the server knows of each host: up (heartbeats) and enabled."""
+def metrics(db: Db, _: Monitoring) -> Response:
+    """What the server knows of each host: up (heartbeats), enabled, and its drift from
+    the cluster's baseline (a series per drifting item, as `dockyard host check`)."""
     with db.session(write=False) as s:
         seen = monitoring.hosts_seen(s)
+        drifting = host_drift_samples(drift.check(s))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Hosts(seen))
-    for extra in getattr(request.app.state, "monitoring_collectors", []):
-        registry.register(extra)
+    registry.register(SampleCollector(lambda: drifting, {HOST_METRIC: HOST_HELP}))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -98,11 +102,25 @@ class _Hosts(Collector):
 
 
 @router.post("/monitoring/token")
-def rotate_token(db: Db, _: Admin) -> dict[str, str]:
-    """A new monitoring token; the agents take it within a heartbeat (10 s)."""
+def rotate_token(request: Request, db: Db, _: Admin) -> dict[str, str]:
+    """A new monitoring token; the agents take it within a heartbeat (10 s), and this
+    server's token files (STATE_DIR/monitoring.token, a managed Prometheus's
+    credentials file, which it re-reads on every request) hold it at once."""
     with db.session() as s:
         token = monitoring.rotate_token(s)
+    keep_token(request.app.state.monitoring_token_files, token)
     return {"token": token}
+
+
+def keep_token(files: list[Path], token: str) -> None:
+    """Write ``token`` into each file, 0600, replacing it whole (a reader never sees
+    half of it)."""
+    for path in files:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        tmp.replace(path)
 
 
 @router.post("/agent/hosts/{name}/metrics-certificate", tags=["agent"])

@@ -14,6 +14,7 @@ import uvicorn
 from dockyard import logs
 from dockyard.api import monitoring_config
 from dockyard.api.app import GB, MB, create_app
+from dockyard.api.monitoring import keep_token
 from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity, monitoring
 from dockyard.db.session import HOST_DOWN_AFTER, Database
@@ -60,16 +61,18 @@ def init(db: Database) -> str | None:
         return identity.bootstrap(s)
 
 
-def _monitoring_token(db: Database, state_dir: Path) -> None:
-    """The cloud's monitoring token, made on the first start and kept in
-    STATE_DIR/monitoring.token (0600) for Prometheus (monitor/README.md)."""
+def _monitoring_token(db: Database, files: list[Path]) -> None:
+    """The cloud's monitoring token, made on the first start and kept in ``files``:
+    STATE_DIR/monitoring.token (0600) for Prometheus (monitor/README.md), and the
+    managed Prometheus's credentials file when there is one (copied on every start)."""
     with db.session() as s:
         token = monitoring.ensure_token(s)
     if token:
-        path = state_dir / "monitoring.token"
-        path.touch(mode=0o600)
-        path.write_text(token + "\n")
-        print(f"created the monitoring token; it is in {path}", file=sys.stderr)
+        print(f"created the monitoring token; it is in {files[0]}", file=sys.stderr)
+    elif files[0].is_file():
+        token = files[0].read_text().strip()
+    if token:
+        keep_token(files, token)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,7 +238,6 @@ def main(argv: list[str] | None = None) -> None:
         path.touch(mode=0o600)
         path.write_text(token + "\n")
         print(f"created the admin user; its token is in {path}", file=sys.stderr)
-    _monitoring_token(db, args.state_dir)
     host, _, port = args.listen.rpartition(":")
     app = create_app(
         db,
@@ -254,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     app.state.monitoring = setup
     if setup is not None:
+        app.state.monitoring_token_files.append(setup.token_file)
         monitoring_config.sync(setup, db)
+    _monitoring_token(db, app.state.monitoring_token_files)
     uvicorn.run(
         app,
         host=host or "127.0.0.1",

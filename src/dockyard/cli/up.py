@@ -56,7 +56,7 @@ def up(a: argparse.Namespace) -> int:
     admin_token, agent_token_file = _credentials(
         state, a.host_name or socket.gethostname(), url, ca
     )
-    mon = _monitoring_setup(a, state, url, ca, admin_token)
+    mon = _monitoring_setup(a, state, url, ca)
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -124,10 +124,10 @@ def up(a: argparse.Namespace) -> int:
 
 
 def _monitoring_setup(
-    a: argparse.Namespace, state: Path, url: str, ca: str | None, token: str
+    a: argparse.Namespace, state: Path, url: str, ca: str | None
 ) -> lab_monitoring.Monitoring | None:
-    """STATE_DIR/monitoring/setup.json and its scrape token, before the server starts
-    (it renders the daemons' files from them)."""
+    """STATE_DIR/monitoring/setup.json before the server starts (it renders the daemons'
+    files from it, and writes their scrape token: the monitoring token)."""
     if not getattr(a, "monitoring", False):
         return None
     port = int(a.listen.rpartition(":")[2])
@@ -138,7 +138,6 @@ def _monitoring_setup(
         mon = lab_monitoring.Monitoring(state / "monitoring", prom, am)
         tuning = lab_monitoring.read_tuning(Path(a.alert_tuning) if a.alert_tuning else None)
         lab_monitoring.write_setup(mon, url, ca, tuning)
-        lab_monitoring.write_token(mon, token)
     except ValueError as exc:
         raise CliError(f"--monitoring-ports {ports}: give two ports, e.g. 9090,9093") from exc
     except LabError as exc:

@@ -42,6 +42,7 @@ from dockyard.compute.transfer import Transfer
 from dockyard.compute.volumes import VolumeStore
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
+from dockyard.monitor.drift import Sample, instance_drift_samples
 
 log = logging.getLogger("dockyard.agent")
 RESYNC_SECONDS = 10.0
@@ -308,6 +309,13 @@ class Agent:
             log.info("could not ask for the scrape tokens: %s", exc.detail)
         except OSError as exc:
             log.warning("could not keep the scrape tokens: %s", exc)
+
+    def drift_samples(self) -> list[Sample]:
+        """dockyard_instance_drift's series: the drift the last checks confirmed."""
+        desired, _ = self.snapshot()
+        projects = {i.id: i.project for i in (desired or {}).values()}
+        host, az = self.cfg.host, self.cfg.availability_zone
+        return instance_drift_samples(host, az, self.drift.report() or [], projects)
 
     def running(self) -> list[tuple[model.DesiredInstance, Observed]]:
         """Instances wanted here whose containers the last reconcile pass saw running:

@@ -37,6 +37,8 @@ from dockyard.compute.supervisor import SupervisorWatch
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.compute.volumes import LoopVolumes
 from dockyard.errors import TemporaryError
+from dockyard.monitor.drift import INSTANCE_HELP, INSTANCE_METRIC
+from dockyard.monitor.samples import SampleCollector
 from dockyard.network import plumbing
 
 log = logging.getLogger("dockyard.agent")
@@ -346,6 +348,7 @@ def _serve_metrics(
     exporter = Exporter(
         agent.cfg.host, agent.cfg.availability_zone, lambda: endpoint.sampler.latest, kernel.counts
     )
+    exporter.extra.append(SampleCollector(agent.drift_samples, {INSTANCE_METRIC: INSTANCE_HELP}))
     try:
         server = MetricsServer((addr, int(port)), exporter, lambda: endpoint.tokens, tls)
     except OSError as exc:

@@ -237,7 +237,6 @@ def _start_monitoring(lab: Lab) -> None:
     mon = lab.monitoring
     if mon is None:
         return
-    lab_monitoring.write_token(mon, lab.data["admin_token"])
     procs = lab_monitoring.start(mon)
     lab.data["monitoring"]["pids"] = {name: p.pid for name, p in procs.items()}
     lab.save()

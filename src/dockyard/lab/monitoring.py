@@ -3,7 +3,6 @@ and `dockyard lab up --monitoring` (Debian's ``prometheus`` and
 ``prometheus-alertmanager``).
 
     write_setup()  DIR/setup.json: where the server is, the daemons' URLs, tuning
-    write_token()  DIR/scrape.token: the scrape credential (monitor/config.py)
     server         dockyard-server --monitoring-setup DIR/setup.json renders
                    DIR/prometheus.yml, DIR/rules/dockyard.yml, DIR/alertmanager.yml
                    at start and on change, and POSTs /-/reload to the daemon
@@ -17,7 +16,6 @@ Both daemons are found again by PID and by DIR in their command line (procs.py).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -93,15 +91,6 @@ def write_setup(
         raise LabError(f"--alert-tuning: {exc}") from exc
     mon.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     mon.setup_file.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def write_token(mon: Monitoring, token: str) -> None:
-    """The scrape credential: the admin's API token until the server issues a
-    scrape-only one (the exporters' branch defines it; change it here only)."""
-    path = mon.dir / "scrape.token"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
 
 
 def commands(mon: Monitoring) -> dict[str, list[str]]:

@@ -9,7 +9,8 @@
                            receiver that drops) and the inhibition rules
 
 ``SCRAPE_CREDENTIAL`` is the one place that says how Prometheus authenticates to
-the server's discovery endpoint and to the targets: a bearer token read from a
+the server's discovery endpoint and to the targets: the cloud's monitoring token
+(read-only: /v1/monitoring and the agents' /metrics), as a bearer token read from a
 file (Prometheus re-reads it on every request, so it can be rotated in place).
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TARGETS_PATH = "/v1/monitoring/targets"
-SCRAPE_CREDENTIAL = "bearer token file"  # what `credentials_file` below holds
+SCRAPE_CREDENTIAL = "monitoring token file"  # what `credentials_file` below holds
 NULL_RECEIVER = "null"
 
 
@@ -49,8 +50,15 @@ def prometheus(s: Scrape) -> dict[str, Any]:
                 "honor_labels": True,  # the exporters' host/az/instance_id labels are ours
                 **auth,
                 **tls,
+                # a host that joins is scraped within one interval (http_sd's default
+                # refresh is 60 s)
                 "http_sd_configs": [
-                    {"url": s.server_url.rstrip("/") + TARGETS_PATH, **auth, **tls}
+                    {
+                        "url": s.server_url.rstrip("/") + TARGETS_PATH,
+                        "refresh_interval": s.interval,
+                        **auth,
+                        **tls,
+                    }
                 ],
             }
         ],

@@ -7,7 +7,9 @@ their configuration into DIR and reload them when rules or receivers change.
     DIR/prometheus.yml    written by the server (api/monitoring_config.py: sync)
     DIR/rules/dockyard.yml
     DIR/alertmanager.yml
-    DIR/scrape.token      the scrape credential (config.SCRAPE_CREDENTIAL), 0600
+    DIR/scrape.token      the scrape credential (config.SCRAPE_CREDENTIAL), 0600: the
+                          cloud's monitoring token, written by the server at start
+                          and when an admin makes a new one
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Setup:
 
     def path(self, kind: str) -> Path:
         return self.dir / FILES[kind]
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.scrape.token_file)
 
     @classmethod
     def read(cls, path: Path) -> Setup:
