@@ -133,3 +133,22 @@ def test_the_target_agents_refusal_reaches_the_admin(two):
     failed = cloud.ok("GET", f"/recoveries/{rec['id']}")
     assert failed["status"] == "error"
     assert failed["error"] == f"writing into db:/root: {why}"
+
+
+def test_an_evacuated_instance_takes_back_what_its_old_host_kept(quick):  # noqa: F811
+    """Not the same container: the one on the dead host is fenced, the instance runs
+    elsewhere, and its files may be recovered into it."""
+    quick.catalog()
+    t1 = quick.register("h1")
+    t2 = quick.register("h2", memory_mb=4096)
+    tokens = {"h1": t1, "h2": t2}
+    _, old = _on(quick, tokens, "web")
+    alive = next(h for h in tokens if h != old)
+    _kill(quick, old, (alive, tokens[alive]))
+    quick.ok("POST", f"/hosts/{old}/evacuate")
+    iid = quick.ok("GET", "/instances/web")["id"]
+    _report(quick, tokens[alive], iid, power_state="running", task_done="spawning")
+    quick.ok("POST", f"/agent/hosts/{old}/heartbeat", tokens[old])  # back, fenced
+    rec = _recover(quick, old, "/root/work", "web", "/root/back")
+    assert rec.status_code == 202, rec.text
+    assert rec.json()["into"] == "web:/root/back"
