@@ -35,7 +35,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import catalog, hosts, instances, snapshots
+from dockyard.db import catalog, hosts, instance_log, instances, snapshots
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Unprocessable
@@ -72,7 +72,7 @@ def update(
         inst.snapshot_keep = req.snapshot_keep
     every = format_duration(inst.snapshot_every) if inst.snapshot_every else "off"
     note = f"periodic snapshots: every {every}, keep {inst.snapshot_keep}"
-    instances._log(s, inst.id, request_id, "update", who.name, note)
+    instance_log.log(s, inst.id, request_id, "update", who.name, note)
     s.flush()
     return instances.to_model(inst)
 
@@ -120,7 +120,7 @@ def _order(s: Session, inst: m.Instance, now: datetime, registry_url: str) -> No
     row.periodic = True
     inst.task_state = TaskState.snapshotting.value
     inst.snapshot_last_at = now
-    instances._log(s, inst.id, WHO, snapshots.ACTION, WHO, f"image {name} (periodic)")
+    instance_log.log(s, inst.id, WHO, snapshots.ACTION, WHO, f"image {name} (periodic)")
     hosts.bump(s, inst.host_id)
     log.info("periodic snapshot of %s: image %s", inst.name, name)
 
@@ -139,7 +139,7 @@ def prune(s: Session) -> list[model.Image]:
     """Delete the periodic snapshots each scheduled instance has beyond its K newest
     active ones (and failed ones a newer success replaced); returns them, for the
     caller to delete their manifests once this commits."""
-    protected = _protected(s)
+    kept = protected(s)
     gone: list[model.Image] = []
     scheduled = s.scalars(
         select(m.Instance).where(
@@ -148,7 +148,7 @@ def prune(s: Session) -> list[model.Image]:
     ).unique()
     for inst in list(scheduled):
         for row in _beyond(s, inst):
-            if row.id in protected:
+            if row.id in kept:
                 log.info(
                     "periodic snapshot %s of %s is past its keep of %d but kept: an "
                     "instance runs from it or a move needs it",
@@ -159,7 +159,7 @@ def prune(s: Session) -> list[model.Image]:
                 continue
             gone.append(catalog.image_model(row))
             catalog.delete_image(s, row.id)
-            instances._log(s, inst.id, WHO, "prune", WHO, f"image {row.name}")
+            instance_log.log(s, inst.id, WHO, "prune", WHO, f"image {row.name}")
     return gone
 
 
@@ -183,7 +183,7 @@ def _beyond(s: Session, inst: m.Instance) -> list[m.Image]:
     return active[inst.snapshot_keep :] + failed
 
 
-def _protected(s: Session) -> set[str]:
+def protected(s: Session) -> set[str]:
     """Images a live instance runs, or a move in flight or kept evacuation data names."""
     running = s.scalars(select(m.Instance.image_id).where(m.Instance.deleted_at.is_(None)))
     moves = s.execute(
