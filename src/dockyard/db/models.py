@@ -390,6 +390,8 @@ class Migration(Base):
     source_image_id: Mapped[str | None] = mapped_column(String(36), default=None)
     note: Mapped[str | None] = mapped_column(String(1024), default=None)
     fenced_at: Mapped[datetime | None] = mapped_column(default=None)
+    # its volume copies and superseded images deleted from the registry (db/move_cleanup.py)
+    registry_cleaned_at: Mapped[datetime | None] = mapped_column(default=None)
     instance: Mapped[Instance] = relationship(lazy="joined")
     source_host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[source_host_id])
     target_host: Mapped[Host | None] = relationship(
