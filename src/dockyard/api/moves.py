@@ -263,9 +263,9 @@ class MoveChecker:
         if self.primary is None:  # snapshots need a registry to push to
             return []
         with self.db.session() as s:
-            ordered = schedules.due(s, now, self.primary.url)
+            due = schedules.due(s, now, self.primary.url)
             gone = schedules.prune(s)
-        for host, instance_id in ordered:
+        for host, instance_id in due.ordered:
             _wake(self.watch, [host], instance_id)
-        registry.forget_all(self.primary, self.db, gone)
-        return [host for host, _ in ordered]
+        registry.forget_all(self.primary, self.db, due.pruned + gone)
+        return [host for host, _ in due.ordered]
