@@ -80,16 +80,7 @@ def _check_into(
     """The target of ``--into``: an instance the caller may reach, not the very container
     the files are read from, its directory a plain path that is the instance's own."""
     assert req.into is not None
-    _check_path(req.into.path)
-    name = (posixpath.basename(req.path) or "rootfs") if req.path != "/" else "rootfs"
-    landing = posixpath.join(req.into.path, name)
-    for p in (req.into.path, landing):
-        if any(p == b or p.startswith(b + "/") for b in HOST_BACKED):
-            raise BadRequest(
-                f"{p} inside an instance is backed by its host (kernel files, or files "
-                "dockerd binds in): recover into a directory of the instance's own, "
-                "e.g. /root/recovered"
-            )
+    _check_landing(req.into.path, posixpath.basename(req.path) or "rootfs")
     target = instances.get(s, who, req.into.instance)
     if target.id == inst.id and target.host_id == host.id:
         raise BadRequest(
@@ -110,6 +101,18 @@ def _check_into(
             "the files; recover into an instance on a live host"
         )
     return target
+
+
+def _check_landing(directory: str, name: str) -> None:
+    """The directory, and where the recovered entry lands in it, are the instance's own."""
+    _check_path(directory)
+    for p in (directory, posixpath.join(directory, name)):
+        if any(p == b or p.startswith(b + "/") for b in HOST_BACKED):
+            raise BadRequest(
+                f"{p} inside an instance is backed by its host (kernel files, or files "
+                "dockerd binds in): recover into a directory of the instance's own, "
+                "e.g. /root/recovered"
+            )
 
 
 def _check_host(s: Session, inst: m.Instance, host: m.Host) -> None:
