@@ -2,7 +2,7 @@
 a migration's registry leftovers deleted (when)
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0026
 Create Date: 2026-11-26 11:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = "0023"
-down_revision = "0021"  # re-chained at merge
+down_revision = "0026"  # main's head when rebased (0021 in the brief); re-chained at merge
 branch_labels = None
 depends_on = None
 
