@@ -382,8 +382,8 @@ def test_a_running_agent_cut_off_from_the_server_starts_nothing_until_it_answers
     _pass(agent, host)
     host.server.publish(instance(iid, task=None))  # the server's last word: it runs
     agent.receive(host.server.state)
-    contact = host.state_dir / "contact"
-    contact.write_text(f"{float(contact.read_text()) - 3600}\n")  # an hour without answer
+    heard = agent._wall()
+    agent._wall = lambda: heard + 3600  # an hour without answer
     host.driver.stop(iid)  # meanwhile its container died
 
     agent.reconcile_once()
@@ -392,3 +392,21 @@ def test_a_running_agent_cut_off_from_the_server_starts_nothing_until_it_answers
     host.server.publish(instance(iid, task=None))  # the server answers again
     _pass(agent, host)
     assert host.driver.inspect(iid).running
+
+
+def test_a_running_agent_keeps_the_time_of_the_servers_answer_in_memory(host):
+    """It writes STATE/contact for its next start, and reads it only then: a pass
+    costs no file read, and what the file says meanwhile changes nothing."""
+    iid = new_id()
+    host.server.publish(instance(iid, task=None))
+    agent = host.agent()
+    _pass(agent, host)
+    host.server.publish(instance(iid, task=None))  # the server's last word: it runs
+    agent.receive(host.server.state)
+    contact = host.state_dir / "contact"
+    assert abs(float(contact.read_text()) - agent._wall()) < 60  # written for a restart
+    contact.write_text(f"{float(contact.read_text()) - 3600}\n")
+    host.driver.stop(iid)
+    agent.reconcile_once()
+    assert host.driver.inspect(iid).running  # not cut off: it heard the server just now
+    assert host.agent()._cut_off()  # a new agent reads the file at its start

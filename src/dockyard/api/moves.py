@@ -9,8 +9,9 @@
 The work happens in db/snapshots.py, db/moves.py and db/move_steps.py; the
 state machine is migration/cold.py. ``MoveChecker`` runs in the server process
 (one server at a time, under the "migrations" lease): it rolls back migrations
-whose deadline passed or whose target host went down, and takes and prunes the
-periodic snapshots of instances on a schedule (db/schedules.py).
+whose deadline passed or whose target host went down, deletes what ended moves
+left in the registry (db/move_cleanup.py), and takes and prunes the periodic
+snapshots of instances on a schedule (db/schedules.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from dockyard import model
 from dockyard.api import errors, registry
 from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
 from dockyard.api.watch import HostWatch
-from dockyard.db import instances, move_steps, moves, recoveries, schedules, snapshots
+from dockyard.db import (
+    instances,
+    move_cleanup,
+    move_steps,
+    moves,
+    recoveries,
+    schedules,
+    snapshots,
+)
 from dockyard.db.identity import Principal
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
@@ -229,6 +238,7 @@ class MoveChecker:
             wake = move_steps.enforce(s, self.timeout)
         for host in wake:
             self.watch.notify(host)
+        self.registry_cleanup()
         if now is None and time.monotonic() - self._scheduled < SCHEDULES_EVERY:
             return wake
         self._scheduled = time.monotonic()
@@ -237,15 +247,25 @@ class MoveChecker:
             recoveries.expire(s, now)
         return wake + self.snapshot_schedules(now)
 
+    def registry_cleanup(self) -> None:
+        """Ended migrations' volume copies and superseded images leave the registry
+        (db/move_cleanup.py): rows first, manifests once that committed."""
+        if self.primary is None:
+            return
+        with self.db.session() as s:
+            manifests = move_cleanup.sweep(s, self.primary.url)
+        if manifests:
+            registry.forget_manifests(self.primary, self.db, manifests)
+
     def snapshot_schedules(self, now: datetime) -> list[str]:
         """Order the due periodic snapshots, prune the old ones: rows first, their
         manifests once that committed (as `image delete`)."""
         if self.primary is None:  # snapshots need a registry to push to
             return []
         with self.db.session() as s:
-            ordered = schedules.due(s, now, self.primary.url)
+            due = schedules.due(s, now, self.primary.url)
             gone = schedules.prune(s)
-        for host, instance_id in ordered:
+        for host, instance_id in due.ordered:
             _wake(self.watch, [host], instance_id)
-        registry.forget_all(self.primary, self.db, gone)
-        return [host for host, _ in ordered]
+        registry.forget_all(self.primary, self.db, due.pruned + gone)
+        return [host for host, _ in due.ordered]

@@ -29,7 +29,8 @@ def create(
     """Copy ``path`` (a file or a directory) out of the instance's writable layer or
     named volumes on ``host``: its own host while it is stopped or the host is down, or
     the host an evacuation left its data on. Files of the image's own layers are not
-    in the writable layer: recovery gets what the instance wrote."""
+    in the writable layer: recovery gets what the instance wrote. With ``into``, the
+    files are written into that instance's filesystem by its host's agent instead."""
     with db.session() as s:
         out, host = recoveries.create(s, who, key, body)
     watch.notify(host)
@@ -106,8 +107,12 @@ async def upload(
     except ClientDisconnect as exc:
         raise BadRequest("the upload stopped before its end; send it again") from exc
     assert who.host_name is not None
-    await run_in_threadpool(_store, db, who.host_name, recovery_id, b"".join(chunks), sha256)
+    target = await run_in_threadpool(
+        _store, db, who.host_name, recovery_id, b"".join(chunks), sha256
+    )
     watch.notify(who.host_name)
+    if target is not None:
+        watch.notify(target)
 
 
 def _expected(db: Database, host: str, recovery_id: str) -> None:
@@ -115,9 +120,9 @@ def _expected(db: Database, host: str, recovery_id: str) -> None:
         recoveries.expected(s, host, recovery_id)
 
 
-def _store(db: Database, host: str, recovery_id: str, data: bytes, sha256: str) -> None:
+def _store(db: Database, host: str, recovery_id: str, data: bytes, sha256: str) -> str | None:
     with db.session() as s:
-        recoveries.store(s, host, recovery_id, data, sha256)
+        return recoveries.store(s, host, recovery_id, data, sha256)
 
 
 @router.post("/agent/recoveries/{recovery_id}/failure", status_code=204, tags=["agent"])
@@ -128,4 +133,22 @@ def failure(
     assert who.host_name is not None
     with db.session() as s:
         recoveries.fail(s, who.host_name, recovery_id, body.error)
+    watch.notify(who.host_name)
+
+
+@router.get("/agent/recoveries/{recovery_id}/data", response_class=Response, tags=["agent"])
+def delivery_data(recovery_id: Key, db: Db, who: Agent) -> Response:
+    """The tar of a recovery this host's agent is to write into one of its instances."""
+    assert who.host_name is not None
+    with db.session(write=False) as s:
+        data, digest = recoveries.delivery_data(s, who.host_name, recovery_id)
+    return Response(data, media_type="application/x-tar", headers={"x-dockyard-sha256": digest})
+
+
+@router.post("/agent/recoveries/{recovery_id}/delivered", status_code=204, tags=["agent"])
+def delivered(recovery_id: Key, db: Db, who: Agent, watch: Watch) -> None:
+    """The target's agent wrote the recovered files into its instance."""
+    assert who.host_name is not None
+    with db.session() as s:
+        recoveries.delivered(s, who.host_name, recovery_id)
     watch.notify(who.host_name)

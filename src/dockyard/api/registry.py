@@ -35,7 +35,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from dockyard import model
 from dockyard.api.deps import Admin, Db, principal
 from dockyard.api.watch import HostWatch
-from dockyard.db import catalog, registries, registry_gc
+from dockyard.db import catalog, move_cleanup, registries, registry_gc
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 from dockyard.errors import Conflict, DockyardError, NotFound, PermanentError, TemporaryError
@@ -226,13 +226,36 @@ def _delete_manifest(primary: RegistrySettings | None, image: model.Image) -> bo
     garbage collection then frees). A failure is logged: the row is gone already."""
     if not image.digest or not image.registry_url:
         return False
-    try:
-        with _talking(image.registry_url, primary) as reg:
-            reg.delete(registries.repository(image.ref), image.digest)
-    except DockyardError as exc:  # the blobs wait for a later GC
-        log.warning("image %s: its manifest stays in %s: %s", image.name, image.registry_url, exc)
+    repository = registries.repository(image.ref)
+    where = (image.registry_url, repository, image.digest)
+    return _delete_ref(primary, *where, f"image {image.name}")
+
+
+def forget_manifests(
+    primary: RegistrySettings | None, db: Database, manifests: list[move_cleanup.Manifest]
+) -> bool:
+    """As ``forget_all``, for manifests without an image row (db/move_cleanup.py)."""
+    collect = [
+        _delete_ref(primary, mf.registry_url, mf.repository, mf.digest, mf.what)
+        for mf in manifests
+    ]
+    if not any(collect) or primary is None:
         return False
-    return primary is not None and image.registry_url == primary.url
+    with db.session() as s:
+        registry_gc.request(s, primary.url)
+    return True
+
+
+def _delete_ref(
+    primary: RegistrySettings | None, url: str, repository: str, digest: str, what: str
+) -> bool:
+    try:
+        with _talking(url, primary) as reg:
+            reg.delete(repository, digest)
+    except DockyardError as exc:  # the blobs wait for a later GC
+        log.warning("%s: its manifest stays in %s: %s", what, url, exc)
+        return False
+    return primary is not None and url == primary.url
 
 
 class GarbageCollector:

@@ -25,20 +25,41 @@ def add_server_verbs(srv: Any, fmt: argparse.ArgumentParser) -> None:
     p.add_argument("--path", required=True, help="absolute path inside the instance")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--to", type=Path, metavar="LOCAL_DIR", help="unpack here")
-    where.add_argument("--into", metavar="INSTANCE:PATH", help="(not available yet)")
+    where.add_argument(
+        "--into",
+        metavar="INSTANCE:PATH",
+        help="write it into a directory of another instance (any host, running or stopped)",
+    )
     p.add_argument("--timeout", type=float, default=300)
     p.set_defaults(run=recover)
 
 
-def recover(api: Api, a: argparse.Namespace) -> None:
-    if a.into:
+def into(spec: str) -> dict[str, str]:
+    """INSTANCE:PATH -> the API's ``into``; a host path is refused here already."""
+    instance, sep, path = spec.partition(":")
+    if not sep or not instance or "/" in instance or not path.startswith("/"):
         raise CliError(
-            "--into is not available yet: recover with --to LOCAL_DIR, then copy the files "
-            "into the instance (scp)"
+            f"--into {spec!r} must be INSTANCE:PATH, an absolute directory inside another "
+            "instance (e.g. web2:/root/recovered); to copy files to this machine use "
+            "--to LOCAL_DIR"
         )
-    body = {"host": a.host, "path": a.path}
+    return {"instance": instance, "path": path}
+
+
+def recover(api: Api, a: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"host": a.host, "path": a.path}
+    if a.into:
+        body["into"] = into(a.into)
     rec = api.post(f"/instances/{a.name}/recoveries", body)
     rec = _wait(api, rec, a.timeout)
+    if a.into:
+        if a.format == "json":
+            import json
+
+            print(json.dumps(rec, indent=2))
+        else:
+            print(f"recovered {a.path} from {a.host} into {rec['into']} ({rec['size']} bytes)")
+        return
     data = api.fetch(f"/recoveries/{rec['id']}/data")
     import hashlib  # here, not at start-up: every `server` command loads this module
 
@@ -58,16 +79,17 @@ def recover(api: Api, a: argparse.Namespace) -> None:
 
 def _wait(api: Api, rec: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
-    while rec["status"] == "queued":
+    while rec["status"] in ("queued", "delivering"):
         if time.monotonic() > deadline:
+            who = rec["host"] if rec["status"] == "queued" else f"the agent of {rec['into']}"
             raise CliError(
-                f"{rec['host']}'s agent has not read it after {timeout:.0f}s: is the agent "
-                f"running? (recovery {rec['id']}, `dockyard host show {rec['host']}`)"
+                f"{who} has not done its part after {timeout:.0f}s: is the agent running? "
+                f"(recovery {rec['id']} is {rec['status']}, `dockyard host list`)"
             )
         time.sleep(0.5)
         rec = api.get(f"/recoveries/{rec['id']}")
     if rec["status"] != "done":
-        raise CliError(f"{rec['host']} could not recover {rec['path']}: {rec['error']}")
+        raise CliError(f"could not recover {rec['path']} from {rec['host']}: {rec['error']}")
     return rec
 
 

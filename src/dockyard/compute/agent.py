@@ -117,6 +117,9 @@ class Agent:
         self._rounds = 0
         self.metrics = metrics
         self._clock, self._wall = clock, wall
+        # when the server last answered: read from disk once (an agent restarted while
+        # cut off stays cut off), then kept here; every pass asks it
+        self._heard = self.store.last_contact()
         self.desired, self.generation, self.host_volumes = _unpack(self._trusted_cache())
         self.stop_event, self.wake = threading.Event(), threading.Event()
         self._busy: set[str] = set()
@@ -133,7 +136,7 @@ class Agent:
         """The cached desired state, if the server answered recently enough that it
         cannot have evacuated this host's instances meanwhile (CACHE_TRUSTED_FOR)."""
         cached = self.store.load_desired()
-        heard = self.store.last_contact()
+        heard = self._heard
         if cached is None or (
             heard is not None and self._wall() - heard <= self.cfg.cache_trusted_for
         ):
@@ -224,7 +227,7 @@ class Agent:
                 raise
             log.warning("the server refused this host's baseline: %s", exc.detail)
             self.client.heartbeat()
-        self.store.heard_from_server(self._wall())
+        self._heard_from_server()
 
     # --- background loops
 
@@ -245,7 +248,7 @@ class Agent:
 
     def receive(self, state: model.DesiredState) -> None:
         """Take the server's desired state: cached on disk, the next pass works on it."""
-        self.store.heard_from_server(self._wall())
+        self._heard_from_server()
         if state.generation == self.generation:
             return
         self.store.save_desired(state)
@@ -372,11 +375,16 @@ class Agent:
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
 
+    def _heard_from_server(self) -> None:
+        """The server answered: remembered here, and on disk for the next start."""
+        self._heard = self._wall()
+        self.store.heard_from_server(self._heard)
+
     def _cut_off(self) -> bool:
         """The server has not answered for longer than it waits before calling this host
         down: it may have evacuated this host's instances meanwhile, so nothing is
         started until it answers again (what runs keeps running)."""
-        heard = self.store.last_contact()
+        heard = self._heard
         cut_off = heard is not None and self._wall() - heard > self.cfg.cache_trusted_for
         if cut_off and not self._was_cut_off:
             log.warning(

@@ -110,6 +110,8 @@ def _start_recovery(
     from before the agent is wired: it must work while dockerd does not answer (the
     Docker client cannot even be made then), and it sends no heartbeat, so a host
     whose dockerd will not start stays down for the scheduler."""
+    from dockyard.compute.drivers.docker import DockerDriver
+    from dockyard.compute.drivers.docker_files import DockerFiles
     from dockyard.compute.recovery import Recoverer
 
     def docker_root() -> str:
@@ -119,12 +121,19 @@ def _start_recovery(
             raise TemporaryError("dockerd has not answered since the agent started")
         return str(data_root())
 
+    def files_into() -> DockerFiles:
+        found = agent()
+        if found is None or not isinstance(found.driver, DockerDriver):
+            raise TemporaryError("dockerd has not answered since the agent started")
+        return DockerFiles(found.driver)
+
     recoverer = Recoverer(
         ServerClient(cfg.server, cfg.token, cfg.host, ca_file),
         cfg.state_dir,
         cfg.host,
         LoopVolumes(cfg.state_dir / "volumes"),
         docker_root,
+        files_into,
     )
     threading.Thread(target=recoverer.run, args=(stopping,), daemon=True, name="recovery").start()
 

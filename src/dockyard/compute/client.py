@@ -170,6 +170,18 @@ class ServerClient:
     def fail_recovery(self, order_id: str, error: str) -> None:
         self._call("POST", f"/agent/recoveries/{order_id}/failure", json={"error": error})
 
+    def recovered_data(self, order_id: str) -> bytes:
+        """The tar of a delivery (its sha256 is in the order; the caller checks it)."""
+        r = self._call(
+            "GET",
+            f"/agent/recoveries/{order_id}/data",
+            timeout=httpx.Timeout(10.0, read=300.0),
+        )
+        return r.content
+
+    def delivered(self, order_id: str) -> None:
+        self._call("POST", f"/agent/recoveries/{order_id}/delivered")
+
     def close(self) -> None:
         self._http.close()
 

@@ -16,6 +16,12 @@ as a tar, without dockerd: it may be the thing that will not start.
         write_tar(...)        the file or directory (symlinks kept as links, never
                               followed; whiteouts and device nodes skipped), size-capped
         PUT /agent/recoveries/ID/data (sha256 header)  or  POST .../failure (why)
+      for each delivery (recovered files to write into an instance of this host):
+        GET /agent/recoveries/ID/data, sha256 checked
+        under(tar, directory)  its entries renamed under the target directory
+        FilesInto.put(...)     dockerd's archive endpoint (docker cp): safe in a
+                               running or stopped container, paths resolved inside it
+        POST .../delivered  or  POST .../failure (why)
 
 The upper directory holds what the instance wrote (changed files are copied up whole);
 files that came with the image and were never changed live in the image's lower
@@ -25,6 +31,7 @@ layers and are not recovered from here: they are in the image.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -58,6 +65,21 @@ class RecoveryServer(Protocol):
     def upload_recovery(self, order_id: str, tar: Path, sha256: str) -> None: ...
 
     def fail_recovery(self, order_id: str, error: str) -> None: ...
+
+    def recovered_data(self, order_id: str) -> bytes: ...
+
+    def delivered(self, order_id: str) -> None: ...
+
+
+class FilesInto(Protocol):
+    """Writes into an instance's filesystem on this host (compute/drivers/docker_files.py)."""
+
+    def put(self, instance_id: str, tar: bytes, top: str) -> None:
+        """Extract ``tar`` (entries already under their directory, relative to the
+        root) into the instance's container, running or stopped. Refused when ``top``
+        (the one entry that is the recovered file or directory) already exists there;
+        TemporaryError while dockerd does not answer."""
+        ...
 
 
 class VolumeFiles(Protocol):
@@ -197,10 +219,12 @@ class Recoverer:
         host: str,
         volumes: VolumeFiles,
         docker_root: Callable[[], str],
+        files_into: Callable[[], FilesInto] | None = None,
     ) -> None:
         self.server, self.host, self.volumes = server, host, volumes
         self.work = state_dir / "recovery"
         self._docker_root = docker_root
+        self._files_into = files_into
         self._done: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
@@ -217,6 +241,30 @@ class Recoverer:
             for order in orders.orders:
                 if order.id not in self._done:
                     self.carry_out(order)
+            for delivery in orders.deliveries:
+                if delivery.id not in self._done:
+                    self.deliver(delivery)
+
+    def deliver(self, order: model.RecoveryDelivery) -> None:
+        """Write recovered files into an instance here, or tell the server why not;
+        retried on the next poll while dockerd or the server does not answer."""
+        try:
+            if self._files_into is None:
+                raise Refused("this agent cannot write into instances")
+            writer = self._files_into()
+            data = self.server.recovered_data(order.id)
+            if hashlib.sha256(data).hexdigest() != order.sha256:
+                raise Refused("the recovered tar arrived damaged (its sha256 differs)")
+            moved, top = under(data, order.path)
+            writer.put(order.instance_id, moved, top)
+            self.server.delivered(order.id)
+            log.info("recovery %s: written into %s:%s", order.id, order.instance_id, order.path)
+            self._done.add(order.id)
+        except Refused as exc:
+            log.warning("recovery %s into %s refused: %s", order.id, order.path, exc.detail)
+            self._tell(order.id, exc.detail)
+        except DockyardError as exc:
+            log.warning("recovery %s into an instance: %s; will retry", order.id, exc.detail)
 
     def carry_out(self, order: model.RecoveryOrder) -> None:
         """Upload the tar, or tell the server why not; retried on the next poll when
@@ -292,6 +340,33 @@ class Recoverer:
         finally:
             _run("umount", str(mnt))
             mnt.rmdir()
+
+
+def under(data: bytes, directory: str) -> tuple[bytes, str]:
+    """The tar's entries renamed under ``directory`` (relative to the instance's root,
+    for an extraction at "/"), and the path of its top entry. Hard links' targets move
+    with them; symbolic links keep their text (the instance's own idea of a path).
+    No entry for the directory itself: the extraction makes what is missing and leaves
+    what is there as it was."""
+    prefix = "/".join(split(directory))
+    out = io.BytesIO()
+    tops: set[str] = set()
+    with (
+        tarfile.open(fileobj=io.BytesIO(data)) as src,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        for info in src:
+            parts = split("/" + info.name)  # '..' and absolute names refused
+            if not parts:
+                raise Refused("the recovered tar has an entry without a name")
+            tops.add(parts[0])
+            info.name = "/".join([prefix, *parts]).lstrip("/")
+            if info.islnk():
+                info.linkname = "/".join([prefix, *split("/" + info.linkname)]).lstrip("/")
+            dst.addfile(info, src.extractfile(info) if info.isreg() else None)
+    if len(tops) != 1:
+        raise Refused(f"the recovered tar holds {len(tops)} top entries, not one")
+    return out.getvalue(), "/" + "/".join([prefix, tops.pop()]).lstrip("/")
 
 
 def _what(src: Source) -> str:

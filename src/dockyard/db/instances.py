@@ -15,6 +15,8 @@ from dockyard.db import (
     fencing,
     groups,
     hosts,
+    instance_log,
+    instance_state,
     lookup,
     quotas,
     registries,
@@ -37,7 +39,6 @@ ACTION_OF_TASK = {
     TaskState.deleting: "delete",
     TaskState.resizing: "resize",
 }
-_FIGURES = ("flavor_id", "vcpus", "memory_mb", "disk_gb", "dedicated", "pids_limit", "limits")
 
 
 def create(
@@ -98,7 +99,7 @@ def create(
         disk_gb=flavor.disk_gb,
         dedicated=flavor.dedicated,
         pids_limit=flavor.pids_limit,
-        limits=_limits(flavor, image),
+        limits=instance_state.limits(flavor, image),
         volumes=volumes.attachments(req.volumes, vols),
         ssh_keys=list(req.ssh_keys),
         key_processes=list(image.key_processes),
@@ -112,7 +113,7 @@ def create(
     s.add(m.IpAllocation(subnet_id=subnet.id, address=ip, instance_id=inst.id))
     for core in placement.cores:
         s.add(m.CoreClaim(host_id=host_id, core=core, instance_id=inst.id))
-    _log(s, inst.id, request_id, "create", who.name)
+    instance_log.log(s, inst.id, request_id, "create", who.name)
     hosts.bump(s, host_id)
     s.flush()
     return to_model(inst), placement.host.name
@@ -215,11 +216,11 @@ def act(
     two tasks begun at once on one instance would otherwise both pass the check."""
     hosts.lock_for_claim(s)
     inst = get(s, who, key)
-    task = states.begin(action, VmState(inst.vm_state), _task(inst))
-    _log(s, inst.id, request_id, action, who.name)
+    task = states.begin(action, VmState(inst.vm_state), instance_state.task_of(inst))
+    instance_log.log(s, inst.id, request_id, action, who.name)
     if task == TaskState.deleting and inst.host_id is None:
         _finish_delete(s, inst)  # never placed, or released after a failed spawn
-        _close(s, inst.id, "delete", None)
+        instance_log.close(s, inst.id, "delete", None)
         return to_model(inst), None
     inst.task_state = task.value
     if task == TaskState.rebooting:
@@ -235,12 +236,12 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
     inst = s.get(m.Instance, instance_id)
     if inst is None or inst.host is None or inst.host.name != host_name:
         raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
-    out = states.on_report(VmState(inst.vm_state), _task(inst), rep)
+    out = states.on_report(VmState(inst.vm_state), instance_state.task_of(inst), rep)
     before = (inst.vm_state, inst.task_state, inst.power_state)
     inst.vm_state, inst.power_state = out.vm_state.value, out.power_state.value
     inst.task_state = out.task_state.value if out.task_state else None
     if out.finished is not None:
-        _close(s, inst.id, ACTION_OF_TASK[out.finished], out.error)
+        instance_log.close(s, inst.id, ACTION_OF_TASK[out.finished], out.error)
     if out.vm_state == VmState.deleted:
         _finish_delete(s, inst)
     elif fencing.rebuilt(s, inst, out):  # an evacuation's rebuild: it keeps its IP either way
@@ -274,7 +275,7 @@ def resize(
     flavor = catalog.flavor(s, flavor_key)
     if flavor.id == inst.flavor_id:
         raise Conflict(f"{inst.name} already has flavor {flavor.name}; pick another")
-    task = states.begin("resize", VmState(inst.vm_state), _task(inst))
+    task = states.begin("resize", VmState(inst.vm_state), instance_state.task_of(inst))
     assert inst.host is not None
     old, new = shape_of(inst), shape_of(flavor)
     assert inst.host_id is not None
@@ -291,37 +292,21 @@ def resize(
             rejected=placement.rejected,
         )
     note = f"{inst.flavor.name} -> {flavor.name}"
-    inst.old_flavor = {**{f: getattr(inst, f) for f in _FIGURES}, "cores": own}
-    figures = {f: getattr(flavor, f) for f in _FIGURES if f != "flavor_id"}
-    figures["limits"] = _limits(flavor, inst.image)
-    _set_figures(s, inst, {**figures, "flavor_id": flavor.id}, placement.cores)
+    inst.old_flavor = {**{f: getattr(inst, f) for f in instance_state.FIGURES}, "cores": own}
+    figures = {f: getattr(flavor, f) for f in instance_state.FIGURES if f != "flavor_id"}
+    figures["limits"] = instance_state.limits(flavor, inst.image)
+    instance_state.set_figures(s, inst, {**figures, "flavor_id": flavor.id}, placement.cores)
     inst.task_state = task.value
-    _log(s, inst.id, request_id, "resize", who.name, note)
+    instance_log.log(s, inst.id, request_id, "resize", who.name, note)
     hosts.bump(s, inst.host_id)
     return to_model(inst), state.name
-
-
-def _limits(flavor: m.Flavor, image: m.Image) -> dict[str, Any]:
-    """The flavor's limits; the /proc view only where the image wants it too."""
-    return {**flavor.limits, **({} if image.procview else {"procview": False})}
-
-
-def _set_figures(s: Session, inst: m.Instance, figures: dict[str, Any], cores: list[int]) -> None:
-    for name, value in figures.items():
-        setattr(inst, name, dict(value) if name == "limits" else value)
-    s.execute(delete(m.CoreClaim).where(m.CoreClaim.instance_id == inst.id))
-    s.flush()
-    for core in cores:
-        s.add(m.CoreClaim(host_id=inst.host_id, core=core, instance_id=inst.id))
-    s.flush()
-    s.expire(inst, ["cores", "flavor"])
 
 
 def _rollback_resize(s: Session, inst: m.Instance) -> None:
     old = dict(inst.old_flavor or {})
     cores = old.pop("cores", [])
     if old:
-        _set_figures(s, inst, old, cores)
+        instance_state.set_figures(s, inst, old, cores)
     inst.old_flavor = None
 
 
@@ -337,42 +322,6 @@ def _finish_delete(s: Session, inst: m.Instance) -> None:
     inst.vm_state, inst.task_state = VmState.deleted.value, None
     inst.power_state = PowerState.nostate.value
     inst.deleted_at = m.now()
-
-
-def _task(inst: m.Instance) -> TaskState | None:
-    return TaskState(inst.task_state) if inst.task_state else None
-
-
-def _log(
-    s: Session, instance_id: str, request_id: str, action: str, user: str, note: str | None = None
-) -> None:
-    s.add(
-        m.InstanceAction(
-            instance_id=instance_id,
-            request_id=request_id,
-            action=action,
-            user_name=user,
-            message=note,
-        )
-    )
-
-
-def _close(s: Session, instance_id: str, action: str, error: str | None) -> None:
-    row = s.scalar(
-        select(m.InstanceAction)
-        .where(
-            m.InstanceAction.instance_id == instance_id,
-            m.InstanceAction.action == action,
-            m.InstanceAction.finish_time.is_(None),
-        )
-        .order_by(m.InstanceAction.start_time.desc())
-        .limit(1)
-    )
-    if row is not None:
-        row.finish_time = m.now()
-        row.result = "error" if error else "success"
-        if error:
-            row.message = f"{row.message}: {error}" if row.message else error
 
 
 def actions(s: Session, who: Principal, key: str) -> list[model.InstanceAction]:
@@ -429,7 +378,7 @@ def detail(s: Session, inst: m.Instance, limit: int = 20) -> model.InstanceDetai
 
 
 def to_model(r: m.Instance) -> model.Instance:
-    vm, task = VmState(r.vm_state), _task(r)
+    vm, task = VmState(r.vm_state), instance_state.task_of(r)
     return model.Instance(
         id=r.id,
         name=r.name,
@@ -476,11 +425,11 @@ def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
         select(m.Instance).where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
     ).unique()
     pool = hosts.shared_pool(s, host.id)
-    fenced, kept = fencing.fenced_for_host(s, host, lambda r: _desired(r, pool))
+    fenced, kept = fencing.fenced_for_host(s, host, lambda r: instance_state.desired(r, pool))
     listed = volumes.for_host(s, host.id)
     state = model.DesiredState(
         generation=host.generation,
-        instances=[_desired(r, pool) for r in rows] + fenced,
+        instances=[instance_state.desired(r, pool) for r in rows] + fenced,
         volumes=listed + [v for v in kept if v.id not in {x.id for x in listed}],
     )
     return registries.with_pulls(s, host.availability_zone, state)
@@ -491,53 +440,3 @@ def _public(mount: dict[str, Any]) -> model.VolumeSpec:
     re-validated, so a mount stored before today's path rules still lists."""
     public = {k: v for k, v in mount.items() if k not in ("volume_id", "size_mb")}
     return model.VolumeSpec.model_construct(**public)
-
-
-def _desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
-    """Dedicated instances get their pinned cores; shared ones the host's shared pool,
-    which shrinks when a core is pinned (and grows back) without a restart."""
-    task = _task(r)
-    if task == TaskState.deleting:
-        power = "deleted"
-    elif task == TaskState.powering_off or (r.vm_state == VmState.stopped.value and task is None):
-        power = "stopped"
-    else:
-        power = "running"
-    subnet = next(sn for sn in r.network.subnets if sn.id == r.subnet_id)
-    assert r.ip and r.mac and r.hostname
-    net = model.NetSpec(
-        bridge=r.network.bridge,
-        uplink=r.network.uplink,
-        mtu=r.network.mtu,
-        ip=r.ip,
-        prefixlen=ipaddress.IPv4Network(subnet.cidr).prefixlen,
-        gateway=subnet.gateway,
-        mac=r.mac,
-        dns=subnet.dns,
-    )
-    return model.DesiredInstance(
-        id=r.id,
-        name=r.name,
-        project=r.project.name,
-        hostname=r.hostname,
-        image_id=r.image.id,
-        image_ref=r.image.ref,
-        image_source=model.ImageSource(r.image.source),
-        image_sha256=r.image.sha256,
-        command=r.image.command,
-        ssh_keys=r.ssh_keys,
-        vcpus=r.vcpus,
-        memory_mb=r.memory_mb,
-        dedicated=r.dedicated,
-        cpuset=[c.core for c in r.cores] if r.dedicated else shared_pool,
-        pids_limit=r.pids_limit,
-        disk_gb=r.disk_gb,
-        limits=model.Limits.model_validate(r.limits or {}),
-        # not re-validated: a mount stored before today's path rules must not stop the host
-        volumes=[model.VolumeAttachment.model_construct(**v) for v in r.volumes],
-        net=net,
-        power=power,
-        task_state=task,
-        power_state=PowerState(r.power_state),
-        reboot_seq=r.reboot_seq,
-    )

@@ -403,6 +403,8 @@ class Migration(Base):
     source_image_id: Mapped[str | None] = mapped_column(String(36), default=None)
     note: Mapped[str | None] = mapped_column(String(1024), default=None)
     fenced_at: Mapped[datetime | None] = mapped_column(default=None)
+    # its volume copies and superseded images deleted from the registry (db/move_cleanup.py)
+    registry_cleaned_at: Mapped[datetime | None] = mapped_column(default=None)
     instance: Mapped[Instance] = relationship(lazy="joined")
     source_host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[source_host_id])
     target_host: Mapped[Host | None] = relationship(
@@ -413,8 +415,8 @@ class Migration(Base):
 class Recovery(Base):
     """Files read off a host's disk for an instance (its writable layer, its named
     volumes) by that host's agent, even with dockerd down: queued -> done | error,
-    done -> expired. ``data`` is the tar the agent uploaded, dropped a day after
-    (db/recoveries.py KEPT_FOR)."""
+    done -> expired; with ``into_*``: queued -> delivering -> done | error. ``data``
+    is the tar the agent uploaded, dropped a day after (db/recoveries.py KEPT_FOR)."""
 
     __tablename__ = "recoveries"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -429,8 +431,16 @@ class Recovery(Base):
     data: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, default=None))
     created_at: Mapped[datetime] = mapped_column(default=now)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
-    instance: Mapped[Instance] = relationship(lazy="joined")
+    # --into INSTANCE:PATH: the target's agent writes the tar there (status delivering)
+    into_instance_id: Mapped[str | None] = mapped_column(
+        ForeignKey("instances.id"), default=None, index=True
+    )
+    into_path: Mapped[str | None] = mapped_column(String(4096), default=None)
+    instance: Mapped[Instance] = relationship(lazy="joined", foreign_keys=[instance_id])
     host: Mapped[Host] = relationship(lazy="joined")
+    into_instance: Mapped[Instance | None] = relationship(
+        lazy="joined", foreign_keys=[into_instance_id]
+    )
 
 
 class AlertReceiver(Base):

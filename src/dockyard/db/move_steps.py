@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import hosts, instances, moves, registries, snapshots
+from dockyard.db import hosts, instance_log, instance_state, moves, registries, snapshots
 from dockyard.db import models as m
 from dockyard.migration import cold
 from dockyard.migration.cold import Act, Event, Status
@@ -177,7 +177,7 @@ def _finish(s: Session, mig: m.Migration, inst: m.Instance) -> None:
     if mig.flavor is not None:
         _take_flavor(s, inst, mig.flavor)
     inst.task_state, inst.vm_state, inst.fault = None, VmState.active.value, None
-    instances._close(s, inst.id, moves.ACTION, None)
+    instance_log.close(s, inst.id, moves.ACTION, None)
 
 
 def _take_flavor(s: Session, inst: m.Instance, flavor: m.Flavor) -> None:
@@ -188,9 +188,9 @@ def _take_flavor(s: Session, inst: m.Instance, flavor: m.Flavor) -> None:
             m.CoreClaim.instance_id == inst.id, m.CoreClaim.host_id == inst.host_id
         )
     ).all()
-    figures = {f: getattr(flavor, f) for f in instances._FIGURES if f != "flavor_id"}
-    figures["limits"] = instances._limits(flavor, inst.image)
-    instances._set_figures(s, inst, {**figures, "flavor_id": flavor.id}, sorted(cores))
+    figures = {f: getattr(flavor, f) for f in instance_state.FIGURES if f != "flavor_id"}
+    figures["limits"] = instance_state.limits(flavor, inst.image)
+    instance_state.set_figures(s, inst, {**figures, "flavor_id": flavor.id}, sorted(cores))
 
 
 def _roll_back(s: Session, mig: m.Migration, inst: m.Instance, why: str) -> None:
@@ -204,7 +204,7 @@ def _roll_back(s: Session, mig: m.Migration, inst: m.Instance, why: str) -> None
         s.delete(image)  # never pushed
     inst.task_state, inst.vm_state = None, VmState.active.value
     inst.fault = f"migration failed, running on {mig.source_host.name} again: {why}"[:1024]
-    instances._close(s, inst.id, moves.ACTION, why)
+    instance_log.close(s, inst.id, moves.ACTION, why)
     s.flush()
     s.expire(inst, ["host", "cores"])
 
@@ -328,7 +328,7 @@ def _as_source(
         return  # waiting for its turn: it runs as before
     want = wanted.get(inst.id)
     if want is None:  # moved: the target has it, this host keeps a stopped copy
-        want = instances._desired(inst, hosts.shared_pool(s, mig.source_host_id))
+        want = instance_state.desired(inst, hosts.shared_pool(s, mig.source_host_id))
         state.instances.append(want)
     want.power = "stopped"
     want.cpuset = _cpuset(inst, mig.source_host_id, want.cpuset)

@@ -19,7 +19,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dockyard.db import catalog, fencing, groups, hosts, instances, quotas, snapshots, volumes
+from dockyard.db import (
+    catalog,
+    fencing,
+    groups,
+    hosts,
+    instance_log,
+    instances,
+    quotas,
+    snapshots,
+    volumes,
+)
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound, NoValidHost
@@ -180,7 +190,7 @@ def _begin(
     note = f"{inst.host.name} -> {target.name} (migration {row.id})"
     if flavor is not None:
         note += f", then resize {inst.flavor.name} -> {flavor.name}"
-    instances._log(s, inst.id, request_id, ACTION, who.name, note)
+    instance_log.log(s, inst.id, request_id, ACTION, who.name, note)
     hosts.bump(s, inst.host_id)
     s.flush()
     s.refresh(row)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import catalog, hosts, instances, quotas
+from dockyard.db import catalog, hosts, instance_log, instances, quotas
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict
@@ -46,7 +46,7 @@ def create(
     row = new_image(s, inst, req.image, registry_url)
     inst.task_state = TaskState.snapshotting.value
     note = f"image {req.image}" + (" (consistent)" if req.consistent else "")
-    instances._log(s, inst.id, request_id, ACTION, who.name, note)
+    instance_log.log(s, inst.id, request_id, ACTION, who.name, note)
     hosts.bump(s, inst.host_id)
     s.flush()
     return catalog.image_model(row), inst.host.name if inst.host else None, inst.id
@@ -144,7 +144,7 @@ def on_report(s: Session, inst: m.Instance, rep: model.InstanceReport) -> None:
         if order is not None and (row := s.get(m.Image, order.id)) is not None:
             row.status = "error"
     inst.fault = f"snapshot failed: {error}" if error else None
-    instances._close(s, inst.id, ACTION, error)
+    instance_log.close(s, inst.id, ACTION, error)
     inst.task_state = None
     hosts.bump(s, inst.host_id)
 

@@ -46,6 +46,17 @@ class EvacuationResult(Schema):
     unplaced: list[Unplaced] = Field(description="instances that fit nowhere, and why")
 
 
+class RecoveryInto(Schema):
+    instance: str = Field(min_length=1, max_length=63, description="name or id")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^/[^\x00]*$",
+        description="a directory inside that instance; the recovered file or directory "
+        "lands in it under its own name (missing directories are made)",
+    )
+
+
 class RecoveryCreate(Schema):
     host: str = Field(max_length=63, description="the host whose disk holds the data")
     path: str = Field(
@@ -53,6 +64,11 @@ class RecoveryCreate(Schema):
         max_length=4096,
         pattern=r"^/[^\x00]*$",
         description="absolute path inside the instance: a file or a directory (taken whole)",
+    )
+    into: RecoveryInto | None = Field(
+        default=None,
+        description="copy it into another instance's filesystem (any host, running or "
+        "stopped) instead of keeping it for download",
     )
 
 
@@ -62,9 +78,11 @@ class Recovery(Schema):
     host: str
     path: str
     status: str = Field(
-        description="queued (the host's agent reads it), done, error, or expired (its "
-        "files dropped a day after it was done)"
+        description="queued (the host's agent reads it), delivering (with into: the "
+        "target's agent writes it), done, error, or expired (its files dropped a day "
+        "after it was done)"
     )
+    into: str | None = Field(default=None, description="INSTANCE:PATH it is copied into")
     size: int | None = None
     sha256: str | None = None
     error: str | None = None
@@ -85,6 +103,17 @@ class RecoveryOrder(Schema):
     max_bytes: int = Field(default=RECOVERY_MAX_BYTES, ge=1, le=1 << 40)
 
 
+class RecoveryDelivery(Schema):
+    """For the target's agent: GET /v1/agent/recoveries/{id}/data (its sha256 checked)
+    and write the tar into instance ``instance_id``'s filesystem under ``path``, an
+    entry that already exists there refused; then POST .../delivered (or .../failure)."""
+
+    id: str = Field(max_length=36)
+    instance_id: str = Field(max_length=36)
+    path: str = Field(max_length=4096)
+    sha256: str = Field(max_length=64)
+
+
 class RecoveryFailure(Schema):
     error: str = Field(max_length=1024)
 
@@ -94,3 +123,6 @@ class RecoveryOrders(Schema):
 
     generation: int
     orders: list[RecoveryOrder]
+    deliveries: list[RecoveryDelivery] = Field(
+        default=[], description="recovered files to write into an instance of this host"
+    )
