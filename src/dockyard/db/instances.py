@@ -60,7 +60,10 @@ def create(
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
     shape = shape_of(flavor)
-    view = _room(s, who.project_id, _project_name(s, who.project_id), claim.quota_needs(shape))
+    # held to the end: the session's identity map keeps rows weakly, and to_model reads it
+    project = s.get(m.Project, who.project_id)
+    name = project.name if project else who.project_id
+    view = _room(s, who.project_id, name, claim.quota_needs(shape))
     vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
     unplaced = {v.id: v for v in vols if v.host_id is None}  # one volume, two paths: once
     new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in unplaced.values())
@@ -131,11 +134,6 @@ def _room(
 
 def shape_of(row: m.Flavor | m.Instance) -> claim.Shape:
     return claim.Shape(row.vcpus, row.memory_mb, row.disk_gb, row.dedicated)
-
-
-def _project_name(s: Session, project_id: str) -> str:
-    row = s.get(m.Project, project_id)
-    return row.name if row else project_id
 
 
 def _name_free(s: Session, project_id: str, name: str) -> None:
