@@ -70,3 +70,18 @@ def test_the_desired_state_read_does_not_grow_with_the_fleet(cloud):
         cloud.create(f"web{n}")
     assert len(statements()) == len(alone), alone
     assert not [q for q in alone if "sum(" in q], alone  # no other host's usage is read
+
+
+def test_a_watch_by_id_reads_the_instance_once(cloud):
+    """Every --wait reads its instance at each wake-up and every second: by id that is
+    one read of the row, and a name that clashes with an id is still ambiguous."""
+    cloud.register("h1")
+    cloud.catalog()
+    inst = cloud.create("web1").json()
+    with counted(cloud) as seen:
+        out = cloud.ok("GET", f"/instances/{inst['id']}/watch")
+    assert out["instance"]["name"] == "web1"
+    assert len([q for q in seen if q.startswith("SELECT instances.id, instances.name")]) == 1
+    assert len(seen) <= 5, seen  # 8 when the row was read twice
+    assert cloud.create(inst["id"]).status_code == 202  # named like web1's id
+    assert cloud.call("GET", f"/instances/{inst['id']}/watch").status_code == 409

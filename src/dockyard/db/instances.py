@@ -190,10 +190,23 @@ def watched(s: Session, who: Principal, key: str) -> model.Instance:
     """The instance for a watch: as ``get``, but an id the caller's project deleted is
     Gone (410), so a waiter learns it ended; another project's stays NotFound."""
     row = s.get(m.Instance, key)
-    if row is not None and row.deleted_at is not None:
-        if who.is_admin or row.project_id == who.project_id:
+    if row is not None and (who.is_admin or row.project_id == who.project_id):
+        if row.deleted_at is not None:
             raise Gone(f"instance {row.name} ({key}) was deleted")
+        if not _named_by_another(s, who, row):
+            return to_model(row)  # by id, the common case: one read, not two
     return to_model(get(s, who, key))
+
+
+def _named_by_another(s: Session, who: Principal, row: m.Instance) -> bool:
+    """Another visible live instance is named like ``row``'s id (``get`` then refuses
+    the key as ambiguous): one narrow query instead of get's second full read."""
+    clash = select(m.Instance.id).where(
+        m.Instance.deleted_at.is_(None), m.Instance.name == row.id, m.Instance.id != row.id
+    )
+    if not who.is_admin:
+        clash = clash.where(m.Instance.project_id == who.project_id)
+    return s.scalar(clash.limit(1)) is not None
 
 
 def list_instances(s: Session, who: Principal) -> list[model.Instance]:
