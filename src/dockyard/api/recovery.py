@@ -65,9 +65,8 @@ async def orders(
     """Long poll, as the desired state's: the host's queued recovery orders. Apart from
     the desired state so an agent whose dockerd is gone still gets them.
 
-    Answered early only when the generation moved and orders are queued: every create
-    and report moves the generation, and an answer with no orders gives the agent
-    nothing to do (it cost a read here and a parse there on every spawn)."""
+    The generation is the orders' (db/recoveries.py): 0 while none is queued, so the
+    creates and reports that move the host's generation do not wake this poll."""
     hosts.check_agent(who.host_name, name)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait  # an early wake-up with nothing to say keeps waiting
@@ -75,7 +74,7 @@ async def orders(
         fut = watch.register(name)
         state = await run_in_threadpool(_orders, db, name)
         left = deadline - loop.time()
-        if (state.generation != since and state.orders) or left <= 0:
+        if state.generation != since or left <= 0:
             watch.cancel(name, fut)
             return state
         await watch.wait(name, fut, min(watch.reread, left))

@@ -97,7 +97,11 @@ def orders_for_host(s: Session, host_name: str) -> model.RecoveryOrders:
         )
         for r in rows
     ]
-    return model.RecoveryOrders(generation=host.generation, orders=orders)
+    # 0 while nothing is queued: every create and report moves the host's generation,
+    # and an agent woken by each to learn there is still nothing to do paid a read here
+    # and a parse there per spawn; with orders, any change of the host's answers (+1:
+    # never 0, whatever the host's generation)
+    return model.RecoveryOrders(generation=host.generation + 1 if orders else 0, orders=orders)
 
 
 def _queued(s: Session, host_name: str, recovery_id: str) -> m.Recovery:
