@@ -104,3 +104,27 @@ def test_an_evacuated_instances_old_host_may_be_asked(quick):  # noqa: F811
     quick.ok("POST", f"/migrations/{ev['id']}/release")
     r = quick.call("POST", "/instances/web/recoveries", json={"host": "h1", "path": "/root"})
     assert r.status_code == 409, r.text  # released: nothing kept there any more
+
+
+def test_a_change_that_queues_no_order_does_not_answer_the_recovery_poll(cloud):
+    """Every create moves the host's generation; the agent's recovery poll is held on
+    (it has nothing to do) rather than answered with no orders on every spawn."""
+    import threading
+    import time
+
+    cloud.catalog()
+    t1 = cloud.register("h1")
+    gen = _orders(cloud, t1)["generation"]
+    out: dict = {}
+
+    def poll():
+        started = time.monotonic()
+        out["answer"] = _orders(cloud, t1, since=gen, wait=2)
+        out["took"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    time.sleep(0.3)
+    assert cloud.create("web").status_code == 202  # moves h1's generation
+    waiter.join(30)
+    assert out["answer"]["orders"] == [] and out["took"] >= 1.9

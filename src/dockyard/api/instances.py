@@ -86,15 +86,19 @@ async def watch_instance(
     once if it already does), else with the same version after ``wait`` seconds.
     404 for an instance the caller cannot see, 410 once it is deleted."""
     deadline = asyncio.get_running_loop().time() + wait
-    ident, fut = key, None
+    # a waiter registers before its first read (one read per wake-up, none wasted);
+    # registered before each read, so nothing slips between a read and the wait
+    ident, fut = key, watch.instances.register(key) if since else None
     try:
         while True:
             seen = await run_in_threadpool(_watched, db, who, ident)
             left = deadline - asyncio.get_running_loop().time()
             if seen.version != since or left <= 0:
                 return seen
-            if fut is not None:  # registered before that read: nothing slipped between
+            if fut is not None and ident == seen.instance.id:
                 await watch.instances.wait(ident, fut, min(watch.reread, left))
+            elif fut is not None:  # registered under a name: notifications carry the id
+                watch.instances.cancel(ident, fut)
             ident = seen.instance.id  # a name resolves once; a deletion then answers 410
             fut = watch.instances.register(ident)
     finally:

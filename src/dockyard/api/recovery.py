@@ -3,6 +3,7 @@ and uploads a tar, the admin downloads it (see db/recoveries.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated
 
@@ -63,18 +64,21 @@ async def orders(
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
 ) -> model.RecoveryOrders:
     """Long poll, as the desired state's: the host's queued recovery orders. Apart from
-    the desired state so an agent whose dockerd is gone still gets them."""
+    the desired state so an agent whose dockerd is gone still gets them.
+
+    The generation is the orders' (db/recoveries.py): 0 while none is queued, so the
+    creates and reports that move the host's generation do not wake this poll."""
     hosts.check_agent(who.host_name, name)
-    remaining = wait
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait  # an early wake-up with nothing to say keeps waiting
     while True:
         fut = watch.register(name)
         state = await run_in_threadpool(_orders, db, name)
-        if state.generation != since or remaining <= 0:
+        left = deadline - loop.time()
+        if state.generation != since or left <= 0:
             watch.cancel(name, fut)
             return state
-        step = min(watch.reread, remaining)
-        await watch.wait(name, fut, step)
-        remaining -= step
+        await watch.wait(name, fut, min(watch.reread, left))
 
 
 def _orders(db: Database, name: str) -> model.RecoveryOrders:

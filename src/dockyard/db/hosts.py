@@ -269,8 +269,16 @@ def _pinned(s: Session) -> dict[str, set[int]]:
 
 
 def shared_pool(s: Session, host_id: str) -> list[int]:
-    """The cores shared instances run on: neither reserved for the host nor pinned."""
-    return scheduler_view(s, only=host_id)[0][1].free_cores
+    """The cores shared instances run on: neither reserved for the host nor pinned.
+
+    Read for one host only (its row and its pinned cores): every desired-state read
+    takes it, and the whole scheduler view (usage of every host) is not needed."""
+    host = s.get(m.Host, host_id)
+    if host is None:
+        return []
+    pinned = set(s.scalars(select(m.CoreClaim.core).where(m.CoreClaim.host_id == host_id)))
+    reserved = set(host.reserved_cores or ())
+    return [c for c in range(host.cores) if c not in pinned and c not in reserved]
 
 
 def list_hosts(s: Session, only: str | None = None) -> list[model.Host]:

@@ -62,7 +62,10 @@ def create(
         raise Conflict(f"image {image.name!r} is {image.status}; upload its rootfs first")
     _name_free(s, who.project_id, req.name)
     shape = shape_of(flavor)
-    view = _room(s, who.project_id, _project_name(s, who.project_id), claim.quota_needs(shape))
+    # held to the end: the session's identity map keeps rows weakly, and to_model reads it
+    project = s.get(m.Project, who.project_id)
+    name = project.name if project else who.project_id
+    view = _room(s, who.project_id, name, claim.quota_needs(shape))
     vols, volume_host = volumes.resolve(s, who.project_id, req.volumes)
     unplaced = {v.id: v for v in vols if v.host_id is None}  # one volume, two paths: once
     new_gb = sum(quotas.volume_gb_of(v.size_mb) for v in unplaced.values())
@@ -135,11 +138,6 @@ def shape_of(row: m.Flavor | m.Instance) -> claim.Shape:
     return claim.Shape(row.vcpus, row.memory_mb, row.disk_gb, row.dedicated)
 
 
-def _project_name(s: Session, project_id: str) -> str:
-    row = s.get(m.Project, project_id)
-    return row.name if row else project_id
-
-
 def _name_free(s: Session, project_id: str, name: str) -> None:
     clash = s.scalar(
         select(m.Instance.id).where(
@@ -194,10 +192,23 @@ def watched(s: Session, who: Principal, key: str) -> model.Instance:
     """The instance for a watch: as ``get``, but an id the caller's project deleted is
     Gone (410), so a waiter learns it ended; another project's stays NotFound."""
     row = s.get(m.Instance, key)
-    if row is not None and row.deleted_at is not None:
-        if who.is_admin or row.project_id == who.project_id:
+    if row is not None and (who.is_admin or row.project_id == who.project_id):
+        if row.deleted_at is not None:
             raise Gone(f"instance {row.name} ({key}) was deleted")
+        if not _named_by_another(s, who, row):
+            return to_model(row)  # by id, the common case: one read, not two
     return to_model(get(s, who, key))
+
+
+def _named_by_another(s: Session, who: Principal, row: m.Instance) -> bool:
+    """Another visible live instance is named like ``row``'s id (``get`` then refuses
+    the key as ambiguous): one narrow query instead of get's second full read."""
+    clash = select(m.Instance.id).where(
+        m.Instance.deleted_at.is_(None), m.Instance.name == row.id, m.Instance.id != row.id
+    )
+    if not who.is_admin:
+        clash = clash.where(m.Instance.project_id == who.project_id)
+    return s.scalar(clash.limit(1)) is not None
 
 
 def list_instances(s: Session, who: Principal) -> list[model.Instance]:

@@ -75,10 +75,13 @@ _HINTS = {
 def check(s: Session, project_id: str, project: str, needs: dict[str, int]) -> None:
     """Raise Forbidden naming the first quota that ``needs`` would exceed."""
     quota = limits(s, project_id)
+    limited = {r: n for r, n in needs.items() if n > 0 and getattr(quota, r) is not None}
+    if not limited:
+        return  # nothing this request adds is limited: no usage to count (every claim runs this)
     used = usage(s, project_id)
-    for resource, extra in needs.items():
+    for resource, extra in limited.items():
         limit = getattr(quota, resource)
-        if limit is not None and extra > 0 and used[resource] + extra > limit:
+        if used[resource] + extra > limit:
             raise Forbidden(
                 f"quota exceeded for project {project}: {resource} limit {limit}, in use "
                 f"{used[resource]}, this request needs {extra} more; {_HINTS.get(resource, '')}"

@@ -150,8 +150,14 @@ def orders_for_host(s: Session, host_name: str) -> model.RecoveryOrders:
         )
         for r in rows
     ]
+    deliveries = _deliveries(s, host)
+    # 0 while nothing is queued: every create and report moves the host's generation,
+    # and an agent woken by each to learn there is still nothing to do paid a read here
+    # and a parse there per spawn; with orders, any change of the host's answers (+1:
+    # never 0, whatever the host's generation)
+    busy = orders or deliveries
     return model.RecoveryOrders(
-        generation=host.generation, orders=orders, deliveries=_deliveries(s, host)
+        generation=host.generation + 1 if busy else 0, orders=orders, deliveries=deliveries
     )
 
 

@@ -75,6 +75,15 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _hold(session: Session, instance: object) -> None:
+    """Keep every row a session loads until the session ends (SQLAlchemy's "strong
+    reference" recipe). The identity map holds rows weakly: a row that one function
+    loaded and dropped was read again by the next (``s.get``, a lazy load), several
+    times in one request (a report PUT read its instance twice). Sessions here live
+    for one request or one pass, so what they hold is what they read anyway."""
+    session.info.setdefault("held", []).append(instance)
+
+
 class Database:
     """An engine and its sessions.
 
@@ -96,6 +105,8 @@ class Database:
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._writes = sessionmaker(writer, expire_on_commit=False)
+        for factory in (self._reads, self._writes):
+            event.listen(factory, "loaded_as_persistent", _hold)
         self._write_lock = threading.Lock()
 
     @property

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -91,6 +92,8 @@ def check_scalars(value: Any) -> None:
     fields. Iterative, so deep nesting cannot exhaust the stack. The error's
     ``at`` is the path inside ``value`` (``0``, ``labels.key``), for the 422.
     """
+    if _plainly_fine(value):
+        return  # the common case, checked without the walk: every field of every model
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, where = stack.pop()
@@ -105,6 +108,29 @@ def check_scalars(value: Any) -> None:
                 stack.append((v, f"{where}.{_printable(k)}"))
         elif isinstance(item, list | tuple):
             stack.extend((v, f"{where}.{i}") for i, v in enumerate(item))
+
+
+def _plainly_fine(value: Any) -> bool:
+    """``value`` passes the walk, decided by the cheapest tests: a scalar ``_scalar_fine``
+    passes, or a flat list or tuple of them (lists of cores, keys, nested models)."""
+    if isinstance(value, list | tuple):
+        return all(_scalar_fine(v) for v in value)
+    return _scalar_fine(value)
+
+
+def _scalar_fine(value: Any) -> bool:
+    """None, a bool, a nested model (it checks its own fields), an int inside 64 bits,
+    a finite float, short ASCII text without NUL (no surrogate is ASCII), or another
+    scalar (a datetime, a UUID). Containers and any other text: walk them."""
+    if value is None or isinstance(value, bool | BaseModel):
+        return True
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, str):
+        return len(value) <= MAX_TEXT and value.isascii() and "\x00" not in value
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return not isinstance(value, dict | list | tuple)
 
 
 def _problem(item: Any) -> str | None:
@@ -186,6 +212,11 @@ def from_newer(model: type[SchemaT], data: Any) -> SchemaT:
     usual. Agents read the server's words this way, so a server upgraded before its
     agents does not stop them (a user's request, on the other hand, is refused when
     it holds an unknown field)."""
+    try:  # a peer of the same version (the common case) sends nothing to drop
+        return model.model_validate(data)
+    except ValidationError as exc:
+        if not any(e["type"] == "extra_forbidden" for e in exc.errors()):
+            raise
     return model.model_validate(_known(model, data))
 
 

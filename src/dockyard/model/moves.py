@@ -119,7 +119,8 @@ class RecoveryFailure(Schema):
 
 
 class RecoveryOrders(Schema):
-    """A host's queued recovery orders, at its generation (the agent long-polls)."""
+    """A host's queued recovery orders and their generation (0 while none is queued;
+    the agent long-polls)."""
 
     generation: int
     orders: list[RecoveryOrder]

@@ -1,0 +1,87 @@
+"""The database work on the spawn path (issue 9, item 3): every create runs a POST, one
+desired-state read per wake-up of its host's agent, and a report PUT. Each is held to
+a statement budget, and the desired read to one that does not grow with the fleet."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+STATEMENTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+@contextmanager
+def counted(cloud):
+    """Statements the server sends to the database inside the block (BEGINs aside)."""
+    engine = cloud.client.app.state.db.engine
+    seen: list[str] = []
+
+    def note(_conn, _cursor, statement, *_):
+        if statement.lstrip().upper().startswith(STATEMENTS):
+            seen.append(statement.split("\n")[0][:80])
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def test_a_create_in_an_unlimited_project_counts_no_usage(cloud):
+    token = cloud.register("h1")
+    cloud.catalog()
+    with counted(cloud) as seen:
+        r = cloud.create("web1")
+    assert r.status_code == 202, r.text
+    assert not [q for q in seen if "count(" in q], seen  # no quota set: nothing to count
+    assert len(seen) <= 19, seen  # 23 before the fleet view and usage were trimmed
+    project = cloud.ok("GET", "/quota")["project"]
+    cloud.ok("PATCH", f"/projects/{project}/quota", json={"instances": 1})
+    assert cloud.create("web2").status_code == 403  # a limit set is still enforced
+    assert token
+
+
+def test_a_report_reads_its_instance_once(cloud):
+    token = cloud.register("h1")
+    cloud.catalog()
+    inst = cloud.create("web1").json()
+    with counted(cloud) as seen:
+        cloud.ok("PUT", f"/agent/instances/{inst['id']}/state", token,
+                 json={"power_state": "running", "task_done": "spawning"})  # fmt: skip
+    assert len([q for q in seen if q.startswith("SELECT instances.")]) == 1, seen
+    assert cloud.ok("GET", f"/instances/{inst['id']}")["status"] == "ACTIVE"
+
+
+def test_the_desired_state_read_does_not_grow_with_the_fleet(cloud):
+    token = cloud.register("h1")
+    cloud.catalog()
+    cloud.create("web1")
+
+    def statements():
+        with counted(cloud) as seen:
+            cloud.ok("GET", "/agent/hosts/h1/desired", token)
+        return seen
+
+    alone = statements()
+    for n in range(2, 6):
+        cloud.register(f"h{n}")
+    for n in range(2, 8):
+        cloud.create(f"web{n}")
+    assert len(statements()) == len(alone), alone
+    assert not [q for q in alone if "sum(" in q], alone  # no other host's usage is read
+
+
+def test_a_watch_by_id_reads_the_instance_once(cloud):
+    """Every --wait reads its instance at each wake-up and every second: by id that is
+    one read of the row, and a name that clashes with an id is still ambiguous."""
+    cloud.register("h1")
+    cloud.catalog()
+    inst = cloud.create("web1").json()
+    with counted(cloud) as seen:
+        out = cloud.ok("GET", f"/instances/{inst['id']}/watch")
+    assert out["instance"]["name"] == "web1"
+    assert len([q for q in seen if q.startswith("SELECT instances.id, instances.name")]) == 1
+    assert len(seen) <= 5, seen  # 8 when the row was read twice
+    assert cloud.create(inst["id"]).status_code == 202  # named like web1's id
+    assert cloud.call("GET", f"/instances/{inst['id']}/watch").status_code == 409
