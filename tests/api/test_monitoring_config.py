@@ -8,6 +8,7 @@ import json
 import yaml
 
 from dockyard.api import monitoring_config
+from dockyard.api.monitoring import keep_token
 from dockyard.api.server import init
 from dockyard.db.session import Database
 from dockyard.monitor.setup import Setup
@@ -135,7 +136,7 @@ def test_changed_rules_and_grouping_reach_running_daemons(tmp_path):
     init(db)
     mon = lab_monitoring.Monitoring(tmp_path / "mon", free_port(), free_port())
     lab_monitoring.write_setup(mon, "http://127.0.0.1:9", None, {})
-    lab_monitoring.write_token(mon, "t")
+    keep_token([Setup.read(mon.setup_file).token_file], "t")  # what the server does at start
     monitoring_config.sync(Setup.read(mon.setup_file), db)
     procs = lab_monitoring.start(mon)
     try:

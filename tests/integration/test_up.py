@@ -186,6 +186,8 @@ def test_up_beyond_loopback_serves_https_that_the_cli_verifies_and_a_host_joins(
                 str(up.state / "h2"),
                 "--docker-host",
                 dockerd.url,
+                "--metrics-listen",
+                "127.0.0.1:0",
             ],
             stdout=subprocess.DEVNULL,
             stderr=(up.state / "h2.log").open("wb"),

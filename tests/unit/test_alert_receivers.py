@@ -194,6 +194,10 @@ def test_sms_template_is_filled_url_encoded_and_cannot_change_the_host():
         ),
         ({"kind": "sms", "sms_template": "http://g.example/?m={message}"}, "unknown field"),
         ({"kind": "sms", "sms_template": "http://g.example/?m=hi"}, "put {text}"),
+        ({"kind": "sms", "sms_template": "https://{summary}.g.example/?m={text}"}, "address"),
+        ({"kind": "sms", "sms_template": "https://g.example:{text}/"}, "address"),
+        ({"kind": "sms", "sms_template": "http://g.example/?m={text:>999999999}"}, "no format"),
+        ({"kind": "sms", "sms_template": "http://g.example/?m={text!r}"}, "no format"),
         (
             {"kind": "dingtalk", "url": "http://d.example/", "email_to": "a@b.example"},
             "takes no email_to",

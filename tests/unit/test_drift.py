@@ -351,3 +351,18 @@ def test_a_baseline_the_server_refuses_does_not_make_the_host_look_down(tmp_path
     host.server.heartbeat = refusing
     agent.heartbeat()
     assert beats == ["bare"]
+
+
+def test_a_survey_that_breaks_does_not_stop_the_heartbeat(tmp_path):
+    """A bug or a host too odd for the status model (say, 300 bridges) must not
+    silence the agent: a silent host is called down and may be evacuated."""
+    host, agent, _ = _running(tmp_path)
+    sent = []
+    host.server.heartbeat = lambda status=None: sent.append(status) or 0
+
+    def broken():
+        raise ValueError("more than 256 baseline items")
+
+    agent.status = broken
+    agent.heartbeat()
+    assert sent == [None]  # beat without its status

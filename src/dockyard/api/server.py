@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=3,
+        # the client's address is the socket's: an X-Forwarded-For from loopback must not
+        # choose the address a host's /metrics certificate is signed for
+        proxy_headers=False,
         limit_concurrency=args.max_connections,
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,

@@ -221,7 +221,12 @@ class Agent:
         """Alive, with the host's status. A status the server refuses (422: an item it
         finds malformed) must not make the host look down: it beats without one."""
         try:
-            self.client.heartbeat(self.status())
+            status: model.HostStatus | None = self.status()
+        except Exception:  # a survey's bug must not silence the beat: the host looks down
+            log.exception("could not survey this host; beating without its status")
+            status = None
+        try:
+            self.client.heartbeat(status)
         except PermanentError as exc:
             if exc.extra.get("status") != 422:
                 raise
@@ -268,6 +273,8 @@ class Agent:
                     self._retry_forever(self.register)
             except DockyardError as exc:
                 log.warning("heartbeat failed: %s", exc.detail)
+            except Exception:  # the thread must outlive any bug: a silent host is evacuated
+                log.exception("heartbeat failed")
 
     def _events_loop(self) -> None:
         while not self.stop_event.is_set():

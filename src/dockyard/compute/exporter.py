@@ -264,6 +264,7 @@ class MetricsServer:
 
 def _handler(registry: CollectorRegistry, tokens: Callable[[], TokenCheck]) -> type[Any]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # an idle or half-open connection (and its TLS handshake) ends
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path.split("?")[0] != "/metrics":
                 return self._answer(404, b"only /metrics is here\n", "text/plain")

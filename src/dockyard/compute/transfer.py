@@ -172,6 +172,8 @@ def pack_layer(upper: Path, dest: Path) -> None:
                 tar.addfile(_marker(rel, ".wh." + os.path.basename(rel), st))
                 continue
             info = tar.gettarinfo(str(path), arcname=rel)
+            if info is None:  # a unix socket: as docker commit, left behind
+                continue
             info.pax_headers = _xattrs(path)
             if any(_getxattr(path, a) is not None for a in _ELSEWHERE):
                 raise PermanentError(f"{rel} keeps its data or name in a lower layer")

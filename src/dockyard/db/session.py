@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 __all__ = ["Database", "DatabaseBusy", "Session", "WriteConflict", "upgrade"]
 
@@ -84,6 +84,15 @@ def _hold(session: Session, instance: object) -> None:
     session.info.setdefault("held", []).append(instance)
 
 
+def _fresh_when_locked(state: ORMExecuteState) -> None:
+    """A SELECT ... FOR UPDATE reloads the rows it locks. A row this session already
+    holds (see _hold) would otherwise come back with the values read before the lock,
+    and lock-then-read code (a volume's attachment, a project's quota) would decide on
+    them (PostgreSQL; SQLite's writers hold the whole database)."""
+    if state.is_select and getattr(state.statement, "_for_update_arg", None) is not None:
+        state.update_execution_options(populate_existing=True)
+
+
 class Database:
     """An engine and its sessions.
 
@@ -107,6 +116,7 @@ class Database:
         self._writes = sessionmaker(writer, expire_on_commit=False)
         for factory in (self._reads, self._writes):
             event.listen(factory, "loaded_as_persistent", _hold)
+            event.listen(factory, "do_orm_execute", _fresh_when_locked)
         self._write_lock = threading.Lock()
 
     @property

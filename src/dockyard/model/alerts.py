@@ -44,9 +44,15 @@ SMS_FIELDS = ("text", "status", "alertname", "severity", "summary", "count")
 def _sms_template(text: str) -> str:
     """A URL whose ``{text}``-style fields are filled (URL-encoded) per notification."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)]
     except ValueError as exc:
         raise ValueError(f"the template's braces do not pair up ({exc}); write {{text}}") from exc
+    fields = [f for f, _, _ in parsed if f is not None]
+    if any(spec or conv for f, spec, conv in parsed if f is not None):
+        raise ValueError("a field takes no format or conversion; write {text}, not {text:...}")
+    scheme, _, rest = text.partition("://")
+    if "{" in scheme or "{" in rest.split("/", 1)[0]:
+        raise ValueError("fields go in the path or the query, never in the gateway's address")
     unknown = sorted({f for f in fields if f not in SMS_FIELDS})
     if unknown:
         raise ValueError(

@@ -26,6 +26,9 @@ def upgrade() -> None:
         batch.create_index("ix_recoveries_into_instance_id", ["into_instance_id"])
     with op.batch_alter_table("migrations") as batch:
         batch.add_column(sa.Column("registry_cleaned_at", sa.DateTime(), nullable=True))
+    # moves that ended before this version keep what they pushed: their images may be in
+    # a project's catalogue and in use; only moves from now on are cleaned up after
+    op.execute("UPDATE migrations SET registry_cleaned_at = CURRENT_TIMESTAMP")
 
 
 def downgrade() -> None:
