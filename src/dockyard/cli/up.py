@@ -105,6 +105,10 @@ def up(a: argparse.Namespace) -> int:
                 # through /etc/docker/certs.d (--trust-registries)
                 *(["--ca-file", str(ca_file)] if ca or not a.registry_http else []),
                 *([] if a.registry_http else ["--trust-registries"]),
+                # /metrics on the API's port + 4 (+1 registry, +2/+3 Prometheus and
+                # Alertmanager): two clouds on one machine do not clash on :9787
+                "--metrics-listen",
+                f":{int(a.listen.rpartition(':')[2]) + 4}",
                 log=state / "agent.log",
             )
         )
