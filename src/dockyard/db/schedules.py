@@ -148,17 +148,7 @@ def fit(s: Session, inst: m.Instance) -> list[model.Image] | None:
 
 def _spare(s: Session, inst: m.Instance) -> list[m.Image]:
     """The instance's periodic snapshots it could lose, in the order to lose them."""
-    rows = list(
-        s.scalars(
-            select(m.Image)
-            .where(
-                m.Image.snapshot_of == inst.id,
-                m.Image.periodic.is_(True),
-                m.Image.status != "queued",
-            )
-            .order_by(m.Image.created_at, m.Image.name)
-        )
-    )
+    rows = _periodic(s, inst)[::-1]  # oldest first
     active = [r for r in rows if r.status == "active"]
     newest = active[-1].id if active else None
     kept = protected(s)
@@ -251,23 +241,28 @@ def prune(s: Session) -> list[model.Image]:
 
 
 def _beyond(s: Session, inst: m.Instance) -> list[m.Image]:
-    rows = list(
-        s.scalars(
-            select(m.Image)
-            .where(
-                m.Image.snapshot_of == inst.id,
-                m.Image.periodic.is_(True),
-                m.Image.status != "queued",  # an agent is pushing it
-            )
-            .order_by(m.Image.created_at.desc(), m.Image.name.desc())
-        )
-    )
+    rows = _periodic(s, inst)
     active = [r for r in rows if r.status == "active"]
     if not active:
         return []
     newest = active[0].created_at
     failed = [r for r in rows if r.status != "active" and r.created_at < newest]
     return active[inst.snapshot_keep :] + failed
+
+
+def _periodic(s: Session, inst: m.Instance) -> list[m.Image]:
+    """The instance's periodic snapshots, newest first, but those an agent is pushing."""
+    return list(
+        s.scalars(
+            select(m.Image)
+            .where(
+                m.Image.snapshot_of == inst.id,
+                m.Image.periodic.is_(True),
+                m.Image.status != "queued",
+            )
+            .order_by(m.Image.created_at.desc(), m.Image.name.desc())
+        )
+    )
 
 
 def protected(s: Session) -> set[str]:
