@@ -132,6 +132,6 @@ def test_tools_agree_with_the_cgroup_and_the_reference_load(cluster, machine_ima
 
 
 def _epoch(started_at: str) -> float:
-    from dockyard.compute.procfs import _epoch as parse
+    from dockyard.compute.procfs import epoch as parse
 
     return parse(started_at)

@@ -151,7 +151,8 @@ def test_a_target_whose_agent_is_stopped_gets_nothing_and_the_source_runs_it(
     assert _exec(lab, "lab1", inst, "cat /root/note").strip() == "still-here"
     assert probe_ping(lab, inst["ip"])
     actions = lab.cli_json("server", "actions", "stayer")
-    assert actions[-1]["action"] == "migrate" and actions[-1]["result"] == "error"
+    migrate = [a for a in actions if a["action"] == "migrate"][-1]  # a cleanup may follow
+    assert migrate["result"] == "error"
     wait_for(lambda: f"dy-{inst['id']}" not in _containers(lab, "lab2"), 60, "lab2 to clean up")
 
 
