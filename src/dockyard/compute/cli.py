@@ -33,6 +33,7 @@ from dockyard.compute.metrics import Allowance, Sampler
 from dockyard.compute.monitor import CgroupMeter
 from dockyard.compute.plumber import HostPlumber
 from dockyard.compute.procfs import ProcView
+from dockyard.compute.recovery import Recoverer
 from dockyard.compute.supervisor import SupervisorWatch
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.compute.volumes import LoopVolumes
@@ -87,10 +88,11 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    _start_recovery(cfg, ca_file, stopping, lambda: wired[0] if wired else None)
+    recoverer = _start_recovery(cfg, ca_file, stopping, lambda: wired[0] if wired else None)
     while not stopping.is_set():
         try:
             wired.append(_wire(cfg, args.docker_host, args.uplink, ca_file, registry_ca))
+            recoverer.data_root()  # learnt now: this host may die before anything else asks
             break
         except Exception as exc:  # the docker SDK's errors: only the Docker driver imports it
             log.warning("cannot start (%s); only offline recovery runs; retrying in 10 s", exc)
@@ -105,14 +107,13 @@ def _start_recovery(
     ca_file: Path | None,
     stopping: threading.Event,
     agent: Callable[[], Agent | None],
-) -> None:
+) -> Recoverer:
     """Offline data recovery (compute/recovery.py) on its own thread and long poll,
     from before the agent is wired: it must work while dockerd does not answer (the
     Docker client cannot even be made then), and it sends no heartbeat, so a host
     whose dockerd will not start stays down for the scheduler."""
     from dockyard.compute.drivers.docker import DockerDriver
     from dockyard.compute.drivers.docker_files import DockerFiles
-    from dockyard.compute.recovery import Recoverer
 
     def docker_root() -> str:
         found = agent()
@@ -136,6 +137,7 @@ def _start_recovery(
         files_into,
     )
     threading.Thread(target=recoverer.run, args=(stopping,), daemon=True, name="recovery").start()
+    return recoverer
 
 
 def _parser() -> argparse.ArgumentParser:
