@@ -226,17 +226,13 @@ class Recoverer:
         self._docker_root = docker_root
         self._files_into = files_into
         self._done: set[str] = set()
-        self._learned = False  # dockerd told its data root since this agent started
 
     def run(self, stop: threading.Event) -> None:
         generation = -1
         while not stop.is_set():
             self.data_root()  # learn it while dockerd answers, for when it will not
-            # until dockerd has answered, come back soon to ask it: the poll holds 25 s
-            # while no order is queued, and the host may die in that time
-            wait = 25 if self._learned else 2
             try:
-                orders = self.server.recoveries(since=generation, wait=wait)
+                orders = self.server.recoveries(since=generation, wait=25)
             except DockyardError as exc:
                 log.warning("recovery orders: %s", exc.detail)
                 stop.wait(2)
@@ -318,7 +314,6 @@ class Recoverer:
             if not cache.is_file() or cache.read_text() != root:
                 self.work.mkdir(parents=True, exist_ok=True)
                 cache.write_text(root)
-            self._learned = True
             return Path(root)
         except DockyardError:
             try:

@@ -162,25 +162,11 @@ class Registry:
     ) -> Pushed:
         """After: ``REPO:TAG`` names a one-layer image of ``rootfs`` (gzip ``level``;
         None: the tar as it is, an uncompressed layer); its digest returned."""
-        layer, media = Blob(file_digest(rootfs), rootfs.stat().st_size), LAYER_TAR
-        diff_id = layer.digest
-        with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
-            if level is not None:
-                gz, media = Path(tmp) / "layer.tar.gz", LAYER_GZIP
-                layer, diff_id = compress_layer(rootfs, gz, level)
-            self._push_blob_file(repository, layer, rootfs if level is None else gz)
+        layer, diff_id, media = self._push_layer(repository, rootfs, level)
         config = image_config(diff_id, cmd, created, architecture())
         config_blob = Blob(sha256_digest(config), len(config))
         self._push_blob_bytes(repository, config_blob, config)
-        body = manifest(config_blob, layer, media)
-        r = self._call(
-            "PUT",
-            f"/v2/{repository}/manifests/{tag}",
-            content=body,
-            headers={"Content-Type": MANIFEST_V2},
-            ok=(201,),
-        )
-        digest = r.headers.get("Docker-Content-Digest") or sha256_digest(body)
+        digest = self._put_manifest(repository, tag, manifest(config_blob, layer, media))
         return Pushed(repository, tag, digest, config_blob.size + layer.size)
 
     def push_layer_on(
@@ -208,13 +194,7 @@ class Registry:
         config = self._call("GET", f"/v2/{base_repo}/blobs/{body['config']['digest']}").json()
         for layer in body["layers"]:
             self._mount(repository, layer["digest"], base_repo)
-        blob, media = Blob(file_digest(layer_tar), layer_tar.stat().st_size), LAYER_TAR
-        diff_id = blob.digest
-        with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
-            if level is not None:
-                gz, media = Path(tmp) / "layer.tar.gz", LAYER_GZIP
-                blob, diff_id = compress_layer(layer_tar, gz, level)
-            self._push_blob_file(repository, blob, layer_tar if level is None else gz)
+        blob, diff_id, media = self._push_layer(repository, layer_tar, level)
         config["rootfs"]["diff_ids"].append(diff_id)
         config["created"] = created
         config.setdefault("history", []).append({"created": created, "created_by": "dockyard move"})
@@ -223,16 +203,31 @@ class Registry:
         self._push_blob_bytes(repository, config_blob, raw)
         body["config"] = {**body["config"], "size": config_blob.size, "digest": config_blob.digest}
         body["layers"].append({"mediaType": media, "size": blob.size, "digest": blob.digest})
-        out = json.dumps(body, sort_keys=True).encode()
-        put = self._call(
+        digest = self._put_manifest(repository, tag, json.dumps(body, sort_keys=True).encode())
+        return Pushed(repository, tag, digest, config_blob.size + blob.size)
+
+    def _push_layer(self, repository: str, tar: Path, level: int | None) -> tuple[Blob, str, str]:
+        """The layer ``tar`` as a blob of ``repository``: as it is (an uncompressed
+        layer), or gzipped at ``level``. Returns the blob, its diff_id, its media type."""
+        blob, media = Blob(file_digest(tar), tar.stat().st_size), LAYER_TAR
+        diff_id = blob.digest
+        with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
+            if level is not None:
+                gz, media = Path(tmp) / "layer.tar.gz", LAYER_GZIP
+                blob, diff_id = compress_layer(tar, gz, level)
+            self._push_blob_file(repository, blob, tar if level is None else gz)
+        return blob, diff_id, media
+
+    def _put_manifest(self, repository: str, tag: str, body: bytes) -> str:
+        """``REPO:TAG`` names the schema2 manifest ``body``; its digest."""
+        r = self._call(
             "PUT",
             f"/v2/{repository}/manifests/{tag}",
-            content=out,
+            content=body,
             headers={"Content-Type": MANIFEST_V2},
             ok=(201,),
         )
-        digest = put.headers.get("Docker-Content-Digest") or sha256_digest(out)
-        return Pushed(repository, tag, digest, config_blob.size + blob.size)
+        return r.headers.get("Docker-Content-Digest") or sha256_digest(body)
 
     def layer_count(self, pull: str) -> int:
         """How many layers the image ``REPO@sha256:...`` has in this registry."""
