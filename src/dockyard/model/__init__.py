@@ -10,6 +10,7 @@ the agent and the CLI never disagree. No I/O here. One module per noun:
     instances  instances, volumes, actions, events, the watch
     groups     server groups (placement policies)
     agent      desired state and reports between the server and an agent
+    health     env, config files and health checks of an instance; its observed health
     drift      consistency checks: hosts' baselines, instances' drift
     registry   the primary registry, AZ caches, what a registry holds
     stats      pictures over time of an instance or a host (from Prometheus)
@@ -68,6 +69,13 @@ from dockyard.model.drift import (
     InstanceDrift,
 )
 from dockyard.model.groups import GroupPolicy, ServerGroup, ServerGroupCreate
+from dockyard.model.health import (
+    ConfigFile,
+    Env,
+    Files,
+    Health,
+    HealthCheck,
+)
 from dockyard.model.hosts import (
     MAX_HOST_CORES,
     MAX_HOST_DISK_GB,
@@ -139,6 +147,11 @@ from dockyard.model.registry import (
 from dockyard.model.stats import Series, Stats
 
 __all__ = [
+    "ConfigFile",
+    "Env",
+    "Files",
+    "Health",
+    "HealthCheck",
     "Baseline",
     "BaselineDeclare",
     "BaselineItem",

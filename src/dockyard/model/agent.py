@@ -8,6 +8,7 @@ from pydantic import (
 
 from dockyard.model.base import PowerState, Schema, TaskState
 from dockyard.model.catalog import ImageSource, Limits
+from dockyard.model.health import Env, Files, Health, HealthCheck
 from dockyard.model.instances import HostVolume, VolumeAttachment
 from dockyard.model.registry import RegistryLogin
 
@@ -130,6 +131,19 @@ class DesiredInstance(Schema):
     task_state: TaskState | None
     power_state: PowerState
     reboot_seq: int
+    env: Env = Field(default={}, description="environment variables of its processes")
+    files: Files = Field(
+        default=[], description="config files written into its root fs before it starts"
+    )
+    health_check: HealthCheck | None = Field(
+        default=None, description="run by the agent; the result goes in its reports"
+    )
+    rebuild_seq: int = Field(
+        default=0,
+        ge=0,
+        description="a change recreates the container from image_* with env and files, "
+        "keeping the identity, IP, plumbing and volumes (the writable layer is discarded)",
+    )
 
 
 class DesiredState(Schema):
@@ -156,4 +170,10 @@ class InstanceReport(Schema):
     )
     fenced: bool = Field(
         default=False, description="power fenced carried out: stopped, unplugged, data kept"
+    )
+    health: Health | None = Field(
+        default=None, description="its health check's result (None: it has no check)"
+    )
+    rebuilt_seq: int | None = Field(
+        default=None, ge=0, description="the rebuild_seq the running container was made for"
     )

@@ -1,0 +1,106 @@
+"""What an instance runs beyond its image: environment, config files, a health check,
+and the health the agent observes.
+
+The PaaS (apps, stacks, releases) sets these on its instances; the agent applies
+them when it (re)creates the container and runs the check on its own clock:
+
+    DesiredInstance.env / .files / .health_check / .rebuild_seq   server -> agent
+    InstanceReport.health                                          agent -> server
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from dockyard.model.base import Schema
+from dockyard.model.instances import RESERVED_INSTANCE_PATHS
+
+MAX_ENV = 128  # variables per instance
+MAX_FILES = 32  # config files per instance
+MAX_FILE_BYTES = 64 * 1024  # one config file's text
+
+
+def _env_key(text: str) -> str:
+    if not text or not (text[0].isalpha() or text[0] == "_"):
+        raise ValueError(f"{text!r} is not a variable name; start it with a letter or '_'")
+    if not all(c.isalnum() or c == "_" for c in text) or not text.isascii():
+        raise ValueError(f"{text!r} is not a variable name; use letters, digits and '_'")
+    return text
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("a NUL character cannot be in an environment value; remove it")
+    return text
+
+
+def _file_path(text: str) -> str:
+    """An absolute, normalised path of a regular file, outside what the agent mounts."""
+    if not text.startswith("/") or text.endswith("/"):
+        raise ValueError(f"{text!r} is not a file path; write an absolute path like /etc/app.conf")
+    if any(part in ("", ".", "..") for part in text.split("/")[1:]):
+        raise ValueError(f"{text!r} is not normalised; write it without '.', '..' or '//'")
+    if any(ord(ch) < 32 for ch in text):
+        raise ValueError(f"{text!r} holds a control character; rename the file")
+    for reserved in RESERVED_INSTANCE_PATHS:
+        if text.startswith(reserved + "/"):
+            raise ValueError(f"{text!r} is under {reserved}; put the file elsewhere, e.g. /etc")
+    return text
+
+
+EnvKey = Annotated[str, Field(max_length=255), AfterValidator(_env_key)]
+EnvValue = Annotated[str, Field(max_length=32 * 1024), AfterValidator(_no_nul)]
+FilePath = Annotated[str, Field(max_length=1024), AfterValidator(_file_path)]
+
+
+class ConfigFile(Schema):
+    """A file the agent writes into the instance's root fs before its container starts."""
+
+    path: FilePath
+    content: str = Field(max_length=MAX_FILE_BYTES, description="the file's text (UTF-8)")
+    mode: int = Field(default=0o644, ge=0, le=0o777, description="permission bits")
+
+
+class HealthCheck(Schema):
+    """How the agent decides an instance is healthy.
+
+    http: GET http://IP:PORT/PATH from the host side answers 2xx or 3xx;
+    tcp: a connection to IP:PORT is accepted; cmd: the command exits 0 inside.
+    """
+
+    kind: Literal["http", "tcp", "cmd"]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    path: str = Field(default="/", max_length=1024, pattern=r"^/[\x21-\x7e]*$")
+    command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+    interval_s: float = Field(default=2.0, ge=0.2, le=300)
+    timeout_s: float = Field(default=2.0, ge=0.1, le=60)
+    start_period_s: float = Field(
+        default=0, ge=0, le=3600, description="failures in this time after a start do not count"
+    )
+    unhealthy_after: int = Field(
+        default=3, ge=1, le=100, description="consecutive failures that make it unhealthy"
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> HealthCheck:
+        if self.kind in ("http", "tcp") and self.port is None:
+            raise ValueError(f"a {self.kind} health check needs a port")
+        if self.kind == "cmd" and not self.command:
+            raise ValueError("a cmd health check needs a command")
+        return self
+
+
+class Health(Schema):
+    """What the agent saw of an instance's health check, in its report."""
+
+    status: Literal["starting", "healthy", "unhealthy"]
+    failures: int = Field(default=0, ge=0, description="consecutive failed checks")
+    detail: str = Field(default="", max_length=512, description="the last failure, if any")
+
+
+Env = Annotated[dict[EnvKey, EnvValue], Field(max_length=MAX_ENV)]
+Files = Annotated[list[ConfigFile], Field(max_length=MAX_FILES)]
