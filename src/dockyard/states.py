@@ -8,6 +8,7 @@ action and :func:`on_report` when the agent says what it did or saw.
     stop     (active, None)                             powering-off
     reboot   (active, None)                             rebooting
     resize   (active, None)                             resizing (live; vm_state stays)
+    rebuild  (active, None) | (stopped, None)           rebuilding (vm_state stays)
     delete   anything not already deleting             deleting
 """
 
@@ -28,6 +29,7 @@ _STATUS = {
 _TASK_STATUS = {
     TaskState.rebooting: "REBOOT",
     TaskState.deleting: "DELETING",
+    TaskState.rebuilding: "REBUILD",
 }
 
 
@@ -43,6 +45,7 @@ _ALLOWED: dict[str, tuple[set[VmState], TaskState]] = {
     "stop": ({VmState.active}, TaskState.powering_off),
     "reboot": ({VmState.active}, TaskState.rebooting),
     "resize": ({VmState.active}, TaskState.resizing),
+    "rebuild": ({VmState.active, VmState.stopped}, TaskState.rebuilding),
 }
 
 

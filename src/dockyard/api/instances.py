@@ -13,7 +13,7 @@ from dockyard import model
 from dockyard.api import moves
 from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
-from dockyard.db import instances, schedules
+from dockyard.db import instances, rebuild, schedules
 from dockyard.db.identity import Principal
 from dockyard.db.session import Database
 from dockyard.errors import Forbidden, NoValidHost
@@ -145,6 +145,19 @@ def stop(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.I
 @router.post("/instances/{key}/reboot", status_code=202)
 def reboot(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
     return _act("reboot", key, who, db, watch, rid)
+
+
+@router.post("/instances/{key}/rebuild", status_code=202)
+def rebuild_instance(
+    key: Key, body: model.InstanceRebuild, who: Member, db: Db, watch: Watch, rid: RequestId
+) -> model.Instance:
+    """Make its container anew (from another image, env, files or health check),
+    keeping its identity, IP and volumes; what was written in its root fs is lost."""
+    with db.session() as s:
+        out, host = rebuild.rebuild(s, who, key, body, rid)
+    watch.notify(host)
+    watch.instances.notify(out.id)
+    return out
 
 
 @router.post("/instances/{key}/resize", status_code=202)

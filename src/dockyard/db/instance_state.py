@@ -85,4 +85,26 @@ def desired(r: m.Instance, shared_pool: list[int]) -> model.DesiredInstance:
         task_state=task,
         power_state=PowerState(r.power_state),
         reboot_seq=r.reboot_seq,
+        # validated when stored; constructed here, so a host's desired state stays cheap
+        env=r.env,
+        files=[model.ConfigFile.model_construct(**f) for f in r.files],
+        health_check=health_check(r),
+        rebuild_seq=r.rebuild_seq,
     )
+
+
+def health_check(r: m.Instance) -> model.HealthCheck | None:
+    """Its stored check (validated when stored, so constructed here)."""
+    return model.HealthCheck.model_construct(**r.health_check) if r.health_check else None
+
+
+def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceReport:
+    """The report as the state machine should read it; keeps the health it carries.
+
+    An agent that says the running container was made for the current sequence has
+    finished the rebuild even if it did not name the task (it restarted in between)."""
+    inst.health = rep.health.model_dump() if rep.health else None
+    done = rep.rebuilt_seq is not None and rep.rebuilt_seq >= inst.rebuild_seq
+    if inst.task_state == TaskState.rebuilding.value and done and rep.task_done is None:
+        return rep.model_copy(update={"task_done": TaskState.rebuilding})
+    return rep

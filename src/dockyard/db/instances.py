@@ -38,6 +38,7 @@ ACTION_OF_TASK = {
     TaskState.rebooting: "reboot",
     TaskState.deleting: "delete",
     TaskState.resizing: "resize",
+    TaskState.rebuilding: "rebuild",
 }
 
 
@@ -108,6 +109,9 @@ def create(
         key_processes=list(image.key_processes),
         snapshot_every=req.snapshot_every,
         snapshot_keep=req.snapshot_keep,
+        env=dict(req.env),
+        files=[f.model_dump() for f in req.files],
+        health_check=req.health_check.model_dump() if req.health_check else None,
         vm_state=VmState.building.value,
         task_state=TaskState.spawning.value,
     )
@@ -247,6 +251,7 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
     inst = s.get(m.Instance, instance_id)
     if inst is None or inst.host is None or inst.host.name != host_name:
         raise NotFound(f"instance {instance_id} is not placed on host {host_name}")
+    rep = instance_state.fold_report(inst, rep)
     out = states.on_report(VmState(inst.vm_state), instance_state.task_of(inst), rep)
     before = (inst.vm_state, inst.task_state, inst.power_state)
     inst.vm_state, inst.power_state = out.vm_state.value, out.power_state.value
@@ -417,6 +422,10 @@ def to_model(r: m.Instance) -> model.Instance:
         snapshot_every=r.snapshot_every,
         snapshot_keep=r.snapshot_keep,
         last_snapshot_at=r.snapshot_last_at,
+        env=r.env,
+        files=[f["path"] for f in r.files],
+        health_check=instance_state.health_check(r),
+        health=model.Health.model_construct(**r.health) if r.health else None,
         created_at=r.created_at,
         updated_at=r.updated_at,
     )

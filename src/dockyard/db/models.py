@@ -298,6 +298,12 @@ class Instance(Base):
     task_state: Mapped[str | None] = mapped_column(String(16), default="scheduling")
     power_state: Mapped[str] = mapped_column(String(16), default="nostate")
     reboot_seq: Mapped[int] = mapped_column(default=0)
+    # what the PaaS (or a user) sets beyond the image: model/health.py
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    files: Mapped[list[Any]] = mapped_column(default=list)
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    health: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # the agent's last word
+    rebuild_seq: Mapped[int] = mapped_column(default=0)
     # while a resize is in flight: the flavor figures and cores to restore if it fails
     old_flavor: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     fault: Mapped[str | None] = mapped_column(String(1024), default=None)
@@ -407,9 +413,7 @@ class Migration(Base):
     registry_cleaned_at: Mapped[datetime | None] = mapped_column(default=None)
     instance: Mapped[Instance] = relationship(lazy="joined")
     source_host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[source_host_id])
-    target_host: Mapped[Host | None] = relationship(
-        lazy="joined", foreign_keys=[target_host_id]
-    )
+    target_host: Mapped[Host | None] = relationship(lazy="joined", foreign_keys=[target_host_id])
 
 
 class Recovery(Base):

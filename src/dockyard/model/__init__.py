@@ -33,6 +33,7 @@ from dockyard.model.base import (
     MAX_KBIT,
     MAX_MEMORY_MB,
     MAX_TEXT,
+    RESERVED_INSTANCE_PATHS,
     SSH_KEY_TYPES,
     Name,
     PowerState,
@@ -106,7 +107,6 @@ from dockyard.model.identity import (
     UserUpdate,
 )
 from dockyard.model.instances import (
-    RESERVED_INSTANCE_PATHS,
     EventKind,
     HostPath,
     HostVolume,
@@ -116,6 +116,7 @@ from dockyard.model.instances import (
     InstanceDetail,
     InstanceEvent,
     InstancePath,
+    InstanceRebuild,
     InstanceUpdate,
     InstanceWatched,
     ResetState,
@@ -222,6 +223,7 @@ __all__ = [
     "Volume",
     "HostVolume",
     "InstanceCreate",
+    "InstanceRebuild",
     "InstanceUpdate",
     "Instance",
     "InstanceWatched",

@@ -74,6 +74,10 @@ Name = Annotated[
 ]
 
 
+# An instance path may not cover what the agent mounts (the /proc view, its files)
+# nor the kernel's interfaces; a host path may not be the host's root itself.
+RESERVED_INSTANCE_PATHS = ("/proc", "/sys", "/dev", "/run/dockyard")
+
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 BIG = 1 << 40  # a count or amount no cloud reaches; keeps sums of them far from overflow
 MAX_MEMORY_MB = 1 << 30  # 1 PiB
@@ -196,6 +200,7 @@ class TaskState(StrEnum):
     resizing = "resizing"
     snapshotting = "snapshotting"  # the agent commits and pushes the root fs (and volumes)
     migrating = "migrating"  # moving to another host (cold migration or evacuation)
+    rebuilding = "rebuilding"  # the container made anew from a (new) image, identity kept
 
 
 class PowerState(StrEnum):

@@ -14,12 +14,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from dockyard.model.base import Schema
-from dockyard.model.instances import RESERVED_INSTANCE_PATHS
+from dockyard.model.base import RESERVED_INSTANCE_PATHS, Schema
 
 MAX_ENV = 128  # variables per instance
 MAX_FILES = 32  # config files per instance
 MAX_FILE_BYTES = 64 * 1024  # one config file's text
+MAX_FILES_BYTES = 256 * 1024  # all of them: they travel in every desired state of the host
 
 
 def _env_key(text: str) -> str:
@@ -103,4 +103,20 @@ class Health(Schema):
 
 
 Env = Annotated[dict[EnvKey, EnvValue], Field(max_length=MAX_ENV)]
-Files = Annotated[list[ConfigFile], Field(max_length=MAX_FILES)]
+
+
+def _files_fit(files: list[ConfigFile]) -> list[ConfigFile]:
+    paths = [f.path for f in files]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"two config files at {', '.join(twice)}; give each path once")
+    total = sum(len(f.content.encode()) for f in files)
+    if total > MAX_FILES_BYTES:
+        raise ValueError(
+            f"the config files hold {total} bytes, more than {MAX_FILES_BYTES}; put large "
+            "data in the image or a volume"
+        )
+    return files
+
+
+Files = Annotated[list[ConfigFile], Field(max_length=MAX_FILES), AfterValidator(_files_fit)]

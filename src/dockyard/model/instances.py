@@ -12,15 +12,19 @@ from pydantic import (
     model_validator,
 )
 
-from dockyard.model.base import Name, PowerState, Schema, SshKey, TaskState, VmState
+from dockyard.model.base import (
+    RESERVED_INSTANCE_PATHS,
+    Name,
+    PowerState,
+    Schema,
+    SshKey,
+    TaskState,
+    VmState,
+)
 from dockyard.model.drift import Drift
+from dockyard.model.health import Env, Files, Health, HealthCheck
 
 # --- instances ----------------------------------------------------------------
-
-
-# An instance path may not cover what the agent mounts (the /proc view, its files)
-# nor the kernel's interfaces; a host path may not be the host's root itself.
-RESERVED_INSTANCE_PATHS = ("/proc", "/sys", "/dev", "/run/dockyard")
 
 
 def _clean_path(text: str) -> str:
@@ -151,6 +155,11 @@ class InstanceCreate(Schema):
     )
     snapshot_every: SnapshotEvery | None = None
     snapshot_keep: SnapshotKeep = 3
+    env: Env = Field(default={}, description="environment variables of its processes")
+    files: Files = Field(default=[], description="config files written in before it starts")
+    health_check: HealthCheck | None = Field(
+        default=None, description="run by its host's agent; `health` shows the result"
+    )
 
     @model_validator(mode="after")
     def _one_mount_per_path(self) -> InstanceCreate:
@@ -209,8 +218,25 @@ class Instance(Schema):
     last_snapshot_at: datetime | None = Field(
         default=None, description="when the last periodic snapshot was ordered"
     )
+    env: dict[str, str] = Field(default={}, description="environment variables of its processes")
+    files: list[str] = Field(default=[], description="paths of its config files")
+    health_check: HealthCheck | None = None
+    health: Health | None = Field(
+        default=None, description="what its agent last saw of the check (None: no check)"
+    )
     created_at: datetime
     updated_at: datetime
+
+
+class InstanceRebuild(Schema):
+    """POST /instances/KEY/rebuild: make its container anew, identity kept (UUID, name,
+    hostname, IP, MAC, volumes, flavor); the root fs's changes are discarded. Fields
+    not sent keep their value; ``health_check`` null removes the check."""
+
+    image: str | None = Field(default=None, max_length=63, description="default: the same")
+    env: Env | None = None
+    files: Files | None = None
+    health_check: HealthCheck | None = None
 
 
 class InstanceWatched(Schema):
@@ -265,6 +291,7 @@ class InstanceDetail(Instance):
 
     events: list[InstanceEvent] = []
     drift: list[Drift] = Field(
-        default=[], description="where its container differs from its spec, as its host "
-        "last reported (consistency checks)"
+        default=[],
+        description="where its container differs from its spec, as its host "
+        "last reported (consistency checks)",
     )
