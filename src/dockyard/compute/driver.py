@@ -18,6 +18,9 @@ from dockyard.model import Limits, RegistryLogin
 
 LABEL = "dockyard.instance"
 HOST_LABEL = "dockyard.host"  # an agent manages only its own host's containers
+# the DesiredInstance.rebuild_seq a container was made for: kept by the runtime, so an
+# agent restarted in the middle of a rebuild still knows which container is which
+REBUILD_LABEL = "dockyard.rebuild_seq"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ContainerSpec:
     limits: Limits = field(default_factory=Limits)
     dedicated: bool = False  # cpuset: its own cores; else the host's shared pool
     disk_gb: int = 0  # root disk size; 0 = not capped
+    env: dict[str, str] = field(default_factory=dict)  # its processes' environment
+    rebuild_seq: int = 0  # recorded on the container (REBUILD_LABEL)
 
     @property
     def container_name(self) -> str:
@@ -72,6 +77,23 @@ class Observed:
     writable_dir: str = ""  # host directory of what it wrote to its root fs; "" if unknown
     # (source, target, read only) of its bind mounts, as created (consistency checks)
     mounts: tuple[tuple[str, str, bool], ...] = ()
+    container_id: str = ""  # the runtime's id: a recreated container has another
+    rebuild_seq: int = 0  # the rebuild_seq it was made for (0: made before rebuilds)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A config file to write into a container's root filesystem."""
+
+    path: str  # absolute, normalised (model.health.ConfigFile checked it)
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str  # the last bytes of stdout and stderr, for the health check's detail
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,20 @@ class ComputeDriver(Protocol):
 
     def list(self) -> list[Observed]:
         """Every container this agent manages (by label)."""
+        ...
+
+    def put_files(self, instance_id: str, files: Sequence[FileSpec]) -> None:
+        """After: each file is in the container's root filesystem at its path with its
+        mode, owned by root, parent directories made (0755) where missing; a file there
+        is replaced. Paths resolve inside the container's root: a symbolic link in the
+        image (``/etc -> /``, ``-> ../../..``) never leads a write out of it. Works on a
+        created container before its first start. No container: PermanentError."""
+        ...
+
+    def exec(self, instance_id: str, command: Sequence[str], timeout: float) -> ExecResult:
+        """Run ``command`` inside the running container (as its PID 1's user, root) and
+        wait for it at most ``timeout`` seconds: exceeded, a TemporaryError (the command
+        may still run to its end). Not running or gone: PermanentError."""
         ...
 
     def events(self, stop: Event) -> Iterator[str]:

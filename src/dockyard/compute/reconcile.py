@@ -35,6 +35,7 @@ class Step(StrEnum):
     start = "start"  # container stopped: start, plumb
     plumb = "plumb"  # running but its veth is gone or was made for an earlier start
     reboot = "reboot"  # restart, plumb
+    rebuild = "rebuild"  # a new container from the desired image, same identity and plumbing
     update = "update"  # limits changed (resize): apply them live
     stop = "stop"
     destroy = "destroy"  # delete requested: container, veth, files
@@ -70,6 +71,8 @@ def step_for(
         return Step.fence if running or host_ifname(want.id) in links or not rec.fenced else None
     if want.snapshot is not None and want.snapshot.id != rec.snapshot_done:
         return Step.snapshot
+    if obs is not None and obs.rebuild_seq != want.rebuild_seq:
+        return Step.rebuild  # stopped or running; it ends as power says
     step = _power_step(want, obs, rec, links)
     # an order done here whose task still waits: its report again (lost with a crash),
     # unless the host needs more (a migration rolled back: start it again)
@@ -103,7 +106,8 @@ def _power_step(
 
 
 def spec_of(want: DesiredInstance) -> ContainerSpec:
-    """The resource part of a container spec (mounts and image do not change live)."""
+    """A container spec without its mounts (image, env and mounts change only with a
+    rebuild; the limits live)."""
     return ContainerSpec(
         instance_id=want.id,
         name=want.name,
@@ -117,6 +121,8 @@ def spec_of(want: DesiredInstance) -> ContainerSpec:
         limits=want.limits,
         dedicated=want.dedicated,
         disk_gb=want.disk_gb,
+        env=dict(want.env),
+        rebuild_seq=want.rebuild_seq,
     )
 
 

@@ -38,6 +38,8 @@ class Record:
     applied_for: str = ""  # ... for this container start (cgroup-only limits reset on restart)
     snapshot_done: str = ""  # the last snapshot order carried out (its report: snapshot.json)
     fenced: bool = False  # power fenced carried out and reported
+    files_for: str = ""  # the container (runtime id) its config files were written into
+    rebuild_failed: int = -1  # the rebuild_seq whose failure was reported (not again)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:

@@ -6,12 +6,20 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dockyard.compute import procfs
 from dockyard.compute.client import Server
-from dockyard.compute.driver import ComputeDriver, ContainerSpec, Mount, Observed, resources_key
+from dockyard.compute.driver import (
+    ComputeDriver,
+    ContainerSpec,
+    FileSpec,
+    Mount,
+    Observed,
+    resources_key,
+)
 from dockyard.compute.monitor import Meter
 from dockyard.compute.plumber import Plumber
 from dockyard.compute.procfs import ViewWriter
@@ -20,9 +28,10 @@ from dockyard.compute.snapshots import Snapshotter
 from dockyard.compute.store import Record, Store
 from dockyard.compute.transfer import RegistryTransfer, Transfer
 from dockyard.compute.volumes import VolumeStore, sweep
-from dockyard.errors import DockyardError, PermanentError
+from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model import (
     DesiredInstance,
+    Health,
     ImageSource,
     InstanceReport,
     PowerState,
@@ -52,8 +61,11 @@ class Worker:
         meter: Meter,
         volumes: VolumeStore,
         transfer: Transfer | None = None,
+        health: Callable[[str], Health | None] | None = None,
     ) -> None:
+        """``health``: an instance's health as its checker last saw it, for reports."""
         self.driver, self.client, self.store = driver, client, store
+        self._health = health or (lambda _iid: None)
         self.plumber, self.views, self.meter, self.volumes = plumber, views, meter, volumes
         self.transfer = transfer or RegistryTransfer()
         self.snapshots = Snapshotter(driver, volumes, self.transfer)
@@ -78,8 +90,18 @@ class Worker:
                 self._attach_volumes(want)
             finally:
                 pulled.result()
+        obs = self._create(want, files)
+        if _PAUSE_AFTER_CREATE:
+            time.sleep(_PAUSE_AFTER_CREATE)
+        self._start(want, obs)
+
+    def _create(
+        self, want: DesiredInstance, files: dict[str, Path], snapshot_done: str = ""
+    ) -> Observed:
+        """A stopped container with its config files in, and its record."""
         spec = self._spec(want, files)
         obs = self.driver.create(spec)
+        self._put_config(want, spec, obs)
         # created with its limits: they hold for the first start without an update, but
         # for disk IO on loop devices (volumes), whose throttles follow each start
         self.store.save(
@@ -88,17 +110,30 @@ class Worker:
                 reboot_seq=want.reboot_seq,
                 applied="" if want.volumes else resources_key(spec),
                 applied_for=CREATED,
+                snapshot_done=snapshot_done,
+                files_for=obs.container_id,
             )
         )
-        if _PAUSE_AFTER_CREATE:
-            time.sleep(_PAUSE_AFTER_CREATE)
-        self._start(want, obs)
+        return obs
+
+    def _put_config(self, want: DesiredInstance, spec: ContainerSpec, obs: Observed) -> None:
+        """DesiredInstance.files into the container's root fs (before its first start)."""
+        managed = {m.target for m in spec.mounts if m.managed}
+        clash = sorted(f.path for f in want.files if f.path in managed)
+        if clash:
+            raise PermanentError(
+                f"{', '.join(clash)}: the agent writes these itself (the instance's hosts, "
+                "DNS and /proc view); put the config file elsewhere"
+            )
+        files = [FileSpec(f.path, f.content.encode(), f.mode) for f in want.files]
+        self.driver.put_files(want.id, files)
 
     def _start(
         self, want: DesiredInstance, obs: Observed | None = None, *, report: bool = True
     ) -> None:
         if obs is None or not obs.running:
             self._write_files(want)  # they may have been lost with the disk
+            self._config_once(want, obs)
             if (
                 want.limits.procview
                 and not procfs.files(self.store.files_dir(want.id))["/proc/meminfo"].exists()
@@ -162,6 +197,62 @@ class Worker:
         self.store.save(rec)
         self._report(want, obs)
 
+    def _config_once(self, want: DesiredInstance, obs: Observed | None) -> None:
+        """A container created but never given its config files (an agent stopped in
+        between): they go in now, before it starts."""
+        rec = self.store.record(want.id)
+        obs = obs or self.driver.inspect(want.id)
+        if obs is None or rec.files_for == obs.container_id:
+            return
+        self._put_config(want, self._spec(want), obs)
+        rec.files_for = obs.container_id
+        self.store.save(rec)
+
+    def _rebuild(self, want: DesiredInstance) -> None:
+        """A new container from the desired image, env and files, the same identity: name,
+        hostname, IP and MAC (plumbed again), volumes, limits, /proc view. The image is
+        pulled first: a pull that fails leaves the old container running, reported once
+        per rebuild_seq and retried. Stopped half-way, the next pass finishes it: no
+        container is a spawn, a created one a start (both with the new rebuild_seq)."""
+        rec = self.store.record(want.id)
+        try:
+            self._ensure_image(want)
+        except DockyardError as exc:
+            self._rebuild_failed(want, rec, exc)
+        files = self._write_files(want)
+        if want.limits.procview:
+            self._prepare_procview(want)
+        self._attach_volumes(want)
+        self._halt(want)
+        self.driver.destroy(want.id)
+        obs: Observed | None = self._create(want, files, rec.snapshot_done)
+        if want.power == "running":
+            self._start(want, obs, report=False)
+            obs = self.driver.inspect(want.id)
+        log.info("%s rebuilt from %s (rebuild %d)", want.name, want.image_ref, want.rebuild_seq)
+        self.client.report(want.id, self._state(want, obs, task_done=want.task_state))
+
+    def _rebuild_failed(self, want: DesiredInstance, rec: Record, exc: DockyardError) -> None:
+        obs = self.driver.inspect(want.id)
+        message = f"rebuild {want.rebuild_seq} could not get image {want.image_ref}: {exc.detail}"
+        if rec.rebuild_failed != want.rebuild_seq:
+            rep = self._state(want, obs, task_done=want.task_state, error=message[:512])
+            self.client.report(want.id, rep)
+            rec.rebuild_failed = want.rebuild_seq
+            self.store.save(rec)
+        raise TemporaryError(f"{message}; the old container keeps running, will retry") from exc
+
+    def _state(self, want: DesiredInstance, obs: Observed | None, **kw: object) -> InstanceReport:
+        """A report of what is: power, the rebuild the container was made for, health."""
+        return InstanceReport.model_validate(
+            {
+                "power_state": power_of(obs),
+                "rebuilt_seq": obs.rebuild_seq if obs is not None else None,
+                "health": self._health(want.id),
+                **kw,
+            }
+        )
+
     def _reboot(self, want: DesiredInstance) -> None:
         self._attach_volumes(want)
         obs = self.driver.restart(want.id)
@@ -211,10 +302,10 @@ class Worker:
 
     def _report(self, want: DesiredInstance, obs: Observed | None = None) -> None:
         """The host now matches ``want``: finish its task, or correct the power state."""
-        power = power_of(obs if obs is not None else self.driver.inspect(want.id))
-        if want.task_state is None and want.power_state == power:
+        obs = obs if obs is not None else self.driver.inspect(want.id)
+        if want.task_state is None and want.power_state == power_of(obs):
             return
-        self.client.report(want.id, InstanceReport(power_state=power, task_done=want.task_state))
+        self.client.report(want.id, self._state(want, obs, task_done=want.task_state))
 
     def destroy(self, instance_id: str) -> None:
         """After: no container, veth, port rule or file of the instance. Idempotent.
@@ -235,7 +326,7 @@ class Worker:
             self.destroy(want.id)  # a failed spawn leaves nothing behind
         obs = self.driver.inspect(want.id)
         task = want.task_state or (TaskState.spawning if step == Step.spawn else None)
-        report = InstanceReport(power_state=power_of(obs), task_done=task, error=message[:512])
+        report = self._state(want, obs, task_done=task, error=message[:512])
         if step == Step.snapshot and want.snapshot is not None:  # the order ended: not redone
             self.store.save_snapshot(want.id, want.snapshot.id, report)
             rec = self.store.record(want.id)

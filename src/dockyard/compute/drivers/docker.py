@@ -31,11 +31,15 @@ from dockyard import cgroups
 from dockyard.compute.driver import (
     HOST_LABEL,
     LABEL,
+    REBUILD_LABEL,
     ContainerSpec,
+    ExecResult,
+    FileSpec,
     HostInfo,
     Observed,
     container_name,
 )
+from dockyard.compute.drivers import docker_files
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model import Limits, RegistryLogin
 
@@ -253,7 +257,7 @@ class DockerDriver:
 
     def create(self, spec: ContainerSpec) -> Observed:
         try:
-            self.api.create_container(**self._create_args(spec))
+            made = self.api.create_container(**self._create_args(spec))
         except docker.errors.ImageNotFound as exc:
             self._images.discard(spec.image_ref)  # removed behind our back: import again
             raise TemporaryError(f"image {spec.image_ref} vanished from this host") from exc
@@ -266,7 +270,14 @@ class DockerDriver:
         except _CONN as exc:
             raise _down(exc) from exc
         # just created: stopped, nothing more to learn from an inspect
-        return Observed(spec.instance_id, running=False, pid=0, started_at="")
+        return Observed(
+            spec.instance_id,
+            running=False,
+            pid=0,
+            started_at="",
+            container_id=str(made.get("Id", "")),
+            rebuild_seq=spec.rebuild_seq,
+        )
 
     def start(self, instance_id: str) -> Observed:
         try:
@@ -293,6 +304,14 @@ class DockerDriver:
     def restart(self, instance_id: str, timeout: float = 10) -> Observed:
         self.stop(instance_id, timeout)
         return self.start(instance_id)
+
+    def put_files(self, instance_id: str, files: Sequence[FileSpec]) -> None:
+        """dockerd's archive endpoint unpacks inside the container's root (chrooted):
+        a symbolic link in the image resolves there, never on the host."""
+        docker_files.put_config(self.api, container_name(instance_id), files)
+
+    def exec(self, instance_id: str, command: Sequence[str], timeout: float) -> ExecResult:
+        return docker_files.run(self.api, container_name(instance_id), command, timeout)
 
     def destroy(self, instance_id: str) -> None:
         try:
@@ -452,8 +471,14 @@ class DockerDriver:
             "image": spec.image_ref,
             "name": spec.container_name,
             "hostname": spec.hostname,
-            "labels": {LABEL: spec.instance_id, HOST_LABEL: self.host, "dockyard.name": spec.name},
+            "labels": {
+                LABEL: spec.instance_id,
+                HOST_LABEL: self.host,
+                "dockyard.name": spec.name,
+                REBUILD_LABEL: str(spec.rebuild_seq),
+            },
             "command": spec.command,
+            "environment": [f"{k}={v}" for k, v in spec.env.items()] or None,
             "detach": True,
             "host_config": host_config,
         }
@@ -605,7 +630,16 @@ def _observed(attrs: dict[str, Any]) -> Observed:
             (str(mt.get("Source", "")), str(mt.get("Destination", "")), not mt.get("RW", True))
             for mt in attrs.get("Mounts") or []
         ),
+        container_id=str(attrs.get("Id", "")),
+        rebuild_seq=_int(labels.get(REBUILD_LABEL)),
     )
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 def trust_registry(certs_d: Path, ca: Path, source: str) -> None:

@@ -11,12 +11,12 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from threading import Event
 
-from dockyard.compute.driver import ContainerSpec, HostInfo, Observed
-from dockyard.errors import DockyardError, PermanentError
+from dockyard.compute.driver import ContainerSpec, ExecResult, FileSpec, HostInfo, Observed
+from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model import RegistryLogin
 
 
@@ -24,6 +24,7 @@ from dockyard.model import RegistryLogin
 class _Container:
     spec: ContainerSpec
     obs: Observed
+    files: dict[str, FileSpec] = field(default_factory=dict)  # its root fs, path -> file
 
 
 class FakeDriver:
@@ -47,6 +48,9 @@ class FakeDriver:
         self._events: queue.Queue[str] = queue.Queue()
         self._clock = itertools.count(1)
         self._pids = itertools.count(1000)
+        self._ids = itertools.count(1)
+        # what ``exec`` answers: (instance id, command) -> ExecResult; None: exit 0
+        self.exec_handler: Callable[[str, list[str]], ExecResult] | None = None
         self._lock = threading.Lock()
 
     def fail_next(self, method: str, error: DockyardError) -> None:
@@ -90,7 +94,15 @@ class FakeDriver:
             if spec.image_ref not in self.images:
                 raise PermanentError(f"image {spec.image_ref} is missing on this host")
             mounts = tuple((mt.source, mt.target, mt.read_only) for mt in spec.mounts)
-            obs = Observed(spec.instance_id, running=False, pid=0, started_at="", mounts=mounts)
+            obs = Observed(
+                spec.instance_id,
+                running=False,
+                pid=0,
+                started_at="",
+                mounts=mounts,
+                container_id=f"c{next(self._ids)}",
+                rebuild_seq=spec.rebuild_seq,
+            )
             self.containers[spec.instance_id] = _Container(spec, obs)
             return obs
 
@@ -135,6 +147,26 @@ class FakeDriver:
     def inspect(self, instance_id: str) -> Observed | None:
         c = self.containers.get(instance_id)
         return c.obs if c else None
+
+    def put_files(self, instance_id: str, files: Sequence[FileSpec]) -> None:
+        self._enter("put_files")
+        with self._lock:
+            c = self.containers.get(instance_id)
+            if c is None:
+                raise PermanentError(f"no container for instance {instance_id}")
+            c.files.update({f.path: f for f in files})
+
+    def exec(self, instance_id: str, command: Sequence[str], timeout: float) -> ExecResult:
+        self._enter("exec")
+        c = self.containers.get(instance_id)
+        if c is None or not c.obs.running:
+            raise PermanentError(f"the container of {instance_id} is not running")
+        if self.exec_handler is None:
+            return ExecResult(0, "")
+        try:
+            return self.exec_handler(instance_id, list(command))
+        except TimeoutError as exc:
+            raise TemporaryError(f"{command[0]} did not end within {timeout:g}s") from exc
 
     def list(self) -> list[Observed]:
         self._enter("list")
