@@ -8,6 +8,8 @@ Threads:
                10 s the instances' drift from their spec (compute/drift.py)
     metrics    every 5 s: the figures /metrics serves (compute/metrics.py); the scrape
                tokens are asked for at registration and with every heartbeat
+    health     one asyncio loop running every instance's health check on its own clock
+               (compute/health.py); a change is reported at once ("health-report")
     main       reconcile pass on every wake-up, and every 10 s regardless
     workers    one step per instance at a time (ThreadPoolExecutor)
 
@@ -32,11 +34,13 @@ from dockyard.compute.client import Server
 from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey, InstanceChecker, host_baseline
 from dockyard.compute.driver import ComputeDriver, Observed
 from dockyard.compute.exporter import Endpoint
+from dockyard.compute.health import HealthChecker, Prober, Target
 from dockyard.compute.metrics import SAMPLE_SECONDS
 from dockyard.compute.monitor import LimitMonitor, Meter
 from dockyard.compute.plumber import Plumber
+from dockyard.compute.probes import HostProber
 from dockyard.compute.procfs import ViewWriter
-from dockyard.compute.reconcile import Step, plan
+from dockyard.compute.reconcile import Step, plan, power_of
 from dockyard.compute.store import Store
 from dockyard.compute.transfer import Transfer
 from dockyard.compute.volumes import VolumeStore
@@ -97,10 +101,12 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         survey: HostSurvey | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self.cfg, self.driver, self.client, self.plumber = cfg, driver, client, plumber
         self.store = Store(cfg.state_dir)
         self._observed: list[Observed] = []  # the last reconcile pass's view of dockerd
+        self.health = HealthChecker(prober or HostProber(driver), self._report_health)
         self.worker = Worker(
             driver,
             client,
@@ -110,6 +116,7 @@ class Agent:
             meter=meter,
             volumes=volumes,
             transfer=transfer,
+            health=self.health.health,
         )
         self.monitor = LimitMonitor(self.store, client, views, meter)
         self.survey = survey or HostSurvey()
@@ -178,6 +185,7 @@ class Agent:
             except Exception:
                 log.exception("reconcile pass crashed, will retry")
                 self.stop_event.wait(1)
+        self.health.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
@@ -356,6 +364,7 @@ class Agent:
         desired, generation = self.snapshot()
         observed = {o.instance_id: o for o in self.driver.list()}
         self._observed = list(observed.values())
+        self.health.sync(_health_targets(desired, observed))
         links = self.plumber.links()
         p = plan(desired, observed, self.store.records(), links, self.store.known_ids())
         now = self._clock()
@@ -381,6 +390,14 @@ class Agent:
             self._guard_ports(desired)
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
+
+    def _report_health(self, iid: str, health: model.Health) -> None:
+        """A health check's status changed: the server hears it now, not at the next
+        step (on the health checker's reporting thread)."""
+        obs = self.driver.inspect(iid)
+        rebuilt = obs.rebuild_seq if obs is not None else None
+        rep = model.InstanceReport(power_state=power_of(obs), health=health, rebuilt_seq=rebuilt)
+        self.client.report(iid, rep)
 
     def _heard_from_server(self) -> None:
         """The server answered: remembered here, and on disk for the next start."""
@@ -473,6 +490,20 @@ class Agent:
         with self._lock:
             self._busy.discard(iid)
         self.wake.set()
+
+
+def _health_targets(
+    desired: dict[str, model.DesiredInstance] | None, observed: dict[str, Observed]
+) -> list[Target]:
+    """The running instances that have a health check."""
+    out = []
+    for iid, want in (desired or {}).items():
+        obs = observed.get(iid)
+        if want.health_check is None or want.power != "running" or obs is None:
+            continue
+        if obs.running and obs.rebuild_seq == want.rebuild_seq:  # not the old one
+            out.append(Target(iid, want.health_check, want.net.ip, obs.pid, obs.started_at))
+    return out
 
 
 def _unpack(

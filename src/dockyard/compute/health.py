@@ -1,0 +1,192 @@
+"""Instances' health checks, each on its own clock, all in one asyncio loop.
+
+    agent's reconcile pass ── sync(targets) ──► HealthChecker (thread "health", one loop)
+                                                  one asyncio task per instance:
+                                                  probe ─► HealthState.record ─► changed?
+                                                                                    │
+    server ◄── InstanceReport(health) ◄── on_change (thread "health-report") ◄──────┘
+
+A probe is a coroutine (compute/probes.py: http and tcp over a socket opened in the
+instance's network namespace, cmd through the driver's exec in a small pool), so 200
+instances cost 200 tasks, not 200 threads. HealthState is the pure part: starting ->
+healthy on a success; -> unhealthy after ``unhealthy_after`` consecutive failures, where
+failures in the ``start_period_s`` after a start do not count. A new container start
+(restart, rebuild) or a changed check starts again from "starting".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dockyard.model import Health, HealthCheck
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One running instance to check: where, and which container start it is."""
+
+    instance_id: str
+    check: HealthCheck
+    ip: str
+    pid: int  # its PID 1 on the host: the network namespace probes connect from
+    started_at: str
+
+    @property
+    def key(self) -> str:
+        """Changes when the state must start over: another start, another check."""
+        return f"{self.started_at}|{self.pid}|{self.check.model_dump_json()}"
+
+
+@dataclass
+class HealthState:
+    """The health of one container start; ``record`` returns the new Health when its
+    status changes (what is reported), else None."""
+
+    check: HealthCheck
+    since: float  # when this start was first seen (the start period counts from it)
+    status: str = "starting"
+    failures: int = 0
+    detail: str = ""
+
+    def record(self, ok: bool, detail: str, now: float) -> Health | None:
+        before = self.status
+        if ok:
+            self.status, self.failures, self.detail = "healthy", 0, ""
+        else:
+            self.detail = detail[:512]
+            in_start_period = now - self.since < self.check.start_period_s
+            if not (in_start_period and self.status == "starting"):
+                self.failures += 1
+                if self.failures >= self.check.unhealthy_after:
+                    self.status = "unhealthy"
+        return self.health() if self.status != before else None
+
+    def health(self) -> Health:
+        return Health.model_validate(
+            {"status": self.status, "failures": self.failures, "detail": self.detail}
+        )
+
+
+class Prober(Protocol):
+    async def probe(self, target: Target) -> tuple[bool, str]:
+        """Run the check once (within its timeout): (passed, why not)."""
+        ...
+
+
+@dataclass
+class _Watch:
+    target: Target
+    state: HealthState
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class HealthChecker:
+    """``sync`` from any thread; ``on_change(instance id, health)`` runs on a thread of
+    its own (it may block on the server). The loop starts with the first ``sync``."""
+
+    prober: Prober
+    on_change: Callable[[str, Health], None]
+    _watches: dict[str, _Watch] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _reporter: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="health-report")
+    )
+
+    def health(self, instance_id: str) -> Health | None:
+        """As last seen; None when the instance has no check or does not run here."""
+        with self._lock:
+            watch = self._watches.get(instance_id)
+            return watch.state.health() if watch is not None else None
+
+    def statuses(self) -> dict[str, str]:
+        with self._lock:
+            return {iid: w.state.status for iid, w in self._watches.items()}
+
+    def sync(self, targets: list[Target]) -> None:
+        """Check exactly these from now on: new ones start, gone ones stop, a target
+        whose key changed starts over from "starting" (and says so)."""
+        if self._loop is None:
+            if not targets:
+                return
+            self._start_loop()
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._apply, {t.instance_id: t for t in targets})
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._apply, {})
+            loop.call_soon_threadsafe(loop.stop)
+        self._reporter.shutdown(wait=False, cancel_futures=True)
+
+    def _start_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        threading.Thread(target=loop.run_forever, daemon=True, name="health").start()
+
+    def _apply(self, targets: dict[str, Target]) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for iid in set(self._watches) - set(targets):
+                self._drop(iid)
+            for iid, target in targets.items():
+                old = self._watches.get(iid)
+                if old is not None and old.target.key == target.key:
+                    old.target = target
+                    continue
+                if old is not None:
+                    self._drop(iid)
+                watch = _Watch(target, HealthState(target.check, since=loop.time()))
+                watch.task = loop.create_task(self._run(watch), name=f"health-{iid}")
+                self._watches[iid] = watch
+                if old is not None and old.state.status != "starting":
+                    self._changed(iid, watch.state.health())  # a restart: starting again
+
+    def _drop(self, iid: str) -> None:
+        watch = self._watches.pop(iid)
+        if watch.task is not None:
+            watch.task.cancel()
+
+    async def _run(self, watch: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+        check = watch.target.check
+        while True:
+            try:
+                ok, detail = await asyncio.wait_for(
+                    self.prober.probe(watch.target), check.timeout_s + 1
+                )
+            except TimeoutError:
+                ok, detail = False, f"no answer within {check.timeout_s:g}s"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a prober's bug must not end the instance's checks
+                log.exception("health check of %s crashed", watch.target.instance_id)
+                ok, detail = False, f"the check could not run: {exc}"
+            with self._lock:
+                changed = watch.state.record(ok, detail, loop.time())
+            if changed is not None:
+                self._changed(watch.target.instance_id, changed)
+            await asyncio.sleep(check.interval_s)
+
+    def _changed(self, iid: str, health: Health) -> None:
+        log.info("%s is %s%s", iid, health.status, f": {health.detail}" if health.detail else "")
+        try:
+            self._reporter.submit(self._tell, iid, health)
+        except RuntimeError:  # shutting down
+            pass
+
+    def _tell(self, iid: str, health: Health) -> None:
+        try:
+            self.on_change(iid, health)
+        except Exception as exc:  # the next worker report carries it too
+            log.warning("could not report the health of %s: %s", iid, exc)
