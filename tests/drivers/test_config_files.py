@@ -1,0 +1,114 @@
+"""The driver's part of the PaaS contract, against the fake and a real dockerd: a
+container's environment and rebuild_seq, config files written before its first start
+(never through a link out of its root fs), commands run inside (health checks).
+"""
+
+from __future__ import annotations
+
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dockyard.compute.driver import ExecResult, FileSpec
+from dockyard.errors import PermanentError
+from dockyard.images import rootfs, tarball
+from tests.drivers.test_contract import dockerd, driver, spec
+
+__all__ = ["dockerd", "driver"]  # the contract suite's fixtures, used here too
+
+HOSTILE = "dockyard-test/hostile:1"
+
+
+def _hostile_rootfs(dest: Path) -> None:
+    """busybox, plus links a tenant's image may hold: to the host's / and above it."""
+    rootfs.build(dest)
+    with tarfile.open(dest, "a") as tar:
+        tarball.add_symlink(tar, "conf", "/")
+        tarball.add_symlink(tar, "up", "../../../../../..")
+        tarball.add_dir(tar, "app", 0o755)
+        tarball.add_symlink(tar, "app/etc", "../../../../../../tmp")
+
+
+def _cat(driver, iid: str, path: str) -> ExecResult:
+    return driver.exec(iid, ["cat", path], timeout=10)
+
+
+def test_env_and_rebuild_seq_are_kept_by_the_container(driver):
+    s = spec(env={"APP_MODE": "blue", "GREETING": "hello world"}, rebuild_seq=7)
+    made = driver.create(s)
+    running = driver.start(s.instance_id)
+    assert made.rebuild_seq == running.rebuild_seq == 7
+    assert [o.rebuild_seq for o in driver.list()] == [7]
+    assert made.container_id and made.container_id == running.container_id
+    if type(driver).__name__ == "DockerDriver":  # PID 1's environment: what init passes on
+        env = driver.exec(s.instance_id, ["cat", "/proc/1/environ"], timeout=10).output
+        assert "APP_MODE=blue" in env and "GREETING=hello world" in env
+
+
+def test_files_are_written_before_the_first_start_with_their_modes(driver):
+    s = spec()
+    driver.create(s)
+    driver.put_files(
+        s.instance_id,
+        [
+            FileSpec("/etc/app/app.conf", b"port=8080\n", 0o600),
+            FileSpec("/srv/new/dir/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
+        ],
+    )
+    driver.start(s.instance_id)
+    if type(driver).__name__ != "DockerDriver":
+        return
+    assert _cat(driver, s.instance_id, "/etc/app/app.conf").output == "port=8080\n"
+    listing = driver.exec(s.instance_id, ["ls", "-l", "/etc/app/app.conf"], 10).output
+    assert listing.startswith("-rw-------")
+    assert driver.exec(s.instance_id, ["/srv/new/dir/run.sh"], 10).output == "hi\n"
+
+
+@pytest.mark.root
+def test_links_in_the_image_never_lead_a_file_out_of_the_container(request, tmp_path):
+    from dockyard.compute.drivers.docker import DockerDriver
+
+    d = DockerDriver("h1", request.getfixturevalue("dockerd").url)
+    d.ensure_image(HOSTILE, _hostile_rootfs, ["/sbin/init"])
+    marker = f"dockyard-escape-{uuid.uuid4().hex[:8]}"
+    s = spec(image_ref=HOSTILE)
+    try:
+        d.create(s)
+        d.put_files(
+            s.instance_id,
+            [
+                FileSpec(f"/conf/{marker}", b"x\n"),
+                FileSpec(f"/up/{marker}", b"y\n"),
+                FileSpec(f"/app/etc/{marker}", b"z\n"),
+            ],
+        )
+        d.start(s.instance_id)
+        # nothing outside: not at the host's /, not at its /tmp
+        assert not Path("/", marker).exists() and not Path("/tmp", marker).exists()
+        # inside: each link resolved within the container's own root
+        assert _cat(d, s.instance_id, f"/{marker}").output == "y\n"  # / then up: both root
+        assert _cat(d, s.instance_id, f"/tmp/{marker}").output == "z\n"
+    finally:
+        d.destroy(s.instance_id)
+        for leak in (Path("/", marker), Path("/tmp", marker)):
+            leak.unlink(missing_ok=True)
+
+
+def test_exec_gives_the_exit_code_and_output(driver):
+    s = spec()
+    driver.create(s)
+    if type(driver).__name__ != "DockerDriver":
+        driver.exec_handler = lambda iid, cmd: ExecResult(3, "no")
+    with pytest.raises(PermanentError):
+        driver.exec(s.instance_id, ["true"], timeout=5)  # not running yet
+    driver.start(s.instance_id)
+    result = driver.exec(s.instance_id, ["sh", "-c", "echo no; exit 3"], timeout=10)
+    assert (result.exit_code, result.output.strip()) == (3, "no")
+
+
+def test_files_into_a_missing_container_are_refused(driver):
+    with pytest.raises(PermanentError):
+        driver.put_files(str(uuid.uuid4()), [FileSpec("/etc/a", b"")])
+
