@@ -124,15 +124,30 @@ class HealthChecker:
 
     def stop(self) -> None:
         loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._apply, {})
+        if loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._cancel_all(), loop).result(timeout=5)
+            except Exception as exc:  # stopping anyway
+                log.warning("health checks did not end cleanly: %s", exc)
             loop.call_soon_threadsafe(loop.stop)
         self._reporter.shutdown(wait=False, cancel_futures=True)
+
+    async def _cancel_all(self) -> None:
+        self._apply({})
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _start_loop(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
-        threading.Thread(target=loop.run_forever, daemon=True, name="health").start()
+        threading.Thread(target=self._run_loop, args=(loop,), daemon=True, name="health").start()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
 
     def _apply(self, targets: dict[str, Target]) -> None:
         loop = asyncio.get_running_loop()

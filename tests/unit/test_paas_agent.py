@@ -1,0 +1,257 @@
+"""The agent's side of the PaaS on a host of fakes: env and config files, rebuilds
+(planned when rebuild_seq differs, carried out keeping the identity, finished after a
+crash), and health checks (the state machine, the checker's loop, the reports)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from dockyard.compute.agent import Agent, AgentConfig
+from dockyard.compute.driver import ExecResult, Observed
+from dockyard.compute.health import HealthChecker, HealthState, Target
+from dockyard.compute.reconcile import Step, plan
+from dockyard.compute.store import Record
+from dockyard.errors import TemporaryError
+from dockyard.lab.procs import wait_for
+from dockyard.model import ConfigFile, Health, HealthCheck, PowerState
+from dockyard.network.plumbing import host_ifname
+from tests.unit.fakehost import IMAGE, FakeHost, InlineExecutor, instance, new_id
+
+NEW_IMAGE = "busybox:new"
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = FakeHost(tmp_path)
+    h.driver.images.add(NEW_IMAGE)
+    return h
+
+
+def paas(iid, *, seq=0, image=IMAGE, check=None, power="running", **kw):
+    want = instance(iid, task=None, power=power, power_state=PowerState.running, **kw)
+    return want.model_copy(
+        update={
+            "image_ref": image,
+            "env": {"APP_MODE": "blue"},
+            "files": [ConfigFile(path="/etc/app/app.conf", content="port=80\n", mode=0o600)],
+            "rebuild_seq": seq,
+            "health_check": check,
+        }
+    )
+
+
+def agent_of(host, prober) -> Agent:
+    cfg = AgentConfig(server="http://fake", token="t", host="h1", state_dir=host.state_dir)
+    return Agent(
+        cfg,
+        host.driver,
+        host.server,
+        plumber=host.plumber,
+        views=host.views,
+        meter=host.meter,
+        volumes=host.volumes,
+        transfer=host.transfer,
+        pool=InlineExecutor(),
+        clock=host.clock,
+        prober=prober,
+    )
+
+
+def one_pass(host, want):
+    """What a reconcile pass would do for this one instance."""
+    worker = host.worker()
+    p = plan({want.id: want}, {o.instance_id: o for o in host.driver.list()},
+             worker.store.records(), host.plumber.links())  # fmt: skip
+    step = p.steps.get(want.id)
+    if step is not None:
+        worker.run(step, want)
+    return step
+
+
+# --- env, files, rebuilds
+
+
+def test_a_spawn_gives_the_container_its_env_and_files_before_it_starts(host):
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    c = host.driver.containers[iid]
+    assert c.spec.env == {"APP_MODE": "blue"}
+    conf = c.files["/etc/app/app.conf"]
+    assert (conf.content, conf.mode) == (b"port=80\n", 0o600)
+    calls = host.driver.calls
+    assert calls.index("put_files") < calls.index("start")
+
+
+def test_plan_rebuilds_a_container_made_for_another_rebuild_seq_running_or_stopped():
+    iid = new_id()
+    for power in ("running", "stopped"):
+        want = paas(iid, seq=2, power=power)
+        old = Observed(iid, running=True, pid=9, started_at="t1", rebuild_seq=1)
+        assert plan({iid: want}, {iid: old}, {iid: Record(iid)}, set()).steps[iid] == Step.rebuild
+        same = Observed(iid, running=power == "running", pid=9, started_at="t1", rebuild_seq=2)
+        assert plan({iid: want}, {iid: same}, {}, set()).steps.get(iid) != Step.rebuild
+    deleted = paas(iid, seq=2, power="deleted")
+    old = Observed(iid, running=True, pid=9, started_at="t1", rebuild_seq=1)
+    assert plan({iid: deleted}, {iid: old}, {}, set()).steps[iid] == Step.destroy
+
+
+def test_a_rebuild_makes_a_new_container_from_the_new_image_keeping_the_identity(host):
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    before = host.driver.inspect(iid)
+
+    want = paas(iid, seq=1, image=NEW_IMAGE)
+    assert one_pass(host, want) == Step.rebuild
+
+    after = host.driver.inspect(iid)
+    c = host.driver.containers[iid]
+    assert after.running and after.container_id != before.container_id
+    assert after.rebuild_seq == 1 and c.spec.image_ref == NEW_IMAGE
+    assert (c.spec.name, c.spec.hostname) == ("vm5", "vm5")
+    assert "/etc/app/app.conf" in c.files  # the writable layer went; the files came again
+    port = host.plumber.ports[host_ifname(iid)]
+    assert (port.ip, port.mac) == ("198.18.0.5", "02:00:c6:12:00:05")
+    assert host.server.reports_of(iid)[-1].rebuilt_seq == 1
+    assert one_pass(host, want) is None  # in sync: nothing more
+
+
+def test_a_pull_that_fails_leaves_the_old_container_running_and_is_reported_once(host):
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    before = host.driver.inspect(iid)
+    want = paas(iid, seq=1, image="busybox:nowhere")  # not on the host, no source
+
+    for _ in range(2):
+        with pytest.raises(TemporaryError):
+            host.worker().run(Step.rebuild, want)
+
+    assert host.driver.inspect(iid) == before  # the same container, still running
+    errors = [r for r in host.server.reports_of(iid) if r.error]
+    assert len(errors) == 1 and "busybox:nowhere" in errors[0].error
+    assert errors[0].rebuilt_seq == 0
+
+
+@pytest.mark.parametrize("method", ["create", "put_files", "start"])
+def test_an_agent_stopped_in_the_middle_of_a_rebuild_ends_rebuilt(host, method):
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    want = paas(iid, seq=1, image=NEW_IMAGE)
+    host.driver.fail_next(method, TemporaryError("the agent was killed here"))
+    with pytest.raises(TemporaryError):
+        host.worker().run(Step.rebuild, want)
+
+    while one_pass(host, want) is not None:  # the next passes, as after a restart
+        pass
+
+    obs = host.driver.inspect(iid)
+    c = host.driver.containers[iid]
+    assert obs.running and obs.rebuild_seq == 1 and c.spec.image_ref == NEW_IMAGE
+    assert "/etc/app/app.conf" in c.files
+    assert host_ifname(iid) in host.plumber.links()
+
+
+def test_a_config_file_over_a_file_the_agent_writes_is_refused(host):
+    iid = new_id()
+    want = paas(iid).model_copy(update={"files": [ConfigFile(path="/etc/hosts", content="")]})
+    host.worker().run(Step.spawn, want)
+    assert host.driver.containers == {}
+    assert "/etc/hosts" in host.server.reports_of(iid)[-1].error
+
+
+# --- health
+
+
+CHECK = HealthCheck(kind="tcp", port=80, interval_s=0.2, unhealthy_after=2, start_period_s=5)
+
+
+def test_health_state_machine():
+    s = HealthState(CHECK, since=100.0)
+    assert s.record(False, "refused", 101.0) is None  # in the start period: not counted
+    assert (s.status, s.failures) == ("starting", 0)
+    assert s.record(True, "", 102.0) == Health(status="healthy")
+    assert s.record(True, "", 103.0) is None  # no change, nothing to report
+    assert s.record(False, "refused", 103.5) is None  # once healthy, failures count
+    changed = s.record(False, "refused", 104.0)
+    assert changed == Health(status="unhealthy", failures=2, detail="refused")
+    assert s.record(False, "refused", 110.0) is None and s.failures == 3
+    assert s.record(True, "", 111.0) == Health(status="healthy")
+
+
+def test_health_state_after_the_start_period_counts_failures_while_starting():
+    s = HealthState(CHECK, since=100.0)
+    assert s.record(False, "a", 106.0) is None
+    assert s.record(False, "b", 107.0) == Health(status="unhealthy", failures=2, detail="b")
+
+
+class FakeProber:
+    """Answers what ``ok[instance id]`` says; counts probes."""
+
+    def __init__(self) -> None:
+        self.ok: dict[str, bool] = {}
+        self.probes = 0
+
+    async def probe(self, target: Target) -> tuple[bool, str]:
+        self.probes += 1
+        return self.ok.get(target.instance_id, False), "connection refused"
+
+
+def test_the_checker_reports_each_change_and_starts_over_after_a_restart():
+    prober, seen = FakeProber(), []
+    lock = threading.Lock()
+
+    def on_change(iid, health):
+        with lock:
+            seen.append(health.status)
+
+    check = CHECK.model_copy(update={"start_period_s": 0})
+    checker = HealthChecker(prober, on_change)
+    target = Target("i1", check, "198.18.0.5", 0, "t1")
+    try:
+        checker.sync([target])
+        wait_for(lambda: seen == ["unhealthy"], 10, "unhealthy")
+        prober.ok["i1"] = True
+        wait_for(lambda: seen == ["unhealthy", "healthy"], 10, "healthy")
+        checker.sync([Target("i1", check, "198.18.0.5", 0, "t2")])  # restarted
+        wait_for(lambda: seen[2:3] == ["starting"], 10, "starting again")
+        wait_for(lambda: seen[3:] == ["healthy"], 10, "healthy again")
+        checker.sync([])
+        wait_for(lambda: checker.health("i1") is None, 10, "forgotten")
+    finally:
+        checker.stop()
+
+
+def test_the_agent_reports_a_health_change_without_waiting_for_a_step(host):
+    prober = FakeProber()
+    iid = new_id()
+    want = paas(iid, check=CHECK.model_copy(update={"start_period_s": 0}))
+    agent = agent_of(host, prober)
+    try:
+        agent.worker.run(Step.spawn, want)
+        agent.desired = {iid: want}
+        prober.ok[iid] = True
+        agent.reconcile_once()
+        wait_for(lambda: any(r.health for r in host.server.reports_of(iid)), 10, "a report")
+        [rep] = [r for r in host.server.reports_of(iid) if r.health]
+        assert rep.health == Health(status="healthy") and rep.rebuilt_seq == 0
+        assert agent.health.health(iid) == Health(status="healthy")
+    finally:
+        agent.health.stop()
+
+
+def test_a_cmd_check_runs_through_the_driver(host):
+    from dockyard.compute.probes import HostProber
+
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    host.driver.exec_handler = lambda i, cmd: ExecResult(1, "pid file missing")
+    check = HealthCheck(kind="cmd", command=["test", "-f", "/run/app.pid"])
+
+    ok, detail = asyncio.run(HostProber(host.driver).probe(Target(iid, check, "", 0, "t")))
+    assert not ok and detail == "test exited 1: pid file missing"
+    host.driver.destroy(iid)
+    ok, detail = asyncio.run(HostProber(host.driver).probe(Target(iid, check, "", 0, "t")))
+    assert not ok and "not running" in detail
+
