@@ -255,3 +255,25 @@ def test_a_cmd_check_runs_through_the_driver(host):
     ok, detail = asyncio.run(HostProber(host.driver).probe(Target(iid, check, "", 0, "t")))
     assert not ok and "not running" in detail
 
+
+
+def test_a_health_report_that_failed_is_sent_again_at_the_next_sync():
+    prober, told, attempts = FakeProber(), [], []
+
+    def on_change(iid, health):
+        attempts.append(health.status)
+        if len(attempts) == 1:
+            raise TemporaryError("the server is away")
+        told.append(health.status)
+
+    prober.ok["i1"] = True
+    checker = HealthChecker(prober, on_change)
+    target = Target("i1", CHECK, "198.18.0.5", 0, "t1")
+    try:
+        checker.sync([target])
+        wait_for(lambda: attempts == ["healthy"], 10, "the first try")
+        assert told == []
+        checker.sync([target])  # the agent's next reconcile pass
+        wait_for(lambda: told == ["healthy"], 10, "the report sent again")
+    finally:
+        checker.stop()

@@ -59,7 +59,7 @@ MAX_TEMPORARY_FAILURES = 5
 # dockyard-agent --host-down-after sets it to match a server started with another value.
 CACHE_TRUSTED_FOR = 30.0
 # steps done once per generation: the next pass waits for the server's next word
-_STARTS = (Step.spawn, Step.start, Step.reboot)  # what puts an instance's IP on the wire
+_STARTS = (Step.spawn, Step.start, Step.reboot, Step.rebuild)  # what puts its IP on the wire
 _SETTLING = (Step.spawn, Step.destroy, Step.report, Step.snapshot, Step.fence)
 
 

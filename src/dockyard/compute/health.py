@@ -96,6 +96,7 @@ class HealthChecker:
     prober: Prober
     on_change: Callable[[str, Health], None]
     _watches: dict[str, _Watch] = field(default_factory=dict)
+    _unsent: set[str] = field(default_factory=set)  # their last report failed
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loop: asyncio.AbstractEventLoop | None = None
     _reporter: ThreadPoolExecutor = field(
@@ -121,6 +122,12 @@ class HealthChecker:
             self._start_loop()
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._apply, {t.instance_id: t for t in targets})
+        with self._lock:  # a report that failed (server away): sent again now
+            unsent = [(iid, w.state.health()) for iid, w in self._watches.items()
+                      if iid in self._unsent]  # fmt: skip
+            self._unsent.clear()
+        for iid, health in unsent:
+            self._changed(iid, health)
 
     def stop(self) -> None:
         loop = self._loop
@@ -201,7 +208,14 @@ class HealthChecker:
             pass
 
     def _tell(self, iid: str, health: Health) -> None:
+        with self._lock:
+            watch = self._watches.get(iid)
+            if watch is None or watch.state.status != health.status:
+                return  # gone, or changed again meanwhile: that change is queued too
+            health = watch.state.health()  # the latest count and detail
         try:
             self.on_change(iid, health)
-        except Exception as exc:  # the next worker report carries it too
-            log.warning("could not report the health of %s: %s", iid, exc)
+        except Exception as exc:  # the next sync sends it again
+            log.warning("could not report the health of %s: %s; will retry", iid, exc)
+            with self._lock:
+                self._unsent.add(iid)
