@@ -237,6 +237,12 @@ def test_the_agent_reports_a_health_change_without_waiting_for_a_step(host):
         [rep] = [r for r in host.server.reports_of(iid) if r.health]
         assert rep.health == Health(status="healthy") and rep.rebuilt_seq == 0
         assert agent.health.health(iid) == Health(status="healthy")
+        [sample] = agent.health_samples()  # what /metrics serves
+        assert (sample.name, sample.labels["status"], sample.value) == (
+            "dockyard_instance_healthy",
+            "healthy",
+            1.0,
+        )
     finally:
         agent.health.stop()
 

@@ -34,7 +34,7 @@ from dockyard.compute.client import Server
 from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey, InstanceChecker, host_baseline
 from dockyard.compute.driver import ComputeDriver, Observed
 from dockyard.compute.exporter import Endpoint
-from dockyard.compute.health import HealthChecker, Prober, Target
+from dockyard.compute.health import HEALTH_METRIC, HealthChecker, Prober, Target
 from dockyard.compute.metrics import SAMPLE_SECONDS
 from dockyard.compute.monitor import LimitMonitor, Meter
 from dockyard.compute.plumber import Plumber
@@ -334,6 +334,20 @@ class Agent:
         projects = {i.id: i.project for i in (desired or {}).values()}
         host, az = self.cfg.host, self.cfg.availability_zone
         return instance_drift_samples(host, az, self.drift.report() or [], projects)
+
+    def health_samples(self) -> list[Sample]:
+        """dockyard_instance_healthy: 1 healthy, 0 starting or unhealthy (status label)."""
+        desired, _ = self.snapshot()
+        host, az = self.cfg.host, self.cfg.availability_zone
+        out = []
+        for iid, status in self.health.statuses().items():
+            want = (desired or {}).get(iid)
+            if want is None:
+                continue
+            labels = {"instance_id": iid, "name": want.name, "project": want.project,
+                      "host": host, "az": az, "status": status}  # fmt: skip
+            out.append(Sample(HEALTH_METRIC, labels, 1.0 if status == "healthy" else 0.0))
+        return out
 
     def running(self) -> list[tuple[model.DesiredInstance, Observed]]:
         """Instances wanted here whose containers the last reconcile pass saw running:

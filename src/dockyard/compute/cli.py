@@ -28,6 +28,7 @@ from dockyard.compute import join
 from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
 from dockyard.compute.client import ServerClient
 from dockyard.compute.exporter import Endpoint, Exporter, MetricsServer
+from dockyard.compute.health import HEALTH_HELP, HEALTH_METRIC
 from dockyard.compute.kmsg import KernelLog
 from dockyard.compute.metrics import Allowance, Sampler
 from dockyard.compute.monitor import CgroupMeter
@@ -360,6 +361,7 @@ def _serve_metrics(
         agent.cfg.host, agent.cfg.availability_zone, lambda: endpoint.sampler.latest, kernel.counts
     )
     exporter.extra.append(SampleCollector(agent.drift_samples, {INSTANCE_METRIC: INSTANCE_HELP}))
+    exporter.extra.append(SampleCollector(agent.health_samples, {HEALTH_METRIC: HEALTH_HELP}))
     try:
         server = MetricsServer((addr, int(port)), exporter, lambda: endpoint.tokens, tls)
     except OSError as exc:

@@ -27,6 +27,8 @@ from typing import Protocol
 from dockyard.model import Health, HealthCheck
 
 log = logging.getLogger(__name__)
+HEALTH_METRIC = "dockyard_instance_healthy"
+HEALTH_HELP = "1 when the instance's health check passes, 0 while starting or unhealthy"
 
 
 @dataclass(frozen=True)
@@ -208,11 +210,9 @@ class HealthChecker:
             pass
 
     def _tell(self, iid: str, health: Health) -> None:
-        with self._lock:
-            watch = self._watches.get(iid)
-            if watch is None or watch.state.status != health.status:
-                return  # gone, or changed again meanwhile: that change is queued too
-            health = watch.state.health()  # the latest count and detail
+        with self._lock:  # each change in order: the last one queued is the latest
+            if iid not in self._watches:
+                return  # no longer checked here (deleted, stopped, moved)
         try:
             self.on_change(iid, health)
         except Exception as exc:  # the next sync sends it again
