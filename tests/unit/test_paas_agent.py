@@ -283,3 +283,18 @@ def test_a_health_report_that_failed_is_sent_again_at_the_next_sync():
         wait_for(lambda: told == ["healthy"], 10, "the report sent again")
     finally:
         checker.stop()
+
+
+def test_two_hundred_instances_are_checked_by_one_loop_not_two_hundred_threads():
+    prober, reports = FakeProber(), []
+    checker = HealthChecker(prober, lambda iid, h: reports.append(iid))
+    before = threading.active_count()
+    targets = [Target(f"i{n}", CHECK, "198.18.0.5", 0, "t1") for n in range(200)]
+    for t in targets:
+        prober.ok[t.instance_id] = True
+    try:
+        checker.sync(targets)
+        wait_for(lambda: len(set(reports)) == 200, 30, "200 instances healthy")
+        assert threading.active_count() - before <= 2  # the loop and the reporter
+    finally:
+        checker.stop()
