@@ -29,6 +29,7 @@ from dockyard.model import (
     DesiredState,
     HealthCheck,
     ImageSource,
+    InstanceReport,
     NetSpec,
     PowerState,
     VolumeAttachment,
@@ -110,6 +111,9 @@ class Host:
         h = self.agent.health.health(iid)
         return h.status if h else None
 
+    def errors(self, iid: str) -> list[InstanceReport]:
+        return [r for r in self.server.reports_of(iid) if r.error]
+
     def reported(self, iid: str) -> str | None:
         """The health status the server heard last."""
         said = [r.health.status for r in self.server.reports_of(iid) if r.health]
@@ -166,6 +170,25 @@ def test_env_and_a_config_file_reach_the_instance_and_a_rebuild_keeps_its_identi
     assert host.server.reports_of(iid)[-1].rebuilt_seq == 1
 
     host.desire(rebuilt.model_copy(update={"power": "deleted"}))
+    host.converge("the instance to go", lambda: host.driver.inspect(iid) is None)
+
+
+def test_a_rebuild_whose_image_cannot_be_pulled_leaves_the_instance_running(host):
+    iid = str(uuid.uuid4())
+    want = host.want(iid, volumes=[])
+    host.desire(want)
+    host.converge("the instance to run", lambda: host.probe.ping(want.net.ip))
+    before = host.driver.inspect(iid)
+
+    nowhere = "127.0.0.1:9/dockyard-test/missing@sha256:" + "0" * 64
+    host.desire(host.want(iid, volumes=[], image_ref="dockyard-test/missing:1",
+                          image_pulls=[nowhere], rebuild_seq=1))  # fmt: skip
+    host.converge("the failure to be reported", lambda: host.errors(iid))
+
+    [error] = host.errors(iid)
+    assert "dockyard-test/missing:1" in error.error and error.rebuilt_seq == 0
+    assert host.driver.inspect(iid) == before and host.probe.ping(want.net.ip)
+    host.desire(want.model_copy(update={"power": "deleted"}))
     host.converge("the instance to go", lambda: host.driver.inspect(iid) is None)
 
 
