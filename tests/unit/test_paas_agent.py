@@ -298,3 +298,20 @@ def test_two_hundred_instances_are_checked_by_one_loop_not_two_hundred_threads()
         assert threading.active_count() - before <= 2  # the loop and the reporter
     finally:
         checker.stop()
+
+
+def test_a_rebuild_with_a_config_file_over_an_agent_file_keeps_the_old_container(host):
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    before = host.driver.inspect(iid)
+    clash = [ConfigFile(path="/etc/resolv.conf", content="nameserver 1.1.1.1\n")]
+    want = paas(iid, seq=1).model_copy(update={"files": clash})
+
+    assert one_pass(host, want) == Step.rebuild
+
+    assert host.driver.inspect(iid) == before
+    assert "/etc/resolv.conf" in host.server.reports_of(iid)[-1].error
+    assert one_pass(host, want) is None  # refused for good: not again every pass
+    fixed = paas(iid, seq=2)
+    assert one_pass(host, fixed) == Step.rebuild  # the next rebuild_seq is tried
+    assert host.driver.inspect(iid).rebuild_seq == 2

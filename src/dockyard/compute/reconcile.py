@@ -71,7 +71,7 @@ def step_for(
         return Step.fence if running or host_ifname(want.id) in links or not rec.fenced else None
     if want.snapshot is not None and want.snapshot.id != rec.snapshot_done:
         return Step.snapshot
-    if obs is not None and obs.rebuild_seq != want.rebuild_seq:
+    if obs is not None and want.rebuild_seq not in (obs.rebuild_seq, rec.rebuild_refused):
         return Step.rebuild  # stopped or running; it ends as power says
     step = _power_step(want, obs, rec, links)
     # an order done here whose task still waits: its report again (lost with a crash),

@@ -39,7 +39,8 @@ class Record:
     snapshot_done: str = ""  # the last snapshot order carried out (its report: snapshot.json)
     fenced: bool = False  # power fenced carried out and reported
     files_for: str = ""  # the container (runtime id) its config files were written into
-    rebuild_failed: int = -1  # the rebuild_seq whose failure was reported (not again)
+    rebuild_failed: int = -1  # the rebuild_seq whose failed pull was reported (not again)
+    rebuild_refused: int = -1  # ... that failed for good: not tried again until it changes
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:

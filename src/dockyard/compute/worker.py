@@ -118,13 +118,7 @@ class Worker:
 
     def _put_config(self, want: DesiredInstance, spec: ContainerSpec, obs: Observed) -> None:
         """DesiredInstance.files into the container's root fs (before its first start)."""
-        managed = {m.target for m in spec.mounts if m.managed}
-        clash = sorted(f.path for f in want.files if f.path in managed)
-        if clash:
-            raise PermanentError(
-                f"{', '.join(clash)}: the agent writes these itself (the instance's hosts, "
-                "DNS and /proc view); put the config file elsewhere"
-            )
+        _no_clash(want, spec)
         files = [FileSpec(f.path, f.content.encode(), f.mode) for f in want.files]
         self.driver.put_files(want.id, files)
 
@@ -223,6 +217,7 @@ class Worker:
         if want.limits.procview:
             self._prepare_procview(want)
         self._attach_volumes(want)
+        _no_clash(want, self._spec(want, files))  # refused before the old one goes
         self._halt(want)
         self.driver.destroy(want.id)
         obs: Observed | None = self._create(want, files, rec.snapshot_done)
@@ -327,6 +322,10 @@ class Worker:
         obs = self.driver.inspect(want.id)
         task = want.task_state or (TaskState.spawning if step == Step.spawn else None)
         report = self._state(want, obs, task_done=task, error=message[:512])
+        if step == Step.rebuild:  # refused for good: tried again when rebuild_seq changes
+            rec = self.store.record(want.id)
+            rec.rebuild_refused = want.rebuild_seq
+            self.store.save(rec)
         if step == Step.snapshot and want.snapshot is not None:  # the order ended: not redone
             self.store.save_snapshot(want.id, want.snapshot.id, report)
             rec = self.store.record(want.id)
@@ -421,3 +420,15 @@ class Worker:
                 undo(volume_id)
             except DockyardError as exc:
                 log.warning("volume %s: %s; will retry", volume_id, exc.detail)
+
+
+def _no_clash(want: DesiredInstance, spec: ContainerSpec) -> None:
+    """A config file where the agent bind-mounts a file of its own would be hidden (or
+    written through to the agent's copy): refused."""
+    managed = {m.target for m in spec.mounts if m.managed}
+    clash = sorted(f.path for f in want.files if f.path in managed)
+    if clash:
+        raise PermanentError(
+            f"{', '.join(clash)}: the agent writes these itself (the instance's hosts, "
+            "DNS and /proc view); put the config file elsewhere"
+        )
