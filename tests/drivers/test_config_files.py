@@ -18,7 +18,8 @@ from tests.drivers.test_contract import dockerd, driver, spec
 
 __all__ = ["dockerd", "driver"]  # the contract suite's fixtures, used here too
 
-HOSTILE = "dockyard-test/hostile:1"
+HOSTILE = "dockyard-test/hostile:2"
+LINKED = "dockyard-escape-by-file-link"  # the image's /etc/app.conf points at the host's /tmp
 
 
 def _hostile_rootfs(dest: Path) -> None:
@@ -29,6 +30,7 @@ def _hostile_rootfs(dest: Path) -> None:
         tarball.add_symlink(tar, "up", "../../../../../..")
         tarball.add_dir(tar, "app", 0o755)
         tarball.add_symlink(tar, "app/etc", "../../../../../../tmp")
+        tarball.add_symlink(tar, "etc/app.conf", f"../../../../../../tmp/{LINKED}")
 
 
 def _cat(driver, iid: str, path: str) -> ExecResult:
@@ -82,14 +84,17 @@ def test_links_in_the_image_never_lead_a_file_out_of_the_container(request, tmp_
                 FileSpec(f"/conf/{marker}", b"x\n"),
                 FileSpec(f"/up/{marker}", b"y\n"),
                 FileSpec(f"/app/etc/{marker}", b"z\n"),
+                FileSpec("/etc/app.conf", b"w\n"),
             ],
         )
         d.start(s.instance_id)
         # nothing outside: not at the host's /, not at its /tmp
         assert not Path("/", marker).exists() and not Path("/tmp", marker).exists()
+        assert not Path("/tmp", LINKED).exists()
         # inside: each link resolved within the container's own root
         assert _cat(d, s.instance_id, f"/{marker}").output == "y\n"  # / then up: both root
         assert _cat(d, s.instance_id, f"/tmp/{marker}").output == "z\n"
+        assert _cat(d, s.instance_id, "/etc/app.conf").output == "w\n"
     finally:
         d.destroy(s.instance_id)
         for leak in (Path("/", marker), Path("/tmp", marker)):
