@@ -95,7 +95,8 @@ def test_rebuild_clears_the_check_only_when_asked(cloud):
     [
         ({"files": [{"path": "/proc/self/x", "content": ""}]}, "under /proc"),
         ({"files": [{"path": "/etc/../x", "content": ""}]}, "not normalised"),
-        ({"files": [{"path": "/a", "content": "x"}, {"path": "/a", "content": "y"}]}, "give each path once"),
+        ({"files": [{"path": "/a", "content": "x"}] * 2}, "give each path once"),
+        ({"files": [{"path": "/etc/resolv.conf", "content": ""}]}, "the agent writes"),
         ({"files": [{"path": f"/f{i}", "content": "x" * 60000} for i in range(5)]}, "bytes"),
         ({"env": {"1BAD": "x"}}, "not a variable name"),
         ({"env": {"A": "x\x00y"}}, "NUL"),

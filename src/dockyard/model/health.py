@@ -19,6 +19,7 @@ from dockyard.model.base import RESERVED_INSTANCE_PATHS, Schema
 MAX_ENV = 128  # variables per instance
 MAX_FILES = 32  # config files per instance
 MAX_FILE_BYTES = 64 * 1024  # one config file's text
+AGENT_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")  # bind-mounted by the agent
 MAX_FILES_BYTES = 256 * 1024  # all of them: they travel in every desired state of the host
 
 
@@ -44,6 +45,11 @@ def _file_path(text: str) -> str:
         raise ValueError(f"{text!r} is not normalised; write it without '.', '..' or '//'")
     if any(ord(ch) < 32 for ch in text):
         raise ValueError(f"{text!r} holds a control character; rename the file")
+    if text in AGENT_FILES:
+        raise ValueError(
+            f"the agent writes {text} (from the instance's network and hostname); "
+            "configure the application elsewhere"
+        )
     for reserved in RESERVED_INSTANCE_PATHS:
         if text.startswith(reserved + "/"):
             raise ValueError(f"{text!r} is under {reserved}; put the file elsewhere, e.g. /etc")
