@@ -31,9 +31,7 @@ def _running(cloud, **kw):
 
 def test_env_files_and_check_reach_the_agent_and_health_comes_back(cloud):
     files = [{"path": "/etc/app.conf", "content": "port=8080\n", "mode": 0o600}]
-    iid, desired, report = _running(
-        cloud, env={"APP_ENV": "prod"}, files=files, health_check=CHECK
-    )
+    iid, desired, report = _running(cloud, env={"APP_ENV": "prod"}, files=files, health_check=CHECK)
     d = desired()
     assert d["env"] == {"APP_ENV": "prod"} and d["rebuild_seq"] == 0
     assert d["files"] == files and d["health_check"]["port"] == 8080
@@ -72,13 +70,61 @@ def test_rebuild_keeps_identity_and_ends_on_the_agents_report(cloud):
     assert "img -> img2" in log[-1]["message"]
 
 
-def test_failed_rebuild_says_why_and_leaves_the_task(cloud):
-    iid, desired, report = _running(cloud)
-    cloud.ok("POST", f"/instances/{iid}/rebuild", json={"env": {"B": "2"}})
+def test_failed_rebuild_says_why_and_puts_the_old_image_and_settings_back(cloud):
+    iid, desired, report = _running(cloud, env={"A": "1"}, health_check=CHECK)
+    cloud.ok("POST", "/images", json={"name": "img2", "source": "docker", "ref": "bb:2"})
+    body = {"image": "img2", "env": {"B": "2"}, "health_check": None}
+    cloud.ok("POST", f"/instances/{iid}/rebuild", json=body)
+    assert desired()["image_ref"] == "bb:2"
     report(power_state="running", task_done="rebuilding", error="pull failed: no such image")
     after = cloud.ok("GET", f"/instances/{iid}")
     assert after["task_state"] is None and "rebuild failed: pull failed" in after["fault"]
+    assert "previous image and settings are back" in after["fault"]
+    assert after["image"] == "img" and after["env"] == {"A": "1"}
+    assert after["health_check"]["port"] == 8080
+    d = desired()  # a respawn (a migration, an evacuation) makes what still runs
+    assert d["image_ref"] == "bb:latest" and d["env"] == {"A": "1"}
     assert cloud.ok("GET", f"/instances/{iid}/actions")[-1]["result"] == "error"
+
+
+def test_health_counts_only_from_the_current_running_container(cloud):
+    iid, desired, report = _running(cloud, health_check=CHECK)
+    healthy = {"status": "healthy"}
+    report(power_state="shutdown", health=healthy)  # a stopped container says nothing
+    assert cloud.ok("GET", f"/instances/{iid}")["health"] is None
+    report(power_state="running", health=healthy)
+    assert cloud.ok("GET", f"/instances/{iid}")["health"]["status"] == "healthy"
+    cloud.ok("POST", f"/instances/{iid}/rebuild", json={})
+    report(power_state="running", rebuilt_seq=0, health=healthy)  # the old container
+    assert cloud.ok("GET", f"/instances/{iid}")["health"] is None
+    report(power_state="running", rebuilt_seq=1, health={"status": "starting"})
+    assert cloud.ok("GET", f"/instances/{iid}")["health"]["status"] == "starting"
+
+
+def test_no_rebuild_on_a_down_host(cloud, monkeypatch):
+    iid, desired, report = _running(cloud)
+    monkeypatch.setattr("dockyard.db.hosts.is_up", lambda row, at=None: False)
+    r = cloud.call("POST", f"/instances/{iid}/rebuild", json={})
+    assert r.status_code == 409 and "is down" in r.json()["detail"]
+    monkeypatch.undo()
+    assert desired()["rebuild_seq"] == 0
+
+
+def test_config_files_never_land_on_a_volume(cloud):
+    cloud.catalog()
+    token = cloud.register("h1")
+    cloud.ok("POST", "/volumes", json={"name": "data", "size_mb": 64})
+    vol = [{"volume": "data", "path": "/data"}]
+    for path in ("/data", "/data/app.conf"):
+        r = cloud.create("web", volumes=vol, files=[{"path": path, "content": "x"}])
+        assert r.status_code == 422 and "mount point /data" in r.text, r.text
+    assert cloud.ok("GET", "/instances") == []
+    iid = cloud.create("web", volumes=vol).json()["id"]
+    _agent(cloud, token, iid)[1](power_state="running", task_done="spawning")
+    r = cloud.call(
+        "POST", f"/instances/{iid}/rebuild", json={"files": [{"path": "/data/x", "content": ""}]}
+    )
+    assert r.status_code == 409 and "mount point /data" in r.json()["detail"]
 
 
 def test_rebuild_clears_the_check_only_when_asked(cloud):
@@ -93,7 +139,11 @@ def test_rebuild_clears_the_check_only_when_asked(cloud):
 @pytest.mark.parametrize(
     "body, words",
     [
-        ({"files": [{"path": "/proc/self/x", "content": ""}]}, "under /proc"),
+        ({"files": [{"path": "/proc/self/x", "content": ""}]}, "at or over /proc"),
+        ({"files": [{"path": "/proc", "content": ""}]}, "at or over /proc"),
+        ({"files": [{"path": "/run", "content": ""}]}, "at or over /run/dockyard"),
+        ({"files": [{"path": "/etc/hosts/x", "content": ""}]}, "the agent writes"),
+        ({"env": {f"V{i}": "x" * 30000 for i in range(3)}}, "the environment holds"),
         ({"files": [{"path": "/etc/../x", "content": ""}]}, "not normalised"),
         ({"files": [{"path": "/a", "content": "x"}] * 2}, "give each path once"),
         ({"files": [{"path": "/etc/resolv.conf", "content": ""}]}, "the agent writes"),

@@ -7,7 +7,7 @@ import ipaddress
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from dockyard import model
 from dockyard.db import models as m
@@ -15,6 +15,10 @@ from dockyard.model import PowerState, TaskState, VmState
 
 # the columns a flavor sets on an instance (a resize or a move's new flavor sets them all)
 FIGURES = ("flavor_id", "vcpus", "memory_mb", "disk_gb", "dedicated", "pids_limit", "limits")
+
+
+# what a rebuild may change, kept in rebuild_from until the agent says it is done
+REBUILT = ("image_id", "env", "files", "health_check", "key_processes", "limits")
 
 
 def limits(flavor: m.Flavor, image: m.Image) -> dict[str, Any]:
@@ -98,12 +102,28 @@ def health_check(r: m.Instance) -> model.HealthCheck | None:
     return model.HealthCheck.model_construct(**r.health_check) if r.health_check else None
 
 
+def rollback_rebuild(inst: m.Instance) -> None:
+    """A failed rebuild: the record describes the container that still runs (or is
+    made again) — its image and settings from before — not the one that failed."""
+    for name, value in (inst.rebuild_from or {}).items():
+        setattr(inst, name, value)
+    inst.rebuild_from = None
+    s = object_session(inst)
+    if s is not None and inst.image.id != inst.image_id:
+        inst.image = s.get_one(m.Image, inst.image_id)
+
+
 def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceReport:
     """The report as the state machine should read it; keeps the health it carries.
 
-    An agent that says the running container was made for the current sequence has
-    finished the rebuild even if it did not name the task (it restarted in between)."""
-    inst.health = rep.health.model_dump() if rep.health else None
+    Health counts only from a running container made for the current rebuild
+    sequence (a stopped one, or the old one still reporting during a rebuild, says
+    nothing about the instance as it should be). An agent that says the running
+    container was made for the current sequence has finished the rebuild even if it
+    did not name the task (it restarted in between)."""
+    current = rep.rebuilt_seq is None or rep.rebuilt_seq == inst.rebuild_seq
+    running = rep.power_state == PowerState.running
+    inst.health = rep.health.model_dump() if rep.health and current and running else None
     done = rep.rebuilt_seq is not None and rep.rebuilt_seq >= inst.rebuild_seq
     if inst.task_state == TaskState.rebuilding.value and done and rep.task_done is None:
         return rep.model_copy(update={"task_done": TaskState.rebuilding})

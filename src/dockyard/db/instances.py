@@ -270,9 +270,12 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
         if out.finished == TaskState.resizing:
             _rollback_resize(s, inst)
             inst.fault += " (the old flavor is back)"
+        if out.finished == TaskState.rebuilding:
+            instance_state.rollback_rebuild(inst)
+            inst.fault += " (its previous image and settings are back)"
     elif out.finished is not None:
         inst.fault = None
-        inst.old_flavor = None
+        inst.old_flavor = inst.rebuild_from = None
     if (inst.vm_state, inst.task_state, inst.power_state) != before:
         hosts.bump(s, inst.host_id)  # the agent's copy of this instance is now stale
 
@@ -425,10 +428,19 @@ def to_model(r: m.Instance) -> model.Instance:
         env=r.env,
         files=[f["path"] for f in r.files],
         health_check=instance_state.health_check(r),
-        health=model.Health.model_construct(**r.health) if r.health else None,
+        health=_health_seen(r),
         created_at=r.created_at,
         updated_at=r.updated_at,
     )
+
+
+def _health_seen(r: m.Instance) -> model.Health | None:
+    """Its check's last result while that says something about it: running, on an up
+    host, not being made anew or moved."""
+    moving = (TaskState.spawning, TaskState.rebuilding, TaskState.migrating)
+    if not r.health or _power_seen(r) != PowerState.running or instance_state.task_of(r) in moving:
+        return None
+    return model.Health.model_construct(**r.health)
 
 
 def _power_seen(r: m.Instance) -> PowerState:

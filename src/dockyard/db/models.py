@@ -304,6 +304,8 @@ class Instance(Base):
     health_check: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     health: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # the agent's last word
     rebuild_seq: Mapped[int] = mapped_column(default=0)
+    # while a rebuild is in flight: the image and settings to restore if it fails
+    rebuild_from: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # while a resize is in flight: the flavor figures and cores to restore if it fails
     old_flavor: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     fault: Mapped[str | None] = mapped_column(String(1024), default=None)

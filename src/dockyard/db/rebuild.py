@@ -21,6 +21,7 @@ from dockyard.db.identity import Principal
 from dockyard.db.instances import get, to_model
 from dockyard.errors import Conflict
 from dockyard.model import VmState
+from dockyard.model.health import clash_with_mounts
 
 
 def rebuild(
@@ -32,6 +33,12 @@ def rebuild(
     task = states.begin("rebuild", VmState(inst.vm_state), instance_state.task_of(inst))
     if inst.host is None:
         raise Conflict(f"{inst.name} has no host; start or delete it instead")
+    if not hosts.is_up(inst.host):
+        raise Conflict(
+            f"{inst.name}'s host {inst.host.name} is down; wait for it to return, or "
+            "ask an admin to evacuate it"
+        )
+    inst.rebuild_from = {k: getattr(inst, k) for k in instance_state.REBUILT}
     note = _apply(s, who, inst, req)
     inst.rebuild_seq += 1
     inst.task_state = task.value
@@ -58,6 +65,9 @@ def _apply(s: Session, who: Principal, inst: m.Instance, req: model.InstanceRebu
         inst.env = dict(req.env)
         changed.append("env")
     if req.files is not None:
+        clash = clash_with_mounts(req.files, [v["path"] for v in inst.volumes])
+        if clash:
+            raise Conflict(clash)
         inst.files = [f.model_dump() for f in req.files]
         changed.append("files")
     if "health_check" in sent:

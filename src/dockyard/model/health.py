@@ -17,6 +17,7 @@ from pydantic import AfterValidator, Field, model_validator
 from dockyard.model.base import RESERVED_INSTANCE_PATHS, Schema
 
 MAX_ENV = 128  # variables per instance
+MAX_ENV_BYTES = 64 * 1024  # all of them: they travel in every desired state of the host
 MAX_FILES = 32  # config files per instance
 MAX_FILE_BYTES = 64 * 1024  # one config file's text
 AGENT_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")  # bind-mounted by the agent
@@ -29,6 +30,16 @@ def _env_key(text: str) -> str:
     if not all(c.isalnum() or c == "_" for c in text) or not text.isascii():
         raise ValueError(f"{text!r} is not a variable name; use letters, digits and '_'")
     return text
+
+
+def _env_fits(env: dict[str, str]) -> dict[str, str]:
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+    if total > MAX_ENV_BYTES:
+        raise ValueError(
+            f"the environment holds {total} bytes, more than {MAX_ENV_BYTES}; put large "
+            "values in a config file or the image"
+        )
+    return env
 
 
 def _no_nul(text: str) -> str:
@@ -45,15 +56,33 @@ def _file_path(text: str) -> str:
         raise ValueError(f"{text!r} is not normalised; write it without '.', '..' or '//'")
     if any(ord(ch) < 32 for ch in text):
         raise ValueError(f"{text!r} holds a control character; rename the file")
-    if text in AGENT_FILES:
-        raise ValueError(
-            f"the agent writes {text} (from the instance's network and hostname); "
-            "configure the application elsewhere"
-        )
+    for agents in AGENT_FILES:
+        if text == agents or text.startswith(agents + "/"):
+            raise ValueError(
+                f"the agent writes {agents} (from the instance's network and hostname); "
+                "configure the application elsewhere"
+            )
     for reserved in RESERVED_INSTANCE_PATHS:
-        if text.startswith(reserved + "/"):
-            raise ValueError(f"{text!r} is under {reserved}; put the file elsewhere, e.g. /etc")
+        if _at_or_under(text, reserved) or _at_or_under(reserved, text):
+            raise ValueError(f"{text!r} is at or over {reserved}; put the file in /etc or /srv")
     return text
+
+
+def _at_or_under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def clash_with_mounts(files: list[ConfigFile], mounts: list[str]) -> str | None:
+    """Why a config file cannot go where it asks (at, under or over a mount point:
+    written there it would replace or land in the volume's data), or None."""
+    for f in files:
+        for mount in mounts:
+            if _at_or_under(f.path, mount) or _at_or_under(mount, f.path):
+                return (
+                    f"the config file {f.path} is at or under the mount point {mount} "
+                    "(a volume's data); put it outside the instance's volumes"
+                )
+    return None
 
 
 EnvKey = Annotated[str, Field(max_length=255), AfterValidator(_env_key)]
@@ -108,7 +137,7 @@ class Health(Schema):
     detail: str = Field(default="", max_length=512, description="the last failure, if any")
 
 
-Env = Annotated[dict[EnvKey, EnvValue], Field(max_length=MAX_ENV)]
+Env = Annotated[dict[EnvKey, EnvValue], Field(max_length=MAX_ENV), AfterValidator(_env_fits)]
 
 
 def _files_fit(files: list[ConfigFile]) -> list[ConfigFile]:

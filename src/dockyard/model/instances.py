@@ -22,7 +22,7 @@ from dockyard.model.base import (
     VmState,
 )
 from dockyard.model.drift import Drift
-from dockyard.model.health import Env, Files, Health, HealthCheck
+from dockyard.model.health import Env, Files, Health, HealthCheck, clash_with_mounts
 
 # --- instances ----------------------------------------------------------------
 
@@ -167,6 +167,9 @@ class InstanceCreate(Schema):
         twice = sorted({p for p in paths if paths.count(p) > 1})
         if twice:
             raise ValueError(f"two volumes mount at {', '.join(twice)}; give each its own path")
+        clash = clash_with_mounts(self.files, paths)
+        if clash:
+            raise ValueError(clash)
         return self
 
 
