@@ -14,7 +14,7 @@ import uvicorn
 from dockyard import logs
 from dockyard.api import monitoring_config
 from dockyard.api.app import GB, MB, create_app
-from dockyard.api.monitoring import keep_token
+from dockyard.api.monitoring import keep_token, metrics_ca
 from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity, monitoring
 from dockyard.db.session import HOST_DOWN_AFTER, Database
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
     setup = _monitoring(p, args.monitoring_setup)
     logs.configure(args.log_level)
+    metrics_ca(args.tls_ca)  # beside the cloud's CA, for a cloud made before it
     os.umask(0o077)  # what the server writes (database, images, token) is its own
     prepare_state_dir(args.state_dir, args.db)
     db = Database(
