@@ -202,6 +202,9 @@ def test_host_down_inhibits_its_instances_alerts(alertmanager: str) -> None:
         _alert("DockyardAgentDown", host="h1", az="az1", instance="198.19.0.11:9180"),
         _alert("DockyardInstanceOOMKill", host="h1", az="az1", instance_id="i-1", name="web1"),
         _alert("DockyardInstanceOOMKill", host="h2", az="az1", instance_id="i-2", name="web2"),
+        # gauge alerts kept firing (keep_firing_for) through the outage, as they were
+        _alert("DockyardProcessDown", host="h1", az="az1", instance_id="i-1", process="app"),
+        _alert("DockyardHostTasksNearPidMax", host="h1", az="az1"),
     ]
     httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
 
@@ -209,15 +212,17 @@ def test_host_down_inhibits_its_instances_alerts(alertmanager: str) -> None:
         got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
         found = {f"{a['labels']['alertname']}@{a['labels']['host']}": a["status"]["inhibitedBy"]
                  for a in got}  # fmt: skip
-        return found if len(found) == 4 else None
+        return found if len(found) == 6 else None
 
-    found = wait_for(states, 10, "alertmanager to hold the 4 alerts")
+    found = wait_for(states, 10, "alertmanager to hold the 6 alerts")
     time.sleep(1)  # inhibition is computed on read: read once more after settling
     found = states() or found
     assert found["DockyardHostDown@h1"] == []
     assert found["DockyardAgentDown@h1"] != []
     assert found["DockyardInstanceOOMKill@h1"] != []
     assert found["DockyardInstanceOOMKill@h2"] == []
+    assert found["DockyardProcessDown@h1"] != []
+    assert found["DockyardHostTasksNearPidMax@h1"] != []
 
 
 def test_yaml_text_reads_back_as_written() -> None:
