@@ -46,7 +46,8 @@ def _run(m: dict[str, Path], call: str, booted: bool) -> list[str]:
         run_dir.mkdir(exist_ok=True)
     env = {**os.environ, "PATH": f"{m['bin']}:{os.environ['PATH']}",
            "DOCKYARD_UNIT_DIR": str(m["units"]), "DOCKYARD_INITD": str(m["initd"]),
-           "DOCKYARD_SYSTEMD_RUN": str(run_dir), "DOCKYARD_POLICY_RC_D": str(m["policy"])}  # fmt: skip
+           "DOCKYARD_SYSTEMD_RUN": str(run_dir),
+           "DOCKYARD_POLICY_RC_D": str(m["policy"])}  # fmt: skip
     out = subprocess.run(["bash", "-c", f"source {SCRIPT} && {call}"], env=env,
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
