@@ -250,3 +250,14 @@ def test_setup_says_what_is_wrong(tmp_path: Path, data: dict[str, Any], says: st
     (tmp_path / "setup.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=says):
         Setup.read(tmp_path / "setup.json")
+
+
+def test_setup_verifies_the_agents_with_the_metrics_ca_beside_the_clouds(tmp_path: Path) -> None:
+    data = {"server_url": "https://198.19.0.1:8787", "ca_file": str(tmp_path / "ca.pem"),
+            "prometheus_url": "http://127.0.0.1:9090",
+            "alertmanager_url": "http://127.0.0.1:9093"}  # fmt: skip
+    assert Setup.from_json(tmp_path, data).scrape.metrics_ca_file is None  # none made
+    (tmp_path / "metrics-ca.pem").write_text("")
+    assert Setup.from_json(tmp_path, data).scrape.metrics_ca_file == str(
+        tmp_path / "metrics-ca.pem"
+    )

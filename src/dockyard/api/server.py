@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--snapshot-min-every: give 60 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
+    metrics_ca(args.tls_ca)  # beside the cloud's CA (a cloud made before it gets one now)
     setup = _monitoring(p, args.monitoring_setup)
     logs.configure(args.log_level)
-    metrics_ca(args.tls_ca)  # beside the cloud's CA, for a cloud made before it
     os.umask(0o077)  # what the server writes (database, images, token) is its own
     prepare_state_dir(args.state_dir, args.db)
     db = Database(

@@ -82,10 +82,12 @@ class Setup:
 
 
 def _metrics_ca(ca_file: Any) -> str | None:
-    """The metrics CA the server keeps beside the cloud's CA (pki.ensure_metrics_ca)."""
+    """The metrics CA the server keeps beside the cloud's CA (pki.ensure_metrics_ca);
+    None (the agents verified with ``ca_file``) when there is none."""
     if not isinstance(ca_file, str) or not ca_file:
         return None
-    return str(Path(ca_file).with_name(pki.METRICS_CA + ".pem"))
+    path = Path(ca_file).with_name(pki.METRICS_CA + ".pem")
+    return str(path) if path.exists() else None
 
 
 def _duration(name: str, value: Any) -> str:
