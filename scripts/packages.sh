@@ -25,19 +25,55 @@ DOCKYARD_DEBS=(
 DOCKYARD_TEST_DEBS=(openssh-client lxcfs postgresql prometheus-alertmanager prometheus)
 
 # Install packages without letting their maintainer scripts start services (lxcfs,
-# PostgreSQL) behind our back: we start what we use and stop it again.
+# PostgreSQL, Prometheus, Alertmanager) behind our back: we start what we use and stop
+# it again. Then disable the daemons Debian's packages enabled that Dockyard runs its own
+# instances of (disable_debian_daemons).
 install_debs() {
   export DEBIAN_FRONTEND=noninteractive
-  local added_policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  local policy="${DOCKYARD_POLICY_RC_D:-/usr/sbin/policy-rc.d}" added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
     added_policy=1
   fi
   apt-get update -q
   local rc=0
   apt-get install -y -q --no-install-recommends "${DOCKYARD_DEBS[@]}" "$@" || rc=$?
-  if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if [ -n "$added_policy" ]; then rm -f "$policy"; fi
+  disable_debian_daemons
   return $rc
+}
+
+# Debian's prometheus and prometheus-alertmanager enable their own services when
+# installed: a Prometheus on :9090 scraping localhost and an Alertmanager on :9093,
+# started at once (unless policy-rc.d forbids it, as install_debs does) and at every
+# boot. Dockyard runs its own (`dockyard up
+# --monitoring`: data under the state dir, ports beside the API's), so Debian's are
+# stopped if running and disabled: with systemd running `systemctl disable --now`;
+# without it, the units are disabled offline (systemctl, or deb-systemd-helper when
+# there is no systemctl) and the sysvinit scripts stopped and disabled (update-rc.d).
+# A disabled unit is not started again by a package upgrade (deb-systemd-invoke
+# skips disabled units). Paths can be moved for the tests (tests/unit/test_packages_sh.py).
+DEBIAN_DAEMONS=(prometheus prometheus-alertmanager)
+disable_debian_daemons() {
+  local units="${DOCKYARD_UNIT_DIR:-/lib/systemd/system}" initd="${DOCKYARD_INITD:-/etc/init.d}"
+  local booted="${DOCKYARD_SYSTEMD_RUN:-/run/systemd/system}" name
+  for name in "${DEBIAN_DAEMONS[@]}"; do
+    if [ -e "$units/$name.service" ]; then
+      if [ -d "$booted" ] && command -v systemctl >/dev/null; then
+        systemctl disable --now "$name.service" || true
+      elif command -v systemctl >/dev/null; then
+        systemctl disable "$name.service" || true
+      elif command -v deb-systemd-helper >/dev/null; then
+        deb-systemd-helper disable "$name.service" || true
+      fi
+    fi
+    if [ -x "$initd/$name" ]; then
+      if [ ! -d "$booted" ] && "$initd/$name" status >/dev/null 2>&1; then
+        "$initd/$name" stop || true
+      fi
+      if command -v update-rc.d >/dev/null; then update-rc.d "$name" disable || true; fi
+    fi
+  done
 }
 
 # .venv with Dockyard installed (editable); $1 is an extra such as "[test]".

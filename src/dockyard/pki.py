@@ -3,8 +3,11 @@ CA's pin.
 
     dockyard up ──► ensure_ca(tls/)          ca.pem, ca.key (0600)
                ├──► ensure_server_cert(...)  server.pem, server.key (0600), for its addresses
-               └──► ensure_server_cert(..., stem="registry")  registry.pem/.key (the
-                                                  registries of `up` and of the lab)
+               ├──► ensure_server_cert(..., stem="registry")  registry.pem/.key (the
+               │                                  registries of `up` and of the lab)
+               └──► ensure_metrics_ca(tls/)  metrics-ca.pem, metrics-ca.key (0600): signs
+                                             the agents' /metrics certificates only
+    dockyard-server --tls-ca ──► ensure_metrics_ca(beside it)   (a cloud made before it)
     dockyard host add ──► ca_hash(ca.pem)    "sha256:<hex>" printed in the join command
     dockyard-agent --join ──► check_ca(pem, pin)   before it trusts anything the server says
 
@@ -84,24 +87,54 @@ def check_ca(pem: bytes, pin: str) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def ensure_ca(directory: Path, name: str = "Dockyard CA") -> tuple[Path, Path]:
-    """ca.pem and ca.key in ``directory`` (0700, key 0600); kept when they exist."""
+def ensure_ca(
+    directory: Path, name: str = "Dockyard CA", stem: str = "ca", server_only: bool = False
+) -> tuple[Path, Path]:
+    """STEM.pem and STEM.key in ``directory`` (0700, key 0600); kept when they exist.
+    ``server_only``: the CA certificate itself says it signs server certificates only
+    (extended key usage serverAuth, which Go's verifier, Prometheus's, enforces down
+    the chain)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
+    builder = (
         _builder(subject, subject, key.public_key(), CA_DAYS)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
     )
+    if server_only:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False
+        )
+    cert = builder.sign(key, hashes.SHA256())
     _write_secret(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+METRICS_CA = "metrics-ca"  # STEM of the metrics CA's files, beside the cloud's ca.pem
+
+
+def ensure_metrics_ca(directory: Path) -> tuple[Path, Path]:
+    """metrics-ca.pem and metrics-ca.key in ``directory`` (beside the cloud's CA), made
+    when absent. It signs the agents' /metrics certificates and nothing else: only
+    Prometheus trusts it, so a host credential that gets a certificate from it cannot
+    pass as the API server (or a registry) to clients, which trust the cloud's CA."""
+    return ensure_ca(directory, "Dockyard metrics CA", stem=METRICS_CA, server_only=True)
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """``ca_pem`` signed ``cert_pem`` (False for anything unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def ensure_server_cert(directory: Path, names: list[str], stem: str = "server") -> ServerTls:
@@ -146,9 +179,16 @@ def host_key_and_csr(host: str) -> tuple[bytes, bytes]:
     return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
 
 
-def sign_host_cert(ca: Path, ca_key: Path, csr_pem: bytes, names: list[str]) -> bytes:
-    """A certificate (PEM) for the CSR's key, for ``names`` only (what the server decided,
-    never what the request asks for), signed by the CA; a bad CSR: BadCsr."""
+def sign_host_cert(ca: Path, ca_key: Path, csr_pem: bytes, host: str, address: str) -> bytes:
+    """A certificate (PEM) for the CSR's key, named ``host`` (its CN) and valid for the IP
+    ``address`` only (the one subject alternative name: what the server decided, never
+    what the request asks for, and no DNS name), server authentication only, signed by
+    the CA (the metrics CA: ensure_metrics_ca). A bad CSR, or an address that is no IP
+    address: BadCsr."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise BadCsr(f"{address!r} is not an IP address to sign a certificate for") from exc
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as exc:
@@ -159,15 +199,13 @@ def sign_host_cert(ca: Path, ca_key: Path, csr_pem: bytes, names: list[str]) -> 
     ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
     key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     cert = (
         _builder(subject, ca_cert.subject, public, SERVER_DAYS)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(sorted(_alt_names(names), key=str)), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)

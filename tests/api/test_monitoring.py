@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def _register(cloud, host, url, az="nova"):
-    labels = {"dockyard.metrics": url} if url else {}
-    cloud.register(host, availability_zone=az, labels=labels)
+def _register(cloud, host, url, az="nova", address="198.18.0.2", labels=None):
+    """Register ``host`` from ``address`` (the TCP peer the server sees)."""
+    labels = {**(labels or {}), **({"dockyard.metrics": url} if url else {})}
+    token = cloud.agent_token(host)
+    body = {"name": host, "cores": 4, "memory_mb": 8192, "disk_gb": 100,
+            "availability_zone": az, "labels": labels}  # fmt: skip
+    r = _from(cloud, address).post(
+        "/v1/agent/hosts", json=body, headers={"authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 200, r.text
+    return token
+
+
+def _from(cloud, address):
+    return TestClient(cloud.client.app, client=(address, 50000))
 
 
 def test_http_sd_lists_every_host_that_serves_metrics_and_the_server(cloud):
     token = cloud.ok("POST", "/monitoring/token")["token"]
-    _register(cloud, "h1", "https://198.18.0.2:9787/metrics", az="az1")
-    _register(cloud, "h2", "http://198.18.0.3:9787/metrics")
-    _register(cloud, "h3", None)  # an agent without /metrics (older, or --metrics-listen off)
+    _register(cloud, "h1", "https://198.18.0.2:9787/metrics", az="az1", address="198.18.0.2")
+    _register(cloud, "h2", "http://198.18.0.3:9788/metrics", address="198.18.0.3")
+    _register(cloud, "h3", None, address="198.18.0.4")  # no /metrics (older, or off)
     sd = cloud.ok("GET", "/monitoring/targets", token)
     by_job = {}
     for group in sd:
@@ -27,7 +40,27 @@ def test_http_sd_lists_every_host_that_serves_metrics_and_the_server(cloud):
     assert agents["h1"]["targets"] == ["198.18.0.2:9787"]
     assert agents["h1"]["labels"]["__scheme__"] == "https"
     assert agents["h1"]["labels"]["az"] == "az1"
+    assert agents["h2"]["targets"] == ["198.18.0.3:9788"]
     assert agents["h2"]["labels"]["__scheme__"] == "http"
+
+
+def test_a_host_cannot_have_another_address_scraped_in_its_name(cloud):
+    """The agent says http(s) and a port; where it is scraped and its labels are the
+    server's: the address it registered from, the database's host and az."""
+    token = cloud.ok("POST", "/monitoring/token")["token"]
+    _register(cloud, "h1", "https://198.18.0.2:9787/metrics", address="198.18.0.2")
+    # h2 claims h1's address, another path, and an address label of its own
+    _register(
+        cloud, "h2", "https://198.18.0.2:9787/elsewhere", az="az2", address="198.18.0.3",
+        labels={"dockyard.address": "198.18.0.2", "az": "az1", "host": "h1"},
+    )
+    cloud.ok("PATCH", "/hosts/h2", json={"availability_zone": "az9"})
+    sd = cloud.ok("GET", "/monitoring/targets", token)
+    agents = {g["labels"]["host"]: g for g in sd if g["labels"]["job"] == "dockyard-agent"}
+    assert agents["h2"]["targets"] == ["198.18.0.3:9787"]
+    assert agents["h2"]["labels"]["__metrics_path__"] == "/metrics"
+    assert agents["h2"]["labels"]["az"] == "az9"
+    assert cloud.ok("GET", "/hosts/h2")["labels"]["dockyard.address"] == "198.18.0.3"
 
 
 def test_host_up_and_enabled_are_served_to_the_monitoring_token(cloud):

@@ -1,10 +1,10 @@
 """Monitoring a lab of 2 joined hosts (2 AZs): each agent got its /metrics certificate
-from the server at start, and a real Prometheus with one http_sd_configs entry scrapes
-both agents over HTTPS and the server, all up."""
+from the server at start (from the metrics CA, for its registered address), and a real
+Prometheus on the rendered configuration (one http_sd endpoint) scrapes both agents
+over HTTPS and the server, all up."""
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard import pki
 from dockyard.lab import lab as labs
 from dockyard.lab.procs import wait_for
+from dockyard.monitor import config, rules, yamltext
 from tests.lab.conftest import LabRun, running_lab
 from tests.prometheus import prometheus
 
@@ -51,29 +53,23 @@ def test_prometheus_scrapes_two_joined_hosts_over_https(two_hosts: LabRun, tmp_p
     )
     assert {t["labels"]["__scheme__"] for t in agents} == {"https"}
     assert sorted(t["labels"]["az"] for t in agents) == ["az1", "az2"]
+    # the agents' certificates come from the metrics CA, for their registered address
+    metrics_ca = lab.ca.parent / "metrics-ca.pem"
+    for t in agents:
+        host, port = t["targets"][0].rsplit(":", 1)
+        pem = ssl.get_server_certificate((host, int(port))).encode()
+        assert pki.issued_by(pem, metrics_ca.read_bytes()), t
+        assert not pki.issued_by(pem, lab.ca.read_bytes()), t  # clients' CA: not fooled
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
-    auth = {"type": "Bearer", "credentials_file": str(token_file)}
-    tls = {"ca_file": str(lab.ca)}
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "dockyard",
-                "authorization": auth,
-                "tls_config": tls,
-                "http_sd_configs": [
-                    {
-                        "url": f"{lab.url}/v1/monitoring/targets",
-                        "refresh_interval": "1s",
-                        "authorization": auth,
-                        "tls_config": tls,
-                    }
-                ],
-            }
-        ],
-    }
-    with prometheus(json.dumps(config), tmp_path / "prometheus") as url:  # JSON is YAML
+    (tmp_path / "rules.yml").write_text(yamltext.dump(rules.render()))
+    # what `dockyard monitoring config --prometheus` gives (server verified with the
+    # cloud's CA, the agents with the metrics CA), scraping every second
+    scrape = config.Scrape(server_url=lab.url, token_file=str(token_file),
+                           rules_file=str(tmp_path / "rules.yml"), alertmanager="127.0.0.1:9",
+                           ca_file=str(lab.ca), metrics_ca_file=str(metrics_ca),
+                           interval="1s")  # fmt: skip
+    with prometheus(yamltext.dump(config.prometheus(scrape)), tmp_path / "prometheus") as url:
 
         def health() -> dict[str, str] | None:
             try:

@@ -48,6 +48,17 @@ def test_lab_monitoring_starts_and_lab_down_stops_it() -> None:
         record = run.record()
         assert f"{record['url']}/v1/monitoring/targets" in config
         assert str(run.state / "tls" / "ca.pem") in config
+        # the agents' job verifies them with the metrics CA, and reaches lab1's over HTTPS
+        assert str(run.state / "tls" / "metrics-ca.pem") in config
+
+        def agent_up() -> list[dict] | None:
+            active = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
+            up = [t for t in active if t["labels"].get("job") == "dockyard-agent"
+                  and t["health"] == "up"]  # fmt: skip
+            return up or None
+
+        up = wait_for(agent_up, 60, "Prometheus to scrape lab1's agent", 1)
+        assert up[0]["labels"]["host"] == "lab1" and up[0]["scrapeUrl"].startswith("https://")
         pids = record["monitoring"]["pids"]
         assert set(pids) == {"prometheus", "alertmanager"}
         run.lab("down")

@@ -142,13 +142,40 @@ def test_star_tuning_applies_to_every_alert_without_its_own() -> None:
     assert fors["DockyardHostDown"] == "1s" and fors["DockyardInstanceOOMKill"] == "5s"
 
 
+# alerts on an agent's gauges: their series vanish while the agent is down
+GAUGE_ALERTS = {
+    "DockyardDockerdDown", "DockyardHostTasksNearPidMax", "DockyardConntrackNearFull",
+    "DockyardInstanceNotRunning", "DockyardProcessDown", "DockyardInstancePidsNearLimit",
+    "DockyardInstanceMemoryNearLimit", "DockyardInstanceLoadAboveCores", "DockyardInstanceDrift",
+}  # fmt: skip
+
+
+def test_alerts_on_an_agents_gauges_keep_firing_through_its_outage() -> None:
+    """keep_firing_for on the gauge alerts only (increase()/rate() ones keep their range's
+    samples), past DockyardAgentDown's for-duration so that alert inhibits them in time;
+    tunable like for."""
+    rendered = {r["alert"]: r for g in rules.render()["groups"] for r in g["rules"]}
+    kept = {name for name, r in rendered.items() if "keep_firing_for" in r}
+    assert kept == GAUGE_ALERTS
+    assert all(rendered[name]["keep_firing_for"] == "5m" for name in kept)
+    assert rendered["DockyardAgentDown"]["for"] == "2m"  # < 5m
+    tuning = rules.Tuning.from_json(
+        {"*": {"keep_firing_for": "30s"}, "DockyardProcessDown": {"keep_firing_for": "1m"}}
+    )
+    tuned = {r["alert"]: r for g in rules.render(tuning)["groups"] for r in g["rules"]}
+    assert tuned["DockyardProcessDown"]["keep_firing_for"] == "1m"
+    assert tuned["DockyardInstanceDrift"]["keep_firing_for"] == "30s"
+    assert "keep_firing_for" not in tuned["DockyardInstanceOOMKill"]
+
+
 @pytest.mark.parametrize(
     ("data", "says"),
     [
         ({"DockyardNoSuch": {"for": "1m"}}, "no alert 'DockyardNoSuch'"),
         ({"DockyardHostDown": {"for": "soon"}}, "Prometheus duration like 30s"),
         ({"DockyardHostDown": {"threshold": -1}}, "threshold must be a number >= 0"),
-        ({"DockyardHostDown": {"severity": "low"}}, "'threshold' and/or 'for'"),
+        ({"DockyardHostDown": {"severity": "low"}}, "'threshold', 'for' and/or 'keep_firing_for'"),
+        ({"*": {"keep_firing_for": "a while"}}, "'keep_firing_for' must be a Prometheus dur"),
     ],
 )
 def test_bad_tuning_says_what_to_change(data: dict[str, Any], says: str) -> None:

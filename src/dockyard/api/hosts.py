@@ -42,10 +42,11 @@ def list_zones(db: Db, _: User) -> list[model.AvailabilityZone]:
 
 
 @router.post("/agent/hosts", status_code=200, tags=["agent"])
-def register(body: model.HostRegister, db: Db, who: Agent) -> model.Host:
+def register(body: model.HostRegister, request: Request, db: Db, who: Agent) -> model.Host:
+    """The host's address is the one its agent calls from (its /metrics is scraped there)."""
     hosts.check_agent(who.host_name, body.name)
     with db.session() as s:
-        return hosts.register(s, body)
+        return hosts.register(s, body, request.client.host if request.client else "")
 
 
 @router.post("/agent/hosts/{name}/heartbeat", tags=["agent"])

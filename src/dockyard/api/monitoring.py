@@ -3,14 +3,21 @@
     GET  /v1/monitoring/targets   http_sd JSON: one target per host whose agent serves
                                   /metrics (job dockyard-agent, labels host, az) and this
                                   server (job dockyard-server)       admin or monitoring token
+                                  A host's target is the server's word: the address its
+                                  agent registered from, the port of the URL it gave, its
+                                  host and az from the database
+    GET  /v1/monitoring/metrics-ca  the CA of the agents' /metrics (PEM)
+                                                                     admin or monitoring token
     GET  /v1/monitoring/metrics   dockyard_host_up, dockyard_host_enabled and
                                   dockyard_host_drift (host check's drifting items)
                                                                      admin or monitoring token
     POST /v1/monitoring/token     a new monitoring token, the old one revoked      admin
     GET  /v1/agent/monitoring     the tokens' SHA-256, for the agents' /metrics    agent
     POST /v1/agent/hosts/{name}/metrics-certificate   a CSR in, the certificate of the
-                                  host's /metrics out (its name and the address it called
-                                  from), signed with the CA key beside --tls-ca    agent
+                                  host's /metrics out: for its registered address only,
+                                  server authentication only, signed by the metrics CA
+                                  (metrics-ca.pem beside --tls-ca, never the cloud's CA,
+                                  which clients trust for the API)                  agent
 
 A Prometheus needs one ``http_sd_configs`` entry and the token (monitor/README.md).
 """
@@ -34,12 +41,13 @@ from dockyard import model, pki
 from dockyard.api.deps import Admin, Agent, Db, Key, Monitoring
 from dockyard.db import drift, hosts, monitoring
 from dockyard.db.monitoring import HostSeen
-from dockyard.errors import BadRequest, Conflict
+from dockyard.errors import BadRequest, Conflict, NotFound
 from dockyard.monitor.drift import HOST_HELP, HOST_METRIC, host_drift_samples
 from dockyard.monitor.samples import SampleCollector
 
 router = APIRouter(tags=["monitoring"])
 METRICS_PATH = "/v1/monitoring/metrics"
+AGENT_METRICS_PATH = "/metrics"
 
 
 @router.get("/monitoring/targets")
@@ -56,11 +64,27 @@ def targets(request: Request, db: Db, _: Monitoring) -> list[dict[str, Any]]:
         )
     ]
     for h in seen:
-        url = urllib.parse.urlsplit(h.metrics_url)
-        if url.scheme in ("http", "https") and url.netloc:
-            labels = {"job": "dockyard-agent", "host": h.name, "az": h.availability_zone}
-            out.append(_target(url.scheme, url.netloc, url.path or "/metrics", labels))
+        found = agent_target(h)
+        if found is not None:
+            out.append(found)
     return out
+
+
+def agent_target(h: HostSeen) -> dict[str, Any] | None:
+    """Host ``h``'s target, or None (no /metrics, or no address registered yet). The
+    agent says only whether it serves http or https and on which port; where it is
+    scraped (its registered address) and the host and az labels are the server's, so a
+    host cannot have another host's /metrics scraped in its name, or its own in another's."""
+    url = urllib.parse.urlsplit(h.metrics_url)
+    try:
+        port = url.port
+    except ValueError:
+        return None
+    if url.scheme not in ("http", "https") or port is None or not h.address:
+        return None
+    netloc = f"[{h.address}]:{port}" if ":" in h.address else f"{h.address}:{port}"
+    labels = {"job": "dockyard-agent", "host": h.name, "az": h.availability_zone}
+    return _target(url.scheme, netloc, AGENT_METRICS_PATH, labels)
 
 
 def _target(scheme: str, netloc: str, path: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -127,25 +151,64 @@ def keep_token(files: list[Path], token: str) -> None:
 def metrics_certificate(
     name: Key, body: model.MetricsCsr, request: Request, db: Db, who: Agent
 ) -> model.MetricsCert:
-    """The certificate of a host's /metrics, signed by the cloud's CA, for the host's name
-    and the address it called from (never names the request asks for)."""
+    """The certificate of a host's /metrics, signed by the metrics CA (never the cloud's),
+    for the host's registered address (the one it calls from; before its first
+    registration, that one) and server authentication only."""
     hosts.check_agent(who.host_name, name)
-    ca: Path | None = request.app.state.ca_file
-    key = ca.with_name("ca.key") if ca is not None else None
-    if ca is None or key is None or not key.exists():
+    signer = metrics_ca(request.app.state.ca_file)
+    if signer is None:
         raise Conflict(
-            "this server holds no CA key (ca.key beside its --tls-ca) to sign with; give "
-            "dockyard-agent --metrics-cert and --metrics-key, or serve /metrics over http"
+            "this server holds no CA key (ca.key beside its --tls-ca) to make a metrics CA "
+            "with; give dockyard-agent --metrics-cert and --metrics-key, or serve /metrics "
+            "over http"
         )
     address = request.client.host if request.client else ""
+    with db.session(write=False) as s:
+        registered = monitoring.registered_address(s, name)
+    if registered and registered != address:
+        raise Conflict(
+            f"host {name} registered from {registered}, not {address}, where this request "
+            "comes from: a /metrics certificate is for the registered address only. Restart "
+            "its agent from the host's address (it registers again), then ask again"
+        )
     try:
-        pem = pki.sign_host_cert(ca, key, body.csr.encode(), [name, address])
+        pem = pki.sign_host_cert(signer[0], signer[1], body.csr.encode(), name, address)
     except pki.BadCsr as exc:
         raise BadRequest(str(exc)) from exc
     return model.MetricsCert(certificate=pem.decode(), address=address)
 
 
+def metrics_ca(ca_file: Path | None) -> tuple[Path, Path] | None:
+    """The metrics CA (certificate, key) beside the cloud's CA ``ca_file``, made if absent
+    (dockyard-server does it at start, so a cloud from before it has one); None when
+    there is no cloud CA key beside ``ca_file`` (a server whose CA is kept elsewhere)."""
+    if ca_file is None or not ca_file.with_name("ca.key").exists():
+        return None
+    return pki.ensure_metrics_ca(ca_file.parent)
+
+
+@router.get(
+    "/monitoring/metrics-ca",
+    response_class=Response,
+    responses={200: {"content": {"application/x-pem-file": {}}}},
+)
+def metrics_ca_certificate(request: Request, _: Monitoring) -> Response:
+    """The CA that signs the agents' /metrics certificates: what a Prometheus verifies
+    them with (tls_config.ca_file of the dockyard-agent job)."""
+    signer = metrics_ca(request.app.state.ca_file)
+    if signer is None:
+        raise NotFound(
+            "this server has no metrics CA (no ca.key beside its --tls-ca): agents serve "
+            "/metrics with their own --metrics-cert, or over http"
+        )
+    return Response(signer[0].read_bytes(), media_type="application/x-pem-file")
+
+
 @router.get("/agent/monitoring", tags=["agent"])
-def agent_monitoring(db: Db, _: Agent) -> dict[str, list[str]]:
-    with db.session(write=False) as s:
+def agent_monitoring(request: Request, db: Db, who: Agent) -> dict[str, list[str]]:
+    """The monitoring token's hashes. A host registered before the server kept hosts'
+    addresses gets the one it calls from here (its /metrics target needs one)."""
+    address = request.client.host if request.client else ""
+    with db.session() as s:
+        monitoring.note_address(s, who.host_name or "", address)
         return {"scrape_token_sha256": monitoring.token_hashes(s)}

@@ -86,6 +86,7 @@ def get_config(
     server_url: Annotated[str | None, Query(max_length=1024, pattern=r"^https?://[^\s]+$")] = None,
     token_file: FilePath = None,
     ca_file: FilePath = None,
+    metrics_ca_file: FilePath = None,
     rules_file: FilePath = None,
     alertmanager: Annotated[str, Query(max_length=255, pattern=r"^[^\s/]+:\d{1,5}$")] = (
         "localhost:9093"
@@ -100,6 +101,7 @@ def get_config(
         rules_file=rules_file or "/etc/prometheus/rules/dockyard.yml",
         alertmanager=alertmanager,
         ca_file=ca_file,
+        metrics_ca_file=metrics_ca_file,
     )
     tuning, grouping = (setup.tuning, setup.grouping) if setup else (None, None)
     text = render(kind, scrape, request.app.state.db, tuning, grouping)

@@ -14,7 +14,7 @@ import uvicorn
 from dockyard import logs
 from dockyard.api import monitoring_config
 from dockyard.api.app import GB, MB, create_app
-from dockyard.api.monitoring import keep_token
+from dockyard.api.monitoring import keep_token, metrics_ca
 from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity, monitoring
 from dockyard.db.session import HOST_DOWN_AFTER, Database
@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--snapshot-min-every: give 60 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
+    metrics_ca(args.tls_ca)  # beside the cloud's CA (a cloud made before it gets one now)
     setup = _monitoring(p, args.monitoring_setup)
     logs.configure(args.log_level)
     os.umask(0o077)  # what the server writes (database, images, token) is its own

@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 
 from dockyard.cli.client import Api
 
-OPTIONS = ("server_url", "token_file", "ca_file", "rules_file", "alertmanager")
+OPTIONS = ("server_url", "token_file", "ca_file", "metrics_ca_file", "rules_file",
+           "alertmanager")  # fmt: skip
 
 
 def config(api: Api, a: argparse.Namespace) -> None:
@@ -41,6 +42,11 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
         help="the file holding the scrape token (default /etc/prometheus/dockyard.token)",
     )
     p.add_argument("--ca-file", help="the cloud's CA, for an https server")
+    p.add_argument(
+        "--metrics-ca-file",
+        help="the CA of the agents' /metrics certificates (GET /v1/monitoring/metrics-ca; "
+        "default: --ca-file)",
+    )
     p.add_argument(
         "--rules-file",
         help="where Prometheus reads the rules (default /etc/prometheus/rules/dockyard.yml)",

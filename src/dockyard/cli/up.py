@@ -7,7 +7,8 @@
                                      (STATE_DIR/monitoring, lab/monitoring.py)
 
 First run: creates the admin user (STATE_DIR/admin.env, mode 0600), an agent
-token for this host, the cloud's CA (STATE_DIR/tls/ca.pem, key 0600) and the
+token for this host, the cloud's CA (STATE_DIR/tls/ca.pem, key 0600), the metrics CA beside it
+(metrics-ca.pem: the agents' /metrics certificates, trusted by Prometheus only) and the
 demo network, flavor and image. Listening beyond loopback, the API is served
 over HTTPS with a certificate from that CA for the server's addresses, and
 admin.env names the CA (DOCKYARD_CA) so the CLI verifies it; on loopback it
@@ -176,6 +177,7 @@ def _tls(state: Path, listen: str, extra: list[str]) -> tuple[str, Path, pki.Ser
     addresses the server listens on when that is beyond loopback (else None)."""
     host, _, port = listen.rpartition(":")
     ca, _ = pki.ensure_ca(state / "tls")
+    pki.ensure_metrics_ca(state / "tls")  # the agents' /metrics certificates' (Prometheus's)
     shown, names = _names(host.strip("[]"), extra)
     if _loopback(host.strip("[]")):
         return f"http://{listen}", ca, None

@@ -22,7 +22,7 @@ from typing import Any
 
 import pydantic
 
-from dockyard import logs, model
+from dockyard import logs, model, pki
 from dockyard.compute import agent as agent_module
 from dockyard.compute import join
 from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
@@ -381,7 +381,11 @@ def _signed_certificate(
     """A joined host (the cloud's CA known, an https server) without a certificate for
     its /metrics asks the server for one. Returns the address the server saw it call
     from (the certificate's), or None when nothing was asked or it was refused."""
-    have = args.metrics_cert or (args.state_dir / join.METRICS_CERT).exists()
+    mine = args.state_dir / join.METRICS_CERT
+    # one the cloud's CA signed (servers before the metrics CA) is asked for again
+    have = args.metrics_cert or (
+        mine.exists() and not (ca_file and pki.issued_by(mine.read_bytes(), ca_file.read_bytes()))
+    )
     if have or ca_file is None or not cfg.server.startswith("https://"):
         return None
     try:

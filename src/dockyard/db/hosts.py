@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,20 +20,26 @@ from dockyard.migration.cold import IN_FLIGHT
 from dockyard.scheduler.state import HostState
 
 T = TypeVar("T")
+# the address the host's agent registered from (the server's word, never the agent's:
+# a label of that name in a registration is dropped); its /metrics is scraped there
+ADDRESS_LABEL = "dockyard.address"
 
 
-def register(s: Session, req: model.HostRegister) -> model.Host:
+def register(s: Session, req: model.HostRegister, address: str = "") -> model.Host:
     """Create or refresh the host row; an agent restart keeps its claims.
 
     The agent's availability zone counts at the first registration only: after
     that the zone is the admin's (``PATCH /hosts/NAME``), whatever the agent says.
+    ``address``: the one it called from, kept as its ADDRESS_LABEL.
     """
     row = s.scalar(select(m.Host).where(m.Host.name == req.name))
     if row is None:
         row = m.Host(name=req.name, availability_zone=req.availability_zone)
         s.add(row)
     row.cores, row.memory_mb, row.disk_gb = req.cores, req.memory_mb, req.disk_gb
-    row.labels, row.networks = dict(req.labels), list(req.networks)
+    labels = {k: v for k, v in req.labels.items() if k != ADDRESS_LABEL}
+    row.labels = {**labels, **({ADDRESS_LABEL: address} if is_ip(address) else {})}
+    row.networks = list(req.networks)
     row.docker_version, row.agent_version = req.docker_version, req.agent_version
     row.reserved_cores, row.reserved_memory_mb = (
         sorted(set(req.reserved_cores)),
@@ -46,6 +53,14 @@ def register(s: Session, req: model.HostRegister) -> model.Host:
     row.last_heartbeat = m.now()
     s.flush()
     return list_hosts(s, only=row.id)[0]
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def show_host(s: Session, name: str) -> model.Host:

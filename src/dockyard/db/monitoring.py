@@ -48,6 +48,7 @@ class HostSeen:
     up: bool
     enabled: bool
     metrics_url: str  # "" when its agent serves no /metrics
+    address: str  # the address its agent registered from ("" not known yet)
 
 
 def hosts_seen(s: Session, at: datetime | None = None) -> list[HostSeen]:
@@ -59,6 +60,25 @@ def hosts_seen(s: Session, at: datetime | None = None) -> list[HostSeen]:
             hosts.is_up(r, at),
             r.enabled,
             str((r.labels or {}).get(METRICS_LABEL, "")),
+            str((r.labels or {}).get(hosts.ADDRESS_LABEL, "")),
         )
         for r in rows
     ]
+
+
+def registered_address(s: Session, name: str) -> str | None:
+    """The address host ``name``'s agent registered from; None: not registered (yet)."""
+    row = s.scalar(select(m.Host).where(m.Host.name == name))
+    if row is None:
+        return None
+    return str((row.labels or {}).get(hosts.ADDRESS_LABEL, ""))
+
+
+def note_address(s: Session, name: str, address: str) -> None:
+    """Record ``address`` as host ``name``'s registered address if it has none (a host
+    that registered with a server from before addresses were kept)."""
+    row = s.scalar(select(m.Host).where(m.Host.name == name))
+    if not hosts.is_ip(address):
+        return
+    if row is not None and not (row.labels or {}).get(hosts.ADDRESS_LABEL):
+        row.labels = {**(row.labels or {}), hosts.ADDRESS_LABEL: address}

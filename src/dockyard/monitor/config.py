@@ -1,9 +1,11 @@
 """Prometheus's and Alertmanager's configuration for a Dockyard cloud (pure).
 
-    prometheus(Scrape)  -> prometheus.yml: one http_sd entry finds every target
-                           (jobs dockyard-agent and dockyard-server, their scheme,
-                           path and host/az labels come from the server); Dockyard's
-                           rule file; alerts to the Alertmanager
+    prometheus(Scrape)  -> prometheus.yml: one http_sd endpoint finds every target
+                           (jobs dockyard-agent and dockyard-server, their address,
+                           scheme, path and host/az labels come from the server, the
+                           agents' own host/az labels are dropped); the server
+                           verified with the cloud's CA, the agents with the metrics
+                           CA; Dockyard's rule file; alerts to the Alertmanager
     alertmanager(...)   -> alertmanager.yml: routes and receivers (from the
                            database, item "receivers"; today a default route to a
                            receiver that drops) and the inhibition rules
@@ -33,34 +35,48 @@ class Scrape:
     token_file: str  # SCRAPE_CREDENTIAL
     rules_file: str  # where this Prometheus reads Dockyard's rule file
     alertmanager: str  # HOST:PORT
-    ca_file: str | None = None  # the cloud's CA, for https
+    ca_file: str | None = None  # the cloud's CA, for https (the server)
     interval: str = "15s"  # scrape and rule evaluation
+    metrics_ca_file: str | None = None  # the metrics CA (the agents); None: ca_file
+
+
+# The agents' series carry host and az too; with honor_labels false Prometheus renames
+# them exported_host/exported_az, which are dropped: a host's series are labelled with
+# the host and az the server's database gives its target, whatever its agent says.
+AGENT_LABELS_DROPPED = "exported_host|exported_az"
 
 
 def prometheus(s: Scrape) -> dict[str, Any]:
+    """Two jobs on the one http_sd endpoint, each keeping its own targets: the server
+    (verified with the cloud's CA) and the agents (with the metrics CA)."""
     auth = {"authorization": {"type": "Bearer", "credentials_file": s.token_file}}
-    tls = {"tls_config": {"ca_file": s.ca_file}} if s.ca_file else {}
+    sd_tls = {"tls_config": {"ca_file": s.ca_file}} if s.ca_file else {}
+    agent_ca = s.metrics_ca_file or s.ca_file
+    agent_tls = {"tls_config": {"ca_file": agent_ca}} if agent_ca else {}
+    # a host that joins is scraped within one interval (http_sd's default refresh is 60 s)
+    sd = {
+        "url": s.server_url.rstrip("/") + TARGETS_PATH,
+        "refresh_interval": s.interval,
+        **auth,
+        **sd_tls,
+    }
+
+    def job(name: str, tls: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        keep = {"source_labels": ["job"], "regex": name, "action": "keep"}
+        return {"job_name": name, "honor_labels": False, **auth, **tls,
+                "http_sd_configs": [sd], "relabel_configs": [keep], **extra}  # fmt: skip
+
     return {
         "global": {"scrape_interval": s.interval, "evaluation_interval": s.interval},
         "rule_files": [s.rules_file],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [s.alertmanager]}]}]},
         "scrape_configs": [
-            {
-                "job_name": "dockyard",  # the discovered targets' own job label wins
-                "honor_labels": True,  # the exporters' host/az/instance_id labels are ours
-                **auth,
-                **tls,
-                # a host that joins is scraped within one interval (http_sd's default
-                # refresh is 60 s)
-                "http_sd_configs": [
-                    {
-                        "url": s.server_url.rstrip("/") + TARGETS_PATH,
-                        "refresh_interval": s.interval,
-                        **auth,
-                        **tls,
-                    }
-                ],
-            }
+            job("dockyard-server", sd_tls),
+            job(
+                "dockyard-agent",
+                agent_tls,
+                metric_relabel_configs=[{"regex": AGENT_LABELS_DROPPED, "action": "labeldrop"}],
+            ),
         ],
     }
 

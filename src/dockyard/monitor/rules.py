@@ -14,6 +14,15 @@ Labels every alert carries, for Alertmanager's routes and inhibition:
 - ``outage="host"`` on the alerts that mean a whole host is gone or blind
   (host down, agent down): they inhibit the ``scope="instance"`` alerts of the
   same ``host`` (alertmanager.py renders that inhibit rule).
+
+Alerts on an agent's gauges (``keeps``) carry ``keep_firing_for`` (KEEP_FIRING,
+Prometheus >= 2.42): while the agent is down its series are stale, the expression
+returns nothing, and without it they would resolve at once and fire again (after
+their for-duration) when it is back. Kept firing, with the labels they had, they stay
+inhibited by the host's outage alert instead. The price: a condition that ends
+(the series drops below the threshold, or goes away) resolves KEEP_FIRING later.
+Alerts on ``increase()``/``rate()`` keep firing through an outage without it (the
+range still holds the samples from before).
 """
 
 from __future__ import annotations
@@ -24,6 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+# how long an alert on an agent's gauge keeps firing once its series are gone: past
+# DockyardAgentDown's 2m, so an agent outage shows as that alert (inhibiting the
+# instance alerts) rather than as resolved-then-firing-again alerts
+KEEP_FIRING = "5m"
 
 
 @dataclass(frozen=True)
@@ -37,12 +50,14 @@ class Rule:
     description: str
     threshold: float | None = None
     outage: bool = False
+    keeps: bool = False  # on an agent's gauge: keep_firing_for KEEP_FIRING
 
 
 @dataclass(frozen=True)
 class Override:
     threshold: float | None = None
     for_: str | None = None
+    keep_firing_for: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,20 +71,27 @@ class Tuning:
         return Override(
             own.threshold if own.threshold is not None else every.threshold,
             own.for_ or every.for_,
+            own.keep_firing_for or every.keep_firing_for,
         )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tuning:
-        """From ``{"ALERT"|"*": {"threshold": 0.5, "for": "1m"}}``; ValueError says what
-        to change."""
+        """From ``{"ALERT"|"*": {"threshold": 0.5, "for": "1m", "keep_firing_for": "5m"}}``
+        (keep_firing_for: on the alerts that have it); ValueError says what to change."""
         known = {r.alert for r in all_rules()}
         out = {}
         for name, raw in data.items():
             if name != "*" and name not in known:
                 raise ValueError(f"no alert {name!r}; Dockyard's are {', '.join(sorted(known))}")
-            if not isinstance(raw, Mapping) or set(raw) - {"threshold", "for"}:
-                raise ValueError(f"{name}: give an object with 'threshold' and/or 'for'")
-            out[name] = Override(_threshold(name, raw.get("threshold")), _for(name, raw.get("for")))
+            if not isinstance(raw, Mapping) or set(raw) - {"threshold", "for", "keep_firing_for"}:
+                raise ValueError(
+                    f"{name}: give an object with 'threshold', 'for' and/or 'keep_firing_for'"
+                )
+            out[name] = Override(
+                _threshold(name, raw.get("threshold")),
+                _for(name, raw.get("for")),
+                _for(name, raw.get("keep_firing_for"), "keep_firing_for"),
+            )
         return cls(out)
 
 
@@ -81,11 +103,11 @@ def _threshold(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _for(name: str, value: Any) -> str | None:
+def _for(name: str, value: Any, key: str = "for") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not DURATION.match(value):
-        raise ValueError(f"{name}: 'for' must be a Prometheus duration like 30s, 5m or 1h")
+        raise ValueError(f"{name}: '{key}' must be a Prometheus duration like 30s, 5m or 1h")
     return value
 
 
@@ -136,6 +158,7 @@ HOST_RULES = (
         "The agent on {{ $labels.host }} cannot reach dockerd: no instance there can be "
         "started, stopped or created (running ones keep running with live-restore). "
         "Restart docker on the host and read its journal.",
+        keeps=True,
     ),
     Rule(
         "DockyardHostTasksNearPidMax",
@@ -149,6 +172,7 @@ HOST_RULES = (
         '(topk(5, dockyard_instance_pids{host="{{ $labels.host }}"})), lower its pids '
         "limit or stop it; raise kernel.pid_max only with care.",
         threshold=0.8,
+        keeps=True,
     ),
     Rule(
         "DockyardConntrackNearFull",
@@ -160,6 +184,7 @@ HOST_RULES = (
         "A full nf_conntrack table drops new connections on the host. Find who opens them "
         "(`conntrack -L` on the host), or raise net.netfilter.nf_conntrack_max.",
         threshold=0.9,
+        keeps=True,
     ),
     Rule(
         "DockyardKernelErrors",
@@ -187,6 +212,7 @@ INSTANCE_RULES = (
         "{{ $labels.name }} on {{ $labels.host }} should run but its container does not. "
         "Read its action log (`dockyard server show {{ $labels.name }}`) and the agent's "
         "log on the host; start it again with `dockyard server start {{ $labels.name }}`.",
+        keeps=True,
     ),
     Rule(
         "DockyardProcessDown",
@@ -198,6 +224,7 @@ INSTANCE_RULES = (
         "supervisord in {{ $labels.name }} ({{ $labels.project }}) does not have "
         "{{ $labels.process }} RUNNING. Look at the process's log inside the instance and "
         "`supervisorctl status`; restart it with `supervisorctl start {{ $labels.process }}`.",
+        keeps=True,
     ),
     Rule(
         "DockyardProcessFlapping",
@@ -234,6 +261,7 @@ INSTANCE_RULES = (
         "Look for a process leaking threads or children inside it; raise the limit with a "
         "larger flavor only if the load is real.",
         threshold=0.9,
+        keeps=True,
     ),
     Rule(
         "DockyardInstanceMemoryNearLimit",
@@ -246,6 +274,7 @@ INSTANCE_RULES = (
         "{{ $labels.name }} is close to its memory limit: next come OOM kills. Resize it "
         "to a larger flavor or find what grows inside it.",
         threshold=0.9,
+        keeps=True,
     ),
     Rule(
         "DockyardInstanceCPUThrottled",
@@ -269,6 +298,7 @@ INSTANCE_RULES = (
         "More tasks want to run in {{ $labels.name }} than it has cores (its /proc view's "
         "load against its quota or cpuset). Resize it to more vCPUs or spread the work.",
         threshold=1,
+        keeps=True,
     ),
 )
 
@@ -294,6 +324,7 @@ DRIFT_RULES = (
         "The container of {{ $labels.name }} on {{ $labels.host }} does not match its "
         "desired {{ $labels.item }}. The agent should converge it; if it does not, read "
         "the agent's log, then restart the instance.",
+        keeps=True,
     ),
 )
 
@@ -326,10 +357,12 @@ def _rule(rule: Rule, override: Override) -> dict[str, Any]:
     labels = {"severity": rule.severity, "scope": rule.scope}
     if rule.outage:
         labels["outage"] = "host"
+    keep = {"keep_firing_for": override.keep_firing_for or KEEP_FIRING} if rule.keeps else {}
     return {
         "alert": rule.alert,
         "expr": expr,
         "for": override.for_ or rule.for_,
+        **keep,
         "labels": labels,
         "annotations": {"summary": rule.summary, "description": rule.description},
     }

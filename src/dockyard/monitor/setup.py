@@ -7,6 +7,8 @@ their configuration into DIR and reload them when rules or receivers change.
     DIR/prometheus.yml    written by the server (api/monitoring_config.py: sync)
     DIR/rules/dockyard.yml
     DIR/alertmanager.yml
+    the metrics CA        metrics-ca.pem beside setup.json's ca_file (the cloud's CA), made
+                          by the server at start: the agents' job's tls ca_file
     DIR/scrape.token      the scrape credential (config.SCRAPE_CREDENTIAL), 0600: the
                           cloud's monitoring token, written by the server at start
                           and when an admin makes a new one
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard import pki
 from dockyard.monitor import config, rules
 
 FILES = {"prometheus": "prometheus.yml", "rules": "rules/dockyard.yml",
@@ -64,6 +67,7 @@ class Setup:
                 alertmanager=str(data["alertmanager_url"]).split("://", 1)[-1],
                 ca_file=data.get("ca_file"),
                 interval=_duration("interval", data.get("interval", "15s")),
+                metrics_ca_file=data.get("metrics_ca_file") or _metrics_ca(data.get("ca_file")),
             )
             grouping = config.Grouping(
                 **{k: _duration(k, v) for k, v in data.get("grouping", {}).items()}
@@ -75,6 +79,15 @@ class Setup:
             raise ValueError(f"setup: {exc.args[0]} is missing") from exc
         except TypeError as exc:
             raise ValueError(f"setup: {exc}") from exc
+
+
+def _metrics_ca(ca_file: Any) -> str | None:
+    """The metrics CA the server keeps beside the cloud's CA (pki.ensure_metrics_ca);
+    None (the agents verified with ``ca_file``) when there is none."""
+    if not isinstance(ca_file, str) or not ca_file:
+        return None
+    path = Path(ca_file).with_name(pki.METRICS_CA + ".pem")
+    return str(path) if path.exists() else None
 
 
 def _duration(name: str, value: Any) -> str:
