@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -22,9 +23,9 @@ from typing import Any
 
 import pydantic
 
-from dockyard import logs, model, pki
+from dockyard import cgroups, logs, model, pki
 from dockyard.compute import agent as agent_module
-from dockyard.compute import join
+from dockyard.compute import join, procfs
 from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
 from dockyard.compute.client import ServerClient
 from dockyard.compute.exporter import Endpoint, Exporter, MetricsServer
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.uplink and plumbing.uplink_problem(args.uplink):
         p.error(f"--uplink {args.uplink}: {plumbing.uplink_problem(args.uplink)}")
     cfg, ca_file = _enrol(p, args, cfg)
+    _keep_up(p, args, cfg)
     registry_ca = ca_file if args.trust_registries else None
     stopping, wired = threading.Event(), list[Agent]()
 
@@ -242,8 +244,46 @@ def _parser() -> argparse.ArgumentParser:
         "STATE_DIR/metrics.pem if there, with metrics.key)",
     )
     p.add_argument("--metrics-key", type=Path, help="the --metrics-cert's private key (PEM)")
+    p.add_argument(
+        "--cgroup",
+        default="dockyard-agent",
+        metavar="PATH",
+        help="run in this CPU cgroup (below the hierarchy's root; made if missing) with ten "
+        "times an instance's CPU weight, so a saturated host still runs the agent; "
+        "'off': stay where started",
+    )
+    p.add_argument(
+        "--view-dir",
+        metavar="DIR",
+        help="keep the instances' /proc views here (default: /run/dockyard-agent/STATE_DIR/"
+        "views, a tmpfs); 'state': under STATE_DIR/instances/<id>/proc",
+    )
     p.add_argument("--log-level", default="info")
     return p
+
+
+def _keep_up(p: argparse.ArgumentParser, args: argparse.Namespace, cfg: AgentConfig) -> None:
+    """What lets the agent keep its views and figures current on a saturated host: a
+    cgroup with a high CPU weight (every thread: no other thread runs yet), the
+    reserved cores if the host keeps some, views on a tmpfs, and descriptors for the
+    cgroup files it keeps open (~16 per instance)."""
+    if args.cgroup != "off":
+        try:
+            where = cgroups.place_process(args.cgroup, os.getpid())
+            log.info("running in cgroup %s", where)
+        except ValueError as exc:
+            p.error(f"--cgroup {args.cgroup}: {exc}")
+        except OSError as exc:
+            log.warning("not in cgroup %s (%s): it competes with instances", args.cgroup, exc)
+    if cfg.reserved_cores:  # instances' cpusets leave these out (scheduler/state.py)
+        os.sched_setaffinity(0, set(cfg.reserved_cores))
+    if args.view_dir != "state":
+        procfs.place_views(
+            Path(args.view_dir) if args.view_dir else procfs.default_views_root(args.state_dir)
+        )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, 65536):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
 def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig:

@@ -179,12 +179,12 @@ class Sampler:
         driver: ComputeDriver,
         meter: Figured,
         processes: ProcessWatch,
-        view_dir: Callable[[str], Path],
+        instance_dir: Callable[[str], Path],
         allowance: Allowance = Allowance(),
         proc: Path = Path("/proc"),
     ) -> None:
         self.driver, self.meter, self.processes = driver, meter, processes
-        self.view_dir, self.allowance, self.proc = view_dir, allowance, proc
+        self.instance_dir, self.allowance, self.proc = instance_dir, allowance, proc
         self.latest = Snapshot()
         self._info: HostInfo | None = None
         self._info_at = -1e9
@@ -220,7 +220,7 @@ class Sampler:
             uptime=max(0.0, time.time() - _epoch(obs.started_at)),
             figures=figures,
             network=_seen_from_inside(net.get(host_ifname(want.id))),
-            load=_load(self.view_dir(want.id) / "proc" / "loadavg"),
+            load=_load(procfs.view_dir(self.instance_dir(want.id)) / "loadavg"),
             processes=self.processes.poll(want.id, obs.pid),
         )
 

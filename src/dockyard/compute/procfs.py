@@ -1,6 +1,8 @@
 """The agent's side of the /proc view: files per container, refreshed in place.
 
-    STATE_DIR/instances/<id>/proc/            the instance's view directory
+    VIEWS/<id>/                               the instance's view directory; VIEWS is
+                                              /run/dockyard-agent/<STATE_DIR>/views (a
+                                              tmpfs) unless --view-dir says otherwise
       meminfo cpuinfo stat uptime loadavg     bind-mounted at create over /proc/...
       swaps diskstats cpu-online              (and /sys/devices/system/cpu/online)
       authorized_keys disk loadavg-samples    for sshd, the container tools, audits
@@ -9,12 +11,27 @@
 Files are rewritten in place (same inode: a bind mount pins the inode, so a
 rename would never be seen). If the agent stops, readers keep reading the
 last values; nothing in the read path can fail with ENOTCONN as lxcfs does.
+
+Why tmpfs: the agent rewrites 8 files of every container every second; on a
+disk file system each in-place rewrite dirties the inode and the journal, on
+tmpfs it is a page copy. A tmpfs is empty after the host reboots: the worker
+finds /proc/meminfo missing before it starts the container and ``prepare``
+writes the view again (it does the same for a view lost any other way). An
+instance whose view directory already sits under its state dir
+(STATE_DIR/instances/<id>/proc: made before views moved to /run, or by an
+agent with ``--view-dir state``) keeps it there until it is deleted, because
+its container's bind mounts point there.
+
+The container's cgroup files are kept open between refreshes (cgroups.Cgroup
+``keep_open``), closed when its PID 1 changes or the instance is forgotten;
+DOCKYARD_KEEP_CGROUP_FILES=0 opens them each time (bench.procview's baseline).
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +56,22 @@ VIEW_TARGET = "/run/dockyard"
 SAMPLES_KEPT = 720  # an hour of load average samples
 # walking a container's writable layer is not free; tests shorten it
 DISK_SECONDS = float(os.environ.get("DOCKYARD_DISK_SECONDS", "30"))
+KEEP_CGROUP_FILES = os.environ.get("DOCKYARD_KEEP_CGROUP_FILES", "1") != "0"
+RUN_ROOT = Path("/run/dockyard-agent")
+_views_root: Path | None = None  # None: under each instance's state dir (place_views)
+
+
+def default_views_root(state_dir: Path) -> Path:
+    """Where an agent with ``state_dir`` keeps its views by default: a tmpfs, one
+    directory per state dir (several agents of a lab share one machine)."""
+    return RUN_ROOT / str(state_dir.absolute()).lstrip("/") / "views"
+
+
+def place_views(root: Path | None) -> None:
+    """From now on view directories are made at ROOT/<instance id> (None: at
+    STATE_DIR/instances/<id>/proc). Set once, by the agent's command line."""
+    global _views_root
+    _views_root = root
 
 
 def files(instance_dir: Path) -> dict[str, Path]:
@@ -47,7 +80,12 @@ def files(instance_dir: Path) -> dict[str, Path]:
 
 
 def view_dir(instance_dir: Path) -> Path:
-    return instance_dir / "proc"
+    """The instance's view directory: under its state dir when one is there (its
+    container mounts it) or no views root is set, else in the views root."""
+    beside = instance_dir / "proc"
+    if _views_root is None or beside.is_dir():
+        return beside
+    return _views_root / instance_dir.name
 
 
 def write_keys(instance_dir: Path, keys: list[str]) -> None:
@@ -72,7 +110,8 @@ class ViewWriter(Protocol):
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Before the container exists: the view files exist with figures from the
-        flavor (bind sources must exist). Already there: every file rewritten."""
+        flavor (bind sources must exist), in ``view_dir(instance_dir)``. Already
+        there: every file rewritten."""
         ...
 
     def refresh(
@@ -91,8 +130,9 @@ class ViewWriter(Protocol):
         ...
 
     def forget(self, instance_id: str) -> None:
-        """After: nothing of the instance is remembered in memory (its files are the
-        store's). Unknown instance: no-op."""
+        """After: nothing of the instance is remembered in memory, no file of its
+        cgroup is held open, and a view directory in the views root is gone (one
+        under the state dir goes with the store's). Unknown instance: no-op."""
         ...
 
 
@@ -150,8 +190,8 @@ class _Tracked:
 class ProcView:
     """Renders and refreshes the view of every running container."""
 
-    def __init__(self, proc: Path = Path("/proc")) -> None:
-        self.proc = proc
+    def __init__(self, proc: Path = Path("/proc"), keep_open: bool = KEEP_CGROUP_FILES) -> None:
+        self.proc, self.keep_open = proc, keep_open
         self._tracked: dict[str, _Tracked] = {}  # instance id -> its state
         # static layouts read once; /proc/stat's non-CPU lines at most once a second
         self._host_cpuinfo = (proc / "cpuinfo").read_text()
@@ -165,7 +205,7 @@ class ProcView:
 
     def prepare(self, instance_dir: Path, memory_mb: int, swap_mb: int, cpus: list[int]) -> None:
         """Files with sane content before the container exists (bind sources must)."""
-        (instance_dir / "proc").mkdir(parents=True, exist_ok=True)
+        view_dir(instance_dir).mkdir(parents=True, exist_ok=True)
         self._of(instance_dir.name).written.clear()  # write every file, whatever we remember
         mem = render.MemoryFigures(
             limit=memory_mb * 2**20,
@@ -206,11 +246,18 @@ class ProcView:
         )
 
     def cgroup_of(self, instance_id: str, pid: int) -> cgroups.Cgroup:
-        """The container's cgroup, looked up again only when its PID 1 changes."""
+        """The container's cgroup, looked up again only when its PID 1 changes (the
+        files of the old one closed)."""
         t = self._of(instance_id)
         if t.cgroup is None or t.pid != pid:
-            t.pid, t.cgroup = pid, cgroups.of_pid(pid, self.proc)
+            if t.cgroup is not None:
+                t.cgroup.close()
+            t.pid, t.cgroup = pid, cgroups.of_pid(pid, self.proc, keep_open=self.keep_open)
         return t.cgroup
+
+    def open_files(self) -> int:
+        """Descriptors held open for cgroup files, over every instance."""
+        return sum(t.cgroup.kept() for t in self._tracked.values() if t.cgroup is not None)
 
     def refresh_disk(
         self, instance_id: str, instance_dir: Path, writable_dir: str, disk_gb: int
@@ -246,7 +293,11 @@ class ProcView:
         return t.load.render(t.running, len(tids), max(tids, default=0))
 
     def forget(self, instance_id: str) -> None:
-        self._tracked.pop(instance_id, None)
+        t = self._tracked.pop(instance_id, None)
+        if t is not None and t.cgroup is not None:
+            t.cgroup.close()
+        if _views_root is not None:
+            shutil.rmtree(_views_root / instance_id, ignore_errors=True)
 
     def _cpuinfo(self, cpus: list[int]) -> str:
         key = tuple(cpus)
@@ -287,10 +338,10 @@ class ProcView:
             "diskstats": render.diskstats(self._disks(), ios),
             "cpu-online": render.cpus_online(list(range(len(cpus))) or [0]),
         }
-        written = self._of(d.name).written
+        written, where = self._of(d.name).written, view_dir(d)
         for name, text in out.items():
             if written.get(name) != text:
-                write_in_place(d / "proc" / name, text)
+                write_in_place(where / name, text)
                 written[name] = text
 
 

@@ -61,6 +61,12 @@ def agent_cmd(url: str, token_file: Path, host_name: str, state_dir: Path, *args
     ]  # fmt: skip
 
 
+def agent_views(state_dir: Path) -> Path:
+    """Where an agent with ``state_dir`` keeps its instances' /proc views (its
+    default, compute/procfs.py's default_views_root): removed with the host."""
+    return Path("/run/dockyard-agent") / str(state_dir.absolute()).lstrip("/") / "views"
+
+
 def joining_agent_cmd(
     url: str, ca_hash: str, host_name: str, state_dir: Path, *args: str
 ) -> list[str]:

@@ -11,6 +11,7 @@ directory is a shared mount (the volumes it mounts reach dockerd).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 
 from dockyard.lab import wiring
-from dockyard.lab.daemons import dockerd_cmd, engine, joining_agent_cmd
+from dockyard.lab.daemons import agent_views, dockerd_cmd, engine, joining_agent_cmd
 from dockyard.lab.procs import (
     LabError,
     alive,
@@ -122,7 +123,8 @@ class LabHost:
         joining = self.extra["join"]  # Lab.join: the token `dockyard host add` gives
         agent = joining_agent_cmd(
             joining["url"], joining["ca_hash"], self.name, root / "agent",
-            "--uplink", wiring.UPLINK, *self._down_after(),
+            "--uplink", wiring.UPLINK, "--cgroup", f"{self.cgroup_parent}/agent",
+            *self._down_after(),
         )  # fmt: skip
         cmd = [
             "nsenter", f"--net=/run/netns/{self.netns}",
@@ -158,6 +160,7 @@ class LabHost:
         self.stop_dockerd()
         kill_marked(self.exec_root)  # containerd shims a stopped dockerd left
         left = [str(p) for p in remove_cgroups(self.cgroup_parent)]
+        shutil.rmtree(agent_views(Path(self.dir) / "agent"), ignore_errors=True)
         unmount_under(Path(self.dir))
         unmount_under(Path(self.exec_root))
         if str(Path(self.dir) / "agent" / "volumes") in _mount_points():

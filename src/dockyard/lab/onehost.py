@@ -27,8 +27,16 @@ from typing import Any
 
 import httpx
 
-from dockyard.lab.daemons import Dockerd, agent_cmd, healthy, server_cmd
-from dockyard.lab.procs import LabError, dockyard, free_port, run, stop_proc, wait_for
+from dockyard.lab.daemons import Dockerd, agent_cmd, agent_views, healthy, server_cmd
+from dockyard.lab.procs import (
+    LabError,
+    dockyard,
+    free_port,
+    remove_cgroups,
+    run,
+    stop_proc,
+    wait_for,
+)
 
 HOST = "itest"
 
@@ -107,13 +115,22 @@ class OneHost:
 
     def start_agent(self, wait: bool = True, args: tuple[str, ...] = (), **env: str) -> None:
         log = (self.root / "agent.log").open("ab")
-        cmd = agent_cmd(self.url, self.root / "agent.token", HOST, self.root / "agent", *args)
+        cmd = agent_cmd(
+            self.url, self.root / "agent.token", HOST, self.root / "agent",
+            "--cgroup", self.agent_cgroup, *args,
+        )  # fmt: skip
         self.agent_proc = subprocess.Popen(
             cmd, stdout=log, stderr=log, start_new_session=True,
             env={**os.environ, "DOCKER_HOST": self.dockerd.url, **env},
         )  # fmt: skip
         if wait:
             wait_for(self.host_up, 30, f"the agent to register (see {self.root}/agent.log)", 0.05)
+
+    @property
+    def agent_cgroup(self) -> str:
+        """The agent's CPU cgroup: beside dockerd's parent, not in it (a dockerd's stop
+        kills what its parent holds)."""
+        return f"{self.dockerd.cgroup_parent}-agent"
 
     def host_up(self) -> bool:
         try:
@@ -146,6 +163,8 @@ class OneHost:
             run("ip", "link", "del", name, check=False)
         run("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(self.dockerd.exec_root, ignore_errors=True)
+        remove_cgroups(self.agent_cgroup)
+        shutil.rmtree(agent_views(self.root / "agent"), ignore_errors=True)
         keep = os.environ.get("DOCKYARD_KEEP_LOGS")  # a directory to copy the logs to
         if keep:
             for log in self.root.glob("*.log"):
