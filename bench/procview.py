@@ -19,8 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import ssl
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,11 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import docker  # noqa: E402
+import httpx  # noqa: E402
 
-from dockyard import cgroups  # noqa: E402
+from dockyard import cgroups, pki  # noqa: E402
+from dockyard.lab.daemons import agent_views  # noqa: E402
 from dockyard.lab.lxcfs import lxcfs  # noqa: E402
 from dockyard.lab.onehost import OneHost as Cluster  # noqa: E402
-from dockyard.lab.procs import run, wait_for  # noqa: E402
+from dockyard.lab.procs import free_port, run, wait_for  # noqa: E402
 
 LATENCY = r"""
 import ctypes, os, sys, time
@@ -148,6 +154,113 @@ class Bench:
         return max(now - p.stat().st_mtime for p in views)
 
 
+REOPEN = {"DOCKYARD_KEEP_CGROUP_FILES": "0"}
+STEPS: list[tuple[str, tuple[str, ...], dict[str, str]]] = [  # name, agent flags, environment
+    ("as before", ("--cgroup", "off", "--view-dir", "state"), REOPEN),
+    ("+ own cgroup", ("--view-dir", "state"), REOPEN),
+    ("+ views on /run", (), REOPEN),
+    ("+ kept files", (), {}),
+]
+BUSY = "while :; do :; done"
+
+
+class Saturated:
+    """The agent restarted in each STEP while every container spins."""
+
+    def __init__(self, b: Bench, tls: Path, base_args: tuple[str, ...]) -> None:
+        self.b, self.c = b, b.c
+        ca, _ = pki.ensure_ca(tls)
+        cert = pki.ensure_server_cert(tls, ["127.0.0.1"], stem="metrics")
+        self.port = free_port()
+        self.args = (*base_args, "--metrics-cert", str(cert.cert), "--metrics-key",
+                     str(cert.key), "--metrics-listen", f"127.0.0.1:{self.port}")  # fmt: skip
+        self.http = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=60)
+        self.token = (self.c.root / "server" / "monitoring.token").read_text().strip()
+        self.on_run = True
+
+    def spin(self) -> None:
+        """A busy loop in every container (they stop with the containers)."""
+        for i in self.b.ids:
+            self.b.container(i).exec_run(["sh", "-c", BUSY], detach=True)
+
+    def use(self, flags: tuple[str, ...], env: dict[str, str]) -> None:
+        """The agent restarted with ``flags``; the view directories where it writes them
+        (an instance's directory under the state dir wins, procfs.view_dir)."""
+        self.c.kill_agent(signal.SIGTERM)
+        self.on_run = "state" not in flags
+        state = self.c.root / "agent" / "instances"
+        for i in self.b.ids:
+            if self.on_run:
+                shutil.rmtree(state / i / "proc", ignore_errors=True)
+                (agent_views(self.c.root / "agent") / i).mkdir(parents=True, exist_ok=True)
+            else:
+                (state / i / "proc").mkdir(parents=True, exist_ok=True)
+        self.c.start_agent(args=(*self.args, *flags), **env)
+        wait_for(self._scraped, 120, "the agent's /metrics", interval=0.5)
+
+    def _scraped(self) -> bool:
+        try:
+            self.scrape()
+            return True
+        except httpx.HTTPError:
+            return False
+
+    def scrape(self) -> float:
+        t0 = time.perf_counter()
+        r = self.http.get(
+            f"https://127.0.0.1:{self.port}/metrics",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        r.raise_for_status()
+        return time.perf_counter() - t0
+
+    def ages(self) -> list[float]:
+        now = time.time()
+        root = agent_views(self.c.root / "agent")
+        state = self.c.root / "agent" / "instances"
+        views = (root / i if self.on_run else state / i / "proc" for i in self.b.ids)
+        return [now - (v / "uptime").stat().st_mtime for v in views]
+
+    def window(self, seconds: float) -> tuple[list[float], list[float], float, int]:
+        """(view ages, scrape latencies, agent CPU %, agent fds) over ``seconds``."""
+        pid = self.c.agent_proc.pid  # type: ignore[union-attr]
+        cpu, t0 = cpu_seconds(pid), time.monotonic()
+        ages: list[float] = []
+        latencies: list[float] = []
+        while time.monotonic() - t0 < seconds:
+            tick = time.monotonic()
+            ages += self.ages()
+            latencies.append(self.scrape())
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        dt = time.monotonic() - t0
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        return ages, latencies, 100 * (cpu_seconds(pid) - cpu) / dt, fds
+
+
+def saturated(s: Saturated, n: int, rounds: int, window: float, warm: float) -> None:
+    s.b.grow(n)
+    s.spin()
+    got: dict[str, list[tuple[list[float], list[float], float, int]]] = {}
+    for _ in range(rounds):
+        for name, flags, env in STEPS:
+            s.use(flags, env)
+            time.sleep(warm)  # the restart's first passes
+            got.setdefault(name, []).append(s.window(window))
+    print(f"{n} containers each in a busy loop; {rounds} rounds of {window:.0f} s per step")
+    head = ("step", "age p50", "age max", "scrape p50", "scrape p99", "agent CPU", "fds")
+    print(f"  {head[0]:<18}" + "".join(f"{h:>12}" for h in head[1:]))
+    for name, _, _ in STEPS:
+        ages = sorted(a for w in got[name] for a in w[0])
+        lat = sorted(x for w in got[name] for x in w[1])
+        cpu = statistics.mean(w[2] for w in got[name])
+        fds = max(w[3] for w in got[name])
+        row = (f"{statistics.median(ages):.2f} s", f"{ages[-1]:.2f} s",
+               f"{1000 * statistics.median(lat):.0f} ms",
+               f"{1000 * lat[min(len(lat) - 1, len(lat) * 99 // 100)]:.0f} ms",
+               f"{cpu:.1f} %", fds)  # fmt: skip
+        print(f"  {name:<18}" + "".join(f"{x:>12}" for x in row), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--counts", default="1,50,200", help="containers per step")
@@ -156,6 +269,9 @@ def main() -> None:
     p.add_argument(
         "--agent-tmpfs", action="store_true", help="the agent's state (and views) on a tmpfs"
     )
+    p.add_argument("--saturate", action="store_true", help="busy containers, the steps table")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of every step (--saturate)")
+    p.add_argument("--warm", type=float, default=10.0, help="seconds after a restart (--saturate)")
     a = p.parse_args()
     counts = [int(x) for x in a.counts.split(",")]
     cluster = Cluster()
@@ -164,7 +280,8 @@ def main() -> None:
         cluster.kill_agent()
         if a.agent_tmpfs:
             run("mount", "-t", "tmpfs", "-o", "size=1g", "dyk-agent", str(cluster.root / "agent"))
-        cluster.start_agent(args=("--cpu-allocation-ratio", str(max(counts))))
+        base = ("--cpu-allocation-ratio", str(max(counts)))
+        cluster.start_agent(args=base)
         s = cluster.subnet
         cluster.cli("network", "create", "net", "--cidr", f"{s}.0/24", "--gateway", f"{s}.1",
                     "--bridge", cluster.bridge, "--pool", f"{s}.10-{s}.250")  # fmt: skip
@@ -173,7 +290,12 @@ def main() -> None:
         cluster.cli("image", "build-demo", "--output", str(tar))
         cluster.cli("image", "import", "demo", "--rootfs", str(tar))
         with lxcfs(cluster.root) as (mnt, lxcfs_proc):
-            report(Bench(cluster, mnt, lxcfs_proc), counts, a.window, a.reads)
+            b = Bench(cluster, mnt, lxcfs_proc)
+            if not a.saturate:
+                report(b, counts, a.window, a.reads)
+            with tempfile.TemporaryDirectory(prefix="dyk-bench-tls-") as tls:
+                for n in counts if a.saturate else []:
+                    saturated(Saturated(b, Path(tls), base), n, a.rounds, a.window, a.warm)
     finally:
         cluster.stop()
         if a.agent_tmpfs:
