@@ -67,6 +67,19 @@ def agent_views(state_dir: Path) -> Path:
     return Path("/run/dockyard-agent") / str(state_dir.absolute()).lstrip("/") / "views"
 
 
+def remove_agent_views(state_dir: Path) -> None:
+    """After: ``agent_views(state_dir)`` is gone, and so are its parents that are empty."""
+    views = agent_views(state_dir)
+    shutil.rmtree(views, ignore_errors=True)
+    for parent in views.parents:
+        if parent == Path("/run"):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break  # another agent's views, or not there
+
+
 def joining_agent_cmd(
     url: str, ca_hash: str, host_name: str, state_dir: Path, *args: str
 ) -> list[str]:

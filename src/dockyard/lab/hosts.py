@@ -11,7 +11,6 @@ directory is a shared mount (the volumes it mounts reach dockerd).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from dockyard.lab import wiring
-from dockyard.lab.daemons import agent_views, dockerd_cmd, engine, joining_agent_cmd
+from dockyard.lab.daemons import dockerd_cmd, engine, joining_agent_cmd, remove_agent_views
 from dockyard.lab.procs import (
     LabError,
     alive,
@@ -160,7 +159,7 @@ class LabHost:
         self.stop_dockerd()
         kill_marked(self.exec_root)  # containerd shims a stopped dockerd left
         left = [str(p) for p in remove_cgroups(self.cgroup_parent)]
-        shutil.rmtree(agent_views(Path(self.dir) / "agent"), ignore_errors=True)
+        remove_agent_views(Path(self.dir) / "agent")
         unmount_under(Path(self.dir))
         unmount_under(Path(self.exec_root))
         if str(Path(self.dir) / "agent" / "volumes") in _mount_points():

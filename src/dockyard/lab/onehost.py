@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from dockyard.lab.daemons import Dockerd, agent_cmd, agent_views, healthy, server_cmd
+from dockyard.lab.daemons import Dockerd, agent_cmd, healthy, remove_agent_views, server_cmd
 from dockyard.lab.procs import (
     LabError,
     dockyard,
@@ -164,7 +164,7 @@ class OneHost:
         run("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(self.dockerd.exec_root, ignore_errors=True)
         remove_cgroups(self.agent_cgroup)
-        shutil.rmtree(agent_views(self.root / "agent"), ignore_errors=True)
+        remove_agent_views(self.root / "agent")
         keep = os.environ.get("DOCKYARD_KEEP_LOGS")  # a directory to copy the logs to
         if keep:
             for log in self.root.glob("*.log"):
