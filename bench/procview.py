@@ -150,7 +150,7 @@ class Bench:
 
     def oldest_view(self) -> float:
         now = time.time()
-        views = (self.c.root / "agent" / "instances" / i / "proc" / "uptime" for i in self.ids)
+        views = (agent_views(self.c.root / "agent") / i / "uptime" for i in self.ids)
         return max(now - p.stat().st_mtime for p in views)
 
 

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from dockyard import cgroups
+from dockyard.lab.daemons import agent_views
 from tests.integration.lxcfs import lxcfs, run_under_lxcfs
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -92,7 +93,7 @@ def test_tools_agree_with_the_cgroup_and_the_reference_load(cluster, machine_ima
         working_set = usage - cgroups.memory_stat(cg)["total_inactive_file"]
         started = ctr.attrs["State"]["StartedAt"]
         age = time.time() - _epoch(started)
-        view = cluster.root / "agent" / "instances" / s["id"] / "proc"
+        view = agent_views(cluster.root / "agent") / s["id"]
         log = [ln.split() for ln in (view / "loadavg-samples").read_text().splitlines()]
         under_load = [int(n) for at, n in log if float(at) > load_started + 1]
         # the tools read the view as of the last sample before them; a sample taken while

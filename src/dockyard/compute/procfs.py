@@ -190,8 +190,13 @@ class _Tracked:
 class ProcView:
     """Renders and refreshes the view of every running container."""
 
-    def __init__(self, proc: Path = Path("/proc"), keep_open: bool = KEEP_CGROUP_FILES) -> None:
-        self.proc, self.keep_open = proc, keep_open
+    def __init__(
+        self,
+        proc: Path = Path("/proc"),
+        keep_open: bool = KEEP_CGROUP_FILES,
+        fs: Path = Path("/sys/fs/cgroup"),
+    ) -> None:
+        self.proc, self.keep_open, self.fs = proc, keep_open, fs
         self._tracked: dict[str, _Tracked] = {}  # instance id -> its state
         # static layouts read once; /proc/stat's non-CPU lines at most once a second
         self._host_cpuinfo = (proc / "cpuinfo").read_text()
@@ -252,7 +257,7 @@ class ProcView:
         if t.cgroup is None or t.pid != pid:
             if t.cgroup is not None:
                 t.cgroup.close()
-            t.pid, t.cgroup = pid, cgroups.of_pid(pid, self.proc, keep_open=self.keep_open)
+            t.pid, t.cgroup = pid, cgroups.of_pid(pid, self.proc, self.fs, self.keep_open)
         return t.cgroup
 
     def open_files(self) -> int:
