@@ -45,6 +45,7 @@ def _agent(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
         (["--host-name", "no spaces"], "--host-name"),
         (["--uplink", "nosuchnic0"], "--uplink"),
         (["--host-down-after", "0"], "--host-down-after"),
+        (["--cgroup", "../elsewhere"], "--cgroup"),
     ],
 )
 def test_an_impossible_flag_exits_2_naming_it_without_a_traceback(tmp_path, flags, names):
