@@ -157,10 +157,11 @@ class Bench:
 REOPEN = {"DOCKYARD_KEEP_CGROUP_FILES": "0"}
 STEPS: list[tuple[str, tuple[str, ...], dict[str, str]]] = [  # name, agent flags, environment
     ("as before", ("--cgroup", "off", "--view-dir", "state"), REOPEN),
-    ("+ own cgroup", ("--view-dir", "state"), REOPEN),
+    ("+ own weight", ("--view-dir", "state"), REOPEN),
     ("+ views on /run", (), REOPEN),
     ("+ kept files", (), {}),
 ]
+PLAIN = {"shares": 1024, "weight": 100}  # an instance's of one vCPU (drivers/docker.py)
 BUSY = "while :; do :; done"
 
 
@@ -172,8 +173,11 @@ class Saturated:
         ca, _ = pki.ensure_ca(tls)
         cert = pki.ensure_server_cert(tls, ["127.0.0.1"], stem="metrics")
         self.port = free_port()
+        # beside the instances, in dockerd's --cgroup-parent: as a lab host's agent runs
+        self.cgroup = f"{self.c.dockerd.cgroup_parent}/agent"
         self.args = (*base_args, "--metrics-cert", str(cert.cert), "--metrics-key",
-                     str(cert.key), "--metrics-listen", f"127.0.0.1:{self.port}")  # fmt: skip
+                     str(cert.key), "--metrics-listen", f"127.0.0.1:{self.port}",
+                     "--cgroup", self.cgroup)  # fmt: skip
         self.http = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=60)
         self.token = (self.c.root / "server" / "monitoring.token").read_text().strip()
         self.on_run = True
@@ -196,6 +200,8 @@ class Saturated:
             else:
                 (state / i / "proc").mkdir(parents=True, exist_ok=True)
         self.c.start_agent(args=(*self.args, *flags), **env)
+        if "off" in flags:  # the same place, an instance's weight
+            cgroups.place_process(self.cgroup, self.c.agent_proc.pid, **PLAIN)  # type: ignore[union-attr]
         wait_for(self._scraped, 120, "the agent's /metrics", interval=0.5)
 
     def _scraped(self) -> bool:

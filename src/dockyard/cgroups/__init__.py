@@ -8,13 +8,13 @@
     cpu.stat (nr_throttled, throttled_time ns) cpu.stat (nr_throttled, throttled_usec)
     cpu.cfs_quota_us cpu.cfs_period_us        cpu.max ("max 100000" or "50000 100000")
     cpuset.cpus                               cpuset.cpus.effective
-    cpu.shares (agent: 10240)                 cpu.weight (agent: 1000)
+    cpu.shares (agent: 102400)                cpu.weight (agent: 10000)
 
 A container's cgroup is found from its init process (/proc/PID/cgroup), so
 the cgroup driver (cgroupfs or systemd) and --cgroup-parent do not matter.
 ``Cgroup.read`` keeps the files it read open and preads them (one system call
 a figure); ``close`` when the container goes. ``place_process`` puts the
-agent in a cgroup of its own with ten times an instance's CPU weight.
+agent in a cgroup of its own with a hundred times an instance's CPU weight.
 """
 
 from __future__ import annotations
@@ -399,8 +399,11 @@ def threads(cg: Cgroup) -> list[int]:
     return [int(t) for t in cg.read("cpu", name).split()]
 
 
-AGENT_SHARES = 10240  # v1 cpu.shares: ten times an instance's (docker's default 1024)
-AGENT_WEIGHT = 1000  # v2 cpu.weight: ten times the default 100
+# a hundred times an instance's weight (docker's default and the agent's per vCPU: 1024
+# shares, weight 100; v2's highest): beside 200 busy instances the agent is owed 2/3 of
+# a core, and needs a fifth; a weight is a floor under contention, not a reservation
+AGENT_SHARES = 102400  # v1 cpu.shares
+AGENT_WEIGHT = 10000  # v2 cpu.weight
 
 
 def place_process(
@@ -417,7 +420,8 @@ def place_process(
     written (a read-only /sys/fs/cgroup): OSError. Returns the cgroup's directory.
 
     Under saturation the kernel's CFS shares CPU between siblings by weight, so a
-    cgroup beside dockerd's parent, with ten times its weight, gets its CPU first."""
+    cgroup with a hundred times an instance's weight gets the CPU it needs first, even
+    among the instances' cgroups (a lab host's agent is)."""
     rel = name.strip("/")
     if not rel or ".." in rel.split("/"):
         raise ValueError(f"cgroup {name!r}: give a path below the hierarchy's root")

@@ -248,8 +248,8 @@ def _parser() -> argparse.ArgumentParser:
         "--cgroup",
         default="dockyard-agent",
         metavar="PATH",
-        help="run in this CPU cgroup (below the hierarchy's root; made if missing) with ten "
-        "times an instance's CPU weight, so a saturated host still runs the agent; "
+        help="run in this CPU cgroup (below the hierarchy's root; made if missing) with a "
+        "hundred times an instance's CPU weight, so a saturated host still runs the agent; "
         "'off': stay where started",
     )
     p.add_argument(
