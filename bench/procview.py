@@ -24,7 +24,6 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -184,8 +183,12 @@ class Saturated:
 
     def spin(self) -> None:
         """A busy loop in every container (they stop with the containers)."""
-        for i in self.b.ids:
+
+        def one(i: str) -> None:
             self.b.container(i).exec_run(["sh", "-c", BUSY], detach=True)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, self.b.ids))
 
     def use(self, flags: tuple[str, ...], env: dict[str, str]) -> None:
         """The agent restarted with ``flags``; the view directories where it writes them
@@ -299,9 +302,10 @@ def main() -> None:
             b = Bench(cluster, mnt, lxcfs_proc)
             if not a.saturate:
                 report(b, counts, a.window, a.reads)
-            with tempfile.TemporaryDirectory(prefix="dyk-bench-tls-") as tls:
-                for n in counts if a.saturate else []:
-                    saturated(Saturated(b, Path(tls), base), n, a.rounds, a.window, a.warm)
+            tls = cluster.root / "tls"  # goes with the cluster
+            tls.mkdir(exist_ok=True)
+            for n in counts if a.saturate else []:
+                saturated(Saturated(b, tls, base), n, a.rounds, a.window, a.warm)
     finally:
         cluster.stop()
         if a.agent_tmpfs:
