@@ -188,3 +188,23 @@ def test_place_process_v2_hands_the_cpu_controller_down(tmp_path: Path) -> None:
 def test_place_process_refuses_a_path_outside_the_hierarchy(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="below the hierarchy's root"):
         cgroups.place_process(name, 1, tmp_path)
+
+
+def test_an_agent_without_instances_leaves_nothing_under_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procfs, "RUN_ROOT", tmp_path / "run")
+    mine = procfs.default_views_root(Path("/srv/a/agent"))
+    other = procfs.default_views_root(Path("/srv/b/agent"))
+    assert mine.is_relative_to(tmp_path / "run")
+    (mine / "i1").mkdir(parents=True)
+    other.mkdir(parents=True)
+    procfs.place_views(mine)
+    try:
+        procfs.tidy_views()
+        assert (mine / "i1").exists()  # an instance's view stays
+        (mine / "i1").rmdir()
+        procfs.tidy_views()
+    finally:
+        procfs.place_views(None)
+    assert not mine.exists() and not mine.parent.exists() and other.exists()

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if wired and not stopping.is_set():
         _serve_metrics(p, args, wired[0], ca_file)
         wired[0].run()
+    procfs.tidy_views()
 
 
 def _start_recovery(

@@ -79,6 +79,20 @@ def files(instance_dir: Path) -> dict[str, Path]:
     return {target: view_dir(instance_dir) / name for name, target in TARGETS.items()}
 
 
+def tidy_views() -> None:
+    """After: the views root and its parents up to /run/dockyard-agent are gone if they
+    held nothing (an agent stopping with no instance leaves nothing under /run)."""
+    if _views_root is None:
+        return
+    for d in (_views_root, *_views_root.parents):
+        if not d.is_relative_to(RUN_ROOT):
+            break
+        try:
+            d.rmdir()
+        except OSError:
+            break  # views of instances, another agent's, or a --view-dir elsewhere
+
+
 def view_dir(instance_dir: Path) -> Path:
     """The instance's view directory: under its state dir when one is there (its
     container mounts it) or no views root is set, else in the views root."""
