@@ -102,7 +102,7 @@ class Bench:
 
         with ThreadPoolExecutor(16) as pool:
             self.ids += pool.map(create, range(len(self.ids), count))
-        wait_for(self._all_active, 600, f"{count} instances to be ACTIVE", interval=1)
+        wait_for(self._all_active, 1800, f"{count} instances to be ACTIVE", interval=1)
 
     def container(self, instance_id: str) -> docker.models.containers.Container:
         return self.docker.containers.get(f"dy-{instance_id}")
