@@ -202,10 +202,12 @@ class Saturated:
                 (agent_views(self.c.root / "agent") / i).mkdir(parents=True, exist_ok=True)
             else:
                 (state / i / "proc").mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         self.c.start_agent(args=(*self.args, *flags), **env)
         if "off" in flags:  # the same place, an instance's weight
             cgroups.place_process(self.cgroup, self.c.agent_proc.pid, **PLAIN)  # type: ignore[union-attr]
-        wait_for(self._scraped, 120, "the agent's /metrics", interval=0.5)
+        wait_for(self._scraped, 600, "the agent's /metrics", interval=0.5)
+        print(f"    restarted; /metrics after {time.monotonic() - started:.1f} s", flush=True)
 
     def _scraped(self) -> bool:
         try:
@@ -250,11 +252,15 @@ def saturated(s: Saturated, n: int, rounds: int, window: float, warm: float) -> 
     s.b.grow(n)
     s.spin()
     got: dict[str, list[tuple[list[float], list[float], float, int]]] = {}
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, flags, env in STEPS:
+            print(f"  round {r + 1}, {name}", flush=True)  # a failed run keeps what it measured
             s.use(flags, env)
             time.sleep(warm)  # the restart's first passes
             got.setdefault(name, []).append(s.window(window))
+            ages, lat, cpu, fds = got[name][-1]
+            print(f"    age max {max(ages):.2f} s, scrape max {max(lat):.3f} s, "
+                  f"CPU {cpu:.1f} %, fds {fds}", flush=True)  # fmt: skip
     print(f"{n} containers each in a busy loop; {rounds} rounds of {window:.0f} s per step")
     head = ("step", "age p50", "age max", "scrape p50", "scrape p99", "agent CPU", "fds")
     print(f"  {head[0]:<18}" + "".join(f"{h:>12}" for h in head[1:]))
