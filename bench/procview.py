@@ -180,6 +180,7 @@ class Saturated:
         self.http = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=60)
         self.token = (self.c.root / "server" / "monitoring.token").read_text().strip()
         self.on_run = True
+        self.restarted = time.time()
 
     def spin(self) -> None:
         """A busy loop in every container (they stop with the containers)."""
@@ -202,7 +203,7 @@ class Saturated:
                 (agent_views(self.c.root / "agent") / i).mkdir(parents=True, exist_ok=True)
             else:
                 (state / i / "proc").mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        started, self.restarted = time.monotonic(), time.time()
         self.c.start_agent(args=(*self.args, *flags), **env)
         if "off" in flags:  # the same place, an instance's weight
             cgroups.place_process(self.cgroup, self.c.agent_proc.pid, **PLAIN)  # type: ignore[union-attr]
@@ -230,7 +231,14 @@ class Saturated:
         root = agent_views(self.c.root / "agent")
         state = self.c.root / "agent" / "instances"
         views = (root / i if self.on_run else state / i / "proc" for i in self.b.ids)
-        return [now - (v / "uptime").stat().st_mtime for v in views]
+        return [now - self._written(v / "uptime") for v in views]
+
+    def _written(self, path: Path) -> float:
+        """When the agent last wrote ``path``; not yet since its restart: the restart."""
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:
+            return self.restarted
 
     def window(self, seconds: float) -> tuple[list[float], list[float], float, int]:
         """(view ages, scrape latencies, agent CPU %, agent fds) over ``seconds``."""
