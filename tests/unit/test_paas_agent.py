@@ -16,7 +16,7 @@ from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Record
 from dockyard.errors import TemporaryError
 from dockyard.lab.procs import wait_for
-from dockyard.model import ConfigFile, Health, HealthCheck, PowerState
+from dockyard.model import ConfigFile, Health, HealthCheck, PowerState, TaskState
 from dockyard.network.plumbing import host_ifname
 from tests.unit.fakehost import IMAGE, FakeHost, InlineExecutor, instance, new_id
 
@@ -30,8 +30,11 @@ def host(tmp_path):
     return h
 
 
-def paas(iid, *, seq=0, image=IMAGE, check=None, power="running", **kw):
-    want = instance(iid, task=None, power=power, power_state=PowerState.running, **kw)
+def paas(iid, *, seq=0, image=IMAGE, check=None, power="running", task="", **kw):
+    """task "": rebuilding while seq > 0 (what the server sends with a new rebuild_seq)."""
+    if task == "":
+        task = TaskState.rebuilding if seq else None
+    want = instance(iid, task=task, power=power, power_state=PowerState.running, **kw)
     return want.model_copy(
         update={
             "image_ref": image,
@@ -115,7 +118,8 @@ def test_a_rebuild_makes_a_new_container_from_the_new_image_keeping_the_identity
     port = host.plumber.ports[host_ifname(iid)]
     assert (port.ip, port.mac) == ("198.18.0.5", "02:00:c6:12:00:05")
     assert host.server.reports_of(iid)[-1].rebuilt_seq == 1
-    assert one_pass(host, want) is None  # in sync: nothing more
+    assert one_pass(host, want) == Step.report  # in sync: the task's report again at most
+    assert one_pass(host, want.model_copy(update={"task_state": None})) is None
 
 
 def test_a_pull_that_fails_leaves_the_old_container_running_and_is_reported_once(host):
@@ -143,7 +147,7 @@ def test_an_agent_stopped_in_the_middle_of_a_rebuild_ends_rebuilt(host, method):
     with pytest.raises(TemporaryError):
         host.worker().run(Step.rebuild, want)
 
-    while one_pass(host, want) is not None:  # the next passes, as after a restart
+    while one_pass(host, want) not in (None, Step.report):  # the next passes, after a restart
         pass
 
     obs = host.driver.inspect(iid)
@@ -316,7 +320,67 @@ def test_a_rebuild_with_a_config_file_over_an_agent_file_keeps_the_old_container
 
     assert host.driver.inspect(iid) == before
     assert "/etc/resolv.conf" in host.server.reports_of(iid)[-1].error
-    assert one_pass(host, want) is None  # refused for good: not again every pass
+    assert one_pass(host, want) != Step.rebuild  # refused for good: not again every pass
     fixed = paas(iid, seq=2)
     assert one_pass(host, fixed) == Step.rebuild  # the next rebuild_seq is tried
     assert host.driver.inspect(iid).rebuild_seq == 2
+
+
+# --- the review's findings (C, D)
+
+
+def test_a_rebuild_the_server_ended_is_not_retried_and_holds_up_no_later_task(host):
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    before = host.driver.inspect(iid)
+    want = paas(iid, seq=1, image="busybox:nowhere")
+    with pytest.raises(TemporaryError):
+        one_pass(host, want)
+    [failed] = [r for r in host.server.reports_of(iid) if r.error]
+    assert failed.task_done == TaskState.rebuilding
+    ended = paas(iid, seq=1, image="busybox:nowhere", task=None)  # the server ended it
+    assert one_pass(host, ended) is None
+    reboot = ended.model_copy(update={"reboot_seq": 1, "task_state": TaskState.rebooting})
+    assert one_pass(host, reboot) == Step.reboot
+    migrating = ended.model_copy(update={"task_state": TaskState.migrating})
+    assert one_pass(host, migrating) != Step.rebuild
+    assert host.driver.inspect(iid).container_id == before.container_id
+    assert not [r for r in host.server.reports_of(iid)[1:] if r.rebuilt_seq == 1]
+
+
+def _healthy_agent(host, prober, iid):
+    want = paas(iid, check=CHECK.model_copy(update={"start_period_s": 0}))
+    agent = agent_of(host, prober)
+    agent.worker.run(Step.spawn, want)
+    agent.desired = {iid: want}
+    prober.ok[iid] = True
+    agent.reconcile_once()
+    wait_for(lambda: agent.health.health(iid) == Health(status="healthy"), 10, "healthy")
+    return agent, want
+
+
+def test_a_stopped_instance_is_reported_without_health(host):
+    iid = new_id()
+    agent, want = _healthy_agent(host, FakeProber(), iid)
+    try:
+        stop = want.model_copy(update={"power": "stopped", "task_state": TaskState.powering_off})
+        agent.worker.run(Step.stop, stop)
+        last = host.server.reports_of(iid)[-1]
+        assert last.power_state == PowerState.shutdown and last.health is None
+    finally:
+        agent.health.stop()
+
+
+def test_a_rebuilt_instance_is_reported_starting_not_with_the_old_containers_health(host):
+    iid = new_id()
+    agent, want = _healthy_agent(host, FakeProber(), iid)
+    try:
+        rebuild = want.model_copy(
+            update={"rebuild_seq": 1, "image_ref": NEW_IMAGE, "task_state": TaskState.rebuilding}
+        )
+        agent.worker.run(Step.rebuild, rebuild)
+        last = host.server.reports_of(iid)[-1]
+        assert last.rebuilt_seq == 1 and last.task_done == TaskState.rebuilding
+        assert last.health == Health(status="starting")
+    finally:
+        agent.health.stop()

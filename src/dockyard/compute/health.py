@@ -105,11 +105,17 @@ class HealthChecker:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="health-report")
     )
 
-    def health(self, instance_id: str) -> Health | None:
-        """As last seen; None when the instance has no check or does not run here."""
+    def health(self, instance_id: str, started_at: str | None = None) -> Health | None:
+        """As last seen; None when the instance has no check or does not run here. With
+        ``started_at``: of that container start only; another one (a rebuild's new
+        container, before the next sync) is "starting"."""
         with self._lock:
             watch = self._watches.get(instance_id)
-            return watch.state.health() if watch is not None else None
+            if watch is None:
+                return None
+            if started_at is not None and watch.target.started_at != started_at:
+                return HealthState(watch.target.check, since=0.0).health()
+            return watch.state.health()
 
     def statuses(self) -> dict[str, str]:
         with self._lock:

@@ -71,7 +71,14 @@ def step_for(
         return Step.fence if running or host_ifname(want.id) in links or not rec.fenced else None
     if want.snapshot is not None and want.snapshot.id != rec.snapshot_done:
         return Step.snapshot
-    if obs is not None and want.rebuild_seq not in (obs.rebuild_seq, rec.rebuild_refused):
+    if (
+        obs is not None
+        and want.task_state == TaskState.rebuilding
+        and want.rebuild_seq not in (obs.rebuild_seq, rec.rebuild_refused)
+    ):
+        # only while the task lasts: once the server ended it (a failed pull reported,
+        # say) the old container runs on and later tasks are not held up by retries;
+        # a container missing after a crash mid-rebuild is a spawn with the new spec
         return Step.rebuild  # stopped or running; it ends as power says
     step = _power_step(want, obs, rec, links)
     # an order done here whose task still waits: its report again (lost with a crash),

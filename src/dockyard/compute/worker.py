@@ -61,11 +61,12 @@ class Worker:
         meter: Meter,
         volumes: VolumeStore,
         transfer: Transfer | None = None,
-        health: Callable[[str], Health | None] | None = None,
+        health: Callable[[str, str], Health | None] | None = None,
     ) -> None:
-        """``health``: an instance's health as its checker last saw it, for reports."""
+        """``health(instance id, started_at)``: the health its checker last saw of that
+        container start, for reports."""
         self.driver, self.client, self.store = driver, client, store
-        self._health = health or (lambda _iid: None)
+        self._health = health or (lambda _iid, _started: None)
         self.plumber, self.views, self.meter, self.volumes = plumber, views, meter, volumes
         self.transfer = transfer or RegistryTransfer()
         self.snapshots = Snapshotter(driver, volumes, self.transfer)
@@ -225,25 +226,28 @@ class Worker:
             self._start(want, obs, report=False)
             obs = self.driver.inspect(want.id)
         log.info("%s rebuilt from %s (rebuild %d)", want.name, want.image_ref, want.rebuild_seq)
-        self.client.report(want.id, self._state(want, obs, task_done=want.task_state))
+        self.client.report(want.id, self._state(want, obs, task_done=TaskState.rebuilding))
 
     def _rebuild_failed(self, want: DesiredInstance, rec: Record, exc: DockyardError) -> None:
         obs = self.driver.inspect(want.id)
         message = f"rebuild {want.rebuild_seq} could not get image {want.image_ref}: {exc.detail}"
         if rec.rebuild_failed != want.rebuild_seq:
-            rep = self._state(want, obs, task_done=want.task_state, error=message[:512])
+            rep = self._state(want, obs, task_done=TaskState.rebuilding, error=message[:512])
             self.client.report(want.id, rep)
             rec.rebuild_failed = want.rebuild_seq
             self.store.save(rec)
         raise TemporaryError(f"{message}; the old container keeps running, will retry") from exc
 
     def _state(self, want: DesiredInstance, obs: Observed | None, **kw: object) -> InstanceReport:
-        """A report of what is: power, the rebuild the container was made for, health."""
+        """A report of what is: power, the rebuild the container was made for, health
+        (None unless the container wanted runs: a stopped instance, or the old container
+        of a rebuild, has no health to show; a new start is "starting")."""
+        current = obs is not None and obs.running and obs.rebuild_seq == want.rebuild_seq
         return InstanceReport.model_validate(
             {
                 "power_state": power_of(obs),
                 "rebuilt_seq": obs.rebuild_seq if obs is not None else None,
-                "health": self._health(want.id),
+                "health": self._health(want.id, obs.started_at) if current and obs else None,
                 **kw,
             }
         )
@@ -321,6 +325,8 @@ class Worker:
             self.destroy(want.id)  # a failed spawn leaves nothing behind
         obs = self.driver.inspect(want.id)
         task = want.task_state or (TaskState.spawning if step == Step.spawn else None)
+        if step == Step.rebuild:
+            task = TaskState.rebuilding
         report = self._state(want, obs, task_done=task, error=message[:512])
         if step == Step.rebuild:  # refused for good: tried again when rebuild_seq changes
             rec = self.store.record(want.id)
