@@ -14,7 +14,7 @@ import pytest
 from dockyard.compute.driver import ExecResult, FileSpec
 from dockyard.errors import PermanentError
 from dockyard.images import rootfs, tarball
-from tests.drivers.test_contract import dockerd, driver, spec
+from tests.drivers.test_contract import IMAGE, dockerd, driver, spec
 
 __all__ = ["dockerd", "driver"]  # the contract suite's fixtures, used here too
 
@@ -117,3 +117,33 @@ def test_files_into_a_missing_container_are_refused(driver):
     with pytest.raises(PermanentError):
         driver.put_files(str(uuid.uuid4()), [FileSpec("/etc/a", b"")])
 
+
+
+@pytest.mark.root
+def test_a_config_file_over_a_directory_is_refused_and_the_mounted_host_data_survives(
+    request, tmp_path
+):
+    """A file at a volume's mount point (or at /bin) used to make dockerd remove the
+    directory, through the mount the host's files in it."""
+    from dockyard.compute.driver import Mount
+    from dockyard.compute.drivers.docker import DockerDriver
+
+    d = DockerDriver("h1", request.getfixturevalue("dockerd").url)
+    d.ensure_image(IMAGE, lambda dest: rootfs.build(dest), ["/sbin/init"])
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "keep").write_text("precious\n")
+    (data / "sub" / "deep").write_text("also\n")
+    s = spec(mounts=[Mount(str(data), "/data")])
+    try:
+        d.create(s)
+        for path in ("/data", "/bin", "/data/sub"):
+            with pytest.raises(PermanentError, match="refused the config files"):
+                d.put_files(s.instance_id, [FileSpec(path, b"x\n")])
+        assert (data / "keep").read_text() == "precious\n"
+        assert (data / "sub" / "deep").read_text() == "also\n"
+        d.start(s.instance_id)
+        assert _cat(d, s.instance_id, "/data/keep").output == "precious\n"
+        assert d.exec(s.instance_id, ["/bin/true"], 10).exit_code == 0  # /bin still there
+    finally:
+        d.destroy(s.instance_id)

@@ -16,7 +16,14 @@ from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Record
 from dockyard.errors import TemporaryError
 from dockyard.lab.procs import wait_for
-from dockyard.model import ConfigFile, Health, HealthCheck, PowerState, TaskState
+from dockyard.model import (
+    ConfigFile,
+    Health,
+    HealthCheck,
+    PowerState,
+    TaskState,
+    VolumeAttachment,
+)
 from dockyard.network.plumbing import host_ifname
 from tests.unit.fakehost import IMAGE, FakeHost, InlineExecutor, instance, new_id
 
@@ -384,3 +391,16 @@ def test_a_rebuilt_instance_is_reported_starting_not_with_the_old_containers_hea
         assert last.health == Health(status="starting")
     finally:
         agent.health.stop()
+
+
+# --- A: no config file over a mount point or the kernel's directories
+
+
+@pytest.mark.parametrize("path", ["/data", "/data/app.conf", "/proc/x", "/run/dockyard/x"])
+def test_a_config_file_at_or_under_a_volume_or_a_reserved_directory_is_refused(host, path):
+    iid = new_id()
+    data = VolumeAttachment(host_path="/srv/tenant-data", path="/data")
+    want = paas(iid, volumes=[data]).model_copy(update={"files": [_unchecked(path, "x")]})
+    host.worker().run(Step.spawn, want)
+    assert host.driver.containers == {}
+    assert path in host.server.reports_of(iid)[-1].error

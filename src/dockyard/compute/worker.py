@@ -428,9 +428,20 @@ class Worker:
                 log.warning("volume %s: %s; will retry", volume_id, exc.detail)
 
 
+# the kernel's and the agent's: a file there is hidden by a mount or is not a file at all
+_RESERVED = ("/proc", "/sys", "/dev", procfs.VIEW_TARGET)
+
+
+def _under(path: str, top: str) -> bool:
+    top = top.rstrip("/") or "/"
+    return path == top or path.startswith(top + "/") or top == "/"
+
+
 def _no_clash(want: DesiredInstance, spec: ContainerSpec) -> None:
     """A config file where the agent bind-mounts a file of its own would be hidden (or
-    written through to the agent's copy): refused."""
+    written through to the agent's copy): refused. So is one at or under a volume's mount
+    point (it would be written into the volume, or replace the mount point and with it,
+    in older dockerds, the host's data) or under /proc, /sys, /dev, /run/dockyard."""
     managed = {m.target for m in spec.mounts if m.managed}
     clash = sorted(f.path for f in want.files if f.path in managed)
     if clash:
@@ -438,3 +449,17 @@ def _no_clash(want: DesiredInstance, spec: ContainerSpec) -> None:
             f"{', '.join(clash)}: the agent writes these itself (the instance's hosts, "
             "DNS and /proc view); put the config file elsewhere"
         )
+    for f in want.files:
+        path = "/" + f.path.strip("/")
+        for v in want.volumes:
+            if _under(path, v.path):
+                raise PermanentError(
+                    f"{f.path}: a config file may not be at or under {v.path}, where a "
+                    "volume is mounted; put it elsewhere, or write it into the volume"
+                )
+        for top in _RESERVED:
+            if _under(path, top):
+                raise PermanentError(
+                    f"{f.path}: a config file may not be under {top} (the kernel's or the "
+                    "agent's); put it elsewhere"
+                )

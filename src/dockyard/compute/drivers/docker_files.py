@@ -95,17 +95,25 @@ def config_tar(files: Sequence[FileSpec]) -> bytes:
 
 
 def put_config(api: Any, name: str, files: Sequence[FileSpec]) -> None:
-    """dockerd unpacks the tar chrooted into the container's root filesystem."""
+    """dockerd unpacks the tar chrooted into the container's root filesystem, with
+    noOverwriteDirNonDir: without it a file whose path is a directory in the container
+    (/bin, a volume's mount point) makes dockerd remove that directory with all under it,
+    through a mount the host's data. The SDK's put_archive does not pass the flag."""
     if not files:
         return
+    params = {"path": "/", "noOverwriteDirNonDir": "true"}
     try:
-        api.put_archive(name, "/", config_tar(files))
+        res = api._put(api._url("/containers/{0}/archive", name), params=params,
+                       data=config_tar(files))  # fmt: skip
+        api._raise_for_status(res)
     except requests.exceptions.ConnectionError as exc:
         raise TemporaryError(f"dockerd is not answering: {exc}") from exc
     except requests.exceptions.HTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", 0) or 0
-        if status >= 500:
+        if status in (409, 503):  # the container busy (being removed), dockerd starting
             raise TemporaryError(f"dockerd could not write the config files: {_why(exc)}") from exc
+        # a path that is a directory there, a read-only filesystem, "Error processing tar
+        # file": the same files fail the same way again
         raise PermanentError(f"dockerd refused the config files: {_why(exc)}") from exc
 
 
