@@ -14,7 +14,7 @@ from dockyard.compute.driver import ExecResult, Observed
 from dockyard.compute.health import HealthChecker, HealthState, Target
 from dockyard.compute.reconcile import Step, plan
 from dockyard.compute.store import Record
-from dockyard.errors import TemporaryError
+from dockyard.errors import PermanentError, TemporaryError
 from dockyard.lab.procs import wait_for
 from dockyard.model import (
     ConfigFile,
@@ -404,3 +404,37 @@ def test_a_config_file_at_or_under_a_volume_or_a_reserved_directory_is_refused(h
     host.worker().run(Step.spawn, want)
     assert host.driver.containers == {}
     assert path in host.server.reports_of(iid)[-1].error
+
+
+# --- B: a rebuild whose files fail ends, reported
+
+
+def _passes(agent, host, n):
+    for _ in range(n):
+        host.clock.now += 60  # past any back-off
+        agent.reconcile_once()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TemporaryError("dockerd is not answering"),
+        PermanentError("dockerd refused the config files: Error processing tar file"),
+    ],
+)
+def test_a_rebuild_whose_files_keep_failing_after_the_old_container_went_ends_reported(
+    host, error
+):
+    iid = new_id()
+    agent = agent_of(host, FakeProber())
+    try:
+        agent.worker.run(Step.spawn, paas(iid))
+        want = paas(iid, seq=1, image=NEW_IMAGE)
+        agent.desired, agent.generation = {iid: want}, 7
+        host.driver.fail_next("put_files", error, times=1000)
+        _passes(agent, host, 15)
+        errors = [r for r in host.server.reports_of(iid) if r.error]
+        assert errors and errors[0].task_done == TaskState.rebuilding
+        assert len(errors) == 1  # once, not every pass
+    finally:
+        agent.health.stop()

@@ -465,16 +465,20 @@ class Agent:
     def _run_step(self, iid: str, step: Step, want: model.DesiredInstance, gen: int) -> None:
         started = self._clock()
         try:
-            self.worker.run(step, want)
-            log.info("%s %s done in %.3fs", step.value, want.name, self._clock() - started)
+            done = self.worker.run(step, want)
+            log.info("%s %s %s in %.3fs", step.value, want.name, "done" if done else "failed",
+                     self._clock() - started)  # fmt: skip
             self._failures.pop(iid, None)
-            if step in _SETTLING or want.task_state is not None:
+            # a permanent failure is reported once per generation, not every pass
+            if not done or step in _SETTLING or want.task_state is not None:
                 self._settled[iid] = gen
         except TemporaryError as exc:
-            self._backoff(iid, step, want, exc)
+            self._backoff(iid, step, want, exc, gen)
         except Exception:
             log.exception("%s of %s crashed", step.value, want.name)
-            self._backoff(iid, step, want, TemporaryError("unexpected agent error; see its log"))
+            self._backoff(
+                iid, step, want, TemporaryError("unexpected agent error; see its log"), gen
+            )
         finally:
             self._done(iid)
 
@@ -488,13 +492,18 @@ class Agent:
             self._done(iid)
 
     def _backoff(
-        self, iid: str, step: Step, want: model.DesiredInstance, exc: DockyardError
+        self, iid: str, step: Step, want: model.DesiredInstance, exc: DockyardError, gen: int
     ) -> None:
         n = self._failures.get(iid, 0) + 1
         self._failures[iid] = n
         log.warning("%s of %s failed (%d): %s", step.value, want.name, n, exc.detail)
-        if n >= MAX_TEMPORARY_FAILURES and step in (Step.spawn, Step.snapshot):
+        # given up and reported as the task's end, not retried for ever: a spawn, a
+        # snapshot, and any step of a rebuild (its files refused after the old container
+        # went: a start of the new one)
+        rebuilding = step == Step.rebuild or want.task_state == model.TaskState.rebuilding
+        if n >= MAX_TEMPORARY_FAILURES and (step in (Step.spawn, Step.snapshot) or rebuilding):
             self._failures.pop(iid, None)
+            self._settled[iid] = gen  # until the server's next word
             try:
                 self.worker.run_failed(step, want, f"gave up after {n} tries: {exc.detail}")
             except DockyardError as again:

@@ -71,13 +71,16 @@ class Worker:
         self.transfer = transfer or RegistryTransfer()
         self.snapshots = Snapshotter(driver, volumes, self.transfer)
 
-    def run(self, step: Step, want: DesiredInstance) -> None:
-        """Do ``step``. A PermanentError is reported to the user; others propagate."""
+    def run(self, step: Step, want: DesiredInstance) -> bool:
+        """Do ``step``. A PermanentError is reported to the user (then False); others
+        propagate."""
         try:
             getattr(self, f"_{step.value}")(want)
         except PermanentError as exc:
             log.warning("%s %s failed: %s", step.value, want.name, exc.detail)
             self._fail(step, want, exc.detail)
+            return False
+        return True
 
     def _spawn(self, want: DesiredInstance) -> None:
         # the pull and a moved instance's volume restores both wait on the registry:
@@ -218,7 +221,10 @@ class Worker:
         if want.limits.procview:
             self._prepare_procview(want)
         self._attach_volumes(want)
-        _no_clash(want, self._spec(want, files))  # refused before the old one goes
+        # all that can be checked without the new container, before the old one goes;
+        # what fails after (dockerd refusing the files) is reported with the task, and
+        # the instance stays down with the new container until the files are fixed
+        _no_clash(want, self._spec(want, files))
         self._halt(want)
         self.driver.destroy(want.id)
         obs: Observed | None = self._create(want, files, rec.snapshot_done)

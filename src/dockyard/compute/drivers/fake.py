@@ -45,6 +45,7 @@ class FakeDriver:
         self.containers: dict[str, _Container] = {}
         self.calls: list[str] = []
         self._faults: dict[str, DockyardError] = {}
+        self._fault_times: dict[str, int] = {}
         self._events: queue.Queue[str] = queue.Queue()
         self._clock = itertools.count(1)
         self._pids = itertools.count(1000)
@@ -53,13 +54,17 @@ class FakeDriver:
         self.exec_handler: Callable[[str, list[str]], ExecResult] | None = None
         self._lock = threading.Lock()
 
-    def fail_next(self, method: str, error: DockyardError) -> None:
+    def fail_next(self, method: str, error: DockyardError, times: int = 1) -> None:
         self._faults[method] = error
+        self._fault_times[method] = times
 
     def _enter(self, method: str) -> None:
         self.calls.append(method)
-        fault = self._faults.pop(method, None)
+        fault = self._faults.get(method)
         if fault is not None:
+            self._fault_times[method] -= 1
+            if self._fault_times[method] <= 0:
+                del self._faults[method]
             raise fault
 
     def info(self) -> HostInfo:
