@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -230,8 +231,10 @@ def test_the_checker_reports_each_change_and_starts_over_after_a_restart():
         wait_for(lambda: seen == ["unhealthy"], 10, "unhealthy")
         prober.ok["i1"] = True
         wait_for(lambda: seen == ["unhealthy", "healthy"], 10, "healthy")
+        prober.ok["i1"] = False  # (a healthy at once would replace the unsent starting)
         checker.sync([Target("i1", check, "198.18.0.5", 0, "t2")])  # restarted
         wait_for(lambda: seen[2:3] == ["starting"], 10, "starting again")
+        prober.ok["i1"] = True
         wait_for(lambda: seen[3:] == ["healthy"], 10, "healthy again")
         checker.sync([])
         wait_for(lambda: checker.health("i1") is None, 10, "forgotten")
@@ -438,3 +441,32 @@ def test_a_rebuild_whose_files_keep_failing_after_the_old_container_went_ends_re
         assert len(errors) == 1  # once, not every pass
     finally:
         agent.health.stop()
+
+
+# --- E: a flapping check is reported damped, its latest status
+
+
+class FlappingProber(FakeProber):
+    async def probe(self, target: Target) -> tuple[bool, str]:
+        self.probes += 1
+        if target.instance_id in self.ok:
+            return self.ok[target.instance_id], "refused"
+        return self.probes % 2 == 0, "refused"
+
+
+def test_a_flapping_check_is_reported_at_most_every_two_seconds_and_ends_on_the_latest():
+    prober, seen = FlappingProber(), []
+    check = HealthCheck(kind="tcp", port=80, interval_s=0.2, unhealthy_after=1,
+                        start_period_s=0)  # fmt: skip
+    checker = HealthChecker(prober, lambda iid, h: seen.append(h.status))
+    try:
+        checker.sync([Target("i1", check, "198.18.0.5", 0, "t1")])
+        wait_for(lambda: prober.probes >= 4, 10, "flapping")
+        time.sleep(1.0)  # 5 more flaps
+        assert prober.probes >= 8 and 1 <= len(seen) <= 2  # not one report per flap
+        prober.ok["i1"] = True
+        wait_for(lambda: seen[-1] == "healthy", 5, "the latest status reported")
+        assert len(seen) <= 4
+        assert len(checker._pending) <= 1
+    finally:
+        checker.stop()

@@ -5,6 +5,8 @@
                                                   probe ─► HealthState.record ─► changed?
                                                                                     │
     server ◄── InstanceReport(health) ◄── on_change (thread "health-report") ◄──────┘
+                                         the latest unsent per instance, at most one
+                                         per DAMP_SECONDS (a start's first at once)
 
 A probe is a coroutine (compute/probes.py: http and tcp over a socket opened in the
 instance's network namespace, cmd through the driver's exec in a small pool), so 200
@@ -19,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +30,7 @@ from dockyard.model import Health, HealthCheck
 
 log = logging.getLogger(__name__)
 HEALTH_METRIC = "dockyard_instance_healthy"
+DAMP_SECONDS = 2.0  # an instance's health is reported at most this often (but a start's first)
 HEALTH_HELP = "1 when the instance's health check passes, 0 while starting or unhealthy"
 
 
@@ -88,6 +91,7 @@ class _Watch:
     target: Target
     state: HealthState
     task: asyncio.Task[None] | None = None
+    told: bool = False  # a healthy/unhealthy of this start reported (the next are damped)
 
 
 @dataclass
@@ -101,9 +105,13 @@ class HealthChecker:
     _unsent: set[str] = field(default_factory=set)  # their last report failed
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loop: asyncio.AbstractEventLoop | None = None
-    _reporter: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="health-report")
-    )
+    # the latest unsent health per instance (a newer one replaces it: no queue grows),
+    # and whether it goes at once (the first of a start) or waits out DAMP_SECONDS
+    _pending: dict[str, tuple[Health, bool]] = field(default_factory=dict)
+    _sent_at: dict[str, float] = field(default_factory=dict)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _reporter: threading.Thread | None = None
+    _stopping: bool = False
 
     def health(self, instance_id: str, started_at: str | None = None) -> Health | None:
         """As last seen; None when the instance has no check or does not run here. With
@@ -135,7 +143,7 @@ class HealthChecker:
                       if iid in self._unsent]  # fmt: skip
             self._unsent.clear()
         for iid, health in unsent:
-            self._changed(iid, health)
+            self._changed(iid, health, urgent=True)
 
     def stop(self) -> None:
         loop = self._loop
@@ -145,7 +153,10 @@ class HealthChecker:
             except Exception as exc:  # stopping anyway
                 log.warning("health checks did not end cleanly: %s", exc)
             loop.call_soon_threadsafe(loop.stop)
-        self._reporter.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            self._stopping = True
+            self._pending.clear()
+            self._cond.notify_all()
 
     async def _cancel_all(self) -> None:
         self._apply({})
@@ -156,6 +167,9 @@ class HealthChecker:
         loop = asyncio.new_event_loop()
         self._loop = loop
         threading.Thread(target=self._run_loop, args=(loop,), daemon=True, name="health").start()
+        self._reporter = threading.Thread(target=self._report_loop, daemon=True,
+                                          name="health-report")  # fmt: skip
+        self._reporter.start()
 
     @staticmethod
     def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -179,13 +193,15 @@ class HealthChecker:
                 watch = _Watch(target, HealthState(target.check, since=loop.time()))
                 watch.task = loop.create_task(self._run(watch), name=f"health-{iid}")
                 self._watches[iid] = watch
-                if old is not None and old.state.status != "starting":
-                    self._changed(iid, watch.state.health())  # a restart: starting again
+                if old is not None and old.state.status != "starting":  # a restart
+                    self._changed(iid, watch.state.health(), urgent=True)
 
     def _drop(self, iid: str) -> None:
         watch = self._watches.pop(iid)
         if watch.task is not None:
             watch.task.cancel()
+        with self._cond:
+            self._sent_at.pop(iid, None)
 
     async def _run(self, watch: _Watch) -> None:
         loop = asyncio.get_running_loop()
@@ -205,18 +221,42 @@ class HealthChecker:
             with self._lock:
                 changed = watch.state.record(ok, detail, loop.time())
             if changed is not None:
-                self._changed(watch.target.instance_id, changed)
+                self._changed(watch.target.instance_id, changed, urgent=not watch.told)
+                watch.told = True
             await asyncio.sleep(check.interval_s)
 
-    def _changed(self, iid: str, health: Health) -> None:
+    def _changed(self, iid: str, health: Health, urgent: bool = False) -> None:
+        """Keep ``health`` as the one to report (replacing an unsent one)."""
         log.info("%s is %s%s", iid, health.status, f": {health.detail}" if health.detail else "")
-        try:
-            self._reporter.submit(self._tell, iid, health)
-        except RuntimeError:  # shutting down
-            pass
+        with self._cond:
+            if self._stopping:
+                return
+            before = self._pending.get(iid)
+            self._pending[iid] = (health, urgent or (before is not None and before[1]))
+            self._cond.notify()
+
+    def _next_report(self) -> tuple[str, Health] | None:
+        """The next health due (None: stopping); waits until one is. A flapping check
+        is reported at most once per DAMP_SECONDS, its latest status."""
+        with self._cond:
+            while not self._stopping:
+                now, wait = time.monotonic(), None
+                for iid, (health, urgent) in self._pending.items():
+                    left = self._sent_at.get(iid, -DAMP_SECONDS) + DAMP_SECONDS - now
+                    if urgent or left <= 0:
+                        del self._pending[iid]
+                        self._sent_at[iid] = now
+                        return iid, health
+                    wait = left if wait is None else min(wait, left)
+                self._cond.wait(wait)
+            return None
+
+    def _report_loop(self) -> None:
+        while (item := self._next_report()) is not None:
+            self._tell(*item)
 
     def _tell(self, iid: str, health: Health) -> None:
-        with self._lock:  # each change in order: the last one queued is the latest
+        with self._lock:
             if iid not in self._watches:
                 return  # no longer checked here (deleted, stopped, moved)
         try:
