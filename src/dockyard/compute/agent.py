@@ -410,9 +410,10 @@ class Agent:
         step (on the health checker's reporting thread)."""
         obs = self.driver.inspect(iid)
         rebuilt = obs.rebuild_seq if obs is not None else None
-        if obs is None or not obs.running:
-            health = None  # stopped meanwhile: no health to show
-        rep = model.InstanceReport(power_state=power_of(obs), health=health, rebuilt_seq=rebuilt)
+        running = obs is not None and obs.running  # stopped meanwhile: no health to show
+        rep = model.InstanceReport(
+            power_state=power_of(obs), health=health if running else None, rebuilt_seq=rebuilt
+        )
         self.client.report(iid, rep)
 
     def _heard_from_server(self) -> None:
