@@ -147,3 +147,42 @@ def test_a_config_file_over_a_directory_is_refused_and_the_mounted_host_data_sur
         assert d.exec(s.instance_id, ["/bin/true"], 10).exit_code == 0  # /bin still there
     finally:
         d.destroy(s.instance_id)
+
+
+@pytest.mark.root
+def test_exec_keeps_a_tail_of_a_flood_kills_what_times_out_and_leaks_no_socket(request):
+    import gc
+    import os
+    import tracemalloc
+
+    from dockyard.compute.drivers.docker import DockerDriver
+    from dockyard.errors import TemporaryError
+
+    d = DockerDriver("h1", request.getfixturevalue("dockerd").url)
+    d.ensure_image(IMAGE, lambda dest: rootfs.build(dest), ["/sbin/init"])
+    s = spec()
+    gc.disable()
+    try:
+        d.create(s)
+        d.start(s.instance_id)
+        iid = s.instance_id
+        tracemalloc.start()
+        flood = d.exec(iid, ["sh", "-c", "yes | head -c 30000000; echo END"], timeout=60)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert flood.exit_code == 0 and flood.output.endswith("y\nEND\n")
+        assert len(flood.output) <= 4096
+        assert peak < 4 * 2**20  # was the whole 30 MB, and more
+        with pytest.raises(TemporaryError, match="did not end within"):
+            d.exec(iid, ["sleep", "317"], timeout=1)
+        left = d.exec(iid, ["ps"], timeout=10).output
+        assert "sleep 317" not in left  # killed, not left to pile up inside
+        counts = []
+        for _ in range(3):
+            for _ in range(20):
+                d.exec(iid, ["true"], timeout=10)
+            counts.append(len(os.listdir("/proc/self/fd")))
+        assert counts[2] <= counts[0], counts  # no socket left per exec (gc is not asked)
+    finally:
+        gc.enable()
+        d.destroy(s.instance_id)

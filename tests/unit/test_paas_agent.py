@@ -5,6 +5,8 @@ crash), and health checks (the state machine, the checker's loop, the reports)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import threading
 import time
 
@@ -213,6 +215,9 @@ class FakeProber:
     async def probe(self, target: Target) -> tuple[bool, str]:
         self.probes += 1
         return self.ok.get(target.instance_id, False), "connection refused"
+
+    def release(self, target: Target) -> None:
+        pass
 
 
 def test_the_checker_reports_each_change_and_starts_over_after_a_restart():
@@ -470,3 +475,106 @@ def test_a_flapping_check_is_reported_at_most_every_two_seconds_and_ends_on_the_
         assert len(checker._pending) <= 1
     finally:
         checker.stop()
+
+
+# --- F: cmd checks: one in flight per instance, not failed for the agent's own load
+
+
+def test_a_cmd_check_runs_at_most_every_five_seconds():
+    prober = FakeProber()
+    check = HealthCheck(kind="cmd", command=["true"], interval_s=0.2)
+    checker = HealthChecker(prober, lambda iid, h: None)
+    try:
+        checker.sync([Target("i1", check, "", 0, "t1")])
+        wait_for(lambda: prober.probes == 1, 10, "the first check")
+        time.sleep(1.5)
+        assert prober.probes == 1
+    finally:
+        checker.stop()
+
+
+def test_slow_checks_of_others_do_not_fail_an_instance_and_one_runs_at_a_time(host):
+    from dockyard.compute.probes import EXEC_THREADS, HostProber
+
+    slow = [new_id() for _ in range(EXEC_THREADS)]
+    quick = new_id()
+    for i, iid in enumerate([*slow, quick]):
+        host.worker().run(Step.spawn, paas(iid, last_octet=10 + i))
+    started, release = threading.Event(), threading.Event()
+
+    def handler(iid, cmd):
+        if iid in slow:
+            started.set()
+            release.wait(10)
+        return ExecResult(0, "")
+
+    host.driver.exec_handler = handler
+    check = HealthCheck(kind="cmd", command=["true"], timeout_s=0.5)
+    prober = HostProber(host.driver, in_netns=False)
+
+    async def scenario():
+        hogs = [asyncio.ensure_future(prober.probe(Target(i, check, "", 0, "t"))) for i in slow]
+        await asyncio.sleep(0.1)
+        again = await prober.probe(Target(slow[0], check, "", 0, "t"))
+        mine = await prober.probe(Target(quick, check, "", 0, "t"))
+        release.set()
+        await asyncio.gather(*hogs)
+        return again, mine
+
+    again, mine = asyncio.run(scenario())
+    assert again[0] is None and "still runs" in again[1]  # not a second exec
+    assert mine[0] is None and "no thread free" in mine[1]  # not the instance's failure
+
+
+# --- G: a probe never enters a namespace the container's PID no longer names
+
+
+def test_a_probe_does_not_enter_the_namespace_of_a_reused_pid(host):
+    """The target's PID is now another process (here: this one, in the host's network
+    namespace, where something listens on the port): the probe must not connect."""
+    import socket as socketlib
+
+    from dockyard.compute.probes import HostProber
+
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    listener = socketlib.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    check = HealthCheck(kind="tcp", port=port, timeout_s=2)
+    reused = Target(iid, check, "127.0.0.1", os.getpid(), "t-old")  # died, PID reused
+    prober = HostProber(host.driver)
+    try:
+        ok, detail = asyncio.run(prober.probe(reused))
+        assert ok is False and "gone" in detail
+        assert prober.netns is not None and prober.netns.held() == 0
+    finally:
+        listener.close()
+
+
+def test_a_probe_keeps_one_namespace_fd_per_container_start_and_releases_it(host):
+    import socket as socketlib
+
+    from dockyard.compute.probes import HostProber
+
+    iid = new_id()
+    host.worker().run(Step.spawn, paas(iid))
+    obs = host.driver.inspect(iid)
+    host.driver.containers[iid].obs = dataclasses.replace(obs, pid=os.getpid())
+    listener = socketlib.create_server(("127.0.0.1", 0))
+    check = HealthCheck(kind="tcp", port=listener.getsockname()[1], timeout_s=2)
+    target = Target(iid, check, "127.0.0.1", os.getpid(), obs.started_at)
+    prober = HostProber(host.driver)
+    fds = len(os.listdir("/proc/self/fd"))
+    threads = threading.active_count()
+
+    async def twenty():
+        return await asyncio.gather(*(prober.probe(target) for _ in range(20)))
+
+    try:
+        assert all(ok for ok, _ in asyncio.run(twenty()))
+        assert prober.netns is not None and prober.netns.held() == 1
+        assert threading.active_count() - threads <= 2  # the helper threads, not one each
+        prober.release(target)
+        assert prober.netns.held() == 0 and len(os.listdir("/proc/self/fd")) <= fds
+    finally:
+        listener.close()

@@ -12,7 +12,10 @@ A probe is a coroutine (compute/probes.py: http and tcp over a socket opened in 
 instance's network namespace, cmd through the driver's exec in a small pool), so 200
 instances cost 200 tasks, not 200 threads. HealthState is the pure part: starting ->
 healthy on a success; -> unhealthy after ``unhealthy_after`` consecutive failures, where
-failures in the ``start_period_s`` after a start do not count. A new container start
+failures in the ``start_period_s`` after a start do not count, nor checks the agent
+could not run (a probe answers None: its exec threads all busy, the instance's last
+check still running). A cmd check runs at most every CMD_MIN_INTERVAL (5 s) whatever
+its interval_s says: each one is a process in the instance. A new container start
 (restart, rebuild) or a changed check starts again from "starting".
 """
 
@@ -30,6 +33,7 @@ from dockyard.model import Health, HealthCheck
 
 log = logging.getLogger(__name__)
 HEALTH_METRIC = "dockyard_instance_healthy"
+CMD_MIN_INTERVAL = 5.0  # seconds: the shortest interval of a cmd check, whatever it says
 DAMP_SECONDS = 2.0  # an instance's health is reported at most this often (but a start's first)
 HEALTH_HELP = "1 when the instance's health check passes, 0 while starting or unhealthy"
 
@@ -81,9 +85,26 @@ class HealthState:
 
 
 class Prober(Protocol):
-    async def probe(self, target: Target) -> tuple[bool, str]:
-        """Run the check once (within its timeout): (passed, why not)."""
+    async def probe(self, target: Target) -> tuple[bool | None, str]:
+        """Run the check once (within its timeout): (passed, why not); None when the
+        agent could not run it (overloaded, the last one still running): not counted."""
         ...
+
+    def release(self, target: Target) -> None:
+        """The target's container start is no longer checked: what was kept for it goes."""
+        ...
+
+
+def interval_of(check: HealthCheck) -> float:
+    """A cmd check runs a process in the instance: at most every CMD_MIN_INTERVAL."""
+    if check.kind == "cmd":
+        return max(check.interval_s, CMD_MIN_INTERVAL)
+    return check.interval_s
+
+
+def deadline_of(check: HealthCheck) -> float:
+    """How long a probe may take: a cmd may wait its timeout for an exec thread first."""
+    return check.timeout_s * (2 if check.kind == "cmd" else 1) + 1
 
 
 @dataclass
@@ -200,6 +221,7 @@ class HealthChecker:
         watch = self._watches.pop(iid)
         if watch.task is not None:
             watch.task.cancel()
+        self.prober.release(watch.target)
         with self._cond:
             self._sent_at.pop(iid, None)
 
@@ -209,7 +231,7 @@ class HealthChecker:
         while True:
             try:
                 ok, detail = await asyncio.wait_for(
-                    self.prober.probe(watch.target), check.timeout_s + 1
+                    self.prober.probe(watch.target), deadline_of(check)
                 )
             except TimeoutError:
                 ok, detail = False, f"no answer within {check.timeout_s:g}s"
@@ -218,12 +240,16 @@ class HealthChecker:
             except Exception as exc:  # a prober's bug must not end the instance's checks
                 log.exception("health check of %s crashed", watch.target.instance_id)
                 ok, detail = False, f"the check could not run: {exc}"
-            with self._lock:
-                changed = watch.state.record(ok, detail, loop.time())
+            changed = None
+            if ok is None:  # the agent's own trouble, not the instance's
+                log.info("health check of %s not run: %s", watch.target.instance_id, detail)
+            else:
+                with self._lock:
+                    changed = watch.state.record(ok, detail, loop.time())
             if changed is not None:
                 self._changed(watch.target.instance_id, changed, urgent=not watch.told)
                 watch.told = True
-            await asyncio.sleep(check.interval_s)
+            await asyncio.sleep(interval_of(check))
 
     def _changed(self, iid: str, health: Health, urgent: bool = False) -> None:
         """Keep ``health`` as the one to report (replacing an unsent one)."""

@@ -17,6 +17,8 @@ requests HTTPError).
 from __future__ import annotations
 
 import io
+import os
+import signal
 import socket
 import tarfile
 import time
@@ -118,8 +120,9 @@ def put_config(api: Any, name: str, files: Sequence[FileSpec]) -> None:
 
 
 def run(api: Any, name: str, command: Sequence[str], timeout: float) -> ExecResult:
-    """``docker exec`` with a deadline: the output is read from the attached socket
-    until it closes, then the exit code asked for."""
+    """``docker exec`` with a deadline from when it starts: the output is read from the
+    attached socket until it closes (its last TAIL bytes kept, however much it writes),
+    then the exit code asked for. A command past its deadline is killed."""
     deadline = time.monotonic() + timeout
     try:
         exec_id = api.exec_create(name, list(command), stdout=True, stderr=True)["Id"]
@@ -130,41 +133,100 @@ def run(api: Any, name: str, command: Sequence[str], timeout: float) -> ExecResu
         raise PermanentError(f"cannot run {command[0]} in the instance: {_why(exc)}") from exc
     raw: socket.socket = getattr(sock, "_sock", sock)
     try:
-        out = _read_until_closed(raw, deadline, command[0], timeout)
+        out = _read_until_closed(raw, deadline)
     finally:
         sock.close()
-    while True:
+        raw.close()  # closing the SocketIO wrapper leaves the socket to the GC
+    state: dict[str, Any] = {"Running": out is None}
+    while out is not None:
         state = api.exec_inspect(exec_id)
         if not state.get("Running") or time.monotonic() > deadline:
             break
         time.sleep(0.01)  # the stream closes a moment before dockerd notes the exit
     if state.get("Running"):
-        raise TemporaryError(f"{command[0]} did not end within {timeout:g}s")
-    return ExecResult(int(state.get("ExitCode") or 0), _demux(out))
+        _kill(api, exec_id, name)
+        raise TemporaryError(f"{command[0]} did not end within {timeout:g}s (killed)")
+    assert out is not None
+    return ExecResult(int(state.get("ExitCode") or 0), out.text())
 
 
-def _read_until_closed(raw: socket.socket, deadline: float, what: str, timeout: float) -> bytes:
-    out = bytearray()
+def _read_until_closed(raw: socket.socket, deadline: float) -> _Tail | None:
+    """The output until the stream closes; None at the deadline."""
+    out = _Tail()
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TemporaryError(f"{what} did not end within {timeout:g}s")
+            return None
         raw.settimeout(left)
         try:
             chunk = raw.recv(65536)
-        except TimeoutError as exc:
-            raise TemporaryError(f"{what} did not end within {timeout:g}s") from exc
+        except TimeoutError:
+            return None
         if not chunk:
-            return bytes(out)
-        out += chunk
+            return out
+        out.feed(chunk)
 
 
-def _demux(data: bytes) -> str:
-    """The text of dockerd's multiplexed stream (8-byte frame headers), its last bytes."""
-    text = bytearray()
-    while len(data) >= 8 and data[0] in (0, 1, 2) and data[1:4] == b"\0\0\0":
-        size = int.from_bytes(data[4:8], "big")
-        text += data[8 : 8 + size]
-        data = data[8 + size :]
-    text += data
-    return bytes(text[-TAIL:]).decode("utf-8", "replace")
+def _kill(api: Any, exec_id: str, name: str) -> None:
+    """SIGKILL to a timed-out exec's process (its PID on the host, from dockerd), but
+    only a process in the container's own PID namespace and not its PID 1: a pidfd holds
+    the process while that is checked, so a PID reused meanwhile is never signalled."""
+    try:
+        pid = int(api.exec_inspect(exec_id).get("Pid") or 0)
+        init = int(api.inspect_container(name)["State"]["Pid"] or 0)
+    except (requests.exceptions.RequestException, KeyError, TypeError, ValueError):
+        return
+    if pid <= 0 or init <= 0 or pid == init:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return  # ended meanwhile, or not visible from this agent's PID namespace
+    try:
+        ns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        if ns == os.stat(f"/proc/{init}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass  # ended meanwhile
+    finally:
+        os.close(fd)
+
+
+class _Tail:
+    """dockerd's multiplexed stream (8-byte frame headers) taken as it comes: the last
+    TAIL bytes of what the command wrote are kept, nothing more."""
+
+    def __init__(self) -> None:
+        self.kept = bytearray()
+        self.head = bytearray()  # a frame header not complete yet
+        self.left = 0  # bytes of the current frame still to come
+        self.raw = False  # not a multiplexed stream (a TTY's): kept as it is
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            if self.raw or self.left:
+                n = len(view) if self.raw else min(self.left, len(view))
+                self._keep(view[:n])
+                view, self.left = view[n:], 0 if self.raw else self.left - n
+                continue
+            need = 8 - len(self.head)
+            self.head += view[:need]
+            view = view[need:]
+            if len(self.head) < 8:
+                return
+            head = bytes(self.head)
+            self.head.clear()
+            if head[0] in (0, 1, 2) and head[1:4] == b"\0\0\0":
+                self.left = int.from_bytes(head[4:8], "big")
+            else:
+                self.raw = True
+                self._keep(head)
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        self.kept += data
+        if len(self.kept) > TAIL:
+            del self.kept[:-TAIL]
+
+    def text(self) -> str:
+        return bytes((self.kept + self.head)[-TAIL:]).decode("utf-8", "replace")
