@@ -32,6 +32,7 @@ from dockyard.model import (
     InstanceReport,
     NetSpec,
     PowerState,
+    TaskState,
     VolumeAttachment,
 )
 from tests.integration.cluster import Probe, private_dockerd, run, wait_for
@@ -153,7 +154,8 @@ def test_env_and_a_config_file_reach_the_instance_and_a_rebuild_keeps_its_identi
     mac = host.sh(iid, "cat /sys/class/net/eth0/address")
     before = host.driver.inspect(iid)
 
-    rebuilt = host.want(iid, image_ref=V2, rebuild_seq=1, env={"APP_MODE": "green"})
+    rebuilt = host.want(iid, image_ref=V2, rebuild_seq=1, env={"APP_MODE": "green"},
+                        task_state=TaskState.rebuilding)  # fmt: skip
     host.desire(rebuilt)
     host.converge("the rebuild", lambda: host.driver.inspect(iid).rebuild_seq == 1)
     host.converge("the rebuilt instance to answer", lambda: host.probe.ping(want.net.ip))
@@ -182,7 +184,8 @@ def test_a_rebuild_whose_image_cannot_be_pulled_leaves_the_instance_running(host
 
     nowhere = "127.0.0.1:9/dockyard-test/missing@sha256:" + "0" * 64
     host.desire(host.want(iid, volumes=[], image_ref="dockyard-test/missing:1",
-                          image_pulls=[nowhere], rebuild_seq=1))  # fmt: skip
+                          image_pulls=[nowhere], rebuild_seq=1,
+                          task_state=TaskState.rebuilding))  # fmt: skip
     host.converge("the failure to be reported", lambda: host.errors(iid))
 
     [error] = host.errors(iid)
