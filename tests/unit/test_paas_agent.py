@@ -516,8 +516,8 @@ def test_slow_checks_of_others_do_not_fail_an_instance_and_one_runs_at_a_time(ho
         hogs = [asyncio.ensure_future(prober.probe(Target(i, check, "", 0, "t"))) for i in slow]
         await asyncio.sleep(0.1)
         again = await prober.probe(Target(slow[0], check, "", 0, "t"))
+        asyncio.get_running_loop().call_later(1.0, release.set)  # a thread free after 1 s
         mine = await prober.probe(Target(quick, check, "", 0, "t"))
-        release.set()
         await asyncio.gather(*hogs)
         return again, mine
 
