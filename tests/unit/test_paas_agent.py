@@ -444,6 +444,16 @@ def test_a_rebuild_whose_files_keep_failing_after_the_old_container_went_ends_re
         errors = [r for r in host.server.reports_of(iid) if r.error]
         assert errors and errors[0].task_done == TaskState.rebuilding
         assert len(errors) == 1  # once, not every pass
+        # not the new image with the old files: the half-made container goes, and the
+        # settings the server puts back are spawned
+        assert host.driver.inspect(iid) is None
+        host.driver.fail_next("put_files", error, times=0)
+        rolled_back = paas(iid, seq=1, task=None)
+        agent.desired, agent.generation = {iid: rolled_back}, 8
+        _passes(agent, host, 2)
+        obs = host.driver.inspect(iid)
+        assert obs.running and obs.rebuild_seq == 1
+        assert host.driver.containers[iid].spec.image_ref == IMAGE
     finally:
         agent.health.stop()
 

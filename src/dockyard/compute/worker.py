@@ -244,6 +244,18 @@ class Worker:
             self.store.save(rec)
         raise TemporaryError(f"{message}; the old container keeps running, will retry") from exc
 
+    def _drop_half_rebuilt(self, want: DesiredInstance) -> None:
+        """A rebuild failed after the old container went: the new one, never started
+        (its files refused), goes too. The server puts the previous image and settings
+        back; the next pass spawns them (no container is a spawn), rather than starting
+        the new image with the old files."""
+        obs = self.driver.inspect(want.id)
+        if obs is not None and obs.rebuild_seq == want.rebuild_seq and not obs.running:
+            log.warning("%s: rebuild %d failed half-way; its new container is removed",
+                        want.name, want.rebuild_seq)  # fmt: skip
+            self.driver.destroy(want.id)
+            self.plumber.unplumb(want.id)
+
     def _state(self, want: DesiredInstance, obs: Observed | None, **kw: object) -> InstanceReport:
         """A report of what is: power, the rebuild the container was made for, health
         (None unless the container wanted runs: a stopped instance, or the old container
@@ -329,6 +341,8 @@ class Worker:
     def _fail(self, step: Step, want: DesiredInstance, message: str) -> None:
         if step == Step.spawn:
             self.destroy(want.id)  # a failed spawn leaves nothing behind
+        if step == Step.rebuild or want.task_state == TaskState.rebuilding:
+            self._drop_half_rebuilt(want)
         obs = self.driver.inspect(want.id)
         task = want.task_state or (TaskState.spawning if step == Step.spawn else None)
         if step == Step.rebuild:

@@ -55,6 +55,10 @@ class FakeDriver:
         self._lock = threading.Lock()
 
     def fail_next(self, method: str, error: DockyardError, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` raise ``error`` (0: none any more)."""
+        if times <= 0:
+            self._faults.pop(method, None)
+            return
         self._faults[method] = error
         self._fault_times[method] = times
 
