@@ -73,7 +73,10 @@ def test_fixed_point_tracks_the_reference_within_a_tenth(samples):
     for n in samples:
         avg.sample(n)
     for got, minutes in zip(avg.values(), (1, 5, 15), strict=True):
-        assert abs(got - reference(samples, minutes)) <= 0.1 + 0.002 * max(samples)
+        # the kernel's 11-bit constants (EXP_15 = 2037/2048 against e^-1/180) weigh
+        # recent samples slightly differently: the gap grows with the load's size
+        # (0.22 at a load of 60, found by Hypothesis)
+        assert abs(got - reference(samples, minutes)) <= 0.1 + 0.005 * max(samples)
 
 
 def test_steady_load_converges_and_renders_like_the_kernel():
