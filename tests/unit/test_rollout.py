@@ -80,7 +80,8 @@ def test_an_unhealthy_release_stops_at_the_budget_and_asks_to_roll_back(replicas
         members = _settle(_apply(members, p, "r2", serial), [], healthy=False)
         assert sum(m.ready for m in members) >= replicas - b.max_unavailable
     # it went no further than max_unavailable members of the bad release
-    assert sum(m.release == "r2" and not m.leaving for m in members) <= b.max_unavailable + b.max_surge
+    bad = sum(m.release == "r2" and not m.leaving for m in members)
+    assert bad <= b.max_unavailable + b.max_surge
     assert plan(members, "r2", strategy, b, overdue=True).rollback
 
 

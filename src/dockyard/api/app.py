@@ -16,6 +16,7 @@ from dockyard import __version__
 from dockyard.api import (
     alertmanager,
     alerts,
+    apps,
     catalog,
     drift,
     enrolment,
@@ -34,6 +35,7 @@ from dockyard.api import (
     volumes,
 )
 from dockyard.api import registry as registries
+from dockyard.api.deploys import DeployController
 from dockyard.api.limits import BodyLimit
 from dockyard.api.registry import RegistrySettings
 from dockyard.api.watch import HostWatch
@@ -59,6 +61,7 @@ def create_app(
     prometheus_url: str | None = None,
     alertmanager_url: str | None = None,
     alerts_changed: Callable[[], None] | None = None,
+    deploy_check_every: float | None = 1.0,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -76,7 +79,9 @@ def create_app(
     of ``server stats`` and ``host stats`` (api/stats.py).
     ``alertmanager_url`` (default $ALERTMANAGER_URL) is where /v1/alerts and its
     silences are proxied (api/alertmanager.py); ``alerts_changed`` is called after a
-    receiver or route changed (re-render Alertmanager's configuration and reload it)."""
+    receiver or route changed (re-render Alertmanager's configuration and reload it).
+    Running deploys take a step every ``deploy_check_every`` seconds and as soon as
+    one begins (api/deploys.py; None: only when ``deploy_controller.step()`` is called)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
     checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
@@ -86,15 +91,20 @@ def create_app(
         else None
     )
 
+    ram_weight = 1.0 if placement == "spread" else -1.0
+    deployer = DeployController(db, watch, deploy_check_every, ram_weight)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watch.start(asyncio.get_running_loop())
         checker.start()
+        deployer.start()
         if collector:
             collector.start()
         yield
         if collector:
             collector.stop()
+        deployer.stop()
         checker.stop()
         watch.stop()
         db.engine.dispose()
@@ -107,7 +117,8 @@ def create_app(
     )
     app.state.db = db
     app.state.watch = watch
-    app.state.ram_weight = 1.0 if placement == "spread" else -1.0
+    app.state.ram_weight = ram_weight
+    app.state.deploy_controller = deployer
     app.state.image_dir = state_dir / "images"
     app.state.max_upload_bytes = max_upload
     app.state.ca_file = ca_file
@@ -151,6 +162,7 @@ def create_app(
         instances,
         volumes,
         groups,
+        apps,
         lifecycle,
         registries,
         moves,

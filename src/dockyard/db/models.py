@@ -475,3 +475,103 @@ class AlertRoute(Base):
     continue_matching: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=now)
     receiver: Mapped[AlertReceiver] = relationship(lazy="joined")
+
+
+# The PaaS (db/paas.py, db/deploys.py; paas/README.md) ---------------------------------
+
+
+class App(Base):
+    __tablename__ = "apps"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class Stack(Base):
+    """Identical instances of one release in their own server group. ``release_id``:
+    the release it runs or rolls to; its members are StackMember rows."""
+
+    __tablename__ = "stacks"
+    __table_args__ = (UniqueConstraint("app_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
+    server_group_id: Mapped[str] = mapped_column(ForeignKey("server_groups.id"))
+    replicas: Mapped[int]
+    strategy: Mapped[str] = mapped_column(String(16))
+    max_unavailable: Mapped[str] = mapped_column(String(4))
+    max_surge: Mapped[str] = mapped_column(String(4))
+    spread: Mapped[str] = mapped_column(String(8))
+    progress_deadline_s: Mapped[int]
+    port: Mapped[int | None] = mapped_column(default=None)
+    release_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    next_ordinal: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    app: Mapped[App] = relationship(lazy="joined")
+    network: Mapped[Network] = relationship(lazy="joined")
+    server_group: Mapped[ServerGroup] = relationship(lazy="joined")
+
+
+class Release(Base):
+    """Immutable once written: what every instance of it runs."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("stack_id", "number"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
+    number: Mapped[int]
+    image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
+    image_name: Mapped[str] = mapped_column(String(63))
+    digest: Mapped[str | None] = mapped_column(String(71), default=None)
+    flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id"), nullable=True)
+    flavor_name: Mapped[str] = mapped_column(String(63))
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    files: Mapped[list[Any]] = mapped_column(default=list)
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_by: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    result: Mapped[str] = mapped_column(String(16), default="pending")
+
+
+class Deploy(Base):
+    """A rollout of a stack to a release. ``running_stack_id`` is the stack's id while
+    it runs and NULL after: its unique key allows one running deploy per stack."""
+
+    __tablename__ = "deploys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
+    running_stack_id: Mapped[str | None] = mapped_column(String(36), unique=True, default=None)
+    kind: Mapped[str] = mapped_column(String(16))
+    from_release_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    to_release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str | None] = mapped_column(String(1024), default=None)
+    created_by: Mapped[str] = mapped_column(String(63))
+    user_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    progress_at: Mapped[datetime] = mapped_column(default=now)  # the deadline counts from it
+    ready_seen: Mapped[int] = mapped_column(default=0)  # ready members of the target, last pass
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class StackMember(Base):
+    """An instance of a stack, and the release it runs (or is being rebuilt to)."""
+
+    __tablename__ = "stack_members"
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), primary_key=True)
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
+    ordinal: Mapped[int]
+    instance: Mapped[Instance] = relationship(lazy="joined")
+
+
+class StackEvent(Base):
+    __tablename__ = "stack_events"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
+    time: Mapped[datetime] = mapped_column(default=now)
+    message: Mapped[str] = mapped_column(String(1024))
