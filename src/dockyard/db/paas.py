@@ -392,7 +392,7 @@ def list_stacks(s: Session, who: Principal, app: str) -> list[paas.Stack]:
 
 def stack_model(s: Session, stack: m.Stack, events: bool = True) -> paas.Stack:
     q = select(m.Release.id, m.Release.number).where(m.Release.stack_id == stack.id)
-    numbers = dict(s.execute(q).tuples().all())
+    numbers: dict[str, int] = {str(i): int(n) for i, n in s.execute(q)}
     shown = []
     for r in members(s, stack):
         inst = instances.to_model(r.instance)

@@ -1,0 +1,180 @@
+"""Apps, stacks, releases and deploys against the real API (SQLite, and PostgreSQL with
+DOCKYARD_TEST_PG_URL); the test plays the hosts' agents and drives the deploy controller."""
+
+from __future__ import annotations
+
+from tests.api.paas_helpers import CHECK, paas  # noqa: F401  (the fixture)
+
+
+def _ready(cloud, name="web"):
+    return cloud.show(name)["ready"]
+
+
+def test_a_stack_is_a_group_of_instances_carrying_its_release(paas):
+    files = [{"path": "/etc/app.conf", "content": "x=1\n"}]
+    r = paas.stack(env={"MODE": "prod"}, files=files, spread="hard")
+    assert r.status_code == 201, r.text
+    st = r.json()
+    assert st["replicas"] == 3 and st["ready"] == 0 and st["current_release"] == 1
+    assert st["group"] == "shop-web" and st["deploy"]["kind"] == "create"
+    assert sorted(m["name"] for m in st["instances"]) == ["shop-web-1", "shop-web-2", "shop-web-3"]
+    assert sorted(m["host"] for m in st["instances"]) == ["h1", "h2", "h3"]  # spread
+    group = paas.ok("GET", "/server-groups/shop-web")
+    assert group["policy"] == "anti-affinity" and len(group["members"]) == 3
+    token = paas.agents["h1"]
+    (d,) = paas.ok("GET", "/agent/hosts/h1/desired", token)["instances"]
+    assert d["env"] == {"MODE": "prod"} and d["files"][0]["path"] == "/etc/app.conf"
+    assert d["health_check"]["port"] == 8080
+    paas.settle()
+    paas.step()
+    st = paas.show()
+    assert st["ready"] == 3 and st["deploy"]["status"] == "succeeded"
+    assert all(m["health"] == "healthy" and m["release"] == 1 for m in st["instances"])
+    (rel,) = paas.ok("GET", "/apps/shop/stacks/web/releases")
+    assert rel["number"] == 1 and rel["result"] == "deployed" and rel["image"] == "img"
+    assert rel["files"] == ["/etc/app.conf"] and rel["created_by"] == "admin"
+    assert paas.ok("GET", "/apps/shop")["stacks"] == ["web"]
+
+
+def _running_stack(paas, **kw):
+    assert paas.stack(**kw).status_code == 201
+    paas.settle()
+    paas.step()
+    assert _ready(paas) == kw.get("replicas", 3)
+
+
+def test_an_in_place_deploy_rebuilds_within_max_unavailable_keeping_ips(paas):
+    _running_stack(paas, replicas=4, max_unavailable="2")
+    before = {m["name"]: (m["ip"], m["host"]) for m in paas.show()["instances"]}
+    d = paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    assert d["to_release"] == 2 and d["status"] == "running" and d["from_release"] == 1
+    lowest = 4
+    for _ in range(10):
+        paas.step()
+        st = paas.show()
+        busy = [m for m in st["instances"] if m["task_state"] == "rebuilding"]
+        assert len(busy) <= 2
+        lowest = min(lowest, st["ready"])
+        if st["deploy"]["status"] != "running":
+            break
+        paas.settle()
+    assert lowest == 2  # replicas - max_unavailable, and never less
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded" and st["current_release"] == 2
+    assert {m["name"]: (m["ip"], m["host"]) for m in st["instances"]} == before
+    assert all(m["release"] == 2 and m["ready"] for m in st["instances"])
+    assert paas.ok("GET", f"/instances/{st['instances'][0]['id']}")["image"] == "img2"
+    results = [r["result"] for r in paas.ok("GET", "/apps/shop/stacks/web/releases")]
+    assert results == ["superseded", "deployed"]
+
+
+def test_an_unhealthy_deploy_rolls_back_after_its_deadline_and_says_why(paas):
+    _running_stack(paas, progress_deadline_s=5)
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"env": {"BROKEN": "1"}})
+    paas.step()
+    paas.settle(health="unhealthy")
+    paas.step(1)
+    st = paas.show()
+    assert st["ready"] == 2 and st["deploy"]["status"] == "running"  # stuck at the budget
+    paas.step(6)  # past the deadline
+    st = paas.show()
+    assert st["deploy"]["kind"] == "auto-rollback" and st["current_release"] == 1
+    history = paas.ok("GET", "/apps/shop/stacks/web/releases")
+    assert [r["result"] for r in history] == ["deploying", "failed"]
+    events = " | ".join(e["message"] for e in st["events"])
+    assert "rolled back to release 1" in events and "not ready within 5 s" in events
+    assert "unhealthy" in events
+    for _ in range(3):
+        paas.settle()
+        paas.step()
+    st = paas.show()
+    assert st["ready"] == 3 and st["deploy"]["status"] == "succeeded"
+    assert all(m["release"] == 1 for m in st["instances"])
+    d = paas.ok("GET", "/apps/shop/stacks/web/deploys/" + st["deploy"]["id"])
+    assert d["kind"] == "auto-rollback"
+
+
+def test_a_second_deploy_while_one_runs_is_409_and_changes_nothing(paas):
+    _running_stack(paas)
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    r = paas.call("POST", "/apps/shop/stacks/web/deploys", json={"env": {"A": "1"}})
+    assert r.status_code == 409 and "is running" in r.json()["detail"]
+    assert r.headers["content-type"] == "application/problem+json"
+    assert len(paas.ok("GET", "/apps/shop/stacks/web/releases")) == 2
+    r = paas.call("POST", "/apps/shop/stacks/web/scale", json={"replicas": 5})
+    assert r.status_code == 409 and len(paas.show()["instances"]) == 3
+
+
+def test_rollback_to_release_1_is_a_new_release(paas):
+    _running_stack(paas)
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    for _ in range(6):
+        paas.step()
+        paas.settle()
+    assert paas.show()["deploy"]["status"] == "succeeded"
+    d = paas.ok("POST", "/apps/shop/stacks/web/rollback", json={"to": 1})
+    assert d["kind"] == "rollback" and d["to_release"] == 3
+    for _ in range(6):
+        paas.step()
+        paas.settle()
+    st = paas.show()
+    assert st["current_release"] == 3 and st["deploy"]["status"] == "succeeded"
+    history = paas.ok("GET", "/apps/shop/stacks/web/releases")
+    assert [(r["number"], r["image"]) for r in history] == [(1, "img"), (2, "img2"), (3, "img")]
+    r = paas.call("POST", "/apps/shop/stacks/web/rollback", json={"to": 9})
+    assert r.status_code == 404 and "no release 9" in r.json()["detail"]
+
+
+def test_a_surge_deploy_adds_first_then_removes(paas):
+    _running_stack(paas, strategy="surge", max_unavailable="0", max_surge="1")
+    old = {m["name"] for m in paas.show()["instances"]}
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    for _ in range(20):
+        paas.step()
+        st = paas.show()
+        assert st["ready"] >= 3 and len(st["instances"]) <= 4
+        if st["deploy"]["status"] != "running":
+            break
+        paas.settle()
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded" and len(st["instances"]) == 3
+    assert not old & {m["name"] for m in st["instances"]}  # new instances replaced the old
+
+
+def test_scale_up_and_down(paas):
+    _running_stack(paas)
+    st = paas.ok("POST", "/apps/shop/stacks/web/scale", json={"replicas": 5})
+    assert st["replicas"] == 5 and len(st["instances"]) == 5
+    assert all(m["release"] == 1 for m in st["instances"])
+    paas.settle()
+    st = paas.ok("POST", "/apps/shop/stacks/web/scale", json={"replicas": 2})
+    leaving = [m for m in st["instances"] if m["task_state"] == "deleting"]
+    assert [m["name"] for m in leaving] == ["shop-web-3", "shop-web-4", "shop-web-5"]
+    paas.settle()
+    assert [m["name"] for m in paas.show()["instances"]] == ["shop-web-1", "shop-web-2"]
+
+
+def test_endpoints_list_ready_members_and_the_watch_answers_on_change(paas):
+    _running_stack(paas)
+    ep = paas.ok("GET", "/apps/shop/stacks/web/endpoints")
+    assert ep["port"] == 8080 and len(ep["endpoints"]) == 3
+    same = paas.ok("GET", f"/apps/shop/stacks/web/endpoints?version={ep['version']}&wait=0.2")
+    assert same["version"] == ep["version"]
+    victim = paas.ok("GET", f"/instances/{paas.show()['instances'][0]['id']}")
+    paas.report(victim, power_state="running", health={"status": "unhealthy", "failures": 3})
+    changed = paas.ok("GET", f"/apps/shop/stacks/web/endpoints?version={ep['version']}&wait=5")
+    assert changed["version"] != ep["version"]
+    assert victim["ip"] not in {e["ip"] for e in changed["endpoints"]}
+
+
+def test_delete_stack_removes_its_instances_and_group_then_the_app_goes(paas):
+    _running_stack(paas)
+    r = paas.call("DELETE", "/apps/shop")
+    assert r.status_code == 409 and "still has stacks (web)" in r.json()["detail"]
+    paas.ok("DELETE", "/apps/shop/stacks/web")
+    assert paas.call("GET", "/apps/shop/stacks/web").status_code == 404
+    assert paas.call("GET", "/server-groups/shop-web").status_code == 404
+    servers = paas.ok("GET", "/instances")
+    assert all(s["task_state"] == "deleting" for s in servers)
+    paas.ok("DELETE", "/apps/shop")
+    assert paas.ok("GET", "/apps") == []
