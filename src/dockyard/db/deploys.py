@@ -103,7 +103,7 @@ def advance(s: Session, deploy_id: str, now: datetime, weigh: float = 1.0) -> li
     d = s.get(m.Deploy, deploy_id)
     if d is None or d.status != "running":
         return []
-    stack = s.scalar(select(m.Stack).where(m.Stack.id == d.stack_id).with_for_update())
+    stack = s.scalar(select(m.Stack).where(m.Stack.id == d.stack_id).with_for_update(of=m.Stack))
     if stack is None:
         return []
     s.refresh(d)  # as it is now that we hold the stack

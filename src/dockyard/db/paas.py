@@ -169,7 +169,7 @@ def get_stack(s: Session, who: Principal, app: str, stack: str, lock: bool = Fal
     row = get_app(s, who, app)
     q = select(m.Stack).where(m.Stack.app_id == row.id, m.Stack.name == stack)
     if lock:
-        q = q.with_for_update()
+        q = q.with_for_update(of=m.Stack)
     found = list(s.scalars(q).unique())
     return lookup.one(found, "stack", f"{app}/{stack}", f"dockyard stack list {app}")
 

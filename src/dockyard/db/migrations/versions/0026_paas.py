@@ -90,9 +90,7 @@ def upgrade() -> None:
     op.create_index("ix_deploys_stack_id", "deploys", ["stack_id"])
     op.create_table(
         "stack_members",
-        sa.Column(
-            "instance_id", sa.String(36), sa.ForeignKey("instances.id"), primary_key=True
-        ),
+        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), primary_key=True),
         sa.Column("stack_id", sa.String(36), sa.ForeignKey("stacks.id"), nullable=False),
         sa.Column("release_id", sa.String(36), sa.ForeignKey("releases.id"), nullable=False),
         sa.Column("ordinal", sa.Integer(), nullable=False),
