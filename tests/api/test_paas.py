@@ -3,7 +3,9 @@ DOCKYARD_TEST_PG_URL); the test plays the hosts' agents and drives the deploy co
 
 from __future__ import annotations
 
-from tests.api.paas_helpers import CHECK, paas  # noqa: F401  (the fixture)
+from tests.api import paas_helpers
+
+paas = paas_helpers.paas  # the fixture
 
 
 def _ready(cloud, name="web"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.paas_helpers import paas  # noqa: F401  (the fixture)
+from tests.api import paas_helpers
+
+paas = paas_helpers.paas  # the fixture
 
 
 def _nothing_made(cloud):

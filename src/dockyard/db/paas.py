@@ -124,7 +124,8 @@ def refuse_if_running(s: Session, stack: m.Stack, what: str) -> None:
     if d is not None:
         to = s.get(m.Release, d.to_release_id)
         raise Conflict(
-            f"a {d.kind} of {stack.app.name}/{stack.name} to release "
+            f"{'an' if d.kind[0] in 'aeiou' else 'a'} {d.kind} of {stack.app.name}/{stack.name} "
+            "to release "
             f"{to.number if to else '?'} is running (started by {d.created_by}); wait for it "
             f"to end (`dockyard stack show {stack.app.name}/{stack.name}`) before this {what}",
             deploy=d.id,
