@@ -4,7 +4,12 @@ runs on its own; a small fake agent plays the hosts (healthy unless BROKEN is se
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -157,3 +162,49 @@ def test_stack_commands_import_no_http_library_or_model():
     loaded = loaded_after("stack", "list", "shop")
     assert not {m for m in loaded if m.startswith(HEAVY)}
     assert "dockyard.cli.apps" in loaded
+
+
+def _wait_for(what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (found := what()) is not None and found is not False:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_the_nginx_example_follows_the_endpoints_watch(tmp_path):
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    admin = init(db)
+    out = tmp_path / "shop_web.conf"
+    with serving(db, tmp_path) as url:
+        tokens = _setup(url, admin)
+        c = httpx.Client(base_url=url, headers={"authorization": f"Bearer {admin}"})
+        c.post("/apps", json={"name": "shop"}).raise_for_status()
+        body = {"name": "web", "image": "img", "flavor": "f", "network": "net", "replicas": 2,
+                "health_check": {"kind": "tcp", "port": 80}}  # fmt: skip
+        st = c.post("/apps/shop/stacks", json=body).json()
+
+        def report(member, health):
+            token = {"authorization": f"Bearer {tokens[member['host']]}"}
+            rep = {"power_state": "running", "task_done": "spawning", "health": health}
+            httpx.put(f"{url}/agent/instances/{member['id']}/state", headers=token, json=rep)
+
+        for member in st["instances"]:
+            report(member, {"status": "healthy"})
+        env = {**os.environ, "DOCKYARD_URL": url.removesuffix("/v1"), "DOCKYARD_TOKEN": admin}
+        script = Path(__file__).parents[2] / "examples" / "nginx_upstream.py"
+        cmd = [sys.executable, str(script), "shop/web", "--out", str(out), "--max-changes", "2"]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: out.exists() and out.read_text().count(":80;") == 2)
+            report(st["instances"][0], {"status": "unhealthy", "failures": 3})
+            assert proc.wait(timeout=15) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+        text = out.read_text()
+        assert "upstream shop_web {" in text and text.count(":80;") == 1
+        assert st["instances"][0]["ip"] not in text
+        c.close()
+    db.engine.dispose()

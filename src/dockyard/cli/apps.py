@@ -148,7 +148,8 @@ def _until_done(
             return d
         if time.monotonic() > deadline:
             raise CliError(
-                f"the {d['kind']} still runs after {a.timeout:g} s; see `dockyard stack show {a.ref}`"
+                f"the {d['kind']} still runs after {a.timeout:g} s; "
+                f"see `dockyard stack show {a.ref}`"
             )
         time.sleep(0.5)
 
