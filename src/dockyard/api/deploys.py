@@ -1,4 +1,5 @@
-"""The deploy controller: drives every running deploy a step at a time.
+"""The deploy controller: drives every running deploy a step at a time, and heals
+stacks at rest (db/healing.py).
 
 Runs in each server's process like the migration checker (api/moves.py): a thread
 that wakes every ``interval`` seconds, or at once when a request began a deploy
@@ -17,7 +18,7 @@ import threading
 from datetime import UTC, datetime
 
 from dockyard.api.watch import HostWatch
-from dockyard.db import deploys
+from dockyard.db import deploys, healing
 from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 
@@ -79,6 +80,21 @@ class DeployController:
                     woke += deploys.advance(s, deploy_id, now, self.weigh)
             except Exception:
                 log.exception("deploy %s: pass failed; retried on the next", deploy_id)
+        woke += self.heal(now)
         for host in sorted(set(woke)):
             self.watch.notify(host)
+        return woke
+
+    def heal(self, now: datetime) -> list[str]:
+        """Stacks at rest: restart unhealthy members, replace those on down hosts,
+        create missing ones (db/healing.py)."""
+        with self.db.session(write=False) as s:
+            work = healing.stack_ids(s)
+        woke: list[str] = []
+        for stack_id in work:
+            try:
+                with self.db.session() as s:
+                    woke += healing.heal(s, stack_id, now, self.weigh)
+            except Exception:
+                log.exception("stack %s: healing pass failed; retried on the next", stack_id)
         return woke

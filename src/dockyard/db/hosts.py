@@ -165,7 +165,9 @@ def _in_flight(s: Session) -> dict[str, tuple[float, int, int]]:
     vCPUs, memory and disk (named volumes included), by host id. Pinned cores are
     CoreClaim rows on both hosts already."""
     out: dict[str, tuple[float, int, int]] = {}
-    q = select(m.Migration).where(m.Migration.kind == "migration", m.Migration.status.in_(_MOVING))
+    q = select(m.Migration).where(
+        m.Migration.kind == "migration", m.Migration.status.in_(_MOVING)
+    )
     for mig in s.scalars(q).unique():
         inst = mig.instance
         other = mig.target_host_id if inst.host_id == mig.source_host_id else mig.source_host_id

@@ -566,6 +566,8 @@ class StackMember(Base):
     stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
     release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
     ordinal: Mapped[int]
+    heals: Mapped[int] = mapped_column(default=0)  # restarts since it was last healthy
+    healed_at: Mapped[datetime | None] = mapped_column(default=None)
     instance: Mapped[Instance] = relationship(lazy="joined")
 
 

@@ -362,8 +362,14 @@ def delete_stack(s: Session, who: Principal, app: str, name: str, rid: str) -> l
     return [h for h in hosts if h]
 
 
-def event(s: Session, stack: m.Stack, message: str) -> None:
-    s.add(m.StackEvent(stack_id=stack.id, message=message[:1024]))
+def event(s: Session, stack: m.Stack, message: str, once: bool = False) -> None:
+    """``once``: not when it is already the stack's last event (a retried refusal)."""
+    message = message[:1024]
+    if once:
+        q = select(m.StackEvent.message).where(m.StackEvent.stack_id == stack.id)
+        if s.scalar(q.order_by(m.StackEvent.id.desc()).limit(1)) == message:
+            return
+    s.add(m.StackEvent(stack_id=stack.id, message=message))
 
 
 def release_model(row: m.Release) -> paas.Release:

@@ -87,11 +87,9 @@ def _check_into(
             f"{target.name} on {host.name} is the container the files are read from: "
             "recover into another instance, or with --to LOCAL_DIR"
         )
-    if (
-        target.host is None
-        or target.vm_state not in (VmState.active, VmState.stopped, VmState.error)
-        or target.task_state is not None
-    ):
+    if target.host is None or target.vm_state not in (
+        VmState.active, VmState.stopped, VmState.error
+    ) or target.task_state is not None:
         raise Conflict(
             f"{target.name} is {target.vm_state}"
             + (f" ({target.task_state})" if target.task_state else "")

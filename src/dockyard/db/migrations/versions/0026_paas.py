@@ -94,6 +94,8 @@ def upgrade() -> None:
         sa.Column("stack_id", sa.String(36), sa.ForeignKey("stacks.id"), nullable=False),
         sa.Column("release_id", sa.String(36), sa.ForeignKey("releases.id"), nullable=False),
         sa.Column("ordinal", sa.Integer(), nullable=False),
+        sa.Column("heals", sa.Integer(), nullable=False),
+        sa.Column("healed_at", sa.DateTime(), nullable=True),
     )
     op.create_index("ix_stack_members_stack_id", "stack_members", ["stack_id"])
     op.create_table(

@@ -1,0 +1,75 @@
+"""Self-healing of stacks at rest: an unhealthy member is restarted, then replaced; a
+member on a down host is replaced elsewhere; the stack's events say so."""
+
+from __future__ import annotations
+
+import time
+
+from tests.api import paas_helpers
+
+paas = paas_helpers.paas  # the fixtures
+quick_paas = paas_helpers.quick_paas
+
+
+def _events(cloud):
+    return " | ".join(e["message"] for e in cloud.show()["events"])
+
+
+def _at_rest(cloud, replicas=2, **kw):
+    assert cloud.stack(replicas=replicas, progress_deadline_s=10, **kw).status_code == 201
+    cloud.settle()
+    cloud.step()
+    assert cloud.show()["deploy"]["status"] == "succeeded"
+
+
+def test_an_unhealthy_member_is_restarted_twice_then_replaced(paas):
+    _at_rest(paas)
+    sick = paas.ok("GET", f"/instances/{paas.show()['instances'][0]['id']}")
+    bad = {"status": "unhealthy", "failures": 3, "detail": "HTTP 503"}
+    for restart in (1, 2):
+        paas.report(sick, power_state="running", health=bad)
+        paas.step(11)
+        assert paas.ok("GET", f"/instances/{sick['id']}")["task_state"] == "rebooting"
+        assert f"{sick['name']} unhealthy (HTTP 503): restarted ({restart} of 2)" in _events(paas)
+        paas.step(1)  # a restart in flight is left alone
+        paas.report(sick, power_state="running", task_done="rebooting", health=bad)
+    paas.step(1)  # within the restart's time: nothing yet
+    assert paas.ok("GET", f"/instances/{sick['id']}")["task_state"] is None
+    paas.step(11)
+    st = paas.show()
+    assert "still unhealthy (HTTP 503) after 2 restarts: replaced" in _events(paas)
+    names = {m["name"]: m["task_state"] for m in st["instances"]}
+    assert names[sick["name"]] == "deleting" and names["shop-web-3"] == "spawning"
+    paas.settle()
+    paas.step()
+    st = paas.show()
+    assert [m["name"] for m in st["instances"]] == ["shop-web-2", "shop-web-3"]
+    assert st["ready"] == 2
+
+
+def test_a_member_deleted_by_hand_is_replaced(paas):
+    _at_rest(paas)
+    victim = paas.show()["instances"][1]
+    paas.ok("DELETE", f"/instances/{victim['id']}")
+    paas.step()
+    st = paas.show()
+    # the one being deleted is still listed until its agent removes it; its replacement too
+    assert [m["name"] for m in st["instances"]][-1] == "shop-web-3"
+
+
+def test_a_member_on_a_down_host_is_replaced_elsewhere(quick_paas):
+    cloud = quick_paas
+    _at_rest(cloud)
+    lost = cloud.show()["instances"][0]
+    alive = [h for h in paas_helpers.HOSTS if h != lost["host"]]
+    deadline = time.monotonic() + 1.3
+    while time.monotonic() < deadline:  # the others keep beating; the lost host is silent
+        for h in alive:
+            cloud.ok("POST", f"/agent/hosts/{h}/heartbeat", cloud.agents[h])
+        time.sleep(0.2)
+    cloud.step()
+    st = cloud.show()
+    assert f"{lost['name']}'s host {lost['host']} is down: replaced elsewhere" in _events(cloud)
+    fresh = next(m for m in st["instances"] if m["name"] == "shop-web-3")
+    assert fresh["host"] in alive and fresh["host"] != lost["host"]
+    assert next(m for m in st["instances"] if m["name"] == lost["name"])["task_state"] == "deleting"
