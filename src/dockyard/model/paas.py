@@ -117,7 +117,7 @@ class Release(Schema):
 class Deploy(Schema):
     id: str
     stack: str
-    kind: Literal["create", "deploy", "rollback", "auto-rollback", "scale"]
+    kind: Literal["create", "deploy", "rollback", "auto-rollback"]
     from_release: int | None
     to_release: int
     status: Literal["running", "succeeded", "rolled-back", "failed"]
