@@ -104,3 +104,14 @@ def test_bad_deploys_change_nothing(paas):
         assert r.status_code == status and words in r.text
     assert paas.show()["deploy"]["kind"] == "create"
     assert len(paas.ok("GET", "/apps/shop/stacks/web/releases")) == 1
+
+
+def test_an_admin_acting_on_a_projects_app_makes_that_projects_instances(paas):
+    paas.ok("POST", "/projects", json={"name": "p1"})
+    alice = paas.ok("POST", "/users", json={"name": "alice", "project": "p1"})["token"]
+    paas.ok("POST", "/apps", alice, json={"name": "blog"})
+    body = {"name": "web", "image": "img", "flavor": "small", "network": "net", "replicas": 1}
+    assert paas.call("POST", "/apps/blog/stacks", json=body).status_code == 201
+    (inst,) = paas.ok("GET", "/instances", alice)
+    assert inst["name"] == "blog-web-1" and inst["project"] == "p1"
+    assert paas.ok("GET", "/server-groups/blog-web", alice)["project"] == "p1"

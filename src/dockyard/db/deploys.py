@@ -158,7 +158,8 @@ def _apply(
             with s.begin_nested():
                 hosts.append(_act(s, who, stack, target, verb, iid, spec, rid, weigh))
         except DockyardError as exc:
-            paas.event(s, stack, f"could not {verb} {iid or 'an instance'}: {exc.detail}")
+            note = f"could not {verb} {iid or 'an instance'}: {exc.detail}"
+            paas.event(s, stack, note, once=True)  # said once, not on every retrying pass
     return [h for h in hosts if h]
 
 

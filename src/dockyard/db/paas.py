@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -52,6 +53,12 @@ def _apps(s: Session, who: Principal, name: str | None = None) -> list[m.App]:
     if not who.is_admin:
         q = q.where(m.App.project_id == who.project_id)
     return list(s.scalars(q).unique())
+
+
+def in_project(who: Principal, app: m.App) -> Principal:
+    """``who`` acting in ``app``'s project: an admin's change to another project's app
+    makes that project's instances and group, counted against its quota."""
+    return who if who.project_id == app.project_id else replace(who, project_id=app.project_id)
 
 
 def get_app(s: Session, who: Principal, name: str) -> m.App:
@@ -195,7 +202,7 @@ def create_stack(
         else model.GroupPolicy.soft_anti_affinity
     )
     group_req = model.ServerGroupCreate(name=f"{app.name}-{req.name}", policy=policy)
-    group = groups.create(s, who, group_req)
+    group = groups.create(s, in_project(who, app), group_req)
     stack = m.Stack(
         app_id=app.id,
         name=req.name,
@@ -280,7 +287,7 @@ def add_member(
         files=[model.ConfigFile.model_validate(f) for f in release.files],
         health_check=check_of(release),
     )
-    inst, host = instances.create(s, who, req, rid, weigh)
+    inst, host = instances.create(s, in_project(who, stack.app), req, rid, weigh)
     s.add(m.StackMember(instance_id=inst.id, stack_id=stack.id, release_id=release.id, ordinal=n))
     s.flush()
     return host
