@@ -180,3 +180,43 @@ def test_delete_stack_removes_its_instances_and_group_then_the_app_goes(paas):
     assert all(s["task_state"] == "deleting" for s in servers)
     paas.ok("DELETE", "/apps/shop")
     assert paas.ok("GET", "/apps") == []
+
+
+def test_a_restarted_controller_resumes_and_a_repeated_pass_does_nothing_twice(paas):
+    from dockyard.api.deploys import DeployController
+
+    _running_stack(paas, replicas=3, max_unavailable="1")
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    paas.step()
+    paas.step()  # the same pass again: still one member down
+    rebuilding = [m for m in paas.show()["instances"] if m["task_state"] == "rebuilding"]
+    assert len(rebuilding) == 1
+    app = paas.client.app
+    app.state.deploy_controller.stop()  # this server goes; another one takes over
+    other = DeployController(app.state.db, app.state.watch, interval=None)
+    paas.client.app.state.deploy_controller = other
+    for _ in range(8):
+        paas.settle()
+        other.step(paas.clock)
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded" and all(m["release"] == 2 for m in st["instances"])
+    other.stop()
+
+
+def test_one_server_at_a_time_drives_deploys(paas):
+    from dockyard.api.deploys import DeployController
+
+    db, watch = paas.client.app.state.db, paas.client.app.state.watch
+    if db.engine.dialect.name != "postgresql":
+        return  # one SQLite database serves one server: its lease is always held
+    _running_stack(paas)
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    first = paas.client.app.state.deploy_controller  # it stepped: it holds the lease
+    second = DeployController(db, watch, None)
+    try:
+        assert second.step(paas.clock) == []  # does nothing while the first holds it
+        assert all(m["task_state"] is None for m in paas.show()["instances"])
+        first.stop()  # the first server goes: its lease with it
+        assert second.step(paas.clock)  # rebuilds one member, wakes its host
+    finally:
+        second.stop()
