@@ -105,6 +105,10 @@ def test_apps_and_stacks_from_the_cli(tmp_path, monkeypatch, capsys):
             main(["stack", "deploy", "shop/web", "--image", "img2", "--wait"])
             out = capsys.readouterr()
             assert "succeeded" in out.out and "deploy to release 2" in out.err
+            main(["stack", "show", "shop/web"])
+            shown = capsys.readouterr().out
+            assert "NAME" in shown and "HOST" in shown and "HEALTH" in shown and "healthy" in shown
+            assert "deploy 1->2 succeeded" in shown and "events" in shown
             main(["stack", "show", "shop/web", "-f", "json"])
             st = json.loads(capsys.readouterr().out)
             assert st["ready"] == 2 and st["current_release"] == 2
