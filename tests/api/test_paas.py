@@ -78,7 +78,7 @@ def test_an_unhealthy_deploy_rolls_back_after_its_deadline_and_says_why(paas):
     paas.step(1)
     st = paas.show()
     assert st["ready"] == 2 and st["deploy"]["status"] == "running"  # stuck at the budget
-    paas.step(6)  # past the deadline
+    paas.step(60)  # well past the deadline (the rollback's own deadline counts from here)
     st = paas.show()
     assert st["deploy"]["kind"] == "auto-rollback" and st["current_release"] == 1
     history = paas.ok("GET", "/apps/shop/stacks/web/releases")

@@ -217,7 +217,7 @@ def _give_up(
     d.status = "rolled-back"
     s.flush()  # the running key is free again
     who = _acting(stack, d)
-    again = paas.begin(s, who, stack, "auto-rollback", target.id, back)
+    again = paas.begin(s, who, stack, "auto-rollback", target.id, back, now)
     again.created_by = "controller"
     paas.event(
         s, stack, f"deploy of release {target.number} rolled back to release {back.number}: {why}"

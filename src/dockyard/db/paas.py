@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -96,10 +97,17 @@ def app_model(s: Session, row: m.App) -> paas.App:
 
 
 def begin(
-    s: Session, who: Principal, stack: m.Stack, kind: str, old: str | None, new: m.Release
+    s: Session,
+    who: Principal,
+    stack: m.Stack,
+    kind: str,
+    old: str | None,
+    new: m.Release,
+    now: datetime | None = None,
 ) -> m.Deploy:
     """A running deploy of ``stack`` to ``new``; the controller (api/deploys.py) takes
-    it from here. The unique ``running_stack_id`` refuses a second one."""
+    it from here, its deadline counted from ``now`` (the controller's clock when it
+    begins one). The unique ``running_stack_id`` refuses a second one."""
     refuse_if_running(s, stack, kind)
     row = m.Deploy(
         stack_id=stack.id,
@@ -109,6 +117,7 @@ def begin(
         to_release_id=new.id,
         created_by=who.name,
         user_id=who.user_id,
+        progress_at=now or m.now(),
     )
     s.add(row)
     stack.release_id = new.id
