@@ -216,11 +216,7 @@ def _wait_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=900, help="seconds --wait waits")
 
 
-def _stack_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
-    grp = sub.add_parser(
-        "stack", help="stacks: identical instances of a release, spread over hosts"
-    )
-    verbs = grp.add_subparsers(dest="verb", required=True)
+def _create_parser(verbs: Any, fmt: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("create", parents=[fmt], help="a stack, its release 1 and its instances")
     p.add_argument("ref", metavar="APP/STACK")
     p.add_argument("--image", required=True)
@@ -238,6 +234,14 @@ def _stack_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
                    help="a deploy step not ready by then rolls back (default 120)")  # fmt: skip
     _wait_flags(p)
     p.set_defaults(run=create_stack)
+
+
+def _stack_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
+    grp = sub.add_parser(
+        "stack", help="stacks: identical instances of a release, spread over hosts"
+    )
+    verbs = grp.add_subparsers(dest="verb", required=True)
+    _create_parser(verbs, fmt)
     p = verbs.add_parser("list", parents=[fmt])
     p.add_argument("app")
     p.set_defaults(
