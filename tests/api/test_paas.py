@@ -171,13 +171,15 @@ def test_endpoints_list_ready_members_and_the_watch_answers_on_change(paas):
 
 def test_delete_stack_removes_its_instances_and_group_then_the_app_goes(paas):
     _running_stack(paas)
+    paas.ok("POST", "/apps/shop/stacks/web/scale", json={"replicas": 2})
+    paas.settle()  # one instance gone for good before the stack goes
     r = paas.call("DELETE", "/apps/shop")
     assert r.status_code == 409 and "still has stacks (web)" in r.json()["detail"]
     paas.ok("DELETE", "/apps/shop/stacks/web")
     assert paas.call("GET", "/apps/shop/stacks/web").status_code == 404
     assert paas.call("GET", "/server-groups/shop-web").status_code == 404
     servers = paas.ok("GET", "/instances")
-    assert all(s["task_state"] == "deleting" for s in servers)
+    assert len(servers) == 2 and all(s["task_state"] == "deleting" for s in servers)
     paas.ok("DELETE", "/apps/shop")
     assert paas.ok("GET", "/apps") == []
 

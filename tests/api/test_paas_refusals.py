@@ -20,7 +20,7 @@ def _nothing_made(cloud):
     [
         ({"image": "nope"}, 404, "image 'nope' does not exist"),
         ({"flavor": "huge"}, 404, "flavor 'huge' does not exist"),
-        ({"files": [{"path": "/proc/x", "content": ""}]}, 422, "under /proc"),
+        ({"files": [{"path": "/proc/x", "content": ""}]}, 422, "/proc; put the file in /etc"),
         ({"files": [{"path": "etc/x", "content": ""}]}, 422, "absolute path"),
         ({"env": {"1X": "y"}}, 422, "not a variable name"),
         ({"health_check": {"kind": "tcp"}}, 422, "needs a port"),
@@ -98,7 +98,7 @@ def test_bad_deploys_change_nothing(paas):
     paas.step()
     for body, status, words in [
         ({"image": "nope"}, 404, "does not exist"),
-        ({"files": [{"path": "/sys/x", "content": ""}]}, 422, "under /sys"),
+        ({"files": [{"path": "/sys/x", "content": ""}]}, 422, "/sys; put the file in /etc"),
     ]:
         r = paas.call("POST", "/apps/shop/stacks/web/deploys", json=body)
         assert r.status_code == status and words in r.text

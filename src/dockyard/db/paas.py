@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -357,17 +357,23 @@ def scale(
 
 
 def delete_stack(s: Session, who: Principal, app: str, name: str, rid: str) -> list[str]:
-    """Delete its instances (their agents finish that), its group, releases and
-    history; a running deploy ends as failed. Returns the hosts to wake."""
+    """Delete its instances (their agents finish that), its group, releases, deploys
+    and events. Returns the hosts to wake."""
     stack = get_stack(s, who, app, name, lock=True)
     hosts = []
     for r in members(s, stack):
         if r.instance.task_state != "deleting":
             _, host = instances.act(s, who, r.instance_id, "delete", rid)
             hosts += [host] if host else []
-        # the group goes now: an instance being deleted need no longer spread
-        r.instance.server_group_id = None
     s.flush()
+    # the group goes now: an instance being deleted need no longer spread, and the
+    # members deleted before (a scale down) keep their history, not the group
+    group_id = stack.server_group_id
+    s.execute(
+        update(m.Instance)
+        .where(m.Instance.server_group_id == group_id)
+        .values(server_group_id=None)
+    )
     for table in (m.StackMember, m.StackEvent, m.Deploy, m.Release):
         s.execute(delete(table).where(table.stack_id == stack.id))
     group = stack.server_group
