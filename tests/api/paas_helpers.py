@@ -75,16 +75,8 @@ def paas(request, tmp_path):
     yield from _paas(request.param, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def quick_paas(request, tmp_path):
-    """As ``paas``, with hosts down after 1 s without a heartbeat."""
-    yield from _paas(request.param, tmp_path, timedelta(seconds=1))
-
-
-def _paas(backend, tmp_path, down_after=None):
+def _paas(backend, tmp_path):
     db, drop = _database(tmp_path, backend)
-    if down_after is not None:
-        db.host_down_after = down_after
     token = init(db)
     app = create_app(db, tmp_path, deploy_check_every=None)  # the test drives the controller
     with TestClient(app) as client:
