@@ -60,9 +60,10 @@ def files(specs: list[str] | None) -> list[dict[str, Any]] | None:
             raise CliError(f"--config-file {spec!r}: write it as LOCAL_FILE:/path/in/instance")
         try:
             content = Path(local).read_text()
+            mode = Path(local).stat().st_mode & 0o777  # an executable script stays one
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"--config-file {spec!r}: cannot read {local}: {exc}") from exc
-        out.append({"path": path, "content": content})
+        out.append({"path": path, "content": content, "mode": mode})
     return out
 
 

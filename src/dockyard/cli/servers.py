@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dockyard import units
-from dockyard.cli import lifecycle, moves, recovery, stats
+from dockyard.cli import lifecycle, moves, recovery, runspec, stats
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
 
@@ -115,6 +115,7 @@ def create(api: Api, a: argparse.Namespace) -> None:
         "availability_zone": a.availability_zone,
         "group": a.group,
         "ssh_keys": _ssh_keys(a.ssh_key),
+        **runspec.body(a),
     }
     if a.snapshot_every is not None:
         body["snapshot_every"] = _period(a.snapshot_every)
@@ -242,6 +243,9 @@ def action(verb: str) -> Any:
         elif verb == "resize":
             body = {"flavor": a.flavor, **({"allow_migrate": True} if a.allow_migrate else {})}
             server = api.post(f"/instances/{a.name}/resize", body)
+        elif verb == "rebuild":
+            body = {**({"image": a.image} if a.image else {}), **runspec.body(a)}
+            server = api.post(f"/instances/{a.name}/rebuild", body)
         else:
             server = api.post(f"/instances/{a.name}/{verb}")
         if server["power_state"] == "unknown" and server["host"]:
@@ -290,6 +294,7 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
         help="OpenSSH public key file whose keys may log in as root (repeatable)",
     )
     _schedule_flags(p)
+    runspec.add_arguments(p)
     p.set_defaults(run=create)
     p = srv.add_parser("update", parents=[fmt], help="change its periodic snapshots")
     p.add_argument("name")
@@ -305,9 +310,16 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.set_defaults(
         run=lambda api, a: emit(api.get(f"/instances/{a.name}/actions"), a.format, ACTION_COLUMNS)
     )
-    for verb in ("start", "stop", "reboot", "delete", "resize"):
+    for verb in ("start", "stop", "reboot", "delete", "resize", "rebuild"):
         p = srv.add_parser(verb, parents=[fmt, waiting])
         p.add_argument("name")
+        if verb == "rebuild":
+            p.description = (
+                "make its container anew (another image, env, files or check), keeping "
+                "its identity, IP and volumes; what was written in its root fs is lost"
+            )
+            p.add_argument("--image", help="default: the same")
+            runspec.add_arguments(p)
         if verb == "resize":
             p.add_argument("--flavor", required=True, help="the new flavor (live, same host)")
             p.add_argument(

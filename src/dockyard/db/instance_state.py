@@ -118,12 +118,16 @@ def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceRe
 
     Health counts only from a running container made for the current rebuild
     sequence (a stopped one, or the old one still reporting during a rebuild, says
-    nothing about the instance as it should be). An agent that says the running
+    nothing about the instance as it should be); a report that carries none keeps
+    the last (agents send health with its changes, not with every report). An agent that says the running
     container was made for the current sequence has finished the rebuild even if it
     did not name the task (it restarted in between)."""
     current = rep.rebuilt_seq is None or rep.rebuilt_seq == inst.rebuild_seq
     running = rep.power_state == PowerState.running
-    inst.health = rep.health.model_dump() if rep.health and current and running else None
+    if not (current and running) or inst.health_check is None:
+        inst.health = None
+    elif rep.health is not None:  # a report without health (a power or task report) keeps it
+        inst.health = rep.health.model_dump()
     done = rep.rebuilt_seq is not None and rep.rebuilt_seq >= inst.rebuild_seq
     if inst.task_state == TaskState.rebuilding.value and done and rep.task_done is None:
         return rep.model_copy(update={"task_done": TaskState.rebuilding})
