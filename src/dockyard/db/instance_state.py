@@ -119,9 +119,9 @@ def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceRe
     Health counts only from a running container made for the current rebuild
     sequence (a stopped one, or the old one still reporting during a rebuild, says
     nothing about the instance as it should be); a report that carries none keeps
-    the last (agents send health with its changes, not with every report). An agent that says the running
-    container was made for the current sequence has finished the rebuild even if it
-    did not name the task (it restarted in between)."""
+    the last (agents send health with its changes, not with every report). An agent
+    that says the running container was made for the current sequence has finished
+    the rebuild even if it did not name the task (it restarted in between)."""
     current = rep.rebuilt_seq is None or rep.rebuilt_seq == inst.rebuild_seq
     running = rep.power_state == PowerState.running
     if not (current and running) or inst.health_check is None:
