@@ -73,3 +73,19 @@ def test_a_member_on_a_down_host_is_replaced_elsewhere(paas):
     fresh = next(m for m in st["instances"] if m["name"] == "shop-web-3")
     assert fresh["host"] in alive
     assert next(m for m in st["instances"] if m["name"] == lost["name"])["task_state"] == "deleting"
+
+
+def test_nothing_is_deleted_while_most_hosts_look_down(paas):
+    """A server restarted after an outage (or cut off from its hosts) sees every host's
+    heartbeat as old: its first pass must not delete every stack's members."""
+    _at_rest(paas)
+    before = {i["name"]: i["host"] for i in paas.show()["instances"]}
+    db = paas.client.app.state.db
+    with db.session() as s:
+        for host in s.scalars(select(m.Host)):
+            host.last_heartbeat = m.now() - timedelta(hours=1)
+    paas.step()
+    st = paas.show()
+    assert {i["name"]: i["host"] for i in st["instances"]} == before
+    assert {i["task_state"] for i in st["instances"]} == {None}
+    assert "replaced" not in _events(paas)

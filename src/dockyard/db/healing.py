@@ -3,7 +3,10 @@
     unhealthy member     restarted (reboot); still unhealthy a progress deadline
                          later: restarted again; after MAX_RESTARTS: replaced
     member on a down host  deleted (carried out when the host returns) and replaced
-                         elsewhere, without waiting for an admin
+                         elsewhere, without waiting for an admin -- only while the
+                         down hosts are a minority of the cloud's: when most look down
+                         at once (this server just restarted, or is cut off from them)
+                         the fault is more likely here than there, and nothing is deleted
     fewer members than replicas (one deleted by hand, one replaced): created
 
 Replacements are created by the same planner as deploys (paas/rollout.py, the
@@ -41,7 +44,8 @@ def heal(s: Session, stack_id: str, now: datetime, weigh: float = 1.0) -> list[s
     if stack is None or paas.running(s, stack) is not None or stack.release_id is None:
         return []
     who = Principal(name="self-healing", role="member", project_id=stack.app.project_id)
-    woke = [_mend(s, who, stack, r, now) for r in paas.members(s, stack)]
+    replace = _few_down(s)
+    woke = [_mend(s, who, stack, r, now, replace) for r in paas.members(s, stack)]
     release = s.get(m.Release, stack.release_id)
     assert release is not None
     strategy = rollout.Strategy.in_place
@@ -60,13 +64,22 @@ def _create(s: Session, who: Principal, stack: m.Stack, release: m.Release, weig
     return host
 
 
+def _few_down(s: Session) -> bool:
+    """Whether the hosts that look down are a strict minority of all hosts."""
+    rows = list(s.scalars(select(m.Host)))
+    down = sum(1 for h in rows if not hosts.is_up(h))
+    return down * 2 < len(rows)
+
+
 def _mend(
-    s: Session, who: Principal, stack: m.Stack, r: m.StackMember, now: datetime
+    s: Session, who: Principal, stack: m.Stack, r: m.StackMember, now: datetime, replace: bool
 ) -> str | None:
     inst = r.instance
     if inst.task_state is not None:
         return None
     if inst.host is not None and not hosts.is_up(inst.host):
+        if not replace:
+            return None  # most hosts look down: wait for them (or an admin's evacuation)
         paas.event(s, stack, f"{inst.name}'s host {inst.host.name} is down: replaced elsewhere")
         return _try(s, stack, f"delete {inst.name}", lambda: _delete(s, who, inst.id))
     health = inst.health or {}
