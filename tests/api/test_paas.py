@@ -222,3 +222,19 @@ def test_one_server_at_a_time_drives_deploys(paas):
         assert second.step(paas.clock)  # rebuilds one member, wakes its host
     finally:
         second.stop()
+
+
+def test_a_deploy_whose_every_action_is_refused_rolls_back_at_its_deadline(paas):
+    """A surge under hard spread with a member on every host: each pass's create is
+    refused (no host left); refusals are no progress, so the deadline still comes."""
+    assert paas.stack(spread="hard", strategy="surge", max_unavailable="0",
+                      progress_deadline_s=5).status_code == 201  # fmt: skip
+    paas.settle()
+    paas.step()
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"env": {"A": "2"}})
+    for _ in range(4):
+        paas.step(2)  # a refused create every 2 s: 8 s past a 5 s deadline
+    st = paas.show()
+    assert st["deploy"]["kind"] == "auto-rollback", st["deploy"]
+    assert "could not create" in " | ".join(e["message"] for e in st["events"])
+    assert len(st["instances"]) == 3 and all(m["release"] == 1 for m in st["instances"])

@@ -125,8 +125,8 @@ def advance(s: Session, deploy_id: str, now: datetime, weigh: float = 1.0) -> li
         return []
     if plan.rollback:
         return _give_up(s, stack, d, target, rows, now)
-    hosts = _apply(s, _acting(stack, d), stack, target, plan, weigh)
-    if plan.acts:
+    hosts, acted = _apply(s, _acting(stack, d), stack, target, plan, weigh)
+    if acted:  # refused actions are no progress: repeated to the deadline, they roll back
         d.progress_at = now
     return hosts
 
@@ -140,10 +140,11 @@ def _acting(stack: m.Stack, d: m.Deploy) -> Principal:
 
 def _apply(
     s: Session, who: Principal, stack: m.Stack, target: m.Release, plan: rollout.Plan, weigh: float
-) -> list[str]:
+) -> tuple[list[str], int]:
     """Each action in a savepoint: one refused (a task begun meanwhile) is an event,
-    and the next pass plans again."""
+    and the next pass plans again. Returns the hosts to wake and how many were done."""
     hosts: list[str | None] = []
+    acted = 0
     rid = f"deploy-{stack.id[:8]}"
     spec = model.InstanceRebuild(
         image=target.image_id,
@@ -157,10 +158,11 @@ def _apply(
         try:
             with s.begin_nested():
                 hosts.append(_act(s, who, stack, target, verb, iid, spec, rid, weigh))
+            acted += 1
         except DockyardError as exc:
             note = f"could not {verb} {iid or 'an instance'}: {exc.detail}"
             paas.event(s, stack, note, once=True)  # said once, not on every retrying pass
-    return [h for h in hosts if h]
+    return [h for h in hosts if h], acted
 
 
 def _act(
