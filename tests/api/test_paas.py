@@ -238,3 +238,23 @@ def test_a_deploy_whose_every_action_is_refused_rolls_back_at_its_deadline(paas)
     assert st["deploy"]["kind"] == "auto-rollback", st["deploy"]
     assert "could not create" in " | ".join(e["message"] for e in st["events"])
     assert len(st["instances"]) == 3 and all(m["release"] == 1 for m in st["instances"])
+
+
+def test_a_failed_rebuild_is_not_counted_as_the_new_release(paas):
+    """The agent could not pull the new image: the member runs (and is recorded with)
+    its old release, so the deploy cannot 'succeed' on the old image."""
+    _running_stack(paas, progress_deadline_s=5)
+    paas.ok("POST", "/images", json={"name": "img3", "source": "docker", "ref": "bb:3"})
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img3"})
+    paas.step()
+    for m in paas.show()["instances"]:
+        inst = paas.ok("GET", f"/instances/{m['id']}")
+        if inst["task_state"] == "rebuilding":
+            failed = {"task_done": "rebuilding", "error": "pull failed: no such image"}
+            paas.report(inst, power_state="running", health={"status": "healthy"}, **failed)
+    st = paas.show()
+    assert all(m["release"] == 1 for m in st["instances"]), st["instances"]
+    assert all(paas.ok("GET", f"/instances/{m['id']}")["image"] == "img" for m in st["instances"])
+    paas.step(60)
+    assert paas.show()["deploy"]["kind"] == "auto-rollback"
+    assert paas.ok("GET", "/apps/shop/stacks/web/releases")[-1]["result"] == "failed"

@@ -183,7 +183,7 @@ def _act(
     _, host = rebuild.rebuild(s, who, iid, spec, rid)
     member = s.get(m.StackMember, iid)
     assert member is not None
-    member.release_id = target.id
+    member.from_release_id, member.release_id = member.release_id, target.id
     return host
 
 

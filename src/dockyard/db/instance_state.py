@@ -109,8 +109,13 @@ def rollback_rebuild(inst: m.Instance) -> None:
         setattr(inst, name, value)
     inst.rebuild_from = None
     s = object_session(inst)
-    if s is not None and inst.image.id != inst.image_id:
+    if s is None:
+        return
+    if inst.image.id != inst.image_id:
         inst.image = s.get_one(m.Image, inst.image_id)
+    member = s.get(m.StackMember, inst.id)  # a stack's member runs its old release still
+    if member is not None and member.from_release_id is not None:
+        member.release_id, member.from_release_id = member.from_release_id, None
 
 
 def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceReport:

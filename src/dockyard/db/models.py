@@ -565,6 +565,8 @@ class StackMember(Base):
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), primary_key=True)
     stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
     release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
+    # while a deploy rebuilds it: the release it ran, back in release_id if that fails
+    from_release_id: Mapped[str | None] = mapped_column(ForeignKey("releases.id"), default=None)
     ordinal: Mapped[int]
     heals: Mapped[int] = mapped_column(default=0)  # restarts since it was last healthy
     healed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -93,6 +93,9 @@ def upgrade() -> None:
         sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), primary_key=True),
         sa.Column("stack_id", sa.String(36), sa.ForeignKey("stacks.id"), nullable=False),
         sa.Column("release_id", sa.String(36), sa.ForeignKey("releases.id"), nullable=False),
+        sa.Column(
+            "from_release_id", sa.String(36), sa.ForeignKey("releases.id"), nullable=True
+        ),
         sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.Column("heals", sa.Integer(), nullable=False),
         sa.Column("healed_at", sa.DateTime(), nullable=True),
