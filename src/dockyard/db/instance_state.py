@@ -118,6 +118,15 @@ def rollback_rebuild(inst: m.Instance) -> None:
         member.release_id, member.from_release_id = member.from_release_id, None
 
 
+def rebuild_done(inst: m.Instance) -> None:
+    """A rebuild that worked: a stack member's old release is no longer one to go back
+    to (a later failed rebuild, a user's own, must not restore it)."""
+    s = object_session(inst)
+    member = s.get(m.StackMember, inst.id) if s is not None else None
+    if member is not None:
+        member.from_release_id = None
+
+
 def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceReport:
     """The report as the state machine should read it; keeps the health it carries.
 

@@ -276,6 +276,8 @@ def report(s: Session, host_name: str, instance_id: str, rep: model.InstanceRepo
     elif out.finished is not None:
         inst.fault = None
         inst.old_flavor = inst.rebuild_from = None
+        if out.finished == TaskState.rebuilding:
+            instance_state.rebuild_done(inst)
     if (inst.vm_state, inst.task_state, inst.power_state) != before:
         hosts.bump(s, inst.host_id)  # the agent's copy of this instance is now stale
 
