@@ -39,6 +39,7 @@ from dockyard.model import (
     VolumeAttachment,
     VolumeCopy,
 )
+from dockyard.model.health import clash_with_mounts
 
 log = logging.getLogger(__name__)
 CREATED = "created"  # Record.applied_for before the first start
@@ -469,14 +470,11 @@ def _no_clash(want: DesiredInstance, spec: ContainerSpec) -> None:
             f"{', '.join(clash)}: the agent writes these itself (the instance's hosts, "
             "DNS and /proc view); put the config file elsewhere"
         )
+    over_volume = clash_with_mounts(want.files, [v.path for v in want.volumes])
+    if over_volume:  # the server's own rule, again for what an older server let through
+        raise PermanentError(over_volume)
     for f in want.files:
         path = "/" + f.path.strip("/")
-        for v in want.volumes:
-            if _under(path, v.path):
-                raise PermanentError(
-                    f"{f.path}: a config file may not be at or under {v.path}, where a "
-                    "volume is mounted; put it elsewhere, or write it into the volume"
-                )
         for top in _RESERVED:
             if _under(path, top):
                 raise PermanentError(

@@ -109,11 +109,9 @@ def rollback_rebuild(inst: m.Instance) -> None:
         setattr(inst, name, value)
     inst.rebuild_from = None
     s = object_session(inst)
-    if s is None:
-        return
-    if inst.image.id != inst.image_id:
+    if s is not None and inst.image.id != inst.image_id:
         inst.image = s.get_one(m.Image, inst.image_id)
-    member = s.get(m.StackMember, inst.id)  # a stack's member runs its old release still
+    member = _member(inst)  # a stack's member runs its old release still
     if member is not None and member.from_release_id is not None:
         member.release_id, member.from_release_id = member.from_release_id, None
 
@@ -121,10 +119,15 @@ def rollback_rebuild(inst: m.Instance) -> None:
 def rebuild_done(inst: m.Instance) -> None:
     """A rebuild that worked: a stack member's old release is no longer one to go back
     to (a later failed rebuild, a user's own, must not restore it)."""
-    s = object_session(inst)
-    member = s.get(m.StackMember, inst.id) if s is not None else None
+    member = _member(inst)
     if member is not None:
         member.from_release_id = None
+
+
+def _member(inst: m.Instance) -> m.StackMember | None:
+    """Its row as a stack's member, if it is one."""
+    s = object_session(inst)
+    return s.get(m.StackMember, inst.id) if s is not None else None
 
 
 def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceReport:
