@@ -5,6 +5,8 @@ tmpfs under /run, where their containers mount them from (compute/procfs.py)."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,37 @@ def test_the_agent_has_its_own_cgroup_and_keeps_views_under_run(cluster):
 
     cluster.api("DELETE", f"/instances/{s['id']}")
     wait_for(lambda: not views.exists(), 60, "the view directory to go with the instance")
+
+
+def test_a_kept_cgroup_sees_a_task_started_after_its_first_read(tmp_path: Path) -> None:
+    """v1 hands a kept tasks file's old pid list out again while it is read every
+    second: a busy loop exec'd into a container never counted in its load."""
+    mine = cgroups.of_pid("self")
+    base = mine.dirs["cpu"] if mine.version == 1 else mine.dirs[""]
+    where = base / f"dyk-kept-{tmp_path.name[-12:]}"
+    where.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> int:
+        p = subprocess.Popen(["sleep", "60"])
+        procs.append(p)
+        (where / "cgroup.procs").write_text(str(p.pid))
+        return p.pid
+
+    try:
+        first = start()
+        cg = cgroups.of_pid(first, keep_open=True)
+        seen = []
+        for _ in range(3):  # read as the agent does, more often than once a second
+            seen.append(cgroups.threads(cg))
+            time.sleep(0.3)
+        second = start()
+        assert seen[-1] == [first]
+        assert second in cgroups.threads(cg)
+        cg.close()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        wait_for(lambda: not (where / "cgroup.procs").read_text().strip(), 10, "empty")
+        where.rmdir()

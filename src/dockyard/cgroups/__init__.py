@@ -33,7 +33,8 @@ class Cgroup:
 
     The agent reads ~16 files of every container every second (v1; ~12 on v2): an
     open, a read and a close cost three system calls and a path walk each time, a
-    kept descriptor one pread (a cgroup file shows its figures afresh at offset 0).
+    kept descriptor one pread (a cgroup file shows its figures afresh at offset 0;
+    not the lists of tasks, see ``_LISTS``: those are opened every time).
     The view refresh and the metrics sampler read the same object from two threads:
     ``_lock`` keeps a close from reusing a descriptor another thread is reading.
     """
@@ -63,7 +64,7 @@ class Cgroup:
         """The file's text now (stripped). No such file: OSError. The cgroup gone:
         OSError, and every kept descriptor is closed (it would pin the removed cgroup)."""
         path = self.path(controller, name)
-        if not self.keep_open:
+        if not self.keep_open or name in _LISTS:
             return _read(path)
         with self._lock:
             fd = self._fds.get(path)
@@ -94,6 +95,10 @@ class Cgroup:
 
 
 MAX_KEPT_PER_CGROUP = 32  # a bound, not a budget: the agent reads ~16 files (v1)
+# lists of tasks are read afresh every time: v1 keeps an open file's pid list and hands
+# it out again to a read at offset 0 while the file is read again within a second (the
+# agent reads every second), so a process started later would never be seen
+_LISTS = frozenset({"tasks", "cgroup.procs", "cgroup.threads"})
 _CHUNK = 65536
 
 
