@@ -14,6 +14,8 @@ the agent and the CLI never disagree. No I/O here. One module per noun:
     drift      consistency checks: hosts' baselines, instances' drift
     registry   the primary registry, AZ caches, what a registry holds
     stats      pictures over time of an instance or a host (from Prometheus)
+    paas       apps, stacks, releases, deploys, endpoints (import the module itself)
+    builds     git hooks, builds and build orders (import the module itself)
 
 Everything is importable from ``dockyard.model`` itself.
 """
