@@ -45,16 +45,41 @@ def _in_use(
         )
 
 
+def _in_stacks(s: Session, row: m.Flavor | m.Image | m.Network, what: str) -> None:
+    """Refuse while a stack runs ``row`` (its current release's, a running deploy's
+    target's, or a network its members are made on): healing and scaling make new
+    members from it at any time."""
+    stack = select(m.App.name, m.Stack.name).join(m.App, m.Stack.app_id == m.App.id)
+    if what == "network":
+        q = stack.where(m.Stack.network_id == row.id)
+    else:
+        column = m.Release.image_id if what == "image" else m.Release.flavor_id
+        targets = select(m.Deploy.to_release_id).where(m.Deploy.running_stack_id.is_not(None))
+        runs = or_(m.Release.id == m.Stack.release_id, m.Release.id.in_(targets))
+        q = stack.join(m.Release, m.Release.stack_id == m.Stack.id).where(column == row.id, runs)
+    using = sorted({f"{a}/{st}" for a, st in s.execute(q.limit(20))})
+    if using:
+        raise Conflict(
+            f"{what} {row.name!r} is what stack(s) {', '.join(using[:5])} run; deploy them "
+            f"with another {what} or delete them first"
+        )
+
+
 def _delete(
     s: Session, row: m.Flavor | m.Image | m.Network, column: InstrumentedAttribute[str], what: str
 ) -> None:
-    """Refuse while a live instance uses ``row``; else delete it.
+    """Refuse while a stack or a live instance uses ``row``; else delete it.
 
     Deleted instances keep their action log but lose their link to ``row`` (and, for a
-    network, to its subnet). Flushed here, so a constraint still broken fails inside the
-    caller's transaction, before the API answers.
+    network, to its subnet); older releases keep its name and digest, not the link (a
+    rollback to one says the image is gone). Flushed here, so a constraint still
+    broken fails inside the caller's transaction, before the API answers.
     """
+    _in_stacks(s, row, what)
     _in_use(s, column, row.id, what, row.name)
+    if what != "network":
+        release = m.Release.image_id if what == "image" else m.Release.flavor_id
+        s.execute(update(m.Release).where(release == row.id).values({release.key: None}))
     unlink: dict[str, None] = {column.key: None}
     if what == "network":
         unlink["subnet_id"] = None
