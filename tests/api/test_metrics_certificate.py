@@ -105,3 +105,21 @@ def test_a_cloud_from_before_the_metrics_ca_gets_one_beside_its_ca(tmp_path):
     assert made == (tmp_path / "tls" / "metrics-ca.pem", tmp_path / "tls" / "metrics-ca.key")
     assert made[0].exists() and made[1].stat().st_mode & 0o077 == 0
     assert metrics_ca(tmp_path / "elsewhere" / "ca.pem") is None  # no CA key to make one
+
+
+def test_no_host_gets_a_certificate_for_an_address_another_host_registered_from(server):
+    """One host's credential (a compromised host, or hosts behind one NAT) must not get a
+    /metrics certificate Prometheus would take for another host's target."""
+    client, admin, _ = server
+    t1, t2 = _agent_token(client, admin, "h1"), _agent_token(client, admin, "h2")
+    _register(client, t1, "h1", "198.18.0.2")
+    _register(client, t2, "h2", "198.18.0.3")
+    _register(client, t2, "h2", "198.18.0.2")  # h2 calls from h1's address now
+    r = _ask(client, t2, "h2", "198.18.0.2")
+    assert r.status_code == 409 and "h1" in r.json()["detail"], r.text
+    t3 = _agent_token(client, admin, "h3")  # not registered yet: it asks from h1's address
+    r = _ask(client, t3, "h3", "198.18.0.2")
+    assert r.status_code == 409 and "h1" in r.json()["detail"], r.text
+    hosts = client.get("/v1/hosts", headers={"authorization": f"Bearer {admin}"}).json()
+    address = {h["name"]: h["labels"].get("dockyard.address") for h in hosts}
+    assert address == {"h1": "198.18.0.2", "h2": None}  # h1's own target stays h1's

@@ -165,6 +165,13 @@ def metrics_certificate(
     address = request.client.host if request.client else ""
     with db.session(write=False) as s:
         registered = monitoring.registered_address(s, name)
+        holder = hosts.address_holder(s, address, name)
+    if holder is not None:
+        raise Conflict(
+            f"{address}, where this request comes from, is host {holder}'s registered "
+            f"address: a /metrics certificate is for one host's own address. Give host "
+            f"{name} an address of its own, or dockyard-agent --metrics-cert and --metrics-key"
+        )
     if registered and registered != address:
         raise Conflict(
             f"host {name} registered from {registered}, not {address}, where this request "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from dockyard.migration.cold import IN_FLIGHT
 from dockyard.scheduler.state import HostState
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # the address the host's agent registered from (the server's word, never the agent's:
 # a label of that name in a registration is dropped); its /metrics is scraped there
 ADDRESS_LABEL = "dockyard.address"
@@ -38,7 +40,12 @@ def register(s: Session, req: model.HostRegister, address: str = "") -> model.Ho
         s.add(row)
     row.cores, row.memory_mb, row.disk_gb = req.cores, req.memory_mb, req.disk_gb
     labels = {k: v for k, v in req.labels.items() if k != ADDRESS_LABEL}
-    row.labels = {**labels, **({ADDRESS_LABEL: address} if is_ip(address) else {})}
+    held = address_holder(s, address, req.name) if is_ip(address) else None
+    if held is not None:
+        log.warning("host %s registers from %s, host %s's address: kept none", req.name,
+                    address, held)  # fmt: skip
+    keep = is_ip(address) and held is None
+    row.labels = {**labels, **({ADDRESS_LABEL: address} if keep else {})}
     row.networks = list(req.networks)
     row.docker_version, row.agent_version = req.docker_version, req.agent_version
     row.reserved_cores, row.reserved_memory_mb = (
@@ -53,6 +60,13 @@ def register(s: Session, req: model.HostRegister, address: str = "") -> model.Ho
     row.last_heartbeat = m.now()
     s.flush()
     return list_hosts(s, only=row.id)[0]
+
+
+def address_holder(s: Session, address: str, other_than: str) -> str | None:
+    """The host other than ``other_than`` that registered from ``address``, if any: an
+    address is one host's (its /metrics target and certificate)."""
+    rows = s.scalars(select(m.Host).where(m.Host.name != other_than))
+    return next((r.name for r in rows if (r.labels or {}).get(ADDRESS_LABEL) == address), None)
 
 
 def is_ip(address: str) -> bool:
