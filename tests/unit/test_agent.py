@@ -219,3 +219,43 @@ def test_a_port_whose_rules_were_flushed_is_guarded_again_within_a_second(host):
 
     assert host.plumber.ports[host_ifname(iid)] == net
     assert host.plumber.unguarded({iid}) == set()
+
+
+def test_threads_noting_the_servers_answer_at_once_never_fail(host):
+    """The long poll and the heartbeat both write STATE/contact: one thread's rename
+    once took the other's temporary file, and the long poll's thread died of it."""
+    import threading
+
+    store = host.agent().store
+    errors: list[BaseException] = []
+
+    def note() -> None:
+        try:
+            for i in range(300):
+                store.heard_from_server(float(i))
+        except BaseException as exc:  # noqa: BLE001 (the test counts them)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=note) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.last_contact() is not None
+    assert [p.name for p in host.state_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_loop_that_fails_unexpectedly_runs_again(host):
+    agent = host.agent()
+    runs: list[int] = []
+
+    def loop() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise FileNotFoundError("contact.tmp")
+        agent.stop_event.set()
+
+    agent.stop_event.wait = lambda timeout=None: False  # type: ignore[method-assign]
+    agent._supervised(loop)
+    assert len(runs) == 3

@@ -171,7 +171,10 @@ class Agent:
             self._metrics_loop,
         )
         for target in loops:
-            threading.Thread(target=target, daemon=True, name=target.__name__).start()
+            supervised = threading.Thread(
+                target=self._supervised, args=(target,), daemon=True, name=target.__name__
+            )
+            supervised.start()
         while not self.stop_event.is_set():
             self.wake.wait(RESYNC_SECONDS)
             self.wake.clear()
@@ -356,6 +359,18 @@ class Agent:
         desired, _ = self.snapshot()
         pairs = [((desired or {}).get(obs.instance_id), obs) for obs in self._observed]
         return [(want, obs) for want, obs in pairs if want is not None and obs.running]
+
+    def _supervised(self, loop: Callable[[], None]) -> None:
+        """Run ``loop`` until the agent stops. An error it did not expect is logged and the
+        loop runs again a second later: a loop's thread that died would leave the agent up
+        but deaf (no desired state, no heartbeats) with one line in its log."""
+        while not self.stop_event.is_set():
+            try:
+                loop()
+                return
+            except Exception:
+                log.exception("%s failed; it starts again in 1 s", loop.__name__)
+                self.stop_event.wait(1)
 
     def _retry_forever(self, fn: Callable[[], object]) -> None:
         delay = 0.2
