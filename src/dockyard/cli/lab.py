@@ -49,7 +49,7 @@ def lab_up(a: argparse.Namespace) -> None:
         monitoring = read_tuning(Path(a.alert_tuning) if a.alert_tuning else None)
     built = lab.up(
         Path(a.state_dir), a.hosts, azs, demo=not a.no_demo, host_down_after=a.host_down_after,
-        monitoring=monitoring,
+        monitoring=monitoring, build_host=a.build_host,
     )  # fmt: skip
     d, first = built.dir, built.hosts[0]
     mon = built.monitoring
@@ -122,6 +122,12 @@ def add_parsers(sub: argparse._SubParsersAction, fmt: argparse.ArgumentParser) -
         metavar="FILE",
         help='implies --monitoring; JSON: {"interval": "15s", "grouping": {"group_wait": '
         '"30s"}, "rules": {"ALERT" or "*": {"threshold": N, "for": "5m"}}}',
+    )
+    p.add_argument(
+        "--build-host",
+        action="store_true",
+        help="the last host also runs builds (its agent: --builds, its last core reserved "
+        "for the host and its builds)",
     )
     p.set_defaults(run=_lab(lab_up), offline=True)
     p = verbs.add_parser("status", parents=[state, fmt], help="the lab's hosts")

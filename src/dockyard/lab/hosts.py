@@ -123,7 +123,7 @@ class LabHost:
         agent = joining_agent_cmd(
             joining["url"], joining["ca_hash"], self.name, root / "agent",
             "--uplink", wiring.UPLINK, "--cgroup", f"{self.cgroup_parent}/agent",
-            *self._down_after(),
+            *self._down_after(), *self.extra.get("agent_args", []),
         )  # fmt: skip
         cmd = [
             "nsenter", f"--net=/run/netns/{self.netns}",

@@ -156,14 +156,16 @@ def up(
     demo: bool = True,
     host_down_after: float | None = None,
     monitoring: dict[str, Any] | None = None,
+    build_host: bool = False,
 ) -> Lab:
     """Build the lab; returns when every host is up. On a failure, what was made is
     removed again (the logs stay under ``state_dir``) and the error says where to look.
     ``monitoring``: also run Prometheus and Alertmanager (lab/monitoring.py), with this
-    tuning (``{}`` for the defaults)."""
+    tuning (``{}`` for the defaults). ``build_host``: the last host's agent also runs
+    builds, on its last core (reserved for the host: no instance is placed on it)."""
     state_dir = state_dir.resolve()
     try:
-        return _up(state_dir, hosts, azs, demo, host_down_after, monitoring)
+        return _up(state_dir, hosts, azs, demo, host_down_after, monitoring, build_host)
     except BaseException as exc:
         if (state_dir / "lab.json").exists() and not isinstance(exc, _Refused):
             down(state_dir)
@@ -185,6 +187,7 @@ def _up(
     demo: bool,
     host_down_after: float | None,
     monitoring: dict[str, Any] | None,
+    build_host: bool = False,
 ) -> Lab:
     if not 1 <= hosts <= 50:
         raise _Refused(f"--hosts {hosts}: give 1 to 50")
@@ -214,7 +217,8 @@ def _up(
     lab.start_server()
     lab_registry.register_caches(lab)
     for i in range(1, hosts + 1):
-        _add_host(lab, i, azs[(i - 1) % len(azs)], mgmt)
+        builds = build_host and i == hosts
+        _add_host(lab, i, azs[(i - 1) % len(azs)], mgmt, builds)
     wait_for(lambda: {h.name for h in lab.hosts} <= lab.hosts_up(), 60, "every host to be up")
     _network(lab, inst)
     if demo:
@@ -243,7 +247,9 @@ def _start_monitoring(lab: Lab) -> None:
     lab_monitoring.write_env(lab.dir, mon)
 
 
-def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
+def _add_host(
+    lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network, builds: bool = False
+) -> None:
     tag = lab.data["tag"]
     n = wiring.host_names(tag, i)
     host = LabHost(
@@ -254,6 +260,9 @@ def _add_host(lab: Lab, i: int, az: str, mgmt: ipaddress.IPv4Network) -> None:
     )  # fmt: skip
     if lab.data.get("host_down_after") is not None:
         host.extra["host_down_after"] = lab.data["host_down_after"]
+    if builds:  # builds run on cores kept from instances: the machine's last one
+        last = (os.cpu_count() or 1) - 1
+        host.extra["agent_args"] = ["--builds", "--reserved-cores", str(last)]
     Path(host.dir).mkdir(parents=True, exist_ok=True)
     lab.hosts.append(host)
     lab.save()
