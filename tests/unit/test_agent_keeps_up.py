@@ -69,7 +69,7 @@ def test_kept_files_are_closed_when_the_instance_goes(tmp_path: Path, views_root
         views.refresh(iid, tmp_path / "agent" / iid, 100 + n, "2026-01-01T00:00:00Z", 0)
         assert "MemTotal:          65536 kB" in (views_root / iid / "meminfo").read_text()
     kept = views.open_files()
-    assert kept == 3 * 7  # memory.stat .current .max, cpuset, cpu.max, io.stat, threads
+    assert kept == 3 * 6  # memory.stat .current .max, cpuset, cpu.max, io.stat (never threads)
     assert open_fds() == before + kept
 
     for iid in ids:

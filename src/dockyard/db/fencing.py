@@ -39,14 +39,17 @@ KIND = "evacuation"
 def fenced_rows(s: Session, host: m.Host) -> list[m.Migration]:
     """The evacuations away from ``host`` whose data is still kept there (one per
     instance: the newest), for instances that are not back on ``host`` today."""
+    kept = (
+        m.Migration.kind == KIND,
+        m.Migration.source_host_id == host.id,
+        m.Migration.source_state == "kept",
+    )
+    # every desired-state read asks, and almost always nothing is kept: a bare id query
+    # first (loading Migration rows sets up its eager joins even for none: ~14 ms)
+    if s.scalar(select(m.Migration.id).where(*kept).limit(1)) is None:
+        return []
     rows = s.scalars(
-        select(m.Migration)
-        .where(
-            m.Migration.kind == KIND,
-            m.Migration.source_host_id == host.id,
-            m.Migration.source_state == "kept",
-        )
-        .order_by(m.Migration.started_at.desc())
+        select(m.Migration).where(*kept).order_by(m.Migration.started_at.desc())
     ).unique()
     out: dict[str, m.Migration] = {}
     for row in rows:

@@ -287,16 +287,21 @@ def desired(s: Session, host_name: str, state: model.DesiredState) -> model.Desi
     """``state`` (db/instances.py's) with the orders of snapshots and migrations."""
     host = hosts.by_name(s, host_name)
     wanted = {i.id: i for i in state.instances}
-    for inst in _snapshotting(s, host.id):
-        if inst.id in wanted:
-            wanted[inst.id].snapshot = snapshots.order_for(s, inst)
-            wanted[inst.id].power = snapshots.desired_power(inst)
-    q = select(m.Migration).where(
+    # every desired-state read comes here and almost always finds nothing to add:
+    # loading ORM rows sets up their eager joins even for none, so look cheaply first
+    if any(i.task_state == TaskState.snapshotting for i in state.instances):
+        for inst in _snapshotting(s, host.id):
+            if inst.id in wanted:
+                wanted[inst.id].snapshot = snapshots.order_for(s, inst)
+                wanted[inst.id].power = snapshots.desired_power(inst)
+    moving = (
         m.Migration.kind == moves.KIND,
         m.Migration.status.in_([v.value for v in cold.IN_FLIGHT]),
         (m.Migration.source_host_id == host.id) | (m.Migration.target_host_id == host.id),
     )
-    for mig in s.scalars(q).unique():
+    if s.scalar(select(m.Migration.id).where(*moving).limit(1)) is None:
+        return state
+    for mig in s.scalars(select(m.Migration).where(*moving)).unique():
         if not _moving(mig):
             continue  # deleted during the move: the checker ends it
         if mig.source_host_id == host.id:
