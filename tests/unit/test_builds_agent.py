@@ -235,3 +235,33 @@ def test_halt_keeps_the_first_reason():
     halt("timeout")
     halt("cancelled")
     assert halt.reason == "timeout" and halt.event.is_set()
+
+
+def _agent_config(*flags: str):
+    from dockyard.compute import cli
+
+    p = cli._parser()
+    return cli._config(p, p.parse_args(["--token-file", "/dev/null", *flags]))
+
+
+def test_builds_label_the_host_with_its_reserved_cores():
+    from dockyard.model.builds import BUILDS_LABEL
+
+    cfg = _agent_config("--builds", "--reserved-cores", "0-1")
+    assert cfg.labels[BUILDS_LABEL] == "0-1"
+    assert BUILDS_LABEL not in _agent_config("--reserved-cores", "1").labels
+
+
+def test_builds_without_reserved_cores_exit_2_saying_what_to_add(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "dockyard.compute.cli", "--token-file", "/dev/null", "--builds",
+         "--server", "http://127.0.0.1:9", "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--builds needs --reserved-cores" in out.stderr
+    assert "never on an instance's" in out.stderr
+    assert not (tmp_path / "state").exists()

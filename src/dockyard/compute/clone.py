@@ -165,6 +165,8 @@ class _Runner:
     def _run(
         self, args: tuple[str, ...], keep: Callable[[str], None] | None = None, echo: bool = True
     ) -> int:
+        if self.halt.is_set():
+            raise Stopped("the clone was stopped")
         cmd = [self.git, "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null",
                "-c", "submodule.recurse=false", *args]  # fmt: skip
         self.tail.clear()

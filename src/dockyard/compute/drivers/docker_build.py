@@ -25,11 +25,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests.exceptions
+import urllib3.exceptions
 
 from dockyard.compute.driver import BuildSpec, cores_text
 from dockyard.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
+# the stream breaking (a halt shuts its socket: urllib3 raises its own errors there)
+_BROKEN = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
 def build(api: Any, spec: BuildSpec, output: Callable[[str], None], halt: threading.Event) -> str:
@@ -91,7 +94,7 @@ def _follow(
             aux = msg.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image = str(aux["ID"])
-    except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+    except _BROKEN as exc:
         if halt.is_set():
             return image
         raise TemporaryError(f"dockerd broke off the build: {exc}") from exc
