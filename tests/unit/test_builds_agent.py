@@ -4,6 +4,7 @@ fake driver: what the server (and so the user) sees of a build order."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,12 @@ class FakeBuildServer:
         self.failed: dict[str, BuildFailure] = {}
         self.log_faults = 0  # the next N log posts fail (server away)
         self.report_faults = 0
+        self.poll_faults: list[Exception] = []  # raised by the next polls, in turn
 
     def builds(self, since: int, wait: float) -> BuildOrders:
+        time.sleep(0.02)  # a long poll that answers at once would spin the loop
+        if self.poll_faults:
+            raise self.poll_faults.pop(0)
         return BuildOrders(generation=1, orders=list(self.orders))
 
     def start_build(self, build_id: str) -> None:
@@ -223,6 +228,26 @@ def test_an_agent_restarted_mid_build_reports_failure_instead_of_resuming(rig, t
     assert server.failed["b1"].error == RESTARTED and server.failed["b1"].commit == SHA
     assert len(driver.builds) == 1
     assert f"127.0.0.1:5000/p/app:20261126-{SHA[:7]}" not in driver.images
+
+
+def test_the_loop_outlives_surprises_and_stops_its_build_when_the_agent_stops(rig):
+    builder, server, driver, _ = rig
+    server.poll_faults = [RuntimeError("a bug"), TemporaryError("server away")]
+    server.orders = [order("b1")]
+    builder.retry_seconds = 0.05
+    stop = threading.Event()
+    loop = threading.Thread(target=builder.run, args=(stop,))
+    loop.start()
+    try:
+        wait_for(lambda: "b1" in server.done, 10, "the first build")
+        driver.build_gate = threading.Event()
+        server.orders = [order("b2")]  # b1 reported: the server lists the next one
+        wait_for(lambda: len(driver.builds) == 2, 10, "the second build to start")
+    finally:
+        stop.set()
+        loop.join(10)
+    assert not loop.is_alive() and "b2" not in server.done and "b2" not in server.failed
+    assert (builder.book.root / "b2.started").exists()  # reported failed at the next start
 
 
 def test_a_builder_without_reserved_cores_is_refused(tmp_path):

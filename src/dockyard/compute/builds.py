@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -174,6 +175,7 @@ class BuildBook:
         self.work = root / "work"
         self.root.mkdir(parents=True, exist_ok=True)
         self._finished_file = root / "finished.json"
+        self._lock = threading.Lock()
         try:
             self.finished: list[str] = list(json.loads(self._finished_file.read_text()))
         except (OSError, ValueError):
@@ -220,15 +222,23 @@ class BuildBook:
         """The build is over for this host: its report taken (or refused: gone)."""
         (self.root / f"{build_id}.report.json").unlink(missing_ok=True)
         self.forget_start(build_id)
-        if build_id not in self.finished:
-            self.finished = [*self.finished, build_id][-_FINISHED_KEPT:]
-            _write(self._finished_file, json.dumps(self.finished))
+        with self._lock:
+            if build_id not in self.finished:
+                self.finished = [*self.finished, build_id][-_FINISHED_KEPT:]
+                _write(self._finished_file, json.dumps(self.finished))
 
 
 def _write(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    part.replace(path)
+    """Whole or not at all, through a temporary file of this write's own (two threads
+    writing one file never rename each other's)."""
+    fd, part = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with open(fd, "w") as f:
+            f.write(text)
+        os.replace(part, path)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
 
 
 class Builder:
@@ -251,6 +261,8 @@ class Builder:
         self.sizer, self._clock = sizer, clock
         self.book = BuildBook(state_dir / "builds")
         self._lock = threading.Lock()
+        self.retry_seconds = 2.0  # after a failed poll
+        self._reporting = threading.Lock()  # the poll's thread and a build's both send
         self._running: tuple[str, Halt, threading.Thread] | None = None
         self._recover()
 
@@ -266,19 +278,26 @@ class Builder:
             self.book.save_report(build_id, failure)
 
     def run(self, stop: threading.Event) -> None:
+        """Until ``stop``; then the build running is stopped (reported failed at the
+        agent's next start). An error it did not expect is logged and the loop goes on."""
         generation = -1
         while not stop.is_set():
-            pending = self.send_reports()
             try:
-                orders = self.server.builds(since=generation, wait=2 if pending else 25)
+                generation = self.poll_once(generation)
             except DockyardError as exc:
                 log.warning("build orders: %s", exc.detail)
-                stop.wait(2)
-                continue
-            generation = orders.generation
-            self.follow(orders.orders)
+                stop.wait(self.retry_seconds)
+            except Exception:
+                log.exception("the build loop failed; it goes on in %g s", self.retry_seconds)
+                stop.wait(self.retry_seconds)
         self.halt_running("the agent is stopping")
         self.join(30)
+
+    def poll_once(self, generation: int) -> int:
+        pending = self.send_reports()
+        orders = self.server.builds(since=generation, wait=2 if pending else 25)
+        self.follow(orders.orders)
+        return orders.generation
 
     def follow(self, orders: list[BuildOrder]) -> None:
         """Stop the build running if its order is gone; else start the first new one."""
@@ -312,6 +331,10 @@ class Builder:
 
     def send_reports(self) -> bool:
         """Send the reports the server has not taken; True while some wait for it."""
+        with self._reporting:
+            return self._send_reports()
+
+    def _send_reports(self) -> bool:
         pending = False
         for build_id, report in self.book.reports().items():
             try:
