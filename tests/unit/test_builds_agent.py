@@ -290,3 +290,20 @@ def test_builds_without_reserved_cores_exit_2_saying_what_to_add(tmp_path):
     assert "--builds needs --reserved-cores" in out.stderr
     assert "never on an instance's" in out.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_the_agent_starts_the_builder_on_its_reserved_cores_and_stops_it(tmp_path):
+    from types import SimpleNamespace
+
+    from dockyard.compute import cli
+    from dockyard.compute.agent import AgentConfig
+
+    cfg = AgentConfig(server="http://127.0.0.1:9", token="t", host="h", state_dir=tmp_path,
+                      reserved_cores=[0, 1])  # fmt: skip
+    stopping = threading.Event()
+    builder = cli._start_builds(SimpleNamespace(cfg=cfg, driver=FakeDriver()), None, stopping)
+    assert builder.cores == [0, 1] and builder.sizer is not None
+    thread = next(t for t in threading.enumerate() if t.name == "builds")
+    stopping.set()
+    thread.join(10)
+    assert not thread.is_alive()

@@ -284,9 +284,9 @@ class Builder:
         while not stop.is_set():
             try:
                 generation = self.poll_once(generation)
-            except DockyardError as exc:
+            except DockyardError as exc:  # refused (a server without builds): seldom
                 log.warning("build orders: %s", exc.detail)
-                stop.wait(self.retry_seconds)
+                stop.wait(self.retry_seconds * (1 if exc.retryable else 15))
             except Exception:
                 log.exception("the build loop failed; it goes on in %g s", self.retry_seconds)
                 stop.wait(self.retry_seconds)
