@@ -28,7 +28,7 @@ def _order(url: str, ref: str = "main", commit: str | None = None) -> BuildOrder
 
 
 def _clone(order: BuildOrder, dest: Path, lines: list[str] | None = None) -> str:
-    return GitCloner(limit=30).clone(order, dest, threading.Event(), (lines or []).append)
+    return GitCloner(limit=30).clone(order, dest, threading.Event(), (lines if lines is not None else []).append)
 
 
 def test_the_orders_commit_is_checked_out_exactly_even_when_the_branch_moved_on(
@@ -100,3 +100,16 @@ def test_the_dockerfile_must_resolve_inside_the_clone(server: GitServer, tmp_pat
         dockerfile_in(root, "up/etc/passwd")
     with pytest.raises(CloneFailed, match="no Dockerfile at nothere"):
         dockerfile_in(root, "nothere")
+
+
+def test_a_token_in_the_url_never_reaches_the_log_or_the_error(server: GitServer, tmp_path):
+    from dockyard.compute.clone import shown
+
+    assert shown("https://ci:s3cret@git.example/a.git") == "https://git.example/a.git"
+    assert shown("git://git.example/a.git") == "git://git.example/a.git"
+    url = f"http://ci:s3cret@127.0.0.1:{server.port}/none.git"  # no http server there
+    lines: list[str] = []
+    with pytest.raises(CloneFailed) as err:
+        _clone(_order(url), tmp_path / "c", lines)
+    assert lines and "s3cret" not in err.value.detail and "s3cret" not in "\n".join(lines)
+    assert "127.0.0.1" in err.value.detail  # it still says where

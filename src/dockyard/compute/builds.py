@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from dockyard.compute.clone import Cloner, GitCloner, Stopped, dockerfile_in
+from dockyard.compute.clone import Cloner, GitCloner, Stopped, dockerfile_in, shown
 from dockyard.compute.driver import BuildSpec, ComputeDriver
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model.builds import (
@@ -415,7 +415,7 @@ class _Run:
         with tempfile.TemporaryDirectory(prefix=f"{order.id}-", dir=self.b.book.work) as tmp:
             src = Path(tmp) / "src"
             with self._timed("clone"):
-                pipe(f"cloning {order.repo} ({order.commit or order.ref})")
+                pipe(f"cloning {shown(order.repo)} ({order.commit or order.ref})")
                 self.commit = self.b.cloner.clone(order, src, self.halt.event, pipe)
             tag = f"{order.tag_date}-{self.commit[:7]}"
             self.ref = f"{order.push_repo}:{tag}"

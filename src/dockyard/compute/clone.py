@@ -71,11 +71,19 @@ def git_env() -> dict[str, str]:
     }
 
 
+def shown(url: str) -> str:
+    """The URL without a user or token in it: what the build's log and errors show."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+
+
 def check_order(order: BuildOrder) -> None:
     """What git will be given: a URL of an allowed scheme, a plain ref, a full id."""
     if not order.repo.startswith(_SCHEMES) or any(c.isspace() for c in order.repo):
         raise CloneFailed(
-            f"the repository {order.repo!r} is not an https://, http://, git:// or ssh:// URL"
+            f"the repository {shown(order.repo)!r} is not an https://, http://, git:// or "
+            "ssh:// URL"
         )
     if not _REF.match(order.ref) or order.ref.startswith("-") or ".." in order.ref:
         raise CloneFailed(f"the ref {order.ref!r} is not a plain branch, tag or commit name")
@@ -93,9 +101,11 @@ class GitCloner:
         check_order(order)
         deadline = time.monotonic() + self.limit
         run = _Runner(self.git, dest, halt, output, deadline)
+        if shown(order.repo) != order.repo:
+            run.secrets.append((order.repo, shown(order.repo)))
         dest.mkdir(parents=True, exist_ok=True)
         run("init", "-q", ".", what="git init")
-        where = f"{order.repo} ({order.ref})"
+        where = f"{shown(order.repo)} ({order.ref})"
         if order.commit is not None:
             fetched = run.ok("fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules",
                              "--", order.repo, order.commit)  # fmt: skip
@@ -147,6 +157,12 @@ class _Runner:
         self.git, self.dest, self.halt, self.output = git, dest, halt, output
         self.deadline = deadline
         self.tail: deque[str] = deque(maxlen=8)
+        self.secrets: list[tuple[str, str]] = []  # (what git may print, what the log shows)
+
+    def hide(self, line: str) -> str:
+        for secret, instead in self.secrets:
+            line = line.replace(secret, instead)
+        return line
 
     def __call__(self, *args: str, what: str) -> None:
         if self._run(args) != 0:
@@ -198,7 +214,7 @@ class _Runner:
     ) -> None:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = self.hide(raw.decode("utf-8", "replace").rstrip("\r\n"))
             if keep is not None:
                 keep(line)
             self.tail.append(line)
