@@ -28,7 +28,8 @@ def _order(url: str, ref: str = "main", commit: str | None = None) -> BuildOrder
 
 
 def _clone(order: BuildOrder, dest: Path, lines: list[str] | None = None) -> str:
-    return GitCloner(limit=30).clone(order, dest, threading.Event(), (lines if lines is not None else []).append)
+    out = lines if lines is not None else []
+    return GitCloner(limit=30).clone(order, dest, threading.Event(), out.append)
 
 
 def test_the_orders_commit_is_checked_out_exactly_even_when_the_branch_moved_on(

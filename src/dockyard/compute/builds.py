@@ -369,6 +369,10 @@ class Builder:
             if halt.reason != "the agent is stopping":
                 self.book.finish(order.id)
             return
+        if isinstance(report, BuildDone):
+            log.info("build %s: pushed %s (%s)", order.id, report.tag, report.seconds)
+        else:
+            log.info("build %s failed: %s", order.id, report.error.partition("\n")[0])
         self.book.save_report(order.id, report)
         self.send_reports()
 
