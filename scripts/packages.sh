@@ -14,6 +14,7 @@ DOCKYARD_DEBS=(
   e2fsprogs        # named volumes: mkfs.ext4 on each volume's image file
   file
   mmdebstrap       # `dockyard image build-base`: Debian machine-container images
+  git              # build hosts (dockyard-agent --builds) clone the commit they build
   docker-registry  # Docker Distribution: the registry images are pushed to and pulled from by digest
   python3-venv     # the virtual environment Dockyard runs from
   prometheus       # `dockyard up --monitoring`: time series and alert rules (and promtool, the tests' rule checks)

@@ -27,7 +27,9 @@ from dockyard import cgroups, logs, model, pki
 from dockyard.compute import agent as agent_module
 from dockyard.compute import join, procfs
 from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
+from dockyard.compute.builds import Builder
 from dockyard.compute.client import ServerClient
+from dockyard.compute.driver import cores_text
 from dockyard.compute.exporter import Endpoint, Exporter, MetricsServer
 from dockyard.compute.health import HEALTH_HELP, HEALTH_METRIC
 from dockyard.compute.kmsg import KernelLog
@@ -40,6 +42,7 @@ from dockyard.compute.supervisor import SupervisorWatch
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.compute.volumes import LoopVolumes
 from dockyard.errors import TemporaryError
+from dockyard.model.builds import BUILDS_LABEL
 from dockyard.monitor.drift import INSTANCE_HELP, INSTANCE_METRIC
 from dockyard.monitor.samples import SampleCollector
 from dockyard.network import plumbing
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
             stopping.wait(10)
     if wired and not stopping.is_set():
         _serve_metrics(p, args, wired[0], ca_file)
+        if args.builds:
+            _start_builds(wired[0], ca_file, stopping)
         wired[0].run()
     procfs.tidy_views()
 
@@ -142,6 +147,21 @@ def _start_recovery(
     )
     threading.Thread(target=recoverer.run, args=(stopping,), daemon=True, name="recovery").start()
     return recoverer
+
+
+def _start_builds(agent: Agent, ca_file: Path | None, stopping: threading.Event) -> Builder:
+    """The build runner (compute/builds.py) on its own thread and long poll, with the
+    agent's driver, on the host's reserved cores; stopped with the agent."""
+    builder = Builder(
+        ServerClient(agent.cfg.server, agent.cfg.token, agent.cfg.host, ca_file),
+        agent.driver,
+        agent.cfg.state_dir,
+        agent.cfg.reserved_cores,
+        sizer=RegistryTransfer(str(ca_file) if ca_file else True),
+    )
+    threading.Thread(target=builder.run, args=(stopping,), daemon=True, name="builds").start()
+    log.info("carrying out builds on cores %s", cores_text(agent.cfg.reserved_cores))
+    return builder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -194,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
         help="cores kept for the host itself, e.g. 0 or 0-1",
     )
     p.add_argument("--reserved-memory-mb", type=int, default=0)
+    p.add_argument(
+        "--builds",
+        action="store_true",
+        help="carry out image builds (continuous integration) on this host, on its "
+        "--reserved-cores (never an instance's); the host is labelled "
+        f"{BUILDS_LABEL}=<those cores> for the server",
+    )
     p.add_argument(
         "--cpu-allocation-ratio",
         type=float,
@@ -290,6 +317,17 @@ def _keep_up(p: argparse.ArgumentParser, args: argparse.Namespace, cfg: AgentCon
 def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig:
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds, as the server's")
+    labels = _labels(p, args.label)
+    reserved = _cores(p, args.reserved_cores)
+    if BUILDS_LABEL in labels:
+        p.error(f"--label {BUILDS_LABEL}: set by --builds (the reserved cores), not by hand")
+    if args.builds and not reserved:
+        p.error(
+            "--builds needs --reserved-cores: builds run only on the cores kept for the "
+            "host, never on an instance's (e.g. --reserved-cores 0 --builds)"
+        )
+    if args.builds:
+        labels[BUILDS_LABEL] = cores_text(reserved)
     return AgentConfig(
         server=args.server or "http://127.0.0.1:8787",
         token=args.token_file.read_text().strip() if args.token_file else "",
@@ -298,8 +336,8 @@ def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig
         availability_zone=args.availability_zone or "nova",
         networks=args.networks or ["*"],
         bridge_nf=args.bridge_nf,
-        labels=_labels(p, args.label),
-        reserved_cores=_cores(p, args.reserved_cores),
+        labels=labels,
+        reserved_cores=reserved,
         reserved_memory_mb=args.reserved_memory_mb,
         cpu_allocation_ratio=args.cpu_allocation_ratio,
         ram_allocation_ratio=args.ram_allocation_ratio,

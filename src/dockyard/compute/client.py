@@ -13,6 +13,7 @@ import httpx
 
 from dockyard import model
 from dockyard.errors import PermanentError, TemporaryError
+from dockyard.model.builds import BuildDone, BuildFailure, BuildOrders
 
 
 class Server(Protocol):
@@ -181,6 +182,34 @@ class ServerClient:
 
     def delivered(self, order_id: str) -> None:
         self._call("POST", f"/agent/recoveries/{order_id}/delivered")
+
+    # --- builds (compute/builds.py's BuildServer)
+
+    def builds(self, since: int, wait: float) -> BuildOrders:
+        r = self._call(
+            "GET", f"/agent/hosts/{self.host}/builds", params={"since": since, "wait": wait}
+        )
+        return model.from_newer(BuildOrders, r.json())
+
+    def start_build(self, build_id: str) -> None:
+        self._call("POST", f"/agent/builds/{build_id}/start")
+
+    def build_log(self, build_id: str, offset: int, text: bytes) -> None:
+        self._call(
+            "POST",
+            f"/agent/builds/{build_id}/log",
+            params={"offset": offset},
+            content=text,
+            headers={"content-type": "text/plain; charset=utf-8"},
+        )
+
+    def build_done(self, build_id: str, done: BuildDone) -> None:
+        self._call("POST", f"/agent/builds/{build_id}/done", json=done.model_dump(mode="json"))
+
+    def build_failed(self, build_id: str, failure: BuildFailure) -> None:
+        self._call(
+            "POST", f"/agent/builds/{build_id}/failure", json=failure.model_dump(mode="json")
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -97,6 +97,29 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class BuildSpec:
+    """An image to build from a directory (compute/builds.py): the runtime's classic
+    builder, every step's container confined to ``cpuset`` and ``memory_mb`` (no swap)."""
+
+    context: Path  # the build context: a clone's working tree
+    dockerfile: str  # relative to ``context``, checked to resolve inside it
+    ref: str  # the local image it makes: ``HOST:PORT/REPO:TAG``
+    cpuset: list[int]  # the cores its steps run on (the host's reserved cores)
+    memory_mb: int
+
+
+def cores_text(cores: Sequence[int]) -> str:
+    """[0, 1, 3] -> '0-1,3': a cpuset list as the kernel and dockerd write it."""
+    runs: list[list[int]] = []
+    for core in sorted(set(cores)):
+        if runs and runs[-1][1] == core - 1:
+            runs[-1][1] = core
+        else:
+            runs.append([core, core])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+@dataclass(frozen=True)
 class HostInfo:
     cores: int
     memory_mb: int
@@ -209,11 +232,24 @@ class ComputeDriver(Protocol):
         (login, quota) a PermanentError."""
         ...
 
-    def remove_image(self, ref: str) -> None:
-        """After: no local image named ``ref`` (layers other images use are kept).
+    def remove_image(self, ref: str, prune: bool = True) -> None:
+        """After: no local image named ``ref`` (layers other images use are kept);
+        ``prune`` False keeps its untagged parents too (a build's cache of steps).
         Already gone: no-op."""
         ...
 
     def layers(self, ref: str) -> int:
         """The number of layers of the local image ``ref``; no such image: PermanentError."""
+        ...
+
+    # --- builds (compute/builds.py)
+
+    def build(self, spec: BuildSpec, output: Callable[[str], None], halt: Event) -> str:
+        """After: the local image ``spec.ref`` holds what the Dockerfile builds, made by
+        the classic builder (BuildKit ignores per-build CPU and memory limits) with the
+        cache of earlier builds, never pulling a newer base than the local one; returns
+        its id. Each line of the builder's output goes to ``output`` as it comes.
+        ``halt`` set: the build stops at once (the runtime kills the step running and
+        removes its container) and PermanentError "stopped". A failing step: a
+        PermanentError with the builder's message; the runtime away: TemporaryError."""
         ...

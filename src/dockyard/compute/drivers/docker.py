@@ -32,6 +32,7 @@ from dockyard.compute.driver import (
     HOST_LABEL,
     LABEL,
     REBUILD_LABEL,
+    BuildSpec,
     ContainerSpec,
     ExecResult,
     FileSpec,
@@ -39,7 +40,7 @@ from dockyard.compute.driver import (
     Observed,
     container_name,
 )
-from dockyard.compute.drivers import docker_files
+from dockyard.compute.drivers import docker_build, docker_files
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model import Limits, RegistryLogin
 
@@ -231,16 +232,21 @@ class DockerDriver:
         log.info("pushed %s as %s", ref, digest)
         return str(digest)
 
-    def remove_image(self, ref: str) -> None:
+    def remove_image(self, ref: str, prune: bool = True) -> None:
         self._images.discard(ref)
         try:
-            self.api.remove_image(ref)
+            self.api.remove_image(ref, noprune=not prune)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
             raise TemporaryError(f"dockerd could not remove image {ref}: {exc}") from exc
         except _CONN as exc:
             raise _down(exc) from exc
+
+    def build(self, spec: BuildSpec, output: Callable[[str], None], halt: Event) -> str:
+        if self._registry_ca is not None:  # a FROM in the cloud's registry
+            trust_registry(CERTS_D, self._registry_ca, spec.ref)
+        return docker_build.build(self.api, spec, output, halt)
 
     def layers(self, ref: str) -> int:
         return len(self._image(ref)["RootFS"]["Layers"])

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from threading import Event
 
-from dockyard.compute.driver import ContainerSpec, ExecResult, FileSpec, HostInfo, Observed
+from dockyard.compute.driver import (
+    BuildSpec,
+    ContainerSpec,
+    ExecResult,
+    FileSpec,
+    HostInfo,
+    Observed,
+)
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model import RegistryLogin
 
@@ -52,6 +59,12 @@ class FakeDriver:
         self._ids = itertools.count(1)
         # what ``exec`` answers: (instance id, command) -> ExecResult; None: exit 0
         self.exec_handler: Callable[[str, list[str]], ExecResult] | None = None
+        # builds: the specs asked for; each prints build_output, then waits for
+        # build_gate (when set) or its halt, then fails with build_error (when set)
+        self.builds: list[BuildSpec] = []
+        self.build_output: list[str] = ["Step 1/1 : FROM base", "Successfully built"]
+        self.build_gate: Event | None = None
+        self.build_error: str | None = None
         self._lock = threading.Lock()
 
     def fail_next(self, method: str, error: DockyardError, times: int = 1) -> None:
@@ -205,10 +218,25 @@ class FakeDriver:
         self.registry[ref] = digest
         return digest
 
-    def remove_image(self, ref: str) -> None:
+    def remove_image(self, ref: str, prune: bool = True) -> None:
         self._enter("remove_image")
         self.images.discard(ref)
         self.layer_counts.pop(ref, None)
+
+    def build(self, spec: BuildSpec, output: Callable[[str], None], halt: Event) -> str:
+        self._enter("build")
+        self.builds.append(spec)
+        for line in self.build_output:
+            output(line)
+        while self.build_gate is not None and not self.build_gate.is_set():
+            if halt.wait(0.01):
+                break
+        if halt.is_set():
+            raise PermanentError("the build was stopped")
+        if self.build_error is not None:
+            raise PermanentError(self.build_error)
+        self.images.add(spec.ref)
+        return "sha256:" + hashlib.sha256(spec.ref.encode()).hexdigest()
 
     def layers(self, ref: str) -> int:
         if ref not in self.images:

@@ -1,0 +1,222 @@
+"""A build's clone: git, run safely on a repository a user names.
+
+    GitCloner.clone(order, dest)
+      git init dest                      a repository of its own, made here
+      git fetch --depth 1 -- URL COMMIT  the order's commit when it names one (a server
+        (else: -- URL REF, all of it)      that refuses a fetch by id: the ref's history,
+                                           where the commit must be)
+      git fetch --depth 1 -- URL REF     else what the ref names now
+      git checkout --detach COMMIT|FETCH_HEAD, then HEAD verified: the 40-hex id reported
+
+What keeps a hostile repository or URL from the host: no shell (argv, ``--`` before
+the URL), GIT_ALLOW_PROTOCOL=http:https:git:ssh (no file://, no ext:: helper) and
+``protocol.file.allow=never``, no system or global git config (no credential helpers,
+filters or hooks of the host; ``core.hooksPath=/dev/null``), no terminal prompt, ssh in
+batch mode, no submodules, a time limit, and the whole process group killed on a stop.
+``dockerfile_in`` refuses a Dockerfile path (or a symbolic link on it) that leads out
+of the clone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from dockyard.errors import PermanentError
+from dockyard.model.builds import BuildOrder
+
+CLONE_LIMIT = 600.0  # seconds a clone may take, within the build's own time
+_SCHEMES = ("https://", "http://", "git://", "ssh://")
+_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class CloneFailed(PermanentError):
+    """The clone, or the check-out of the order's commit, failed; says why."""
+
+
+class Stopped(PermanentError):
+    """A stop came (the order cancelled, its time up, the agent stopping)."""
+
+
+class Cloner(Protocol):
+    def clone(
+        self, order: BuildOrder, dest: Path, halt: threading.Event, output: Callable[[str], None]
+    ) -> str:
+        """After: ``dest`` (made, empty) holds the order's commit checked out; returns its
+        40-hex id. git's output goes to ``output``. CloneFailed says why not; Stopped
+        when ``halt`` was set meanwhile (git killed)."""
+        ...
+
+
+def git_env() -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),  # ssh's known_hosts and keys
+        "LC_ALL": "C",
+        "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        "GIT_ASKPASS": "/bin/false",
+    }
+
+
+def shown(url: str) -> str:
+    """The URL without a user or token in it: what the build's log and errors show."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+
+
+def check_order(order: BuildOrder) -> None:
+    """What git will be given: a URL of an allowed scheme, a plain ref, a full id."""
+    if not order.repo.startswith(_SCHEMES) or any(c.isspace() for c in order.repo):
+        raise CloneFailed(
+            f"the repository {shown(order.repo)!r} is not an https://, http://, git:// or "
+            "ssh:// URL"
+        )
+    if not _REF.match(order.ref) or order.ref.startswith("-") or ".." in order.ref:
+        raise CloneFailed(f"the ref {order.ref!r} is not a plain branch, tag or commit name")
+    if order.commit is not None and not _SHA.match(order.commit):
+        raise CloneFailed(f"the commit {order.commit!r} is not a 40-hex commit id")
+
+
+class GitCloner:
+    def __init__(self, limit: float = CLONE_LIMIT, git: str = "git") -> None:
+        self.limit, self.git = limit, git
+
+    def clone(
+        self, order: BuildOrder, dest: Path, halt: threading.Event, output: Callable[[str], None]
+    ) -> str:
+        check_order(order)
+        deadline = time.monotonic() + self.limit
+        run = _Runner(self.git, dest, halt, output, deadline)
+        if shown(order.repo) != order.repo:
+            run.secrets.append((order.repo, shown(order.repo)))
+        dest.mkdir(parents=True, exist_ok=True)
+        run("init", "-q", ".", what="git init")
+        where = f"{shown(order.repo)} ({order.ref})"
+        if order.commit is not None:
+            fetched = run.ok("fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules",
+                             "--", order.repo, order.commit)  # fmt: skip
+            if not fetched:
+                output(f"fetching {order.commit} by id refused: fetching {order.ref}")
+                run("fetch", "--no-tags", "--no-recurse-submodules", "--", order.repo,
+                    order.ref, what=f"git fetch of {where}")  # fmt: skip
+            if not run.ok("checkout", "-q", "--detach", order.commit):
+                raise CloneFailed(
+                    f"commit {order.commit} is not in {where}: push it, or build a commit "
+                    "that is there"
+                )
+        else:
+            run("fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules", "--",
+                order.repo, order.ref, what=f"git fetch of {where}")  # fmt: skip
+            run("checkout", "-q", "--detach", "FETCH_HEAD", what="git checkout")
+        head = run.out("rev-parse", "--verify", "HEAD^{commit}").strip()
+        if not _SHA.match(head) or (order.commit is not None and head != order.commit):
+            raise CloneFailed(f"the clone's HEAD is {head!r}, not the commit asked for")
+        return head
+
+
+def dockerfile_in(root: Path, rel: str) -> str:
+    """``rel`` as a path inside the clone ``root`` (symbolic links followed, and
+    refused if they lead out of it), naming a regular file."""
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise CloneFailed(f"the Dockerfile path {rel!r} is not relative to the repository")
+    top = root.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(top):
+        raise CloneFailed(f"the Dockerfile {rel} is a symbolic link out of the repository")
+    if not target.is_file():
+        raise CloneFailed(f"the commit has no Dockerfile at {rel}")
+    return str(target.relative_to(top))
+
+
+class _Runner:
+    """git commands in ``dest``, each killed (its process group) on a stop or past
+    the clone's deadline."""
+
+    def __init__(
+        self,
+        git: str,
+        dest: Path,
+        halt: threading.Event,
+        output: Callable[[str], None],
+        deadline: float,
+    ) -> None:
+        self.git, self.dest, self.halt, self.output = git, dest, halt, output
+        self.deadline = deadline
+        self.tail: deque[str] = deque(maxlen=8)
+        self.secrets: list[tuple[str, str]] = []  # (what git may print, what the log shows)
+
+    def hide(self, line: str) -> str:
+        for secret, instead in self.secrets:
+            line = line.replace(secret, instead)
+        return line
+
+    def __call__(self, *args: str, what: str) -> None:
+        if self._run(args) != 0:
+            said = "; ".join(self.tail) or "no output"
+            raise CloneFailed(f"{what} failed: {said}"[:1500])
+
+    def ok(self, *args: str) -> bool:
+        return self._run(args) == 0
+
+    def out(self, *args: str) -> str:
+        lines: list[str] = []
+        if self._run(args, lines.append, echo=False) != 0:
+            raise CloneFailed(f"git {args[0]} failed: {'; '.join(self.tail)}")
+        return "\n".join(lines)
+
+    def _run(
+        self, args: tuple[str, ...], keep: Callable[[str], None] | None = None, echo: bool = True
+    ) -> int:
+        if self.halt.is_set():
+            raise Stopped("the clone was stopped")
+        cmd = [self.git, "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null",
+               "-c", "submodule.recurse=false", *args]  # fmt: skip
+        self.tail.clear()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.dest,
+            env=git_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed whole
+        )
+        assert proc.stdout is not None
+        reader = threading.Thread(target=self._read, args=(proc, keep, echo), daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            if self.halt.wait(0.05) or time.monotonic() > self.deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                reader.join(5)
+                if self.halt.is_set():
+                    raise Stopped("the clone was stopped")
+                raise CloneFailed(f"the clone took longer than its limit (git {args[0]} killed)")
+        reader.join(5)
+        return proc.returncode
+
+    def _read(
+        self, proc: subprocess.Popen[bytes], keep: Callable[[str], None] | None, echo: bool
+    ) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = self.hide(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if keep is not None:
+                keep(line)
+            self.tail.append(line)
+            if echo:
+                self.output(line)
