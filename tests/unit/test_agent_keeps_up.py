@@ -208,3 +208,30 @@ def test_an_agent_without_instances_leaves_nothing_under_run(
     finally:
         procfs.place_views(None)
     assert not mine.exists() and not mine.parent.exists() and other.exists()
+
+
+def test_view_rounds_start_at_a_fixed_rate_and_a_late_one_brings_no_burst(tmp_path: Path) -> None:
+    """A round of 0.6 s (200 instances on a saturated host) used to be followed by a
+    whole second's wait: views 1.6 s old. Rounds now start every second."""
+    from dockyard.compute.monitor import MONITOR_SECONDS, LimitMonitor
+
+    now = [0.0]
+    starts: list[float] = []
+    durations = iter([0.6, 0.6, 2.5, 0.1, 0.1, 0.1])
+
+    class Stop:
+        def wait(self, timeout: float) -> bool:
+            now[0] += timeout
+            return len(starts) == 6
+
+    def running() -> list[object]:
+        starts.append(now[0])
+        now[0] += next(durations)
+        return []
+
+    monitor = LimitMonitor.__new__(LimitMonitor)  # run() uses none of its parts here
+    monitor.run(Stop(), running, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert MONITOR_SECONDS == 1.0
+    # 1, 2, 3 on the beat; the 2.5 s round ends at 5.5: the next at once, then on a
+    # fresh beat one second later, with no rounds squeezed in to catch up
+    assert starts == pytest.approx([1.0, 2.0, 3.0, 5.5, 6.5, 7.5])

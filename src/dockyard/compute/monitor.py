@@ -188,10 +188,21 @@ class LimitMonitor:
         stop: Event,
         running: Callable[[], list[tuple[DesiredInstance, Observed]]],
         after: Callable[[list[tuple[DesiredInstance, Observed]]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Until ``stop``: every MONITOR_SECONDS, ``check`` each of ``running()``, then
-        hand the same list to ``after`` (the agent's consistency checks)."""
-        while not stop.wait(MONITOR_SECONDS):
+        hand the same list to ``after`` (the agent's consistency checks).
+
+        Rounds start at a fixed rate, not a second after the last one ended: a round of
+        200 instances on a saturated host takes a good part of a second, and waiting a
+        whole second after it left views nearly two seconds old. A round that overran
+        its slot is followed at once by the next, never by a burst of catching up."""
+        next_at = clock()
+        while True:
+            next_at += MONITOR_SECONDS
+            if stop.wait(max(0.0, next_at - clock())):
+                return
+            next_at = max(next_at, clock())  # late: the beat starts again from now, no burst
             pairs = running()
             for want, obs in pairs:
                 self.check(want, obs)
