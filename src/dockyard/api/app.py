@@ -17,6 +17,8 @@ from dockyard.api import (
     alertmanager,
     alerts,
     apps,
+    build_orders,
+    builds,
     catalog,
     drift,
     enrolment,
@@ -35,11 +37,13 @@ from dockyard.api import (
     volumes,
 )
 from dockyard.api import registry as registries
+from dockyard.api.builds import BuildController
 from dockyard.api.deploys import DeployController
 from dockyard.api.limits import BodyLimit
 from dockyard.api.registry import RegistrySettings
 from dockyard.api.watch import HostWatch
 from dockyard.db import notify, registry_gc
+from dockyard.db.builds import Limits
 from dockyard.db.session import Database
 
 MB, GB = 1 << 20, 1 << 30
@@ -62,6 +66,8 @@ def create_app(
     alertmanager_url: str | None = None,
     alerts_changed: Callable[[], None] | None = None,
     deploy_check_every: float | None = 1.0,
+    build_limits: Limits | None = None,
+    build_check_every: float | None = 2.0,
 ) -> FastAPI:
     """``placement``: ``spread`` puts a new instance on the host with most free RAM,
     ``pack`` on the one with least (that still fits). ``max_body`` bounds JSON
@@ -81,7 +87,10 @@ def create_app(
     silences are proxied (api/alertmanager.py); ``alerts_changed`` is called after a
     receiver or route changed (re-render Alertmanager's configuration and reload it).
     Running deploys take a step every ``deploy_check_every`` seconds and as soon as
-    one begins (api/deploys.py; None: only when ``deploy_controller.step()`` is called)."""
+    one begins (api/deploys.py; None: only when ``deploy_controller.step()`` is called).
+    Builds get ``build_limits`` (memory, timeout); every ``build_check_every`` seconds
+    builds past their timeout fail and queued ones go to build hosts that came up
+    (api/builds.py; None: only when ``build_controller.step()`` is called)."""
     watch = HostWatch(notify.bus_for(db), watch_reread)
     timeout = timedelta(seconds=migration_timeout)
     checker = moves.MoveChecker(db, watch, timeout, migration_check_every, registry)
@@ -93,17 +102,20 @@ def create_app(
 
     ram_weight = 1.0 if placement == "spread" else -1.0
     deployer = DeployController(db, watch, deploy_check_every, ram_weight)
+    builder = BuildController(db, watch, build_check_every)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watch.start(asyncio.get_running_loop())
         checker.start()
         deployer.start()
+        builder.start()
         if collector:
             collector.start()
         yield
         if collector:
             collector.stop()
+        builder.stop()
         deployer.stop()
         checker.stop()
         watch.stop()
@@ -119,6 +131,8 @@ def create_app(
     app.state.watch = watch
     app.state.ram_weight = ram_weight
     app.state.deploy_controller = deployer
+    app.state.build_controller = builder
+    app.state.build_limits = build_limits or Limits()
     app.state.image_dir = state_dir / "images"
     app.state.max_upload_bytes = max_upload
     app.state.ca_file = ca_file
@@ -163,6 +177,8 @@ def create_app(
         volumes,
         groups,
         apps,
+        builds,
+        build_orders,
         lifecycle,
         registries,
         moves,

@@ -64,9 +64,12 @@ def show_app(app: Key, db: Db, who: User) -> wire.App:
 
 
 @router.delete("/apps/{app}", status_code=204)
-def delete_app(app: Key, db: Db, who: Member) -> Response:
+def delete_app(app: Key, db: Db, who: Member, watch: Watch) -> Response:
+    """Its hooks and builds too (a running build's order leaves its host's poll)."""
     with db.session() as s:
-        paas.delete_app(s, who, app)
+        hosts = paas.delete_app(s, who, app)
+    for host in hosts:
+        watch.notify(host)
     return Response(status_code=204)
 
 

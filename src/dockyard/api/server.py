@@ -17,8 +17,10 @@ from dockyard.api.app import GB, MB, create_app
 from dockyard.api.monitoring import keep_token, metrics_ca
 from dockyard.api.registry import RegistrySettings
 from dockyard.db import identity, monitoring
+from dockyard.db.builds import Limits
 from dockyard.db.session import HOST_DOWN_AFTER, Database
 from dockyard.images import logins
+from dockyard.model.builds import BUILD_TIMEOUT_DEFAULT
 from dockyard.monitor.setup import Setup
 
 
@@ -201,6 +203,22 @@ def _parser() -> argparse.ArgumentParser:
         "`dockyard up --monitoring` and the lab; monitor/setup.py): the server writes "
         "their configuration next to FILE and reloads them when it changes",
     )
+    p.add_argument(
+        "--build-memory-mb",
+        type=int,
+        default=int(os.environ.get("DOCKYARD_BUILD_MEMORY_MB") or 2048),
+        metavar="MB",
+        help="the memory limit of each build on a build host (default "
+        "$DOCKYARD_BUILD_MEMORY_MB, else 2048)",
+    )
+    p.add_argument(
+        "--build-timeout",
+        type=int,
+        default=int(os.environ.get("DOCKYARD_BUILD_TIMEOUT") or BUILD_TIMEOUT_DEFAULT),
+        metavar="SECONDS",
+        help="a build running longer fails as timed out (default $DOCKYARD_BUILD_TIMEOUT, "
+        f"else {BUILD_TIMEOUT_DEFAULT})",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -222,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--migration-timeout: give 1 to 86400 seconds")
     if not 60 <= args.snapshot_min_every <= 86_400:
         p.error("--snapshot-min-every: give 60 to 86400 seconds")
+    if not 64 <= args.build_memory_mb <= 1 << 20:
+        p.error("--build-memory-mb: give 64 to 1048576")
+    if not 10 <= args.build_timeout <= 86_400:
+        p.error("--build-timeout: give 10 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
         p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
     metrics_ca(args.tls_ca)  # beside the cloud's CA (a cloud made before it gets one now)
@@ -254,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         prometheus_url=args.prometheus_url or (setup.prometheus_url if setup else None),
         alertmanager_url=args.alertmanager_url or (setup.alertmanager_url if setup else None),
         alerts_changed=_resync(setup, db),
+        build_limits=Limits(args.build_memory_mb, args.build_timeout),
     )
     app.state.monitoring = setup
     if setup is not None:

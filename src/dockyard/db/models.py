@@ -579,3 +579,75 @@ class StackEvent(Base):
     stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id"), index=True)
     time: Mapped[datetime] = mapped_column(default=now)
     message: Mapped[str] = mapped_column(String(1024))
+
+
+# Continuous integration (db/builds.py; model/builds.py draws the flow) ----------------
+
+
+class Hook(Base):
+    """A git host's webhook for one branch of one repository, building into an app.
+    ``secret`` is kept as sent (the server verifies HMACs with it) and shown once."""
+
+    __tablename__ = "hooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    repo: Mapped[str] = mapped_column(String(1024))
+    branch: Mapped[str] = mapped_column(String(255))
+    stack: Mapped[str] = mapped_column(String(63))
+    auto_deploy: Mapped[bool] = mapped_column(default=False)
+    dockerfile: Mapped[str] = mapped_column(String(255))
+    secret: Mapped[str] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    app: Mapped[App] = relationship(lazy="joined")
+
+
+class Build(Base):
+    """A build of one commit: queued -> running -> succeeded | failed | cancelled.
+    ``busy_host`` is its host's name while it is assigned or running and NULL after:
+    its unique key allows one build at a time per host. It goes with its app."""
+
+    __tablename__ = "builds"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    hook_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    repo: Mapped[str] = mapped_column(String(1024))
+    ref: Mapped[str] = mapped_column(String(255))
+    commit: Mapped[str | None] = mapped_column(String(40), default=None)
+    dockerfile: Mapped[str] = mapped_column(String(255))
+    stack: Mapped[str | None] = mapped_column(String(63), default=None)
+    auto_deploy: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    reason: Mapped[str | None] = mapped_column(String(4096), default=None)
+    host_name: Mapped[str | None] = mapped_column(String(63), default=None)
+    busy_host: Mapped[str | None] = mapped_column(String(63), unique=True, default=None)
+    memory_mb: Mapped[int]
+    timeout_seconds: Mapped[int]
+    image_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    image_name: Mapped[str | None] = mapped_column(String(63), default=None)
+    tag: Mapped[str | None] = mapped_column(String(512), default=None)
+    digest: Mapped[str | None] = mapped_column(String(71), default=None)
+    deploy_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    trigger: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(63))
+    user_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    log_size: Mapped[int] = mapped_column(default=0)  # bytes stored in build_log
+    log_cut: Mapped[bool] = mapped_column(default=False)  # BUILD_LOG_MAX reached
+    app: Mapped[App] = relationship(lazy="joined")
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class BuildLogChunk(Base):
+    """A piece of a build's log at byte ``offset``: append-only, contiguous."""
+
+    __tablename__ = "build_log"
+    __table_args__ = (UniqueConstraint("build_id", "offset"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), index=True)
+    offset: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)

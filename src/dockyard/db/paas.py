@@ -70,8 +70,9 @@ def list_apps(s: Session, who: Principal) -> list[paas.App]:
     return [app_model(s, a) for a in _apps(s, who)]
 
 
-def delete_app(s: Session, who: Principal, name: str) -> None:
-    """Refused (409, naming them) while the app has stacks."""
+def delete_app(s: Session, who: Principal, name: str) -> list[str]:
+    """Refused (409, naming them) while the app has stacks. Its hooks and builds go
+    with it; returns the build hosts whose orders vanished (to wake)."""
     app = get_app(s, who, name)
     names = [st.name for st in _stacks(s, app)]
     if names:
@@ -79,8 +80,22 @@ def delete_app(s: Session, who: Principal, name: str) -> None:
             f"app {app.name!r} still has stacks ({', '.join(names)}); delete them first "
             f"(`dockyard stack delete {app.name}/{names[0]}`)"
         )
+    hosts = _forget_builds(s, app.id)
     s.delete(app)
     s.flush()
+    return hosts
+
+
+def _forget_builds(s: Session, app_id: str) -> list[str]:
+    """An app's hooks, builds and their logs (db/builds.py), gone with it; returns the
+    hosts whose build orders vanished."""
+    busy = s.scalars(select(m.Build.busy_host).where(m.Build.app_id == app_id))
+    hosts = [h for h in busy if h]
+    ids = select(m.Build.id).where(m.Build.app_id == app_id).scalar_subquery()
+    s.execute(delete(m.BuildLogChunk).where(m.BuildLogChunk.build_id.in_(ids)))
+    s.execute(delete(m.Build).where(m.Build.app_id == app_id))
+    s.execute(delete(m.Hook).where(m.Hook.app_id == app_id))
+    return hosts
 
 
 def app_model(s: Session, row: m.App) -> paas.App:

@@ -1,0 +1,288 @@
+"""Continuous integration's rows: an app's git hooks and its builds (model/builds.py
+draws the whole flow; paas/README.md tells the rules).
+
+    hook create/list/delete      an app member's; the secret is shown once, kept to verify
+    on_push (the webhook)        verified against the app's hooks' secrets -> a queued
+                                 Build per hook following the pushed branch
+    start (a member, by hand)    a queued Build of a ref through one of the app's hooks
+
+A build always clones its hook's registered repository, never a URL from a payload.
+Queued builds go to build hosts in db/build_runs.py (``assign``, in the same
+transaction); the agents' reports land there too. Builds and hooks go with their app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
+
+from dockyard.db import build_runs, paas
+from dockyard.db import models as m
+from dockyard.db.identity import Principal
+from dockyard.errors import BadRequest, Conflict, NotFound, Unauthorized
+from dockyard.model import builds as wire
+from dockyard.paas import webhooks
+
+log = logging.getLogger(__name__)
+NO_REGISTRY = "this server has no registry to push builds to; start it with --registry URL"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What every build gets (the server's --build-memory-mb, --build-timeout)."""
+
+    memory_mb: int = 2048
+    timeout_seconds: int = wire.BUILD_TIMEOUT_DEFAULT
+
+
+# hooks ------------------------------------------------------------------------------
+
+
+def create_hook(s: Session, who: Principal, app_key: str, req: wire.HookCreate) -> wire.Hook:
+    """The hook, its secret in this answer only (made here when none was sent)."""
+    app = paas.get_app(s, who, app_key)
+    if req.stack not in {st.name for st in paas._stacks(s, app)}:
+        raise NotFound(
+            f"app {app.name!r} has no stack {req.stack!r}; create it first "
+            f"(`dockyard stack create {app.name}/{req.stack} ...`)"
+        )
+    row = m.Hook(
+        app_id=app.id,
+        repo=req.repo,
+        branch=req.branch,
+        stack=req.stack,
+        auto_deploy=req.auto_deploy,
+        dockerfile=req.dockerfile,
+        secret=req.secret or secrets.token_urlsafe(32),
+        created_by=who.name,
+    )
+    s.add(row)
+    s.flush()
+    return hook_model(row).model_copy(update={"secret": row.secret})
+
+
+def hook_model(row: m.Hook) -> wire.Hook:
+    return wire.Hook(
+        id=row.id,
+        app=row.app.name,
+        repo=row.repo,
+        branch=row.branch,
+        stack=row.stack,
+        auto_deploy=row.auto_deploy,
+        dockerfile=row.dockerfile,
+        url=f"/v1/apps/{row.app.name}/hooks/git",
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
+
+
+def _hooks(s: Session, app: m.App) -> list[m.Hook]:
+    q = select(m.Hook).where(m.Hook.app_id == app.id).order_by(m.Hook.created_at, m.Hook.id)
+    return list(s.scalars(q).unique())
+
+
+def list_hooks(s: Session, who: Principal, app_key: str) -> list[wire.Hook]:
+    return [hook_model(h) for h in _hooks(s, paas.get_app(s, who, app_key))]
+
+
+def delete_hook(s: Session, who: Principal, app_key: str, hook_id: str) -> None:
+    """Its builds stay (their history), with the repository they cloned."""
+    app = paas.get_app(s, who, app_key)
+    row = s.get(m.Hook, hook_id)
+    if row is None or row.app_id != app.id:
+        raise NotFound(f"app {app.name!r} has no hook {hook_id!r}; see `dockyard app hooks`")
+    s.delete(row)
+    s.flush()
+
+
+# the webhook -----------------------------------------------------------------------
+
+
+def on_push(
+    s: Session,
+    app_key: str,
+    body: bytes,
+    sig: webhooks.Signature | None,
+    limits: Limits,
+    registry: bool,
+) -> tuple[wire.PushAccepted, bool, list[str]]:
+    """A git host's delivery to ``app_key`` (its id or name, in any project: the secret
+    tells whose). Returns the answer, whether it is a ping (200), and the hosts to wake.
+    Unauthorized when no hook of the app verifies it; BadRequest for a body that is
+    not a push payload."""
+    apps = list(s.scalars(select(m.App).where((m.App.id == app_key) | (m.App.name == app_key))))
+    if not apps:
+        return _ignored(f"no app named {app_key!r}", app_key), False, []
+    hooks = [h for a in apps for h in _hooks(s, a)]
+    if not hooks:
+        return _ignored(f"app {app_key!r} has no hooks", app_key), False, []
+    if sig is None:
+        raise Unauthorized("sign the delivery: X-Hub-Signature-256 (GitHub) or X-Gitlab-Token")
+    signed = [h for h in hooks if webhooks.verifies(sig, body, h.secret)]
+    if not signed:
+        raise Unauthorized("the delivery's signature matches no hook of this app; check the "
+                           "secret the git host was given")  # fmt: skip
+    try:
+        push = webhooks.push_of(sig, json.loads(body))
+    except ValueError as exc:  # json's JSONDecodeError too
+        raise BadRequest(f"not a push payload: {exc}") from exc
+    if push.ignored:
+        return _ignored(push.ignored, app_key), push.event == "ping", []
+    following = [h for h in signed if h.branch == push.branch]
+    if not following:
+        why = f"no hook of {app_key!r} follows branch {push.branch!r}"
+        return _ignored(why, app_key), False, []
+    if not registry:
+        return _ignored(NO_REGISTRY, app_key), False, []
+    assert push.branch is not None
+    rows = [
+        _queue(s, h, push.branch, push.commit, h.auto_deploy, "push", push.pusher, None, limits)
+        for h in following
+    ]
+    woke = build_runs.assign(s)
+    log.info("push of %s to %s: builds %s", push.commit, app_key, [r.id for r in rows])
+    return wire.PushAccepted(builds=[r.id for r in rows]), False, woke
+
+
+def _ignored(why: str, app_key: str) -> wire.PushAccepted:
+    log.info("webhook of app %r ignored: %s", app_key[:63], why)
+    return wire.PushAccepted(builds=[], ignored=why)
+
+
+# builds ----------------------------------------------------------------------------
+
+
+def _queue(
+    s: Session,
+    hook: m.Hook,
+    ref: str,
+    commit: str | None,
+    deploy: bool,
+    trigger: str,
+    by: str,
+    user_id: str | None,
+    limits: Limits,
+) -> m.Build:
+    row = m.Build(
+        app_id=hook.app_id,
+        project_id=hook.app.project_id,
+        hook_id=hook.id,
+        repo=hook.repo,  # the registered repository, whatever a payload said
+        ref=ref,
+        commit=commit,
+        dockerfile=hook.dockerfile,
+        stack=hook.stack,
+        auto_deploy=deploy,
+        trigger=trigger,
+        created_by=by,
+        user_id=user_id,
+        memory_mb=limits.memory_mb,
+        timeout_seconds=limits.timeout_seconds,
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def start(
+    s: Session, who: Principal, app_key: str, req: wire.BuildStart, limits: Limits, registry: bool
+) -> tuple[wire.Build, list[str]]:
+    """A build of ``req.ref`` by hand, through the hook ``req.hook`` (or the app's
+    only one); returns it and the hosts to wake."""
+    app = paas.get_app(s, who, app_key)
+    if not registry:
+        raise Conflict(NO_REGISTRY)
+    hook = _hook_for(s, app, req.hook)
+    commit = req.ref if webhooks.SHA.match(req.ref) else None
+    deploy = hook.auto_deploy if req.deploy is None else req.deploy
+    row = _queue(s, hook, req.ref, commit, deploy, "manual", who.name, who.user_id, limits)
+    woke = build_runs.assign(s)
+    return build_model(row), woke
+
+
+def _hook_for(s: Session, app: m.App, hook_id: str | None) -> m.Hook:
+    hooks = _hooks(s, app)
+    if hook_id is not None:
+        found = [h for h in hooks if h.id == hook_id]
+        if not found:
+            raise NotFound(f"app {app.name!r} has no hook {hook_id!r}; see "
+                           f"`dockyard app hooks {app.name}`")  # fmt: skip
+        return found[0]
+    if not hooks:
+        raise Conflict(
+            f"app {app.name!r} has no hook to build from; register one "
+            f"(`dockyard app hook {app.name} --repo URL --branch B --stack S`)"
+        )
+    if len(hooks) > 1:
+        raise Conflict(f"app {app.name!r} has {len(hooks)} hooks; choose one with --hook ID "
+                       f"(`dockyard app hooks {app.name}`)")  # fmt: skip
+    return hooks[0]
+
+
+def _visible(who: Principal) -> list[ColumnElement[bool]]:
+    return [] if who.is_admin else [m.Build.project_id == who.project_id]
+
+
+def get_row(s: Session, who: Principal, build_id: str) -> m.Build:
+    """The build if ``who`` may see it; NotFound for another project's."""
+    row = s.get(m.Build, build_id)
+    if row is None or not (who.is_admin or row.project_id == who.project_id):
+        raise NotFound(f"build {build_id!r} does not exist; see `dockyard build list`")
+    return row
+
+
+def get(s: Session, who: Principal, build_id: str) -> wire.Build:
+    return build_model(get_row(s, who, build_id))
+
+
+def list_builds(s: Session, who: Principal, app_key: str | None, limit: int) -> list[wire.Build]:
+    """Newest first."""
+    q = select(m.Build).where(*_visible(who))
+    if app_key is not None:
+        q = q.where(m.Build.app_id == paas.get_app(s, who, app_key).id)
+    q = q.order_by(m.Build.created_at.desc(), m.Build.id).limit(limit)
+    return [build_model(r) for r in s.scalars(q).unique()]
+
+
+def cancel(s: Session, who: Principal, build_id: str) -> tuple[wire.Build, list[str]]:
+    """A queued or running build ends cancelled (its order leaves its host's poll);
+    returns it and the hosts to wake. A finished one: 409."""
+    row = get_row(s, who, build_id)
+    if row.status not in (wire.BuildStatus.queued, wire.BuildStatus.running):
+        raise Conflict(f"build {row.id} already {row.status}; nothing to cancel")
+    host = row.busy_host
+    build_runs.finish(row, wire.BuildStatus.cancelled, f"cancelled by {who.name}")
+    s.flush()
+    return build_model(row), [h for h in [host] if h] + build_runs.assign(s)
+
+
+def build_model(row: m.Build) -> wire.Build:
+    return wire.Build(
+        id=row.id,
+        app=row.app.name,
+        project=row.project.name,
+        hook=row.hook_id,
+        repo=row.repo,
+        ref=row.ref,
+        commit=row.commit,
+        stack=row.stack,
+        auto_deploy=row.auto_deploy,
+        status=wire.BuildStatus(row.status),
+        reason=row.reason,
+        host=row.host_name,
+        image=row.image_name,
+        tag=row.tag,
+        digest=row.digest,
+        deploy=row.deploy_id,
+        trigger=row.trigger,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        seconds=dict(row.seconds or {}),
+    )
