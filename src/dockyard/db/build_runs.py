@@ -130,7 +130,8 @@ def repository(row: m.Build) -> str:
 def _own(s: Session, host: str, build_id: str) -> m.Build:
     """The agent's own build, queued (assigned) or running; 409 otherwise: the agent
     stops working on it."""
-    row = s.get(m.Build, build_id, with_for_update=True)
+    q = select(m.Build).where(m.Build.id == build_id).with_for_update(of=m.Build)
+    row = s.scalar(q)  # reports on one build (log chunks) take turns
     if row is None:
         raise Conflict(f"build {build_id} is gone (its app was deleted); stop it")
     if row.host_name != host or row.busy_host != host or row.status not in ACTIVE:
