@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from dockyard.cli import runspec
+from dockyard.cli import builds, runspec
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit, table
 
@@ -204,11 +204,12 @@ def _app_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("show", parents=[fmt])
     p.add_argument("name")
     p.set_defaults(run=lambda api, a: emit(api.get(f"/apps/{a.name}"), a.format, APP_COLUMNS))
-    p = verbs.add_parser("delete", help="refused while it has stacks")
+    p = verbs.add_parser("delete", help="refused while it has stacks; its hooks and builds too")
     p.add_argument("name")
     p.set_defaults(
         run=lambda api, a: (api.delete(f"/apps/{a.name}"), print(f"app {a.name} deleted"))
     )
+    builds.hook_parsers(verbs, fmt)
 
 
 def _wait_flags(p: argparse.ArgumentParser) -> None:

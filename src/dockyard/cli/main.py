@@ -24,6 +24,7 @@ NOUNS = {
     "app": ("apps", "apps: named sets of stacks"),
     "stack": ("apps", "stacks: identical instances of a release, spread over hosts"),
     "release": ("apps", "a stack's releases: number, image, who, when, result"),
+    "build": ("builds", "builds: a commit built into an image, then deployed"),
     "lab": ("lab", "a cloud of several hosts on this machine"),
     "registry": ("registry", "the image registry and each AZ's cache"),
     "migration": ("moves", "instance migrations: where from, where to, downtime"),
