@@ -149,6 +149,19 @@ def test_log_chunks_are_idempotent_by_offset_and_a_waiting_reader_wakes(cloud):
     assert cloud.ok("GET", log, params={"offset": 9, "wait": 10})["done"] is True
 
 
+def test_a_log_past_build_log_max_is_cut_and_says_so(cloud, monkeypatch):
+    monkeypatch.setattr("dockyard.model.builds.BUILD_LOG_MAX", 10)
+    cloud.hook()
+    (build_id,) = cloud.push().json()["builds"]
+    cloud.agent("POST", build_id, "start")
+    for offset, data in ((0, b"12345678"), (8, b"abcdef"), (14, b"more")):
+        r = cloud.agent("POST", build_id, "log", params={"offset": offset}, content=data)
+        assert r.status_code == 204
+    got = cloud.ok("GET", f"/builds/{build_id}/log")
+    assert got["text"].startswith("12345678ab\n[the log was cut") and got["truncated"]
+    assert "more" not in got["text"]
+
+
 def test_a_failed_build_says_why_and_frees_its_host_for_the_next(cloud):
     cloud.hook()
     first = cloud.push().json()["builds"][0]

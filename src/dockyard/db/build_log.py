@@ -19,7 +19,6 @@ from dockyard.errors import BadRequest, Conflict
 from dockyard.model import builds as wire
 
 READ_MAX = 1 << 20  # bytes one answer carries at most; the next read goes on from there
-CUT = f"\n[the log was cut at {wire.BUILD_LOG_MAX} bytes: BUILD_LOG_MAX]\n".encode()
 
 
 def append(s: Session, host: str, build_id: str, offset: int, data: bytes) -> bool:
@@ -37,7 +36,8 @@ def append(s: Session, host: str, build_id: str, offset: int, data: bytes) -> bo
         return False  # all of it is stored already
     room = wire.BUILD_LOG_MAX - size
     if len(new) > room:
-        new, row.log_cut = new[:room] + CUT, True
+        cut = f"\n[the log was cut at {wire.BUILD_LOG_MAX} bytes: BUILD_LOG_MAX]\n"
+        new, row.log_cut = new[:room] + cut.encode(), True
     s.add(m.BuildLogChunk(build_id=row.id, offset=size, data=new))
     row.log_size = size + len(new)
     s.flush()

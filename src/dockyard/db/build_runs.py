@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from dockyard.db import catalog, deploys, hosts
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
-from dockyard.errors import Conflict, DockyardError
+from dockyard.errors import BadRequest, Conflict, DockyardError
 from dockyard.model import RegistryLogin
 from dockyard.model import builds as wire
 from dockyard.model import paas as paas_wire
@@ -162,6 +162,8 @@ def done(
     build's stack to it (one refused is the build's reason; the build still succeeded).
     Returns the hosts to wake and whether a deploy began."""
     row = _own(s, host, build_id)
+    if not req.tag.endswith("-" + req.commit[:7]):
+        raise BadRequest(f"tag {req.tag} does not name commit {req.commit}: YYYYMMDD-<sha7>")
     row.commit, row.seconds = req.commit, dict(req.seconds)
     row.started_at = row.started_at or m.now()
     try:
