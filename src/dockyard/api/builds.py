@@ -86,7 +86,8 @@ def delete_hook(app: Key, hook_id: Key, db: Db, who: Member) -> Response:
 @router.post(
     "/apps/{app}/hooks/git",
     status_code=202,
-    responses={200: {"description": "a ping"}, 401: {"description": "signature"}},
+    response_model=wire.PushAccepted,
+    responses={200: {"model": wire.PushAccepted, "description": "a ping"}},
 )
 async def git_push(app: Key, request: Request, db: Db, watch: Watch) -> JSONResponse:
     """A git host's push (GitHub: X-Hub-Signature-256 HMAC of the body, X-GitHub-Event;
@@ -224,6 +225,9 @@ class BuildController:
         if not self._lease.held():
             return []
         now = now or datetime.now(UTC).replace(tzinfo=None)
+        with self.db.session(write=False) as s:
+            if not build_runs.active(s):  # no write lock taken every tick for nothing
+                return []
         with self.db.session() as s:
             woke = build_runs.tick(s, now)
         wake(self.watch, woke)

@@ -70,6 +70,12 @@ def finish(row: m.Build, status: wire.BuildStatus, reason: str | None) -> None:
     row.finished_at, row.busy_host = m.now(), None
 
 
+def active(s: Session) -> bool:
+    """Whether any build is queued or running (the controller has work)."""
+    q = select(m.Build.id).where(m.Build.status.in_(ACTIVE)).limit(1)
+    return s.scalar(q) is not None
+
+
 def tick(s: Session, now: datetime) -> list[str]:
     """Fail builds past their timeout, requeue those whose host went away before they
     started, then assign. Returns the hosts to wake."""
