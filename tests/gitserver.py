@@ -38,9 +38,10 @@ def git(cwd: Path, *args: str) -> str:
 class GitServer:
     base: Path
     port: int
+    address: str = "127.0.0.1"
 
     def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}.git"
+        return f"git://{self.address}:{self.port}/{name}.git"
 
     def commit(self, name: str, files: dict[str, str], branch: str = "main") -> str:
         """A commit of exactly ``files`` on ``branch`` of the repository ``name`` (made
@@ -66,28 +67,29 @@ class GitServer:
 
 
 @contextmanager
-def git_server() -> Iterator[GitServer]:
+def git_server(address: str = "127.0.0.1") -> Iterator[GitServer]:
+    """``address``: where git daemon listens (a lab's switch address, for its hosts)."""
     if shutil.which("git") is None:
         raise RuntimeError("git is not installed (scripts/packages.sh)")
     base = Path(tempfile.mkdtemp(prefix="dyk-git-"))
     port = free_port()
     proc = subprocess.Popen(
         ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}",
-         "--listen=127.0.0.1", f"--port={port}", str(base)],  # fmt: skip
+         f"--listen={address}", f"--port={port}", str(base)],  # fmt: skip
         env=_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: _listening(port), 10, "git daemon")
-        yield GitServer(base, port)
+        wait_for(lambda: _listening(address, port), 10, "git daemon")
+        yield GitServer(base, port, address)
     finally:
         stop_proc(proc, timeout=5)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _listening(port: int) -> bool:
+def _listening(address: str, port: int) -> bool:
     import socket
 
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((address, port)) == 0
