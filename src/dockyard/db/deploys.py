@@ -6,7 +6,9 @@
 ``advance`` is level-triggered and idempotent: it reads the members afresh every
 pass, so a pass lost to a crash or done twice by a restarted server plans the same
 next step. It runs with the stack's row lock (PostgreSQL; SQLite's write lock), so
-an API request on the same stack waits for it; one server at a time runs passes
+an API request on the same stack waits for it, and reads the members under the claim
+lock (hosts.lock_for_claim), as every task's begin does, so a member's task begun by
+a user meanwhile is seen, never overwritten; one server at a time runs passes
 (the "deploys" lease, api/deploys.py). A deploy whose target members are not ready
 within the stack's progress deadline (counted from its last progress) is rolled
 back to the release it came from, and says why.
@@ -20,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import instances, paas, rebuild
+from dockyard.db import hosts, instances, paas, rebuild
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound
@@ -109,6 +111,9 @@ def advance(s: Session, deploy_id: str, now: datetime, weigh: float = 1.0) -> li
     s.refresh(d)  # as it is now that we hold the stack
     if d.status != "running":
         return []
+    # before the members are read: a user's delete (or any task) begun meanwhile is
+    # seen, not overwritten by an action planned on what was read before it (PostgreSQL)
+    hosts.lock_for_claim(s)
     target = s.get(m.Release, d.to_release_id)
     assert target is not None
     rows = paas.members(s, stack)
@@ -125,10 +130,10 @@ def advance(s: Session, deploy_id: str, now: datetime, weigh: float = 1.0) -> li
         return []
     if plan.rollback:
         return _give_up(s, stack, d, target, rows, now)
-    hosts, acted = _apply(s, _acting(stack, d), stack, target, plan, weigh)
+    woke, acted = _apply(s, _acting(stack, d), stack, target, plan, weigh)
     if acted:  # refused actions are no progress: repeated to the deadline, they roll back
         d.progress_at = now
-    return hosts
+    return woke
 
 
 def _acting(stack: m.Stack, d: m.Deploy) -> Principal:

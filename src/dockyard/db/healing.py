@@ -43,6 +43,12 @@ def heal(s: Session, stack_id: str, now: datetime, weigh: float = 1.0) -> list[s
     stack = s.scalar(select(m.Stack).where(m.Stack.id == stack_id).with_for_update(of=m.Stack))
     if stack is None or paas.running(s, stack) is not None or stack.release_id is None:
         return []
+    if _at_rest(s, stack):
+        return []  # the common case, without the claim lock
+    # something to mend: the members read again under the claim lock, so a user's task
+    # begun meanwhile (a delete) is seen, not overwritten (PostgreSQL, read committed)
+    hosts.lock_for_claim(s)
+    s.expire_all()
     who = Principal(name="self-healing", role="member", project_id=stack.app.project_id)
     replace = _few_down(s)
     woke = [_mend(s, who, stack, r, now, replace) for r in paas.members(s, stack)]
@@ -56,6 +62,21 @@ def heal(s: Session, stack_id: str, now: datetime, weigh: float = 1.0) -> list[s
             _try(s, stack, "create a replacement", lambda: _create(s, who, stack, release, weigh))
         )
     return [h for h in woke if h]
+
+
+def _at_rest(s: Session, stack: m.Stack) -> bool:
+    """Nothing to mend: as many members as replicas, each ready on a host that is up,
+    none with restarts to forget."""
+    rows = paas.members(s, stack)
+    if len(rows) != stack.replicas:
+        return False
+    for r in rows:
+        inst = r.instance
+        if r.heals or not paas.ready(instances.to_model(inst)):
+            return False
+        if inst.host is not None and not hosts.is_up(inst.host):
+            return False
+    return True
 
 
 def _create(s: Session, who: Principal, stack: m.Stack, release: m.Release, weigh: float) -> str:
