@@ -258,3 +258,23 @@ def test_a_failed_rebuild_is_not_counted_as_the_new_release(paas):
     paas.step(60)
     assert paas.show()["deploy"]["kind"] == "auto-rollback"
     assert paas.ok("GET", "/apps/shop/stacks/web/releases")[-1]["result"] == "failed"
+
+
+def test_a_member_being_deleted_on_a_down_host_does_not_hold_a_deploy(paas):
+    """It is gone as far as the stack is concerned: its delete ends when the host returns."""
+    _running_stack(paas)
+    lost = paas.show()["instances"][0]
+    paas.host_down(lost["host"])
+    paas.step()  # self-healing: deleted there (it waits for the host), replaced elsewhere
+    paas.settle(down=[lost["host"]])
+    paas.step()
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    for _ in range(8):
+        paas.step()
+        if paas.show()["deploy"]["status"] != "running":
+            break
+        paas.settle(down=[lost["host"]])
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded", st["deploy"]
+    gone = next(m for m in st["instances"] if m["name"] == lost["name"])
+    assert gone["task_state"] == "deleting"  # still listed until its host returns

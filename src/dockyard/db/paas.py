@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import catalog, groups, instances, lookup
+from dockyard.db import catalog, groups, hosts, instances, lookup
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import BadRequest, Conflict
@@ -245,10 +245,10 @@ def create_stack(
     spec = {"env": req.env, "files": req.files, "health_check": req.health_check}
     release = new_release(s, who, stack, req.image, req.flavor, spec)
     stack.release_id = release.id
-    hosts = [add_member(s, who, stack, release, rid, weigh) for _ in range(req.replicas)]
+    woke = [add_member(s, who, stack, release, rid, weigh) for _ in range(req.replicas)]
     begin(s, who, stack, "create", None, release)
     event(s, stack, f"created by {who.name} with {req.replicas} replicas of release 1")
-    return stack_model(s, stack), hosts
+    return stack_model(s, stack), woke
 
 
 def new_release(
@@ -333,10 +333,16 @@ def ready(inst: model.Instance) -> bool:
 
 
 def planned(rows: list[m.StackMember]) -> list[rollout.Member]:
+    """The members as the planner sees them. One being deleted on a host that is down
+    is left out: gone as far as the stack is concerned (its delete ends when the host
+    returns), it must not hold a deploy's end nor a surge's room."""
     out = []
     for r in rows:
         inst = instances.to_model(r.instance)
         leaving = inst.task_state == "deleting"
+        host = r.instance.host
+        if leaving and host is not None and not hosts.is_up(host):
+            continue
         out.append(
             rollout.Member(
                 r.instance_id,
@@ -359,27 +365,27 @@ def scale(
     release = s.get(m.Release, stack.release_id)
     assert release is not None
     rows = [r for r in members(s, stack) if r.instance.task_state != "deleting"]
-    hosts = [add_member(s, who, stack, release, rid, weigh) for _ in range(replicas - len(rows))]
+    woke = [add_member(s, who, stack, release, rid, weigh) for _ in range(replicas - len(rows))]
     # fewest losses first: not-ready members, then the newest
     doomed = sorted(rows, key=lambda r: (ready(instances.to_model(r.instance)), -r.ordinal))
     for r in doomed[: max(0, len(rows) - replicas)]:
         _, host = instances.act(s, who, r.instance_id, "delete", rid)
-        hosts.append(host) if host else None
+        woke.append(host) if host else None
     event(s, stack, f"scaled from {stack.replicas} to {replicas} replicas by {who.name}")
     stack.replicas = replicas
     s.flush()
-    return stack_model(s, stack), hosts
+    return stack_model(s, stack), woke
 
 
 def delete_stack(s: Session, who: Principal, app: str, name: str, rid: str) -> list[str]:
     """Delete its instances (their agents finish that), its group, releases, deploys
     and events. Returns the hosts to wake."""
     stack = get_stack(s, who, app, name, lock=True)
-    hosts = []
+    woke = []
     for r in members(s, stack):
         if r.instance.task_state != "deleting":
             _, host = instances.act(s, who, r.instance_id, "delete", rid)
-            hosts += [host] if host else []
+            woke += [host] if host else []
     s.flush()
     # the group goes now: an instance being deleted need no longer spread, and the
     # members deleted before (a scale down) keep their history, not the group
@@ -396,7 +402,7 @@ def delete_stack(s: Session, who: Principal, app: str, name: str, rid: str) -> l
     s.flush()
     s.delete(group)
     s.flush()
-    return [h for h in hosts if h]
+    return [h for h in woke if h]
 
 
 def event(s: Session, stack: m.Stack, message: str, once: bool = False) -> None:
