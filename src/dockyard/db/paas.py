@@ -291,10 +291,17 @@ def check_of(release: m.Release) -> model.HealthCheck | None:
 
 
 def add_member(
-    s: Session, who: Principal, stack: m.Stack, release: m.Release, rid: str, weigh: float
+    s: Session,
+    who: Principal,
+    stack: m.Stack,
+    release: m.Release,
+    rid: str,
+    weigh: float,
+    healed_at: datetime | None = None,
 ) -> str:
     """One more instance of ``release`` in the stack, claimed as ``server create``
-    does (quota, placement in the stack's group). Returns the host to wake."""
+    does (quota, placement in the stack's group). Returns the host to wake.
+    ``healed_at``: self-healing made it then (its clock: a spawn's time counts from it)."""
     n = stack.next_ordinal
     stack.next_ordinal += 1
     if release.image_id is None or release.flavor_id is None:
@@ -312,7 +319,15 @@ def add_member(
         health_check=check_of(release),
     )
     inst, host = instances.create(s, in_project(who, stack.app), req, rid, weigh)
-    s.add(m.StackMember(instance_id=inst.id, stack_id=stack.id, release_id=release.id, ordinal=n))
+    s.add(
+        m.StackMember(
+            instance_id=inst.id,
+            stack_id=stack.id,
+            release_id=release.id,
+            ordinal=n,
+            healed_at=healed_at,
+        )
+    )
     s.flush()
     return host
 
