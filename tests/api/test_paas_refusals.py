@@ -28,7 +28,7 @@ def _nothing_made(cloud):
         ({"max_surge": "lots"}, 422, "max_surge"),
         ({"replicas": 101}, 422, "replicas"),
         ({"strategy": "yolo"}, 422, "in-place"),
-        ({"name": "x" * 60}, 400, "longer than 63 characters"),
+        ({"name": "x" * 60}, 422, "longer than 63 characters; choose shorter app or stack"),
     ],
 )
 def test_a_bad_stack_is_refused_and_leaves_nothing(paas, body, status, words):
@@ -115,3 +115,27 @@ def test_an_admin_acting_on_a_projects_app_makes_that_projects_instances(paas):
     (inst,) = paas.ok("GET", "/instances", alice)
     assert inst["name"] == "blog-web-1" and inst["project"] == "p1"
     assert paas.ok("GET", "/server-groups/blog-web", alice)["project"] == "p1"
+
+
+def test_member_and_group_names_of_two_stacks_never_collide(paas):
+    """App "a-b"'s stack "c" and app "a"'s stack "b-c" would both be a-b-c-N."""
+    for app, stack in (("a-b", "c"), ("a", "b-c")):
+        paas.ok("POST", "/apps", json={"name": app})
+        body = {"name": stack, "image": "img", "flavor": "small", "network": "net", "replicas": 2}
+        r = paas.call("POST", f"/apps/{app}/stacks", json=body)
+        assert r.status_code == 201, r.text
+    one = paas.ok("GET", "/apps/a-b/stacks/c")
+    two = paas.ok("GET", "/apps/a/stacks/b-c")
+    names = [m["name"] for m in one["instances"] + two["instances"]]
+    assert sorted(names) == ["a-b-c-1", "a-b-c-2", "a-b-c-3", "a-b-c-4"]
+    assert (one["group"], two["group"]) == ("a-b-c", "a-b-c-2")
+
+
+def test_a_member_name_taken_by_another_instance_is_skipped(paas):
+    assert paas.create("shop-web-2").status_code == 202  # a user's own instance
+    assert paas.stack(replicas=2).status_code == 201
+    assert [m["name"] for m in paas.show()["instances"]] == ["shop-web-1", "shop-web-3"]
+    paas.settle()
+    paas.step()
+    paas.ok("POST", "/apps/shop/stacks/web/scale", json={"replicas": 3})
+    assert [m["name"] for m in paas.show()["instances"]][-1] == "shop-web-4"

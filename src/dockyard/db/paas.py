@@ -23,11 +23,15 @@ from dockyard import model
 from dockyard.db import catalog, groups, hosts, instances, lookup
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
-from dockyard.errors import BadRequest, Conflict
+from dockyard.errors import Conflict, Unprocessable
 from dockyard.model import paas
 from dockyard.paas import rollout
 
 EVENTS_SHOWN = 20
+NAME_MAX = 63  # an instance's or a group's name
+# members' numbers are reused once free, so they stay below this: replicas and a
+# surge's extra (model.paas.MAX_REPLICAS each), those still being deleted, some room
+LONGEST_ORDINAL = 999
 
 
 # apps -------------------------------------------------------------------------------
@@ -214,10 +218,13 @@ def create_stack(
     app = get_app(s, who, app_name)
     if any(st.name == req.name for st in _stacks(s, app)):
         raise Conflict(f"stack {app.name}/{req.name} already exists; choose another name")
-    if len(f"{app.name}-{req.name}-{paas.MAX_REPLICAS * 10}") > 63:
-        raise BadRequest(
+    longest = f"{app.name}-{req.name}-{LONGEST_ORDINAL}"
+    if len(longest) > NAME_MAX:
+        room = NAME_MAX - len(f"--{LONGEST_ORDINAL}")
+        raise Unprocessable(
             f"instances of {app.name}/{req.name} would be named {app.name}-{req.name}-N, "
-            "longer than 63 characters; choose shorter app or stack names"
+            f"up to {len(longest)} characters: longer than {NAME_MAX} characters; choose "
+            f"shorter app or stack names (at most {room} characters together)"
         )
     network = catalog.network(s, req.network)
     policy = (
@@ -225,7 +232,10 @@ def create_stack(
         if req.spread == paas.Spread.hard
         else model.GroupPolicy.soft_anti_affinity
     )
-    group_req = model.ServerGroupCreate(name=f"{app.name}-{req.name}", policy=policy)
+    group_name = _free_name(_taken_groups(s, app.project_id, app.name), f"{app.name}-{req.name}")
+    if len(group_name) > NAME_MAX:  # only after hundreds of groups named so
+        raise Conflict(f"no free server group name like {app.name}-{req.name}; delete some")
+    group_req = model.ServerGroupCreate(name=group_name, policy=policy)
     group = groups.create(s, in_project(who, app), group_req)
     stack = m.Stack(
         app_id=app.id,
@@ -302,14 +312,13 @@ def add_member(
     """One more instance of ``release`` in the stack, claimed as ``server create``
     does (quota, placement in the stack's group). Returns the host to wake.
     ``healed_at``: self-healing made it then (its clock: a spawn's time counts from it)."""
-    n = stack.next_ordinal
-    stack.next_ordinal += 1
     if release.image_id is None or release.flavor_id is None:
         raise Conflict(
             f"release {release.number}'s image or flavor was deleted; deploy another release"
         )
+    n, name = _member_name(s, stack)
     req = model.InstanceCreate(
-        name=f"{stack.app.name}-{stack.name}-{n}",
+        name=name,
         image=release.image_id,
         flavor=release.flavor_id,
         network=stack.network_id,
@@ -330,6 +339,47 @@ def add_member(
     )
     s.flush()
     return host
+
+
+def _member_name(s: Session, stack: m.Stack) -> tuple[int, str]:
+    """APP-STACK-N with the lowest N whose name no live instance of the project holds:
+    a replaced member's number is used again once it is gone, so numbers stay below
+    LONGEST_ORDINAL, and a name taken by another (a user's instance, or the stack of
+    app "a-b" named "c" beside app "a"'s "b-c") is skipped, never retried. One query,
+    and at most as many tries as names taken."""
+    prefix = f"{stack.app.name}-{stack.name}-"
+    q = select(m.Instance.name).where(
+        m.Instance.project_id == stack.app.project_id,
+        m.Instance.deleted_at.is_(None),
+        m.Instance.name.startswith(prefix, autoescape=True),
+    )
+    taken = set(s.scalars(q))
+    n = next(i for i in range(1, len(taken) + 2) if f"{prefix}{i}" not in taken)
+    if len(f"{prefix}{n}") > NAME_MAX:
+        raise Conflict(
+            f"{stack.app.name}/{stack.name} has no free instance name left ({prefix}N, "
+            f"at most {NAME_MAX} characters): {len(taken)} are taken; delete instances "
+            "named so, or scale down"
+        )
+    return n, f"{prefix}{n}"
+
+
+def _taken_groups(s: Session, project_id: str, prefix: str) -> set[str]:
+    q = select(m.ServerGroup.name).where(
+        m.ServerGroup.project_id == project_id,
+        m.ServerGroup.name.startswith(prefix, autoescape=True),
+    )
+    return set(s.scalars(q))
+
+
+def _free_name(taken: set[str], name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... the first not taken (a stack of app "a-b"
+    named "c" holds the group "a-b-c" that app "a"'s stack "b-c" would have)."""
+    return next(c for i in range(1, len(taken) + 2) if (c := _nth(name, i)) not in taken)
+
+
+def _nth(name: str, i: int) -> str:
+    return name if i == 1 else f"{name}-{i}"
 
 
 def members(s: Session, stack: m.Stack) -> list[m.StackMember]:
