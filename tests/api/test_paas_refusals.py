@@ -139,3 +139,23 @@ def test_a_member_name_taken_by_another_instance_is_skipped(paas):
     paas.step()
     paas.ok("POST", "/apps/shop/stacks/web/scale", json={"replicas": 3})
     assert [m["name"] for m in paas.show()["instances"]][-1] == "shop-web-4"
+
+
+def test_numbers_that_would_make_a_name_too_long_are_reused(paas):
+    """A stack whose name leaves room for three digits, its 1000th member: the lowest
+    free number, never a ValueError for a 64-character name."""
+    from dockyard.db import models as m
+
+    app, stack = "x" * 29, "y" * 29
+    paas.ok("POST", "/apps", json={"name": app})
+    body = {"name": stack, "image": "img", "flavor": "small", "network": "net", "replicas": 1}
+    assert paas.call("POST", f"/apps/{app}/stacks", json=body).status_code == 201
+    (member,) = paas.ok("GET", f"/apps/{app}/stacks/{stack}")["instances"]
+    paas.report(paas.ok("GET", f"/instances/{member['id']}"), power_state="running",
+                task_done="spawning")  # fmt: skip
+    with paas.client.app.state.db.session() as s:
+        for row in s.query(m.Stack):
+            row.next_ordinal = 1000
+    paas.step()
+    st = paas.ok("POST", f"/apps/{app}/stacks/{stack}/scale", json={"replicas": 2})
+    assert [i["name"][-2:] for i in st["instances"]] == ["-1", "-2"]

@@ -29,8 +29,8 @@ from dockyard.paas import rollout
 
 EVENTS_SHOWN = 20
 NAME_MAX = 63  # an instance's or a group's name
-# members' numbers are reused once free, so they stay below this: replicas and a
-# surge's extra (model.paas.MAX_REPLICAS each), those still being deleted, some room
+# a stack's name leaves room for members numbered up to this; past it, numbers are
+# reused once free (a stack holds at most replicas + surge + those being deleted)
 LONGEST_ORDINAL = 999
 
 
@@ -342,11 +342,10 @@ def add_member(
 
 
 def _member_name(s: Session, stack: m.Stack) -> tuple[int, str]:
-    """APP-STACK-N with the lowest N whose name no live instance of the project holds:
-    a replaced member's number is used again once it is gone, so numbers stay below
-    LONGEST_ORDINAL, and a name taken by another (a user's instance, or the stack of
-    app "a-b" named "c" beside app "a"'s "b-c") is skipped, never retried. One query,
-    and at most as many tries as names taken."""
+    """APP-STACK-N: the stack's next number, skipping names a live instance of the
+    project holds (a user's own, or those of app "a-b"'s stack "c" beside app "a"'s
+    "b-c"), never retrying one; when the name would grow past NAME_MAX characters,
+    the lowest free number instead. One query, at most as many tries as names taken."""
     prefix = f"{stack.app.name}-{stack.name}-"
     q = select(m.Instance.name).where(
         m.Instance.project_id == stack.app.project_id,
@@ -354,13 +353,17 @@ def _member_name(s: Session, stack: m.Stack) -> tuple[int, str]:
         m.Instance.name.startswith(prefix, autoescape=True),
     )
     taken = set(s.scalars(q))
-    n = next(i for i in range(1, len(taken) + 2) if f"{prefix}{i}" not in taken)
+    first = stack.next_ordinal
+    n = next(i for i in range(first, first + len(taken) + 1) if f"{prefix}{i}" not in taken)
+    if len(f"{prefix}{n}") > NAME_MAX:
+        n = next(i for i in range(1, len(taken) + 2) if f"{prefix}{i}" not in taken)
     if len(f"{prefix}{n}") > NAME_MAX:
         raise Conflict(
             f"{stack.app.name}/{stack.name} has no free instance name left ({prefix}N, "
             f"at most {NAME_MAX} characters): {len(taken)} are taken; delete instances "
             "named so, or scale down"
         )
+    stack.next_ordinal = n + 1
     return n, f"{prefix}{n}"
 
 
