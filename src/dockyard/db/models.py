@@ -509,7 +509,7 @@ class Stack(Base):
     progress_deadline_s: Mapped[int]
     port: Mapped[int | None] = mapped_column(default=None)
     release_id: Mapped[str | None] = mapped_column(String(36), default=None)
-    next_ordinal: Mapped[int] = mapped_column(default=1)  # unused: db/paas.py _member_name
+    next_ordinal: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=now)
     app: Mapped[App] = relationship(lazy="joined")
     network: Mapped[Network] = relationship(lazy="joined")
