@@ -9,7 +9,9 @@ import threading
 
 import pytest
 
+from dockyard.db import deploys as db_deploys
 from dockyard.db import paas as db_paas
+from dockyard.db.session import DatabaseBusy
 from dockyard.lab.procs import wait_for
 from tests.api import paas_helpers
 
@@ -68,3 +70,45 @@ def test_a_healing_pass_does_not_overwrite_a_members_delete(pg, monkeypatch):
     done = _delete_meanwhile(pg, monkeypatch, sick["id"])
     pg.step(11)  # would restart it
     assert _after(pg, done, sick["id"]) == "deleting"
+
+
+@pytest.fixture
+def lite(tmp_path):
+    yield from paas_helpers._paas("sqlite", tmp_path)
+
+
+def _loses_once(monkeypatch, module, name):
+    """The first call loses a race in the database (PostgreSQL: a deadlock or a
+    serialization failure, which the session turns into DatabaseBusy)."""
+    real, calls = getattr(module, name), []
+
+    def once(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise DatabaseBusy("the database is busy (deadlock detected); try again")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, once)
+    return calls
+
+
+def test_deploy_rollback_and_delete_are_retried_after_a_lost_race(lite, monkeypatch):
+    assert lite.stack(replicas=1).status_code == 201
+    lite.settle()
+    lite.step()
+    calls = _loses_once(monkeypatch, db_deploys, "deploy")
+    r = lite.call("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    assert r.status_code == 202 and len(calls) == 2, r.text
+    for _ in range(3):
+        lite.step()
+        lite.settle()
+    lite.step()
+    assert lite.show()["deploy"]["status"] == "succeeded"
+    calls = _loses_once(monkeypatch, db_deploys, "rollback")
+    r = lite.call("POST", "/apps/shop/stacks/web/rollback", json={})
+    assert r.status_code == 202 and len(calls) == 2, r.text
+    monkeypatch.undo()
+    lite.step()
+    calls = _loses_once(monkeypatch, db_paas, "delete_stack")
+    r = lite.call("DELETE", "/apps/shop/stacks/web")
+    assert r.status_code == 204 and len(calls) == 2, r.text
