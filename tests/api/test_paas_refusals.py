@@ -159,3 +159,25 @@ def test_numbers_that_would_make_a_name_too_long_are_reused(paas):
     paas.step()
     st = paas.ok("POST", f"/apps/{app}/stacks/{stack}/scale", json={"replicas": 2})
     assert [i["name"][-2:] for i in st["instances"]] == ["-1", "-2"]
+
+
+def test_a_stacks_group_and_members_change_only_through_the_stack(paas):
+    assert paas.stack(replicas=1).status_code == 201
+    paas.settle()
+    paas.step()
+    (member,) = paas.show()["instances"]
+    refused = [
+        ("POST", f"/instances/{member['id']}/rebuild", {}, "dockyard stack deploy shop/web"),
+        ("POST", f"/instances/{member['name']}/resize", {"flavor": "pinned"}, "another flavor"),
+        ("DELETE", "/server-groups/shop-web", None, "dockyard stack delete shop/web"),
+        ("POST", "/instances", {"name": "x", "image": "img", "flavor": "small",
+                                "network": "net", "group": "shop-web"}, "stack scale shop/web"),
+    ]  # fmt: skip
+    for method, path, body, words in refused:
+        r = paas.call(method, path, json=body)
+        assert r.status_code == 409, (path, r.text)
+        assert "managed by stack shop/web" in r.text and words in r.text, r.text
+    assert paas.show()["instances"][0]["task_state"] is None  # nothing begun
+    assert paas.call("POST", f"/instances/{member['id']}/reboot").status_code == 202
+    paas.ok("POST", "/server-groups", json={"name": "mine", "policy": "anti-affinity"})
+    assert paas.call("DELETE", "/server-groups/mine").status_code == 204  # others' as ever
