@@ -82,7 +82,7 @@ def test_an_unhealthy_deploy_rolls_back_after_its_deadline_and_says_why(paas):
     st = paas.show()
     assert st["deploy"]["kind"] == "auto-rollback" and st["current_release"] == 1
     history = paas.ok("GET", "/apps/shop/stacks/web/releases")
-    assert [r["result"] for r in history] == ["deploying", "failed"]
+    assert [r["result"] for r in history] == ["deploying", "rolled-back"]
     events = " | ".join(e["message"] for e in st["events"])
     assert "rolled back to release 1" in events and "not ready within 5 s" in events
     assert "unhealthy" in events
@@ -94,6 +94,8 @@ def test_an_unhealthy_deploy_rolls_back_after_its_deadline_and_says_why(paas):
     assert all(m["release"] == 1 for m in st["instances"])
     d = paas.ok("GET", "/apps/shop/stacks/web/deploys/" + st["deploy"]["id"])
     assert d["kind"] == "auto-rollback"
+    history = paas.ok("GET", "/apps/shop/stacks/web/releases")
+    assert [r["result"] for r in history] == ["deployed", "rolled-back"]
 
 
 def test_a_second_deploy_while_one_runs_is_409_and_changes_nothing(paas):
@@ -257,7 +259,7 @@ def test_a_failed_rebuild_is_not_counted_as_the_new_release(paas):
     assert all(paas.ok("GET", f"/instances/{m['id']}")["image"] == "img" for m in st["instances"])
     paas.step(60)
     assert paas.show()["deploy"]["kind"] == "auto-rollback"
-    assert paas.ok("GET", "/apps/shop/stacks/web/releases")[-1]["result"] == "failed"
+    assert paas.ok("GET", "/apps/shop/stacks/web/releases")[-1]["result"] == "rolled-back"
 
 
 def test_a_member_being_deleted_on_a_down_host_does_not_hold_a_deploy(paas):
@@ -278,3 +280,23 @@ def test_a_member_being_deleted_on_a_down_host_does_not_hold_a_deploy(paas):
     assert st["deploy"]["status"] == "succeeded", st["deploy"]
     gone = next(m for m in st["instances"] if m["name"] == lost["name"])
     assert gone["task_state"] == "deleting"  # still listed until its host returns
+
+
+def test_no_automatic_rollback_to_a_release_that_never_ran(paas):
+    """The stack's first release never got ready (its create failed): a deploy from it
+    that fails too ends as failed, rather than "rolling back" to what never worked."""
+    assert paas.stack(replicas=1, progress_deadline_s=5).status_code == 201
+    paas.step()
+    paas.settle(health="unhealthy")
+    paas.step(6)
+    assert paas.show()["deploy"]["status"] == "failed"
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    paas.step()
+    paas.settle(health="unhealthy")
+    paas.step()
+    paas.step(6)
+    st = paas.show()
+    assert st["deploy"]["kind"] == "deploy" and st["deploy"]["status"] == "failed"
+    assert "release 1 never ran, so there is nothing to roll back to" in st["deploy"]["reason"]
+    results = [r["result"] for r in paas.ok("GET", "/apps/shop/stacks/web/releases")]
+    assert results == ["failed", "failed"]

@@ -17,8 +17,9 @@ back to the release it came from, and says why.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dockyard import model
@@ -79,11 +80,17 @@ def _earlier(s: Session, stack: m.Stack, current: m.Release, to: int | None) -> 
                 f"`dockyard release list {stack.app.name}/{stack.name}`"
             )
         return row
-    q = q.where(m.Release.number < current.number, m.Release.result.in_(["deployed", "superseded"]))
+    q = q.where(m.Release.number < current.number, m.Release.id.in_(_ran()))
     row = s.scalar(q.order_by(m.Release.number.desc()).limit(1))
     if row is None:
         raise Conflict(f"{stack.app.name}/{stack.name} has no earlier release that ran; give --to")
     return row
+
+
+def _ran() -> Select[Any]:
+    """The releases that ran: a deploy to them succeeded once (whatever their result
+    says now -- a release whose later re-deploy failed still ran)."""
+    return select(m.Deploy.to_release_id).where(m.Deploy.status == "succeeded")
 
 
 def get(s: Session, who: Principal, app: str, name: str, deploy_id: str) -> wire.Deploy:
@@ -211,17 +218,23 @@ def _give_up(
     rows: list[m.StackMember],
     now: datetime,
 ) -> list[str]:
-    """Past the deadline: roll back to where the deploy came from, saying why; a
-    first release or a rollback that fails itself just ends as failed."""
+    """Past the deadline: roll back to where the deploy came from, saying why; its
+    release's result is then "rolled-back". With nothing that ran to go back to (a
+    first release; a deploy from one that never ran) or when the rollback fails
+    itself, the deploy ends as failed, and so does its release's result."""
     why = _why(stack, target, rows)
     d.reason, d.running_stack_id, d.finished_at = why, None, now
-    target.result = "failed"
     back = s.get(m.Release, d.from_release_id) if d.from_release_id else None
+    if back is not None and s.scalar(select(m.Release.id).where(
+        m.Release.id == back.id, m.Release.id.in_(_ran())
+    )) is None:  # fmt: skip
+        why = f"{why}; release {back.number} never ran, so there is nothing to roll back to"
+        d.reason, back = why[:1024], None
     if back is None or d.kind == "auto-rollback":
-        d.status = "failed"
+        d.status, target.result = "failed", "failed"
         paas.event(s, stack, f"deploy of release {target.number} failed: {why}")
         return []
-    d.status = "rolled-back"
+    d.status, target.result = "rolled-back", "rolled-back"
     s.flush()  # the running key is free again
     who = _acting(stack, d)
     again = paas.begin(s, who, stack, "auto-rollback", target.id, back, now)
