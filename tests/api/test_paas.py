@@ -3,6 +3,8 @@ DOCKYARD_TEST_PG_URL); the test plays the hosts' agents and drives the deploy co
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from tests.api import paas_helpers
 
 paas = paas_helpers.paas  # the fixture
@@ -300,3 +302,27 @@ def test_no_automatic_rollback_to_a_release_that_never_ran(paas):
     assert "release 1 never ran, so there is nothing to roll back to" in st["deploy"]["reason"]
     results = [r["result"] for r in paas.ok("GET", "/apps/shop/stacks/web/releases")]
     assert results == ["failed", "failed"]
+
+
+def test_a_member_in_error_is_replaced_by_a_deploy_not_rebuilt(paas):
+    """Self-healing held it back (its bound spent): the deploy cannot rebuild it."""
+    assert paas.stack(replicas=4, progress_deadline_s=30).status_code == 201
+    for member in paas.show()["instances"][:2]:
+        inst = paas.ok("GET", f"/instances/{member['id']}")
+        paas.report(inst, power_state="nostate", task_done="spawning", error="no such image")
+    paas.settle()
+    paas.step()
+    paas.step(31)  # the create deploy fails; healing replaces one, holds the other
+    paas.settle()
+    paas.step()
+    assert sum(m["status"] == "ERROR" for m in paas.show()["instances"]) == 1
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    paas.clock -= timedelta(seconds=31)  # its deadline counts from the request's real time
+    for _ in range(12):
+        paas.step()
+        if paas.show()["deploy"]["status"] != "running":
+            break
+        paas.settle()
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded", (st["deploy"]["reason"], st["events"])
+    assert "is in ERROR: replaced, not rebuilt" in " | ".join(e["message"] for e in st["events"])

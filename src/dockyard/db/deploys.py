@@ -27,6 +27,7 @@ from dockyard.db import hosts, instances, paas, rebuild
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound
+from dockyard.model import VmState
 from dockyard.model import paas as wire
 from dockyard.paas import rollout
 
@@ -190,11 +191,15 @@ def _act(
 ) -> str | None:
     if verb == "create":
         return paas.add_member(s, who, stack, target, rid, weigh)
+    member = s.get(m.StackMember, iid)
+    assert member is not None
+    if verb == "rebuild" and member.instance.vm_state == VmState.error.value:
+        # an instance in ERROR cannot be rebuilt: replaced (the next pass creates one)
+        paas.event(s, stack, f"{member.instance.name} is in ERROR: replaced, not rebuilt")
+        verb = "delete"
     if verb == "delete":
         return instances.act(s, who, iid, "delete", rid)[1]
     _, host = rebuild.rebuild(s, who, iid, spec, rid)
-    member = s.get(m.StackMember, iid)
-    assert member is not None
     member.from_release_id, member.release_id = member.release_id, target.id
     return host
 
