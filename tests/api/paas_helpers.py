@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from dockyard.api.app import create_app
 from dockyard.api.server import init
+from dockyard.db import models as m
 from tests.api.conftest import Cloud, _database
 
 CHECK = {"kind": "http", "port": 8080, "path": "/healthz", "interval_s": 1}
@@ -44,11 +46,14 @@ class Paas(Cloud):
         token = self.agents[inst["host"]]
         self.ok("PUT", f"/agent/instances/{inst['id']}/state", token, json=kw)
 
-    def settle(self, name="web", health="healthy"):
+    def settle(self, name="web", health="healthy", down=()):
         """Every member the agents have work for does it: spawn, rebuild, delete; its
-        check then says ``health`` (members of other releases stay as they are)."""
-        for m in self.show(name)["instances"]:
-            inst = self.ok("GET", f"/instances/{m['id']}")
+        check then says ``health`` (members of other releases stay as they are). The
+        agents of hosts in ``down`` say nothing."""
+        for member in self.show(name)["instances"]:
+            if member["host"] in down:
+                continue
+            inst = self.ok("GET", f"/instances/{member['id']}")
             task = inst["task_state"]
             if task == "deleting":
                 self.report(inst, power_state="nostate", task_done="deleting", gone=True)
@@ -64,9 +69,18 @@ class Paas(Cloud):
         desired = self.ok("GET", f"/agent/hosts/{inst['host']}/desired", token)["instances"]
         return next(d["rebuild_seq"] for d in desired if d["id"] == inst["id"])
 
+    def host_down(self, name):
+        """Its last heartbeat an hour ago: down, as the server reads it."""
+        db = self.client.app.state.db
+        with db.session() as s:
+            host = s.scalar(select(m.Host).where(m.Host.name == name))
+            host.last_heartbeat = m.now() - timedelta(hours=1)
+
     def step(self, seconds=0.0):
-        """One pass of the deploy controller, ``seconds`` later on its clock."""
-        self.clock += timedelta(seconds=seconds)
+        """One pass of the deploy controller, ``seconds`` later on its clock (which never
+        lags the real one: deploys begun by a request count from the real time)."""
+        real = datetime.now(UTC).replace(tzinfo=None)
+        self.clock = max(self.clock, real) + timedelta(seconds=seconds)
         return self.client.app.state.deploy_controller.step(self.clock)
 
 

@@ -3,6 +3,8 @@ DOCKYARD_TEST_PG_URL); the test plays the hosts' agents and drives the deploy co
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from tests.api import paas_helpers
 
 paas = paas_helpers.paas  # the fixture
@@ -82,7 +84,7 @@ def test_an_unhealthy_deploy_rolls_back_after_its_deadline_and_says_why(paas):
     st = paas.show()
     assert st["deploy"]["kind"] == "auto-rollback" and st["current_release"] == 1
     history = paas.ok("GET", "/apps/shop/stacks/web/releases")
-    assert [r["result"] for r in history] == ["deploying", "failed"]
+    assert [r["result"] for r in history] == ["deploying", "rolled-back"]
     events = " | ".join(e["message"] for e in st["events"])
     assert "rolled back to release 1" in events and "not ready within 5 s" in events
     assert "unhealthy" in events
@@ -94,6 +96,8 @@ def test_an_unhealthy_deploy_rolls_back_after_its_deadline_and_says_why(paas):
     assert all(m["release"] == 1 for m in st["instances"])
     d = paas.ok("GET", "/apps/shop/stacks/web/deploys/" + st["deploy"]["id"])
     assert d["kind"] == "auto-rollback"
+    history = paas.ok("GET", "/apps/shop/stacks/web/releases")
+    assert [r["result"] for r in history] == ["deployed", "rolled-back"]
 
 
 def test_a_second_deploy_while_one_runs_is_409_and_changes_nothing(paas):
@@ -257,4 +261,68 @@ def test_a_failed_rebuild_is_not_counted_as_the_new_release(paas):
     assert all(paas.ok("GET", f"/instances/{m['id']}")["image"] == "img" for m in st["instances"])
     paas.step(60)
     assert paas.show()["deploy"]["kind"] == "auto-rollback"
-    assert paas.ok("GET", "/apps/shop/stacks/web/releases")[-1]["result"] == "failed"
+    assert paas.ok("GET", "/apps/shop/stacks/web/releases")[-1]["result"] == "rolled-back"
+
+
+def test_a_member_being_deleted_on_a_down_host_does_not_hold_a_deploy(paas):
+    """It is gone as far as the stack is concerned: its delete ends when the host returns."""
+    _running_stack(paas)
+    lost = paas.show()["instances"][0]
+    paas.host_down(lost["host"])
+    paas.step()  # self-healing: deleted there (it waits for the host), replaced elsewhere
+    paas.settle(down=[lost["host"]])
+    paas.step()
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    for _ in range(8):
+        paas.step()
+        if paas.show()["deploy"]["status"] != "running":
+            break
+        paas.settle(down=[lost["host"]])
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded", st["deploy"]
+    gone = next(m for m in st["instances"] if m["name"] == lost["name"])
+    assert gone["task_state"] == "deleting"  # still listed until its host returns
+
+
+def test_no_automatic_rollback_to_a_release_that_never_ran(paas):
+    """The stack's first release never got ready (its create failed): a deploy from it
+    that fails too ends as failed, rather than "rolling back" to what never worked."""
+    assert paas.stack(replicas=1, progress_deadline_s=5).status_code == 201
+    paas.step()
+    paas.settle(health="unhealthy")
+    paas.step(6)
+    assert paas.show()["deploy"]["status"] == "failed"
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    paas.step()
+    paas.settle(health="unhealthy")
+    paas.step()
+    paas.step(6)
+    st = paas.show()
+    assert st["deploy"]["kind"] == "deploy" and st["deploy"]["status"] == "failed"
+    assert "release 1 never ran, so there is nothing to roll back to" in st["deploy"]["reason"]
+    results = [r["result"] for r in paas.ok("GET", "/apps/shop/stacks/web/releases")]
+    assert results == ["failed", "failed"]
+
+
+def test_a_member_in_error_is_replaced_by_a_deploy_not_rebuilt(paas):
+    """Self-healing held it back (its bound spent): the deploy cannot rebuild it."""
+    assert paas.stack(replicas=4, progress_deadline_s=30).status_code == 201
+    for member in paas.show()["instances"][:2]:
+        inst = paas.ok("GET", f"/instances/{member['id']}")
+        paas.report(inst, power_state="nostate", task_done="spawning", error="no such image")
+    paas.settle()
+    paas.step()
+    paas.step(31)  # the create deploy fails; healing replaces one, holds the other
+    paas.settle()
+    paas.step()
+    assert sum(m["status"] == "ERROR" for m in paas.show()["instances"]) == 1
+    paas.ok("POST", "/apps/shop/stacks/web/deploys", json={"image": "img2"})
+    paas.clock -= timedelta(seconds=31)  # its deadline counts from the request's real time
+    for _ in range(12):
+        paas.step()
+        if paas.show()["deploy"]["status"] != "running":
+            break
+        paas.settle()
+    st = paas.show()
+    assert st["deploy"]["status"] == "succeeded", (st["deploy"]["reason"], st["events"])
+    assert "is in ERROR: replaced, not rebuilt" in " | ".join(e["message"] for e in st["events"])

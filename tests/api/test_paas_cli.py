@@ -124,7 +124,7 @@ def test_apps_and_stacks_from_the_cli(tmp_path, monkeypatch, capsys):
             lines = capsys.readouterr().out.splitlines()
             assert lines[0].split()[:3] == ["NUMBER", "IMAGE", "DIGEST"]
             results = [line.split()[-1] for line in lines[1:]]
-            assert results == ["superseded", "superseded", "failed", "deployed"]  # 4 is 1 again
+            assert results == ["superseded", "superseded", "rolled-back", "deployed"]  # 4 is 1
             main(["stack", "endpoints", "shop/web", "-f", "nginx"])
             nginx = capsys.readouterr().out
             assert "upstream shop_web {" in nginx and nginx.count(":8080;") == 2

@@ -89,3 +89,69 @@ def test_nothing_is_deleted_while_most_hosts_look_down(paas):
     assert {i["name"]: i["host"] for i in st["instances"]} == before
     assert {i["task_state"] for i in st["instances"]} == {None}
     assert "replaced" not in _events(paas)
+
+
+def _spawn_fails(cloud, member):
+    inst = cloud.ok("GET", f"/instances/{member['id']}")
+    cloud.report(inst, power_state="nostate", task_done="spawning", error="no such image")
+
+
+def test_a_member_in_error_is_replaced(paas):
+    assert paas.stack(replicas=2, progress_deadline_s=10).status_code == 201
+    bad, good = paas.show()["instances"]
+    _spawn_fails(paas, bad)
+    paas.settle()
+    paas.step()
+    paas.step(11)  # the create deploy ends (failed: one member never ready)
+    paas.step()
+    assert f"{bad['name']} is in ERROR (spawn on" in _events(paas)
+    assert "replaced" in _events(paas)
+    paas.settle()
+    paas.step()
+    st = paas.show()
+    assert st["ready"] == 2 and bad["name"] not in [m["name"] for m in st["instances"]]
+
+
+def test_a_stopped_member_is_started_again(paas):
+    _at_rest(paas)
+    victim = paas.show()["instances"][0]
+    paas.ok("POST", f"/instances/{victim['id']}/stop")
+    inst = paas.ok("GET", f"/instances/{victim['id']}")
+    paas.report(inst, power_state="shutdown", task_done="powering-off")
+    assert paas.ok("GET", f"/instances/{victim['id']}")["status"] == "SHUTOFF"
+    paas.step()
+    assert f"{victim['name']} was stopped (SHUTOFF): started (1 of 2)" in _events(paas)
+    assert paas.ok("GET", f"/instances/{victim['id']}")["task_state"] == "powering-on"
+
+
+def test_a_member_stuck_in_a_task_past_the_deadline_is_replaced(paas):
+    _at_rest(paas)
+    victim = paas.show()["instances"][0]
+    paas.ok("POST", f"/instances/{victim['id']}/reboot")  # its agent never answers
+    paas.step(5)
+    assert paas.ok("GET", f"/instances/{victim['id']}")["task_state"] == "rebooting"
+    paas.step(6)
+    assert f"{victim['name']} stuck rebooting for more than 10 s: replaced" in _events(paas)
+    assert paas.ok("GET", f"/instances/{victim['id']}")["task_state"] == "deleting"
+    assert len(paas.show()["instances"]) == 3  # its replacement
+
+
+def test_replacements_are_bounded_per_window_so_a_storm_does_not_churn_the_stack(paas):
+    assert paas.stack(replicas=4, progress_deadline_s=10).status_code == 201
+    first, second, *_ = paas.show()["instances"]
+    _spawn_fails(paas, first)
+    _spawn_fails(paas, second)
+    paas.settle()
+    paas.step()
+    paas.step(11)  # the create deploy ends
+    paas.step()
+    names = {m["name"] for m in paas.show()["instances"]}
+    assert len([n for n in (first["name"], second["name"]) if n in names]) == 1
+    assert "not replaced, 1 of at most 1 replacements in 10 minutes" in _events(paas)
+    paas.settle()  # the replacement runs
+    paas.step(1)
+    paas.step(1)  # said once a progress deadline, not on every pass
+    assert _events(paas).count("not replaced") == 1
+    paas.step(600)  # the window has passed
+    names = {m["name"] for m in paas.show()["instances"]}
+    assert first["name"] not in names and second["name"] not in names

@@ -172,3 +172,14 @@ def test_another_projects_member_cannot_rebuild(cloud):
     r = cloud.call("POST", f"/instances/{iid}/rebuild", eve, json={})
     assert r.status_code == 404
     assert desired()["rebuild_seq"] == 0
+
+
+def test_after_a_failed_rebuild_health_follows_the_old_container_that_runs_on(cloud):
+    iid, desired, report = _running(cloud, health_check=CHECK)
+    cloud.ok("POST", f"/instances/{iid}/rebuild", json={})
+    report(power_state="running", rebuilt_seq=0, task_done="rebuilding", error="pull failed")
+    assert desired()["rebuild_seq"] == 1  # the old container's label stays 0
+    report(power_state="running", rebuilt_seq=0, health={"status": "healthy"})
+    assert cloud.ok("GET", f"/instances/{iid}")["health"]["status"] == "healthy"
+    report(power_state="running", rebuilt_seq=0, health={"status": "unhealthy", "failures": 3})
+    assert cloud.ok("GET", f"/instances/{iid}")["health"]["status"] == "unhealthy"

@@ -102,7 +102,7 @@ def test_a_deploy_that_never_gets_healthy_rolls_itself_back(lab: LabRun) -> None
     assert r.returncode != 0 and "roll" in (r.stdout + r.stderr)
     st = _stack(lab)
     releases = lab.cli_json("release", "list", "shop/web")
-    assert [x["result"] for x in releases if x["number"] == 3] == ["failed"]
+    assert [x["result"] for x in releases if x["number"] == 3] == ["rolled-back"]
     wait_for(lambda: _stack(lab)["ready"] == 3, 120, "the stack back to 3 ready")
     st = _stack(lab)
     assert {m["name"]: m["ip"] for m in st["instances"]} == before

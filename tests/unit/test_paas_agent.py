@@ -588,3 +588,36 @@ def test_a_probe_keeps_one_namespace_fd_per_container_start_and_releases_it(host
         assert prober.netns.held() == 0 and len(os.listdir("/proc/self/fd")) <= fds
     finally:
         listener.close()
+
+
+def test_after_a_failed_rebuild_the_old_container_that_runs_on_is_checked_and_reported(host):
+    """Its label says rebuild N-1 while the server's is N: health must still follow it."""
+    iid = new_id()
+    prober = FakeProber()
+    agent, want = _healthy_agent(host, prober, iid)
+    try:
+        failing = want.model_copy(
+            update={"rebuild_seq": 1, "image_ref": "busybox:nowhere",
+                    "task_state": TaskState.rebuilding}
+        )  # fmt: skip
+        agent.desired = {iid: failing}
+        agent.reconcile_once()  # the pull fails: reported, the old container runs on
+        assert agent.health.health(iid) is None  # not checked while the rebuild lasts
+        ended = want.model_copy(update={"rebuild_seq": 1})  # the server ended it
+        agent.desired = {iid: ended}
+        agent.reconcile_once()
+        wait_for(lambda: agent.health.health(iid) == Health(status="healthy"), 10, "checked")
+        prober.ok[iid] = False
+        wait_for(
+            lambda: any(
+                r.health is not None and r.health.status == "unhealthy"
+                for r in host.server.reports_of(iid)
+            ),
+            10,
+            "its failures reported",
+        )
+        stop = ended.model_copy(update={"reboot_seq": 1, "task_state": TaskState.rebooting})
+        agent.worker.run(Step.reboot, stop)
+        assert host.server.reports_of(iid)[-1].health is not None
+    finally:
+        agent.health.stop()

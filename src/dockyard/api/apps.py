@@ -13,8 +13,9 @@
     GET    /v1/apps/{app}/stacks/{stack}/releases           reader
     GET    /v1/apps/{app}/stacks/{stack}/endpoints          reader  long poll: ?version=&wait=
 
-Every change commits before the answer; the deploy controller (api/deploys.py) rolls
-out what a deploy asked for.
+Every change commits before the answer, and is run again when it lost a race in the
+database (a deadlock, a serialization failure: db.retry), as claims are; the deploy
+controller (api/deploys.py) rolls out what a deploy asked for.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def _wake(request: Request, watch: HostWatch, hosts: list[str]) -> None:
 
 @router.post("/apps", status_code=201)
 def create_app(body: wire.AppCreate, db: Db, who: Member) -> wire.App:
-    with db.session() as s:
-        return paas.create_app(s, who, body)
+    def claim() -> wire.App:
+        with db.session() as s:
+            return paas.create_app(s, who, body)
+
+    return db.retry(claim)
 
 
 @router.get("/apps")
@@ -66,9 +70,12 @@ def show_app(app: Key, db: Db, who: User) -> wire.App:
 @router.delete("/apps/{app}", status_code=204)
 def delete_app(app: Key, db: Db, who: Member, watch: Watch) -> Response:
     """Its hooks and builds too (a running build's order leaves its host's poll)."""
-    with db.session() as s:
-        hosts = paas.delete_app(s, who, app)
-    for host in hosts:
+
+    def claim() -> list[str]:
+        with db.session() as s:
+            return paas.delete_app(s, who, app)
+
+    for host in db.retry(claim):
         watch.notify(host)
     return Response(status_code=204)
 
@@ -113,9 +120,11 @@ def show_stack(app: Key, stack: Key, db: Db, who: User) -> wire.Stack:
 def delete_stack(
     app: Key, stack: Key, request: Request, db: Db, who: Member, watch: Watch, rid: RequestId
 ) -> Response:
-    with db.session() as s:
-        hosts = paas.delete_stack(s, who, app, stack, rid)
-    _wake(request, watch, hosts)
+    def claim() -> list[str]:
+        with db.session() as s:
+            return paas.delete_stack(s, who, app, stack, rid)
+
+    _wake(request, watch, db.retry(claim))
     return Response(status_code=204)
 
 
@@ -131,8 +140,11 @@ def deploy(
 ) -> wire.Deploy:
     """A new release (the current one with these changes), rolled out by the stack's
     strategy; 409 while another deploy of the stack runs."""
-    with db.session() as s:
-        out = deploys.deploy(s, who, app, stack, body)
+    def claim() -> wire.Deploy:
+        with db.session() as s:
+            return deploys.deploy(s, who, app, stack, body)
+
+    out = db.retry(claim)
     _wake(request, watch, [])
     return out
 
@@ -148,8 +160,11 @@ def rollback(
     watch: Watch,
 ) -> wire.Deploy:
     """An earlier release (``to``, default the previous that ran) deployed as a new one."""
-    with db.session() as s:
-        out = deploys.rollback(s, who, app, stack, body)
+    def claim() -> wire.Deploy:
+        with db.session() as s:
+            return deploys.rollback(s, who, app, stack, body)
+
+    out = db.retry(claim)
     _wake(request, watch, [])
     return out
 

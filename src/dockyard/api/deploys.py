@@ -86,8 +86,9 @@ class DeployController:
         return woke
 
     def heal(self, now: datetime) -> list[str]:
-        """Stacks at rest: restart unhealthy members, replace those on down hosts,
-        create missing ones (db/healing.py)."""
+        """Stacks at rest: restart unhealthy members and start stopped ones, replace
+        those in ERROR, stuck in a task or on down hosts (within a bound), create
+        missing ones (db/healing.py)."""
         with self.db.session(write=False) as s:
             work = healing.stack_ids(s)
         woke: list[str] = []

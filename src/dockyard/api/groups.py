@@ -2,7 +2,8 @@
 
 Readers list and show their project's groups (admins see every project's);
 members and admins create and delete. A group is joined at ``POST /instances``
-(``group``); a delete is refused (409, naming them) while it has members.
+(``group``); a delete is refused (409, naming them) while it has members. A stack's
+group is the stack's (db/managed.py): neither deleted nor joined here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Response
 
 from dockyard import model
 from dockyard.api.deps import Db, Key, Member, User
-from dockyard.db import groups
+from dockyard.db import groups, managed
 
 router = APIRouter(tags=["server-groups"])
 
@@ -40,5 +41,6 @@ def show_group(key: Key, db: Db, who: User) -> model.ServerGroup:
 def delete_group(key: Key, db: Db, who: Member) -> Response:
     """Refused (409, naming them) while it has live members."""
     with db.session() as s:
+        managed.refuse_group(s, who, key, "delete")  # a stack's: stack delete
         groups.delete(s, who, key)
     return Response(status_code=204)

@@ -13,7 +13,7 @@ from dockyard import model
 from dockyard.api import moves
 from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
-from dockyard.db import instances, rebuild, schedules
+from dockyard.db import instances, managed, rebuild, schedules
 from dockyard.db.identity import Principal
 from dockyard.db.session import Database
 from dockyard.errors import Forbidden, NoValidHost
@@ -31,6 +31,7 @@ def create_instance(
 
     def claim() -> tuple[model.Instance, str]:
         with db.session() as s:
+            managed.refuse_group(s, who, body.group, "create")  # a stack's: stack scale
             return instances.create(s, who, body, rid, request.app.state.ram_weight)
 
     inst, host = db.retry(claim)
@@ -154,6 +155,7 @@ def rebuild_instance(
     """Make its container anew (from another image, env, files or health check),
     keeping its identity, IP and volumes; what was written in its root fs is lost."""
     with db.session() as s:
+        managed.refuse_member(s, who, key, "rebuild")  # a stack's member: stack deploy
         out, host = rebuild.rebuild(s, who, key, body, rid)
     watch.notify(host)
     watch.instances.notify(out.id)
@@ -177,6 +179,7 @@ def resize(
 
     def claim() -> tuple[model.Instance, str | None]:
         with db.session() as s:
+            managed.refuse_member(s, who, key, "resize")  # its release's flavor
             return instances.resize(s, who, key, body.flavor, rid)
 
     try:

@@ -46,6 +46,7 @@ from dockyard.compute.transfer import Transfer
 from dockyard.compute.volumes import VolumeStore
 from dockyard.compute.worker import Worker
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
+from dockyard.model.health import counts as health_counts
 from dockyard.monitor.drift import Sample, instance_drift_samples
 
 log = logging.getLogger("dockyard.agent")
@@ -542,7 +543,9 @@ def _health_targets(
         obs = observed.get(iid)
         if want.health_check is None or want.power != "running" or obs is None:
             continue
-        if obs.running and obs.rebuild_seq == want.rebuild_seq:  # not the old one
+        rebuilding = want.task_state == model.TaskState.rebuilding
+        # not the old one while a rebuild lasts; after a failed one, the one that runs on
+        if obs.running and health_counts(obs.rebuild_seq, want.rebuild_seq, rebuilding):
             out.append(Target(iid, want.health_check, want.net.ip, obs.pid, obs.started_at))
     return out
 

@@ -40,6 +40,7 @@ from dockyard.model import (
     VolumeCopy,
 )
 from dockyard.model.health import clash_with_mounts
+from dockyard.model.health import counts as health_counts
 
 log = logging.getLogger(__name__)
 CREATED = "created"  # Record.applied_for before the first start
@@ -260,8 +261,14 @@ class Worker:
     def _state(self, want: DesiredInstance, obs: Observed | None, **kw: object) -> InstanceReport:
         """A report of what is: power, the rebuild the container was made for, health
         (None unless the container wanted runs: a stopped instance, or the old container
-        of a rebuild, has no health to show; a new start is "starting")."""
-        current = obs is not None and obs.running and obs.rebuild_seq == want.rebuild_seq
+        while a rebuild lasts, has no health to show; a new start is "starting"; after a
+        failed rebuild the old container that runs on is the instance)."""
+        rebuilding = want.task_state == TaskState.rebuilding
+        current = (
+            obs is not None
+            and obs.running
+            and health_counts(obs.rebuild_seq, want.rebuild_seq, rebuilding)
+        )
         return InstanceReport.model_validate(
             {
                 "power_state": power_of(obs),

@@ -6,7 +6,9 @@
 ``advance`` is level-triggered and idempotent: it reads the members afresh every
 pass, so a pass lost to a crash or done twice by a restarted server plans the same
 next step. It runs with the stack's row lock (PostgreSQL; SQLite's write lock), so
-an API request on the same stack waits for it; one server at a time runs passes
+an API request on the same stack waits for it, and reads the members under the claim
+lock (hosts.lock_for_claim), as every task's begin does, so a member's task begun by
+a user meanwhile is seen, never overwritten; one server at a time runs passes
 (the "deploys" lease, api/deploys.py). A deploy whose target members are not ready
 within the stack's progress deadline (counted from its last progress) is rolled
 back to the release it came from, and says why.
@@ -15,15 +17,17 @@ back to the release it came from, and says why.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import instances, paas, rebuild
+from dockyard.db import hosts, instances, paas, rebuild
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
 from dockyard.errors import Conflict, DockyardError, NotFound
+from dockyard.model import VmState
 from dockyard.model import paas as wire
 from dockyard.paas import rollout
 
@@ -77,11 +81,17 @@ def _earlier(s: Session, stack: m.Stack, current: m.Release, to: int | None) -> 
                 f"`dockyard release list {stack.app.name}/{stack.name}`"
             )
         return row
-    q = q.where(m.Release.number < current.number, m.Release.result.in_(["deployed", "superseded"]))
+    q = q.where(m.Release.number < current.number, m.Release.id.in_(_ran()))
     row = s.scalar(q.order_by(m.Release.number.desc()).limit(1))
     if row is None:
         raise Conflict(f"{stack.app.name}/{stack.name} has no earlier release that ran; give --to")
     return row
+
+
+def _ran() -> Select[Any]:
+    """The releases that ran: a deploy to them succeeded once (whatever their result
+    says now -- a release whose later re-deploy failed still ran)."""
+    return select(m.Deploy.to_release_id).where(m.Deploy.status == "succeeded")
 
 
 def get(s: Session, who: Principal, app: str, name: str, deploy_id: str) -> wire.Deploy:
@@ -109,6 +119,9 @@ def advance(s: Session, deploy_id: str, now: datetime, weigh: float = 1.0) -> li
     s.refresh(d)  # as it is now that we hold the stack
     if d.status != "running":
         return []
+    # before the members are read: a user's delete (or any task) begun meanwhile is
+    # seen, not overwritten by an action planned on what was read before it (PostgreSQL)
+    hosts.lock_for_claim(s)
     target = s.get(m.Release, d.to_release_id)
     assert target is not None
     rows = paas.members(s, stack)
@@ -125,10 +138,10 @@ def advance(s: Session, deploy_id: str, now: datetime, weigh: float = 1.0) -> li
         return []
     if plan.rollback:
         return _give_up(s, stack, d, target, rows, now)
-    hosts, acted = _apply(s, _acting(stack, d), stack, target, plan, weigh)
+    woke, acted = _apply(s, _acting(stack, d), stack, target, plan, weigh)
     if acted:  # refused actions are no progress: repeated to the deadline, they roll back
         d.progress_at = now
-    return hosts
+    return woke
 
 
 def _acting(stack: m.Stack, d: m.Deploy) -> Principal:
@@ -178,11 +191,15 @@ def _act(
 ) -> str | None:
     if verb == "create":
         return paas.add_member(s, who, stack, target, rid, weigh)
+    member = s.get(m.StackMember, iid)
+    assert member is not None
+    if verb == "rebuild" and member.instance.vm_state == VmState.error.value:
+        # an instance in ERROR cannot be rebuilt: replaced (the next pass creates one)
+        paas.event(s, stack, f"{member.instance.name} is in ERROR: replaced, not rebuilt")
+        verb = "delete"
     if verb == "delete":
         return instances.act(s, who, iid, "delete", rid)[1]
     _, host = rebuild.rebuild(s, who, iid, spec, rid)
-    member = s.get(m.StackMember, iid)
-    assert member is not None
     member.from_release_id, member.release_id = member.release_id, target.id
     return host
 
@@ -206,17 +223,23 @@ def _give_up(
     rows: list[m.StackMember],
     now: datetime,
 ) -> list[str]:
-    """Past the deadline: roll back to where the deploy came from, saying why; a
-    first release or a rollback that fails itself just ends as failed."""
+    """Past the deadline: roll back to where the deploy came from, saying why; its
+    release's result is then "rolled-back". With nothing that ran to go back to (a
+    first release; a deploy from one that never ran) or when the rollback fails
+    itself, the deploy ends as failed, and so does its release's result."""
     why = _why(stack, target, rows)
     d.reason, d.running_stack_id, d.finished_at = why, None, now
-    target.result = "failed"
     back = s.get(m.Release, d.from_release_id) if d.from_release_id else None
+    if back is not None and s.scalar(select(m.Release.id).where(
+        m.Release.id == back.id, m.Release.id.in_(_ran())
+    )) is None:  # fmt: skip
+        why = f"{why}; release {back.number} never ran, so there is nothing to roll back to"
+        d.reason, back = why[:1024], None
     if back is None or d.kind == "auto-rollback":
-        d.status = "failed"
+        d.status, target.result = "failed", "failed"
         paas.event(s, stack, f"deploy of release {target.number} failed: {why}")
         return []
-    d.status = "rolled-back"
+    d.status, target.result = "rolled-back", "rolled-back"
     s.flush()  # the running key is free again
     who = _acting(stack, d)
     again = paas.begin(s, who, stack, "auto-rollback", target.id, back, now)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, object_session
 from dockyard import model
 from dockyard.db import models as m
 from dockyard.model import PowerState, TaskState, VmState
+from dockyard.model.health import counts as health_counts
 
 # the columns a flavor sets on an instance (a resize or a move's new flavor sets them all)
 FIGURES = ("flavor_id", "vcpus", "memory_mb", "disk_gb", "dedicated", "pids_limit", "limits")
@@ -135,11 +136,14 @@ def fold_report(inst: m.Instance, rep: model.InstanceReport) -> model.InstanceRe
 
     Health counts only from a running container made for the current rebuild
     sequence (a stopped one, or the old one still reporting during a rebuild, says
-    nothing about the instance as it should be); a report that carries none keeps
+    nothing about the instance as it should be) -- or, with no rebuild in flight, from
+    the one that runs: after a failed rebuild the old container runs on with its old
+    sequence, and it is the instance (model.health.counts); a report that carries none keeps
     the last (agents send health with its changes, not with every report). An agent
     that says the running container was made for the current sequence has finished
     the rebuild even if it did not name the task (it restarted in between)."""
-    current = rep.rebuilt_seq is None or rep.rebuilt_seq == inst.rebuild_seq
+    rebuilding = inst.task_state == TaskState.rebuilding.value
+    current = health_counts(rep.rebuilt_seq, inst.rebuild_seq, rebuilding)
     running = rep.power_state == PowerState.running
     if not (current and running) or inst.health_check is None:
         inst.health = None

@@ -20,14 +20,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard import model
-from dockyard.db import catalog, groups, instances, lookup
+from dockyard.db import catalog, groups, hosts, instances, lookup
 from dockyard.db import models as m
 from dockyard.db.identity import Principal
-from dockyard.errors import BadRequest, Conflict
+from dockyard.errors import Conflict, Unprocessable
 from dockyard.model import paas
 from dockyard.paas import rollout
 
 EVENTS_SHOWN = 20
+NAME_MAX = 63  # an instance's or a group's name
+# a stack's name leaves room for members numbered up to this; past it, numbers are
+# reused once free (a stack holds at most replicas + surge + those being deleted)
+LONGEST_ORDINAL = 999
 
 
 # apps -------------------------------------------------------------------------------
@@ -214,10 +218,13 @@ def create_stack(
     app = get_app(s, who, app_name)
     if any(st.name == req.name for st in _stacks(s, app)):
         raise Conflict(f"stack {app.name}/{req.name} already exists; choose another name")
-    if len(f"{app.name}-{req.name}-{paas.MAX_REPLICAS * 10}") > 63:
-        raise BadRequest(
+    longest = f"{app.name}-{req.name}-{LONGEST_ORDINAL}"
+    if len(longest) > NAME_MAX:
+        room = NAME_MAX - len(f"--{LONGEST_ORDINAL}")
+        raise Unprocessable(
             f"instances of {app.name}/{req.name} would be named {app.name}-{req.name}-N, "
-            "longer than 63 characters; choose shorter app or stack names"
+            f"up to {len(longest)} characters: longer than {NAME_MAX} characters; choose "
+            f"shorter app or stack names (at most {room} characters together)"
         )
     network = catalog.network(s, req.network)
     policy = (
@@ -225,7 +232,10 @@ def create_stack(
         if req.spread == paas.Spread.hard
         else model.GroupPolicy.soft_anti_affinity
     )
-    group_req = model.ServerGroupCreate(name=f"{app.name}-{req.name}", policy=policy)
+    group_name = _free_name(_taken_groups(s, app.project_id, app.name), f"{app.name}-{req.name}")
+    if len(group_name) > NAME_MAX:  # only after hundreds of groups named so
+        raise Conflict(f"no free server group name like {app.name}-{req.name}; delete some")
+    group_req = model.ServerGroupCreate(name=group_name, policy=policy)
     group = groups.create(s, in_project(who, app), group_req)
     stack = m.Stack(
         app_id=app.id,
@@ -245,10 +255,10 @@ def create_stack(
     spec = {"env": req.env, "files": req.files, "health_check": req.health_check}
     release = new_release(s, who, stack, req.image, req.flavor, spec)
     stack.release_id = release.id
-    hosts = [add_member(s, who, stack, release, rid, weigh) for _ in range(req.replicas)]
+    woke = [add_member(s, who, stack, release, rid, weigh) for _ in range(req.replicas)]
     begin(s, who, stack, "create", None, release)
     event(s, stack, f"created by {who.name} with {req.replicas} replicas of release 1")
-    return stack_model(s, stack), hosts
+    return stack_model(s, stack), woke
 
 
 def new_release(
@@ -291,18 +301,24 @@ def check_of(release: m.Release) -> model.HealthCheck | None:
 
 
 def add_member(
-    s: Session, who: Principal, stack: m.Stack, release: m.Release, rid: str, weigh: float
+    s: Session,
+    who: Principal,
+    stack: m.Stack,
+    release: m.Release,
+    rid: str,
+    weigh: float,
+    healed_at: datetime | None = None,
 ) -> str:
     """One more instance of ``release`` in the stack, claimed as ``server create``
-    does (quota, placement in the stack's group). Returns the host to wake."""
-    n = stack.next_ordinal
-    stack.next_ordinal += 1
+    does (quota, placement in the stack's group). Returns the host to wake.
+    ``healed_at``: self-healing made it then (its clock: a spawn's time counts from it)."""
     if release.image_id is None or release.flavor_id is None:
         raise Conflict(
             f"release {release.number}'s image or flavor was deleted; deploy another release"
         )
+    n, name = _member_name(s, stack)
     req = model.InstanceCreate(
-        name=f"{stack.app.name}-{stack.name}-{n}",
+        name=name,
         image=release.image_id,
         flavor=release.flavor_id,
         network=stack.network_id,
@@ -312,9 +328,61 @@ def add_member(
         health_check=check_of(release),
     )
     inst, host = instances.create(s, in_project(who, stack.app), req, rid, weigh)
-    s.add(m.StackMember(instance_id=inst.id, stack_id=stack.id, release_id=release.id, ordinal=n))
+    s.add(
+        m.StackMember(
+            instance_id=inst.id,
+            stack_id=stack.id,
+            release_id=release.id,
+            ordinal=n,
+            healed_at=healed_at,
+        )
+    )
     s.flush()
     return host
+
+
+def _member_name(s: Session, stack: m.Stack) -> tuple[int, str]:
+    """APP-STACK-N: the stack's next number, skipping names a live instance of the
+    project holds (a user's own, or those of app "a-b"'s stack "c" beside app "a"'s
+    "b-c"), never retrying one; when the name would grow past NAME_MAX characters,
+    the lowest free number instead. One query, at most as many tries as names taken."""
+    prefix = f"{stack.app.name}-{stack.name}-"
+    q = select(m.Instance.name).where(
+        m.Instance.project_id == stack.app.project_id,
+        m.Instance.deleted_at.is_(None),
+        m.Instance.name.startswith(prefix, autoescape=True),
+    )
+    taken = set(s.scalars(q))
+    first = stack.next_ordinal
+    n = next(i for i in range(first, first + len(taken) + 1) if f"{prefix}{i}" not in taken)
+    if len(f"{prefix}{n}") > NAME_MAX:
+        n = next(i for i in range(1, len(taken) + 2) if f"{prefix}{i}" not in taken)
+    if len(f"{prefix}{n}") > NAME_MAX:
+        raise Conflict(
+            f"{stack.app.name}/{stack.name} has no free instance name left ({prefix}N, "
+            f"at most {NAME_MAX} characters): {len(taken)} are taken; delete instances "
+            "named so, or scale down"
+        )
+    stack.next_ordinal = n + 1
+    return n, f"{prefix}{n}"
+
+
+def _taken_groups(s: Session, project_id: str, prefix: str) -> set[str]:
+    q = select(m.ServerGroup.name).where(
+        m.ServerGroup.project_id == project_id,
+        m.ServerGroup.name.startswith(prefix, autoescape=True),
+    )
+    return set(s.scalars(q))
+
+
+def _free_name(taken: set[str], name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... the first not taken (a stack of app "a-b"
+    named "c" holds the group "a-b-c" that app "a"'s stack "b-c" would have)."""
+    return next(c for i in range(1, len(taken) + 2) if (c := _nth(name, i)) not in taken)
+
+
+def _nth(name: str, i: int) -> str:
+    return name if i == 1 else f"{name}-{i}"
 
 
 def members(s: Session, stack: m.Stack) -> list[m.StackMember]:
@@ -333,10 +401,16 @@ def ready(inst: model.Instance) -> bool:
 
 
 def planned(rows: list[m.StackMember]) -> list[rollout.Member]:
+    """The members as the planner sees them. One being deleted on a host that is down
+    is left out: gone as far as the stack is concerned (its delete ends when the host
+    returns), it must not hold a deploy's end nor a surge's room."""
     out = []
     for r in rows:
         inst = instances.to_model(r.instance)
         leaving = inst.task_state == "deleting"
+        host = r.instance.host
+        if leaving and host is not None and not hosts.is_up(host):
+            continue
         out.append(
             rollout.Member(
                 r.instance_id,
@@ -359,27 +433,27 @@ def scale(
     release = s.get(m.Release, stack.release_id)
     assert release is not None
     rows = [r for r in members(s, stack) if r.instance.task_state != "deleting"]
-    hosts = [add_member(s, who, stack, release, rid, weigh) for _ in range(replicas - len(rows))]
+    woke = [add_member(s, who, stack, release, rid, weigh) for _ in range(replicas - len(rows))]
     # fewest losses first: not-ready members, then the newest
     doomed = sorted(rows, key=lambda r: (ready(instances.to_model(r.instance)), -r.ordinal))
     for r in doomed[: max(0, len(rows) - replicas)]:
         _, host = instances.act(s, who, r.instance_id, "delete", rid)
-        hosts.append(host) if host else None
+        woke.append(host) if host else None
     event(s, stack, f"scaled from {stack.replicas} to {replicas} replicas by {who.name}")
     stack.replicas = replicas
     s.flush()
-    return stack_model(s, stack), hosts
+    return stack_model(s, stack), woke
 
 
 def delete_stack(s: Session, who: Principal, app: str, name: str, rid: str) -> list[str]:
     """Delete its instances (their agents finish that), its group, releases, deploys
     and events. Returns the hosts to wake."""
     stack = get_stack(s, who, app, name, lock=True)
-    hosts = []
+    woke = []
     for r in members(s, stack):
         if r.instance.task_state != "deleting":
             _, host = instances.act(s, who, r.instance_id, "delete", rid)
-            hosts += [host] if host else []
+            woke += [host] if host else []
     s.flush()
     # the group goes now: an instance being deleted need no longer spread, and the
     # members deleted before (a scale down) keep their history, not the group
@@ -396,7 +470,7 @@ def delete_stack(s: Session, who: Principal, app: str, name: str, rid: str) -> l
     s.flush()
     s.delete(group)
     s.flush()
-    return [h for h in hosts if h]
+    return [h for h in woke if h]
 
 
 def event(s: Session, stack: m.Stack, message: str, once: bool = False) -> None:

@@ -140,6 +140,14 @@ class Health(Schema):
 Env = Annotated[dict[EnvKey, EnvValue], Field(max_length=MAX_ENV), AfterValidator(_env_fits)]
 
 
+def counts(container_seq: int | None, rebuild_seq: int, rebuilding: bool) -> bool:
+    """Whether a running container's health is the instance's: the container made for
+    the current ``rebuild_seq``, or, when no rebuild is in flight, whichever runs -- after
+    a failed rebuild the old container (made for an earlier sequence) runs on, and its
+    health is the instance's (server's fold_report and agent's checks agree on this)."""
+    return container_seq is None or container_seq == rebuild_seq or not rebuilding
+
+
 def _files_fit(files: list[ConfigFile]) -> list[ConfigFile]:
     paths = [f.path for f in files]
     twice = sorted({p for p in paths if paths.count(p) > 1})
