@@ -37,6 +37,6 @@ def test_an_old_releases_image_goes_and_a_rollback_to_it_is_refused_clearly(paas
     history = paas.ok("GET", "/apps/shop/stacks/web/releases")
     assert [(h["number"], h["image"]) for h in history] == [(1, "img"), (2, "img2")]
     r = paas.call("POST", "/apps/shop/stacks/web/rollback", json={"to": 1})
-    assert r.status_code == 409 and "deleted" in r.json()["detail"], r.text
+    assert r.status_code == 409 and "image 'img' was deleted" in r.json()["detail"], r.text
     assert paas.show()["current_release"] == 2
     assert len(paas.ok("GET", "/apps/shop/stacks/web/releases")) == 2  # nothing half-made

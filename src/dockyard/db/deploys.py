@@ -62,7 +62,12 @@ def rollback(
     old = _earlier(s, stack, current, req.to)
     spec = {"env": old.env, "files": old.files, "health_check": old.health_check}
     if old.image_id is None or old.flavor_id is None:
-        raise Conflict(f"release {old.number}'s image or flavor was deleted; it cannot run again")
+        image, flavor = f"image {old.image_name!r}", f"flavor {old.flavor_name!r}"
+        gone = image if old.image_id is None else flavor
+        raise Conflict(
+            f"release {old.number}'s {gone} was deleted, so it cannot run again; roll back to "
+            "another release, or deploy with --image"
+        )
     new = paas.new_release(s, who, stack, old.image_id, old.flavor_id, spec)
     d = paas.begin(s, who, stack, "rollback", current.id, new)
     paas.event(
