@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -29,10 +28,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.api.deps import Db, Key, Member, User, Watch
+from dockyard.api.loops import LeasedLoop
 from dockyard.api.watch import HostWatch
 from dockyard.db import build_log, build_runs, builds
 from dockyard.db.identity import Principal
-from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 from dockyard.model import builds as wire
 from dockyard.paas import webhooks
@@ -186,7 +185,7 @@ def _read(db: Database, who: Principal, build_id: str, offset: int) -> wire.Buil
 # the controller -------------------------------------------------------------------------
 
 
-class BuildController:
+class BuildController(LeasedLoop):
     """Fails builds past their timeout and requeues those whose host went away before
     they started, then assigns queued builds: every ``interval`` seconds in a thread,
     on the server holding the "builds" lease (as the deploy controller does).
@@ -194,35 +193,15 @@ class BuildController:
     starts no thread)."""
 
     def __init__(self, db: Database, watch: HostWatch, interval: float | None = 2.0) -> None:
-        self.db, self.watch, self.interval = db, watch, interval
-        self._stop = threading.Event()
-        self._lease = Lease(db, "builds")
-        self._thread: threading.Thread | None = None
+        super().__init__(db, "builds", interval)
+        self.db, self.watch = db, watch
 
-    def start(self) -> None:
-        if self.interval is None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="builds", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._lease.release()
-
-    def _run(self) -> None:
-        assert self.interval is not None
-        while not self._stop.wait(self.interval):
-            try:
-                self.step()
-            except Exception:  # retried on the next tick
-                log.exception("build controller pass failed")
+    def tick(self) -> list[str]:
+        return self.step()
 
     def step(self, now: datetime | None = None) -> list[str]:
         """One pass (``now``: naive UTC); returns the hosts it woke."""
-        if not self._lease.held():
+        if not self.lease.held():
             return []
         now = now or datetime.now(UTC).replace(tzinfo=None)
         with self.db.session(write=False) as s:

@@ -14,61 +14,30 @@ Entry points for tests and the lab: ``DeployController.step(now)`` runs one pass
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 
+from dockyard.api.loops import LeasedLoop
 from dockyard.api.watch import HostWatch
 from dockyard.db import deploys, healing
-from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 
 log = logging.getLogger(__name__)
 
 
-class DeployController:
+class DeployController(LeasedLoop):
     def __init__(
         self, db: Database, watch: HostWatch, interval: float | None = 1.0, weigh: float = 1.0
     ) -> None:
-        self.db, self.watch, self.interval, self.weigh = db, watch, interval, weigh
-        self._stop = threading.Event()
-        self._kick = threading.Event()
-        self._lease = Lease(db, "deploys")
-        self._thread: threading.Thread | None = None
+        super().__init__(db, "deploys", interval)
+        self.db, self.watch, self.weigh = db, watch, weigh
 
-    def start(self) -> None:
-        if self.interval is None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="deploys", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._kick.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._lease.release()
-
-    def kick(self) -> None:
-        """A deploy began or an instance changed: pass soon, not at the next tick."""
-        self._kick.set()
-
-    def _run(self) -> None:
-        assert self.interval is not None
-        while not self._stop.is_set():
-            self._kick.wait(self.interval)
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.step()
-            except Exception:  # a pass that failed is retried on the next tick
-                log.exception("deploy controller pass failed")
+    def tick(self) -> list[str]:
+        return self.step()
 
     def step(self, now: datetime | None = None) -> list[str]:
         """One pass over every running deploy (``now``: naive UTC, for tests' clocks);
         returns the hosts it woke."""
-        if not self._lease.held():
+        if not self.lease.held():
             return []
         now = now or datetime.now(UTC).replace(tzinfo=None)
         with self.db.session(write=False) as s:

@@ -17,7 +17,6 @@ snapshots of instances on a schedule (db/schedules.py).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -27,6 +26,7 @@ from fastapi import APIRouter, Query, Request
 from dockyard import model
 from dockyard.api import errors, registry
 from dockyard.api.deps import Admin, Db, Key, Member, RequestId, User, Watch
+from dockyard.api.loops import LeasedLoop
 from dockyard.api.watch import HostWatch
 from dockyard.db import (
     instances,
@@ -38,7 +38,6 @@ from dockyard.db import (
     snapshots,
 )
 from dockyard.db.identity import Principal
-from dockyard.db.lease import Lease
 from dockyard.db.session import Database
 from dockyard.errors import Conflict, DockyardError
 from dockyard.model.migrations import DrainResult, MigrateRequest, Migration, SnapshotCreate
@@ -191,7 +190,7 @@ def _wake(watch: HostWatch, hosts: list[str], instance_id: str) -> None:
 SCHEDULES_EVERY = 30.0  # seconds between passes over the snapshot schedules (15 min floor)
 
 
-class MoveChecker:
+class MoveChecker(LeasedLoop):
     """Every ``interval`` seconds, while this server holds the "migrations" lease:
     roll back migrations past ``timeout`` or whose target is down (db/move_steps.py);
     with a registry, order due periodic snapshots and prune old ones (db/schedules.py)."""
@@ -204,35 +203,17 @@ class MoveChecker:
         interval: float = 2.0,
         primary: registry.RegistrySettings | None = None,
     ) -> None:
-        self.db, self.watch, self.timeout, self.interval = db, watch, timeout, interval
+        super().__init__(db, "migrations", interval)
+        self.db, self.watch, self.timeout = db, watch, timeout
         self.primary = primary
         self._scheduled = -SCHEDULES_EVERY  # monotonic time of the last schedules pass
-        self._stop = threading.Event()
-        self._lease = Lease(db, "migrations")
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the thread (again, after a stop: an app's lifespan may run twice)."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="move-checker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._lease.release()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:  # a pass that failed is retried on the next tick
-                log.exception("migration checker pass failed")
+    def tick(self) -> list[str]:
+        return self.check()
 
     def check(self, now: datetime | None = None) -> list[str]:
         """One pass (``now``: the schedules' clock, naive UTC); returns the hosts it woke."""
-        if not self._lease.held():
+        if not self.lease.held():
             return []
         with self.db.session() as s:
             wake = move_steps.enforce(s, self.timeout)
