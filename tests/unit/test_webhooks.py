@@ -54,3 +54,25 @@ def test_a_log_read_never_ends_inside_a_character():
         kept = _whole(text[:cut])
         assert text.startswith(kept) and kept.decode() in ("", "a", "aé", "aé€", "aé€😀")
         assert cut - len(kept) < 4
+
+
+def test_a_build_log_shows_terminal_escapes_instead_of_obeying_them() -> None:
+    from dockyard.cli.builds import printable
+
+    hostile = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\nStep 1/2\tok\x9b"
+    shown = printable(hostile)
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "\r" not in shown and "Step 1/2\tok" in shown and shown.count("\n") == 1
+
+
+def test_a_repository_url_carries_no_credentials() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from dockyard.model.builds import HookCreate
+
+    for url in ("https://ghp_token@github.com/x.git", "https://u:pw@git.example/x.git",
+                "ssh://git:pw@git.example/x.git"):  # fmt: skip
+        with pytest.raises(ValidationError, match="no credentials"):
+            HookCreate(repo=url, branch="main", stack="web")
+    assert HookCreate(repo="ssh://git@git.example/x.git", branch="main", stack="web")

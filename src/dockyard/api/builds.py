@@ -109,8 +109,13 @@ def _push(
     lim: builds.Limits,
     registry: bool,
 ) -> tuple[wire.PushAccepted, bool, list[str]]:
+    with db.session(write=False) as s:  # no writer's lock until a delivery verified
+        verified = builds.verify_push(s, app, body, sig, registry)
+    if verified.answer is not None:
+        return verified.answer, verified.ping, []
     with db.session() as s:
-        return builds.on_push(s, app, body, sig, lim, registry)
+        answer, woke = builds.queue_push(s, verified, lim)
+    return answer, False, woke
 
 
 # builds ------------------------------------------------------------------------------

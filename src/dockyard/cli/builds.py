@@ -52,6 +52,16 @@ def hook(api: Api, a: argparse.Namespace) -> None:
           "GitLab: the secret as the token). The secret is not shown again.")  # fmt: skip
 
 
+# a build's log is what its Dockerfile printed: terminal escapes (a title, a cleared
+# screen, a hidden line) are shown, not obeyed; newlines and tabs stay
+_CONTROLS = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (9, 10)}
+_CONTROLS[13] = ""
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 def logs(api: Api, a: argparse.Namespace) -> None:
     """The log so far; with --follow, as it comes until the build ends (exit 1 unless
     it succeeded)."""
@@ -61,7 +71,7 @@ def logs(api: Api, a: argparse.Namespace) -> None:
         status, part = api.long_poll(path, {"offset": offset, "wait": wait}, wait)
         if status != 200:
             raise CliError(f"build {a.id} does not exist; see `dockyard build list`")
-        sys.stdout.write(part["text"])
+        sys.stdout.write(printable(part["text"]))
         sys.stdout.flush()
         offset = part["offset"]
         if part["done"] or (not a.follow and not part["text"]):
@@ -69,11 +79,11 @@ def logs(api: Api, a: argparse.Namespace) -> None:
     if a.follow:
         b = api.get(f"/builds/{a.id}")
         if b["status"] != "succeeded":
-            raise CliError(f"build {a.id} {b['status']}: {b['reason'] or '-'}")
+            raise CliError(f"build {a.id} {b['status']}: {printable(b['reason'] or '-')}")
         print(f"build {a.id} succeeded: {b['tag']} ({b['image']})"
               + (f", deploy {b['deploy']}" if b["deploy"] else ""), file=sys.stderr)  # fmt: skip
         if b["reason"]:
-            print(b["reason"], file=sys.stderr)
+            print(printable(b["reason"]), file=sys.stderr)
 
 
 def start(api: Api, a: argparse.Namespace) -> None:

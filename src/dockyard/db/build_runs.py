@@ -32,6 +32,10 @@ from dockyard.model import paas as paas_wire
 
 NO_BUILD_HOST = "no build host is up: start an agent with --builds --reserved-cores LIST"
 TIMEOUT_MARGIN = timedelta(seconds=60)  # the agent's own timeout ends it first
+QUEUED_AT_MOST = timedelta(hours=24)  # a build no host took by then fails, saying why
+# a running build's host silent this long is gone for it (a short outage is not: its
+# agent goes on building and reports when it is back)
+HOST_GONE_AFTER = timedelta(minutes=10)
 ACTIVE = (wire.BuildStatus.queued.value, wire.BuildStatus.running.value)
 
 
@@ -77,18 +81,26 @@ def active(s: Session) -> bool:
 
 
 def tick(s: Session, now: datetime) -> list[str]:
-    """Fail builds past their timeout, requeue those whose host went away before they
-    started, then assign. Returns the hosts to wake."""
+    """Fail builds past their timeout, those whose build host has been silent for
+    HOST_GONE_AFTER while they ran and those queued for a day; requeue those whose
+    host went away before they started; then assign. Returns the hosts to wake."""
     woke: list[str] = []
-    q = select(m.Build).where(m.Build.status.in_(ACTIVE), m.Build.busy_host.is_not(None))
-    rows = list(s.scalars(q).unique())
+    q = select(m.Build).where(m.Build.status.in_(ACTIVE)).with_for_update(of=m.Build)
+    rows = list(s.scalars(q).unique())  # an agent's report on one of them waits its turn
     usable = {h.name for h in build_hosts(s, now)} if rows else set()
     for row in rows:
         host = row.busy_host
-        assert host is not None
         limit = timedelta(seconds=row.timeout_seconds) + TIMEOUT_MARGIN
-        if row.status == "running" and row.started_at and now - row.started_at > limit:
+        if host is None:
+            if now - row.created_at > QUEUED_AT_MOST:
+                why = f"no build host took it in a day: {row.reason}"
+                finish(row, wire.BuildStatus.failed, why)
+        elif row.status == "running" and row.started_at and now - row.started_at > limit:
             finish(row, wire.BuildStatus.failed, f"timed out after {row.timeout_seconds} s")
+            woke.append(host)
+        elif row.status == "running" and _gone(s, host, now):
+            why = f"its build host {host} went down ({HOST_GONE_AFTER} without a heartbeat)"
+            finish(row, wire.BuildStatus.failed, why)
             woke.append(host)
         elif row.status == "queued" and host not in usable:
             row.host_name = row.busy_host = None  # not started there: any build host will do
@@ -216,9 +228,13 @@ def _image(s: Session, row: m.Build, req: wire.BuildDone, registry_url: str | No
 def _deploy(s: Session, row: m.Build, image: m.Image) -> bool:
     """The build's stack deployed to ``image`` as its author (within the app's project)."""
     assert row.stack is not None
-    who = Principal(
-        name=row.created_by, role="member", project_id=row.project_id, user_id=row.user_id
-    )
+    newer = _newer_deployed(s, row)
+    if newer is not None:  # builds finish out of order: never roll back to an older push
+        row.reason = f"built, but not deployed: build {newer} of a newer commit was deployed"
+        return False
+    # the release says it came from a build, never only the name a payload gave
+    by = row.created_by if row.trigger == "manual" else f"ci:{row.created_by}"
+    who = Principal(name=by[:63], role="member", project_id=row.project_id, user_id=row.user_id)
     try:
         with s.begin_nested():
             d = deploys.deploy(
@@ -229,3 +245,22 @@ def _deploy(s: Session, row: m.Build, image: m.Image) -> bool:
         return False
     row.deploy_id = d.id
     return True
+
+
+def _gone(s: Session, host: str, now: datetime) -> bool:
+    row = s.scalar(select(m.Host).where(m.Host.name == host))
+    beat = row.last_heartbeat if row is not None else None
+    return beat is None or now - beat > HOST_GONE_AFTER
+
+
+def _newer_deployed(s: Session, row: m.Build) -> str | None:
+    """A later build of the same hook and ref that was deployed, if any."""
+    if row.hook_id is None:
+        return None
+    q = select(m.Build.id).where(
+        m.Build.hook_id == row.hook_id,
+        m.Build.ref == row.ref,
+        m.Build.created_at > row.created_at,
+        m.Build.deploy_id.is_not(None),
+    )
+    return s.scalar(q.limit(1))

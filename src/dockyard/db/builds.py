@@ -2,8 +2,10 @@
 draws the whole flow; paas/README.md tells the rules).
 
     hook create/list/delete      an app member's; the secret is shown once, kept to verify
-    on_push (the webhook)        verified against the app's hooks' secrets -> a queued
-                                 Build per hook following the pushed branch
+    verify_push (the webhook)    read-only: verified against the app's hooks' secrets
+    queue_push                   a queued Build per hook following the pushed branch (a
+                                 commit built already starts nothing; older queued builds
+                                 of the branch are superseded)
     start (a member, by hand)    a queued Build of a ref through one of the app's hooks
 
 A build always clones its hook's registered repository, never a URL from a payload.
@@ -30,6 +32,8 @@ from dockyard.paas import webhooks
 
 log = logging.getLogger(__name__)
 NO_REGISTRY = "this server has no registry to push builds to; start it with --registry URL"
+MAX_HOOKS_PER_APP = 10  # every delivery is checked against each: a bound on its cost
+MAX_ACTIVE_BUILDS_PER_APP = 20  # queued or running: one app cannot hold the build hosts
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class Limits:
 def create_hook(s: Session, who: Principal, app_key: str, req: wire.HookCreate) -> wire.Hook:
     """The hook, its secret in this answer only (made here when none was sent)."""
     app = paas.get_app(s, who, app_key)
+    if len(_hooks(s, app)) >= MAX_HOOKS_PER_APP:
+        raise Conflict(f"app {app.name!r} has {MAX_HOOKS_PER_APP} hooks, the most it may; "
+                       "delete one first (`dockyard app unhook`)")  # fmt: skip
     if req.stack not in {st.name for st in paas._stacks(s, app)}:
         raise NotFound(
             f"app {app.name!r} has no stack {req.stack!r}; create it first "
@@ -103,24 +110,28 @@ def delete_hook(s: Session, who: Principal, app_key: str, hook_id: str) -> None:
 # the webhook -----------------------------------------------------------------------
 
 
-def on_push(
-    s: Session,
-    app_key: str,
-    body: bytes,
-    sig: webhooks.Signature | None,
-    limits: Limits,
-    registry: bool,
-) -> tuple[wire.PushAccepted, bool, list[str]]:
+@dataclass(frozen=True)
+class Verified:
+    """A delivery whose signature verified: the hooks following its branch, and what
+    it asks for (``answer`` set: nothing to queue, answer that)."""
+
+    answer: wire.PushAccepted | None
+    ping: bool = False
+    hook_ids: tuple[str, ...] = ()
+    push: webhooks.Push | None = None
+
+
+def verify_push(
+    s: Session, app_key: str, body: bytes, sig: webhooks.Signature | None, registry: bool
+) -> Verified:
     """A git host's delivery to ``app_key`` (its id or name, in any project: the secret
-    tells whose). Returns the answer, whether it is a ping (200), and the hosts to wake.
-    Unauthorized when no hook of the app verifies it; BadRequest for a body that is
-    not a push payload."""
+    tells whose), checked in a read-only session (an unsigned flood must not hold the
+    database's writers). Unauthorized when no hook of the app verifies it; BadRequest
+    for a body that is not a push payload."""
     apps = list(s.scalars(select(m.App).where((m.App.id == app_key) | (m.App.name == app_key))))
-    if not apps:
-        return _ignored(f"no app named {app_key!r}", app_key), False, []
     hooks = [h for a in apps for h in _hooks(s, a)]
-    if not hooks:
-        return _ignored(f"app {app_key!r} has no hooks", app_key), False, []
+    if not hooks:  # one answer for no app and no hooks: which apps exist stays unsaid
+        return Verified(_ignored(f"no hook of app {app_key[:63]!r} takes deliveries", app_key))
     if sig is None:
         raise Unauthorized("sign the delivery: X-Hub-Signature-256 (GitHub) or X-Gitlab-Token")
     signed = [h for h in hooks if webhooks.verifies(sig, body, h.secret)]
@@ -129,24 +140,84 @@ def on_push(
                            "secret the git host was given")  # fmt: skip
     try:
         push = webhooks.push_of(sig, json.loads(body))
-    except ValueError as exc:  # json's JSONDecodeError too
-        raise BadRequest(f"not a push payload: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # json's JSONDecodeError too; deep nesting
+        raise BadRequest(f"not a push payload: {str(exc)[:200]}") from exc
     if push.ignored:
-        return _ignored(push.ignored, app_key), push.event == "ping", []
-    following = [h for h in signed if h.branch == push.branch]
+        return Verified(_ignored(push.ignored, app_key), push.event == "ping")
+    following = tuple(h.id for h in signed if h.branch == push.branch)
     if not following:
-        why = f"no hook of {app_key!r} follows branch {push.branch!r}"
-        return _ignored(why, app_key), False, []
+        return Verified(_ignored(f"no hook of {app_key!r} follows branch {push.branch!r}", app_key))
     if not registry:
-        return _ignored(NO_REGISTRY, app_key), False, []
-    assert push.branch is not None
-    rows = [
-        _queue(s, h, push.branch, push.commit, h.auto_deploy, "push", push.pusher, None, limits)
-        for h in following
-    ]
-    woke = build_runs.assign(s)
-    log.info("push of %s to %s: builds %s", push.commit, app_key, [r.id for r in rows])
-    return wire.PushAccepted(builds=[r.id for r in rows]), False, woke
+        return Verified(_ignored(NO_REGISTRY, app_key))
+    return Verified(None, False, following, push)
+
+
+def queue_push(
+    s: Session, verified: Verified, limits: Limits
+) -> tuple[wire.PushAccepted, list[str]]:
+    """The builds a verified push starts, one per hook following its branch; returns the
+    answer and the hosts to wake. A commit a hook built already (a redelivery, a replay
+    of an old push) starts nothing; older queued builds of the branch are superseded."""
+    push = verified.push
+    assert push is not None and push.branch is not None
+    rows, woke, skipped = [], [], []
+    for hook_id in verified.hook_ids:
+        hook = s.get(m.Hook, hook_id)
+        if hook is None:  # deleted since it verified
+            continue
+        seen = _built_already(s, hook, push.commit)
+        if seen is not None:
+            skipped.append(f"hook {hook.id[:8]} built commit {push.commit} already (build "
+                           f"{seen}); `dockyard build start --ref` builds it again")  # fmt: skip
+            continue
+        _room_for_one_more(s, hook.app)
+        row = _queue(s, hook, push.branch, push.commit, hook.auto_deploy, "push", push.pusher,
+                     None, limits)  # fmt: skip
+        woke += _supersede(s, hook, push.branch, row)
+        rows.append(row)
+    woke += build_runs.assign(s)
+    log.info("push of %s: builds %s", push.commit, [r.id for r in rows])
+    ignored = "; ".join(skipped) if skipped and not rows else None
+    return wire.PushAccepted(builds=[r.id for r in rows], ignored=ignored), woke
+
+
+def _built_already(s: Session, hook: m.Hook, commit: str | None) -> str | None:
+    """The id of a build of ``commit`` through ``hook`` that did not fail, if any."""
+    if commit is None:
+        return None
+    q = select(m.Build.id).where(
+        m.Build.hook_id == hook.id,
+        m.Build.commit == commit,
+        m.Build.status.in_(["queued", "running", "succeeded"]),
+    )
+    return s.scalar(q.limit(1))
+
+
+def _supersede(s: Session, hook: m.Hook, ref: str, newer: m.Build) -> list[str]:
+    """Older builds of ``ref`` through ``hook`` that have not started are cancelled: the
+    newer push is what its stack should get. Returns the hosts they were assigned to."""
+    q = select(m.Build).where(
+        m.Build.hook_id == hook.id,
+        m.Build.ref == ref,
+        m.Build.status == "queued",
+        m.Build.id != newer.id,
+    )
+    woke = []
+    for row in s.scalars(q.with_for_update(of=m.Build)).unique():
+        if row.busy_host:
+            woke.append(row.busy_host)
+        build_runs.finish(row, wire.BuildStatus.cancelled, f"superseded by build {newer.id}")
+    s.flush()
+    return woke
+
+
+def _room_for_one_more(s: Session, app: m.App) -> None:
+    q = select(m.Build.id).where(m.Build.app_id == app.id, m.Build.status.in_(build_runs.ACTIVE))
+    if len(list(s.scalars(q.limit(MAX_ACTIVE_BUILDS_PER_APP)))) >= MAX_ACTIVE_BUILDS_PER_APP:
+        raise Conflict(
+            f"app {app.name!r} has {MAX_ACTIVE_BUILDS_PER_APP} builds queued or running, the "
+            "most it may; wait for them or cancel some (`dockyard build cancel`)"
+        )
 
 
 def _ignored(why: str, app_key: str) -> wire.PushAccepted:
@@ -198,6 +269,7 @@ def start(
     if not registry:
         raise Conflict(NO_REGISTRY)
     hook = _hook_for(s, app, req.hook)
+    _room_for_one_more(s, app)
     commit = req.ref if webhooks.SHA.match(req.ref) else None
     deploy = hook.auto_deploy if req.deploy is None else req.deploy
     row = _queue(s, hook, req.ref, commit, deploy, "manual", who.name, who.user_id, limits)
@@ -253,6 +325,7 @@ def cancel(s: Session, who: Principal, build_id: str) -> tuple[wire.Build, list[
     """A queued or running build ends cancelled (its order leaves its host's poll);
     returns it and the hosts to wake. A finished one: 409."""
     row = get_row(s, who, build_id)
+    s.refresh(row, with_for_update={"of": m.Build})  # an agent's done may have just ended it
     if row.status not in (wire.BuildStatus.queued, wire.BuildStatus.running):
         raise Conflict(f"build {row.id} already {row.status}; nothing to cancel")
     host = row.busy_host

@@ -25,6 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
@@ -36,6 +37,18 @@ BUILD_LOG_MAX = 4 << 20  # bytes of one build's log kept; beyond it the log says
 BUILD_TIMEOUT_DEFAULT = 1800  # seconds from the agent's start to its push
 HOOK_SECRET_MIN = 16
 
+def _no_secret_in_url(value: str) -> str:
+    """A URL is shown to everyone who can read the app (readers too) and to its build
+    logs: no password or token in it; ssh's user name alone (git@host) is no secret."""
+    userinfo = urlsplit(value).netloc.rpartition("@")[0]
+    if userinfo and (":" in userinfo or not value.startswith("ssh://")):
+        raise ValueError(
+            "put no credentials in the repository URL (every reader of the app sees it); "
+            "builds clone public repositories, or ssh:// URLs with a user name only"
+        )
+    return value
+
+
 GitUrl = Annotated[
     str,
     Field(
@@ -43,8 +56,9 @@ GitUrl = Annotated[
         max_length=1024,
         pattern=r"^(https?|git|ssh)://[^\s\x00]+$",
         description="what the build host clones: https://, http://, git:// or ssh:// "
-        "(never a path on the build host)",
+        "(never a path on the build host; no credentials in it)",
     ),
+    AfterValidator(_no_secret_in_url),
 ]
 def _ref(value: str) -> str:
     if ".." in value or value.startswith(("-", "/")) or value.endswith(("/", ".lock")):
