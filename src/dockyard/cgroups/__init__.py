@@ -448,3 +448,38 @@ def place_process(
 def _enable_cpu(d: Path) -> None:
     if "cpu" not in (d / "cgroup.subtree_control").read_text().split():
         (d / "cgroup.subtree_control").write_text("+cpu")
+
+
+def make_parent(
+    name: str,
+    pids_max: int,
+    shares: int = 2,
+    weight: int = 1,
+    fs: Path = Path("/sys/fs/cgroup"),
+) -> list[Path]:
+    """After: the cgroup ``name`` (a path below the hierarchies' root, e.g. a cgroup
+    parent given to dockerd) exists in the pids and cpu hierarchies with at most
+    ``pids_max`` tasks, every descendant's together (pids is hierarchical in v1 and
+    v2), and CPU weight ``shares`` (v1) or ``weight`` (v2). Already so: the same,
+    the figures written again. Returns the directories written. Nothing may be
+    written: OSError."""
+    rel = name.strip("/")
+    if not rel or ".." in rel.split("/"):
+        raise ValueError(f"cgroup {name!r}: give a path below the hierarchy's root")
+    if (fs / "cgroup.controllers").exists():
+        parent = fs
+        for part in rel.split("/"):
+            for controller in ("cpu", "pids"):
+                if controller not in (parent / "cgroup.subtree_control").read_text().split():
+                    (parent / "cgroup.subtree_control").write_text(f"+{controller}")
+            parent = parent / part
+            parent.mkdir(exist_ok=True)
+        (parent / "pids.max").write_text(str(pids_max))
+        (parent / "cpu.weight").write_text(str(weight))
+        return [parent]
+    pids_dir, cpu_dir = fs / "pids" / rel, fs / "cpu" / rel
+    for d in (pids_dir, cpu_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    (pids_dir / "pids.max").write_text(str(pids_max))
+    (cpu_dir / "cpu.shares").write_text(str(shares))
+    return [pids_dir, cpu_dir]

@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import Protocol
 
 from dockyard.compute.clone import Cloner, GitCloner, Stopped, dockerfile_in, shown
-from dockyard.compute.driver import BuildSpec, ComputeDriver
+from dockyard.compute.driver import (
+    BUILD_CGROUP,
+    BUILD_LINE_MAX,
+    BUILD_PIDS_MAX,
+    BuildSpec,
+    ComputeDriver,
+)
 from dockyard.errors import DockyardError, PermanentError, TemporaryError
 from dockyard.model.builds import (
     BUILD_LOG_MAX,
@@ -114,12 +120,17 @@ class LogPipe:
         self._thread.start()
 
     def __call__(self, line: str) -> None:
+        """One line (cut at BUILD_LINE_MAX); what goes past BUILD_LOG_MAX bytes in all
+        is dropped here, as the server would (nothing held grows with the output)."""
+        line = line[:BUILD_LINE_MAX]
         data = (line + "\n").encode("utf-8", "replace")
+        kept = line[:TAIL_MAX]
         with self._lock:
-            if self.sent + len(self.pending) < BUILD_LOG_MAX:  # the server cuts there
-                self.pending += data
-            self.tail.append(line)
-            self._tail_bytes += len(data)
+            room = BUILD_LOG_MAX - self.sent - len(self.pending)
+            if room > 0:  # whole characters only: a cut one is dropped
+                self.pending += data[:room].decode("utf-8", "ignore").encode()
+            self.tail.append(kept)
+            self._tail_bytes += len(kept.encode("utf-8", "replace")) + 1
             while self._tail_bytes > TAIL_MAX and len(self.tail) > 1:
                 self._tail_bytes -= len(self.tail.popleft().encode("utf-8", "replace")) + 1
 
@@ -242,7 +253,9 @@ def _write(path: Path, text: str) -> None:
 
 
 class Builder:
-    """Carries out this host's build orders on ``cores`` (its reserved cores)."""
+    """Carries out this host's build orders on ``cores`` (its reserved cores), each
+    within ``memory_mb`` (its reserved memory: an order asking more fails), its steps
+    under the cgroup parent ``cgroup`` of at most ``pids_max`` tasks."""
 
     def __init__(
         self,
@@ -250,13 +263,20 @@ class Builder:
         driver: ComputeDriver,
         state_dir: Path,
         cores: list[int],
+        *,
+        memory_mb: int,
         cloner: Cloner | None = None,
         sizer: Sizer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cgroup: str = BUILD_CGROUP,
+        pids_max: int = BUILD_PIDS_MAX,
+        network: str = "none",
     ) -> None:
         if not cores:
             raise PermanentError("builds run on the host's reserved cores: give --reserved-cores")
         self.server, self.driver, self.cores = server, driver, list(cores)
+        self.memory_mb, self.cgroup, self.pids_max = memory_mb, cgroup, pids_max
+        self.network = network
         self.cloner: Cloner = cloner or GitCloner()
         self.sizer, self._clock = sizer, clock
         self.book = BuildBook(state_dir / "builds")
@@ -415,6 +435,12 @@ class _Run:
 
     def _steps(self, pipe: LogPipe) -> BuildDone | None:
         order = self.order
+        if order.memory_mb > self.b.memory_mb:
+            raise PermanentError(
+                f"the build asks for {order.memory_mb} MiB of memory; this build host "
+                f"keeps {self.b.memory_mb} MiB from instances (its agent's "
+                "--reserved-memory-mb): lower the server's --build-memory-mb or reserve more"
+            )
         self.b.book.work.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f"{order.id}-", dir=self.b.book.work) as tmp:
             src = Path(tmp) / "src"
@@ -425,13 +451,14 @@ class _Run:
             self.ref = f"{order.push_repo}:{tag}"
             self.b.book.started(order.id, commit=self.commit, ref=self.ref)
             spec = BuildSpec(src, dockerfile_in(src, order.dockerfile), self.ref,
-                             self.b.cores, order.memory_mb)  # fmt: skip
+                             self.b.cores, order.memory_mb, self.b.cgroup,
+                             self.b.pids_max, self.b.network)  # fmt: skip
             with self._timed("build"):
                 self.b.driver.build(spec, pipe, self.halt.event)
         self._check_halt()
         with self._timed("push"):
             pipe(f"pushing {self.ref}")
-            digest = self.b.driver.push(self.ref, order.login)
+            digest = self.b.driver.push(self.ref, order.login, self.halt.event)
         pipe(f"pushed {self.ref} as {digest}")
         if self.halt.event.is_set() and self.halt.reason != "timeout":
             return None

@@ -47,6 +47,7 @@ from dockyard.monitor.drift import INSTANCE_HELP, INSTANCE_METRIC
 from dockyard.monitor.samples import SampleCollector
 from dockyard.network import plumbing
 
+BUILD_MEMORY_MIN = 64  # MiB: the least a build order asks (model/builds.py)
 log = logging.getLogger("dockyard.agent")
 
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     if wired and not stopping.is_set():
         _serve_metrics(p, args, wired[0], ca_file)
         if args.builds:
-            _start_builds(wired[0], ca_file, stopping)
+            _start_builds(wired[0], ca_file, stopping, args.build_network)
         wired[0].run()
     procfs.tidy_views()
 
@@ -149,18 +150,25 @@ def _start_recovery(
     return recoverer
 
 
-def _start_builds(agent: Agent, ca_file: Path | None, stopping: threading.Event) -> Builder:
+def _start_builds(
+    agent: Agent, ca_file: Path | None, stopping: threading.Event, network: str
+) -> Builder:
     """The build runner (compute/builds.py) on its own thread and long poll, with the
-    agent's driver, on the host's reserved cores; stopped with the agent."""
+    agent's driver, on the host's reserved cores and memory; stopped with the agent."""
     builder = Builder(
         ServerClient(agent.cfg.server, agent.cfg.token, agent.cfg.host, ca_file),
         agent.driver,
         agent.cfg.state_dir,
         agent.cfg.reserved_cores,
+        memory_mb=agent.cfg.reserved_memory_mb,
         sizer=RegistryTransfer(str(ca_file) if ca_file else True),
+        network=network,
     )
     threading.Thread(target=builder.run, args=(stopping,), daemon=True, name="builds").start()
-    log.info("carrying out builds on cores %s", cores_text(agent.cfg.reserved_cores))
+    log.info(
+        "carrying out builds on cores %s, up to %d MiB, network %s",
+        cores_text(agent.cfg.reserved_cores), agent.cfg.reserved_memory_mb, network,
+    )  # fmt: skip
     return builder
 
 
@@ -219,7 +227,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="carry out image builds (continuous integration) on this host, on its "
         "--reserved-cores (never an instance's); the host is labelled "
-        f"{BUILDS_LABEL}=<those cores> for the server",
+        f"{BUILDS_LABEL}=<those cores> for the server; needs --reserved-memory-mb "
+        "at least the server's --build-memory-mb",
+    )
+    p.add_argument(
+        "--build-network",
+        default="none",
+        metavar="NAME",
+        help="the dockerd network builds' RUN steps use (default none: no network); "
+        "give one made for builds, never the instances' or the management network",
     )
     p.add_argument(
         "--cpu-allocation-ratio",
@@ -325,6 +341,11 @@ def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> AgentConfig
         p.error(
             "--builds needs --reserved-cores: builds run only on the cores kept for the "
             "host, never on an instance's (e.g. --reserved-cores 0 --builds)"
+        )
+    if args.builds and args.reserved_memory_mb < BUILD_MEMORY_MIN:
+        p.error(
+            "--builds needs --reserved-memory-mb: a build's memory is kept from instances "
+            "(at least the server's --build-memory-mb, e.g. --reserved-memory-mb 2048)"
         )
     if args.builds:
         labels[BUILDS_LABEL] = cores_text(reserved)

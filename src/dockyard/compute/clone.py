@@ -11,10 +11,20 @@
 What keeps a hostile repository or URL from the host: no shell (argv, ``--`` before
 the URL), GIT_ALLOW_PROTOCOL=http:https:git:ssh (no file://, no ext:: helper) and
 ``protocol.file.allow=never``, no system or global git config (no credential helpers,
-filters or hooks of the host; ``core.hooksPath=/dev/null``), no terminal prompt, ssh in
-batch mode, no submodules, a time limit, and the whole process group killed on a stop.
+filters or hooks of the host; ``core.hooksPath=/dev/null``), no terminal prompt, no
+submodules, a time limit, and the whole process group killed on a stop.
+
+Nothing of the agent's user reaches a host the tenant chose: each clone runs with a
+HOME of its own (an empty temporary directory, XDG_CONFIG_HOME there too: no
+~/.netrc, ~/.git-credentials or ~/.config/git of root's), an empty credential.helper,
+no askpass program, and ssh with ``-F /dev/null`` (no ~/.ssh/config, no
+/etc/ssh/ssh_config: ssh reads ~/.ssh from the password database, not $HOME), no
+identity file and no agent, batch mode, and known hosts in that HOME (first seen,
+accepted; never root's). git's output is read in lines of at most BUILD_LINE_MAX
+bytes (a longer one is cut), so no line it prints can fill the agent's memory.
 ``dockerfile_in`` refuses a Dockerfile path (or a symbolic link on it) that leads out
-of the clone.
+of the clone, and a Dockerfile that ADDs from a URL (dockerd fetches it itself, from
+the host's network namespace: loopback and the management network included).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -30,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from dockyard.compute.driver import BUILD_LINE_MAX
 from dockyard.errors import PermanentError
 from dockyard.model.builds import BuildOrder
 
@@ -37,6 +49,8 @@ CLONE_LIMIT = 600.0  # seconds a clone may take, within the build's own time
 _SCHEMES = ("https://", "http://", "git://", "ssh://")
 _REF = re.compile(r"^[A-Za-z0-9._/-]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_ESCAPE = re.compile(r"^#\s*escape\s*=\s*`", re.IGNORECASE | re.MULTILINE)
+DOCKERFILE_MAX = 1 << 20  # bytes: a Dockerfile is read whole to check it
 
 
 class CloneFailed(PermanentError):
@@ -57,17 +71,28 @@ class Cloner(Protocol):
         ...
 
 
-def git_env() -> dict[str, str]:
+def git_env(home: Path) -> dict[str, str]:
+    """git's whole environment: nothing inherited but PATH; ``home`` (empty, the
+    clone's own) stands in for the agent's HOME, so no credential of the host's user
+    goes to the repository's host."""
+    ssh = (
+        "ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityFile=none -o IdentityAgent=none "
+        "-o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+        f"-o UserKnownHostsFile={home}/known_hosts -o GlobalKnownHostsFile=/dev/null"
+    )
     return {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),  # ssh's known_hosts and keys
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home),
         "LC_ALL": "C",
         "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        "GIT_SSH_COMMAND": ssh,
         "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+        "SSH_ASKPASS_REQUIRE": "never",
     }
 
 
@@ -99,8 +124,12 @@ class GitCloner:
         self, order: BuildOrder, dest: Path, halt: threading.Event, output: Callable[[str], None]
     ) -> str:
         check_order(order)
-        deadline = time.monotonic() + self.limit
-        run = _Runner(self.git, dest, halt, output, deadline)
+        with tempfile.TemporaryDirectory(prefix="dockyard-git-home-") as home:
+            run = _Runner(self.git, dest, halt, output, time.monotonic() + self.limit, Path(home))
+            return self._clone(order, dest, run)
+
+    def _clone(self, order: BuildOrder, dest: Path, run: _Runner) -> str:
+        output = run.output
         if shown(order.repo) != order.repo:
             run.secrets.append((order.repo, shown(order.repo)))
         dest.mkdir(parents=True, exist_ok=True)
@@ -139,7 +168,25 @@ def dockerfile_in(root: Path, rel: str) -> str:
         raise CloneFailed(f"the Dockerfile {rel} is a symbolic link out of the repository")
     if not target.is_file():
         raise CloneFailed(f"the commit has no Dockerfile at {rel}")
+    if target.stat().st_size > DOCKERFILE_MAX:
+        raise CloneFailed(f"the Dockerfile {rel} is over {DOCKERFILE_MAX >> 10} KiB")
+    _no_remote_add(target.read_text("utf-8", "replace"), rel)
     return str(target.relative_to(top))
+
+
+def _no_remote_add(text: str, rel: str) -> None:
+    """Refuse ``ADD URL``: dockerd would fetch it from the host's own network (its
+    loopback, the management network), not from the build's."""
+    escape = "`" if _ESCAPE.search(text.partition("\n\n")[0]) else "\\"
+    joined = re.sub(re.escape(escape) + r"[ \t]*\r?\n", " ", text)
+    for line in joined.splitlines():
+        words = line.split()
+        if words and words[0].upper() == "ADD" and any("://" in w for w in words[1:]):
+            raise CloneFailed(
+                f"the Dockerfile {rel} ADDs from a URL ({line.strip()[:200]!r}): builds "
+                "do not fetch URLs; RUN a download on a network your operator gives "
+                "builds, or commit the file"
+            )
 
 
 class _Runner:
@@ -153,9 +200,10 @@ class _Runner:
         halt: threading.Event,
         output: Callable[[str], None],
         deadline: float,
+        home: Path,
     ) -> None:
         self.git, self.dest, self.halt, self.output = git, dest, halt, output
-        self.deadline = deadline
+        self.deadline, self.home = deadline, home
         self.tail: deque[str] = deque(maxlen=8)
         self.secrets: list[tuple[str, str]] = []  # (what git may print, what the log shows)
 
@@ -184,12 +232,12 @@ class _Runner:
         if self.halt.is_set():
             raise Stopped("the clone was stopped")
         cmd = [self.git, "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null",
-               "-c", "submodule.recurse=false", *args]  # fmt: skip
+               "-c", "submodule.recurse=false", "-c", "credential.helper=", *args]  # fmt: skip
         self.tail.clear()
         proc = subprocess.Popen(
             cmd,
             cwd=self.dest,
-            env=git_env(),
+            env=git_env(self.home),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -212,8 +260,9 @@ class _Runner:
     def _read(
         self, proc: subprocess.Popen[bytes], keep: Callable[[str], None] | None, echo: bool
     ) -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
+        out = proc.stdout
+        assert out is not None
+        for raw in iter(lambda: out.readline(BUILD_LINE_MAX), b""):  # a longer line: cut
             line = self.hide(raw.decode("utf-8", "replace").rstrip("\r\n"))
             if keep is not None:
                 keep(line)

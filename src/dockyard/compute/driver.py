@@ -96,16 +96,29 @@ class ExecResult:
     output: str  # the last bytes of stdout and stderr, for the health check's detail
 
 
+BUILD_LINE_MAX = 64 << 10  # bytes of one line of a build's output (git's, the builder's)
+BUILD_CGROUP = "dockyard-builds"  # the cgroup parent of every build step's container
+BUILD_PIDS_MAX = 1024  # tasks in that cgroup, every build's step together
+BUILD_SHM_MB = 64
+BUILD_DISK_FLOOR = 0.10  # below this share of the runtime's disk free, no build starts
+BUILD_DISK_PRUNE = 0.20  # below this, the builds' dangling layers are pruned first
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """An image to build from a directory (compute/builds.py): the runtime's classic
-    builder, every step's container confined to ``cpuset`` and ``memory_mb`` (no swap)."""
+    builder, every step's container confined to ``cpuset`` and ``memory_mb`` (no swap),
+    a low CPU weight, no network, and the cgroup parent ``cgroup`` whose tasks are
+    at most ``pids_max``."""
 
     context: Path  # the build context: a clone's working tree
     dockerfile: str  # relative to ``context``, checked to resolve inside it
     ref: str  # the local image it makes: ``HOST:PORT/REPO:TAG``
     cpuset: list[int]  # the cores its steps run on (the host's reserved cores)
     memory_mb: int
+    cgroup: str = BUILD_CGROUP  # a path below the cgroup hierarchies' root
+    pids_max: int = BUILD_PIDS_MAX
+    network: str = "none"  # the steps' network: none, or one the operator made for builds
 
 
 def cores_text(cores: Sequence[int]) -> str:
@@ -225,11 +238,15 @@ class ComputeDriver(Protocol):
         named is removed. Returns 1. Already one layer: no-op. No ``ref``: PermanentError."""
         ...
 
-    def push(self, ref: str, login: RegistryLogin | None = None) -> str:
+    def push(
+        self, ref: str, login: RegistryLogin | None = None, halt: Event | None = None
+    ) -> str:
         """After: the registry of ``ref`` (``HOST:PORT/REPO:TAG``) holds the local image
         ``ref``; returns the manifest's digest (``sha256:...``). Already pushed: the same
         digest, nothing sent again. A registry unreachable is a TemporaryError, a refusal
-        (login, quota) a PermanentError."""
+        (login, quota) a PermanentError. ``halt`` set meanwhile: the push is broken off
+        (the registry gets no manifest) and PermanentError "stopped". Only ``login``
+        travels: never the host's own registry credentials."""
         ...
 
     def remove_image(self, ref: str, prune: bool = True) -> None:
@@ -251,5 +268,9 @@ class ComputeDriver(Protocol):
         its id. Each line of the builder's output goes to ``output`` as it comes.
         ``halt`` set: the build stops at once (the runtime kills the step running and
         removes its container) and PermanentError "stopped". A failing step: a
-        PermanentError with the builder's message; the runtime away: TemporaryError."""
+        PermanentError with the builder's message; the runtime away: TemporaryError.
+        Its steps run on ``spec.network`` under ``spec.cgroup`` (tasks at most
+        ``spec.pids_max``); no registry credentials of the host are sent. The
+        runtime's disk with less than BUILD_DISK_FLOOR free (after pruning builds'
+        dangling layers): PermanentError, nothing built."""
         ...

@@ -262,7 +262,8 @@ def _add_host(
         host.extra["host_down_after"] = lab.data["host_down_after"]
     if builds:  # builds run on cores kept from instances: the machine's last one
         last = (os.cpu_count() or 1) - 1
-        host.extra["agent_args"] = ["--builds", "--reserved-cores", str(last)]
+        host.extra["agent_args"] = ["--builds", "--reserved-cores", str(last),
+                                    "--reserved-memory-mb", "2048"]  # the builds' memory
     Path(host.dir).mkdir(parents=True, exist_ok=True)
     lab.hosts.append(host)
     lab.save()

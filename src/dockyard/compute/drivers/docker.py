@@ -20,10 +20,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from threading import Event
-from typing import Any
+from typing import IO, Any, cast
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 from docker.types import Mount as DockerMount
 
@@ -212,21 +213,28 @@ class DockerDriver:
                 self.api.remove_container(name, force=True, v=True)
         return self.layers(ref)
 
-    def push(self, ref: str, login: RegistryLogin | None = None) -> str:
+    def push(self, ref: str, login: RegistryLogin | None = None, halt: Event | None = None) -> str:
         if self._registry_ca is not None:
             trust_registry(CERTS_D, self._registry_ca, ref)
         repo, _, tag = ref.rpartition(":")
-        auth = {"username": login.username, "password": login.password} if login else None
+        # {} rather than None: the SDK would send root's ~/.docker/config.json login
+        auth = {"username": login.username, "password": login.password} if login else {}
+        halt = halt or Event()
         digest = None
         try:
-            for line in self.api.push(repo, tag, stream=True, decode=True, auth_config=auth):
-                if "error" in line:
-                    raise _push_failed(ref, str(line["error"]))
-                digest = (line.get("aux") or {}).get("Digest") or digest
+            stream = self.api.push(repo, tag, stream=True, decode=True, auth_config=auth)
+            with docker_build.stopped_by(halt, docker_build.response_of(stream)):
+                for line in stream:
+                    if "error" in line:
+                        raise _push_failed(ref, str(line["error"]))
+                    digest = (line.get("aux") or {}).get("Digest") or digest
         except docker.errors.APIError as exc:
             raise _push_failed(ref, str(exc.explanation or exc)) from exc
-        except _CONN as exc:
-            raise _down(exc) from exc
+        except docker_build.BROKEN as exc:
+            if not halt.is_set():
+                raise _down(exc) from exc
+        if halt.is_set():
+            raise PermanentError(f"the push of {ref} was stopped")
         if digest is None:
             raise TemporaryError(f"dockerd pushed {ref} but named no digest; will retry")
         log.info("pushed %s as %s", ref, digest)
@@ -246,7 +254,7 @@ class DockerDriver:
     def build(self, spec: BuildSpec, output: Callable[[str], None], halt: Event) -> str:
         if self._registry_ca is not None:  # a FROM in the cloud's registry
             trust_registry(CERTS_D, self._registry_ca, spec.ref)
-        return docker_build.build(self.api, spec, output, halt)
+        return docker_build.build(self.api, spec, output, halt, _context)
 
     def layers(self, ref: str) -> int:
         return len(self._image(ref)["RootFS"]["Layers"])
@@ -534,6 +542,18 @@ def _push_failed(ref: str, message: str) -> DockyardError:
     if any(w in lowered for w in ("denied", "unauthorized", "authentication", "invalid")):
         return PermanentError(f"the registry refused the push of {ref}: {message}")
     return TemporaryError(f"could not push {ref}: {message}")
+
+
+def _context(path: Path, dockerfile: str) -> IO[bytes]:
+    """A build's context as the SDK's ``build`` makes it: the tree as a tar, without
+    what .dockerignore names."""
+    ignore = path / ".dockerignore"
+    exclude = None
+    if ignore.is_file():
+        lines = (line.strip() for line in ignore.read_text("utf-8", "replace").splitlines())
+        exclude = [line for line in lines if line and not line.startswith("#")]
+    made = docker.utils.tar(path, exclude=exclude, dockerfile=(dockerfile, None))
+    return cast(IO[bytes], made)  # a temporary file, when no fileobj is given
 
 
 def _changes(config: dict[str, Any]) -> list[str]:

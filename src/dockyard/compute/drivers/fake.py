@@ -65,6 +65,7 @@ class FakeDriver:
         self.build_output: list[str] = ["Step 1/1 : FROM base", "Successfully built"]
         self.build_gate: Event | None = None
         self.build_error: str | None = None
+        self.push_gate: Event | None = None  # a push waits for it (or its halt)
         self._lock = threading.Lock()
 
     def fail_next(self, method: str, error: DockyardError, times: int = 1) -> None:
@@ -210,8 +211,15 @@ class FakeDriver:
         self.layer_counts[ref] = 1
         return 1
 
-    def push(self, ref: str, login: RegistryLogin | None = None) -> str:
+    def push(
+        self, ref: str, login: RegistryLogin | None = None, halt: Event | None = None
+    ) -> str:
         self._enter("push")
+        while self.push_gate is not None and not self.push_gate.is_set():
+            if halt is not None and halt.wait(0.01):
+                break
+        if halt is not None and halt.is_set():
+            raise PermanentError("the push was stopped")
         if ref not in self.images:
             raise PermanentError(f"no image {ref} on this host")
         digest = "sha256:" + hashlib.sha256(f"{ref}|{self.layers(ref)}".encode()).hexdigest()
