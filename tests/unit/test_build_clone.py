@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,7 +78,8 @@ def test_git_itself_refuses_protocols_outside_the_allowed_ones(server: GitServer
     from dockyard.compute.clone import _Runner
 
     bare = server.base / "app.git"
-    run = _Runner("git", tmp_path, threading.Event(), lambda _: None, time.monotonic() + 30)
+    run = _Runner("git", tmp_path, threading.Event(), lambda _: None, time.monotonic() + 30,
+                  tmp_path)  # fmt: skip
     run("init", "-q", ".", what="init")
     assert not run.ok("fetch", "--", f"file://{bare}", "main")
     assert any("not allowed" in line or "unsupported" in line for line in run.tail), run.tail
@@ -114,3 +118,106 @@ def test_a_token_in_the_url_never_reaches_the_log_or_the_error(server: GitServer
         _clone(_order(url), tmp_path / "c", lines)
     assert lines and "s3cret" not in err.value.detail and "s3cret" not in "\n".join(lines)
     assert "127.0.0.1" in err.value.detail  # it still says where
+
+
+@pytest.fixture
+def auth_logger() -> Iterator[tuple[int, list[str | None]]]:
+    """An http server on loopback that asks for a login (401) and notes each
+    request's Authorization header: what a tenant's git host would learn."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv.server_address[1], seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_agents_netrc_and_stored_credentials_never_go_to_a_tenants_git_host(
+    auth_logger, tmp_path, monkeypatch
+):
+    port, seen = auth_logger
+    home = tmp_path / "root-home"  # the agent's HOME, with root's logins in it
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login root password hunter2\n")
+    (home / ".git-credentials").write_text(f"http://root:hunter2@127.0.0.1:{port}\n")
+    (home / ".gitconfig").write_text("[credential]\n\thelper = store\n")
+    for name in (".netrc", ".git-credentials"):
+        os.chmod(home / name, 0o600)
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(CloneFailed):
+        _clone(_order(f"http://127.0.0.1:{port}/tenant/app.git"), tmp_path / "c")
+    assert seen, "git never asked the tenant's host"
+    assert seen == [None] * len(seen), seen  # no Authorization header, ever
+
+
+def test_ssh_gets_no_key_config_or_known_hosts_of_the_agents_user(tmp_path, monkeypatch):
+    """ssh reads ~/.ssh from the password database, not $HOME: only its options keep
+    root's keys, agent, config and known hosts away from a host the tenant names."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "ssh-called"
+    fake = bin_dir / "ssh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$HOME" "$@" > {record}\nexit 255\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/run/root-agent.sock")
+    with pytest.raises(CloneFailed):
+        _clone(_order("ssh://git@127.0.0.1:1/tenant/app.git"), tmp_path / "c")
+    home, *argv = record.read_text().splitlines()
+    assert home != os.path.expanduser("~root") and "dockyard-git-home-" in home
+    assert argv[:2] == ["-F", "/dev/null"]  # no ~/.ssh/config, no /etc/ssh/ssh_config
+    for option in ("IdentitiesOnly=yes", "IdentityFile=none", "IdentityAgent=none",
+                   "BatchMode=yes", f"UserKnownHostsFile={home}/known_hosts"):  # fmt: skip
+        assert option in argv, argv
+    assert not Path(home).exists()  # the clone's HOME goes with it
+
+
+def test_a_line_without_end_from_git_is_cut_and_held_bounded(tmp_path):
+    """A git (or a server speaking through it) that prints 16 MiB without a newline:
+    the agent holds and logs at most one cut line of it (64 KiB)."""
+    fake = tmp_path / "git"
+    fake.write_text("#!/bin/sh\nhead -c 16777216 /dev/zero | tr '\\0' x\nexit 1\n")
+    fake.chmod(0o755)
+    lines: list[str] = []
+    with pytest.raises(CloneFailed) as err:
+        GitCloner(limit=30, git=str(fake)).clone(
+            _order("git://127.0.0.1/app.git"), tmp_path / "c", threading.Event(), lines.append
+        )
+    assert lines and max(len(line) for line in lines) <= 64 << 10
+    assert sum(len(line) for line in lines) == 16 << 20  # all of it logged, in pieces
+    assert len(err.value.detail) <= 1500
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        "FROM base\nADD http://127.0.0.1:8787/v1/agent/x /x\n",
+        "FROM base\nadd --chown=1 https://169.254.169.254/latest /m\n",
+        "FROM base\nADD \\\n    http://10.0.0.1/secret /s\n",
+        "# escape=`\nFROM base\nADD `\n  http://10.0.0.1/secret /s\n",
+    ],
+)
+def test_a_dockerfile_that_adds_from_a_url_is_refused(dockerfile, tmp_path):
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    with pytest.raises(CloneFailed, match="ADDs from a URL"):
+        dockerfile_in(tmp_path, "Dockerfile")
+
+
+def test_a_dockerfile_that_adds_files_of_its_own_repository_is_fine(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM base\nADD app.tar /srv/\nCOPY . /src\n")
+    assert dockerfile_in(tmp_path, "Dockerfile") == "Dockerfile"

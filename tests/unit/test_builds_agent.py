@@ -3,6 +3,7 @@ fake driver: what the server (and so the user) sees of a build order."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from dockyard.model.builds import BuildDone, BuildFailure, BuildOrder, BuildOrde
 from tests.integration.cluster import wait_for
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+MEMORY = 2048  # MiB the test's build host keeps for builds (its --reserved-memory-mb)
 
 
 class FakeBuildServer:
@@ -104,7 +106,7 @@ def order(build_id: str = "b1", **kw) -> BuildOrder:
 @pytest.fixture
 def rig(tmp_path):
     server, driver, cloner = FakeBuildServer(), FakeDriver(), FakeCloner()
-    builder = Builder(server, driver, tmp_path, [1], cloner=cloner)
+    builder = Builder(server, driver, tmp_path, [1], memory_mb=MEMORY, cloner=cloner)
     return builder, server, driver, cloner
 
 
@@ -221,7 +223,7 @@ def test_an_agent_restarted_mid_build_reports_failure_instead_of_resuming(rig, t
     builder.halt_running("the agent is stopping")  # as on SIGTERM; a crash leaves the same
     _finished(builder)
     assert not server.failed and not server.done
-    again = Builder(server, driver, tmp_path, [1], cloner=FakeCloner())
+    again = Builder(server, driver, tmp_path, [1], memory_mb=MEMORY, cloner=FakeCloner())
     again.follow([order()])  # still queued on the server: not built again
     _finished(again)
     assert again.send_reports() is False
@@ -252,7 +254,7 @@ def test_the_loop_outlives_surprises_and_stops_its_build_when_the_agent_stops(ri
 
 def test_a_builder_without_reserved_cores_is_refused(tmp_path):
     with pytest.raises(PermanentError, match="reserved-cores"):
-        Builder(FakeBuildServer(), FakeDriver(), tmp_path, [])
+        Builder(FakeBuildServer(), FakeDriver(), tmp_path, [], memory_mb=MEMORY)
 
 
 def test_halt_keeps_the_first_reason():
@@ -272,7 +274,7 @@ def _agent_config(*flags: str):
 def test_builds_label_the_host_with_its_reserved_cores():
     from dockyard.model.builds import BUILDS_LABEL
 
-    cfg = _agent_config("--builds", "--reserved-cores", "0-1")
+    cfg = _agent_config("--builds", "--reserved-cores", "0-1", "--reserved-memory-mb", "2048")
     assert cfg.labels[BUILDS_LABEL] == "0-1"
     assert BUILDS_LABEL not in _agent_config("--reserved-cores", "1").labels
 
@@ -299,11 +301,189 @@ def test_the_agent_starts_the_builder_on_its_reserved_cores_and_stops_it(tmp_pat
     from dockyard.compute.agent import AgentConfig
 
     cfg = AgentConfig(server="http://127.0.0.1:9", token="t", host="h", state_dir=tmp_path,
-                      reserved_cores=[0, 1])  # fmt: skip
+                      reserved_cores=[0, 1], reserved_memory_mb=3072)  # fmt: skip
     stopping = threading.Event()
-    builder = cli._start_builds(SimpleNamespace(cfg=cfg, driver=FakeDriver()), None, stopping)
+    agent = SimpleNamespace(cfg=cfg, driver=FakeDriver())
+    builder = cli._start_builds(agent, None, stopping, "none")
     assert builder.cores == [0, 1] and builder.sizer is not None
+    assert builder.memory_mb == 3072 and builder.network == "none"
     thread = next(t for t in threading.enumerate() if t.name == "builds")
     stopping.set()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_builds_without_reserved_memory_exit_2_saying_what_to_add(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        _agent_config("--builds", "--reserved-cores", "1")
+    assert exc.value.code == 2
+
+
+def test_an_order_asking_more_memory_than_the_host_keeps_fails_saying_so(rig):
+    builder, server, driver, cloner = rig
+    builder.follow([order(memory_mb=MEMORY + 1)])
+    _finished(builder)
+    error = server.failed["b1"].error
+    assert error.startswith(f"the build asks for {MEMORY + 1} MiB of memory")
+    assert "--reserved-memory-mb" in error and "--build-memory-mb" in error
+    assert not cloner.clones and not driver.builds  # nothing cloned or built
+
+
+def test_a_timeout_during_the_push_stops_it_and_nothing_is_pushed(rig):
+    builder, server, driver, _ = rig
+    driver.push_gate = threading.Event()  # a push that takes long (a big image)
+    builder.follow([order().model_copy(update={"timeout_seconds": 0.5})])
+    _finished(builder)
+    assert server.failed["b1"].error.startswith("timed out after 0.5 s")
+    assert not driver.registry and "b1" not in server.done
+
+
+def test_a_cancel_during_the_push_stops_it_and_reports_nothing(rig):
+    builder, server, driver, _ = rig
+    driver.push_gate = threading.Event()
+    builder.follow([order()])
+    wait_for(lambda: "pushing" in server.text("b1") or driver.calls.count("push"), 10, "push")
+    builder.follow([])  # cancelled on the server
+    _finished(builder)
+    assert not driver.registry and not server.done and not server.failed
+
+
+def test_one_huge_line_never_grows_the_log_or_its_tail_past_their_caps(rig):
+    """A step printing 8 MiB without a newline, four times, to a server that is away:
+    what the agent holds stays within the log's cap and the tail's, whole lines or not."""
+    from dockyard.compute.builds import TAIL_MAX, LogPipe
+    from dockyard.model.builds import BUILD_LOG_MAX
+
+    _, server, _, _ = rig
+    server.log_faults = 10**6  # nothing is taken: everything stays pending
+    halt = Halt()
+    pipe = LogPipe(server, "b1", halt)
+    try:
+        for _ in range(4):
+            pipe("y" * (8 << 20))
+        pipe("the step failed")
+        with pipe._lock:
+            assert len(pipe.pending) <= BUILD_LOG_MAX
+            assert sum(len(line) for line in pipe.tail) <= 2 * TAIL_MAX
+        assert len(pipe.last_lines()) <= TAIL_MAX and "the step failed" in pipe.last_lines()
+    finally:
+        pipe.close(patience=0)
+
+
+def test_the_builders_output_is_cut_in_lines_of_64_kib_however_long_a_line_is():
+    """dockerd's stream of a step that prints 32 MiB without a newline (in 1 MiB
+    messages): no line held or logged is longer than 64 KiB and a cut, and the lines
+    after it come through."""
+    from dockyard.compute.drivers.docker_build import _follow
+
+    def stream():
+        for _ in range(32):
+            yield {"stream": "z" * (1 << 20)}
+        yield {"stream": "\nStep 2/2 : RUN true\n"}
+        yield {"aux": {"ID": "sha256:" + "a" * 64}}
+
+    lines: list[str] = []
+    image = _follow(stream(), lines.append, threading.Event())
+    assert image == "sha256:" + "a" * 64
+    assert max(len(line) for line in lines) <= (64 << 10) + 20
+    assert sum(len(line) for line in lines) <= (64 << 10) + 100  # the rest was dropped
+    assert lines[-1] == "Step 2/2 : RUN true"
+
+
+class FakeEngine:
+    """The SDK's low-level client as docker_build uses it: what the build asked of
+    dockerd (query, headers), and the answers of a build that succeeds."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict, dict]] = []
+        self.pruned = 0
+
+    def info(self) -> dict:
+        return {"CgroupDriver": "cgroupfs", "DockerRootDir": "/"}
+
+    def _url(self, path: str) -> str:
+        return f"http+docker://localhost/v1.47{path}"
+
+    def _post(self, url, data=None, params=None, headers=None, stream=False, timeout=None):
+        self.posts.append((url, dict(params or {}), dict(headers or {})))
+        return object()
+
+    def _raise_for_status(self, response) -> None:
+        pass
+
+    def _stream_helper(self, response, decode=False):
+        yield {"stream": "Successfully built abc\n"}
+        yield {"aux": {"ID": "sha256:" + "b" * 64}}
+
+    def prune_images(self, filters=None) -> dict:
+        self.pruned += 1
+        return {"SpaceReclaimed": 0}
+
+
+def _spec(tmp_path: Path):
+    from dockyard.compute.driver import BuildSpec
+
+    return BuildSpec(tmp_path, "Dockerfile", "127.0.0.1:5000/p/app:20261126-0123456", [1], 256,
+                     "dyk-test-builds", 300)  # fmt: skip
+
+
+@pytest.fixture
+def made_cgroups(monkeypatch):
+    from dockyard import cgroups
+
+    made: list[tuple[str, int]] = []
+    monkeypatch.setattr(cgroups, "make_parent", lambda name, n: made.append((name, n)) or [])
+    return made
+
+
+def test_a_build_asks_for_no_network_low_cpu_shm_a_pids_limited_parent_and_no_logins(
+    tmp_path, made_cgroups
+):
+    from dockyard.compute.drivers import docker_build
+
+    engine = FakeEngine()
+    image = docker_build.build(engine, _spec(tmp_path), lambda _: None, threading.Event(),
+                               lambda path, dockerfile: open(os.devnull, "rb"))  # fmt: skip
+    assert image == "sha256:" + "b" * 64
+    url, params, headers = engine.posts[0]
+    assert url.endswith("/build") and params["networkmode"] == "none"
+    assert params["cgroupparent"] == "/dyk-test-builds"
+    assert made_cgroups == [("dyk-test-builds", 300)]
+    assert params["cpushares"] == 2 and params["shmsize"] == 64 << 20
+    assert params["cpusetcpus"] == "1" and params["memory"] == params["memswap"] == 256 << 20
+    assert params["buildargs"] == "{}"  # no proxies of root's docker config
+    assert headers["X-Registry-Config"] == "e30="  # {}: none of root's registry logins
+
+
+def test_a_build_on_a_full_disk_is_refused_after_pruning_the_builds_leftovers(
+    tmp_path, made_cgroups, monkeypatch
+):
+    from dockyard.compute.drivers import docker_build
+
+    monkeypatch.setattr(docker_build, "_free", lambda root: 0.04)
+    engine = FakeEngine()
+    with pytest.raises(PermanentError, match=r"has 4% free, under the 10% builds need"):
+        docker_build.build(engine, _spec(tmp_path), lambda _: None, threading.Event(),
+                           lambda path, dockerfile: open(os.devnull, "rb"))  # fmt: skip
+    assert engine.pruned == 1 and not engine.posts
+
+
+def test_a_push_without_a_login_sends_an_empty_one_never_roots():
+    """docker-py given auth_config=None looks up ~/.docker/config.json's login for the
+    registry and sends it: the push must say {} instead."""
+    from types import SimpleNamespace
+
+    from dockyard.compute.drivers.docker import DockerDriver
+
+    driver = DockerDriver.__new__(DockerDriver)  # no dockerd: only its push is used
+    driver._registry_ca = None
+    sent: list[object] = []
+
+    def push(repo, tag, stream, decode, auth_config):
+        sent.append(auth_config)
+        yield {"status": "pushed"}
+        yield {"aux": {"Digest": "sha256:" + "c" * 64}}
+
+    driver.api = SimpleNamespace(push=push)
+    assert driver.push("127.0.0.1:5000/p/app:t") == "sha256:" + "c" * 64
+    assert sent == [{}]
