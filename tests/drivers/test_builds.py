@@ -4,7 +4,10 @@ real registry (TLS, logins). What a user of `dockyard build` would see."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from dockyard.compute.builds import Builder
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.images import distribution, logins, rootfs
 from dockyard.model import RegistryLogin
+from dockyard.lab.procs import remove_cgroups
 from dockyard.model.builds import BuildOrder
 from tests.gitserver import GitServer, git_server
 from tests.integration.cluster import private_dockerd, wait_for
@@ -69,10 +73,25 @@ def driver(dockerd):
     return d
 
 
+@pytest.fixture(scope="module")
+def build_cgroup() -> Iterator[str]:
+    """The builds' cgroup parent of this module's builds (pids.max PIDS), removed after."""
+    name = f"dyk-bld-{secrets.token_hex(3)}"
+    try:
+        yield name
+    finally:
+        remove_cgroups(name)
+
+
+PIDS = 200  # the tests' task limit of the builds' cgroup (the agent's default is 1024)
+
+
 @pytest.fixture
-def rig(driver, registry, tmp_path):
+def rig(driver, registry, tmp_path, build_cgroup):
     server = FakeBuildServer()
-    builder = Builder(server, driver, tmp_path, CORES, sizer=RegistryTransfer(True))
+    builder = Builder(server, driver, tmp_path, CORES, memory_mb=512,
+                      sizer=RegistryTransfer(True), cgroup=build_cgroup,
+                      pids_max=PIDS)  # fmt: skip
     return builder, server
 
 
@@ -177,3 +196,37 @@ def test_a_build_past_its_time_is_killed_and_reported_timed_out(rig, git, regist
     cfg, _ = registry
     with client(cfg) as reg:
         assert reg.manifest_digest("proj/slow", f"{order.tag_date}-{sha[:7]}") is None
+
+
+def test_a_fork_bomb_in_a_step_stops_at_the_builds_task_limit_and_fails(
+    rig, git, registry, dockerd, build_cgroup
+):
+    """A RUN that starts 2000 sleeps: the step's container sits under the builds'
+    cgroup parent, whose pids.max stops it at PIDS tasks; the build fails and the host
+    goes on forking."""
+    builder, server = rig
+    bomb = (
+        f"FROM {BASE}\n"
+        "RUN grep pids /proc/self/cgroup; i=0; while [ $i -lt 2000 ]; do sleep 5 & "
+        "i=$((i+1)); done; echo started-all; wait\n"
+    )
+    sha = git.commit("bomb", {"Dockerfile": bomb})
+    order = _order(git, registry, "bomb", sha)
+    _run(builder, order)
+    failure = server.failed.get(order.id)
+    assert failure is not None, "the fork bomb's build succeeded"
+    log = server.text(order.id)
+    assert "started-all" not in log.splitlines() and "can't fork" in log, log[-2000:]
+    line = next(x for x in log.splitlines() if ":pids:" in x)
+    assert line.split(":pids:")[1].startswith(f"/{build_cgroup}/")  # under the parent
+    limit = Path("/sys/fs/cgroup/pids", build_cgroup, "pids.max")
+    if not limit.exists():  # cgroup v2
+        limit = Path("/sys/fs/cgroup", build_cgroup, "pids.max")
+    assert limit.read_text().strip() == str(PIDS)
+    assert subprocess.run(["true"], check=False).returncode == 0  # the host still forks
+    sdk = docker.APIClient(base_url=dockerd.url)
+    try:
+        wait_for(lambda: not sdk.containers(all=True), 20, "the step's container to go")
+    finally:
+        sdk.close()
+    assert os.path.isdir(limit.parent)  # the parent stays for the next build
