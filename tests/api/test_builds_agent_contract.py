@@ -41,7 +41,8 @@ def test_the_agents_build_runner_carries_out_the_servers_orders(tmp_path):
         c.post("/apps/shop/hooks", json=body).raise_for_status()
         agent = QuickClient(url.removesuffix("/v1"), token, "b1")
         driver = FakeDriver()
-        builder = Builder(agent, driver, tmp_path / "agent", [6], cloner=FakeCloner())
+        builder = Builder(agent, driver, tmp_path / "agent", [6], memory_mb=2048,
+                          cloner=FakeCloner())
         stop = threading.Event()
         runner = threading.Thread(target=builder.run, args=(stop,), daemon=True)
         runner.start()

@@ -20,8 +20,8 @@ import pytest
 from dockyard.compute.builds import Builder
 from dockyard.compute.transfer import RegistryTransfer
 from dockyard.images import distribution, logins, rootfs
-from dockyard.model import RegistryLogin
 from dockyard.lab.procs import remove_cgroups
+from dockyard.model import RegistryLogin
 from dockyard.model.builds import BuildOrder
 from tests.gitserver import GitServer, git_server
 from tests.integration.cluster import private_dockerd, wait_for

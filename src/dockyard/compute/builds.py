@@ -8,19 +8,24 @@ build orders the server hands this host, one at a time, each once per id.
         POST .../start
         clone         compute/clone.py: git into STATE/builds/work/ID-*, the order's
                       commit checked out and verified (removed after, always)
+        memory        an order asking more than the host keeps (--reserved-memory-mb)
+                      fails here, before anything runs
         build         driver.build: dockerd's classic builder on the host's reserved
-                      cores, the order's memory (no swap); the output to the log
-        push          driver.push(PUSH_REPO:YYYYMMDD-<sha7>, login) -> digest; the local
-                      tag removed after (its layers kept: the next build's cache)
+                      cores, the order's memory (no swap), no network, under the
+                      builds' cgroup parent (pids.max); the output to the log
+        push          driver.push(PUSH_REPO:YYYYMMDD-<sha7>, login, halt) -> digest; the
+                      local tag removed after (its layers kept: the next build's cache)
         report        POST .../done (BuildDone) or .../failure (BuildFailure with the
                       log's last lines); kept in STATE/builds/ID.report.json until the
                       server took it, resent before each poll
       the log         POST .../log?offset=N (text/plain) about every 0.5 s with what
-                      came since; a failed send is sent again from the same offset
+                      came since; a failed send is sent again from the same offset; lines
+                      cut at BUILD_LINE_MAX, at most BUILD_LOG_MAX bytes held
       an order gone from the poll (cancelled, timed out on the server): the build is
-      stopped at once (git killed, the build stream shut: dockerd kills the step) and
-      nothing more is pushed or reported. Its time up (timeout_seconds from its start):
-      stopped the same way, reported "timed out after N s".
+      stopped at once (git killed, the build's or the push's stream shut: dockerd
+      kills the step, the registry gets no manifest) and nothing more is reported.
+      Its time up (timeout_seconds from its start): stopped the same way, reported
+      "timed out after N s".
 """
 
 from __future__ import annotations

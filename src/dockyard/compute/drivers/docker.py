@@ -219,11 +219,12 @@ class DockerDriver:
         repo, _, tag = ref.rpartition(":")
         # {} rather than None: the SDK would send root's ~/.docker/config.json login
         auth = {"username": login.username, "password": login.password} if login else {}
-        halt = halt or Event()
+        stop = halt or Event()
         digest = None
         try:
             stream = self.api.push(repo, tag, stream=True, decode=True, auth_config=auth)
-            with docker_build.stopped_by(halt, docker_build.response_of(stream)):
+            watch = docker_build.stopped_by(stop, docker_build.response_of(stream))
+            with watch if halt is not None else contextlib.nullcontext():
                 for line in stream:
                     if "error" in line:
                         raise _push_failed(ref, str(line["error"]))
@@ -231,9 +232,9 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise _push_failed(ref, str(exc.explanation or exc)) from exc
         except docker_build.BROKEN as exc:
-            if not halt.is_set():
+            if not stop.is_set():
                 raise _down(exc) from exc
-        if halt.is_set():
+        if stop.is_set():
             raise PermanentError(f"the push of {ref} was stopped")
         if digest is None:
             raise TemporaryError(f"dockerd pushed {ref} but named no digest; will retry")
