@@ -313,10 +313,19 @@ def test_the_agent_starts_the_builder_on_its_reserved_cores_and_stops_it(tmp_pat
     assert not thread.is_alive()
 
 
-def test_builds_without_reserved_memory_exit_2_saying_what_to_add(tmp_path):
+def test_the_builds_cgroup_is_a_sibling_of_the_agents_never_inside_it():
+    from dockyard.compute.cli import builds_cgroup
+
+    assert builds_cgroup("dyl1h0/agent") == "dyl1h0/dockyard-builds"  # a lab host's
+    assert builds_cgroup("dockyard-agent") == "dockyard-builds"
+    assert builds_cgroup("off") == "dockyard-builds"
+
+
+def test_builds_without_reserved_memory_exit_2_saying_what_to_add(capsys):
     with pytest.raises(SystemExit) as exc:
         _agent_config("--builds", "--reserved-cores", "1")
     assert exc.value.code == 2
+    assert "--builds needs --reserved-memory-mb" in capsys.readouterr().err
 
 
 def test_an_order_asking_more_memory_than_the_host_keeps_fails_saying_so(rig):

@@ -29,7 +29,7 @@ from dockyard.compute import join, procfs
 from dockyard.compute.agent import CACHE_TRUSTED_FOR, Agent, AgentConfig
 from dockyard.compute.builds import Builder
 from dockyard.compute.client import ServerClient
-from dockyard.compute.driver import cores_text
+from dockyard.compute.driver import BUILD_CGROUP, cores_text
 from dockyard.compute.exporter import Endpoint, Exporter, MetricsServer
 from dockyard.compute.health import HEALTH_HELP, HEALTH_METRIC
 from dockyard.compute.kmsg import KernelLog
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     if wired and not stopping.is_set():
         _serve_metrics(p, args, wired[0], ca_file)
         if args.builds:
-            _start_builds(wired[0], ca_file, stopping, args.build_network)
+            cgroup = builds_cgroup(args.cgroup)
+            _start_builds(wired[0], ca_file, stopping, args.build_network, cgroup)
         wired[0].run()
     procfs.tidy_views()
 
@@ -150,11 +151,24 @@ def _start_recovery(
     return recoverer
 
 
+def builds_cgroup(agent_cgroup: str) -> str:
+    """The builds' cgroup parent: a sibling of the agent's own cgroup (``X/agent`` ->
+    ``X/dockyard-builds``; top-level or 'off' -> ``dockyard-builds``), never inside it:
+    there it would share the agent's hundredfold CPU weight."""
+    parent = agent_cgroup.strip("/").rpartition("/")[0] if agent_cgroup != "off" else ""
+    return f"{parent}/{BUILD_CGROUP}" if parent else BUILD_CGROUP
+
+
 def _start_builds(
-    agent: Agent, ca_file: Path | None, stopping: threading.Event, network: str
+    agent: Agent,
+    ca_file: Path | None,
+    stopping: threading.Event,
+    network: str = "none",
+    cgroup: str = BUILD_CGROUP,
 ) -> Builder:
     """The build runner (compute/builds.py) on its own thread and long poll, with the
-    agent's driver, on the host's reserved cores and memory; stopped with the agent."""
+    agent's driver, on the host's reserved cores and memory, its steps under the
+    cgroup parent ``cgroup``; stopped with the agent."""
     builder = Builder(
         ServerClient(agent.cfg.server, agent.cfg.token, agent.cfg.host, ca_file),
         agent.driver,
@@ -163,11 +177,12 @@ def _start_builds(
         memory_mb=agent.cfg.reserved_memory_mb,
         sizer=RegistryTransfer(str(ca_file) if ca_file else True),
         network=network,
+        cgroup=cgroup,
     )
     threading.Thread(target=builder.run, args=(stopping,), daemon=True, name="builds").start()
     log.info(
-        "carrying out builds on cores %s, up to %d MiB, network %s",
-        cores_text(agent.cfg.reserved_cores), agent.cfg.reserved_memory_mb, network,
+        "carrying out builds on cores %s, up to %d MiB, network %s, cgroup parent %s",
+        cores_text(agent.cfg.reserved_cores), agent.cfg.reserved_memory_mb, network, cgroup,
     )  # fmt: skip
     return builder
 
