@@ -496,3 +496,29 @@ def test_a_push_without_a_login_sends_an_empty_one_never_roots():
     driver.api = SimpleNamespace(push=push)
     assert driver.push("127.0.0.1:5000/p/app:t") == "sha256:" + "c" * 64
     assert sent == [{}]
+
+
+def test_the_builds_cgroup_parent_is_made_with_its_task_limit_and_low_weight_v1_and_v2(
+    tmp_path,
+):
+    from dockyard import cgroups
+
+    v1 = tmp_path / "v1"
+    for controller in ("pids", "cpu"):
+        (v1 / controller).mkdir(parents=True)
+    made = cgroups.make_parent("lab1/dockyard-builds", 300, fs=v1)
+    assert (v1 / "pids/lab1/dockyard-builds/pids.max").read_text() == "300"
+    assert (v1 / "cpu/lab1/dockyard-builds/cpu.shares").read_text() == "2"
+    assert len(made) == 2
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (v2 / "cgroup.subtree_control").write_text("memory\n")
+    (v2 / "lab1").mkdir()
+    (v2 / "lab1" / "cgroup.subtree_control").write_text("cpu pids\n")
+    cgroups.make_parent("lab1/dockyard-builds", 300, fs=v2)
+    assert (v2 / "cgroup.subtree_control").read_text() in ("+pids", "+cpu")  # written
+    assert (v2 / "lab1/dockyard-builds/pids.max").read_text() == "300"
+    assert (v2 / "lab1/dockyard-builds/cpu.weight").read_text() == "1"
+    with pytest.raises(ValueError):
+        cgroups.make_parent("../escape", 300, fs=v1)
