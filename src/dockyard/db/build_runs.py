@@ -30,7 +30,10 @@ from dockyard.model import RegistryLogin
 from dockyard.model import builds as wire
 from dockyard.model import paas as paas_wire
 
-NO_BUILD_HOST = "no build host is up: start an agent with --builds --reserved-cores LIST"
+NO_BUILD_HOST = (
+    "no build host is up: start an agent with --builds --reserved-cores LIST "
+    "--reserved-memory-mb N"
+)
 TIMEOUT_MARGIN = timedelta(seconds=60)  # the agent's own timeout ends it first
 QUEUED_AT_MOST = timedelta(hours=24)  # a build no host took by then fails, saying why
 # a running build's host silent this long is gone for it (a short outage is not: its
