@@ -3,7 +3,7 @@
 Every operation (image uploads included) gets valid and invalid requests, in
 process through ASGI. No answer may be a 5xx, every status must be documented,
 and every body must match its documented schema and content type. Bounded by
-FUZZ_EXAMPLES per operation, role and mode (40: about four minutes on 2 cores for
+FUZZ_EXAMPLES per operation, role and mode (30: about three minutes on 2 cores for
 the ~140 operations; raise it for a deeper run).
 """
 
@@ -35,7 +35,7 @@ from dockyard.api.server import init
 from dockyard.db.session import Database
 
 pytestmark = pytest.mark.slow
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 
 
 def not_a_server_error_but_documented(ctx: Any, response: Any, case: Any) -> bool | None:
