@@ -78,7 +78,7 @@ def note_address(s: Session, name: str, address: str) -> None:
     """Record ``address`` as host ``name``'s registered address if it has none (a host
     that registered with a server from before addresses were kept)."""
     row = s.scalar(select(m.Host).where(m.Host.name == name))
-    if not hosts.is_ip(address) or hosts.address_holder(s, address, name) is not None:
-        return
-    if row is not None and not (row.labels or {}).get(hosts.ADDRESS_LABEL):
+    if row is None or (row.labels or {}).get(hosts.ADDRESS_LABEL) or not hosts.is_ip(address):
+        return  # the usual case, every heartbeat: nothing to do, no other host read
+    if hosts.address_holder(s, address, name) is None:
         row.labels = {**(row.labels or {}), hosts.ADDRESS_LABEL: address}
