@@ -17,6 +17,7 @@ from dockyard.db.session import Database
 from dockyard.errors import PermanentError, TemporaryError
 from dockyard.images import distribution, logins
 from dockyard.images.registry import Registry
+from dockyard.lab.procs import wait_for
 from tests.api.conftest import Cloud
 from tests.registry.util import free_port, rootfs
 
@@ -81,7 +82,8 @@ def test_a_cache_of_a_tls_primary_verifies_it_with_the_ca_and_logs_in(
         with Registry(cache.url, auth=_login(primary, "hosts"), verify=str(tls.ca)) as host:
             held = host.describe("x/web", pushed.digest)  # GET: fetched from the primary
             assert held is not None and held.digest == pushed.digest
-            assert "x/web" in host.repositories()  # and kept
+            # and kept: the cache lists what it fetched once it has written it
+            wait_for(lambda: "x/web" in host.repositories(), 10, "the cache to keep x/web")
     finally:
         distribution.stop(cache)
     assert (cache.root / "registry.log").stat().st_mode & 0o777 == 0o600  # it names the login
