@@ -12,7 +12,6 @@ its app deleted) is 409: the agent stops working on it (model/builds.py).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -21,18 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.api.builds import wake
 from dockyard.api.deploys import DeployController
 from dockyard.api.deps import Agent, Db, Key, Watch
-from dockyard.api.registry import RegistrySettings
+from dockyard.api.registry import settings
 from dockyard.db import build_log, build_runs, hosts
 from dockyard.db.session import Database
 from dockyard.model import RegistryLogin
 from dockyard.model import builds as wire
 
 router = APIRouter(tags=["agent"])
-
-
-def _registry(request: Request) -> RegistrySettings | None:
-    found: RegistrySettings | None = getattr(request.app.state, "registry", None)
-    return found
 
 
 @router.get("/agent/hosts/{name}/builds")
@@ -50,18 +44,9 @@ async def orders(
     """Long poll: the host's build orders, answered as soon as their generation differs
     from ``since`` (an order came or went), else after ``wait`` seconds."""
     hosts.check_agent(who.host_name, name)
-    primary = _registry(request)
+    primary = settings(request)
     url, login = (primary.url, primary.pull_login()) if primary else (None, None)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        fut = watch.register(name)
-        state = await run_in_threadpool(_orders, db, name, url, login)
-        left = deadline - loop.time()
-        if state.generation != since or left <= 0:
-            watch.cancel(name, fut)
-            return state
-        await watch.wait(name, fut, min(watch.reread, left))
+    return await watch.poll(name, since, wait, lambda: _orders(db, name, url, login), watch.reread)
 
 
 def _orders(
@@ -108,7 +93,7 @@ def done(
 ) -> None:
     """Pushed: the image is recorded; with auto_deploy its stack's deploy begins."""
     assert who.host_name is not None
-    primary = _registry(request)
+    primary = settings(request)
     with db.session() as s:
         woke, began = build_runs.done(
             s, who.host_name, build_id, body, primary.url if primary else None

@@ -3,7 +3,6 @@ and uploads a tar, the admin downloads it (see db/recoveries.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Annotated
 
@@ -69,16 +68,7 @@ async def orders(
     The generation is the orders' (db/recoveries.py): 0 while none is queued, so the
     creates and reports that move the host's generation do not wake this poll."""
     hosts.check_agent(who.host_name, name)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait  # an early wake-up with nothing to say keeps waiting
-    while True:
-        fut = watch.register(name)
-        state = await run_in_threadpool(_orders, db, name)
-        left = deadline - loop.time()
-        if state.generation != since or left <= 0:
-            watch.cancel(name, fut)
-            return state
-        await watch.wait(name, fut, min(watch.reread, left))
+    return await watch.poll(name, since, wait, lambda: _orders(db, name), watch.reread)
 
 
 def _orders(db: Database, name: str) -> model.RecoveryOrders:

@@ -14,8 +14,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from dockyard.db.notify import Bus, LocalBus
+
+
+class _Generational(Protocol):
+    generation: int
+
+
+G = TypeVar("G", bound=_Generational)
 
 
 class Waiters:
@@ -60,6 +71,23 @@ class Waiters:
             pass
         finally:
             self.cancel(key, fut)
+
+    async def poll(
+        self, key: str, since: int, wait: float, read: Callable[[], G], reread: float
+    ) -> G:
+        """A long poll of ``key``: ``read()`` (in a worker thread) answered as soon as its
+        generation differs from ``since``, else after ``wait`` seconds; re-read at least
+        every ``reread`` seconds (other servers' changes, if a wake-up was lost)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait  # an early wake-up with nothing to say keeps waiting
+        while True:
+            fut = self.register(key)
+            state = await run_in_threadpool(read)
+            left = deadline - loop.time()
+            if state.generation != since or left <= 0:
+                self.cancel(key, fut)
+                return state
+            await self.wait(key, fut, min(reread, left))
 
     def cancel(self, key: str, fut: asyncio.Future[None]) -> None:
         waiting = self._waiters.get(key)
