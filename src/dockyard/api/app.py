@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from dockyard import __version__
 from dockyard.api import (
@@ -41,6 +40,7 @@ from dockyard.api.builds import BuildController
 from dockyard.api.deploys import DeployController
 from dockyard.api.limits import BodyLimit
 from dockyard.api.registry import RegistrySettings
+from dockyard.api.request_ids import RequestIds
 from dockyard.api.watch import HostWatch
 from dockyard.db import notify, registry_gc
 from dockyard.db.builds import Limits
@@ -154,16 +154,7 @@ def create_app(
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def _request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("x-request-id") or f"req-{uuid.uuid4()}"
-        request.state.request_id = rid[:64]
-        response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
-        return response
-
+    app.add_middleware(RequestIds)
     # added last, so it runs first: a body too large is refused before anything reads it
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 

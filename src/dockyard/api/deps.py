@@ -7,6 +7,11 @@ yield dependency's exit after the response (or, function-scoped, in another
 worker thread than the handler), and a session that holds SQLite's write lock
 while waiting for a free thread deadlocks the server once every thread waits
 for that lock.
+
+The dependencies that only look at the request or at the caller already found are
+``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, and each
+such hop costs a thread hand-off on every request (a create went through seven).
+Only ``caller`` reads the database, so only it takes a thread.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from dockyard.db.session import Database
 from dockyard.errors import Forbidden, Unauthorized
 
 
-def database(request: Request) -> Database:
+async def database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def watch(request: Request) -> HostWatch:
+async def watch(request: Request) -> HostWatch:
     w: HostWatch = request.app.state.watch
     return w
 
@@ -46,20 +51,20 @@ def caller(request: Request, db: Annotated[Database, Depends(database)]) -> Prin
         return authenticate(s, token)
 
 
-def principal(who: Annotated[Principal, Depends(caller)]) -> Principal:
+async def principal(who: Annotated[Principal, Depends(caller)]) -> Principal:
     """The caller, unless it is the monitoring token (which reads /v1/monitoring only)."""
     if who.role == "monitoring":
         raise Forbidden("the monitoring token may only read /v1/monitoring; use a user token")
     return who
 
 
-def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
+async def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
     if who.role == "agent":
         raise Forbidden("agent tokens may only call /v1/agent endpoints; use a user token")
     return who
 
 
-def member(request: Request, who: Annotated[Principal, Depends(user)]) -> Principal:
+async def member(request: Request, who: Annotated[Principal, Depends(user)]) -> Principal:
     """A user who may change its project's things (a member, or an admin)."""
     if who.role not in ("member", "admin"):
         verb = _VERBS.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "change")
@@ -79,19 +84,19 @@ _NOUNS = (("/volumes", "volumes"), ("/server-groups", "server groups"), ("/image
 _VERBS = {"start": "start", "stop": "stop", "reboot": "reboot", "resize": "resize"}
 
 
-def admin(who: Annotated[Principal, Depends(user)]) -> Principal:
+async def admin(who: Annotated[Principal, Depends(user)]) -> Principal:
     if not who.is_admin:
         raise Forbidden("only admins may do this; ask the platform team")
     return who
 
 
-def agent(who: Annotated[Principal, Depends(principal)]) -> Principal:
+async def agent(who: Annotated[Principal, Depends(principal)]) -> Principal:
     if who.role != "agent":
         raise Forbidden("this endpoint is for agents; use a host token from `dockyard host token`")
     return who
 
 
-def monitoring(who: Annotated[Principal, Depends(caller)]) -> Principal:
+async def monitoring(who: Annotated[Principal, Depends(caller)]) -> Principal:
     """Prometheus (the monitoring token) or an admin."""
     if who.role != "monitoring" and not who.is_admin:
         raise Forbidden(
@@ -101,7 +106,7 @@ def monitoring(who: Annotated[Principal, Depends(caller)]) -> Principal:
     return who
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     rid: str = request.state.request_id
     return rid
 

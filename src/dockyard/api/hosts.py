@@ -74,13 +74,18 @@ async def desired(
     ] = -1,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
 ) -> model.DesiredState:
-    """Long poll: answer as soon as the host's generation differs from ``since``."""
+    """Long poll: answer as soon as the host's generation differs from ``since``.
+
+    Each wake-up (a change anywhere on the host, a report, the periodic re-read) reads
+    the generation alone first: the whole state is built only when there is news or
+    the wait is over."""
     hosts.check_agent(who.host_name, name)
     remaining = wait
     while True:
         fut = watch.register(name)
-        state = await run_in_threadpool(_desired, db, name, primary)
-        if state.generation != since or remaining <= 0:
+        unless = since if remaining > 0 else None
+        state = await run_in_threadpool(_desired, db, name, primary, unless)
+        if state is not None and (state.generation != since or remaining <= 0):
             watch.cancel(name, fut)
             return state
         step = min(watch.reread, remaining)  # other servers' changes, if a wake-up was lost
@@ -88,8 +93,14 @@ async def desired(
         remaining -= step
 
 
-def _desired(db: Database, name: str, primary: RegistrySettings | None) -> model.DesiredState:
+def _desired(
+    db: Database, name: str, primary: RegistrySettings | None, unless: int | None = None
+) -> model.DesiredState | None:
+    """The host's desired state; None, and nothing built, while its generation is
+    ``unless``."""
     with db.session(write=False) as s:
+        if unless is not None and hosts.generation(s, name) == unless:
+            return None
         state = move_steps.desired(s, name, instances.desired_for_host(s, name))
         state = registry_gc.withhold(s, state)  # no push ordered during a registry GC
     login = primary.pull_login() if primary else None
@@ -120,7 +131,7 @@ def report(
         )
         if woken is None:
             instances.report(s, who.host_name, instance_id, body)
+    watch.instances.notify(instance_id)  # users waiting on it (`--wait`): their read first
     for host in woken or []:
         watch.notify(host)
     watch.notify(who.host_name)
-    watch.instances.notify(instance_id)  # users waiting on it (`--wait`)

@@ -97,7 +97,12 @@ def settings(request: Request) -> RegistrySettings | None:
     return found
 
 
-Settings = Annotated[RegistrySettings | None, Depends(settings)]
+async def _settings(request: Request) -> RegistrySettings | None:
+    """``settings`` as a dependency: on the event loop, no worker thread (api/deps.py)."""
+    return settings(request)
+
+
+Settings = Annotated[RegistrySettings | None, Depends(_settings)]
 
 
 @router.get("/registries", dependencies=[Depends(principal)])

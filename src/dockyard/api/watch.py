@@ -65,8 +65,15 @@ class Waiters:
         return fut
 
     async def wait(self, key: str, fut: asyncio.Future[None], timeout: float) -> None:
+        """Until ``fut`` is woken or ``timeout`` passes; ``fut`` is done with either way.
+
+        The waiter awaits ``fut`` itself (not through shield and wait_for, whose layers
+        each took a turn of the event loop), so a wake-up resumes it at the loop's next
+        turn: an agent's long poll starts reading a create's desired state before the
+        create's own answer has gone out."""
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             pass
         finally:

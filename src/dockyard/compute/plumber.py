@@ -43,10 +43,12 @@ class Plumber(Protocol):
         done again."""
         ...
 
-    def shape(self, instance_id: str, limits: Limits) -> None:
+    def shape(self, instance_id: str, limits: Limits, *, fresh: bool = False) -> None:
         """After: the host end carries the network IO limits of ``limits`` in both
         directions, and nothing when ``limits`` has none. Before: the instance is
-        plumbed; its host end gone is a TemporaryError (the next pass plumbs again)."""
+        plumbed; its host end gone is a TemporaryError (the next pass plumbs again).
+        ``fresh``: ``plumb`` made the host end since it was last shaped, so it carries no
+        limit yet (nothing to remove from it)."""
         ...
 
     def unplumb(self, instance_id: str) -> None:
@@ -122,8 +124,8 @@ class HostPlumber:
     def plumb(self, instance_id: str, pid: int, net: NetSpec, *, prepared: bool = False) -> str:
         return plumbing.plumb(instance_id, pid, self._net(net), prepared=prepared)
 
-    def shape(self, instance_id: str, limits: Limits) -> None:
-        plumbing.shape(instance_id, host_ifname(instance_id), limits)
+    def shape(self, instance_id: str, limits: Limits, *, fresh: bool = False) -> None:
+        plumbing.shape(instance_id, host_ifname(instance_id), limits, fresh=fresh)
 
     def unplumb(self, instance_id: str) -> None:
         plumbing.unplumb(instance_id)
@@ -208,7 +210,7 @@ class FakePlumber:
             self.allowed.add(net.bridge)
         return host_ifname(instance_id)
 
-    def shape(self, instance_id: str, limits: Limits) -> None:
+    def shape(self, instance_id: str, limits: Limits, *, fresh: bool = False) -> None:
         self._enter("shape")
         if host_ifname(instance_id) not in self.ports:
             raise TemporaryError(f"{host_ifname(instance_id)} does not exist")

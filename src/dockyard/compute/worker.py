@@ -99,7 +99,7 @@ class Worker:
         obs = self._create(want, files)
         if _PAUSE_AFTER_CREATE:
             time.sleep(_PAUSE_AFTER_CREATE)
-        self._start(want, obs)
+        self._start(want, obs, made=True)
 
     def _create(
         self, want: DesiredInstance, files: dict[str, Path], snapshot_done: str = ""
@@ -129,21 +129,33 @@ class Worker:
         self.driver.put_files(want.id, files)
 
     def _start(
-        self, want: DesiredInstance, obs: Observed | None = None, *, report: bool = True
+        self,
+        want: DesiredInstance,
+        obs: Observed | None = None,
+        *,
+        report: bool = True,
+        made: bool = False,
     ) -> None:
+        """``made``: ``_spawn`` has just written its files and view, attached its volumes
+        and created the container with its config: nothing of that to check again."""
         if obs is None or not obs.running:
-            self._write_files(want)  # they may have been lost with the disk
-            self._config_once(want, obs)
-            if (
-                want.limits.procview
-                and not procfs.files(self.store.files_dir(want.id))["/proc/meminfo"].exists()
-            ):
-                self._prepare_procview(want)
-            self._attach_volumes(want)  # gone after a reboot: the mount, the loop device
+            if not made:
+                self._ready(want, obs)
             obs = self._start_and_prepare(want)
             self._plumb(want, obs, prepared=True, report=report)
         else:
             self._plumb(want, obs, report=report)
+
+    def _ready(self, want: DesiredInstance, obs: Observed | None) -> None:
+        """What a container that was made earlier needs before it starts again."""
+        self._write_files(want)  # they may have been lost with the disk
+        self._config_once(want, obs)
+        if (
+            want.limits.procview
+            and not procfs.files(self.store.files_dir(want.id))["/proc/meminfo"].exists()
+        ):
+            self._prepare_procview(want)
+        self._attach_volumes(want)  # gone after a reboot: the mount, the loop device
 
     def _start_and_prepare(self, want: DesiredInstance) -> Observed:
         """dockerd's start and the network's part that needs no running container (the
@@ -166,7 +178,7 @@ class Worker:
         if obs is None or not obs.running:
             return  # it died meanwhile: the next pass starts it
         host_if = self.plumber.plumb(want.id, obs.pid, want.net, prepared=prepared)
-        self.plumber.shape(want.id, want.limits)
+        self.plumber.shape(want.id, want.limits, fresh=True)  # plumb made a new veth
         rec = self.store.record(want.id)
         spec = self._spec(want)
         if rec.applied != resources_key(spec) or rec.applied_for not in (CREATED, obs.started_at):

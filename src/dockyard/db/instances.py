@@ -6,7 +6,7 @@ import ipaddress
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from dockyard import model, states
 from dockyard.db import (
@@ -195,7 +195,7 @@ def get(s: Session, who: Principal, key: str) -> m.Instance:
 def watched(s: Session, who: Principal, key: str) -> model.Instance:
     """The instance for a watch: as ``get``, but an id the caller's project deleted is
     Gone (410), so a waiter learns it ended; another project's stays NotFound."""
-    row = s.get(m.Instance, key)
+    row = s.get(m.Instance, key, options=instance_state.UNREAD)
     if row is not None and (who.is_admin or row.project_id == who.project_id):
         if row.deleted_at is not None:
             raise Gone(f"instance {row.name} ({key}) was deleted")
@@ -455,8 +455,13 @@ def _power_seen(r: m.Instance) -> PowerState:
 
 def desired_for_host(s: Session, host_name: str) -> model.DesiredState:
     host = hosts.by_name(s, host_name)
+    # without the joins instance_state.desired does not read (flavor, host, group): a
+    # host's state is rebuilt for every instance on it whenever one of them changes
+    unused = (m.Instance.flavor, m.Instance.host, m.Instance.server_group)
     rows = s.scalars(
-        select(m.Instance).where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
+        select(m.Instance)
+        .where(m.Instance.host_id == host.id, m.Instance.deleted_at.is_(None))
+        .options(*(lazyload(r) for r in unused))
     ).unique()
     pool = hosts.shared_pool(s, host.id)
     fenced, kept = fencing.fenced_for_host(s, host, lambda r: instance_state.desired(r, pool))

@@ -42,7 +42,7 @@ def on_report(
 ) -> list[str] | None:
     """Take a report that belongs to a snapshot or a migration; returns the hosts to
     wake, or None when the report is not ours (instances.report takes it)."""
-    inst = s.get(m.Instance, instance_id)
+    inst = s.get(m.Instance, instance_id, options=instance_state.UNREAD)
     if inst is None:
         return None
     if inst.task_state == TaskState.snapshotting.value and _on(inst, host_name):

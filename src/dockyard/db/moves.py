@@ -229,9 +229,12 @@ def drain(
 
 
 def in_flight(s: Session, instance_id: str) -> m.Migration | None:
-    """The instance's cold migration in flight, if any."""
-    return s.scalar(
-        select(m.Migration)
+    """The instance's cold migration in flight, if any.
+
+    Its id first: every report asks, nearly always of an instance that is not moving,
+    and loading Migration rows sets up their eager joins even when none comes back."""
+    found = s.scalar(
+        select(m.Migration.id)
         .where(
             m.Migration.instance_id == instance_id,
             m.Migration.kind == KIND,
@@ -240,6 +243,7 @@ def in_flight(s: Session, instance_id: str) -> m.Migration | None:
         .order_by(m.Migration.started_at.desc())
         .limit(1)
     )
+    return None if found is None else s.get(m.Migration, found)
 
 
 def list_migrations(

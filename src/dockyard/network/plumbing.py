@@ -238,13 +238,15 @@ def announce(pid: int, ip: str) -> None:
     threading.Thread(target=proc.wait, daemon=True).start()
 
 
-def shape(instance_id: str, host_if: str, limits: Limits) -> None:
+def shape(instance_id: str, host_if: str, limits: Limits, *, fresh: bool = False) -> None:
     """Network IO limits on the host end of the veth, where the instance cannot lift them.
 
     Towards the instance (its ingress): a TBF root qdisc on the host veth.
     From the instance (its egress): the host veth's ingress is redirected by
     mirred to an IFB device whose root qdisc is a TBF. No limit: no qdisc,
-    no IFB. Idempotent (replace, or delete what is not wanted).
+    no IFB. Idempotent (replace, or delete what is not wanted). ``fresh``: ``plumb``
+    just made ``host_if``, which has no qdisc to delete (no tc process then, on every
+    start of an instance without network limits).
     """
     ifb = ifb_ifname(instance_id)
     unwanted = []  # deleted in one tc process, whether they exist or not
@@ -284,7 +286,7 @@ def shape(instance_id: str, host_if: str, limits: Limits) -> None:
     else:
         unwanted.append(f"qdisc del dev {host_if} ingress")
         delete_link(ifb)
-    if unwanted:
+    if unwanted and not fresh:
         subprocess.run(
             ["tc", "-force", "-batch", "-"],
             input="\n".join(unwanted) + "\n",
