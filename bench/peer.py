@@ -527,8 +527,11 @@ class DockerFloor:
 
     def clean(self) -> None:
         ids = self.docker("ps", "-aq", "--filter", "label=dockyard-bench-floor").split()
-        if ids:
-            self.docker("rm", "-f", *ids)  # the veth pairs go with the netns
+        for one in ids:  # the veth pairs go with the netns
+            # one at a time: twenty at once wedged Debian 12's dockerd 20.10.24 here (a
+            # libnetwork lock-order deadlock between endpoint deletes and its store
+            # watch, moby/libnetwork#2679); the floor's clean is not measured
+            self.docker("rm", "-f", one)
 
     def init_pids(self) -> list[int]:
         return []
