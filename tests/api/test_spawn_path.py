@@ -125,3 +125,45 @@ def test_a_waiting_long_poll_reads_only_the_generation_until_there_is_news(tmp_p
         out = cloud.ok("GET", f"/agent/hosts/h1/desired?since={generation}&wait=5", token)
         assert out["generation"] > generation and len(out["instances"]) == 2
     db.engine.dispose()
+
+
+def test_changes_on_a_host_wake_no_read_of_its_recovery_or_build_orders(tmp_path, monkeypatch):
+    """Every create and report on a host wakes its desired-state poll; the agent's
+    recovery and build order polls used to wake with it and re-read orders that had not
+    changed (a tenth of the server's CPU in a burst of 20 creates). They wait on their
+    own registries now, which only changes of their orders wake."""
+    from fastapi.testclient import TestClient
+
+    from dockyard.api import build_orders, recovery
+    from dockyard.api.app import create_app
+    from dockyard.api.server import init
+    from dockyard.db.session import Database
+    from tests.api.conftest import Cloud
+
+    reads: list[str] = []
+    for module in (recovery, build_orders):
+        read = module._orders
+
+        def counting(*args, _read=read, _name=module.__name__):
+            reads.append(_name)
+            return _read(*args)
+
+        monkeypatch.setattr(module, "_orders", counting)
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    admin = init(db)
+    with TestClient(create_app(db, tmp_path, watch_reread=30)) as client:
+        cloud = Cloud(client, admin)
+        token = cloud.register("h1")
+        watch = client.app.state.watch
+        for path, own in (("recoveries", watch.recoveries), ("builds", watch.builds)):
+            reads.clear()
+            timers = [threading.Timer(t, watch.notify, ["h1"]) for t in (0.2, 0.4, 0.6)]
+            timers.append(threading.Timer(0.8, own.notify, ["h1"]))  # its orders changed
+            for timer in timers:
+                timer.start()
+            out = cloud.ok("GET", f"/agent/hosts/h1/{path}?since=0&wait=1.2", token)
+            assert out["generation"] == 0 and out["orders"] == [], out
+            # the first read, one when its own orders changed, one at the deadline:
+            # none for the three changes of the host's desired state
+            assert len(reads) == 3, (path, reads)
+    db.engine.dispose()

@@ -77,6 +77,7 @@ def delete_app(app: Key, db: Db, who: Member, watch: Watch) -> Response:
 
     for host in db.retry(claim):
         watch.notify(host)
+        watch.builds.notify(host)  # its builds' orders are gone
     return Response(status_code=204)
 
 

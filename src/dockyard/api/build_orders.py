@@ -12,6 +12,7 @@ its app deleted) is 409: the agent stops working on it (model/builds.py).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -42,11 +43,14 @@ async def orders(
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 0,
 ) -> wire.BuildOrders:
     """Long poll: the host's build orders, answered as soon as their generation differs
-    from ``since`` (an order came or went), else after ``wait`` seconds."""
+    from ``since`` (an order came or went), else after ``wait`` seconds. It waits on
+    ``watch.builds``, which ``builds.wake`` wakes: not on every create and report on
+    the host, as the host's own registry is."""
     hosts.check_agent(who.host_name, name)
     primary = settings(request)
     url, login = (primary.url, primary.pull_login()) if primary else (None, None)
-    return await watch.poll(name, since, wait, lambda: _orders(db, name, url, login), watch.reread)
+    read = partial(_orders, db, name, url, login)
+    return await watch.builds.poll(name, since, wait, read, watch.reread)
 
 
 def _orders(

@@ -50,10 +50,11 @@ def has_registry(request: Request) -> bool:
 
 
 def wake(watch: HostWatch, hosts: list[str], build_ids: list[str] | None = None) -> None:
-    """After the commit: the build hosts' polls, and the readers of these builds' logs
-    (kept in the instances' registry: build ids are UUIDs as instance ids are)."""
+    """After the commit: the build hosts' order polls, and the readers of these builds'
+    logs (kept in the instances' registry: build ids are UUIDs as instance ids are)."""
     for host in sorted(set(hosts)):
         watch.notify(host)
+        watch.builds.notify(host)
     for build_id in build_ids or []:
         watch.instances.notify(build_id)
 

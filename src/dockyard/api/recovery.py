@@ -4,6 +4,7 @@ and uploads a tar, the admin downloads it (see db/recoveries.py)."""
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -34,6 +35,7 @@ def create(
     with db.session() as s:
         out, host = recoveries.create(s, who, key, body)
     watch.notify(host)
+    watch.recoveries.notify(host)
     return out
 
 
@@ -65,10 +67,14 @@ async def orders(
     """Long poll, as the desired state's: the host's queued recovery orders. Apart from
     the desired state so an agent whose dockerd is gone still gets them.
 
-    The generation is the orders' (db/recoveries.py): 0 while none is queued, so the
-    creates and reports that move the host's generation do not wake this poll."""
+    The generation is the orders' (db/recoveries.py): 0 while none is queued. It waits
+    on ``watch.recoveries``, which only the changes of recoveries below wake (besides
+    the re-read every ``watch.reread`` seconds): the host's own registry is woken by
+    every create and report on the host, and a burst of 20 creates spent a tenth of
+    the server's CPU re-reading orders that had not changed."""
     hosts.check_agent(who.host_name, name)
-    return await watch.poll(name, since, wait, lambda: _orders(db, name), watch.reread)
+    read = partial(_orders, db, name)
+    return await watch.recoveries.poll(name, since, wait, read, watch.reread)
 
 
 def _orders(db: Database, name: str) -> model.RecoveryOrders:
@@ -104,9 +110,9 @@ async def upload(
     target = await run_in_threadpool(
         _store, db, who.host_name, recovery_id, b"".join(chunks), sha256
     )
-    watch.notify(who.host_name)
-    if target is not None:
-        watch.notify(target)
+    for host in (who.host_name, target):
+        watch.notify(host)
+        watch.recoveries.notify(host)
 
 
 def _expected(db: Database, host: str, recovery_id: str) -> None:
@@ -128,6 +134,7 @@ def failure(
     with db.session() as s:
         recoveries.fail(s, who.host_name, recovery_id, body.error)
     watch.notify(who.host_name)
+    watch.recoveries.notify(who.host_name)
 
 
 @router.get("/agent/recoveries/{recovery_id}/data", response_class=Response, tags=["agent"])
@@ -146,3 +153,4 @@ def delivered(recovery_id: Key, db: Db, who: Agent, watch: Watch) -> None:
     with db.session() as s:
         recoveries.delivered(s, who.host_name, recovery_id)
     watch.notify(who.host_name)
+    watch.recoveries.notify(who.host_name)

@@ -1,7 +1,10 @@
 """Wake long polls when what they watch changes.
 
-Two registries of the same kind: hosts (agents wait for their host's desired
-state) and instances (users' ``--wait`` waits for an instance's state).
+Four registries of the same kind: hosts (agents wait for their host's desired
+state), instances (users' ``--wait`` waits for an instance's state, readers of a
+build's log), and recoveries and builds (agents wait for their host's recovery
+and build orders: kept apart from the hosts' registry, which every create and
+report on the host wakes, so those wake no read of orders).
 In-process notification makes a single server instant. Several servers on
 one PostgreSQL tell each other through the database's LISTEN/NOTIFY
 (db/notify.py): a change committed through one wakes the waiters of all.
@@ -105,29 +108,35 @@ class Waiters:
 
 
 class HostWatch(Waiters):
-    """Hosts' desired state; ``instances`` holds the instances' registry.
+    """Hosts' desired state; ``instances``, ``recoveries`` and ``builds`` hold the
+    other registries.
 
-    ``start`` binds both to the server's event loop and listens for other
+    ``start`` binds them all to the server's event loop and listens for other
     servers' changes in a thread until ``stop``."""
 
     def __init__(self, bus: Bus | None = None, reread: float = 1.0) -> None:
         bus = bus or LocalBus()
         super().__init__("host", bus)
         self.instances = Waiters("instance", bus)
+        self.recoveries = Waiters("recovery", bus)  # by host name
+        self.builds = Waiters("build", bus)  # by host name: build orders
         self.reread, self.bus = reread, bus
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.bind(loop)
-        self.instances.bind(loop)
+        for waiters in self.registries():
+            waiters.bind(loop)
         self._listener = threading.Thread(
             target=self.bus.listen, args=(self._heard, self._stop), daemon=True, name="watch-bus"
         )
         self._listener.start()
 
+    def registries(self) -> tuple[Waiters, ...]:
+        return (self, self.instances, self.recoveries, self.builds)
+
     def _heard(self, kind: str, key: str) -> None:
-        for waiters in (self, self.instances):
+        for waiters in self.registries():
             if waiters.kind == kind:
                 waiters.wake(key)
 
