@@ -300,3 +300,19 @@ def _cli_walkthrough(cloud, cli):
     out = cli("server", "reset-state", "web", "--error")
     assert "vm_state error, task cleared (ERROR)" in out
     assert cloud.ok("GET", f"/instances/{iid}")["task_state"] is None
+
+
+def test_the_heartbeats_answer_sets_a_pace_of_three_beats_per_down_after(cloud, tmp_path):
+    """A server whose --host-down-after is shorter than the agents' 10 s beat made its
+    hosts flap down and up: its answer now tells agents to beat three times within it."""
+    token = cloud.register("h1")
+    beat = cloud.ok("POST", "/agent/hosts/h1/heartbeat", token)
+    assert beat["beat_every"] == 10.0  # the default 30 s: the agents' usual pace
+    db = Database(f"sqlite:///{tmp_path}/short.db", timedelta(seconds=6))
+    with TestClient(create_app(db, tmp_path / "short")) as client:
+        short = Cloud(client, init(db))
+        token = short.register("h1")
+        beat = short.ok("POST", "/agent/hosts/h1/heartbeat", token)
+        assert beat["beat_every"] == 2.0 and beat["generation"] >= 0
+        assert _host_state(short) == "up"
+    db.engine.dispose()

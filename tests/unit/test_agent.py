@@ -259,3 +259,28 @@ def test_a_loop_that_fails_unexpectedly_runs_again(host):
     agent.stop_event.wait = lambda timeout=None: False  # type: ignore[method-assign]
     agent._supervised(loop)
     assert len(runs) == 3
+
+
+def test_the_agent_beats_at_the_pace_the_servers_answer_sets(host):
+    """A server with a short --host-down-after answers a short pace: the agent's next
+    heartbeat comes that much later, not 10 s later (its hosts flapped down and up)."""
+    import threading
+
+    agent = host.agent()
+    host.server.beat_every = 0.1
+    beats: list[float] = []
+    real = host.server.heartbeat
+
+    def counted(status=None):
+        beats.append(1.0)
+        if len(beats) >= 4:
+            agent.stop_event.set()
+        return real(status)
+
+    host.server.heartbeat = counted
+    agent.heartbeat()  # the first answer sets the pace
+    assert agent.beat_every == 0.1
+    loop = threading.Thread(target=agent._heartbeat_loop)
+    loop.start()
+    loop.join(timeout=5)
+    assert not loop.is_alive() and len(beats) >= 4

@@ -7,6 +7,7 @@ import dataclasses
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from dockyard import model
 from dockyard.compute.drift import DRIFT_ROUNDS, HostSurvey
 from dockyard.errors import PermanentError
 from dockyard.model import HostCheck, InstanceDrift, Limits, TaskState, VolumeAttachment
@@ -346,7 +347,7 @@ def test_a_baseline_the_server_refuses_does_not_make_the_host_look_down(tmp_path
         if status is not None:
             raise PermanentError("server refused: baseline: bad key", status=422)
         beats.append("bare")
-        return 0
+        return model.Beat(generation=0)
 
     host.server.heartbeat = refusing
     agent.heartbeat()
@@ -358,7 +359,7 @@ def test_a_survey_that_breaks_does_not_stop_the_heartbeat(tmp_path):
     silence the agent: a silent host is called down and may be evacuated."""
     host, agent, _ = _running(tmp_path)
     sent = []
-    host.server.heartbeat = lambda status=None: sent.append(status) or 0
+    host.server.heartbeat = lambda status=None: sent.append(status) or model.Beat(generation=0)
 
     def broken():
         raise ValueError("more than 256 baseline items")

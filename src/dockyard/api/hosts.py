@@ -52,14 +52,21 @@ def register(body: model.HostRegister, request: Request, db: Db, who: Agent) -> 
 @router.post("/agent/hosts/{name}/heartbeat", tags=["agent"])
 def heartbeat(
     name: Key, db: Db, who: Agent, body: model.HostStatus | None = None
-) -> dict[str, int]:
-    """Alive; with a body (newer agents), the host's baseline and its instances' drift."""
+) -> model.Beat:
+    """Alive; with a body (newer agents), the host's baseline and its instances' drift.
+    The answer sets the agent's pace: three beats within this server's
+    --host-down-after, so a short one does not make its hosts flap down and up."""
     hosts.check_agent(who.host_name, name)
     with db.session() as s:
         generation = hosts.heartbeat(s, name)
         if body is not None:
             drift.record(s, name, body)
-        return {"generation": generation}
+    return model.Beat(generation=generation, beat_every=beat_every(db))
+
+
+def beat_every(db: Database) -> float:
+    """A third of the time a host may stay silent, within 0.2 s and 10 s."""
+    return max(0.2, min(10.0, db.host_down_after.total_seconds() / 3))
 
 
 @router.get("/agent/hosts/{name}/desired", tags=["agent"])

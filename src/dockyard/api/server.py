@@ -131,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
         default=HOST_DOWN_AFTER.total_seconds(),
         metavar="SECONDS",
         help="a host that sent no heartbeat for this long is down: no new instances, its "
-        "instances' power state unknown (default %(default)g; agents beat every 10 s)",
+        "instances' power state unknown (default %(default)g; agents beat every 10 s, "
+        "or three times within a shorter value)",
     )
     p.add_argument(
         "--registry",
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 10 <= args.build_timeout <= 86_400:
         p.error("--build-timeout: give 10 to 86400 seconds")
     if not 0.1 <= args.host_down_after <= 86_400:
-        p.error("--host-down-after: give 0.1 to 86400 seconds (more than the agents' 10 s beat)")
+        p.error("--host-down-after: give 0.1 to 86400 seconds")
     metrics_ca(args.tls_ca)  # beside the cloud's CA (a cloud made before it gets one now)
     setup = _monitoring(p, args.monitoring_setup)
     logs.configure(args.log_level)

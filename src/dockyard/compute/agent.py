@@ -2,7 +2,8 @@
 
 Threads:
     poll       long-polls the server for this host's desired state
-    heartbeat  every 10 s; re-registers if the server forgot the host
+    heartbeat  every 10 s, or a third of a shorter --host-down-after of the server
+               (its answer sets the pace); re-registers if the server forgot the host
     events     dockerd's container start/die events wake the reconciler
     monitor    every second: /proc views and limit counters (compute/monitor.py); every
                10 s the instances' drift from their spec (compute/drift.py)
@@ -132,6 +133,7 @@ class Agent:
         self._heard = self.store.last_contact()
         self.desired, self.generation, self.host_volumes = _unpack(self._trusted_cache())
         self.stop_event, self.wake = threading.Event(), threading.Event()
+        self.beat_every = RESYNC_SECONDS  # until the server's first answer says otherwise
         self._busy: set[str] = set()
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
@@ -240,12 +242,13 @@ class Agent:
             log.exception("could not survey this host; beating without its status")
             status = None
         try:
-            self.client.heartbeat(status)
+            beat = self.client.heartbeat(status)
         except PermanentError as exc:
             if exc.extra.get("status") != 422:
                 raise
             log.warning("the server refused this host's baseline: %s", exc.detail)
-            self.client.heartbeat()
+            beat = self.client.heartbeat()
+        self.beat_every = beat.beat_every  # the server's pace: see model.Beat
         self._heard_from_server()
 
     # --- background loops
@@ -278,7 +281,7 @@ class Agent:
         self.wake.set()
 
     def _heartbeat_loop(self) -> None:
-        while not self.stop_event.wait(RESYNC_SECONDS):
+        while not self.stop_event.wait(self.beat_every):
             try:
                 self.heartbeat()
                 self._refresh_scrape_tokens()

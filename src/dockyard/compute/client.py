@@ -24,9 +24,10 @@ class Server(Protocol):
         """After: the server knows this host with these figures. Already known: updated."""
         ...
 
-    def heartbeat(self, status: model.HostStatus | None = None) -> int:
-        """The host is alive; returns its generation. Unknown host: PermanentError 404.
-        ``status``: its baseline and its instances' drift (consistency checks)."""
+    def heartbeat(self, status: model.HostStatus | None = None) -> model.Beat:
+        """The host is alive; returns its generation and when to beat next. Unknown
+        host: PermanentError 404. ``status``: its baseline and its instances' drift
+        (consistency checks)."""
         ...
 
     def desired(self, since: int, wait: float) -> model.DesiredState:
@@ -84,10 +85,10 @@ class ServerClient:
             model.Host, self._call("POST", "/agent/hosts", json=req.model_dump()).json()
         )
 
-    def heartbeat(self, status: model.HostStatus | None = None) -> int:
+    def heartbeat(self, status: model.HostStatus | None = None) -> model.Beat:
         body = status.model_dump(mode="json") if status is not None else None
         r = self._call("POST", f"/agent/hosts/{self.host}/heartbeat", json=body)
-        return int(r.json()["generation"])
+        return model.from_newer(model.Beat, r.json())  # an older server: no beat_every
 
     def desired(self, since: int, wait: float) -> model.DesiredState:
         r = self._call(
@@ -226,6 +227,7 @@ class FakeServer:
         self.events_of: dict[str, list[model.InstanceEvent]] = {}
         self.rootfs: dict[str, bytes] = {}  # image id -> tarball
         self.statuses: list[model.HostStatus] = []  # heartbeats' bodies
+        self.beat_every = 10.0  # what its heartbeats answer
         self.scrape_hashes: list[str] = []
 
     def publish(self, *instances: model.DesiredInstance) -> model.DesiredState:
@@ -256,10 +258,10 @@ class FakeServer:
             last_heartbeat=datetime.now(UTC),
         )
 
-    def heartbeat(self, status: model.HostStatus | None = None) -> int:
+    def heartbeat(self, status: model.HostStatus | None = None) -> model.Beat:
         if status is not None:
             self.statuses.append(status)
-        return self.state.generation
+        return model.Beat(generation=self.state.generation, beat_every=self.beat_every)
 
     def monitoring(self) -> list[str]:
         return list(self.scrape_hashes)

@@ -107,6 +107,19 @@ class HostUpdate(Schema):
     availability_zone: Name | None = None
 
 
+class Beat(Schema):
+    """The server's answer to a heartbeat."""
+
+    generation: int
+    beat_every: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="seconds until the next heartbeat: a third of the server's "
+        "--host-down-after, 10 at most (an older server sends none: 10)",
+    )
+
+
 class Host(Schema):
     id: str
     name: str
