@@ -255,13 +255,19 @@ def test_an_ancestor_of_the_branchs_tip_builds(server: GitServer, tmp_path):
     assert any(f"commit {first} is on branch main" in line for line in lines), lines
 
 
-def test_a_commit_force_pushed_off_the_branch_is_refused(server: GitServer, tmp_path):
-    base = server.commit("forced", {"Dockerfile": "FROM base\n", "v": "1"})
-    dropped = server.commit("forced", {"Dockerfile": "FROM base\n", "v": "2"})
-    server.commit("forced", {"Dockerfile": "FROM base\n", "v": "3"}, base=base)  # push -f
+@pytest.mark.parametrize("rewrite", ["onto-an-older-commit", "a-new-root"])
+def test_a_commit_force_pushed_off_the_branch_is_refused(server: GitServer, tmp_path, rewrite):
+    name = f"forced-{rewrite}"
+    base = server.commit(name, {"Dockerfile": "FROM base\n", "v": "1"})
+    dropped = server.commit(name, {"Dockerfile": "FROM base\n", "v": "2"})
+    files = {"Dockerfile": "FROM base\n", "v": "3"}
+    if rewrite == "a-new-root":
+        server.commit(name, files, root=True)  # push -f of an unrelated history
+    else:
+        server.commit(name, files, base=base)  # push -f: main is base + this one
     dest = tmp_path / "c"
     with pytest.raises(CloneFailed, match=f"commit {dropped} is not in the history of branch"):
-        _clone(_order(server.url("forced"), commit=dropped), dest)
+        _clone(_order(server.url(name), commit=dropped), dest)
     assert _checked_out_nothing(dest)
 
 
