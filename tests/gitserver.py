@@ -43,16 +43,31 @@ class GitServer:
     def url(self, name: str) -> str:
         return f"git://{self.address}:{self.port}/{name}.git"
 
-    def commit(self, name: str, files: dict[str, str], branch: str = "main") -> str:
-        """A commit of exactly ``files`` on ``branch`` of the repository ``name`` (made
-        if missing), pushed to the served bare repository; returns its id. A value
-        starting with '->' is a symbolic link to the rest."""
+    def commit(
+        self,
+        name: str,
+        files: dict[str, str],
+        branch: str = "main",
+        base: str | None = None,
+        root: bool = False,
+    ) -> str:
+        """A commit of exactly ``files`` (its whole tree) on ``branch`` of the repository
+        ``name`` (made if missing), pushed to the served bare repository; returns its id.
+        A value starting with '->' is a symbolic link to the rest.
+
+        Its parent: the branch's tip (none for a branch that does not exist yet);
+        ``base`` (a branch or commit of the repository) instead: a new branch from
+        there, or the branch rewritten onto it; ``root``: no parent, the branch's
+        history replaced. Anything but a commit on the tip is force-pushed."""
         bare = self.base / f"{name}.git"
         if not bare.exists():
             git(self.base, "init", "-q", "--bare", "-b", branch, str(bare))
         with tempfile.TemporaryDirectory(dir=self.base) as tmp:
             work = Path(tmp)
             git(work, "init", "-q", "-b", branch)
+            parent = None if root else _parent(work, bare, base or branch, base is None)
+            if parent is not None:  # the index stays empty: the tree is ``files`` only
+                git(work, "update-ref", f"refs/heads/{branch}", parent)
             for rel, text in files.items():
                 path = work / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +76,23 @@ class GitServer:
                 else:
                     path.write_text(text)
             git(work, "add", "-A")
-            git(work, "commit", "-q", "-m", "test")
+            git(work, "commit", "-q", "--allow-empty", "-m", "test")
             git(work, "push", "-q", "-f", str(bare), f"HEAD:refs/heads/{branch}")
             return git(work, "rev-parse", "HEAD")
+
+
+def _parent(work: Path, bare: Path, rev: str, may_be_missing: bool) -> str | None:
+    """``rev`` (a branch or a commit of ``bare``) fetched into ``work``; its id."""
+    git(work, "fetch", "-q", str(bare), "+refs/heads/*:refs/remotes/served/*")
+    for name in (f"refs/remotes/served/{rev}", rev):
+        out = subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", f"{name}^{{commit}}"],
+            cwd=work, env=_ENV, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode == 0:
+            return out.stdout.strip()
+    assert may_be_missing, f"{bare.name} has no branch or commit {rev!r}"
+    return None
 
 
 @contextmanager

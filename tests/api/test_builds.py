@@ -243,3 +243,13 @@ def test_deleting_the_app_takes_its_hooks_and_builds(cloud):
     cloud.ok("DELETE", "/apps/shop")
     assert cloud.builds() == [] and cloud.orders()["orders"] == []
     assert cloud.push().json()["ignored"] == "no hook of app 'shop' takes deliveries"
+
+
+def test_a_manual_build_of_a_commit_id_follows_the_hooks_branch(cloud):
+    """`build start --ref SHA` is built only if SHA is on the hook's branch: its order
+    names that branch beside the commit, and the build host checks (compute/clone.py)."""
+    cloud.hook(branch="release")
+    b = cloud.ok("POST", "/apps/shop/builds", json={"ref": SHA})
+    assert b["ref"] == "release" and b["commit"] == SHA
+    (order,) = cloud.orders()["orders"]
+    assert (order["ref"], order["commit"]) == ("release", SHA)

@@ -13,7 +13,7 @@ import pytest
 
 from dockyard.compute.clone import CloneFailed, GitCloner, Stopped, dockerfile_in
 from dockyard.model.builds import BuildOrder
-from tests.gitserver import GitServer, git_server
+from tests.gitserver import GitServer, git, git_server
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +221,82 @@ def test_a_dockerfile_that_adds_from_a_url_is_refused(dockerfile, tmp_path):
 def test_a_dockerfile_that_adds_files_of_its_own_repository_is_fine(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM base\nADD app.tar /srv/\nCOPY . /src\n")
     assert dockerfile_in(tmp_path, "Dockerfile") == "Dockerfile"
+
+
+# a pushed commit must be on the branch its hook follows ------------------------------
+
+
+def _checked_out_nothing(dest: Path) -> bool:
+    return sorted(p.name for p in dest.iterdir()) == [".git"]
+
+
+def test_a_commit_of_another_branch_named_with_the_followed_branch_is_refused(
+    server: GitServer, tmp_path
+):
+    """A push (or a git host's bug) naming main with a commit only on another branch:
+    nothing of it is checked out, and the error says what to do."""
+    server.commit("other", {"Dockerfile": "FROM base\n", "v": "reviewed"})
+    unreviewed = server.commit("other", {"Dockerfile": "FROM evil\n"}, branch="wip", base="main")
+    dest = tmp_path / "c"
+    with pytest.raises(CloneFailed) as err:
+        _clone(_order(server.url("other"), ref="main", commit=unreviewed), dest)
+    assert f"commit {unreviewed} is not in the history of branch main" in err.value.detail
+    assert "push it to main" in err.value.detail
+    assert _checked_out_nothing(dest)
+
+
+def test_an_ancestor_of_the_branchs_tip_builds(server: GitServer, tmp_path):
+    first = server.commit("hist", {"Dockerfile": "FROM base\n", "v": "1"})
+    for v in "234":
+        server.commit("hist", {"Dockerfile": "FROM base\n", "v": v})
+    lines: list[str] = []
+    assert _clone(_order(server.url("hist"), commit=first), tmp_path / "c", lines) == first
+    assert (tmp_path / "c" / "v").read_text() == "1"
+    assert any(f"commit {first} is on branch main" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("rewrite", ["onto-an-older-commit", "a-new-root"])
+def test_a_commit_force_pushed_off_the_branch_is_refused(server: GitServer, tmp_path, rewrite):
+    name = f"forced-{rewrite}"
+    base = server.commit(name, {"Dockerfile": "FROM base\n", "v": "1"})
+    dropped = server.commit(name, {"Dockerfile": "FROM base\n", "v": "2"})
+    files = {"Dockerfile": "FROM base\n", "v": "3"}
+    if rewrite == "a-new-root":
+        server.commit(name, files, root=True)  # push -f of an unrelated history
+    else:
+        server.commit(name, files, base=base)  # push -f: main is base + this one
+    dest = tmp_path / "c"
+    with pytest.raises(CloneFailed, match=f"commit {dropped} is not in the history of branch"):
+        _clone(_order(server.url(name), commit=dropped), dest)
+    assert _checked_out_nothing(dest)
+
+
+def test_the_tip_builds_from_one_fetched_commit(server: GitServer, tmp_path):
+    """The usual push: the tip. Only it is fetched, not the branch's history."""
+    for v in "123":
+        tip = server.commit("tip", {"Dockerfile": "FROM base\n", "v": v})
+    dest = tmp_path / "c"
+    assert _clone(_order(server.url("tip"), commit=tip), dest) == tip
+    assert git(dest, "rev-list", "--count", "HEAD") == "1"
+
+
+def test_a_commit_beyond_the_depth_cap_is_refused_saying_the_cap(server: GitServer, tmp_path):
+    old = server.commit("deep", {"Dockerfile": "FROM base\n", "v": "0"})
+    for v in "12345":
+        server.commit("deep", {"Dockerfile": "FROM base\n", "v": v})
+    dest = tmp_path / "c"
+    cloner = GitCloner(limit=30, depths=(1, 2, 4))
+    with pytest.raises(CloneFailed, match=f"commit {old} is not within the newest 4 commits"):
+        cloner.clone(_order(server.url("deep"), commit=old), dest, threading.Event(), print)
+    assert _checked_out_nothing(dest)
+    # within the cap: found on a later round
+    within = git(server.base / "deep.git", "rev-parse", "main~3")
+    assert cloner.clone(_order(server.url("deep"), commit=within), tmp_path / "d",
+                        threading.Event(), print) == within  # fmt: skip
+
+
+def test_a_commit_named_with_a_ref_that_is_no_branch_is_refused(server: GitServer, tmp_path):
+    sha = server.commit("notag", {"Dockerfile": "FROM base\n"})
+    with pytest.raises(CloneFailed, match=r"git fetch of branch v1\.0 of .*notag.git failed"):
+        _clone(_order(server.url("notag"), ref="v1.0", commit=sha), tmp_path / "c")
+

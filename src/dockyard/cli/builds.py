@@ -149,7 +149,9 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.set_defaults(run=logs)
     p = verbs.add_parser("start", parents=[fmt], help="build a ref by hand")
     p.add_argument("app")
-    p.add_argument("--ref", required=True, help="a branch, a tag or a commit")
+    p.add_argument("--ref", required=True,
+                   help="a branch or a tag (built as it is now), or a commit id (built only "
+                   "if it is on the hook's branch)")  # fmt: skip
     p.add_argument("--hook", help="the hook's id (default: the app's only hook)")
     p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=None,
                    help="deploy it when built (default: as the hook's --auto-deploy)")  # fmt: skip

@@ -1,12 +1,30 @@
 """A build's clone: git, run safely on a repository a user names.
 
     GitCloner.clone(order, dest)
-      git init dest                      a repository of its own, made here
-      git fetch --depth 1 -- URL COMMIT  the order's commit when it names one (a server
-        (else: -- URL REF, all of it)      that refuses a fetch by id: the ref's history,
-                                           where the commit must be)
-      git fetch --depth 1 -- URL REF     else what the ref names now
+      git init dest                         a repository of its own, made here
+      order names a commit and a branch (a push; `build start --ref SHA`):
+        git fetch --depth D -- URL refs/heads/BRANCH    D = 1, 100, 1000, 5000 (the cap)
+        git merge-base --is-ancestor COMMIT FETCH_HEAD  on the branch as fetched now: on
+                                                        it, stop; the whole history came
+                                                        and it is not there: refused;
+                                                        else the next D; past the cap:
+                                                        refused, saying the cap
+      order names a commit only (ref == commit, orders of older servers):
+        git fetch --depth 1 -- URL COMMIT
+      order names a ref only (a branch's tip, a tag: `build start --ref NAME`):
+        git fetch --depth 1 -- URL REF
       git checkout --detach COMMIT|FETCH_HEAD, then HEAD verified: the 40-hex id reported
+
+A pushed commit is built only if it is on the branch its hook follows: the tip of
+that branch or an ancestor of it, in the repository as fetched now (a commit of
+another branch, or one a force push took off the branch, is refused before anything
+is checked out). The commit is never fetched by id then: only the branch's history
+is, deeper each round, so a push of the tip (the usual case) fetches one commit's
+tree and a huge repository is never fetched whole (at most the cap's commits). An
+order's ref beside a commit must be a branch of the repository (refs/heads/REF; a
+tag or any other name is refused): "on the branch" has no meaning for a tag. An
+order naming a ref alone builds what it names now (a branch's tip is on the branch
+by definition; a tag is what a member asked for by hand).
 
 What keeps a hostile repository or URL from the host: no shell (argv, ``--`` before
 the URL), GIT_ALLOW_PROTOCOL=http:https:git:ssh (no file://, no ext:: helper) and
@@ -46,6 +64,8 @@ from dockyard.errors import PermanentError
 from dockyard.model.builds import BuildOrder
 
 CLONE_LIMIT = 600.0  # seconds a clone may take, within the build's own time
+BRANCH_DEPTHS = (1, 100, 1000, 5000)  # a branch's commits fetched, round by round, to find
+# an order's commit on it; the last is the cap: a commit further back is refused
 _SCHEMES = ("https://", "http://", "git://", "ssh://")
 _REF = re.compile(r"^[A-Za-z0-9._/-]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -117,8 +137,10 @@ def check_order(order: BuildOrder) -> None:
 
 
 class GitCloner:
-    def __init__(self, limit: float = CLONE_LIMIT, git: str = "git") -> None:
-        self.limit, self.git = limit, git
+    def __init__(
+        self, limit: float = CLONE_LIMIT, git: str = "git", depths: tuple[int, ...] = BRANCH_DEPTHS
+    ) -> None:
+        self.limit, self.git, self.depths = limit, git, depths
 
     def clone(
         self, order: BuildOrder, dest: Path, halt: threading.Event, output: Callable[[str], None]
@@ -129,24 +151,20 @@ class GitCloner:
             return self._clone(order, dest, run)
 
     def _clone(self, order: BuildOrder, dest: Path, run: _Runner) -> str:
-        output = run.output
         if shown(order.repo) != order.repo:
             run.secrets.append((order.repo, shown(order.repo)))
         dest.mkdir(parents=True, exist_ok=True)
         run("init", "-q", ".", what="git init")
         where = f"{shown(order.repo)} ({order.ref})"
-        if order.commit is not None:
-            fetched = run.ok("fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules",
-                             "--", order.repo, order.commit)  # fmt: skip
-            if not fetched:
-                output(f"fetching {order.commit} by id refused: fetching {order.ref}")
-                run("fetch", "--no-tags", "--no-recurse-submodules", "--", order.repo,
-                    order.ref, what=f"git fetch of {where}")  # fmt: skip
-            if not run.ok("checkout", "-q", "--detach", order.commit):
-                raise CloneFailed(
-                    f"commit {order.commit} is not in {where}: push it, or build a commit "
-                    "that is there"
-                )
+        if order.commit is not None and order.ref != order.commit:
+            self._on_branch(order.repo, order.ref, order.commit, run)
+            run("checkout", "-q", "--detach", order.commit, what="git checkout")
+        elif order.commit is not None:  # no branch named: the commit as named
+            if not run.ok("fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules",
+                          "--", order.repo, order.commit):  # fmt: skip
+                raise CloneFailed(f"commit {order.commit} is not in {where}, or its server "
+                                  "refuses a fetch by id: build a branch or a tag")  # fmt: skip
+            run("checkout", "-q", "--detach", order.commit, what="git checkout")
         else:
             run("fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules", "--",
                 order.repo, order.ref, what=f"git fetch of {where}")  # fmt: skip
@@ -155,6 +173,30 @@ class GitCloner:
         if not _SHA.match(head) or (order.commit is not None and head != order.commit):
             raise CloneFailed(f"the clone's HEAD is {head!r}, not the commit asked for")
         return head
+
+    def _on_branch(self, repo: str, branch: str, commit: str, run: _Runner) -> None:
+        """``commit`` is on ``branch`` as the repository has it now (its tip or an
+        ancestor), fetched with its history to at most the last of ``depths`` commits
+        deep; CloneFailed if not. Only the branch is fetched, never the commit by id."""
+        where = f"branch {branch} of {shown(repo)}"
+        for depth in self.depths:
+            run("fetch", "--depth", str(depth), "--no-tags", "--no-recurse-submodules", "--",
+                repo, f"refs/heads/{branch}", what=f"git fetch of {where}")  # fmt: skip
+            if run.quiet("merge-base", "--is-ancestor", commit, "FETCH_HEAD"):
+                run.output(f"commit {commit} is on {where} (within {depth} commits of its tip)")
+                return
+            if run.out("rev-parse", "--is-shallow-repository").strip() == "false":
+                tip = run.out("rev-parse", "--verify", "FETCH_HEAD^{commit}").strip()
+                raise CloneFailed(
+                    f"commit {commit} is not in the history of {where} (its tip is now "
+                    f"{tip[:12]}): builds follow the hook's branch; push it to {branch} "
+                    f"(merge it there), or build a commit that is on {branch}"
+                )
+        raise CloneFailed(
+            f"commit {commit} is not within the newest {self.depths[-1]} commits of {where}: "
+            f"builds look that far back only; push it to {branch} again (on top of its "
+            f"tip), or build a newer commit of {branch}"
+        )
 
 
 def dockerfile_in(root: Path, rel: str) -> str:
@@ -219,6 +261,10 @@ class _Runner:
 
     def ok(self, *args: str) -> bool:
         return self._run(args) == 0
+
+    def quiet(self, *args: str) -> bool:
+        """Whether git succeeded, its output kept out of the build's log."""
+        return self._run(args, echo=False) == 0
 
     def out(self, *args: str) -> str:
         lines: list[str] = []

@@ -264,15 +264,19 @@ def start(
     s: Session, who: Principal, app_key: str, req: wire.BuildStart, limits: Limits, registry: bool
 ) -> tuple[wire.Build, list[str]]:
     """A build of ``req.ref`` by hand, through the hook ``req.hook`` (or the app's
-    only one); returns it and the hosts to wake."""
+    only one); returns it and the hosts to wake. A commit id is built as a push of it
+    to the hook's branch: its ref is that branch, and the build host refuses the
+    commit unless it is on it (compute/clone.py). A name (a branch, a tag) is built
+    as it is when the build host fetches it."""
     app = paas.get_app(s, who, app_key)
     if not registry:
         raise Conflict(NO_REGISTRY)
     hook = _hook_for(s, app, req.hook)
     _room_for_one_more(s, app)
     commit = req.ref if webhooks.SHA.match(req.ref) else None
+    ref = hook.branch if commit is not None else req.ref
     deploy = hook.auto_deploy if req.deploy is None else req.deploy
-    row = _queue(s, hook, req.ref, commit, deploy, "manual", who.name, who.user_id, limits)
+    row = _queue(s, hook, ref, commit, deploy, "manual", who.name, who.user_id, limits)
     woke = build_runs.assign(s)
     return build_model(row), woke
 

@@ -141,7 +141,11 @@ class PushAccepted(Schema):
 
 
 class BuildStart(Schema):
-    ref: GitRef
+    ref: GitRef = Field(
+        description="a branch or a tag: built as it is when the build host fetches it; a "
+        "40-hex commit id: built as a push of it to the hook's branch (refused unless it is "
+        "on that branch)"
+    )
     hook: str | None = Field(
         default=None, max_length=36, description="the hook's id; None: the app's only hook"
     )
@@ -189,7 +193,11 @@ class BuildOrder(Schema):
 
     id: str = Field(max_length=36)
     repo: str = Field(max_length=1024)
-    ref: str = Field(max_length=255)
+    ref: str = Field(
+        max_length=255,
+        description="with a commit: the branch it must be on (its tip or an ancestor: the "
+        "agent refuses it otherwise); alone: a branch or tag, built as it is now",
+    )
     commit: Sha | None = Field(description="check out exactly this; None: what ref names")
     dockerfile: str = Field(max_length=255)
     push_repo: str = Field(max_length=512, description="HOST:PORT/PROJECT/APP, no tag")
