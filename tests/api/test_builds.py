@@ -28,6 +28,10 @@ def test_a_hook_shows_its_secret_once_and_never_again(cloud):
     r = cloud.call("POST", "/apps/shop/hooks", json={"repo": "/etc", "branch": "main",
                                                       "stack": "web"})  # fmt: skip
     assert r.status_code == 422
+    r = cloud.call("POST", "/apps/shop/hooks", json={"repo": REPO, "branch": "ab" * 20,
+                                                      "stack": "web"})  # fmt: skip
+    assert r.status_code == 422 and "reads as a commit id" in r.text  # would skip the branch check
+    assert len(cloud.ok("GET", "/apps/shop/hooks")) == 1
     cloud.ok("DELETE", f"/apps/shop/hooks/{hook['id']}")
     assert cloud.ok("GET", "/apps/shop/hooks") == []
 

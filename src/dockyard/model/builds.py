@@ -22,6 +22,7 @@ agent stops what it was doing for it and reports nothing more.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -104,9 +105,21 @@ class BuildStatus(StrEnum):
     cancelled = "cancelled"
 
 
+def _branch(value: str) -> str:
+    if re.fullmatch(r"[0-9a-f]{40}", value):
+        raise ValueError(
+            "a 40-hex name reads as a commit id (a build of such a commit would skip the "
+            "check that it is on the branch): follow a branch with another name"
+        )
+    return value
+
+
+Branch = Annotated[GitRef, AfterValidator(_branch)]
+
+
 class HookCreate(Schema):
     repo: GitUrl
-    branch: GitRef
+    branch: Branch
     stack: Name = Field(description="the app's stack a build of this branch deploys to")
     auto_deploy: bool = Field(default=False, description="deploy each successful build")
     secret: str | None = Field(
