@@ -49,7 +49,9 @@ CERTS_D = Path("/etc/docker/certs.d")  # where dockerd finds each registry's CA
 
 log = logging.getLogger(__name__)
 CFS_PERIOD = 100_000  # µs
-_CONN = requests.exceptions.ConnectionError
+# no connection, or no answer within the client's timeout (a wedged dockerd): both
+# mean "dockerd is not answering", a TemporaryError, never an agent crash
+_CONN = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
 def _down(exc: Exception) -> TemporaryError:
@@ -82,7 +84,7 @@ class DockerDriver:
     def info(self) -> HostInfo:
         try:
             info = self.api.info()
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
         root = self._data_root or info.get("DockerRootDir", "/")
         disk = shutil.disk_usage(root if os.path.exists(root) else "/")
@@ -131,7 +133,7 @@ class DockerDriver:
             return True
         except docker.errors.ImageNotFound:
             return False
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
 
     def _pull(self, ref: str, pulls: Sequence[str], login: RegistryLogin | None) -> None:
@@ -209,7 +211,7 @@ class DockerDriver:
         except _CONN as exc:
             raise _down(exc) from exc
         finally:
-            with contextlib.suppress(_CONN, docker.errors.APIError):
+            with contextlib.suppress(*_CONN, docker.errors.APIError):
                 self.api.remove_container(name, force=True, v=True)
         return self.layers(ref)
 
@@ -265,7 +267,7 @@ class DockerDriver:
             return dict(self.api.inspect_image(ref))  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound as exc:
             raise PermanentError(f"no image {ref} on this host") from exc
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
 
     # --- containers
@@ -313,7 +315,7 @@ class DockerDriver:
             self.api.stop(container_name(instance_id), timeout=int(timeout))
         except docker.errors.NotFound:
             return
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd could not stop the container: {exc}") from exc
 
     def restart(self, instance_id: str, timeout: float = 10) -> Observed:
@@ -400,7 +402,7 @@ class DockerDriver:
     def list(self) -> list[Observed]:
         try:
             summaries = self.api.containers(all=True, filters={"label": self._labels})
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
         out, seen = [], set()
         for summary in summaries:
@@ -421,7 +423,7 @@ class DockerDriver:
         filters = {"type": "container", "label": self._labels, "event": ["start", "die"]}
         try:
             stream = self.api.events(decode=True, filters=filters)
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream unavailable: {exc}") from exc
         try:
             yield ""  # subscribed: events before this moment were missed
@@ -433,7 +435,7 @@ class DockerDriver:
                 attrs = ev.get("Actor", {}).get("Attributes", {})
                 if LABEL in attrs:
                     yield attrs[LABEL]
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream broke: {exc}") from exc
         finally:
             with self._cache_lock:
@@ -446,7 +448,7 @@ class DockerDriver:
             attrs = self.api.inspect_container(name_or_id)
         except docker.errors.NotFound:
             return None
-        except (_CONN, docker.errors.APIError) as exc:
+        except (*_CONN, docker.errors.APIError) as exc:
             raise _down(exc) from exc
         obs = _observed(attrs)
         with self._cache_lock:
@@ -526,7 +528,7 @@ class DockerDriver:
         if self._data_root is None:
             try:
                 self._data_root = str(self.api.info()["DockerRootDir"])
-            except (_CONN, docker.errors.APIError) as exc:
+            except (*_CONN, docker.errors.APIError) as exc:
                 raise _down(exc) from exc
         return self._data_root
 
