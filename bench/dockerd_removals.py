@@ -207,7 +207,10 @@ def remove_all(api: docker.APIClient, names: list[str], mode: str, deadline: flo
     finally:
         pool.shutdown(wait=False)
     # the exits are handled asynchronously: dockerd must still answer afterwards
-    _within(deadline, lambda: (api.info(), api.containers(all=True)))
+    try:
+        _within(deadline, lambda: (api.info(), api.containers(all=True)))
+    except Wedged as exc:
+        raise Wedged(f"{mode}: all removed in {took:.1f} s, then info/ps: {exc}") from exc
     return took
 
 
