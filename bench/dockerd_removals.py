@@ -52,7 +52,7 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dockyard.lab.daemons import Dockerd  # noqa: E402
-from dockyard.lab.procs import cmdline  # noqa: E402
+from dockyard.lab.procs import cmdline, run  # noqa: E402
 
 IMAGE = "dockyard-bench-removals:1"
 LABEL = "dockyard-bench-removals"
@@ -163,13 +163,19 @@ def _within(seconds: float, fn: Callable[[], Any]) -> Any:
 # --- one round
 
 
-def start_containers(api: docker.APIClient, count: int, round_no: int) -> list[str]:
+def start_containers(api: docker.APIClient, count: int, round_no: int, veth: bool) -> list[str]:
     names = [f"dyk-rm-{round_no}-{i}" for i in range(count)]
+    tag = secrets.token_hex(2)
 
     def one(name: str) -> None:
         api.create_container(IMAGE, name=name, labels={LABEL: ""},
                              host_config=api.create_host_config(network_mode="none"))  # fmt: skip
         api.start(name)
+        if veth:  # as the agent plumbs eth0; the pair goes with the container's netns
+            pid = api.inspect_container(name)["State"]["Pid"]
+            host_end = f"dyr{tag}{name.rsplit('-', 1)[1]}"
+            run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0",
+                "netns", str(pid))  # fmt: skip
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(one, names))
@@ -232,7 +238,7 @@ def run_rounds(daemon: Daemon, args: argparse.Namespace, tallies: dict[str, Tall
 def one_round(daemon: Daemon, api: docker.APIClient, mode: str, tally: Tally,
               args: argparse.Namespace, i: int) -> docker.APIClient:  # fmt: skip
     try:
-        names = _within(args.deadline, lambda: start_containers(api, args.count, i))
+        names = _within(args.deadline, lambda: start_containers(api, args.count, i, args.veth))
     except Wedged:  # not a removal's fault: no tally, a fresh dockerd
         print(f"round {i} {mode}: dockerd stuck creating; goroutines: "
               f"{daemon.dump(args.dumps)}", flush=True)  # fmt: skip
@@ -276,6 +282,8 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(MODES), help=f"some of {','.join(MODES)}")
     p.add_argument("--dumps", type=Path, default=Path("/tmp/dockerd-removals-dumps"),
                    help="where wedged dockerds' goroutine dumps are kept")  # fmt: skip
+    p.add_argument("--veth", action="store_true",
+                   help="an eth0 in each (veth, host end dyr*), as the agent")  # fmt: skip
     p.add_argument("--minutes", type=float, default=600, help="start no round after this")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of each, 4")
     args = p.parse_args()
@@ -286,6 +294,9 @@ def main() -> None:
         args.rounds, args.count = 1, 4
     if os.geteuid() != 0:
         raise SystemExit("run as root: it starts a private dockerd")
+    # a background job of a script ignores SIGINT: both stop the rounds, report, clean up
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from dockyard.images import rootfs
 
     with ExitStack() as stack:
