@@ -367,3 +367,32 @@ def test_a_survey_that_breaks_does_not_stop_the_heartbeat(tmp_path):
     agent.status = broken
     agent.heartbeat()
     assert sent == [None]  # beat without its status
+
+
+def test_a_survey_that_hangs_does_not_delay_the_heartbeat(tmp_path, monkeypatch):
+    """A wedged dockerd holds the survey's info call for 120 s: the agent beats without
+    the host's status after SURVEY_WAIT, so a live host is not called down (and
+    evacuated while its containers run); the hung survey is not started twice."""
+    import threading
+    import time
+
+    from dockyard.compute import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "SURVEY_WAIT", 0.1)
+    host, agent, _ = _running(tmp_path)
+    sent = []
+    host.server.heartbeat = lambda status=None: sent.append(status) or model.Beat(generation=0)
+    release, surveys = threading.Event(), []
+
+    def hung():
+        surveys.append(1)
+        release.wait(10)
+        raise TimeoutError("dockerd did not answer")
+
+    agent.status = hung
+    started = time.monotonic()
+    agent.heartbeat()
+    agent.heartbeat()
+    assert time.monotonic() - started < 2 and sent == [None, None]
+    assert surveys == [1]  # the second beat found the first survey still running
+    release.set()

@@ -26,7 +26,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,9 @@ MAX_TEMPORARY_FAILURES = 5
 # instances that now run elsewhere (fenced), before the server has answered again.
 # dockyard-agent --host-down-after sets it to match a server started with another value.
 CACHE_TRUSTED_FOR = 30.0
+# seconds a heartbeat waits for the host's survey (dockerd's info is in it) before it
+# beats without it: a wedged dockerd (120 s a call) must not make a live host look down
+SURVEY_WAIT = 5.0
 # steps done once per generation: the next pass waits for the server's next word
 _STARTS = (Step.spawn, Step.start, Step.reboot, Step.rebuild)  # what puts its IP on the wire
 _SETTLING = (Step.spawn, Step.destroy, Step.report, Step.snapshot, Step.fence)
@@ -134,6 +138,8 @@ class Agent:
         self.desired, self.generation, self.host_volumes = _unpack(self._trusted_cache())
         self.stop_event, self.wake = threading.Event(), threading.Event()
         self.beat_every = RESYNC_SECONDS  # until the server's first answer says otherwise
+        self._survey_pool = ThreadPoolExecutor(1, thread_name_prefix="survey")
+        self._surveying: Future[model.HostStatus] | None = None
         self._busy: set[str] = set()
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
@@ -236,11 +242,7 @@ class Agent:
     def heartbeat(self) -> None:
         """Alive, with the host's status. A status the server refuses (422: an item it
         finds malformed) must not make the host look down: it beats without one."""
-        try:
-            status: model.HostStatus | None = self.status()
-        except Exception:  # a survey's bug must not silence the beat: the host looks down
-            log.exception("could not survey this host; beating without its status")
-            status = None
+        status = self._survey()
         try:
             beat = self.client.heartbeat(status)
         except PermanentError as exc:
@@ -250,6 +252,22 @@ class Agent:
             beat = self.client.heartbeat()
         self.beat_every = beat.beat_every  # the server's pace: see model.Beat
         self._heard_from_server()
+
+    def _survey(self) -> model.HostStatus | None:
+        """The heartbeat's status; None, to beat without it, when the survey fails (a
+        bug must not silence the beat) or has not finished within SURVEY_WAIT: a host
+        that stops beating is called down and may be evacuated while its containers
+        still run. A survey still running from an earlier beat is not started again."""
+        if self._surveying is None or self._surveying.done():
+            self._surveying = self._survey_pool.submit(self.status)
+        try:
+            return self._surveying.result(timeout=SURVEY_WAIT)
+        except FutureTimeout:
+            log.warning("the host's survey took over %g s (is dockerd answering?); "
+                        "beating without its status", SURVEY_WAIT)  # fmt: skip
+        except Exception:
+            log.exception("could not survey this host; beating without its status")
+        return None
 
     # --- background loops
 
