@@ -157,13 +157,34 @@ def test_changes_on_a_host_wake_no_read_of_its_recovery_or_build_orders(tmp_path
         watch = client.app.state.watch
         for path, own in (("recoveries", watch.recoveries), ("builds", watch.builds)):
             reads.clear()
-            timers = [threading.Timer(t, watch.notify, ["h1"]) for t in (0.2, 0.4, 0.6)]
-            timers.append(threading.Timer(0.8, own.notify, ["h1"]))  # its orders changed
-            for timer in timers:
-                timer.start()
-            out = cloud.ok("GET", f"/agent/hosts/h1/{path}?since=0&wait=1.2", token)
+            changes = threading.Thread(target=_changes, args=(watch, own, reads))
+            changes.start()
+            out = cloud.ok("GET", f"/agent/hosts/h1/{path}?since=0&wait=4", token)
+            changes.join()
             assert out["generation"] == 0 and out["orders"] == [], out
             # the first read, one when its own orders changed, one at the deadline:
             # none for the three changes of the host's desired state
             assert len(reads) == 3, (path, reads)
     db.engine.dispose()
+
+
+def _changes(watch, own, reads):
+    """Once the poll waits (its first read done, on whichever registry): three changes
+    of the host's desired state, then one of its own orders, each after the poll is
+    waiting again."""
+    import time
+
+    def waiting(count):
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if len(reads) >= count and (own._waiters.get("h1") or watch._waiters.get("h1")):
+                return
+            time.sleep(0.01)
+
+    waiting(1)
+    for _ in range(3):
+        watch.notify("h1")
+        time.sleep(0.1)  # an old poll would have read again by now, and waited again
+        waiting(1)
+    own.notify("h1")
+    waiting(2)
