@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
 from dockyard.api import registry
@@ -87,27 +87,18 @@ async def desired(
     the generation alone first: the whole state is built only when there is news or
     the wait is over."""
     hosts.check_agent(who.host_name, name)
-    remaining = wait
-    while True:
-        fut = watch.register(name)
-        unless = since if remaining > 0 else None
-        state = await run_in_threadpool(_desired, db, name, primary, unless)
-        if state is not None and (state.generation != since or remaining <= 0):
-            watch.cancel(name, fut)
-            return state
-        step = min(watch.reread, remaining)  # other servers' changes, if a wake-up was lost
-        await watch.wait(name, fut, step)
-        remaining -= step
+    read = partial(_desired, db, name, primary)
+    unchanged = partial(_generation_is, db, name)
+    return await watch.poll(name, since, wait, read, watch.reread, unchanged)
 
 
-def _desired(
-    db: Database, name: str, primary: RegistrySettings | None, unless: int | None = None
-) -> model.DesiredState | None:
-    """The host's desired state; None, and nothing built, while its generation is
-    ``unless``."""
+def _generation_is(db: Database, name: str, generation: int) -> bool:
     with db.session(write=False) as s:
-        if unless is not None and hosts.generation(s, name) == unless:
-            return None
+        return hosts.generation(s, name) == generation
+
+
+def _desired(db: Database, name: str, primary: RegistrySettings | None) -> model.DesiredState:
+    with db.session(write=False) as s:
         state = move_steps.desired(s, name, instances.desired_for_host(s, name))
         state = registry_gc.withhold(s, state)  # no push ordered during a registry GC
     login = primary.pull_login() if primary else None

@@ -83,15 +83,27 @@ class Waiters:
             self.cancel(key, fut)
 
     async def poll(
-        self, key: str, since: int, wait: float, read: Callable[[], G], reread: float
+        self,
+        key: str,
+        since: int,
+        wait: float,
+        read: Callable[[], G],
+        reread: float,
+        unchanged: Callable[[int], bool] | None = None,
     ) -> G:
         """A long poll of ``key``: ``read()`` (in a worker thread) answered as soon as its
         generation differs from ``since``, else after ``wait`` seconds; re-read at least
-        every ``reread`` seconds (other servers' changes, if a wake-up was lost)."""
+        every ``reread`` seconds (other servers' changes, if a wake-up was lost).
+        ``unchanged(since)``, if given, is a cheap check asked first on each wake-up
+        while there is time left: True, and ``read`` is not called."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait  # an early wake-up with nothing to say keeps waiting
         while True:
             fut = self.register(key)
+            left = deadline - loop.time()
+            if left > 0 and unchanged is not None and await run_in_threadpool(unchanged, since):
+                await self.wait(key, fut, min(reread, left))
+                continue
             state = await run_in_threadpool(read)
             left = deadline - loop.time()
             if state.generation != since or left <= 0:
