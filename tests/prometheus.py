@@ -4,7 +4,6 @@ stopped by its PID."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.lab.procs import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]
 
 
 @contextmanager

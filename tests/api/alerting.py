@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -22,11 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.lab.procs import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,12 +13,7 @@ import uvicorn
 
 from dockyard.api.app import create_app
 from dockyard.db.session import Database
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from dockyard.lab.procs import free_port
 
 
 @contextmanager
@@ -32,7 +26,7 @@ def serving(db: Database, state_dir: Path) -> Iterator[str]:
 @contextmanager
 def serving_app(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn in a thread; yields its /v1 URL."""
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from dockyard.api.server import prepare_state_dir
-from tests.api.servers import _free_port
+from dockyard.lab.procs import free_port
 
 
 def _mode(path: Path) -> int:
@@ -21,7 +21,7 @@ def _mode(path: Path) -> int:
 
 
 def _run_server(state: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dockyard.api.server", "--state-dir", str(state)]
         + ["--listen", f"127.0.0.1:{port}", "--log-level", "warning"],

@@ -19,11 +19,11 @@ import docker
 
 from dockyard.lab.daemons import Dockerd, private_dockerd
 from dockyard.lab.onehost import OneHost, Probe
-from dockyard.lab.procs import free_port, mounts_under, remove_cgroups, run, wait_for
+from dockyard.lab.procs import free_port, free_ports, mounts_under, remove_cgroups, run, wait_for
 from dockyard.lab.procs import stop_proc as stop_pid
 
 __all__ = [
-    "Cluster", "Dockerd", "Probe", "free_port", "mounts_under", "private_dockerd",
+    "Cluster", "Dockerd", "Probe", "free_port", "free_ports", "mounts_under", "private_dockerd",
     "remove_cgroups", "run", "stop_pid", "wait_for",
 ]  # fmt: skip
 

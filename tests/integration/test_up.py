@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import free_port, private_dockerd, run, stop_pid, wait_for
+from tests.integration.cluster import free_ports, private_dockerd, run, stop_pid, wait_for
 from tests.integration.conftest import _can_run
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -41,7 +41,9 @@ class Up:
     def __init__(
         self, state: Path, docker_host: str, address: str = "127.0.0.1", *extra: str
     ) -> None:
-        self.state, self.port, self.address, self.extra = state, free_port(), address, extra
+        # the API's port, the registry's (+1) and the default monitoring ports (+2, +3)
+        self.state, self.address, self.extra = state, address, extra
+        self.port = free_ports(4, address)
         self.env = {**os.environ, "DOCKER_HOST": docker_host}
         self.proc: subprocess.Popen[str] | None = None
 

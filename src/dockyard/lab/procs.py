@@ -4,6 +4,7 @@ a marker (a path only the lab uses) in its command line, never by a broad name."
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,9 +41,40 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, for a process about to be started."""
+    return free_ports(1, host)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive ports free on ``host`` (``dockyard up`` puts
+    its registry and monitoring next to its API's port).
+
+    Taken below the kernel's ephemeral range: a port from bind(0) is one the kernel
+    also hands to outgoing connections, so between this check and the service's own
+    bind a client could take it (in CI `dockyard up`'s registry lost its port + 1 so)."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(max(1024, low - 12000), low - count)
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                held.append(socket.socket())
+                held[-1].bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise LabError(f"no {count} consecutive free ports on {host} below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def cmdline(pid: int) -> str:

@@ -1,0 +1,32 @@
+"""Ports for the processes the lab and the tests start (lab/procs.py)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from dockyard.lab.procs import free_ports
+
+
+def test_free_ports_are_consecutive_bindable_and_never_ones_the_kernel_gives_clients() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(20):
+        base = free_ports(4)
+        assert base + 3 < low  # an outgoing connection never takes one of them
+        socks = [socket.socket() for _ in range(4)]
+        try:
+            for i, s in enumerate(socks):
+                s.bind(("127.0.0.1", base + i))
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_a_taken_port_is_not_offered() -> None:
+    base = free_ports(2)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", base + 1))
+        held.listen()
+        for _ in range(50):
+            other = free_ports(2)
+            assert base + 1 not in (other, other + 1)
