@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from dockyard.lab.procs import free_ports
 
 
@@ -22,11 +24,16 @@ def test_free_ports_are_consecutive_bindable_and_never_ones_the_kernel_gives_cli
                 s.close()
 
 
-def test_a_taken_port_is_not_offered() -> None:
-    base = free_ports(2)
+def test_a_run_with_a_taken_port_is_passed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = free_ports(8)
+    picks = iter([base, base + 4])  # the first candidate run holds the taken port
+
+    class Picks:
+        def randrange(self, _start: int, _stop: int) -> int:
+            return next(picks)
+
+    monkeypatch.setattr("dockyard.lab.procs.random.Random", Picks)
     with socket.socket() as held:
-        held.bind(("127.0.0.1", base + 1))
+        held.bind(("127.0.0.1", base + 2))
         held.listen()
-        for _ in range(50):
-            other = free_ports(2)
-            assert base + 1 not in (other, other + 1)
+        assert free_ports(3) == base + 4
