@@ -25,7 +25,9 @@ What each side gets:
 
 Rounds alternate Incus, Dockyard via the CLI (``server create --wait``) and via
 the REST API (POST, then the instance's watch until ACTIVE); each round is ``--count``
-sequential creates, a delete, ``--count`` concurrent creates, a delete.
+sequential creates, a delete, ``--count`` concurrent creates, a delete. For the
+concurrent phase it also prints the CPU seconds each part used (server, agent, dockerd,
+shims, incusd, the clients): on 2 cores, what a burst costs in CPU bounds its wall time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dockyard.lab.daemons import Dockerd  # noqa: E402
 from dockyard.lab.onehost import OneHost as Cluster  # noqa: E402
 from dockyard.lab.onehost import Probe  # noqa: E402
 from dockyard.lab.procs import run, wait_for  # noqa: E402
@@ -300,6 +303,57 @@ def footprint(daemons: set[int], init_pids: list[int]) -> dict[str, float]:
             "cgroups": cgroup_bytes(init_pids) / mib}  # fmt: skip
 
 
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids: set[int]) -> dict[int, float]:
+    """CPU seconds each of ``pids`` used so far, its reaped children included (the
+    ``ip`` and ``nft`` an agent runs, the runc a shim runs)."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    return used
+
+
+def docker_roles(dockerd_pid: int, exec_root: Path) -> dict[str, set[int]]:
+    """dockerd with its containerd, the shims, and what runs in the containers."""
+    shims = set(cmdline_has(f"{exec_root}/")) - {dockerd_pid}
+    inside = tree(list(shims)) - shims
+    return {"dockerd": tree([dockerd_pid]) - shims - inside, "shims": shims, "instances": inside}
+
+
+class CpuMeter:
+    """CPU seconds by role over a phase: ``roles()`` names each role's processes; the
+    bench's own process (its API clients) and the commands it ran (CLIs, ping) are
+    the role "clients". Processes that start during the phase count from zero;
+    daemons' children that end in it count through their parent."""
+
+    def __init__(self, roles: Callable[[], dict[str, set[int]]]) -> None:
+        self.roles = roles
+
+    def __enter__(self) -> CpuMeter:
+        self.before = {r: cpu_of(p) for r, p in self.roles().items()}
+        self.clients = self._clients()
+        self.used: dict[str, float] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for role, pids in self.roles().items():
+            was = self.before.get(role, {})
+            self.used[role] = sum(t - was.get(pid, 0.0) for pid, t in cpu_of(pids).items())
+        self.used["clients"] = self._clients() - self.clients
+
+    @staticmethod
+    def _clients() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+
 # --- Incus
 
 
@@ -365,6 +419,9 @@ class Incus:
     def daemons(self) -> set[int]:
         assert self.proc is not None
         return tree([self.proc.pid]) | set(cmdline_has(f"[lxc monitor] {self.root}"))
+
+    def roles(self) -> dict[str, set[int]]:
+        return {"incusd": self.daemons()}  # its lxc monitors and their containers too
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -468,6 +525,12 @@ class Dockyard:
         shims = [p for p in cmdline_has(f"{c.dockerd.exec_root}/") if p not in top]
         return tree(top) | set(shims)
 
+    def roles(self) -> dict[str, set[int]]:
+        c = self.cluster
+        assert c.server_proc and c.agent_proc and c.dockerd.proc
+        return {"server": tree([c.server_proc.pid]), "agent": tree([c.agent_proc.pid]),
+                **docker_roles(c.dockerd.proc.pid, c.dockerd.exec_root)}  # fmt: skip
+
     def stop(self) -> None:
         if getattr(self, "http", None) is not None:
             self.http.close()
@@ -489,8 +552,8 @@ class DockerFloor:
     /proc view, no database, no action log.
     """
 
-    def __init__(self, dockerd_url: str, tag: str, subnet: str, rootfs: Path) -> None:
-        self.env = {**os.environ, "DOCKER_HOST": dockerd_url}
+    def __init__(self, dockerd: Dockerd, tag: str, subnet: str, rootfs: Path) -> None:
+        self.env, self.dockerd = {**os.environ, "DOCKER_HOST": dockerd.url}, dockerd
         self.subnet, self.bridge, self.tag = subnet, f"dyf-{tag}", tag
         self.probe = Probe(f"f{tag}", self.bridge, f"{subnet}.254/24")
         self.image = f"dockyard-bench-floor:{tag}"
@@ -539,6 +602,10 @@ class DockerFloor:
     def daemons(self) -> set[int]:
         return set()
 
+    def roles(self) -> dict[str, set[int]]:
+        assert self.dockerd.proc is not None  # Dockyard's dockerd: it is not its own
+        return docker_roles(self.dockerd.proc.pid, self.dockerd.exec_root)
+
     def stop(self) -> None:
         with suppress(AssertionError):
             self.clean()
@@ -560,11 +627,14 @@ def concurrent(fn: Create, count: int) -> float:
     return time.monotonic() - start
 
 
-def one_round(fn: Create, clean: Callable[[], None], count: int) -> tuple[list[float], float]:
+def one_round(
+    fn: Create, clean: Callable[[], None], count: int, owner: Any
+) -> tuple[list[float], float, dict[str, float]]:
     seq = [fn(i) for i in range(count)]
     clean()
-    wall = concurrent(fn, count)
-    return seq, wall  # the caller deletes after measuring memory
+    with CpuMeter(owner.roles) as cpu:
+        wall = concurrent(fn, count)
+    return seq, wall, cpu.used  # the caller deletes after measuring memory
 
 
 def p90(xs: list[float]) -> float:
@@ -572,7 +642,9 @@ def p90(xs: list[float]) -> float:
     return s[max(0, int(round(len(s) * 0.9)) - 1)]
 
 
-def report(results: dict[str, dict[str, list[float]]], mem: dict[str, Any], count: int) -> None:
+def report(
+    results: dict[str, dict[str, list[float]]], mem: dict[str, Any], cpu: Cpu, count: int
+) -> None:
     rounds = len(next(iter(results.values()))["wall"])
     print(f"\ncreate -> answers ping: {count} per phase, {rounds} rounds, all rounds pooled")
     bases = [b for b in ("incus", "docker floor") if b in results]
@@ -595,13 +667,29 @@ def report(results: dict[str, dict[str, list[float]]], mem: dict[str, Any], coun
                     f"{name:8} {when:6} {x['procs']:3.0f} procs  RSS {x['rss']:7.1f}  "
                     f"PSS {x['pss']:7.1f}  {x['instances']:2.0f} instances {x['cgroups']:6.1f}"
                 )
-    print(json.dumps({"results": results, "memory": mem}))
+    print(f"\nCPU seconds used while {count} were created at once, by role (median of rounds);"
+          " 'clients' is this script and the commands it ran (CLIs, docker, ip, ping)")
+    roles = sorted({role for runs in cpu.values() for one in runs for role in one})
+    print(f"{'':13}" + "".join(f" {role:>9}" for role in roles) + f" {'total':>9}")
+    for name, runs in cpu.items():
+        cells = [f"{statistics.median(one[role] for one in runs):8.2f}s"
+                 if role in runs[0] else f"{'-':>9}" for role in roles]  # fmt: skip
+        total = statistics.median(sum(one.values()) for one in runs)
+        print(f"{name:13} {' '.join(cells)} {total:8.2f}s")
+    print(json.dumps({"results": results, "memory": mem, "cpu": cpu}))
+
+
+Cpu = dict[str, list[dict[str, float]]]
+
+
+Results = dict[str, dict[str, list[float]]]
 
 
 def run_rounds(systems: dict[str, tuple[Create, Callable[[], None], Any]], rounds: int,
-               count: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:  # fmt: skip
+               count: int) -> tuple[Results, dict[str, Any], Cpu]:  # fmt: skip
     results = {n: {"seq": [], "wall": []} for n in systems}  # type: dict[str, dict[str, list[float]]]
     mem: dict[str, Any] = {}
+    cpus: dict[str, list[dict[str, float]]] = {}
     owners = {id(owner): n.split()[0] for n, (_, _, owner) in systems.items()}
     for _, _, owner in systems.values():
         if not owner.daemons():
@@ -609,15 +697,17 @@ def run_rounds(systems: dict[str, tuple[Create, Callable[[], None], Any]], round
         mem.setdefault(owners[id(owner)], {})["idle"] = footprint(owner.daemons(), [])
     for r in range(rounds):
         for name, (fn, clean, owner) in systems.items():
-            seq, wall = one_round(fn, clean, count)
+            seq, wall, cpu = one_round(fn, clean, count, owner)
             results[name]["seq"] += seq
             results[name]["wall"].append(wall)
+            cpus.setdefault(name, []).append(cpu)
             if r == rounds - 1 and owners[id(owner)] in mem:
                 mem[owners[id(owner)]]["loaded"] = footprint(owner.daemons(), owner.init_pids())
             clean()
-            print(f"round {r + 1} {name}: seq median {statistics.median(seq):.3f}s, "
-                  f"{count} concurrent {wall:.3f}s", flush=True)  # fmt: skip
-    return results, mem
+            used = sum(cpu.values())
+            print(f"round {r + 1} {name}: seq median {statistics.median(seq):.3f}s, {count} "
+                  f"concurrent {wall:.3f}s using {used:.2f}s CPU", flush=True)  # fmt: skip
+    return results, mem, cpus
 
 
 def main() -> None:
@@ -670,7 +760,7 @@ def measure(stack: ExitStack, args: argparse.Namespace) -> None:
         systems["incus"] = (incus.create, incus.clean, incus)
     if not args.skip_floor:
         subnet = f"198.18.{(int(dy.cluster.subnet.split('.')[2]) + 50) % 220 + 20}"
-        floor = DockerFloor(dy.cluster.dockerd.url, dy.cluster.tag, subnet, rootfs)
+        floor = DockerFloor(dy.cluster.dockerd, dy.cluster.tag, subnet, rootfs)
         stack.callback(floor.stop)
         floor.start()
         floor.create(99)  # warm-up
@@ -678,8 +768,8 @@ def measure(stack: ExitStack, args: argparse.Namespace) -> None:
         systems["docker floor"] = (floor.create, floor.clean, floor)
     systems["dockyard cli"] = (dy.via_cli, dy.clean, dy)
     systems["dockyard api"] = (dy.via_api, dy.clean, dy)
-    results, mem = run_rounds(systems, args.rounds, args.count)
-    report(results, mem, args.count)
+    results, mem, cpu = run_rounds(systems, args.rounds, args.count)
+    report(results, mem, cpu, args.count)
 
 
 if __name__ == "__main__":
