@@ -5,6 +5,7 @@ a statement budget, and the desired read to one that does not grow with the flee
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import event
@@ -188,3 +189,77 @@ def _changes(watch, own, reads):
         waiting(1)
     own.notify("h1")
     waiting(2)
+
+
+FULL = "SELECT instances.id, instances.name"  # the whole instance, with its joins
+STAMP = "SELECT instances.updated_at, instances.deleted_at, hosts.last_heartbeat"
+
+
+def test_a_waiting_watch_compares_a_stamp_and_reads_the_instance_only_now_and_then(tmp_path):
+    """Twenty --wait's in a burst of creates each read their whole instance every second
+    (a fifth of the server's CPU): between notifications the re-read now compares one
+    narrow row, and reads in full every FULL_READ_EVERY re-reads."""
+    from fastapi.testclient import TestClient
+
+    from dockyard.api.app import create_app
+    from dockyard.api.instances import FULL_READ_EVERY
+    from dockyard.api.server import init
+    from dockyard.db.session import Database
+    from tests.api.conftest import Cloud
+
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
+    admin = init(db)
+    with TestClient(create_app(db, tmp_path, watch_reread=0.05)) as client:
+        cloud = Cloud(client, admin)
+        token = cloud.register("h1")
+        cloud.catalog()
+        iid = cloud.create("web1").json()["id"]
+        version = cloud.ok("GET", f"/instances/{iid}/watch")["version"]
+        with counted(cloud) as seen:
+            out = cloud.ok("GET", f"/instances/{iid}/watch?since={version}&wait=1")
+        assert out["version"] == version  # nothing changed: answered at the deadline
+        full = [q for q in seen if q.startswith(FULL)]
+        stamps = [q for q in seen if q.startswith(STAMP)]
+        assert len(stamps) >= FULL_READ_EVERY, seen  # re-read every 0.05 s for 1 s
+        # the first read, one per FULL_READ_EVERY re-reads, the answer's
+        assert len(full) <= 2 + len(stamps) // (FULL_READ_EVERY - 1), seen
+        # a change still answers at once: the report's notification wakes the watch
+        body = {"power_state": "running", "task_done": "spawning"}
+        cloud.ok("PUT", f"/agent/instances/{iid}/state", token, json=body)
+        out = cloud.ok("GET", f"/instances/{iid}/watch?since={version}&wait=20")
+        assert out["instance"]["status"] == "ACTIVE" and out["version"] != version
+    db.engine.dispose()
+
+
+def test_a_waiting_watch_sees_its_host_go_down_without_a_notification(tmp_path, monkeypatch):
+    """A host that stops beating changes what a watcher sees (power "unknown") with no
+    write to announce it: the stamp carries the host's being up (no full re-read here)."""
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from dockyard.api import instances
+    from dockyard.api.app import create_app
+    from dockyard.api.server import init
+    from dockyard.db.session import Database
+    from tests.api.conftest import Cloud
+
+    monkeypatch.setattr(instances, "FULL_READ_EVERY", 10_000)
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=1))
+    admin = init(db)
+    with TestClient(create_app(db, tmp_path, watch_reread=0.1)) as client:
+        cloud = Cloud(client, admin)
+        token = cloud.register("h1")
+        cloud.catalog()
+        iid = cloud.create("web1").json()["id"]
+        body = {"power_state": "running", "task_done": "spawning"}
+        cloud.ok("PUT", f"/agent/instances/{iid}/state", token, json=body)
+        cloud.ok("POST", "/agent/hosts/h1/heartbeat", token)
+        seen = cloud.ok("GET", f"/instances/{iid}/watch")
+        assert seen["instance"]["power_state"] == "running"
+        started = time.monotonic()
+        out = cloud.ok("GET", f"/instances/{iid}/watch?since={seen['version']}&wait=30")
+        assert out["instance"]["power_state"] == "unknown"
+        # the host's second without a beat and a few re-reads, not the 30 s wait
+        assert time.monotonic() - started < 15
+    db.engine.dispose()

@@ -13,6 +13,7 @@ from dockyard import model
 from dockyard.api import moves
 from dockyard.api.deps import Db, Key, Member, RequestId, User, Watch
 from dockyard.api.volumes import refuse_host_paths
+from dockyard.api.watch import HostWatch
 from dockyard.db import instances, managed, rebuild, schedules
 from dockyard.db.identity import Principal
 from dockyard.db.session import Database
@@ -86,31 +87,73 @@ async def watch_instance(
     """Long poll: answer as soon as the instance's version differs from ``since`` (at
     once if it already does), else with the same version after ``wait`` seconds.
     404 for an instance the caller cannot see, 410 once it is deleted."""
-    deadline = asyncio.get_running_loop().time() + wait
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     # a waiter registers before its first read (one read per wake-up, none wasted);
     # registered before each read, so nothing slips between a read and the wait
     ident, fut = key, watch.instances.register(key) if since else None
     try:
         while True:
-            seen = await run_in_threadpool(_watched, db, who, ident)
-            left = deadline - asyncio.get_running_loop().time()
-            if seen.version != since or left <= 0:
+            seen, stamp = await run_in_threadpool(_watched, db, who, ident)
+            if seen.version != since or deadline <= loop.time():
                 return seen
-            if fut is not None and ident == seen.instance.id:
-                await watch.instances.wait(ident, fut, min(watch.reread, left))
-            elif fut is not None:  # registered under a name: notifications carry the id
-                watch.instances.cancel(ident, fut)
-            ident = seen.instance.id  # a name resolves once; a deletion then answers 410
-            fut = watch.instances.register(ident)
+            if fut is None or ident != seen.instance.id:
+                if fut is not None:  # registered under a name: notifications carry the id
+                    watch.instances.cancel(ident, fut)
+                ident = seen.instance.id  # a name resolves once; a deletion then answers 410
+                fut = watch.instances.register(ident)
+            fut = await _quiet(watch, db, ident, stamp, deadline, fut)
     finally:
         if fut is not None:
             watch.instances.cancel(ident, fut)
 
 
-def _watched(db: Database, who: Principal, key: str) -> model.InstanceWatched:
+FULL_READ_EVERY = 5  # re-reads; the others only compare the instance's stamp
+
+
+async def _quiet(
+    watch: HostWatch,
+    db: Database,
+    iid: str,
+    stamp: instances.Stamp,
+    deadline: float,
+    fut: asyncio.Future[None],
+) -> asyncio.Future[None]:
+    """Wait on ``fut`` while nothing the watcher sees can have changed; return the
+    future to wait on next, registered before the full read that follows.
+
+    A notification ends the wait at once. The re-read every ``watch.reread`` seconds is
+    there for what no notification carries: a state derived from time (a host gone
+    silent shows power "unknown") and another server's notification lost while its
+    listener reconnected. It compares the instance's stamp (its last update, its
+    deletion, its host being up: one narrow query, where the full read loads the
+    instance with its joins and hashes its version) and reads everything only every
+    FULL_READ_EVERY re-reads (say, a volume's row changed on another server)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(FULL_READ_EVERY):
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        woken = await watch.instances.wait(iid, fut, min(watch.reread, left))
+        fut = watch.instances.register(iid)  # before the next read: nothing slips between
+        if woken or deadline <= loop.time():
+            break
+        if await run_in_threadpool(_stamp, db, iid) != stamp:
+            break
+    return fut
+
+
+def _watched(
+    db: Database, who: Principal, key: str
+) -> tuple[model.InstanceWatched, instances.Stamp]:
     with db.session(write=False) as s:
-        inst = instances.watched(s, who, key)
-    return model.InstanceWatched(version=version_of(inst), instance=inst)
+        inst, stamp = instances.watched(s, who, key)
+    return model.InstanceWatched(version=version_of(inst), instance=inst), stamp
+
+
+def _stamp(db: Database, iid: str) -> instances.Stamp | None:
+    with db.session(write=False) as s:
+        return instances.stamp(s, iid)
 
 
 def version_of(inst: model.Instance) -> str:

@@ -67,8 +67,9 @@ class Waiters:
         self._waiters[key].add(fut)
         return fut
 
-    async def wait(self, key: str, fut: asyncio.Future[None], timeout: float) -> None:
-        """Until ``fut`` is woken or ``timeout`` passes; ``fut`` is done with either way.
+    async def wait(self, key: str, fut: asyncio.Future[None], timeout: float) -> bool:
+        """Until ``fut`` is woken (True) or ``timeout`` passes (False); ``fut`` is done
+        with either way.
 
         The waiter awaits ``fut`` itself (not through shield and wait_for, whose layers
         each took a turn of the event loop), so a wake-up resumes it at the loop's next
@@ -77,8 +78,9 @@ class Waiters:
         try:
             async with asyncio.timeout(timeout):
                 await fut
+            return True
         except TimeoutError:
-            pass
+            return False
         finally:
             self.cancel(key, fut)
 

@@ -146,6 +146,11 @@ def is_up(row: m.Host, at: datetime | None = None) -> bool:
     return _fresh(row.last_heartbeat, at or m.now(), down_after(object_session(row)))
 
 
+def beat_is_fresh(last_heartbeat: datetime, s: Session) -> bool:
+    """``is_up`` for a host's last heartbeat read on its own (without the row)."""
+    return _fresh(last_heartbeat, m.now(), down_after(s))
+
+
 def _fresh(last_heartbeat: datetime | None, at: datetime, limit: timedelta) -> bool:
     return last_heartbeat is not None and at - last_heartbeat < limit
 

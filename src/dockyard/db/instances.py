@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -192,16 +193,40 @@ def get(s: Session, who: Principal, key: str) -> m.Instance:
     return lookup.one(s.scalars(q).unique().all(), "instance", key, "dockyard server list")
 
 
-def watched(s: Session, who: Principal, key: str) -> model.Instance:
-    """The instance for a watch: as ``get``, but an id the caller's project deleted is
-    Gone (410), so a waiter learns it ended; another project's stays NotFound."""
+Stamp = tuple[datetime, datetime | None, bool]
+
+
+def watched(s: Session, who: Principal, key: str) -> tuple[model.Instance, Stamp]:
+    """The instance for a watch, and its stamp: as ``get``, but an id the caller's
+    project deleted is Gone (410), so a waiter learns it ended; another project's stays
+    NotFound."""
     row = s.get(m.Instance, key, options=instance_state.UNREAD)
     if row is not None and (who.is_admin or row.project_id == who.project_id):
         if row.deleted_at is not None:
             raise Gone(f"instance {row.name} ({key}) was deleted")
         if not _named_by_another(s, who, row):
-            return to_model(row)  # by id, the common case: one read, not two
-    return to_model(get(s, who, key))
+            return to_model(row), _stamp_of(row)  # by id, the common case: one read
+    inst = get(s, who, key)
+    return to_model(inst), _stamp_of(inst)
+
+
+def stamp(s: Session, instance_id: str) -> Stamp | None:
+    """What changes whenever the watched instance's row does or its host goes up or
+    down, in one narrow query: its last update, its deletion, its host being up (a
+    state computed from time, which no change to a row announces). None: no such row."""
+    found = s.execute(
+        select(m.Instance.updated_at, m.Instance.deleted_at, m.Host.last_heartbeat)
+        .outerjoin(m.Host, m.Instance.host_id == m.Host.id)
+        .where(m.Instance.id == instance_id)
+    ).one_or_none()
+    if found is None:
+        return None
+    updated, deleted, beat = found
+    return updated, deleted, beat is not None and hosts.beat_is_fresh(beat, s)
+
+
+def _stamp_of(row: m.Instance) -> Stamp:
+    return row.updated_at, row.deleted_at, row.host is not None and hosts.is_up(row.host)
 
 
 def _named_by_another(s: Session, who: Principal, row: m.Instance) -> bool:
