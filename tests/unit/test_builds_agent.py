@@ -482,10 +482,8 @@ def test_a_push_without_a_login_sends_an_empty_one_never_roots():
     registry and sends it: the push must say {} instead."""
     from types import SimpleNamespace
 
-    from dockyard.compute.drivers.docker import DockerDriver
+    from dockyard.compute.drivers.docker_images import DockerImages
 
-    driver = DockerDriver.__new__(DockerDriver)  # no dockerd: only its push is used
-    driver._registry_ca = None
     sent: list[object] = []
 
     def push(repo, tag, stream, decode, auth_config):
@@ -493,8 +491,8 @@ def test_a_push_without_a_login_sends_an_empty_one_never_roots():
         yield {"status": "pushed"}
         yield {"aux": {"Digest": "sha256:" + "c" * 64}}
 
-    driver.api = SimpleNamespace(push=push)
-    assert driver.push("127.0.0.1:5000/p/app:t") == "sha256:" + "c" * 64
+    images = DockerImages(SimpleNamespace(push=push))  # no dockerd: only its push is used
+    assert images.push("127.0.0.1:5000/p/app:t") == "sha256:" + "c" * 64
     assert sent == [{}]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.compute.drivers.docker import trust_registry
+from dockyard.compute.drivers.docker_images import trust_registry
 
 SOURCE = "198.18.0.1:5001/dockyard/web@sha256:" + "a" * 64
 
