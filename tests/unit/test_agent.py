@@ -135,11 +135,25 @@ def test_a_step_done_and_reported_is_not_repeated_until_the_server_says_more(hos
 
     assert host.driver.calls.count("create") == 1
     assert len(host.server.reports_of(iid)) == 1
-    # a new generation that still says "spawning" (the report was lost): said again
+    # a new generation that still says "spawning" half a minute on (the report was
+    # lost): said again
     host.server.publish(instance(iid))
     _pass(agent, host)
     assert host.driver.calls.count("create") == 1
     assert [r.task_done for r in host.server.reports_of(iid)] == [TaskState.spawning] * 2
+
+
+def test_another_instances_create_does_not_repeat_a_report_the_server_is_taking_in(host):
+    """Twenty creates at once: each one's pass still sees the spawns before it waiting
+    (their reports are on the way) and used to report each of them again."""
+    first, second = new_id(), new_id()
+    host.server.publish(instance(first))
+    agent = host.agent()
+    _pass(agent, host)
+    host.server.publish(instance(first), instance(second, last_octet=6))  # a new generation
+    _pass(agent, host)
+    assert len(host.server.reports_of(first)) == 1
+    assert len(host.server.reports_of(second)) == 1
 
 
 def test_stale_links_of_known_instances_go_and_other_links_stay(host):

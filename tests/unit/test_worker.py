@@ -37,6 +37,35 @@ def test_a_spawn_runs_the_instance_on_its_bridge_and_reports_it(host):
     )
 
 
+
+def test_a_report_goes_once_for_the_same_desired_instance(host):
+    """In a burst of creates, passes started by other instances' changes still see a
+    spawn's task waiting (the server's answer to its report has not come back) and plan
+    the report again: the server hears it once. A new desired state, a new report, or
+    REPORT_AGAIN_AFTER seconds later, and it goes again."""
+    from dockyard.compute.worker import REPORT_AGAIN_AFTER
+
+    iid = new_id()
+    want = instance(iid)
+    worker, now = host.worker(), [100.0]
+    worker.clock = lambda: now[0]
+
+    worker.run(Step.spawn, want)
+    worker.run(Step.report, want)
+    worker.run(Step.report, instance(iid))  # the same, read again from the server
+    assert len(host.server.reports_of(iid)) == 1
+
+    worker.run(Step.report, want.model_copy(update={"reboot_seq": 1}))  # the server's news
+    assert len(host.server.reports_of(iid)) == 2
+    host.driver.stop(iid)  # what is changed: the report too
+    worker.run(Step.report, want)
+    assert host.server.reports_of(iid)[-1].power_state == PowerState.shutdown
+    now[0] += REPORT_AGAIN_AFTER  # a server that lost it hears it again
+    worker.run(Step.report, want)
+    assert len(host.server.reports_of(iid)) == 4
+    worker.run(Step.destroy, want.model_copy(update={"power": "deleted"}))
+    assert iid not in worker._sent  # nothing kept of a removed instance
+
 @pytest.mark.parametrize(
     "part,method,error",
     [

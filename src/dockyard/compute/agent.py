@@ -126,6 +126,7 @@ class Agent:
             transfer=transfer,
             health=self.health.health,
         )
+        self.worker.clock = clock
         self.monitor = LimitMonitor(self.store, client, views, meter)
         self.survey = survey or HostSurvey()
         self.drift = InstanceChecker(self.store, meter, plumber)

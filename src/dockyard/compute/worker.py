@@ -44,6 +44,9 @@ from dockyard.model.health import counts as health_counts
 
 log = logging.getLogger(__name__)
 CREATED = "created"  # Record.applied_for before the first start
+# the same report of the same desired instance is not sent again within this many
+# seconds (see Worker._send_report); after it, it is (a server that lost it, say)
+REPORT_AGAIN_AFTER = 30.0
 # fault injection for the restart tests: stall between create and start
 _PAUSE_AFTER_CREATE = float(os.environ.get("DOCKYARD_FAULT_PAUSE_AFTER_CREATE", "0"))
 
@@ -72,6 +75,9 @@ class Worker:
         self.plumber, self.views, self.meter, self.volumes = plumber, views, meter, volumes
         self.transfer = transfer or RegistryTransfer()
         self.snapshots = Snapshotter(driver, volumes, self.transfer)
+        self.clock: Callable[[], float] = time.monotonic
+        # per instance: the desired state and the report last sent for it, and when
+        self._sent: dict[str, tuple[DesiredInstance, InstanceReport, float]] = {}
 
     def run(self, step: Step, want: DesiredInstance) -> bool:
         """Do ``step``. A PermanentError is reported to the user (then False); others
@@ -342,7 +348,24 @@ class Worker:
         obs = obs if obs is not None else self.driver.inspect(want.id)
         if want.task_state is None and want.power_state == power_of(obs):
             return
-        self.client.report(want.id, self._state(want, obs, task_done=want.task_state))
+        self._send_report(want, self._state(want, obs, task_done=want.task_state))
+
+    def _send_report(self, want: DesiredInstance, report: InstanceReport) -> None:
+        """Send ``report``, unless it was just sent for the same desired instance.
+
+        A step's report changes the server's desired state, but until the agent has
+        that, any other change on the host (twenty creates at once) starts a pass that
+        still sees the task waiting and plans the report again: every spawn in a burst
+        was reported twice, and each report bumps the host's generation and so another
+        read of the whole desired state. A report the server may have lost (its
+        database restored, say) goes again after REPORT_AGAIN_AFTER seconds."""
+        now = self.clock()
+        last = self._sent.get(want.id)
+        if last is not None and last[:2] == (want, report) and now - last[2] < REPORT_AGAIN_AFTER:
+            log.debug("%s: the same report as %.1fs ago, not sent again", want.name, now - last[2])
+            return
+        self.client.report(want.id, report)
+        self._sent[want.id] = (want, report, now)
 
     def destroy(self, instance_id: str) -> None:
         """After: no container, veth, port rule or file of the instance. Idempotent.
@@ -353,6 +376,7 @@ class Worker:
         self.plumber.unplumb(instance_id)
         self.store.forget(instance_id)
         self.views.forget(instance_id)
+        self._sent.pop(instance_id, None)
 
     def run_failed(self, step: Step, want: DesiredInstance, message: str) -> None:
         """Give up on ``step``: clean up as after a permanent error and report it."""
