@@ -499,8 +499,8 @@ class Dockyard:
         c, start = self.cluster, time.monotonic()
         body = {"name": f"a{i}", "image": "demo", "flavor": "small", "network": "net"}
         http = self.http  # one client, kept open: a client per call costs its TLS set-up
-        inst = _ok(http.post("/instances", json=body))
-        version = ""
+        r = http.post("/instances", json=body)
+        inst, version = _ok(r), r.headers.get("etag", "").strip('"')  # the watch starts there
         while inst["status"] != "ACTIVE":  # the instance watch answers when its state changes
             out = _ok(http.get(f"/instances/{inst['id']}/watch",
                                params={"since": version, "wait": 25}))  # fmt: skip

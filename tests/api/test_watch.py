@@ -239,3 +239,53 @@ def test_cli_delete_wait_ends_on_the_deletion(live, tmp_path, capsys):
 def report_spawned(cloud, agent, iid):
     cloud.ok("PUT", f"/agent/instances/{iid}/state", agent, json=BUSY)
     return time.monotonic()
+
+
+def test_the_creates_etag_is_where_its_watch_starts(cloud):
+    """A client waiting for a new instance starts its watch from the create's answer:
+    a watch from that version holds until the instance changes (no read that answers
+    at once), and an action's answer carries its version too."""
+    cloud.catalog()
+    agent = cloud.register("h1")
+    r = cloud.create("web")
+    assert r.status_code == 202
+    iid, version = r.json()["id"], r.headers["etag"].strip('"')
+    assert _watch(cloud, iid).json()["version"] == version  # the watch's own version
+    started = time.monotonic()
+    held = _watch(cloud, iid, since=version, wait=0.5).json()
+    assert held["version"] == version and time.monotonic() - started >= 0.5
+    t, out = _in_thread(lambda: _watch(cloud, iid, since=version, wait=20))
+    time.sleep(0.2)
+    cloud.ok("PUT", f"/agent/instances/{iid}/state", agent, json=BUSY)
+    t.join(10)
+    assert out["r"].json()["instance"]["status"] == "ACTIVE"
+    stop = cloud.call("POST", f"/instances/{iid}/stop")
+    assert stop.status_code == 202
+    assert stop.headers["etag"].strip('"') == _watch(cloud, iid).json()["version"]
+
+
+def test_cli_wait_starts_from_the_answers_version(live, tmp_path, capsys):
+    """`server create --wait` follows the watch from the create's ETag: the watch's
+    first read holds instead of answering at once."""
+    stack, cloud, agent, _, api = _serve_and_spawn(*live, tmp_path)
+    with stack:
+        body = {"name": "web2", "image": "img", "flavor": "small", "network": "net"}
+        server, version = api.versioned("POST", "/instances", body)
+        assert version
+        asked = []
+        long_poll = api.long_poll
+
+        def counted(path, params, hold):
+            asked.append(params["since"])
+            return long_poll(path, params, hold)
+
+        api.long_poll = counted
+        t, out = _in_thread(
+            lambda: servers.wait(api, server["id"], "web2", 30, answer=(server, version))
+        )
+        time.sleep(0.3)
+        report_spawned(cloud, agent, server["id"])
+        t.join(10)
+        assert out["r"]["status"] == "ACTIVE"
+        assert asked == [version]  # one watch, from the create's version, woken by the report
+    assert "web2: BUILD" in capsys.readouterr().err

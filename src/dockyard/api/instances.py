@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from dockyard import model
@@ -24,9 +24,16 @@ router = APIRouter(tags=["instances"])
 
 @router.post("/instances", status_code=202)
 def create_instance(
-    body: model.InstanceCreate, request: Request, who: Member, db: Db, watch: Watch, rid: RequestId
+    body: model.InstanceCreate,
+    request: Request,
+    response: Response,
+    who: Member,
+    db: Db,
+    watch: Watch,
+    rid: RequestId,
 ) -> model.Instance:
-    """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it."""
+    """Schedule and claim (host, IP, cores) in one transaction; the agent spawns it.
+    The answer's ETag is the instance's watch version: ``since`` for its first watch."""
     refuse_host_paths(who, body.volumes)
     schedules.check_every(body.snapshot_every, request.app.state.snapshot_min_every)
 
@@ -38,6 +45,13 @@ def create_instance(
     inst, host = db.retry(claim)
     watch.notify(host)
     watch.instances.notify(inst.id)
+    return versioned(response, inst)
+
+
+def versioned(response: Response, inst: model.Instance) -> model.Instance:
+    """``inst`` with its watch version as the answer's ETag: a client that waits for it
+    to settle starts its watch there, not with a read that answers at once."""
+    response.headers["etag"] = f'"{version_of(inst)}"'
     return inst
 
 
@@ -168,27 +182,35 @@ def list_actions(key: Key, db: Db, who: User) -> list[model.InstanceAction]:
         return instances.actions(s, who, key)
 
 
-def _act(action: str, key: str, who: Member, db: Db, watch: Watch, rid: str) -> model.Instance:
+def _act(
+    action: str, key: str, who: Member, db: Db, watch: Watch, rid: str, response: Response
+) -> model.Instance:
     with db.session() as s:
         out, host = instances.act(s, who, key, action, rid)
     watch.notify(host)
     watch.instances.notify(out.id)
-    return out
+    return versioned(response, out)
 
 
 @router.post("/instances/{key}/start", status_code=202)
-def start(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
-    return _act("start", key, who, db, watch, rid)
+def start(
+    key: Key, who: Member, db: Db, watch: Watch, rid: RequestId, response: Response
+) -> model.Instance:
+    return _act("start", key, who, db, watch, rid, response)
 
 
 @router.post("/instances/{key}/stop", status_code=202)
-def stop(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
-    return _act("stop", key, who, db, watch, rid)
+def stop(
+    key: Key, who: Member, db: Db, watch: Watch, rid: RequestId, response: Response
+) -> model.Instance:
+    return _act("stop", key, who, db, watch, rid, response)
 
 
 @router.post("/instances/{key}/reboot", status_code=202)
-def reboot(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
-    return _act("reboot", key, who, db, watch, rid)
+def reboot(
+    key: Key, who: Member, db: Db, watch: Watch, rid: RequestId, response: Response
+) -> model.Instance:
+    return _act("reboot", key, who, db, watch, rid, response)
 
 
 @router.post("/instances/{key}/rebuild", status_code=202)
@@ -237,5 +259,7 @@ def resize(
 
 
 @router.delete("/instances/{key}", status_code=202)
-def delete(key: Key, who: Member, db: Db, watch: Watch, rid: RequestId) -> model.Instance:
-    return _act("delete", key, who, db, watch, rid)
+def delete(
+    key: Key, who: Member, db: Db, watch: Watch, rid: RequestId, response: Response
+) -> model.Instance:
+    return _act("delete", key, who, db, watch, rid, response)

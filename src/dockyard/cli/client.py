@@ -30,8 +30,8 @@ class CliError(Exception):
 
 
 class Response:
-    def __init__(self, status: int, content: bytes) -> None:
-        self.status_code, self.content = status, content
+    def __init__(self, status: int, content: bytes, headers: dict[str, str] | None = None) -> None:
+        self.status_code, self.content, self.headers = status, content, headers or {}
 
     def json(self) -> Any:
         return jsonlib.loads(self.content)
@@ -78,10 +78,22 @@ class Api:
         content: BinaryIO | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
+        return self.versioned(method, path, json, content, headers)[0]
+
+    def versioned(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        content: BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[Any, str]:
+        """As ``call``, with the answer's version (its ETag, "" if none): an instance's
+        answer names the version its watch starts from."""
         r = self._request(method, path, json, content, headers)
         if r.status_code >= 400:
             raise CliError(_problem(r))
-        return r.json() if r.content else None
+        return (r.json() if r.content else None), r.headers.get("etag", "").strip('"')
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)
@@ -217,16 +229,16 @@ def _read_response(f: BinaryIO, method: str) -> Response:
         name, _, value = line.decode("latin-1").partition(":")
         fields[name.strip().lower()] = value.strip()
     if method == "HEAD" or status in (204, 304) or status < 200:
-        return Response(status, b"")
+        return Response(status, b"", fields)
     if "chunked" in fields.get("transfer-encoding", "").lower():
-        return Response(status, _read_chunked(f))
+        return Response(status, _read_chunked(f), fields)
     if "content-length" in fields:
         want = int(fields["content-length"])
         content = f.read(want)
         if len(content) != want:
             raise ValueError(f"the answer ended after {len(content)} of {want} bytes")
-        return Response(status, content)
-    return Response(status, f.read())
+        return Response(status, content, fields)
+    return Response(status, f.read(), fields)
 
 
 def _read_chunked(f: BinaryIO) -> bytes:

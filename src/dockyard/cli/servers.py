@@ -123,9 +123,9 @@ def create(api: Api, a: argparse.Namespace) -> None:
         if body.get("snapshot_every") is None:
             raise CliError("--snapshot-keep goes with --snapshot-every D (say how often)")
         body["snapshot_keep"] = a.snapshot_keep
-    server = api.post("/instances", body)
+    server, version = api.versioned("POST", "/instances", body)
     if a.wait:
-        server = wait(api, server["id"], a.name, timeout=a.timeout)
+        server = wait(api, server["id"], a.name, timeout=a.timeout, answer=(server, version))
     emit(server, a.format, SERVER_COLUMNS)
     if server["status"] == "ERROR":
         raise CliError(f"{a.name} is in ERROR: {server['fault']}")
@@ -163,12 +163,28 @@ def _volumes(specs: list[str] | None) -> list[dict[str, Any]]:
     return out
 
 
-def wait(api: Api, ident: str, label: str, timeout: float, gone_ok: bool = False) -> Any:
+def wait(
+    api: Api,
+    ident: str,
+    label: str,
+    timeout: float,
+    gone_ok: bool = False,
+    answer: tuple[Any, str] = (None, ""),
+) -> Any:
     """Follow the instance's watch until it settles (or disappears, for delete), showing
-    progress. A server without the watch endpoint (404 on the route) is polled instead."""
+    progress. A server without the watch endpoint (404 on the route) is polled instead.
+
+    ``answer``: the instance as the request that changed it answered, with the version
+    of its ETag; the watch starts from that version (one read fewer per --wait)."""
     seen = _Seen(label, timeout, gone_ok)
     hold = 1.0 if seen.tty else WATCH_HOLD  # a terminal's clock ticks once a second
-    version = ""
+    first, version = answer
+    if first is not None and version:
+        settled, server = seen.saw(first)
+        if settled:
+            return server
+    else:
+        version = ""
     while True:
         wait_s = min(hold, max(0.0, timeout - seen.elapsed()))
         params = {"since": version, "wait": f"{wait_s:.3f}"}
@@ -239,15 +255,15 @@ def _progress(text: str, tty: bool, final: bool = False) -> None:
 def action(verb: str) -> Any:
     def run(api: Api, a: argparse.Namespace) -> None:
         if verb == "delete":
-            server = api.delete(f"/instances/{a.name}")
+            server, version = api.versioned("DELETE", f"/instances/{a.name}")
         elif verb == "resize":
             body = {"flavor": a.flavor, **({"allow_migrate": True} if a.allow_migrate else {})}
-            server = api.post(f"/instances/{a.name}/resize", body)
+            server, version = api.versioned("POST", f"/instances/{a.name}/resize", body)
         elif verb == "rebuild":
             body = {**({"image": a.image} if a.image else {}), **runspec.body(a)}
-            server = api.post(f"/instances/{a.name}/rebuild", body)
+            server, version = api.versioned("POST", f"/instances/{a.name}/rebuild", body)
         else:
-            server = api.post(f"/instances/{a.name}/{verb}")
+            server, version = api.versioned("POST", f"/instances/{a.name}/{verb}")
         if server["power_state"] == "unknown" and server["host"]:
             # nothing to wait for: the host's agent carries it out when it is back
             print(
@@ -255,7 +271,8 @@ def action(verb: str) -> Any:
                 f"{server['host']} is down: it is carried out when the host returns"
             )
         elif a.wait:
-            after = wait(api, server["id"], a.name, a.timeout, gone_ok=verb == "delete")
+            after = wait(api, server["id"], a.name, a.timeout, gone_ok=verb == "delete",
+                         answer=(server, version))  # fmt: skip
             if after is not None:
                 emit(after, a.format, SERVER_COLUMNS)
                 if after["status"] == "ERROR" or after["fault"]:
