@@ -298,3 +298,31 @@ def test_the_agent_beats_at_the_pace_the_servers_answer_sets(host):
     loop.start()
     loop.join(timeout=5)
     assert not loop.is_alive() and len(beats) >= 4
+
+
+def test_a_pass_that_listed_dockerd_before_a_step_ended_plans_nothing_for_it(host):
+    """Twenty creates at once: a pass lists dockerd, an instance's spawn ends meanwhile,
+    and that pass (at a newer generation, the spawn's task still waiting) saw no
+    container: it spawned the instance again, a second create and its veth replaced
+    under the running instance. Now the spawn's end wakes a pass that looks again."""
+    iid = new_id()
+    host.server.publish(instance(iid))
+    agent = host.agent()
+    listing = host.driver.list
+
+    def listed_while_the_spawn_ends():
+        seen = [o for o in listing() if o.instance_id != iid]  # before its container was
+        agent._done(iid)  # what the end of its spawn step does
+        return seen
+
+    _pass(agent, host)  # spawned
+    assert host.driver.calls.count("create") == 1
+    host.server.publish(instance(iid), instance(new_id(), last_octet=6))  # newer generation
+    host.driver.list = listed_while_the_spawn_ends
+    _pass(agent, host)
+    host.driver.list = listing
+    assert host.driver.calls.count("create") == 2  # the other instance's only
+    assert len(host.server.reports_of(iid)) == 1
+    _pass(agent, host)  # the pass the step's end woke: it looks again, nothing to do
+    assert host.driver.calls.count("create") == 2
+    assert len(host.server.reports_of(iid)) == 1

@@ -142,6 +142,10 @@ class Agent:
         self._survey_pool = ThreadPoolExecutor(1, thread_name_prefix="survey")
         self._surveying: Future[model.HostStatus] | None = None
         self._busy: set[str] = set()
+        # steps ended so far, and the count at each instance's last one: a pass whose
+        # listing of dockerd began before an instance's step ended plans nothing for it
+        self._ended = 0
+        self._ended_at: dict[str, int] = {}
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._settled: dict[str, int] = {}
@@ -416,6 +420,9 @@ class Agent:
 
     def reconcile_once(self) -> None:
         desired, generation = self.snapshot()
+        with self._lock:
+            listed = self._ended  # the steps ended before this listing of dockerd
+            self._ended_at = {iid: n for iid, n in self._ended_at.items() if n > listed}
         observed = {o.instance_id: o for o in self.driver.list()}
         self._observed = list(observed.values())
         self.health.sync(_health_targets(desired, observed))
@@ -427,11 +434,13 @@ class Agent:
             # done and reported at this generation: wait for the server's next word
             if self._settled.get(iid) == generation or (cut_off and step in _STARTS):
                 continue
-            if self._claim(iid, now):
-                assert desired is not None
+            assert desired is not None
+            if step == Step.report and self.worker.reported(desired[iid], observed.get(iid)):
+                continue  # said already; the server's answer is on its way
+            if self._claim(iid, now, listed):
                 self._pool.submit(self._run_step, iid, step, desired[iid], generation)
         for iid in p.orphans:
-            if self._claim(iid, now):
+            if self._claim(iid, now, listed):
                 self._pool.submit(self._run_orphan, iid)
         try:  # after the steps are on their way: with br_netfilter on it runs iptables
             self.plumber.sync_bridges()
@@ -496,9 +505,15 @@ class Agent:
         except DockyardError as exc:
             log.warning("could not restore anti-spoofing rules: %s", exc.detail)
 
-    def _claim(self, iid: str, now: float) -> bool:
+    def _claim(self, iid: str, now: float, listed: int) -> bool:
+        """Take ``iid`` for a step, unless one runs, it backs off, or its last step ended
+        after this pass listed dockerd: planned from that listing, a spawn just done
+        would be done again (a second container create, the veth replaced under a
+        running instance: seen in bursts of creates). The step's end wakes a new pass."""
         with self._lock:
             if iid in self._busy or self._not_before.get(iid, 0) > now:
+                return False
+            if self._ended_at.get(iid, 0) > listed:
                 return False
             self._busy.add(iid)
             return True
@@ -555,6 +570,8 @@ class Agent:
     def _done(self, iid: str) -> None:
         with self._lock:
             self._busy.discard(iid)
+            self._ended += 1
+            self._ended_at[iid] = self._ended
         self.wake.set()
 
 

@@ -350,6 +350,17 @@ class Worker:
             return
         self._send_report(want, self._state(want, obs, task_done=want.task_state))
 
+    def reported(self, want: DesiredInstance, obs: Observed | None) -> bool:
+        """A report step would say nothing new: the last report for ``want.id``, within
+        REPORT_AGAIN_AFTER, was for this same desired instance and power state."""
+        last = self._sent.get(want.id)
+        return (
+            last is not None
+            and last[0] == want
+            and last[1].power_state == power_of(obs)
+            and self.clock() - last[2] < REPORT_AGAIN_AFTER
+        )
+
     def _send_report(self, want: DesiredInstance, report: InstanceReport) -> None:
         """Send ``report``, unless it was just sent for the same desired instance.
 
