@@ -35,6 +35,32 @@ def counted(cloud):
         event.remove(engine, "before_cursor_execute", note)
 
 
+@contextmanager
+def rereading(tmp_path, reread, down_after=None):
+    """A cloud whose waiters re-read every ``reread`` seconds (hosts down after
+    ``down_after``), with host h1 and the catalog; yields (cloud, h1's token)."""
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from dockyard.api.app import create_app
+    from dockyard.api.server import init
+    from dockyard.db.session import Database
+    from tests.api.conftest import Cloud
+
+    limit = {} if down_after is None else {"host_down_after": timedelta(seconds=down_after)}
+    db = Database(f"sqlite:///{tmp_path}/dockyard.db", **limit)
+    admin = init(db)
+    try:
+        with TestClient(create_app(db, tmp_path, watch_reread=reread)) as client:
+            cloud = Cloud(client, admin)
+            token = cloud.register("h1")
+            cloud.catalog()
+            yield cloud, token
+    finally:
+        db.engine.dispose()
+
+
 def test_a_create_in_an_unlimited_project_counts_no_usage(cloud):
     token = cloud.register("h1")
     cloud.catalog()
@@ -100,19 +126,7 @@ def test_a_waiting_long_poll_reads_only_the_generation_until_there_is_news(tmp_p
     """Every wake-up of an agent's long poll (any change on its host, a report, the
     periodic re-read) used to build the host's whole desired state to compare one
     number: now the state is built once, when it is answered."""
-    from fastapi.testclient import TestClient
-
-    from dockyard.api.app import create_app
-    from dockyard.api.server import init
-    from dockyard.db.session import Database
-    from tests.api.conftest import Cloud
-
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
-    admin = init(db)
-    with TestClient(create_app(db, tmp_path, watch_reread=0.05)) as client:
-        cloud = Cloud(client, admin)
-        token = cloud.register("h1")
-        cloud.catalog()
+    with rereading(tmp_path, 0.05) as (cloud, token):
         cloud.create("web1")
         generation = cloud.ok("GET", "/agent/hosts/h1/desired", token)["generation"]
         with counted(cloud) as seen:
@@ -125,7 +139,6 @@ def test_a_waiting_long_poll_reads_only_the_generation_until_there_is_news(tmp_p
         cloud.create("web2")  # news: answered at once with it
         out = cloud.ok("GET", f"/agent/hosts/h1/desired?since={generation}&wait=5", token)
         assert out["generation"] > generation and len(out["instances"]) == 2
-    db.engine.dispose()
 
 
 def test_changes_on_a_host_wake_no_read_of_its_recovery_or_build_orders(tmp_path, monkeypatch):
@@ -199,20 +212,9 @@ def test_a_waiting_watch_compares_a_stamp_and_reads_the_instance_only_now_and_th
     """Twenty --wait's in a burst of creates each read their whole instance every second
     (a fifth of the server's CPU): between notifications the re-read now compares one
     narrow row, and reads in full every FULL_READ_EVERY re-reads."""
-    from fastapi.testclient import TestClient
-
-    from dockyard.api.app import create_app
     from dockyard.api.instances import FULL_READ_EVERY
-    from dockyard.api.server import init
-    from dockyard.db.session import Database
-    from tests.api.conftest import Cloud
 
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db")
-    admin = init(db)
-    with TestClient(create_app(db, tmp_path, watch_reread=0.05)) as client:
-        cloud = Cloud(client, admin)
-        token = cloud.register("h1")
-        cloud.catalog()
+    with rereading(tmp_path, 0.05) as (cloud, token):
         iid = cloud.create("web1").json()["id"]
         version = cloud.ok("GET", f"/instances/{iid}/watch")["version"]
         with counted(cloud) as seen:
@@ -228,29 +230,15 @@ def test_a_waiting_watch_compares_a_stamp_and_reads_the_instance_only_now_and_th
         cloud.ok("PUT", f"/agent/instances/{iid}/state", token, json=body)
         out = cloud.ok("GET", f"/instances/{iid}/watch?since={version}&wait=20")
         assert out["instance"]["status"] == "ACTIVE" and out["version"] != version
-    db.engine.dispose()
 
 
 def test_a_waiting_watch_sees_its_host_go_down_without_a_notification(tmp_path, monkeypatch):
     """A host that stops beating changes what a watcher sees (power "unknown") with no
     write to announce it: the stamp carries the host's being up (no full re-read here)."""
-    from datetime import timedelta
-
-    from fastapi.testclient import TestClient
-
     from dockyard.api import instances
-    from dockyard.api.app import create_app
-    from dockyard.api.server import init
-    from dockyard.db.session import Database
-    from tests.api.conftest import Cloud
 
     monkeypatch.setattr(instances, "FULL_READ_EVERY", 10_000)
-    db = Database(f"sqlite:///{tmp_path}/dockyard.db", timedelta(seconds=1))
-    admin = init(db)
-    with TestClient(create_app(db, tmp_path, watch_reread=0.1)) as client:
-        cloud = Cloud(client, admin)
-        token = cloud.register("h1")
-        cloud.catalog()
+    with rereading(tmp_path, 0.1, down_after=1) as (cloud, token):
         iid = cloud.create("web1").json()["id"]
         body = {"power_state": "running", "task_done": "spawning"}
         cloud.ok("PUT", f"/agent/instances/{iid}/state", token, json=body)
@@ -262,4 +250,3 @@ def test_a_waiting_watch_sees_its_host_go_down_without_a_notification(tmp_path, 
         assert out["instance"]["power_state"] == "unknown"
         # the host's second without a beat and a few re-reads, not the 30 s wait
         assert time.monotonic() - started < 15
-    db.engine.dispose()
