@@ -128,13 +128,14 @@ def test_changed_rules_and_grouping_reach_running_daemons(tmp_path):
     import pytest
 
     from dockyard.lab import monitoring as lab_monitoring
-    from dockyard.lab.procs import free_port, stop_proc, wait_for
+    from dockyard.lab.procs import free_ports, stop_proc, wait_for
 
     if not shutil.which("prometheus") or not shutil.which("prometheus-alertmanager"):
         pytest.skip("needs prometheus and prometheus-alertmanager")
     db = Database(f"sqlite:///{tmp_path}/dockyard.db")
     init(db)
-    mon = lab_monitoring.Monitoring(tmp_path / "mon", free_port(), free_port())
+    ports = free_ports(2)
+    mon = lab_monitoring.Monitoring(tmp_path / "mon", ports, ports + 1)
     lab_monitoring.write_setup(mon, "http://127.0.0.1:9", None, {})
     keep_token([Setup.read(mon.setup_file).token_file], "t")  # what the server does at start
     monitoring_config.sync(Setup.read(mon.setup_file), db)

@@ -213,6 +213,52 @@ def test_cli_wait_polls_a_server_without_the_watch(live, tmp_path, capsys):
     assert "web: ACTIVE in" in capsys.readouterr().err
 
 
+def test_cli_wait_from_an_etag_polls_a_server_without_the_watch(live, tmp_path, capsys):
+    """The create answered by a newer server (its ETag), the watch by an older one behind
+    the same address (404 on the route): polled, not "disappeared"."""
+    app, db, token = live
+
+    async def older(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].endswith("/watch"):
+            await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    stack, cloud, agent, iid, api = _serve_and_spawn(older, db, token, tmp_path)
+    with stack:
+        report_spawned(cloud, agent, iid)
+        server, version = api.versioned("POST", f"/instances/{iid}/stop")
+        assert version
+        answer = (server, version)
+        t, out = _in_thread(lambda: servers.wait(api, iid, "web", 30, answer=answer))
+        time.sleep(0.2)
+        stopped = {"power_state": "shutdown", "task_done": "powering-off"}
+        cloud.ok("PUT", f"/agent/instances/{iid}/state", agent, json=stopped)
+        t.join(10)
+        assert out["r"]["status"] == "SHUTOFF"
+    assert "web: SHUTOFF in" in capsys.readouterr().err
+
+
+def test_a_watch_whose_stamp_read_fails_leaves_no_waiter_behind(live, monkeypatch):
+    from dockyard.api import instances as api_instances
+    from dockyard.db.session import DatabaseBusy
+
+    app, db, token = live
+    with TestClient(app) as client:
+        cloud = Cloud(client, token)
+        iid, _ = _spawned(cloud)
+        version = _watch(cloud, iid).json()["version"]
+        app.state.watch.reread = 0.05
+
+        def busy(*_):
+            raise DatabaseBusy("the database is busy; try again in a moment")
+
+        monkeypatch.setattr(api_instances, "_stamp", busy)
+        r = _watch(cloud, iid, since=version, wait=5)
+        assert r.status_code == 503
+        assert iid not in app.state.watch.instances._waiters
+
+
 def test_cli_wait_times_out(live, tmp_path):
     stack, _, _, iid, api = _serve_and_spawn(*live, tmp_path)
     with stack:

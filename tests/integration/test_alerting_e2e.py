@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.api.alerting import Mailbox, Target, http_target, smtp_server
-from tests.integration.cluster import free_port, private_dockerd, run, wait_for
+from tests.integration.cluster import free_ports, private_dockerd, run, wait_for
 from tests.integration.conftest import IMAGE_CACHE, _can_run
 from tests.integration.test_up import DEMO_BRIDGE, Up
 
@@ -98,7 +98,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("alerting-e2e")
     tuning = tmp / "tuning.json"
     tuning.write_text(json.dumps(TUNING))
-    ports = f"{free_port()},{free_port()}"
+    base = free_ports(2)
+    ports = f"{base},{base + 1}"
     try:
         with private_dockerd("ae") as d, http_target() as hook, smtp_server() as mail:
             up = Up(d.root / "state", d.url, "127.0.0.1", "--monitoring",

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from dockyard.lab.procs import LabError
-from tests.integration.cluster import free_port, wait_for
+from tests.integration.cluster import free_ports, wait_for
 from tests.integration.test_up import Up, dockerd  # noqa: F401 (fixture)
 
 pytestmark = [
@@ -51,7 +51,8 @@ def test_up_monitoring_runs_prometheus_with_the_rules_and_the_alertmanager(
 ) -> None:
     tuning = tmp_path / "tuning.json"
     tuning.write_text(json.dumps({"interval": "1s", "rules": {"*": {"for": "5s"}}}))
-    ports = f"{free_port()},{free_port()}"
+    base = free_ports(2)
+    ports = f"{base},{base + 1}"
     up = Up(dockerd.root / "state", dockerd.url, "127.0.0.1", "--no-demo", "--monitoring",
             "--monitoring-ports", ports, "--alert-tuning", str(tuning))  # fmt: skip
     try:

@@ -37,3 +37,10 @@ def test_a_run_with_a_taken_port_is_passed_over(monkeypatch: pytest.MonkeyPatch)
         held.bind(("127.0.0.1", base + 2))
         held.listen()
         assert free_ports(3) == base + 4
+
+
+def test_a_kernel_whose_every_port_is_ephemeral_still_gives_ports(monkeypatch):
+    monkeypatch.setattr("dockyard.lab.procs._ephemeral_low", lambda: 1024)
+    base = free_ports(3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base + 2))

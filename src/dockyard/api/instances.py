@@ -152,7 +152,12 @@ async def _quiet(
         fut = watch.instances.register(iid)  # before the next read: nothing slips between
         if woken or deadline <= loop.time():
             break
-        if await run_in_threadpool(_stamp, db, iid) != stamp:
+        try:
+            now = await run_in_threadpool(_stamp, db, iid)
+        except BaseException:  # the caller's future is gone: this one must not stay
+            watch.instances.cancel(iid, fut)
+            raise
+        if now != stamp:
             break
     return fut
 

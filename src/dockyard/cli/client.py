@@ -93,7 +93,8 @@ class Api:
         r = self._request(method, path, json, content, headers)
         if r.status_code >= 400:
             raise CliError(_problem(r))
-        return (r.json() if r.content else None), r.headers.get("etag", "").strip('"')
+        etag = r.headers.get("etag", "").removeprefix("W/").strip('"')
+        return (r.json() if r.content else None), etag
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)

@@ -185,12 +185,14 @@ def wait(
             return server
     else:
         version = ""
+    asked = False
     while True:
         wait_s = min(hold, max(0.0, timeout - seen.elapsed()))
         params = {"since": version, "wait": f"{wait_s:.3f}"}
         status, body = api.long_poll(f"/instances/{ident}/watch", params, wait_s)
-        if status == 404 and not version:
-            return _poll(api, ident, seen)
+        if status == 404 and not asked:  # a server without the watch (an older one
+            return _poll(api, ident, seen)  # behind the same address, say): poll it
+        asked = True
         settled, server = seen.saw(body["instance"] if status == 200 else None)
         if settled:
             return server

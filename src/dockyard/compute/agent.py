@@ -463,7 +463,7 @@ class Agent:
         rep = model.InstanceReport(
             power_state=power_of(obs), health=health if running else None, rebuilt_seq=rebuilt
         )
-        self.client.report(iid, rep)
+        self.worker.tell(iid, rep)
 
     def _heard_from_server(self) -> None:
         """The server answered: remembered here, and on disk for the next start."""

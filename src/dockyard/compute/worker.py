@@ -252,14 +252,14 @@ class Worker:
             self._start(want, obs, report=False)
             obs = self.driver.inspect(want.id)
         log.info("%s rebuilt from %s (rebuild %d)", want.name, want.image_ref, want.rebuild_seq)
-        self.client.report(want.id, self._state(want, obs, task_done=TaskState.rebuilding))
+        self.tell(want.id, self._state(want, obs, task_done=TaskState.rebuilding))
 
     def _rebuild_failed(self, want: DesiredInstance, rec: Record, exc: DockyardError) -> None:
         obs = self.driver.inspect(want.id)
         message = f"rebuild {want.rebuild_seq} could not get image {want.image_ref}: {exc.detail}"
         if rec.rebuild_failed != want.rebuild_seq:
             rep = self._state(want, obs, task_done=TaskState.rebuilding, error=message[:512])
-            self.client.report(want.id, rep)
+            self.tell(want.id, rep)
             rec.rebuild_failed = want.rebuild_seq
             self.store.save(rec)
         raise TemporaryError(f"{message}; the old container keeps running, will retry") from exc
@@ -321,7 +321,7 @@ class Worker:
             rec = self.store.record(want.id)
             rec.snapshot_done = order.id
             self.store.save(rec)
-        self.client.report(want.id, done)
+        self.tell(want.id, done)
 
     def _halt(self, want: DesiredInstance) -> None:
         self.driver.stop(want.id)
@@ -335,13 +335,13 @@ class Worker:
         rec = self.store.record(want.id)
         if not rec.fenced:
             power = power_of(self.driver.inspect(want.id))
-            self.client.report(want.id, InstanceReport(power_state=power, fenced=True))
+            self.tell(want.id, InstanceReport(power_state=power, fenced=True))
             rec.fenced = True
             self.store.save(rec)
 
     def _destroy(self, want: DesiredInstance) -> None:
         self.destroy(want.id)
-        self.client.report(want.id, InstanceReport(power_state=PowerState.nostate, gone=True))
+        self.tell(want.id, InstanceReport(power_state=PowerState.nostate, gone=True))
 
     def _report(self, want: DesiredInstance, obs: Observed | None = None) -> None:
         """The host now matches ``want``: finish its task, or correct the power state."""
@@ -351,13 +351,21 @@ class Worker:
         self._send_report(want, self._state(want, obs, task_done=want.task_state))
 
     def reported(self, want: DesiredInstance, obs: Observed | None) -> bool:
-        """A report step would say nothing new: the last report for ``want.id``, within
-        REPORT_AGAIN_AFTER, was for this same desired instance and power state."""
+        """A report step for ``want`` with ``obs`` would send nothing (see _send_report)."""
+        return self._said(want, self._state(want, obs, task_done=want.task_state))
+
+    def tell(self, instance_id: str, report: InstanceReport) -> None:
+        """Send a report that is no step's settling one (a health change, a failure, a
+        fence): it may move the server's state anywhere, so the next settling report
+        goes whatever was sent before."""
+        self._sent.pop(instance_id, None)
+        self.client.report(instance_id, report)
+
+    def _said(self, want: DesiredInstance, report: InstanceReport) -> bool:
         last = self._sent.get(want.id)
         return (
             last is not None
-            and last[0] == want
-            and last[1].power_state == power_of(obs)
+            and last[:2] == (want, report)
             and self.clock() - last[2] < REPORT_AGAIN_AFTER
         )
 
@@ -370,13 +378,11 @@ class Worker:
         was reported twice, and each report bumps the host's generation and so another
         read of the whole desired state. A report the server may have lost (its
         database restored, say) goes again after REPORT_AGAIN_AFTER seconds."""
-        now = self.clock()
-        last = self._sent.get(want.id)
-        if last is not None and last[:2] == (want, report) and now - last[2] < REPORT_AGAIN_AFTER:
-            log.debug("%s: the same report as %.1fs ago, not sent again", want.name, now - last[2])
+        if self._said(want, report):
+            log.debug("%s: the same report as just sent, not sent again", want.name)
             return
         self.client.report(want.id, report)
-        self._sent[want.id] = (want, report, now)
+        self._sent[want.id] = (want, report, self.clock())
 
     def destroy(self, instance_id: str) -> None:
         """After: no container, veth, port rule or file of the instance. Idempotent.
@@ -412,7 +418,7 @@ class Worker:
             rec = self.store.record(want.id)
             rec.snapshot_done = want.snapshot.id
             self.store.save(rec)
-        self.client.report(want.id, report)
+        self.tell(want.id, report)
 
     def _ensure_image(self, want: DesiredInstance) -> None:
         fetch = None

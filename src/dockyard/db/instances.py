@@ -205,9 +205,11 @@ def watched(s: Session, who: Principal, key: str) -> tuple[model.Instance, Stamp
         if row.deleted_at is not None:
             raise Gone(f"instance {row.name} ({key}) was deleted")
         if not _named_by_another(s, who, row):
-            return to_model(row), _stamp_of(row)  # by id, the common case: one read
+            stamp = _stamp_of(row)  # before the model: a host going down in between
+            return to_model(row), stamp  # shows in the next stamp (by id: one read)
     inst = get(s, who, key)
-    return to_model(inst), _stamp_of(inst)
+    stamp = _stamp_of(inst)
+    return to_model(inst), stamp
 
 
 def stamp(s: Session, instance_id: str) -> Stamp | None:

@@ -27,7 +27,15 @@ from dockyard.lab import registry as lab_registry
 from dockyard.lab import wiring
 from dockyard.lab.daemons import healthy, server_cmd
 from dockyard.lab.hosts import LabHost
-from dockyard.lab.procs import LabError, alive, free_port, stop_pid, unmount_under, wait_for
+from dockyard.lab.procs import (
+    LabError,
+    alive,
+    free_port,
+    free_ports,
+    stop_pid,
+    unmount_under,
+    wait_for,
+)
 
 NETWORK, BRIDGE = "lab", "dyl-lab"
 
@@ -231,7 +239,8 @@ def _monitoring_setup(lab: Lab, tuning: dict[str, Any]) -> None:
     """DIR/monitoring/setup.json before the server starts: it renders the daemons'
     files from it. Prometheus runs in the root namespace and reaches the server on the
     switch and the agents on their management addresses."""
-    mon = lab_monitoring.Monitoring(lab.dir / "monitoring", free_port(), free_port())
+    ports = free_ports(2)  # two calls of free_port could return the same one
+    mon = lab_monitoring.Monitoring(lab.dir / "monitoring", ports, ports + 1)
     lab_monitoring.write_setup(mon, lab.url, str(lab.ca), tuning)
     lab.data["monitoring"] = {"dir": str(mon.dir), "prometheus_port": mon.prometheus_port,
                               "alertmanager_port": mon.alertmanager_port, "pids": {}}  # fmt: skip

@@ -53,6 +53,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> int:
     also hands to outgoing connections, so between this check and the service's own
     bind a client could take it (in CI `dockyard up`'s registry lost its port + 1 so)."""
     low = _ephemeral_low()
+    if low - count <= 1024 + count:  # the whole range is ephemeral: take from above it
+        low = 65536 - count
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(max(1024, low - 12000), low - count)

@@ -21,7 +21,6 @@ from typing import Any
 
 import docker
 import docker.errors
-import docker.utils
 from docker.types import Mount as DockerMount
 
 from dockyard import cgroups
@@ -55,7 +54,8 @@ class DockerDriver:
         registry_ca: Path | None = None,
     ) -> None:
         """``registry_ca``: before pulling from HOST:PORT, make sure this (local) dockerd
-        trusts that CA there (/etc/docker/certs.d/HOST:PORT/ca.crt, see trust_registry)."""
+        trusts that CA there (/etc/docker/certs.d/HOST:PORT/ca.crt, see
+        docker_images.trust_registry)."""
         self.host = host
         self._labels = [LABEL, f"{HOST_LABEL}={host}"]
         url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"

@@ -59,7 +59,6 @@ class DockerImages:
         """``ref`` vanished behind our back: the next ``ensure_image`` looks again."""
         self._known.discard(ref)
 
-
     def ensure_image(
         self,
         ref: str,
@@ -227,7 +226,6 @@ class DockerImages:
             raise PermanentError(f"no image {ref} on this host") from exc
         except (*CONN, docker.errors.APIError) as exc:
             raise down(exc) from exc
-
 
 
 def _refused(what: str, exc: docker.errors.APIError) -> DockyardError:
