@@ -194,16 +194,21 @@ def test_cli_wait_follows_the_watch_without_polling(live, tmp_path, capsys):
     assert "web: ACTIVE in" in capsys.readouterr().err
 
 
-def test_cli_wait_polls_a_server_without_the_watch(live, tmp_path, capsys):
-    app, db, token = live
+def _without_watch(app):
+    """``app`` as a server from before the watch answers: 404 on its route."""
 
-    async def older(scope, receive, send):  # as a server from before the watch answers
+    async def older(scope, receive, send):
         if scope["type"] == "http" and scope["path"].endswith("/watch"):
             await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
         else:
             await app(scope, receive, send)
 
-    stack, cloud, agent, iid, api = _serve_and_spawn(older, db, token, tmp_path)
+    return older
+
+
+def test_cli_wait_polls_a_server_without_the_watch(live, tmp_path, capsys):
+    app, db, token = live
+    stack, cloud, agent, iid, api = _serve_and_spawn(_without_watch(app), db, token, tmp_path)
     with stack:
         t, out = _wait_in_thread(api, iid, timeout=30)
         time.sleep(0.2)
@@ -217,14 +222,7 @@ def test_cli_wait_from_an_etag_polls_a_server_without_the_watch(live, tmp_path, 
     """The create answered by a newer server (its ETag), the watch by an older one behind
     the same address (404 on the route): polled, not "disappeared"."""
     app, db, token = live
-
-    async def older(scope, receive, send):
-        if scope["type"] == "http" and scope["path"].endswith("/watch"):
-            await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
-        else:
-            await app(scope, receive, send)
-
-    stack, cloud, agent, iid, api = _serve_and_spawn(older, db, token, tmp_path)
+    stack, cloud, agent, iid, api = _serve_and_spawn(_without_watch(app), db, token, tmp_path)
     with stack:
         report_spawned(cloud, agent, iid)
         server, version = api.versioned("POST", f"/instances/{iid}/stop")
