@@ -137,7 +137,7 @@ def _start_recovery(
         found = agent()
         if found is None or not isinstance(found.driver, DockerDriver):
             raise TemporaryError("dockerd has not answered since the agent started")
-        return DockerFiles(found.driver)
+        return DockerFiles(found.driver.api)
 
     recoverer = Recoverer(
         ServerClient(cfg.server, cfg.token, cfg.host, ca_file),

@@ -23,7 +23,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests.exceptions
 
@@ -33,15 +33,13 @@ from dockyard.errors import PermanentError, TemporaryError
 
 TAIL = 4096  # bytes of a command's output kept
 
-if TYPE_CHECKING:
-    from dockyard.compute.drivers.docker import DockerDriver
-
 
 class DockerFiles:
     """compute/recovery.py's FilesInto on a Docker host."""
 
-    def __init__(self, driver: DockerDriver) -> None:
-        self.api = driver.api
+    def __init__(self, api: Any) -> None:
+        """``api``: the Docker driver's low-level client (``DockerDriver.api``)."""
+        self.api = api
 
     def put(self, instance_id: str, tar: bytes, top: str) -> None:
         name = container_name(instance_id)
@@ -71,9 +69,10 @@ class DockerFiles:
             r = self.api.head(url, params={"path": path})
         except requests.exceptions.ConnectionError as exc:
             raise TemporaryError(f"dockerd is not answering: {exc}") from exc
-        if r.status_code not in (200, 404):
-            raise Refused(f"dockerd could not look at {path}: HTTP {r.status_code}")
-        return r.status_code == 200
+        status: int = r.status_code
+        if status not in (200, 404):
+            raise Refused(f"dockerd could not look at {path}: HTTP {status}")
+        return status == 200
 
 
 def _why(exc: requests.exceptions.HTTPError) -> str:
