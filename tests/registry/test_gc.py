@@ -215,3 +215,29 @@ def test_a_servers_push_waits_while_a_collection_holds_the_gate(gate_db: Databas
     t.join()
     with gate.pushing(), other.collecting() as free:
         assert not free
+
+
+def test_a_postponed_collection_checked_again_still_reads_waiting(gc_cloud: GcCloud) -> None:
+    """Each pass opens the window, then checks for pushes: while it checks a postponed
+    collection again, `registry list` said "running since" (and a test reading it
+    then failed in CI). It says waiting until the check passes and it runs."""
+    cloud = gc_cloud
+    cloud.client.app.state.registry_gc.stop()  # this test plays the collector
+    url = cloud.ok("GET", "/registries")[0]["url"]
+    with cloud.db.session() as s:
+        registry_gc.request(s, url)
+    with cloud.db.session() as s:
+        registry_gc.open_window(s, url)
+    assert cloud.collection().startswith("running since")  # the first check
+    with cloud.db.session() as s:
+        registry_gc.postpone(s, url, "a migration of web")
+    with cloud.db.session() as s:
+        since = registry_gc.open_window(s, url)  # checked again
+    assert cloud.collection() == "waiting until a migration of web ends"
+    with cloud.db.session() as s:
+        registry_gc.begin(s, url)  # nothing pushes now: it runs
+    assert cloud.collection().startswith("running since")
+    with cloud.db.session() as s:
+        assert since is not None
+        registry_gc.finish(s, url, since)
+    assert cloud.collection().startswith("done")

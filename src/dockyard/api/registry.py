@@ -334,6 +334,8 @@ class GarbageCollector:
         with self.gate.collecting() as free:
             if not free:
                 return self._postpone("an image import (pushed by a server)")
+            with self.db.session() as s:
+                registry_gc.begin(s, self.url)
             failed = _collect(self.root)
         with self.db.session() as s:
             woken = registry_gc.finish(s, self.url, since)

@@ -64,7 +64,9 @@ def describe(s: Session, url: str) -> str | None:
     row = s.get(m.RegistryGc, url)
     if row is None:
         return None
-    if row.running_since is not None:
+    # a window opened to check again whether a postponed collection may run is not a
+    # collection: until the check passes (``begin``), it still waits
+    if row.running_since is not None and not row.postponed:
         return f"running since {row.running_since:%Y-%m-%d %H:%M:%S}Z"
     if row.requested_at is not None:
         why = f" until {row.postponed} ends" if row.postponed else ""
@@ -80,6 +82,11 @@ def open_window(s: Session, url: str) -> datetime | None:
         return None
     row.running_since = m.now()
     return row.requested_at
+
+
+def begin(s: Session, url: str) -> None:
+    """The check passed: nothing pushes, the collection runs now."""
+    _row(s, url).postponed = None
 
 
 def postpone(s: Session, url: str, why: str) -> None:
