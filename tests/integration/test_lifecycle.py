@@ -30,6 +30,9 @@ def test_create_gives_an_active_reachable_instance_with_its_identity(cluster):
     assert mac == server["mac"]
     cfg = c.attrs["HostConfig"]
     assert c.attrs["HostConfig"]["NetworkMode"] == "none"
+    # no libnetwork sandbox: the netns is runc's own (half of dockerd's create + start)
+    assert c.attrs["Config"].get("NetworkDisabled") is True
+    assert not c.attrs["NetworkSettings"].get("SandboxKey")
     assert cfg["RestartPolicy"]["Name"] in ("no", "")
     assert cfg["Memory"] == 128 * 2**20 and cfg["PidsLimit"] == 256
     assert cfg["CpuShares"] == 1024

@@ -343,6 +343,11 @@ class DockerDriver:
             "command": spec.command,
             "environment": [f"{k}={v}" for k, v in spec.env.items()] or None,
             "detach": True,
+            # a netns of the container's own from runc (lo up), and none of libnetwork's:
+            # no sandbox, no /var/run/docker/netns file, no `libnetwork-setkey` prestart
+            # hook (dockerd re-executing itself for every start), which is about half of
+            # dockerd's create + start (bench/docker_start.py); the agent plumbs eth0
+            "network_disabled": True,
             "host_config": host_config,
         }
 
