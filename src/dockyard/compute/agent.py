@@ -442,15 +442,12 @@ class Agent:
         for iid in p.orphans:
             if self._claim(iid, now, listed):
                 self._pool.submit(self._run_orphan, iid)
-        try:  # after the steps are on their way: with br_netfilter on it runs iptables
-            self.plumber.sync_bridges()
-        except DockyardError as exc:
-            log.warning("could not let bridged traffic through iptables: %s", exc.detail)
         for name in p.stale_links:
             self.plumber.remove_stale(name)
         if now - self._guarded_at >= GUARD_SECONDS:  # a busy host runs passes back to back
             self._guarded_at = now
             self._guard_ports(desired)
+            self._sync_bridges()
         if not p.orphans:  # an orphan container may still hold a volume: it goes first
             self.worker.sweep_volumes(desired, self.host_volumes)
 
@@ -504,6 +501,17 @@ class Agent:
                 self.plumber.guard(iid, desired[iid].net)
         except DockyardError as exc:
             log.warning("could not restore anti-spoofing rules: %s", exc.detail)
+
+    def _sync_bridges(self) -> None:
+        """Bridges with ports let their own traffic through iptables, for when
+        br_netfilter was loaded (or its rule deleted) after their ports were plumbed: a
+        plumb adds the rule itself. With br_netfilter on this is an nft listing and two
+        iptables processes per bridge, so at most once per GUARD_SECONDS (in a burst of
+        creates passes run back to back: it was a sixth of the agent's CPU)."""
+        try:
+            self.plumber.sync_bridges()
+        except DockyardError as exc:
+            log.warning("could not let bridged traffic through iptables: %s", exc.detail)
 
     def _claim(self, iid: str, now: float, listed: int) -> bool:
         """Take ``iid`` for a step, unless one runs, it backs off, or its last step ended

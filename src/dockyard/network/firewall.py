@@ -20,7 +20,7 @@ can be written before the veth exists and hold when it is recreated.
 
 Bridged traffic and iptables: with br_netfilter on (bridge-nf-call-iptables=1,
 a sysctl left as found), frames between two ports of a bridge pass iptables
-FORWARD. Then ``allow_port`` (and ``sync_bridges`` on every reconcile pass)
+FORWARD. Then ``allow_port`` (and ``sync_bridges``, from the agent at most once a second)
 keeps one rule per bridge there (``-i BR -o BR -j ACCEPT``, in Docker's
 DOCKER-USER chain when it exists, else FORWARD); with the sysctl at 0 iptables
 is not touched. A port's chain names its bridge (the element's
@@ -257,9 +257,9 @@ def _bridged_traffic_filtered() -> bool:
 
 
 def sync_bridges() -> None:
-    """Every reconcile pass: the bridges that hold instance ports get their iptables rule
-    once bridged traffic passes iptables (br_netfilter loaded, or the sysctl turned on,
-    after the ports were plumbed). Idempotent."""
+    """From the agent, at most once a second: the bridges that hold instance ports get
+    their iptables rule once bridged traffic passes iptables (br_netfilter loaded, or the
+    sysctl turned on, after the ports were plumbed). Idempotent."""
     if not _manage_iptables or not _bridged_traffic_filtered():
         return
     with _locked():
