@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from dockyard.cli.client import Api, CliError
+from dockyard.cli.runspec import local_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 
@@ -24,7 +25,7 @@ def add_server_verbs(srv: Any, fmt: argparse.ArgumentParser) -> None:
     p.add_argument("--host", required=True, help="the host whose disk holds the data")
     p.add_argument("--path", required=True, help="absolute path inside the instance")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--to", type=Path, metavar="LOCAL_DIR", help="unpack here")
+    where.add_argument("--to", type=local_path, metavar="LOCAL_DIR", help="unpack here")
     where.add_argument(
         "--into",
         metavar="INSTANCE:PATH",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from dockyard import units
 from dockyard.cli import lifecycle, moves, recovery, runspec, stats
@@ -16,6 +15,7 @@ from dockyard.cli.output import emit
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import timedelta
+    from pathlib import Path
     from typing import Any
 
 SERVER_COLUMNS = [
@@ -312,7 +312,7 @@ def add_parsers(sub: Any, fmt: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ssh-key",
         action="append",
-        type=Path,
+        type=runspec.local_path,
         metavar="FILE",
         help="OpenSSH public key file whose keys may log in as root (repeatable)",
     )
