@@ -42,18 +42,13 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.peer import CpuMeter, docker_roles  # noqa: E402
+from bench.peer import CpuMeter, docker_roles, p90  # noqa: E402
 from dockyard.images import rootfs  # noqa: E402
 from dockyard.lab.daemons import Dockerd  # noqa: E402
 
 IMAGE = "dockyard-bench-start:1"
 LABEL = "dockyard-bench-start"
 WAYS: dict[str, dict[str, Any]] = {"none": {}, "disabled": {"network_disabled": True}}
-
-
-def p90(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
 class Starter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import cache  # loaded already: argparse's `re` imports functools
 from importlib import import_module
 
 # Every noun, the module under dockyard.cli whose ``add_parsers(sub, fmt)`` adds it with
@@ -34,8 +35,8 @@ NOUNS = {
 
 
 def _quick_argparse() -> None:
-    """Two costs of argparse that every command paid while building its parser (~10 ms
-    of a ~80 ms `server list` on a slow machine), neither of them needed to parse:
+    """Two costs of argparse that every command paid while building its parser, neither
+    of them needed to parse:
 
     - it asks gettext for a translation of each of its words (~120 per command), and
       each ask normalizes the locale and looks for catalogs on disk. The CLI speaks
@@ -46,41 +47,36 @@ def _quick_argparse() -> None:
     """
     argparse._ = lambda message: message  # type: ignore[attr-defined]
     argparse.ngettext = lambda one, many, n: one if n == 1 else many  # type: ignore[attr-defined]
-    init = argparse.HelpFormatter.__init__
-    if getattr(init, "_dockyard", False):
-        return
-
-    def sized(
-        self: argparse.HelpFormatter,
-        prog: str,
-        indent_increment: int = 2,
-        max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:
-        init(self, prog, indent_increment, max_help_position, width or _columns() - 2)
-
-    sized._dockyard = True  # type: ignore[attr-defined]
-    argparse.HelpFormatter.__init__ = sized  # type: ignore[method-assign]
+    argparse.HelpFormatter.__init__ = _sized  # type: ignore[method-assign]
 
 
-_COLUMNS: list[int] = []
+_formatter_init = argparse.HelpFormatter.__init__
 
 
+def _sized(
+    self: argparse.HelpFormatter,
+    prog: str,
+    indent_increment: int = 2,
+    max_help_position: int = 24,
+    width: int | None = None,
+) -> None:
+    _formatter_init(self, prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+@cache
 def _columns() -> int:
-    if not _COLUMNS:
-        import os
+    import os
 
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
         try:
-            columns = int(os.environ.get("COLUMNS", "0"))
-        except ValueError:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
             columns = 0
-        if columns <= 0:
-            try:
-                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-            except (AttributeError, ValueError, OSError):
-                columns = 0
-        _COLUMNS.append(columns or 80)
-    return _COLUMNS[0]
+    return columns or 80
 
 
 def parser(argv: list[str]) -> argparse.ArgumentParser:
