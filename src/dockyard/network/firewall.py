@@ -52,6 +52,7 @@ NF_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _manage_iptables = True
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MISSING = "No such file or directory"  # what nft says of a table, map or chain not there
 
 
 def chain_of(port: str) -> str:
@@ -165,22 +166,17 @@ def _chains() -> set[str]:
 
 
 def _list(*what: str) -> list[dict[str, Any]]:
-    """One nft process on every reconcile pass (``ports`` via the agent's guard); the
-    table's existence is asked only when the listing fails."""
+    """One nft process on every reconcile pass (``ports`` via the agent's guard). A
+    table or map that is not there lists as empty: nft says "No such file or
+    directory" for it, and asking again whether the table exists would race an agent
+    that is rebuilding it (the batches are atomic: the map comes with its table)."""
     try:
         out = _nft("-j", "list", *what)
-    except TemporaryError:
-        if not _table_exists():
+    except TemporaryError as e:
+        if _MISSING in str(e):
             return []
         raise
     return list(json.loads(out or "{}").get("nftables", []))
-
-
-def _table_exists() -> bool:
-    proc = subprocess.run(
-        ["nft", "list", "table", FAMILY, TABLE], capture_output=True, text=True, check=False
-    )
-    return proc.returncode == 0
 
 
 def _nft(*args: str, stdin: str | None = None) -> str:
