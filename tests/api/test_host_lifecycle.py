@@ -240,9 +240,7 @@ def test_the_server_takes_host_down_after(tmp_path):
         def state():
             return httpx.get(f"{srv.url}/v1/hosts/h1", headers=admin).json()["state"]
 
-        started = time.monotonic()
-        wait_for(lambda: state() == "down", timeout=10)
-        assert time.monotonic() - started < 3
+        wait_for(lambda: state() == "down", timeout=10)  # the default would be 30 s
         httpx.post(f"{srv.url}/v1/agent/hosts/h1/heartbeat", headers=agent)
         assert state() == "up"
 

@@ -51,7 +51,7 @@ def test_a_different_version_answers_at_once(cloud):
     started = time.monotonic()
     r = _watch(cloud, iid, since="not-the-version", wait=30)
     assert r.status_code == 200, r.text
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < WOKEN
     body = r.json()
     assert body["instance"]["id"] == iid and body["instance"]["status"] == "BUILD"
     assert body["version"]
@@ -150,7 +150,7 @@ def live(tmp_path):
     """(the app, its database, the admin token), served by each test as it needs."""
     db = Database(f"sqlite:///{tmp_path}/dockyard.db")
     token = init(db)
-    app = create_app(db, tmp_path)
+    app = create_app(db, tmp_path, watch_reread=60)  # an answer before WOKEN was woken
     yield app, db, token
     db.engine.dispose()
 
@@ -190,7 +190,7 @@ def test_cli_wait_follows_the_watch_without_polling(live, tmp_path, capsys):
         reported = report_spawned(cloud, agent, iid)
         t.join(10)
         assert out["r"]["status"] == "ACTIVE" and not polls
-        assert out["at"] - reported < 0.3
+        assert out["at"] - reported < WOKEN
     assert "web: ACTIVE in" in capsys.readouterr().err
 
 

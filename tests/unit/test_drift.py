@@ -393,6 +393,6 @@ def test_a_survey_that_hangs_does_not_delay_the_heartbeat(tmp_path, monkeypatch)
     started = time.monotonic()
     agent.heartbeat()
     agent.heartbeat()
-    assert time.monotonic() - started < 2 and sent == [None, None]
+    assert time.monotonic() - started < 5 and sent == [None, None]  # not the 10 s hang
     assert surveys == [1]  # the second beat found the first survey still running
     release.set()
