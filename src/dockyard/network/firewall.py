@@ -34,6 +34,7 @@ import fcntl
 import ipaddress
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -182,7 +183,12 @@ def _list(*what: str) -> list[dict[str, Any]]:
 def _nft(*args: str, stdin: str | None = None) -> str:
     try:
         proc = subprocess.run(
-            ["nft", *args], input=stdin, capture_output=True, text=True, check=False
+            ["nft", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},  # unlocalised messages: _MISSING must match
         )
     except FileNotFoundError:
         raise PermanentError(
