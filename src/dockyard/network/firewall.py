@@ -171,16 +171,12 @@ def _list(*what: str) -> list[dict[str, Any]]:
     table or map that is not there lists as empty: nft says "No such file or
     directory" for it, and asking again whether the table exists would race an agent
     that is rebuilding it (the batches are atomic: the map comes with its table)."""
-    try:
-        out = _nft("-j", "list", *what)
-    except TemporaryError as e:
-        if _MISSING in str(e):
-            return []
-        raise
+    out = _nft("-j", "list", *what, missing_ok=True)
     return list(json.loads(out or "{}").get("nftables", []))
 
 
-def _nft(*args: str, stdin: str | None = None) -> str:
+def _nft(*args: str, stdin: str | None = None, missing_ok: bool = False) -> str:
+    """nft's output; with ``missing_ok``, "" when what it names is not there."""
     try:
         proc = subprocess.run(
             ["nft", *args],
@@ -195,7 +191,7 @@ def _nft(*args: str, stdin: str | None = None) -> str:
             "nft is not installed: the agent needs it for per-port anti-spoofing "
             "(apt-get install nftables)"
         ) from None
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not (missing_ok and _MISSING in proc.stderr):
         raise TemporaryError(f"`nft {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc.stdout
 
