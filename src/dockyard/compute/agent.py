@@ -4,7 +4,8 @@ Threads:
     poll       long-polls the server for this host's desired state
     heartbeat  every 10 s, or a third of a shorter --host-down-after of the server
                (its answer sets the pace); re-registers if the server forgot the host
-    events     dockerd's container start/die events wake the reconciler
+    events     dockerd's container start/die events wake the reconciler (not for an
+               instance whose step runs: that step's end does)
     monitor    every second: /proc views and limit counters (compute/monitor.py); every
                10 s the instances' drift from their spec (compute/drift.py)
     metrics    every 5 s: the figures /metrics serves (compute/metrics.py); the scrape
@@ -319,8 +320,11 @@ class Agent:
     def _events_loop(self) -> None:
         while not self.stop_event.is_set():
             try:
-                for _ in self.driver.events(self.stop_event):
-                    self.wake.set()  # "" after (re)subscribing too: a restarted dockerd
+                for iid in self.driver.events(self.stop_event):
+                    with self._lock:  # a step runs for it: the step's end wakes a pass
+                        busy = iid in self._busy
+                    if not busy:
+                        self.wake.set()  # "" after (re)subscribing too: a restarted dockerd
             except TemporaryError as exc:
                 log.info("container events: %s; reconnecting", exc.detail)
                 self.wake.set()

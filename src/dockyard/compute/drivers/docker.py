@@ -6,6 +6,14 @@ inspect) instead of the high-level models' six. ``list`` is one call plus an
 inspect only for containers whose state changed since it last looked: an
 inspect cache keyed by container id is dropped on every start/die event and
 whenever the event stream breaks.
+
+``list`` answers from its last listing, without asking dockerd, while nothing can
+have changed since: the event stream was up all along and brought no create, start,
+die or destroy, this driver made no container change of its own (counted when its
+call returns, so a listing taken during the call is never reused), and the listing
+is younger than LISTING_TTL. A busy host lists afresh on nearly every pass; an agent
+woken by the server's news alone (a create's first pass, the pass after a report)
+does not ask dockerd what it already knows.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from threading import Event
@@ -42,6 +51,9 @@ from dockyard.model import Limits, RegistryLogin
 
 log = logging.getLogger(__name__)
 CFS_PERIOD = 100_000  # µs
+LISTING_TTL = 2.0  # seconds a listing may answer for dockerd (events lost to a bug)
+_NEWS = ("start", "die")  # the events the caller hears of; create and destroy only
+# make the last listing stale
 _CONN, _down = docker_images.CONN, docker_images.down
 
 
@@ -65,6 +77,14 @@ class DockerDriver:
         self.images = docker_images.DockerImages(self.api, registry_ca)
         self._cache: dict[str, Observed] = {}  # container id -> last inspect
         self._cache_lock = threading.Lock()
+        self._changes = 0  # containers' changes seen (events, own calls); under the lock
+        self._watching = False  # the event stream is up
+        self._listing: tuple[int, float, list[Observed]] | None = None  # changes, at, what
+
+    def _changed(self) -> None:
+        """A container may have changed: the last listing no longer answers for dockerd."""
+        with self._cache_lock:
+            self._changes += 1
 
     def info(self) -> HostInfo:
         try:
@@ -120,6 +140,12 @@ class DockerDriver:
 
     def create(self, spec: ContainerSpec) -> Observed:
         try:
+            return self._create(spec)
+        finally:
+            self._changed()
+
+    def _create(self, spec: ContainerSpec) -> Observed:
+        try:
             made = self.api.create_container(**self._create_args(spec))
         except docker.errors.ImageNotFound as exc:
             self.images.forget(spec.image_ref)  # removed behind our back: import again
@@ -144,7 +170,7 @@ class DockerDriver:
 
     def start(self, instance_id: str) -> Observed:
         try:
-            self.api.start(container_name(instance_id))
+            self._call(self.api.start, container_name(instance_id))
         except docker.errors.NotFound as exc:
             raise PermanentError(f"no container for instance {instance_id}") from exc
         except docker.errors.APIError as exc:
@@ -158,7 +184,7 @@ class DockerDriver:
 
     def stop(self, instance_id: str, timeout: float = 10) -> None:
         try:
-            self.api.stop(container_name(instance_id), timeout=int(timeout))
+            self._call(self.api.stop, container_name(instance_id), timeout=int(timeout))
         except docker.errors.NotFound:
             return
         except (*_CONN, docker.errors.APIError) as exc:
@@ -178,7 +204,7 @@ class DockerDriver:
 
     def destroy(self, instance_id: str) -> None:
         try:
-            self.api.remove_container(container_name(instance_id), force=True, v=True)
+            self._call(self.api.remove_container, container_name(instance_id), force=True, v=True)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
@@ -187,6 +213,13 @@ class DockerDriver:
             raise TemporaryError(f"dockerd could not remove the container: {exc}") from exc
         except _CONN as exc:
             raise _down(exc) from exc
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """``fn`` (a call that changes a container), then the last listing is stale."""
+        try:
+            return fn(*args, **kw)
+        finally:
+            self._changed()
 
     def update_resources(self, spec: ContainerSpec) -> None:
         lim = spec.limits
@@ -245,7 +278,7 @@ class DockerDriver:
     def inspect(self, instance_id: str) -> Observed | None:
         return self._inspect(container_name(instance_id))
 
-    def list(self) -> list[Observed]:
+    def _fresh_listing(self) -> list[Observed]:
         try:
             summaries = self.api.containers(all=True, filters={"label": self._labels})
         except (*_CONN, docker.errors.APIError) as exc:
@@ -265,27 +298,45 @@ class DockerDriver:
                 del self._cache[cid]
         return out
 
+    def list(self) -> list[Observed]:
+        now = time.monotonic()
+        with self._cache_lock:
+            changes, last = self._changes, self._listing
+        if self._watching and last is not None and last[0] == changes:
+            if now - last[1] < LISTING_TTL:
+                return list(last[2])
+        out = self._fresh_listing()
+        with self._cache_lock:
+            self._listing = (changes, now, out)  # stale at once if anything changed meanwhile
+        return list(out)
+
     def events(self, stop: Event) -> Iterator[str]:
-        filters = {"type": "container", "label": self._labels, "event": ["start", "die"]}
+        events = [*_NEWS, "create", "destroy"]
+        filters = {"type": "container", "label": self._labels, "event": events}
         try:
             stream = self.api.events(decode=True, filters=filters)
         except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream unavailable: {exc}") from exc
         try:
+            self._watching = True
+            self._changed()  # a listing from before the stream was up answers for nothing
             yield ""  # subscribed: events before this moment were missed
             for ev in stream:
                 with self._cache_lock:
                     self._cache.pop(ev.get("id", ""), None)
+                    self._changes += 1
                 if stop.is_set():
                     return
                 attrs = ev.get("Actor", {}).get("Attributes", {})
-                if LABEL in attrs:
+                if LABEL in attrs and ev.get("Action", ev.get("status")) in _NEWS:
                     yield attrs[LABEL]
         except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream broke: {exc}") from exc
         finally:
+            self._watching = False
             with self._cache_lock:
                 self._cache.clear()  # events may be missed until we reconnect
+                self._changes += 1
             stream.close()
         raise TemporaryError("dockerd closed the event stream")
 
