@@ -83,3 +83,42 @@ def test_the_kernel_accepts_a_ports_rules():
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bridges_iptables_rule_is_looked_for_once_per_burst_and_every_sync(
+    tmp_path, monkeypatch
+):
+    """Ports plumbed within CONFIRMED_FOR of seeing their bridge's rule run no iptables;
+    sync_bridges looks every time (and puts back a rule deleted meanwhile)."""
+    rules: set[str] = {"dyt-abc"}
+    calls: list[tuple[str, ...]] = []
+
+    def iptables(*args: str) -> bool:
+        calls.append(args)
+        bridge = args[args.index("-i") + 1] if "-i" in args else None
+        if args[0] == "-C":
+            return bridge in rules
+        if args[0] == "-I":
+            rules.add(str(bridge))
+        return True
+
+    monkeypatch.setattr(firewall, "LOCK", tmp_path / "lock")
+    monkeypatch.setattr(firewall, "_nft_batch", lambda lines: None)
+    monkeypatch.setattr(firewall, "_iptables", iptables)
+    monkeypatch.setattr(firewall, "_bridged_traffic_filtered", lambda: True)
+    monkeypatch.setattr(firewall, "ports", lambda: {"dy0123456789a": "dyt-abc"})
+    monkeypatch.setattr(firewall.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(firewall, "_seen", {})
+    firewall.allow_port("dy0123456780b", "dyt-abc", "02:00:c6:12:01:0a", "198.18.1.10")
+    looked = len(calls)
+    assert looked > 0  # the first port looked
+    for n in (1, 2):
+        firewall.allow_port(f"dy012345678{n}b", "dyt-abc", "02:00:c6:12:01:0a", "198.18.1.10")
+    assert len(calls) == looked  # the next two took its word
+    rules.clear()  # deleted behind the agent's back
+    firewall.sync_bridges()
+    assert "dyt-abc" in rules and calls[-1][0] == "-I"
+    monkeypatch.setattr(firewall, "CONFIRMED_FOR", 0.0)
+    before = len(calls)
+    firewall.allow_port("dy0123456789c", "dyt-abc", "02:00:c6:12:01:0a", "198.18.1.10")
+    assert len(calls) > before

@@ -294,15 +294,15 @@ class Agent:
 
     def receive(self, state: model.DesiredState) -> None:
         """Take the server's desired state: cached on disk, the next pass works on it."""
-        self._heard_from_server()
-        if state.generation == self.generation:
-            return
-        self.store.save_desired(state)
-        with self._lock:
-            self.desired = {i.id: i for i in state.instances}
-            self.generation = state.generation
-            self.host_volumes = _volume_ids(state)
-        self.wake.set()
+        self._heard = heard = self._wall()
+        if state.generation != self.generation:
+            self.store.save_desired(state)
+            with self._lock:
+                self.desired = {i.id: i for i in state.instances}
+                self.generation = state.generation
+                self.host_volumes = _volume_ids(state)
+            self.wake.set()
+        self.store.heard_from_server(heard)  # after the wake: not on the way to the pass
 
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(self.beat_every):

@@ -34,10 +34,12 @@ import fcntl
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +53,8 @@ LOCK = Path("/run/dockyard-firewall.lock")
 IPT_COMMENT = "dockyard: instances on this bridge"
 NF_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _manage_iptables = True
+CONFIRMED_FOR = 1.0  # seconds a bridge's iptables rule, once seen, is not looked for again
+_seen: dict[str, float] = {}  # bridge -> when its rule was last seen or added (monotonic)
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _MISSING = "No such file or directory"  # what nft says of a table, map or chain not there
@@ -127,7 +131,7 @@ def allow_port(port: str, bridge: str, mac: str, ip: str) -> None:
     batch = port_batch(port, bridge, mac, ip)
     with _locked():
         _nft_batch(batch)
-        _allow_bridge(bridge)
+        _allow_bridge(bridge, unless_seen_within=CONFIRMED_FOR)
     log.info("port %s on %s: only %s / %s may send", port, bridge, mac, ip)
 
 
@@ -279,18 +283,25 @@ def _chains_with_rule(bridge: str) -> list[str]:
     return [c for c in ("DOCKER-USER", "FORWARD") if _iptables("-C", c, *_rule(bridge))]
 
 
-def _allow_bridge(bridge: str) -> None:
+def _allow_bridge(bridge: str, unless_seen_within: float = 0.0) -> None:
+    """``unless_seen_within``: seconds for which a rule this process saw or added is
+    taken as still there (a port plumbed in a burst of creates), instead of two iptables
+    processes per port; sync_bridges looks every time, so a rule deleted behind the
+    agent's back comes back as it does for the ports already plumbed."""
     if not (_manage_iptables and _bridged_traffic_filtered() and shutil.which("iptables")):
         return
-    if _chains_with_rule(bridge):
+    if time.monotonic() - _seen.get(bridge, -math.inf) < unless_seen_within:
         return
-    chain = "DOCKER-USER" if _iptables("-S", "DOCKER-USER") else "FORWARD"
-    if not _iptables("-I", chain, "1", *_rule(bridge)):
-        raise TemporaryError(f"could not add the iptables rule for bridge {bridge} to {chain}")
-    log.info("iptables %s: accept traffic between the ports of %s", chain, bridge)
+    if not _chains_with_rule(bridge):
+        chain = "DOCKER-USER" if _iptables("-S", "DOCKER-USER") else "FORWARD"
+        if not _iptables("-I", chain, "1", *_rule(bridge)):
+            raise TemporaryError(f"could not add the iptables rule for bridge {bridge} to {chain}")
+        log.info("iptables %s: accept traffic between the ports of %s", chain, bridge)
+    _seen[bridge] = time.monotonic()
 
 
 def _forget_bridge(bridge: str) -> None:
+    _seen.pop(bridge, None)
     if shutil.which("iptables") is None:
         return
     for chain in ("DOCKER-USER", "FORWARD"):
