@@ -326,3 +326,27 @@ def test_a_pass_that_listed_dockerd_before_a_step_ended_plans_nothing_for_it(hos
     _pass(agent, host)  # the pass the step's end woke: it looks again, nothing to do
     assert host.driver.calls.count("create") == 2
     assert len(host.server.reports_of(iid)) == 1
+
+
+def test_dockerds_events_wake_a_pass_except_for_an_instance_whose_step_runs(host):
+    """A step's own start or stop would wake a pass in its middle, one that can claim
+    nothing for that instance; its end wakes one."""
+    import threading
+
+    from tests.integration.cluster import wait_for
+
+    agent = host.agent()
+    busy, idle = new_id(), new_id()
+    agent._busy.add(busy)
+    woken: list[int] = []
+    agent.wake = type("Wake", (), {"set": lambda self: woken.append(1)})()
+    loop = threading.Thread(target=agent._events_loop, daemon=True)
+    loop.start()
+    host.driver._events.put(busy)
+    host.driver._events.put(idle)  # taken after the busy one's
+    try:
+        wait_for(lambda: len(woken) >= 2, 5, "the subscription's and the idle one's wake")
+    finally:
+        agent.stop_event.set()
+        loop.join(timeout=5)
+    assert len(woken) == 2
