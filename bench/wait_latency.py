@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dockyard.cli import servers  # noqa: E402
 from dockyard.cli.client import Api  # noqa: E402
 from dockyard.lab.daemons import server  # noqa: E402
+from dockyard.lab.procs import cli_command  # noqa: E402
 
 SPAWNED = {"power_state": "running", "task_done": "spawning"}
 
@@ -93,7 +94,7 @@ def in_process(http: httpx.Client, api: Api, agent: str, name: str, mode: str) -
 def as_process(
     http: httpx.Client, env: dict[str, str], agent: str, name: str
 ) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "dockyard.cli.main", "server", "create", name]
+    cmd = [*cli_command(), "server", "create", name]
     cmd += ["--image", "img", "--flavor", "small", "--network", "net", "--wait"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     iid = None
