@@ -49,6 +49,35 @@ from dockyard.db.session import Database
 MB, GB = 1 << 20, 1 << 30
 
 
+# FastAPI tries the routers in this order on every request, each route of each router
+# before the next, so the calls of every instance's spawn (the agents' long poll and
+# reports, a create and its watch) come first. An earlier router must not hold a route
+# that also matches a later one's path (tests/unit/test_routes.py checks it).
+ROUTERS = (
+    instances,
+    drift,  # before hosts: /hosts/check is not a host called check
+    hosts,
+    identity,
+    enrolment,
+    catalog,
+    volumes,
+    groups,
+    apps,
+    builds,
+    build_orders,
+    lifecycle,
+    registries,
+    moves,
+    evacuation,
+    recovery,
+    stats,
+    alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
+    alertmanager,
+    monitoring_config,
+    monitoring,
+)
+
+
 def create_app(
     db: Database,
     state_dir: Path,
@@ -158,29 +187,7 @@ def create_app(
     # added last, so it runs first: a body too large is refused before anything reads it
     app.add_middleware(BodyLimit, max_body=max_body, max_upload=max_upload)
 
-    for module in (
-        identity,
-        drift,  # before hosts: /hosts/check is not a host called check
-        hosts,
-        enrolment,
-        catalog,
-        instances,
-        volumes,
-        groups,
-        apps,
-        builds,
-        build_orders,
-        lifecycle,
-        registries,
-        moves,
-        evacuation,
-        recovery,
-        stats,
-        alerts,  # before alertmanager: /alerts/adapter/{x} wins over /alerts/{fingerprint}/ack
-        alertmanager,
-        monitoring_config,
-        monitoring,
-    ):
+    for module in ROUTERS:
         app.include_router(module.router, prefix="/v1", responses=errors.RESPONSES)
 
     @app.get("/healthz", tags=["health"])
