@@ -19,7 +19,8 @@ from dockyard.db.session import Database
 from tests.api.conftest import Cloud
 from tests.api.test_api import ED25519
 
-DOWN_AFTER = 2.0  # short, yet long enough for a loaded CI machine between two calls
+DOWN_AFTER = 4.0  # short, yet long enough for a loaded CI machine between a register and a
+# create (at 2 s both hosts went down in between once, two xdist workers and more running)
 
 
 @pytest.fixture

@@ -114,8 +114,8 @@ def test_events_report_starts_and_deaths(driver):
     stop, seen = threading.Event(), []
 
     def watch():
-        for iid in driver.events(stop):
-            seen.append(iid)
+        for ev in driver.events(stop):
+            seen.append((ev.instance_id, ev.action))
             if len(seen) >= 3:
                 return
 
@@ -128,4 +128,5 @@ def test_events_report_starts_and_deaths(driver):
     driver.stop(s.instance_id, timeout=1)
     wait_for(lambda: len(seen) >= 3, 15, "a start and a die event")
     stop.set()
-    assert seen[0] == "" and set(seen[1:]) == {s.instance_id}
+    assert seen[0] == ("", "")
+    assert sorted(seen[1:]) == [(s.instance_id, "die"), (s.instance_id, "start")]

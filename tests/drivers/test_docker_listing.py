@@ -29,8 +29,8 @@ class Watched:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        for iid in self.driver.events(self.stop):
-            self.seen.append(iid)
+        for ev in self.driver.events(self.stop):
+            self.seen.append(ev.instance_id)
 
     def subscribed(self) -> None:
         self.thread.start()
@@ -85,7 +85,10 @@ def test_a_listing_is_asked_of_dockerd_again_only_after_a_change(watched, monkey
     calls = []
     real = d.api.containers
     monkeypatch.setattr(d.api, "containers", lambda **kw: calls.append(1) or real(**kw))
+    before = d._changes
     d.create(s)
+    # its own call counted, then dockerd's create event (taken in on the events thread)
+    wait_for(lambda: d._changes >= before + 2, 15, "the create event")
     d.list()
     d.list()
     assert len(calls) == 1  # nothing changed in between

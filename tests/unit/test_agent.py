@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dockyard.compute.agent import MAX_TEMPORARY_FAILURES
-from dockyard.compute.driver import ContainerSpec
+from dockyard.compute.driver import ContainerEvent, ContainerSpec
 from dockyard.compute.monitor import Counters
 from dockyard.errors import PermanentError, TemporaryError
 from dockyard.model import PowerState, TaskState
@@ -328,9 +328,10 @@ def test_a_pass_that_listed_dockerd_before_a_step_ended_plans_nothing_for_it(hos
     assert len(host.server.reports_of(iid)) == 1
 
 
-def test_dockerds_events_wake_a_pass_except_for_an_instance_whose_step_runs(host):
-    """A step's own start or stop would wake a pass in its middle, one that can claim
-    nothing for that instance; its end wakes one."""
+def test_a_start_a_step_made_wakes_no_pass_and_a_death_always_does(host):
+    """A step's own start would wake a pass in its middle, one that can claim nothing
+    for that instance; its end wakes one. A death wakes one at once, mid-step too: the
+    pass stops the health checks of the dead container (a reboot's)."""
     import threading
 
     from tests.integration.cluster import wait_for
@@ -342,11 +343,13 @@ def test_dockerds_events_wake_a_pass_except_for_an_instance_whose_step_runs(host
     agent.wake = type("Wake", (), {"set": lambda self: woken.append(1)})()
     loop = threading.Thread(target=agent._events_loop, daemon=True)
     loop.start()
-    host.driver._events.put(busy)
-    host.driver._events.put(idle)  # taken after the busy one's
+    host.driver._events.put(ContainerEvent(busy, "start"))
+    host.driver._events.put(ContainerEvent(idle, "start"))  # taken after the busy one's
     try:
         wait_for(lambda: len(woken) >= 2, 5, "the subscription's and the idle one's wake")
+        assert len(woken) == 2
+        host.driver._events.put(ContainerEvent(busy, "die"))
+        wait_for(lambda: len(woken) >= 3, 5, "the busy one's death")
     finally:
         agent.stop_event.set()
         loop.join(timeout=5)
-    assert len(woken) == 2

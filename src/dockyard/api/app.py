@@ -50,9 +50,10 @@ MB, GB = 1 << 20, 1 << 30
 
 
 # FastAPI tries the routers in this order on every request, each route of each router
-# before the next, so the calls of every instance's spawn (the agents' long poll and
-# reports, a create and its watch) come first. An earlier router must not hold a route
-# that also matches a later one's path (tests/unit/test_routes.py checks it).
+# before the next: instances first (a create, its watch, every read of an instance), then
+# drift and hosts (the agents' long poll, heartbeats and reports). A router's route that
+# also matches a later router's path answers it: tests/unit/test_routes.py lists the
+# pairs where that is meant, and fails on any other.
 ROUTERS = (
     instances,
     drift,  # before hosts: /hosts/check is not a host called check

@@ -4,8 +4,8 @@ Threads:
     poll       long-polls the server for this host's desired state
     heartbeat  every 10 s, or a third of a shorter --host-down-after of the server
                (its answer sets the pace); re-registers if the server forgot the host
-    events     dockerd's container start/die events wake the reconciler (not for an
-               instance whose step runs: that step's end does)
+    events     dockerd's container start/die events wake the reconciler (not the start
+               of an instance whose step runs: that step's end does)
     monitor    every second: /proc views and limit counters (compute/monitor.py); every
                10 s the instances' drift from their spec (compute/drift.py)
     metrics    every 5 s: the figures /metrics serves (compute/metrics.py); the scrape
@@ -320,11 +320,13 @@ class Agent:
     def _events_loop(self) -> None:
         while not self.stop_event.is_set():
             try:
-                for iid in self.driver.events(self.stop_event):
-                    with self._lock:  # a step runs for it: the step's end wakes a pass
-                        busy = iid in self._busy
-                    if not busy:
-                        self.wake.set()  # "" after (re)subscribing too: a restarted dockerd
+                for ev in self.driver.events(self.stop_event):
+                    # a start its step made: the step's end wakes a pass; a death wakes one
+                    # now (health checks of the dead container stop, even mid-reboot)
+                    with self._lock:
+                        own_start = ev.action == "start" and ev.instance_id in self._busy
+                    if not own_start:
+                        self.wake.set()  # the empty event after (re)subscribing too
             except TemporaryError as exc:
                 log.info("container events: %s; reconnecting", exc.detail)
                 self.wake.set()
@@ -387,8 +389,8 @@ class Agent:
 
     def running(self) -> list[tuple[model.DesiredInstance, Observed]]:
         """Instances wanted here whose containers the last reconcile pass saw running:
-        passes run on every start/die event and every 10 s, so this is current
-        without asking dockerd every second."""
+        passes run on every death, every start but one a step made (its end wakes a
+        pass) and every 10 s, so this is current without asking dockerd every second."""
         desired, _ = self.snapshot()
         pairs = [((desired or {}).get(obs.instance_id), obs) for obs in self._observed]
         return [(want, obs) for want, obs in pairs if want is not None and obs.running]

@@ -65,6 +65,15 @@ def resources_key(spec: ContainerSpec) -> str:
 
 
 @dataclass(frozen=True)
+class ContainerEvent:
+    """An instance's container started (``action`` "start") or died ("die"); both
+    empty: the stream has just (re)subscribed, so whatever happened before is unknown."""
+
+    instance_id: str = ""
+    action: str = ""
+
+
+@dataclass(frozen=True)
 class Observed:
     """A container as the runtime reports it."""
 
@@ -215,10 +224,10 @@ class ComputeDriver(Protocol):
         may still run to its end). Not running or gone: PermanentError."""
         ...
 
-    def events(self, stop: Event) -> Iterator[str]:
-        """Yield instance ids whose containers started or died, until ``stop``.
-        First yields ``""`` once subscribed: whatever happened before (a runtime that
-        restarted while nobody listened) is unknown, so the caller looks afresh.
+    def events(self, stop: Event) -> Iterator[ContainerEvent]:
+        """Yield the starts and deaths of instances' containers, until ``stop``.
+        First yields an empty event once subscribed: whatever happened before (a runtime
+        that restarted while nobody listened) is unknown, so the caller looks afresh.
         Raises TemporaryError when the stream breaks (runtime restarting)."""
         ...
 

@@ -210,15 +210,20 @@ def cli_command() -> list[str]:
     """The `dockyard` command that installing the package put beside this interpreter
     (what a user types; ``python -m`` adds runpy's ~6 ms to every command), else the
     module through this interpreter (a source tree nobody installed)."""
-    script = Path(sys.executable).with_name("dockyard")
+    module = [sys.executable, "-m", "dockyard.cli.main"]
+    if not sys.executable:
+        return module
+    me = Path(sys.executable)
+    script = me.with_name("dockyard")
     try:
         with script.open("rb") as f:
-            first = f.readline()
+            words = f.readline().decode(errors="replace").removeprefix("#!").split()
     except OSError:
-        first = b""
-    if first.startswith(b"#!" + str(Path(sys.executable).parent).encode()):
+        return module
+    runs = Path(words[0]) if words else None  # its interpreter: this one, in this directory
+    if runs is not None and runs.parent == me.parent and runs.resolve() == me.resolve():
         return [str(script)]
-    return [sys.executable, "-m", "dockyard.cli.main"]
+    return module
 
 
 def dockyard(

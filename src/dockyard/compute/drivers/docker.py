@@ -38,6 +38,7 @@ from dockyard.compute.driver import (
     LABEL,
     REBUILD_LABEL,
     BuildSpec,
+    ContainerEvent,
     ContainerSpec,
     ExecResult,
     FileSpec,
@@ -301,8 +302,8 @@ class DockerDriver:
     def list(self) -> list[Observed]:
         now = time.monotonic()
         with self._cache_lock:
-            changes, last = self._changes, self._listing
-        if self._watching and last is not None and last[0] == changes:
+            changes, last, watching = self._changes, self._listing, self._watching
+        if watching and last is not None and last[0] == changes:
             if now - last[1] < LISTING_TTL:
                 return list(last[2])
         out = self._fresh_listing()
@@ -310,7 +311,7 @@ class DockerDriver:
             self._listing = (changes, now, out)  # stale at once if anything changed meanwhile
         return list(out)
 
-    def events(self, stop: Event) -> Iterator[str]:
+    def events(self, stop: Event) -> Iterator[ContainerEvent]:
         events = [*_NEWS, "create", "destroy"]
         filters = {"type": "container", "label": self._labels, "event": events}
         try:
@@ -318,9 +319,10 @@ class DockerDriver:
         except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream unavailable: {exc}") from exc
         try:
-            self._watching = True
-            self._changed()  # a listing from before the stream was up answers for nothing
-            yield ""  # subscribed: events before this moment were missed
+            with self._cache_lock:  # a listing from before the stream was up answers for nothing
+                self._watching = True
+                self._changes += 1
+            yield ContainerEvent()  # subscribed: events before this moment were missed
             for ev in stream:
                 with self._cache_lock:
                     self._cache.pop(ev.get("id", ""), None)
@@ -328,13 +330,14 @@ class DockerDriver:
                 if stop.is_set():
                     return
                 attrs = ev.get("Actor", {}).get("Attributes", {})
-                if LABEL in attrs and ev.get("Action", ev.get("status")) in _NEWS:
-                    yield attrs[LABEL]
+                action = ev.get("Action", ev.get("status"))
+                if LABEL in attrs and action in _NEWS:
+                    yield ContainerEvent(attrs[LABEL], action)
         except (*_CONN, docker.errors.APIError) as exc:
             raise TemporaryError(f"dockerd event stream broke: {exc}") from exc
         finally:
-            self._watching = False
             with self._cache_lock:
+                self._watching = False
                 self._cache.clear()  # events may be missed until we reconnect
                 self._changes += 1
             stream.close()

@@ -17,6 +17,7 @@ from threading import Event
 
 from dockyard.compute.driver import (
     BuildSpec,
+    ContainerEvent,
     ContainerSpec,
     ExecResult,
     FileSpec,
@@ -53,7 +54,7 @@ class FakeDriver:
         self.calls: list[str] = []
         self._faults: dict[str, DockyardError] = {}
         self._fault_times: dict[str, int] = {}
-        self._events: queue.Queue[str] = queue.Queue()
+        self._events: queue.Queue[ContainerEvent] = queue.Queue()
         self._clock = itertools.count(1)
         self._pids = itertools.count(1000)
         self._ids = itertools.count(1)
@@ -139,7 +140,7 @@ class FakeDriver:
                 c.obs = replace(
                     c.obs, running=True, pid=next(self._pids), started_at=f"t{next(self._clock)}"
                 )
-                self._events.put(instance_id)
+                self._events.put(ContainerEvent(instance_id, "start"))
             return c.obs
 
     def stop(self, instance_id: str, timeout: float = 10) -> None:
@@ -148,7 +149,7 @@ class FakeDriver:
             c = self.containers.get(instance_id)
             if c is not None and c.obs.running:
                 c.obs = replace(c.obs, running=False, pid=0)
-                self._events.put(instance_id)
+                self._events.put(ContainerEvent(instance_id, "die"))
 
     def restart(self, instance_id: str, timeout: float = 10) -> Observed:
         self.stop(instance_id, timeout)
@@ -251,8 +252,8 @@ class FakeDriver:
             raise PermanentError(f"no image {ref} on this host")
         return self.layer_counts.get(ref, 1)
 
-    def events(self, stop: Event) -> Iterator[str]:
-        yield ""  # subscribed
+    def events(self, stop: Event) -> Iterator[ContainerEvent]:
+        yield ContainerEvent()  # subscribed
         while not stop.is_set():
             try:
                 yield self._events.get(timeout=0.05)
