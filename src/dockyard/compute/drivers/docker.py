@@ -53,8 +53,8 @@ from dockyard.model import Limits, RegistryLogin
 log = logging.getLogger(__name__)
 CFS_PERIOD = 100_000  # µs
 LISTING_TTL = 2.0  # seconds a listing may answer for dockerd (events lost to a bug)
-_NEWS = ("start", "die")  # the events the caller hears of; create and destroy only
-# make the last listing stale
+# the events the caller hears of; create and destroy only make the last listing stale
+_NEWS = ("start", "die")
 _CONN, _down = docker_images.CONN, docker_images.down
 
 
