@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -81,7 +80,7 @@ def main() -> None:
         for i in range(args.instances):
             dy.via_api(i)
         time.sleep(1)  # the agent's after-step passes settle
-        todo: dict[str, Any] = kinds(dy)
+        todo = kinds(dy)
         pid = dy.cluster.server_proc.pid
         for _ in range(args.rounds):
             for name, fn in todo.items():

@@ -334,7 +334,7 @@ def test_a_start_a_step_made_wakes_no_pass_and_a_death_always_does(host):
     pass stops the health checks of the dead container (a reboot's)."""
     import threading
 
-    from tests.integration.cluster import wait_for
+    from dockyard.lab.procs import wait_for
 
     agent = host.agent()
     busy, idle = new_id(), new_id()

@@ -22,13 +22,11 @@ def _overlap(a: str, b: str) -> bool:
     """Some path matches both templates: segment by segment, equal or a parameter
     (one ``{...:path}`` parameter takes the rest)."""
     xs, ys = a.strip("/").split("/"), b.strip("/").split("/")
-    for i, (x, y) in enumerate(zip(xs, ys, strict=False)):
+    for x, y in zip(xs, ys, strict=False):
         if x.endswith(":path}") or y.endswith(":path}"):
             return True
         if x != y and not x.startswith("{") and not y.startswith("{"):
             return False
-        if i == min(len(xs), len(ys)) - 1:
-            return len(xs) == len(ys)
     return len(xs) == len(ys)
 
 

@@ -3,6 +3,7 @@ a marker (a path only the lab uses) in its command line, never by a broad name."
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -206,6 +207,7 @@ def unmount_under(path: Path) -> None:
         run("umount", "-l", point, check=False)
 
 
+@functools.cache
 def cli_command() -> list[str]:
     """The `dockyard` command that installing the package put beside this interpreter
     (what a user types; ``python -m`` adds runpy's ~6 ms to every command), else the

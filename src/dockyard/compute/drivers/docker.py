@@ -141,13 +141,7 @@ class DockerDriver:
 
     def create(self, spec: ContainerSpec) -> Observed:
         try:
-            return self._create(spec)
-        finally:
-            self._changed()
-
-    def _create(self, spec: ContainerSpec) -> Observed:
-        try:
-            made = self.api.create_container(**self._create_args(spec))
+            made = self._call(self.api.create_container, **self._create_args(spec))
         except docker.errors.ImageNotFound as exc:
             self.images.forget(spec.image_ref)  # removed behind our back: import again
             raise TemporaryError(f"image {spec.image_ref} vanished from this host") from exc
@@ -303,9 +297,9 @@ class DockerDriver:
         now = time.monotonic()
         with self._cache_lock:
             changes, last, watching = self._changes, self._listing, self._watching
-        if watching and last is not None and last[0] == changes:
-            if now - last[1] < LISTING_TTL:
-                return list(last[2])
+        unchanged = last is not None and last[0] == changes and now - last[1] < LISTING_TTL
+        if watching and last is not None and unchanged:
+            return list(last[2])
         out = self._fresh_listing()
         with self._cache_lock:
             self._listing = (changes, now, out)  # stale at once if anything changed meanwhile
