@@ -95,10 +95,13 @@ def _wait(api: Api, rec: Any, timeout: float) -> Any:
 
 
 def unpack(data: bytes, dest: Path) -> list[str]:
-    """Unpack under ``dest`` (made if missing) with tarfile's data filter: nothing lands
-    outside it; an entry that already exists there is refused, never overwritten."""
+    """Unpack under ``dest`` (made if missing) as plain data (archives.Data): nothing
+    lands outside it, no device or set-id file, owned by whoever runs this; an entry
+    that already exists there is refused, never overwritten."""
     import io
     import tarfile
+
+    from dockyard import archives
 
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -107,7 +110,7 @@ def unpack(data: bytes, dest: Path) -> list[str]:
         if clash is not None:
             raise CliError(f"{dest / clash} already exists; recover into an empty directory")
         try:
-            tar.extractall(dest, members=members, filter="data")
-        except tarfile.FilterError as exc:
-            raise CliError(f"refused an entry of the recovered tar: {exc}") from exc
+            archives.extract(tar, dest, archives.Data())
+        except archives.UnsafeEntry as exc:
+            raise CliError(f"refused an entry of the recovered tar: it {exc}") from exc
     return [m.name for m in members]

@@ -24,9 +24,10 @@ import tarfile
 import tempfile
 import zlib
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 
+from dockyard import archives
 from dockyard.errors import PermanentError
 from dockyard.images.registry import CHUNK, Registry
 from dockyard.model import RegistryLogin, VolumeCopy
@@ -121,35 +122,15 @@ def pack(root: Path, dest: Path) -> None:
 def unpack(archive: Path, root: Path) -> None:
     """Everything in ``archive`` into ``root``, owners and modes as they were.
 
-    Nothing is written outside ``root``: no absolute or ``..`` name, no entry reached
-    through a link, no entry twice (a second one would be written through the first,
-    a symlink to anywhere), no hard link to a symlink. Symlinks themselves are kept
-    as they are (a volume may hold absolute ones) and never followed here."""
-    seen: set[str] = set()
-    symlinks: set[str] = set()
-
-    def inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        name = PurePosixPath(member.name)
-        target = PurePosixPath(member.linkname) if member.islnk() else PurePosixPath(".")
-        for p in (name, target):
-            if p.is_absolute() or ".." in p.parts:
-                raise PermanentError(f"the volume copy holds {member.name!r}: outside the volume")
-        for p in (name, target):
-            parent = os.path.realpath(os.path.join(dest, os.path.dirname(p)))
-            if parent != dest and not parent.startswith(dest + "/"):
-                raise PermanentError(f"the volume copy goes through a link at {member.name!r}")
-        key = str(name)
-        if key in seen or os.path.islink(os.path.join(dest, key)):
-            raise PermanentError(f"the volume copy holds {member.name!r} twice")
-        if member.islnk() and str(target) in symlinks:
-            raise PermanentError(f"the volume copy hard-links {member.name!r} to a symlink")
-        seen.add(key)
-        if member.issym():
-            symlinks.add(key)
-        return member
-
+    Nothing is written outside ``root`` (archives.Contained: no absolute or ``..``
+    name, no entry reached through a link, no entry twice, no hard link to a
+    symlink). Symlinks themselves are kept as they are (a volume may hold absolute
+    ones) and never followed here."""
     with tarfile.open(archive, "r:*") as tar:
-        tar.extractall(os.path.realpath(root), numeric_owner=True, filter=inside)
+        try:
+            archives.extract(tar, root, archives.Contained(), numeric_owner=True)
+        except archives.UnsafeEntry as exc:
+            raise PermanentError(f"the volume copy {exc}") from exc
 
 
 _OPAQUE = "trusted.overlay.opaque"
