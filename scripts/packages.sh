@@ -77,10 +77,27 @@ disable_debian_daemons() {
   done
 }
 
-# .venv with Dockyard installed (editable); $1 is an extra such as "[test]".
+# The interpreter .venv is made from: DOCKYARD_PYTHON if set, else Debian's python3
+# (python3-venv above brings it) when it is 3.11 or newer, else the first python3 on
+# PATH. Debian builds its python3 with profile-guided optimization and LTO; a Python
+# built from source without them (pyenv's default) starts and imports about a third
+# slower, and every CLI command, the server's requests and the agent's passes pay it
+# (bench/cli_startup.py, README).
+venv_python() {
+  if [ -n "${DOCKYARD_PYTHON:-}" ]; then
+    echo "$DOCKYARD_PYTHON"
+  elif /usr/bin/python3 -c 'import ensurepip, sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo /usr/bin/python3
+  else
+    command -v python3
+  fi
+}
+
+# .venv with Dockyard installed (editable); $1 is an extra such as "[test]". An
+# existing .venv is kept, whatever it was made from.
 make_venv() {
   local extras="${1:-}"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
+  [ -x .venv/bin/python ] || "$(venv_python)" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".${extras}"
   # bytecode now, as pip writes it for a regular install: an editable one gets it
