@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dockyard.cli.client import Api, CliError
+from dockyard.cli.client import Api, CliError, _split_url, encode_query, quote
 from dockyard.cli.main import NOUNS, parser
 
 HEAVY = ("httpx", "pydantic", "fastapi", "sqlalchemy", "dockyard.model", "dockyard.api", "typing")
@@ -44,6 +46,7 @@ def test_help_and_server_list_import_no_http_library_model_or_other_noun():
     assert "dockyard.cli.servers" not in helped and "dockyard.cli.client" not in helped
     listed = loaded_after("server", "list")
     assert not {m for m in listed if m.startswith(HEAVY)}
+    assert not {"urllib.parse", "ipaddress"} & listed  # ~3 ms of every command
     assert "dockyard.cli.servers" in listed and "dockyard.cli.catalog" not in listed
 
 
@@ -116,6 +119,50 @@ def test_the_client_sends_json_and_files_and_reads_every_answer_form(tmp_path):
             api.get("/broken")
     assert ("DELETE", "/v1/things/a%20b", b"") in _Handler.seen
     assert ("GET", "/v1/i/watch?since=v+1&wait=0.5", b"") in _Handler.seen
+
+
+@given(st.text(), st.sampled_from(["/", "", "/?&=%:@+,;!$'()*~"]))
+def test_the_clients_quoting_is_urllibs(text, safe):
+    from urllib.parse import quote as urllib_quote
+    from urllib.parse import urlencode
+
+    assert quote(text, safe) == urllib_quote(text, safe=safe)
+    assert encode_query({text: text, "n": 25.0}) == urlencode({text: text, "n": 25.0})
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("http://127.0.0.1:8787", (False, "127.0.0.1:8787", "127.0.0.1", 8787, "")),
+        ("HTTPS://Cloud.Example/base", (True, "Cloud.Example", "cloud.example", 443, "/base")),
+        ("http://[fd00::1]:8787/", (False, "[fd00::1]:8787", "fd00::1", 8787, "")),
+        ("http://[fd00::1]", (False, "[fd00::1]", "fd00::1", 80, "")),
+    ],
+)
+def test_a_dockyard_url_names_scheme_host_port_and_path(url, parts):
+    assert _split_url(url) == parts
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "127.0.0.1:8787",
+        "ftp://h:21",
+        "http://:80",
+        "http://h:0",
+        "http://h:65536",
+        "http://h:http",
+        "http://user@h:1",
+        "http://h:1/?q",
+        "http://[fd00::1",
+        "http://[fd00::1]x",
+        "http://[h]:1",
+    ],
+)
+def test_a_url_that_is_no_dockyard_url_is_refused(url):
+    assert _split_url(url) is None
+    with pytest.raises(CliError, match="DOCKYARD_URL must look like http://HOST:PORT"):
+        Api(url, "t")
 
 
 def test_an_unreachable_server_or_a_bad_url_is_a_one_line_error():

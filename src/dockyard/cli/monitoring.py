@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from urllib.parse import urlencode
 
-from dockyard.cli.client import Api
+from dockyard.cli.client import Api, encode_query
 
 OPTIONS = ("server_url", "token_file", "ca_file", "metrics_ca_file", "rules_file",
            "alertmanager")  # fmt: skip
@@ -15,7 +14,7 @@ OPTIONS = ("server_url", "token_file", "ca_file", "metrics_ca_file", "rules_file
 
 def config(api: Api, a: argparse.Namespace) -> None:
     query = {k: getattr(a, k) for k in OPTIONS if getattr(a, k) is not None}
-    text = api.fetch(f"/monitoring/config/{a.kind}" + ("?" + urlencode(query) if query else ""))
+    text = api.fetch(f"/monitoring/config/{a.kind}" + ("?" + encode_query(query) if query else ""))
     sys.stdout.write(text.decode())
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from urllib.parse import urlencode
 
-from dockyard.cli.client import Api, CliError
+from dockyard.cli.client import Api, CliError, encode_query
 from dockyard.cli.output import emit
 
 # typing costs ~2 ms of every command's start-up; mypy reads this name as typing's own
@@ -125,7 +124,7 @@ def drain(api: Api, a: argparse.Namespace) -> None:
 
 def list_migrations(api: Api, a: argparse.Namespace) -> None:
     query = {k: v for k, v in (("instance", a.server), ("host", a.host)) if v}
-    path = "/migrations" + (f"?{urlencode(query)}" if query else "")
+    path = "/migrations" + (f"?{encode_query(query)}" if query else "")
     emit(api.get(path), a.format, MIGRATION_COLUMNS)
 
 

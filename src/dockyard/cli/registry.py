@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
-from urllib.parse import quote
 
-from dockyard.cli.client import Api
+from dockyard.cli.client import Api, quote
 from dockyard.cli.output import emit
 
 REGISTRY_COLUMNS = [
