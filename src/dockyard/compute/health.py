@@ -288,6 +288,6 @@ class HealthChecker:
         try:
             self.on_change(iid, health)
         except Exception as exc:  # the next sync sends it again
-            log.warning("could not report the health of %s: %s; will retry", iid, exc)
-            with self._lock:
+            with self._lock:  # kept before it is said: a sync that follows the word resends
                 self._unsent.add(iid)
+            log.warning("could not report the health of %s: %s; will retry", iid, exc)
