@@ -46,8 +46,15 @@ def test_help_and_server_list_import_no_http_library_model_or_other_noun():
     assert "dockyard.cli.servers" not in helped and "dockyard.cli.client" not in helped
     listed = loaded_after("server", "list")
     assert not {m for m in listed if m.startswith(HEAVY)}
-    assert not {"urllib.parse", "ipaddress"} & listed  # ~3 ms of every command
+    assert not {"urllib.parse", "ipaddress", "socket", "selectors"} & listed  # ~7 ms
     assert "dockyard.cli.servers" in listed and "dockyard.cli.catalog" not in listed
+
+
+@pytest.mark.parametrize("noun", sorted(set(NOUNS) - {"lab"}))  # lab runs a cloud: root only
+def test_every_nouns_commands_import_no_typing_pathlib_or_socket(noun):
+    loaded = loaded_after(noun, "--help")
+    assert not {m for m in loaded if m.startswith(HEAVY)}
+    assert not {"pathlib", "urllib.parse", "socket", "shutil"} & loaded
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -6,13 +6,16 @@ set up than the whole command may take. :func:`_exchange` is the one place
 that speaks HTTP/1.1 on a socket, and the one that speaks TLS: for an https
 URL it imports ``ssl`` (only then: ~10 ms) and verifies the server's
 certificate against DOCKYARD_CA, or the system's store when that is unset.
+Plain http goes through ``_socket``, the C module under ``socket``: the
+``socket`` module's import (selectors, and enums made of every constant) was
+~4 ms of every command, for create_connection and makefile (_connect, _Reader).
 """
 
 from __future__ import annotations
 
+import _socket
 import json as jsonlib
 import os
-import socket
 
 # typing costs ~2 ms of every command's start-up; mypy reads this name as typing's own
 TYPE_CHECKING = False
@@ -240,27 +243,76 @@ def _exchange(
     # an ASCII name or address goes as bytes: getaddrinfo passes a str through the idna
     # codec, whose import (with stringprep and unicodedata) is ~2-3 ms of every command
     name: str | bytes = host.encode("ascii") if host.isascii() else host
-    sock = socket.create_connection((name, port), timeout=timeout)  # type: ignore[arg-type]
-    if tls is not None:
+    if tls is None:
+        sock: Any = _connect(name, port, timeout)
+    else:
+        import socket  # ssl wraps socket.socket (and imports socket anyway)
         import ssl  # only for https: the CLI's start-up on plain http does not pay for it
 
+        sock = socket.create_connection((name, port), timeout=timeout)  # type: ignore[arg-type]
         context = ssl.create_default_context(cafile=tls.ca)
         try:
             sock = context.wrap_socket(sock, server_hostname=address[0])
         except BaseException:
             sock.close()
             raise
-    with sock:
+    try:
         sock.sendall("\r\n".join(lines).encode("latin-1"))
         if isinstance(body, bytes):
             sock.sendall(body)
         else:
-            sock.sendfile(body)
-        with sock.makefile("rb") as f:
-            return _read_response(f, method)
+            while chunk := body.read(1 << 20):
+                sock.sendall(chunk)
+        return _read_response(_Reader(sock), method)
+    finally:
+        sock.close()
 
 
-def _read_response(f: BinaryIO, method: str) -> Response:
+def _connect(name: str | bytes, port: int, timeout: float) -> _socket.socket:
+    """A TCP connection to the first of ``name``'s addresses that answers (what
+    socket.create_connection does), reads and writes bounded by ``timeout``."""
+    error: OSError = OSError(f"{name!r} has no address")
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+class _Reader:
+    """Buffered reads of an answer from a socket (socket.makefile's job)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock, self._buf = sock, bytearray()
+
+    def _more(self) -> bool:
+        data = self._sock.recv(1 << 16)
+        self._buf += data
+        return bool(data)
+
+    def readline(self, limit: int = 65537) -> bytes:
+        while b"\n" not in self._buf[:limit] and len(self._buf) < limit and self._more():
+            pass
+        end = self._buf.find(b"\n", 0, limit)
+        return self._take(end + 1 if end >= 0 else limit)
+
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or len(self._buf) < size) and self._more():
+            pass
+        return self._take(len(self._buf) if size < 0 else size)
+
+    def _take(self, size: int) -> bytes:
+        out = bytes(self._buf[:size])
+        del self._buf[:size]
+        return out
+
+
+def _read_response(f: _Reader, method: str) -> Response:
     status_line = f.readline(65537).decode("latin-1").split(None, 2)
     if len(status_line) < 2 or not status_line[0].startswith("HTTP/"):
         raise ValueError(f"not an HTTP answer: {' '.join(status_line)[:80]!r}")
@@ -282,7 +334,7 @@ def _read_response(f: BinaryIO, method: str) -> Response:
     return Response(status, f.read(), fields)
 
 
-def _read_chunked(f: BinaryIO) -> bytes:
+def _read_chunked(f: _Reader) -> bytes:
     chunks = []
     while size := int(f.readline(65537).split(b";")[0].strip() or b"0", 16):
         chunks.append(f.read(size))

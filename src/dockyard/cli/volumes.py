@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from dockyard import units
 from dockyard.cli.client import Api, CliError
 from dockyard.cli.output import emit
+
+# typing costs ~2 ms of every command's start-up; mypy reads this name as typing's own
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 VOLUME_COLUMNS = [
     ("NAME", lambda v: v["name"]),
