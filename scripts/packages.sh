@@ -79,10 +79,10 @@ disable_debian_daemons() {
 
 # The interpreter .venv is made from: DOCKYARD_PYTHON if set, else Debian's python3
 # (python3-venv above brings it) when it is 3.11 or newer, else the first python3 on
-# PATH. Debian builds its python3 with profile-guided optimization and LTO; a Python
-# built from source without them (pyenv's default) starts and imports about a third
-# slower, and every CLI command, the server's requests and the agent's passes pay it
-# (bench/cli_startup.py, README).
+# PATH. Debian's python3 is linked statically and built with PGO and LTO (its
+# changelog); one built from source without them (pyenv's default: a shared libpython,
+# -O3 only) took 10-40 % longer for every CLI command and server request here
+# (bench/cli_startup.py, bench/request_cpu.py; figures in the README).
 venv_python() {
   if [ -n "${DOCKYARD_PYTHON:-}" ]; then
     echo "$DOCKYARD_PYTHON"
