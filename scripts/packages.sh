@@ -81,7 +81,7 @@ disable_debian_daemons() {
 # (python3-venv above brings it) when it is 3.11 or newer, else the first python3 on
 # PATH. Debian's python3 is linked statically and built with PGO and LTO (its
 # changelog); one built from source without them (pyenv's default: a shared libpython,
-# -O3 only) took 10-40 % longer for every CLI command and server request here
+# -O3 only) took 15-40 % longer for CLI commands and up to 40 % for server requests here
 # (bench/cli_startup.py, bench/request_cpu.py; figures in the README).
 venv_python() {
   if [ -n "${DOCKYARD_PYTHON:-}" ]; then
