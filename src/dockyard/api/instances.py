@@ -65,7 +65,7 @@ def list_instances(db: Db, who: User) -> list[model.Instance]:
 def show_instance(key: Key, db: Db, who: User) -> model.InstanceDetail:
     """The instance and its recent events (OOM kills, pids limit hits, throttling)."""
     with db.session(write=False) as s:
-        return instances.detail(s, instances.get(s, who, key))
+        return instances.show(s, who, key)
 
 
 @router.patch("/instances/{key}")

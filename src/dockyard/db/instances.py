@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.interfaces import ORMOption
 
 from dockyard import model, states
 from dockyard.db import (
@@ -183,11 +185,13 @@ def _contains(spec: model.SubnetCreate, ip: str) -> bool:
         return True  # let check_requested say what is wrong with it
 
 
-def get(s: Session, who: Principal, key: str) -> m.Instance:
+def get(s: Session, who: Principal, key: str, options: Sequence[ORMOption] = ()) -> m.Instance:
     """By id or name; another project's instance is simply not found."""
     q = select(m.Instance).where(
         m.Instance.deleted_at.is_(None), (m.Instance.id == key) | (m.Instance.name == key)
     )
+    if options:
+        q = q.options(*options)
     if not who.is_admin:
         q = q.where(m.Instance.project_id == who.project_id)
     return lookup.one(s.scalars(q).unique().all(), "instance", key, "dockyard server list")
@@ -243,7 +247,12 @@ def _named_by_another(s: Session, who: Principal, row: m.Instance) -> bool:
 
 
 def list_instances(s: Session, who: Principal) -> list[model.Instance]:
-    q = select(m.Instance).where(m.Instance.deleted_at.is_(None)).order_by(m.Instance.created_at)
+    q = (
+        select(m.Instance)
+        .where(m.Instance.deleted_at.is_(None))
+        .order_by(m.Instance.created_at)
+        .options(*instance_state.UNREAD)
+    )
     if not who.is_admin:
         q = q.where(m.Instance.project_id == who.project_id)
     return [to_model(r) for r in s.scalars(q).unique()]
@@ -410,6 +419,11 @@ def record_events(
         )
 
 
+def show(s: Session, who: Principal, key: str) -> model.InstanceDetail:
+    """The instance by id or name, with its recent events and drift (``detail``)."""
+    return detail(s, get(s, who, key, instance_state.UNREAD))
+
+
 def detail(s: Session, inst: m.Instance, limit: int = 20) -> model.InstanceDetail:
     rows = s.scalars(
         select(m.InstanceEvent)
@@ -422,7 +436,8 @@ def detail(s: Session, inst: m.Instance, limit: int = 20) -> model.InstanceDetai
         for e in rows
     ]
     found = drift.instance_drift(s, inst.host_id, inst.id)
-    return model.InstanceDetail(**to_model(inst).model_dump(), events=events, drift=found)
+    # the wire form's fields were checked as it was made: not a second time
+    return model.InstanceDetail.model_construct(**dict(to_model(inst)), events=events, drift=found)
 
 
 def to_model(r: m.Instance) -> model.Instance:
