@@ -70,3 +70,92 @@ def test_data_clears_set_id_and_shared_write_bits_and_owners(tmp_path):
     assert stat.S_IMODE(tool.st_mode) == 0o755
     assert stat.S_IMODE(notes.st_mode) == 0o600
     assert tool.st_uid == os.geteuid()
+
+
+@pytest.mark.parametrize("check", [archives.Contained, archives.Data])
+def test_nothing_is_written_through_a_symlink_of_the_archive_even_one_pointing_inside(
+    tmp_path, check
+):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    tar = _tar(_entry("here", tarfile.SYMTYPE, link="."), _entry("here/f", data=b"x"))
+    with pytest.raises(archives.UnsafeEntry, match="through a link"):
+        archives.extract(tar, dest, check())
+    assert not (dest / "f").exists()
+
+
+def test_a_path_longer_than_path_max_cannot_hide_where_a_link_goes(tmp_path):
+    # realpath gives up past PATH_MAX and reads ".." as text; the kernel follows the
+    # links (CVE-2025-4517): "e" would be dest/../.. and e/pwned two levels up
+    dest = tmp_path / "g" / "p" / "dest"
+    dest.mkdir(parents=True)
+    deep, steps, members, path = "d" * 247, "abcdefghijklmnop", [], ""
+    for step in steps:
+        members.append(_entry(os.path.join(path, deep), tarfile.DIRTYPE, mode=0o755))
+        members.append(_entry(os.path.join(path, step), tarfile.SYMTYPE, link=deep))
+        path = os.path.join(path, deep)
+    far = os.path.join(*steps, "l" * 254)
+    members.append(_entry(far, tarfile.SYMTYPE, link="../" * len(steps)))
+    members.append(_entry("e", tarfile.SYMTYPE, link=far + "/../.."))
+    members.append(_entry("e/pwned", data=b"outside"))
+    with pytest.raises(archives.UnsafeEntry, match="through a link"):
+        archives.extract(_tar(*members), dest, archives.Data())
+    assert not (tmp_path / "g" / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # a symlink reached through another symlink: link(2) copies the symlink, and
+        # the hard link's chmod and chown then follow it to its target
+        [
+            _entry("x", tarfile.DIRTYPE, mode=0o755),
+            _entry("s", tarfile.SYMTYPE, link="x"),
+            _entry("x/l", tarfile.SYMTYPE, link="VICTIM"),
+            _entry("h", tarfile.LNKTYPE, link="s/l", mode=0o4777),
+        ],
+        [_entry("h", tarfile.LNKTYPE, link="nowhere")],
+        [_entry("d", tarfile.DIRTYPE, mode=0o755), _entry("h", tarfile.LNKTYPE, link="d")],
+    ],
+)
+def test_a_hard_link_goes_only_to_a_file_unpacked_before_it(tmp_path, members):
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    for info, _ in members:
+        info.linkname = info.linkname.replace("VICTIM", str(victim))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(archives.UnsafeEntry, match="hard-links"):
+        archives.extract(_tar(*members), dest, archives.Contained())
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("name", "link", "inside"),
+    [
+        ("l", ".", True),
+        ("d/l", "../f", True),
+        ("d/l", "e/f", True),
+        ("l", "../f", False),
+        ("d/l", "../../f", False),
+        ("l", "d/../f", False),  # climbs after descending: d may be a link
+        ("l", "/etc/passwd", False),
+    ],
+)
+def test_data_keeps_a_symlink_only_if_it_climbs_no_higher_than_the_destination(
+    tmp_path, name, link, inside
+):
+    tar = _tar(_entry("d", tarfile.DIRTYPE, mode=0o755), _entry(name, tarfile.SYMTYPE, link=link))
+    if inside:
+        archives.extract(tar, tmp_path, archives.Data())
+        assert os.readlink(tmp_path / name) == link
+    else:
+        with pytest.raises(archives.UnsafeEntry, match="out of the destination"):
+            archives.extract(tar, tmp_path, archives.Data())
+
+
+def test_an_entry_the_file_system_refuses_is_an_error_not_a_traceback(tmp_path):
+    tar = _tar(_entry("f", data=b"x"), _entry("f/g", data=b"y"))
+    with pytest.raises(archives.BadArchive, match="could not unpack 'f/g'"):
+        archives.extract(tar, tmp_path, archives.Contained())

@@ -159,6 +159,7 @@ def test_a_dockyard_url_names_scheme_host_port_and_path(url, parts):
         "http://h:0",
         "http://h:65536",
         "http://h:http",
+        "http://h:²",  # a digit to str.isdigit, not to int()
         "http://user@h:1",
         "http://h:1/?q",
         "http://[fd00::1",

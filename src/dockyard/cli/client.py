@@ -212,7 +212,8 @@ def _split_url(url: str) -> tuple[bool, str, str, int, str] | None:
     else:
         host, _, port_text = netloc.partition(":")
     tls = scheme.lower() == "https"
-    port = (443 if tls else 80) if not port_text else int(port_text) if port_text.isdigit() else 0
+    digits = port_text.isascii() and port_text.isdigit()  # "²" is a digit, not to int()
+    port = (443 if tls else 80) if not port_text else int(port_text) if digits else 0
     if not host or not 0 < port < 65536:
         return None
     return tls, netloc, host.lower(), port, (slash + path).rstrip("/")

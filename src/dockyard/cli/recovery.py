@@ -111,6 +111,6 @@ def unpack(data: bytes, dest: Path) -> list[str]:
             raise CliError(f"{dest / clash} already exists; recover into an empty directory")
         try:
             archives.extract(tar, dest, archives.Data())
-        except archives.UnsafeEntry as exc:
+        except archives.BadArchive as exc:
             raise CliError(f"refused an entry of the recovered tar: it {exc}") from exc
     return [m.name for m in members]

@@ -123,13 +123,13 @@ def unpack(archive: Path, root: Path) -> None:
     """Everything in ``archive`` into ``root``, owners and modes as they were.
 
     Nothing is written outside ``root`` (archives.Contained: no absolute or ``..``
-    name, no entry reached through a link, no entry twice, no hard link to a
-    symlink). Symlinks themselves are kept as they are (a volume may hold absolute
-    ones) and never followed here."""
+    name, no entry reached through a link, no entry twice, a hard link only to a
+    file unpacked before it). Symlinks themselves are kept as they are (a volume may
+    hold absolute ones) and never followed here."""
     with tarfile.open(archive, "r:*") as tar:
         try:
             archives.extract(tar, root, archives.Contained(), numeric_owner=True)
-        except archives.UnsafeEntry as exc:
+        except archives.BadArchive as exc:
             raise PermanentError(f"the volume copy {exc}") from exc
 
 
