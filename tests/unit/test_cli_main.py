@@ -79,6 +79,12 @@ class _Handler(BaseHTTPRequestHandler):
             for part in (b'{"a": ', b"[1, 2]}"):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             self.wfile.write(b"0\r\n\r\n")
+        elif self.path == "/v1/instances":  # more than a pipe holds
+            self._send(
+                200,
+                json.dumps([{"name": f"web{i}"} for i in range(20_000)]).encode(),
+                "application/json",
+            )
         elif self.command == "DELETE":
             self.send_response(204)
             self.end_headers()
@@ -182,3 +188,23 @@ def test_an_unreachable_server_or_a_bad_url_is_a_one_line_error():
         Api("http://localhost:http", "t")
     with pytest.raises(CliError, match="cannot reach the server at http://no-such-host.invalid"):
         Api("http://no-such-host.invalid:8787", "t").get("/instances")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["server", "list", "-f", "json"]])
+def test_a_reader_that_leaves_early_gets_no_traceback(argv):
+    """`dockyard server list | head -1`: the rest of the output goes nowhere, quietly."""
+    code = "import sys\nfrom dockyard.cli.main import main\nsys.exit(main())"
+    with http_server() as url:
+        env = {"DOCKYARD_URL": url, "DOCKYARD_TOKEN": "t", "PATH": "/usr/bin:/bin"}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        proc.stdout.close()  # before the command writes a byte
+        err = proc.stderr.read().decode()
+        proc.wait(30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

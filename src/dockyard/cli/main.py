@@ -137,6 +137,20 @@ def main(argv: list[str] | None = None) -> None:
     a caller that passes ``argv`` (tests) gets a normal return."""
     as_command = argv is None
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        _run(argv)
+    except BrokenPipeError:  # `dockyard server list | head`: the reader left; not an error
+        _reader_left()
+        return
+    except SystemExit:  # --help, a usage error, `up`: its output is flushed here, not at exit
+        if as_command and not _flushed():
+            _reader_left()
+        raise
+    if as_command:
+        _exit_now()
+
+
+def _run(argv: list[str]) -> None:
     args = parser(argv).parse_args(argv)
     from dockyard.cli.client import Api, CliError
 
@@ -154,8 +168,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    if as_command:
-        _exit_now()
+
+
+def _flushed() -> bool:
+    try:
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        return False
+
+
+def _reader_left() -> None:
+    """What is still buffered for stdout goes to /dev/null, so the interpreter's last
+    flush does not print a BrokenPipeError of its own (Python's documented recipe)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _exit_now() -> None:
