@@ -117,6 +117,10 @@ def test_tools_show_the_container_where_sysinfo_shows_the_host(cluster, keys, ma
     sh("dd if=/dev/zero of=/var/tmp/fill bs=1M count=64 oflag=direct status=none")
     wait_for(lambda: root_used() >= before + 60 * 2**20, 15, "df to count the 64 MB")
     print(f"\ndf / used: {before / 2**20:.1f} MiB -> {root_used() / 2**20:.1f} MiB")
-    # /proc/diskstats: the container's own writes on the disk behind the data root
-    sectors = [int(ln.split()[9]) for ln in sh("cat /proc/diskstats").splitlines()]
-    assert sum(sectors) >= 64 * 2**20 // 512, sectors
+    # /proc/diskstats: the container's own writes on the disk behind the data root. The
+    # agent rewrites the view once a second: df's 60 MB above may come from a round taken
+    # while dd was still writing, so wait for a round after it too
+    def written() -> int:
+        return sum(int(ln.split()[9]) for ln in sh("cat /proc/diskstats").splitlines())
+
+    wait_for(lambda: written() >= 64 * 2**20 // 512, 15, "diskstats to count the 64 MB")
