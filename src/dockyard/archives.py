@@ -69,7 +69,7 @@ def extract(
                 member, root, set_attrs=not member.isdir(), numeric_owner=numeric_owner, **_TRUSTED
             )
         except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
-            raise BadArchive(f"could not unpack {member.name!r}: {exc}") from exc
+            raise BadArchive(f"holds {member.name!r}, which could not be written: {exc}") from exc
     for d in sorted(directories, key=lambda m: m.name, reverse=True):
         path = os.path.join(root, d.name)
         tar.chown(d, path, numeric_owner)
