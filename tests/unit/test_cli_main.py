@@ -208,3 +208,11 @@ def test_a_reader_that_leaves_early_gets_no_traceback(argv):
         proc.wait(30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_the_clis_quota_flags_are_the_models_quota_resources():
+    """catalog.py keeps its own copy (the CLI must not import the pydantic models)."""
+    from dockyard.cli.catalog import QUOTA_FLAGS
+    from dockyard.model.identity import QUOTA_RESOURCES
+
+    assert QUOTA_FLAGS == QUOTA_RESOURCES
